@@ -1,0 +1,3 @@
+module github.com/outrider-proxy/outrider
+
+go 1.26

@@ -1,0 +1,203 @@
+// Package stats holds the proxy's counters, gauges and histograms under
+// Envoy's dotted names. Creating a stat takes a lock once; updating one is a
+// single atomic operation, so the hot path holds stat pointers and never looks
+// names up.
+package stats
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// Counter only goes up.
+type Counter struct {
+	name string
+	v    atomic.Uint64
+	used atomic.Bool
+}
+
+// Inc adds one.
+func (c *Counter) Inc() { c.v.Add(1); c.used.Store(true) }
+
+// Add adds n.
+func (c *Counter) Add(n uint64) { c.v.Add(n); c.used.Store(true) }
+
+// Value is the current count.
+func (c *Counter) Value() uint64 { return c.v.Load() }
+
+// Name is the full dotted name.
+func (c *Counter) Name() string { return c.name }
+
+// Used reports whether the counter was ever changed.
+func (c *Counter) Used() bool { return c.used.Load() }
+
+// Gauge goes up and down.
+type Gauge struct {
+	name string
+	v    atomic.Int64
+	used atomic.Bool
+}
+
+// Inc adds one.
+func (g *Gauge) Inc() { g.v.Add(1); g.used.Store(true) }
+
+// Dec subtracts one.
+func (g *Gauge) Dec() { g.v.Add(-1); g.used.Store(true) }
+
+// Add adds n (which may be negative).
+func (g *Gauge) Add(n int64) { g.v.Add(n); g.used.Store(true) }
+
+// Set replaces the value.
+func (g *Gauge) Set(n int64) { g.v.Store(n); g.used.Store(true) }
+
+// Value is the current value.
+func (g *Gauge) Value() int64 { return g.v.Load() }
+
+// Name is the full dotted name.
+func (g *Gauge) Name() string { return g.name }
+
+// Used reports whether the gauge was ever changed.
+func (g *Gauge) Used() bool { return g.used.Load() }
+
+// Store owns every stat of one proxy. The zero Store is not usable; use NewStore.
+type Store struct {
+	mu         sync.RWMutex
+	counters   map[string]*Counter
+	gauges     map[string]*Gauge
+	histograms map[string]*Histogram
+}
+
+// NewStore returns an empty store.
+func NewStore() *Store {
+	return &Store{counters: map[string]*Counter{}, gauges: map[string]*Gauge{}, histograms: map[string]*Histogram{}}
+}
+
+// Root is the scope with no prefix.
+func (s *Store) Root() Scope { return Scope{store: s} }
+
+// Scope returns a scope whose stats are named prefix + "." + name.
+func (s *Store) Scope(prefix string) Scope { return Scope{store: s, prefix: join(prefix, "")} }
+
+// Counter returns the counter with the full name, creating it.
+func (s *Store) Counter(name string) *Counter {
+	s.mu.RLock()
+	c := s.counters[name]
+	s.mu.RUnlock()
+	if c != nil {
+		return c
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c = s.counters[name]; c == nil {
+		c = &Counter{name: name}
+		s.counters[name] = c
+	}
+	return c
+}
+
+// Gauge returns the gauge with the full name, creating it.
+func (s *Store) Gauge(name string) *Gauge {
+	s.mu.RLock()
+	g := s.gauges[name]
+	s.mu.RUnlock()
+	if g != nil {
+		return g
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if g = s.gauges[name]; g == nil {
+		g = &Gauge{name: name}
+		s.gauges[name] = g
+	}
+	return g
+}
+
+// Histogram returns the histogram with the full name, creating it.
+func (s *Store) Histogram(name string, unit Unit) *Histogram {
+	s.mu.RLock()
+	h := s.histograms[name]
+	s.mu.RUnlock()
+	if h != nil {
+		return h
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h = s.histograms[name]; h == nil {
+		h = newHistogram(name, unit)
+		s.histograms[name] = h
+	}
+	return h
+}
+
+// Counters returns every counter sorted by name.
+func (s *Store) Counters() []*Counter {
+	s.mu.RLock()
+	out := make([]*Counter, 0, len(s.counters))
+	for _, c := range s.counters {
+		out = append(out, c)
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// Gauges returns every gauge sorted by name.
+func (s *Store) Gauges() []*Gauge {
+	s.mu.RLock()
+	out := make([]*Gauge, 0, len(s.gauges))
+	for _, g := range s.gauges {
+		out = append(out, g)
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// Histograms returns every histogram sorted by name.
+func (s *Store) Histograms() []*Histogram {
+	s.mu.RLock()
+	out := make([]*Histogram, 0, len(s.histograms))
+	for _, h := range s.histograms {
+		out = append(out, h)
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// Scope names stats under a common prefix. The zero Scope is unusable.
+type Scope struct {
+	store  *Store
+	prefix string // empty or ending in "."
+}
+
+// Store is the scope's store.
+func (s Scope) Store() *Store { return s.store }
+
+// Prefix is the scope's prefix, empty or ending in ".".
+func (s Scope) Prefix() string { return s.prefix }
+
+// Scope returns a child scope named s.prefix + sub + ".".
+func (s Scope) Scope(sub string) Scope { return Scope{store: s.store, prefix: join(s.prefix+sub, "")} }
+
+// Counter returns the counter prefix + name.
+func (s Scope) Counter(name string) *Counter { return s.store.Counter(s.prefix + name) }
+
+// Gauge returns the gauge prefix + name.
+func (s Scope) Gauge(name string) *Gauge { return s.store.Gauge(s.prefix + name) }
+
+// Histogram returns the histogram prefix + name.
+func (s Scope) Histogram(name string, unit Unit) *Histogram {
+	return s.store.Histogram(s.prefix+name, unit)
+}
+
+func join(prefix, name string) string {
+	if prefix == "" {
+		return name
+	}
+	if prefix[len(prefix)-1] == '.' {
+		return prefix + name
+	}
+	return prefix + "." + name
+}
