@@ -1,0 +1,9 @@
+// Package all links every built-in extension into the binary. Importing it
+// for its side effects registers each filter under its Envoy name.
+package all
+
+import (
+	_ "github.com/outrider-proxy/outrider/filters/http/router"
+	_ "github.com/outrider-proxy/outrider/filters/network/tcpproxy"
+	_ "github.com/outrider-proxy/outrider/proxy/hcm"
+)

@@ -1,0 +1,385 @@
+// Package router is Envoy's envoy.filters.http.router, the terminal HTTP
+// filter: it applies the selected route (redirect, direct response, or a
+// cluster), sends the request to a host through the cluster's HTTP/1 pool and
+// streams the response back. One filter per connection is reused for each of
+// its streams; it runs on the stream's goroutine and blocks on the upstream.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/outrider-proxy/outrider/proxy/confcheck"
+	"github.com/outrider-proxy/outrider/proxy/headers"
+	"github.com/outrider-proxy/outrider/proxy/http1"
+	"github.com/outrider-proxy/outrider/proxy/httpfilter"
+	"github.com/outrider-proxy/outrider/proxy/router"
+	"github.com/outrider-proxy/outrider/proxy/streaminfo"
+	"github.com/outrider-proxy/outrider/proxy/upstream"
+	"github.com/outrider-proxy/outrider/telemetry/formatter"
+)
+
+// Name is the filter's Envoy name.
+const Name = "envoy.filters.http.router"
+
+func init() {
+	httpfilter.Registry.Register(Name, []string{"envoy.extensions.filters.http.router.v3.Router"},
+		httpfilter.Factory{Terminal: true, Create: create})
+}
+
+// config is the compiled router config.
+type config struct {
+	clusters        *upstream.Manager
+	suppressHeaders bool // suppress_envoy_headers
+}
+
+func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
+	c := &config{clusters: ctx.Clusters}
+	if a != nil {
+		p := &routerv3.Router{}
+		if err := a.UnmarshalTo(p); err != nil {
+			return nil, err
+		}
+		if err := confcheck.Fields(p, "", "dynamic_stats", "suppress_envoy_headers", "start_child_span",
+			"respect_expected_rq_timeout", "upstream_log"); err != nil {
+			return nil, err
+		}
+		c.suppressHeaders = p.GetSuppressEnvoyHeaders()
+	}
+	return c, nil
+}
+
+// New makes the filter for a connection's streams.
+func (c *config) New(cb httpfilter.Callbacks) any { return &filter{cfg: c, cb: cb} }
+
+// upstreamCodec is kept with a pooled upstream connection so its buffers are
+// reused with it.
+type upstreamCodec struct {
+	dec *http1.Decoder
+	enc *http1.Encoder
+}
+
+// filter is the per-stream state. Reset clears it between streams.
+type filter struct {
+	cfg *config
+	cb  httpfilter.Callbacks
+
+	route   *router.Route
+	cluster *upstream.Cluster
+	host    *upstream.Host
+	pc      *upstream.PooledConn
+	codec   *upstreamCodec
+	method  []byte
+	timeout time.Duration
+	start   time.Time
+	fctx    formatter.Context
+	noBody  bool
+	retried bool
+	trl     headers.Map // response trailers, kept across streams
+}
+
+// Reset implements httpfilter.Resetter.
+func (f *filter) Reset() {
+	f.release(false)
+	trl := f.trl
+	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl}
+}
+
+func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
+	info := f.cb.Info()
+	r := f.cb.Route()
+	if r == nil {
+		f.cb.SendLocalReply(404, "", "route_not_found", streaminfo.NoRouteFound)
+		return httpfilter.Stop
+	}
+	f.route = r
+	f.fctx = formatter.Context{Stream: info, Request: h}
+	switch r.Kind() {
+	case router.ActionRedirect:
+		status, loc := r.Redirect(h)
+		resp := f.cb.ResponseHeaders()
+		resp.SetInt(headers.Status, int64(status))
+		resp.Set("location", loc)
+		resp.Set("content-length", "0")
+		info.ResponseCodeDetails = "direct_response"
+		f.cb.EncodeHeaders(resp, true)
+		return httpfilter.Stop
+	case router.ActionDirectResponse:
+		status, body := r.DirectResponse()
+		resp := f.cb.ResponseHeaders()
+		resp.SetInt(headers.Status, int64(status))
+		if len(body) > 0 {
+			resp.SetInt("content-length", int64(len(body)))
+			resp.Set("content-type", "text/plain")
+		}
+		f.fctx.Response = resp
+		r.ApplyResponseHeaders(resp, &f.fctx)
+		info.ResponseCodeDetails = "direct_response"
+		if f.cb.EncodeHeaders(resp, len(body) == 0) && len(body) > 0 {
+			f.cb.EncodeData(body, true)
+		}
+		return httpfilter.Stop
+	case router.ActionCluster:
+	default:
+		f.cb.SendLocalReply(404, "", "route_not_found", streaminfo.NoRouteFound)
+		return httpfilter.Stop
+	}
+
+	name := r.Cluster(h, rand.Uint64())
+	info.UpstreamCluster = name
+	f.cluster = f.cfg.clusters.Get(name)
+	if f.cluster == nil {
+		f.cb.SendLocalReply(503, "", "cluster_not_found", streaminfo.NoClusterFound)
+		return httpfilter.Stop
+	}
+	f.host = f.cluster.ChooseHost(&upstream.LBContext{})
+	if f.host == nil {
+		f.cluster.Stats.UpstreamCxNoneHealthy.Inc()
+		f.cb.SendLocalReply(503, "no healthy upstream", "no_healthy_upstream", streaminfo.NoHealthyUpstream)
+		return httpfilter.Stop
+	}
+	info.UpstreamHost = f.host.String()
+
+	r.RewriteRequest(h)
+	if r.AutoHostRewrite() && f.host.Hostname != "" {
+		h.Set(headers.Authority, f.host.Hostname)
+	}
+	r.ApplyRequestHeaders(h, &f.fctx)
+	f.timeout = r.Timeout()
+	if f.timeout > 0 && !f.cfg.suppressHeaders {
+		h.SetInt("x-envoy-expected-rq-timeout-ms", f.timeout.Milliseconds())
+	}
+	f.method, _ = h.Get(headers.Method)
+	f.noBody = end
+	f.start = time.Now()
+	if !f.connect() {
+		return httpfilter.Stop
+	}
+	if err := f.codec.enc.WriteRequestHeaders(h, end); err != nil {
+		f.upstreamFailed(err, false)
+		return httpfilter.Stop
+	}
+	if end {
+		f.sendAndAwait()
+	}
+	return httpfilter.Stop
+}
+
+func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
+	if f.pc == nil {
+		return httpfilter.Stop
+	}
+	if err := f.codec.enc.WriteData(p, end); err != nil {
+		f.upstreamFailed(err, false)
+		return httpfilter.Stop
+	}
+	if end {
+		f.sendAndAwait()
+	} else if err := f.codec.enc.Flush(); err != nil {
+		f.upstreamFailed(err, false)
+	}
+	return httpfilter.Stop
+}
+
+func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
+	if f.pc == nil {
+		return httpfilter.Stop
+	}
+	if err := f.codec.enc.WriteTrailers(t); err != nil {
+		f.upstreamFailed(err, false)
+		return httpfilter.Stop
+	}
+	f.sendAndAwait()
+	return httpfilter.Stop
+}
+
+// connect takes a pooled connection to the chosen host.
+func (f *filter) connect() bool {
+	st := f.cluster.Stats
+	st.UpstreamRqTotal.Inc()
+	st.UpstreamRqActive.Inc()
+	pc, err := f.cluster.Pool(f.host).Get(context.Background())
+	if err != nil {
+		st.UpstreamRqActive.Dec()
+		info := f.cb.Info()
+		info.UpstreamTransportFailureReason = err.Error()
+		f.cb.SendLocalReply(503,
+			"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: "+err.Error(),
+			"upstream_reset_before_response_started{remote_connection_failure}", streaminfo.UpstreamConnectionFailure)
+		return false
+	}
+	f.pc = pc
+	if c, ok := pc.Codec.(*upstreamCodec); ok {
+		f.codec = c
+	} else {
+		f.codec = &upstreamCodec{dec: http1.NewDecoder(pc.Conn, http1.Limits{}), enc: http1.NewEncoder(pc.Conn)}
+		pc.Codec = f.codec
+	}
+	return true
+}
+
+// sendAndAwait flushes the request and streams the response back.
+func (f *filter) sendAndAwait() {
+	info := f.cb.Info()
+	if err := f.codec.enc.Flush(); err != nil {
+		f.upstreamFailed(err, false)
+		return
+	}
+	info.LastUpstreamTxByte = info.Since(time.Now())
+	if f.timeout > 0 {
+		_ = f.pc.Conn.SetReadDeadline(time.Now().Add(f.timeout))
+	} else {
+		_ = f.pc.Conn.SetReadDeadline(time.Time{})
+	}
+	resp := f.cb.ResponseHeaders()
+	var msg http1.Message
+	for {
+		resp.Reset()
+		m, err := f.codec.dec.ReadResponseHeaders(resp, f.method)
+		if err != nil {
+			if f.retryStale(err) {
+				if f.pc != nil {
+					f.sendAndAwait()
+				}
+				return
+			}
+			f.upstreamFailed(err, false)
+			return
+		}
+		if code := status(resp); code >= 100 && code < 200 && code != 101 {
+			continue // 1xx from upstream are not proxied (proxy_100_continue is off)
+		}
+		msg = m
+		break
+	}
+	info.FirstUpstreamRxByte = info.Since(time.Now())
+	code := status(resp)
+	f.cluster.Stats.RecordResponse(code)
+	http1.StripHopByHop(resp, false)
+	if !f.cfg.suppressHeaders {
+		resp.SetInt("x-envoy-upstream-service-time", time.Since(f.start).Milliseconds())
+	}
+	f.fctx.Response = resp
+	f.route.ApplyResponseHeaders(resp, &f.fctx)
+	if !f.cb.EncodeHeaders(resp, msg.NoBody) {
+		f.release(false)
+		return
+	}
+	if msg.NoBody {
+		f.finished(msg.KeepAlive)
+		return
+	}
+	for {
+		if f.codec.dec.Buffered() == 0 && !f.cb.Flush() {
+			f.release(false)
+			return
+		}
+		p, err := f.codec.dec.ReadData()
+		if err == io.EOF {
+			f.trl.Reset()
+			f.codec.dec.Trailers(&f.trl)
+			if f.trl.Len() > 0 {
+				f.cb.EncodeTrailers(&f.trl)
+			} else {
+				f.cb.EncodeData(nil, true)
+			}
+			f.finished(msg.KeepAlive && !msg.CloseDelimited)
+			return
+		}
+		if err != nil {
+			f.upstreamFailed(err, true)
+			return
+		}
+		if !f.cb.EncodeData(p, false) {
+			f.release(false)
+			return
+		}
+	}
+}
+
+// retryStale resends a body-less request once on a new connection when a
+// reused keep-alive connection turns out to have been closed by the upstream
+// before it answered: the request cannot have been processed.
+func (f *filter) retryStale(err error) bool {
+	if f.retried || !f.pc.Reused || !f.noBody || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+		return false
+	}
+	f.retried = true
+	f.release(false)
+	if f.connect() {
+		if err := f.codec.enc.WriteRequestHeaders(f.cb.RequestHeaders(), true); err != nil {
+			f.upstreamFailed(err, false)
+		}
+	}
+	return true
+}
+
+func status(h *headers.Map) int {
+	v, _ := h.Get(headers.Status)
+	n := 0
+	for _, c := range v {
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+func (f *filter) finished(reusable bool) {
+	info := f.cb.Info()
+	info.LastUpstreamRxByte = info.Since(time.Now())
+	f.cluster.Stats.UpstreamRqCompleted.Inc()
+	f.release(reusable)
+}
+
+// release returns the upstream connection, once.
+func (f *filter) release(reusable bool) {
+	if f.pc == nil {
+		return
+	}
+	_ = f.pc.Conn.SetReadDeadline(time.Time{})
+	f.cluster.Stats.UpstreamRqActive.Dec()
+	f.pc.Release(reusable)
+	f.pc = nil
+}
+
+// upstreamFailed maps an upstream error to Envoy's local reply or reset.
+func (f *filter) upstreamFailed(err error, started bool) {
+	st := f.cluster.Stats
+	timedOut := errors.Is(err, os.ErrDeadlineExceeded)
+	f.release(false)
+	if timedOut {
+		st.UpstreamRqTimeout.Inc()
+		if f.cb.ResponseStarted() {
+			f.cb.ResetStream(streaminfo.UpstreamRequestTimeout)
+			return
+		}
+		f.cb.SendLocalReply(504, "upstream request timeout", "upstream_response_timeout", streaminfo.UpstreamRequestTimeout)
+		return
+	}
+	if f.cb.ResponseStarted() || started {
+		f.cb.ResetStream(streaminfo.UpstreamConnectionTermination)
+		return
+	}
+	var perr *http1.Error
+	if errors.As(err, &perr) {
+		f.cb.SendLocalReply(503, "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
+			"upstream_reset_before_response_started{protocol_error}", streaminfo.UpstreamProtocolError)
+		return
+	}
+	reason := "connection termination"
+	var ne net.Error
+	if !errors.Is(err, io.EOF) && !errors.As(err, &ne) {
+		reason = fmt.Sprint(err)
+	}
+	f.cb.SendLocalReply(503, "upstream connect error or disconnect/reset before headers. reset reason: "+reason,
+		"upstream_reset_before_response_started{connection_termination}", streaminfo.UpstreamConnectionTermination)
+}

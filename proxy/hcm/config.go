@@ -1,0 +1,236 @@
+// Package hcm is Envoy's HTTP connection manager
+// (envoy.filters.network.http_connection_manager): it decodes HTTP from a
+// downstream connection, runs each request through the HTTP filter chain and
+// the router, and encodes the responses. Its config compiles once into an
+// immutable Config; the route table is an atomic pointer that RDS swaps while
+// streams in flight keep the table they started with.
+package hcm
+
+import (
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/outrider-proxy/outrider/proxy/confcheck"
+	"github.com/outrider-proxy/outrider/proxy/drain"
+	"github.com/outrider-proxy/outrider/proxy/http1"
+	"github.com/outrider-proxy/outrider/proxy/httpfilter"
+	"github.com/outrider-proxy/outrider/proxy/netfilter"
+	"github.com/outrider-proxy/outrider/proxy/router"
+	"github.com/outrider-proxy/outrider/proxy/upstream"
+)
+
+// Name is the filter's Envoy name.
+const Name = "envoy.filters.network.http_connection_manager"
+
+func init() {
+	netfilter.Registry.Register(Name,
+		[]string{"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"},
+		func(ctx *netfilter.Context, a *anypb.Any) (any, error) {
+			cfg := &hcmv3.HttpConnectionManager{}
+			if err := a.UnmarshalTo(cfg); err != nil {
+				return nil, fmt.Errorf("http_connection_manager: %w", err)
+			}
+			c, err := Compile(ctx, cfg)
+			if err != nil {
+				return nil, fmt.Errorf("http_connection_manager: %w", err)
+			}
+			return c, nil
+		})
+}
+
+// Envoy's defaults.
+const (
+	defaultStreamIdleTimeout = 5 * time.Minute
+	defaultIdleTimeout       = time.Hour
+	defaultServerName        = "envoy"
+)
+
+// Config is a compiled connection manager, shared by every connection of its
+// filter chain. Only routes changes after Compile.
+type Config struct {
+	Proto      *hcmv3.HttpConnectionManager
+	statPrefix string
+	routes     atomic.Pointer[router.Table]
+	filters    []filterEntry
+
+	clusters *upstream.Manager
+	drain    *drain.Manager
+	log      *slog.Logger
+	stats    *hcmStats
+
+	limits                http1.Limits
+	useRemoteAddress      bool
+	xffTrustedHops        int
+	skipXffAppend         bool
+	serverName            string
+	serverHeader          hcmv3.HttpConnectionManager_ServerHeaderTransformation
+	requestTimeout        time.Duration
+	streamIdleTimeout     time.Duration
+	requestHeadersTimeout time.Duration
+	idleTimeout           time.Duration
+	maxConnDuration       time.Duration
+	maxRequestsPerConn    uint32
+	normalizePath         bool
+	mergeSlashes          bool
+	generateRequestID     bool
+	preserveExternalID    bool
+	alwaysSetRequestID    bool
+	stripAnyHostPort      bool
+	stripMatchingPort     bool
+	accept10              bool
+	drainTimeout          time.Duration
+}
+
+type filterEntry struct {
+	name string
+	cfg  httpfilter.Config
+}
+
+// Routes is the route table in force; nil until RDS delivers one.
+func (c *Config) Routes() *router.Table { return c.routes.Load() }
+
+// SetRoutes swaps the route table (RDS).
+func (c *Config) SetRoutes(t *router.Table) { c.routes.Store(t) }
+
+// StatPrefix is the configured stat_prefix.
+func (c *Config) StatPrefix() string { return c.statPrefix }
+
+// Compile validates and compiles an HttpConnectionManager.
+func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, error) {
+	if err := confcheck.Fields(p, "", "codec_type", "stat_prefix", "http_filters", "common_http_protocol_options",
+		"http_protocol_options", "server_name", "server_header_transformation", "max_request_headers_kb",
+		"stream_idle_timeout", "request_timeout", "request_headers_timeout", "drain_timeout", "delayed_close_timeout",
+		"access_log", "use_remote_address", "xff_num_trusted_hops", "skip_xff_append", "generate_request_id",
+		"preserve_external_request_id", "always_set_request_id_in_response", "normalize_path", "merge_slashes",
+		"route_specifier", "strip_port_mode", "stream_error_on_invalid_http_message", "internal_address_config",
+		"path_with_escaped_slashes_action", "http2_protocol_options"); err != nil {
+		return nil, err
+	}
+	switch p.GetCodecType() {
+	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1:
+	default:
+		return nil, fmt.Errorf("codec_type: %s is not supported by outrider yet", p.GetCodecType())
+	}
+	c := &Config{
+		Proto:              p,
+		statPrefix:         p.GetStatPrefix(),
+		clusters:           ctx.Clusters,
+		drain:              ctx.Drain,
+		log:                ctx.Log,
+		useRemoteAddress:   p.GetUseRemoteAddress().GetValue(),
+		xffTrustedHops:     int(p.GetXffNumTrustedHops()),
+		skipXffAppend:      p.GetSkipXffAppend(),
+		serverName:         defaultServerName,
+		serverHeader:       p.GetServerHeaderTransformation(),
+		streamIdleTimeout:  defaultStreamIdleTimeout,
+		idleTimeout:        defaultIdleTimeout,
+		normalizePath:      p.GetNormalizePath().GetValue(),
+		mergeSlashes:       p.GetMergeSlashes(),
+		generateRequestID:  p.GetGenerateRequestId() == nil || p.GetGenerateRequestId().GetValue(),
+		preserveExternalID: p.GetPreserveExternalRequestId(),
+		alwaysSetRequestID: p.GetAlwaysSetRequestIdInResponse(),
+		stripAnyHostPort:   p.GetStripAnyHostPort(),
+		stripMatchingPort:  p.GetStripMatchingHostPort(),
+		accept10:           p.GetHttpProtocolOptions().GetAcceptHttp_10(),
+		drainTimeout:       5 * time.Second,
+	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	if p.GetServerName() != "" {
+		c.serverName = p.GetServerName()
+	}
+	if kb := p.GetMaxRequestHeadersKb(); kb != nil {
+		c.limits.MaxHeaderBytes = int(kb.GetValue()) * 1024
+	}
+	if p.GetPathWithEscapedSlashesAction() > hcmv3.HttpConnectionManager_KEEP_UNCHANGED {
+		return nil, fmt.Errorf("path_with_escaped_slashes_action: %s is not supported by outrider yet", p.GetPathWithEscapedSlashesAction())
+	}
+	if cp := p.GetCommonHttpProtocolOptions(); cp != nil {
+		if err := confcheck.Fields(cp, "common_http_protocol_options", "idle_timeout", "max_headers_count",
+			"max_connection_duration", "max_requests_per_connection", "headers_with_underscores_action"); err != nil {
+			return nil, err
+		}
+		if d := cp.GetIdleTimeout(); d != nil {
+			c.idleTimeout = d.AsDuration()
+		}
+		if n := cp.GetMaxHeadersCount(); n != nil {
+			c.limits.MaxHeaders = int(n.GetValue())
+		}
+		if d := cp.GetMaxConnectionDuration(); d != nil {
+			c.maxConnDuration = d.AsDuration()
+		}
+		c.maxRequestsPerConn = cp.GetMaxRequestsPerConnection().GetValue()
+	}
+	if d := p.GetStreamIdleTimeout(); d != nil {
+		c.streamIdleTimeout = d.AsDuration()
+	}
+	if d := p.GetRequestTimeout(); d != nil {
+		c.requestTimeout = d.AsDuration()
+	}
+	if d := p.GetRequestHeadersTimeout(); d != nil {
+		c.requestHeadersTimeout = d.AsDuration()
+	}
+	if d := p.GetDrainTimeout(); d != nil {
+		c.drainTimeout = d.AsDuration()
+	}
+	if len(p.GetAccessLog()) > 0 {
+		c.log.Warn("http_connection_manager access_log is not written yet", "stat_prefix", c.statPrefix)
+	}
+
+	switch {
+	case p.GetRouteConfig() != nil:
+		t, err := router.Compile(p.GetRouteConfig(), router.Options{ClusterExists: func(name string) bool {
+			return ctx.Clusters == nil || ctx.Clusters.Get(name) != nil
+		}})
+		if err != nil {
+			return nil, fmt.Errorf("route_config: %w", err)
+		}
+		c.routes.Store(t)
+	case p.GetRds() != nil:
+		return nil, fmt.Errorf("rds: dynamic route configuration needs xDS, not supported by outrider yet")
+	default:
+		return nil, fmt.Errorf("route_specifier: scoped_routes is not supported by outrider yet")
+	}
+
+	fctx := &httpfilter.Context{Clusters: ctx.Clusters, Stats: ctx.Stats, StatPrefix: "http." + c.statPrefix + ".", Log: c.log}
+	for i, hf := range p.GetHttpFilters() {
+		path := fmt.Sprintf("http_filters[%d]", i)
+		if hf.GetConfigDiscovery() != nil {
+			return nil, fmt.Errorf("%s (%s).config_discovery: not supported by outrider yet", path, hf.GetName())
+		}
+		if hf.GetDisabled() {
+			continue
+		}
+		f, err := httpfilter.Registry.Lookup(hf.GetName(), hf.GetTypedConfig().GetTypeUrl())
+		if err != nil {
+			if hf.GetIsOptional() {
+				c.log.Warn("skipping optional HTTP filter", "filter", hf.GetName(), "err", err)
+				continue
+			}
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		fc, err := f.Create(fctx, hf.GetTypedConfig())
+		if err != nil {
+			return nil, fmt.Errorf("%s (%s): %w", path, hf.GetName(), err)
+		}
+		last := i == len(p.GetHttpFilters())-1
+		if f.Terminal != last {
+			if last {
+				return nil, fmt.Errorf("%s: non-terminal filter %q is the last filter of the chain", path, hf.GetName())
+			}
+			return nil, fmt.Errorf("%s: terminal filter %q must be the last filter of the chain", path, hf.GetName())
+		}
+		c.filters = append(c.filters, filterEntry{name: hf.GetName(), cfg: fc})
+	}
+	if len(c.filters) == 0 {
+		return nil, fmt.Errorf("http_filters: the chain must end with a terminal filter such as envoy.filters.http.router")
+	}
+	c.stats = newHCMStats(ctx.Stats, c.statPrefix)
+	return c, nil
+}

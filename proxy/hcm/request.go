@@ -1,0 +1,229 @@
+package hcm
+
+import (
+	"math/rand/v2"
+	"net/netip"
+
+	"github.com/outrider-proxy/outrider/proxy/headers"
+	"github.com/outrider-proxy/outrider/proxy/http1"
+)
+
+// envoyInternalHeaders are removed from requests that come from outside, as
+// Envoy removes them, so a client cannot steer the proxy with them.
+var envoyInternalHeaders = [...]string{
+	"x-envoy-decorator-operation", "x-envoy-downstream-service-cluster", "x-envoy-downstream-service-node",
+	"x-envoy-expected-rq-timeout-ms", "x-envoy-force-trace", "x-envoy-hedge-on-per-try-timeout",
+	"x-envoy-internal", "x-envoy-ip-tags", "x-envoy-max-retries", "x-envoy-retriable-header-names",
+	"x-envoy-retriable-status-codes", "x-envoy-retry-grpc-on", "x-envoy-retry-on", "x-envoy-upstream-alt-stat-name",
+	"x-envoy-upstream-rq-per-try-timeout-ms", "x-envoy-upstream-rq-timeout-alt-response",
+	"x-envoy-upstream-rq-timeout-ms", "x-envoy-external-address",
+}
+
+// requestError is a request the connection manager refuses before routing.
+type requestError struct {
+	status  int
+	details string
+}
+
+// prepareRequest applies the connection manager's request mutations, in
+// Envoy's order: protocol checks, hop-by-hop removal, path normalization,
+// host port stripping, forwarding headers and the request id.
+func (s *stream) prepareRequest() *requestError {
+	h := &s.req
+	if s.msg.Major == 1 && s.msg.Minor == 0 && !s.cfg.accept10 {
+		return &requestError{426, "low_version"}
+	}
+	if !h.Has(headers.Authority) {
+		return &requestError{400, "missing_host_header"}
+	}
+	http1.StripHopByHop(h, false)
+	h.Del("http2-settings")
+
+	if path, ok := h.Get(headers.Path); ok && (s.cfg.normalizePath || s.cfg.mergeSlashes) {
+		norm, ok := normalizePath(path, s.cfg.normalizePath, s.cfg.mergeSlashes)
+		if !ok {
+			return &requestError{400, "path_normalization_failed"}
+		}
+		if len(norm) != len(path) || string(norm) != string(path) {
+			h.SetBytes(headers.Path, norm)
+		}
+	}
+	if s.cfg.stripAnyHostPort || s.cfg.stripMatchingPort {
+		s.stripHostPort(h)
+	}
+	if !h.Has(headers.Scheme) {
+		h.Set(headers.Scheme, "http")
+	}
+
+	remote := s.info.Conn.RemoteAddr.Addr()
+	internal := s.cfg.isInternal(remote)
+	if s.cfg.useRemoteAddress {
+		if !s.cfg.skipXffAppend {
+			appendXFF(h, remote)
+		}
+		h.Set("x-forwarded-proto", "http")
+		if !internal {
+			for _, n := range envoyInternalHeaders {
+				h.Del(n)
+			}
+			var b [64]byte
+			h.SetBytes("x-envoy-external-address", remote.AppendTo(b[:0]))
+		} else {
+			h.Set("x-envoy-internal", "true")
+		}
+	} else if !h.Has("x-forwarded-proto") {
+		h.Set("x-forwarded-proto", "http")
+	}
+	if s.cfg.generateRequestID {
+		regenerate := !h.Has("x-request-id") || (s.cfg.useRemoteAddress && !internal && !s.cfg.preserveExternalID)
+		if regenerate {
+			var id [36]byte
+			newUUID(&id)
+			h.SetBytes("x-request-id", id[:])
+		}
+	}
+	return nil
+}
+
+// isInternal reports whether addr is in internal_address_config.
+func (c *Config) isInternal(addr netip.Addr) bool {
+	for _, r := range c.Proto.GetInternalAddressConfig().GetCidrRanges() {
+		p, err := netip.ParsePrefix(r.GetAddressPrefix() + "/" + itoa(int(r.GetPrefixLen().GetValue())))
+		if err == nil && p.Contains(addr.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
+func appendXFF(h *headers.Map, remote netip.Addr) {
+	var b [128]byte
+	out := b[:0]
+	if v, ok := h.Get("x-forwarded-for"); ok && len(v) > 0 {
+		out = append(out, v...)
+		out = append(out, ',')
+	}
+	out = remote.Unmap().AppendTo(out)
+	h.SetBytes("x-forwarded-for", out)
+}
+
+func (s *stream) stripHostPort(h *headers.Map) {
+	host, _ := h.Get(headers.Authority)
+	i := len(host) - 1
+	for i >= 0 && host[i] >= '0' && host[i] <= '9' {
+		i--
+	}
+	if i < 0 || i == len(host)-1 || host[i] != ':' || (len(host) > 0 && host[0] == '[' && host[i-1] != ']') {
+		return
+	}
+	if s.cfg.stripMatchingPort {
+		port := s.info.Conn.LocalAddr.Port()
+		if string(host[i+1:]) != itoa(int(port)) {
+			return
+		}
+	}
+	h.SetBytes(headers.Authority, host[:i])
+}
+
+// normalizePath removes dot segments (RFC 3986 section 5.2.4) and, with
+// merge, collapses repeated slashes, in the path part only. It fails on a
+// path that does not start with '/'.
+func normalizePath(p []byte, dots, merge bool) ([]byte, bool) {
+	q := len(p)
+	for i, c := range p {
+		if c == '?' || c == '#' {
+			q = i
+			break
+		}
+	}
+	path, rest := p[:q], p[q:]
+	if len(path) == 0 || path[0] != '/' {
+		return p, len(path) == 1 && path[0] == '*'
+	}
+	out := make([]byte, 0, len(p))
+	segs := 0
+	for i := 0; i < len(path); {
+		j := i + 1
+		for j < len(path) && path[j] != '/' {
+			j++
+		}
+		seg := path[i+1 : j] // without the leading '/'
+		switch {
+		case merge && len(seg) == 0 && j < len(path):
+		case dots && string(seg) == ".":
+			if j == len(path) {
+				out = append(out, '/')
+			}
+		case dots && string(seg) == "..":
+			if segs > 0 {
+				k := len(out) - 1
+				for k >= 0 && out[k] != '/' {
+					k--
+				}
+				out = out[:max(k, 0)]
+				segs--
+			}
+			if j == len(path) {
+				out = append(out, '/')
+			}
+		default:
+			out = append(out, '/')
+			out = append(out, seg...)
+			segs++
+		}
+		i = j
+	}
+	if len(out) == 0 {
+		out = append(out, '/')
+	}
+	return append(out, rest...), true
+}
+
+// newUUID writes a random (version 4) UUID.
+func newUUID(dst *[36]byte) {
+	const hex = "0123456789abcdef"
+	var raw [16]byte
+	a, b := rand.Uint64(), rand.Uint64()
+	for i := 0; i < 8; i++ {
+		raw[i] = byte(a >> (8 * i))
+		raw[8+i] = byte(b >> (8 * i))
+	}
+	raw[6] = raw[6]&0x0f | 0x40
+	raw[8] = raw[8]&0x3f | 0x80
+	j := 0
+	for i, c := range raw {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			dst[j] = '-'
+			j++
+		}
+		dst[j], dst[j+1] = hex[c>>4], hex[c&0xf]
+		j += 2
+	}
+}
+
+func itoa(n int) string {
+	if n >= 0 && n < len(smallInts) {
+		return smallInts[n]
+	}
+	var b [20]byte
+	i := len(b)
+	for n >= 10 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	i--
+	b[i] = byte('0' + n)
+	return string(b[i:])
+}
+
+var smallInts = func() []string {
+	s := make([]string, 256)
+	for i := range s {
+		s[i] = string(rune('0'+i/100%10)) + string(rune('0'+i/10%10)) + string(rune('0'+i%10))
+		for len(s[i]) > 1 && s[i][0] == '0' {
+			s[i] = s[i][1:]
+		}
+	}
+	return s
+}()

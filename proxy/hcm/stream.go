@@ -1,0 +1,278 @@
+package hcm
+
+import (
+	"math/rand/v2"
+
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"strconv"
+	"time"
+
+	"github.com/outrider-proxy/outrider/proxy/headers"
+	"github.com/outrider-proxy/outrider/proxy/http1"
+	"github.com/outrider-proxy/outrider/proxy/httpfilter"
+	"github.com/outrider-proxy/outrider/proxy/router"
+	"github.com/outrider-proxy/outrider/proxy/streaminfo"
+)
+
+// activeFilter is one filter instance of a stream.
+type activeFilter struct {
+	cfg      httpfilter.Config
+	inst     any
+	dec      httpfilter.DecoderFilter
+	enc      httpfilter.EncoderFilter
+	reusable bool
+}
+
+// stream is one request/response exchange. On HTTP/1 a connection has one
+// stream object, reset between requests, so filters that implement Resetter
+// and the header maps are reused. Everything here is owned by the
+// connection's goroutine.
+type stream struct {
+	cfg  *Config
+	conn *conn
+
+	info     streaminfo.Stream
+	req      headers.Map
+	reqTrl   headers.Map
+	resp     headers.Map
+	msg      http1.Message
+	routes   *router.Table // the table this stream started with
+	route    *router.Route
+	routeSet bool
+	filters  []activeFilter
+	dec, enc side
+
+	localReplied    bool // a local reply replaced the response
+	responseStarted bool // headers went to the codec
+	responseDone    bool // the last byte went to the codec
+	reset           bool // the stream was abandoned; close the connection
+	closeAfter      bool // send Connection: close and close after the response
+	reqDone         bool // the whole request was read from the client
+	writeErr        bool
+}
+
+func (s *stream) init(cfg *Config, c *conn) {
+	s.cfg, s.conn = cfg, c
+	s.dec.encode, s.enc.encode = false, true
+	s.filters = make([]activeFilter, len(cfg.filters))
+	for i := range cfg.filters {
+		s.filters[i].cfg = cfg.filters[i].cfg
+	}
+}
+
+// begin resets the stream for a request whose headers are in s.req.
+func (s *stream) begin(now time.Time) {
+	s.info.Reset(s.conn.nc.Info, now)
+	s.routes = s.cfg.routes.Load()
+	s.route, s.routeSet = nil, false
+	s.localReplied, s.responseStarted, s.responseDone, s.reset, s.closeAfter, s.writeErr, s.reqDone = false, false, false, false, false, false, false
+	s.resp.Reset()
+	s.reqTrl.Reset()
+	s.dec.reset(&s.req)
+	s.enc.reset(&s.resp)
+	for i := range s.filters {
+		f := &s.filters[i]
+		if f.inst != nil && f.reusable {
+			f.inst.(httpfilter.Resetter).Reset()
+			continue
+		}
+		f.inst = f.cfg.New(s)
+		f.dec, _ = f.inst.(httpfilter.DecoderFilter)
+		f.enc, _ = f.inst.(httpfilter.EncoderFilter)
+		_, f.reusable = f.inst.(httpfilter.Resetter)
+	}
+}
+
+// Callbacks implementation.
+
+func (s *stream) Info() *streaminfo.Stream      { return &s.info }
+func (s *stream) RequestHeaders() *headers.Map  { return &s.req }
+func (s *stream) ResponseHeaders() *headers.Map { return &s.resp }
+func (s *stream) ResponseStarted() bool         { return s.responseStarted }
+func (s *stream) BufferLimit() int              { return s.bufferLimit() }
+
+func (s *stream) bufferLimit() int {
+	if n := s.conn.nc.BufferLimit; n > 0 {
+		return n
+	}
+	return 1 << 20
+}
+
+func (s *stream) Route() *router.Route {
+	if !s.routeSet {
+		s.routeSet = true
+		s.route = nil
+		if s.routes != nil {
+			s.route, _ = s.routes.Select(&s.req, rand.Uint64())
+		}
+		if s.route != nil {
+			s.info.RouteName = s.route.Name
+			if vh := s.route.VirtualHost(); vh != nil {
+				s.info.VirtualHostName = vh.Name
+			}
+		}
+	}
+	return s.route
+}
+
+func (s *stream) ClearRouteCache() { s.routeSet = false }
+
+func (s *stream) EncodeHeaders(h *headers.Map, end bool) bool {
+	if s.reset || s.responseStarted {
+		return false
+	}
+	s.enc.headers = h
+	s.iterHeaders(&s.enc, 0, end)
+	return !s.reset && !s.writeErr
+}
+
+func (s *stream) EncodeData(p []byte, end bool) bool {
+	if s.reset || s.responseDone {
+		return false
+	}
+	s.iterData(&s.enc, 0, p, end)
+	return !s.reset && !s.writeErr
+}
+
+func (s *stream) EncodeTrailers(t *headers.Map) bool {
+	if s.reset || s.responseDone {
+		return false
+	}
+	s.iterTrailers(&s.enc, 0, t)
+	return !s.reset && !s.writeErr
+}
+
+func (s *stream) Flush() bool {
+	if s.writeErr {
+		return false
+	}
+	if err := s.conn.enc.Flush(); err != nil {
+		s.downstreamWriteFailed()
+		return false
+	}
+	return true
+}
+
+func (s *stream) ResetStream(flag streaminfo.ResponseFlag) { s.resetStream(flag) }
+
+func (s *stream) resetStream(flag streaminfo.ResponseFlag) {
+	s.info.SetFlag(flag)
+	s.reset = true
+	s.closeAfter = true
+	s.cfg.stats.rqTxReset.Inc()
+}
+
+func (s *stream) SendLocalReply(status int, body, details string, flag streaminfo.ResponseFlag) {
+	s.sendLocalReply(status, body, details, flag)
+}
+
+// sendLocalReply answers from the proxy itself, through the encoder filters.
+// Once the response has started it can only reset the stream.
+func (s *stream) sendLocalReply(status int, body, details string, flag streaminfo.ResponseFlag) {
+	s.info.SetFlag(flag)
+	s.info.ResponseCodeDetails = details
+	if s.responseStarted {
+		s.resetStream(0)
+		return
+	}
+	s.localReplied = true
+	s.enc.reset(&s.resp)
+	s.resp.Reset()
+	s.resp.SetInt(headers.Status, int64(status))
+	if body != "" {
+		s.resp.SetInt("content-length", int64(len(body)))
+		s.resp.Set("content-type", "text/plain")
+	} else {
+		s.resp.Set("content-length", "0")
+	}
+	s.iterHeaders(&s.enc, 0, body == "")
+	if body != "" && !s.reset && !s.responseDone {
+		s.iterData(&s.enc, 0, []byte(body), true)
+	}
+}
+
+// writeHeaders is the end of the encoder chain: connection-manager response
+// headers, then the codec.
+func (s *stream) writeHeaders(h *headers.Map, end bool) {
+	if s.responseStarted {
+		return
+	}
+	s.responseStarted = true
+	code, _ := strconv.Atoi(string(mustGet(h, headers.Status)))
+	s.info.ResponseCode = code
+	switch s.cfg.serverHeader {
+	case hcmv3.HttpConnectionManager_OVERWRITE:
+		h.Set("server", s.cfg.serverName)
+	case hcmv3.HttpConnectionManager_APPEND_IF_ABSENT:
+		if !h.Has("server") {
+			h.Set("server", s.cfg.serverName)
+		}
+	}
+	h.SetBytes("date", dateHeader())
+	if id, ok := s.req.Get("x-request-id"); ok && s.cfg.alwaysSetRequestID {
+		h.SetBytes("x-request-id", id)
+	}
+	if s.closeAfter || s.cfg.drain.Draining() {
+		s.closeAfter = true
+		h.Set("connection", "close")
+	}
+	if !s.conn.dsMsg.KeepAlive || !s.reqDone {
+		s.closeAfter = true
+	}
+	if s.info.FirstDownstreamTxByte == 0 {
+		s.info.FirstDownstreamTxByte = s.info.Since(time.Now())
+	}
+	if err := s.conn.enc.WriteResponseHeaders(h, end, s.msg, mustGet(&s.req, headers.Method)); err != nil {
+		s.downstreamWriteFailed()
+		return
+	}
+	if end {
+		s.responseDone = true
+		if err := s.conn.enc.Flush(); err != nil {
+			s.downstreamWriteFailed()
+		}
+	}
+}
+
+func (s *stream) writeData(p []byte, end bool) {
+	if s.responseDone || s.writeErr {
+		return
+	}
+	s.info.BytesSent += uint64(len(p))
+	if err := s.conn.enc.WriteData(p, end); err != nil {
+		s.downstreamWriteFailed()
+		return
+	}
+	if end {
+		s.responseDone = true
+	}
+	if err := s.conn.enc.Flush(); err != nil {
+		s.downstreamWriteFailed()
+	}
+}
+
+func (s *stream) writeTrailers(t *headers.Map) {
+	if s.responseDone || s.writeErr {
+		return
+	}
+	s.responseDone = true
+	if err := s.conn.enc.WriteTrailers(t); err == nil {
+		err = s.conn.enc.Flush()
+		if err == nil {
+			return
+		}
+	}
+	s.downstreamWriteFailed()
+}
+
+func (s *stream) downstreamWriteFailed() {
+	s.writeErr = true
+	s.reset = true
+	s.closeAfter = true
+	s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+}
+
+func mustGet(h *headers.Map, name string) []byte {
+	v, _ := h.Get(name)
+	return v
+}

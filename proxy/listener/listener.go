@@ -1,0 +1,348 @@
+// Package listener turns an Envoy Listener into a bound socket and an accept
+// loop: each accepted connection gets its own goroutine, runs the listener
+// filters, is matched to a filter chain and handed to that chain's network
+// filters. A Listener is immutable once built; a config update builds a new one
+// and drains the old.
+package listener
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+
+	"github.com/outrider-proxy/outrider/proxy/confcheck"
+	"github.com/outrider-proxy/outrider/proxy/filterchain"
+	"github.com/outrider-proxy/outrider/proxy/listenerfilter"
+	"github.com/outrider-proxy/outrider/proxy/netfilter"
+	"github.com/outrider-proxy/outrider/proxy/sockopt"
+	"github.com/outrider-proxy/outrider/proxy/streaminfo"
+	"github.com/outrider-proxy/outrider/telemetry/stats"
+)
+
+// chain is a compiled filter chain.
+type chain struct {
+	name     string
+	middles  []netfilter.Middle
+	terminal netfilter.Terminal
+}
+
+// Listener is one compiled listener. Build it, Bind it, then Serve.
+type Listener struct {
+	Name    string
+	Proto   *listenerv3.Listener
+	network string
+	address string
+	opts    sockopt.ListenOptions
+
+	listenerFilters []listenerfilter.Filter
+	matcher         *filterchain.Matcher
+	chains          []*chain
+	defaultChain    *chain
+	bufferLimit     int
+	log             *slog.Logger
+	st              listenerStats
+
+	ln     net.Listener
+	nextID *atomic.Uint64
+
+	mu    sync.Mutex
+	conns map[*tracked]struct{}
+	wg    sync.WaitGroup
+}
+
+type listenerStats struct {
+	cxTotal, cxDestroy, noChain *stats.Counter
+	cxActive                    *stats.Gauge
+	cxLength                    *stats.Histogram
+}
+
+// tracked is an open connection, with whether it waits idle for a request.
+type tracked struct {
+	conn net.Conn
+	idle atomic.Bool
+}
+
+// Build compiles a listener. Errors name the field path inside the listener.
+func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (*Listener, error) {
+	if err := confcheck.Fields(p, "", "name", "address", "filter_chains", "default_filter_chain",
+		"per_connection_buffer_limit_bytes", "listener_filters", "enable_reuse_port", "reuse_port",
+		"tcp_backlog_size", "socket_options", "freebind", "transparent", "stat_prefix", "traffic_direction",
+		"metadata", "drain_type", "listener_filters_timeout", "continue_on_listener_filters_timeout",
+		"ignore_global_conn_limit", "bind_to_port", "enable_mptcp", "max_connections_to_accept_per_socket_event"); err != nil {
+		return nil, err
+	}
+	if !p.GetBindToPort().GetValue() && p.GetBindToPort() != nil {
+		return nil, fmt.Errorf("bind_to_port: false (listeners reached only through original_dst) is not supported by outrider yet")
+	}
+	network, address, err := sockopt.AddrFromProto(p.GetAddress())
+	if err != nil {
+		return nil, fmt.Errorf("address: %w", err)
+	}
+	l := &Listener{
+		Name: p.GetName(), Proto: p, network: network, address: address,
+		opts:        sockopt.OptionsFromListener(p),
+		bufferLimit: 1 << 20,
+		log:         ctx.Log,
+		nextID:      ids,
+		conns:       map[*tracked]struct{}{},
+	}
+	if l.Name == "" {
+		l.Name = address
+	}
+	if n := p.GetPerConnectionBufferLimitBytes(); n != nil {
+		l.bufferLimit = int(n.GetValue())
+	}
+	for i, lf := range p.GetListenerFilters() {
+		f, err := listenerfilter.Registry.Lookup(lf.GetName(), lf.GetTypedConfig().GetTypeUrl())
+		if err != nil {
+			return nil, fmt.Errorf("listener_filters[%d]: %w", i, err)
+		}
+		inst, err := f(lf.GetTypedConfig())
+		if err != nil {
+			return nil, fmt.Errorf("listener_filters[%d] (%s): %w", i, lf.GetName(), err)
+		}
+		l.listenerFilters = append(l.listenerFilters, inst)
+	}
+	if l.matcher, err = filterchain.Compile(p.GetFilterChains(), p.GetDefaultFilterChain()); err != nil {
+		return nil, fmt.Errorf("filter_chains: %w", err)
+	}
+	fctx := *ctx
+	fctx.ListenerName = l.Name
+	for i, fc := range p.GetFilterChains() {
+		c, err := buildChain(fc, &fctx)
+		if err != nil {
+			return nil, fmt.Errorf("filter_chains[%d]%s: %w", i, chainLabel(fc.GetName()), err)
+		}
+		l.chains = append(l.chains, c)
+	}
+	if dc := p.GetDefaultFilterChain(); dc != nil {
+		if l.defaultChain, err = buildChain(dc, &fctx); err != nil {
+			return nil, fmt.Errorf("default_filter_chain: %w", err)
+		}
+	}
+	prefix := p.GetStatPrefix()
+	if prefix == "" {
+		prefix = strings.ReplaceAll(address, ":", "_")
+	}
+	s := ctx.Stats.Scope("listener." + prefix)
+	l.st = listenerStats{
+		cxTotal:   s.Counter("downstream_cx_total"),
+		cxDestroy: s.Counter("downstream_cx_destroy"),
+		noChain:   s.Counter("no_filter_chain_match"),
+		cxActive:  s.Gauge("downstream_cx_active"),
+		cxLength:  s.Histogram("downstream_cx_length_ms", stats.Milliseconds),
+	}
+	s.Counter("downstream_cx_overflow")
+	s.Counter("downstream_pre_cx_timeout")
+	s.Gauge("downstream_pre_cx_active")
+	return l, nil
+}
+
+func chainLabel(name string) string {
+	if name == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (%s)", name)
+}
+
+func buildChain(fc *listenerv3.FilterChain, ctx *netfilter.Context) (*chain, error) {
+	if ts := fc.GetTransportSocket(); ts != nil && ts.GetName() != "envoy.transport_sockets.raw_buffer" &&
+		!strings.HasSuffix(ts.GetTypedConfig().GetTypeUrl(), ".RawBuffer") {
+		return nil, fmt.Errorf("transport_socket: %q is not supported by outrider yet", ts.GetName())
+	}
+	if len(fc.GetFilters()) == 0 {
+		return nil, fmt.Errorf("filters: a filter chain needs at least one network filter")
+	}
+	c := &chain{name: fc.GetName()}
+	for i, f := range fc.GetFilters() {
+		if f.GetConfigDiscovery() != nil {
+			return nil, fmt.Errorf("filters[%d].config_discovery: not supported by outrider yet", i)
+		}
+		factory, err := netfilter.Registry.Lookup(f.GetName(), f.GetTypedConfig().GetTypeUrl())
+		if err != nil {
+			return nil, fmt.Errorf("filters[%d]: %w", i, err)
+		}
+		inst, err := factory(ctx, f.GetTypedConfig())
+		if err != nil {
+			return nil, fmt.Errorf("filters[%d] (%s): %w", i, f.GetName(), err)
+		}
+		last := i == len(fc.GetFilters())-1
+		switch v := inst.(type) {
+		case netfilter.Terminal:
+			if !last {
+				return nil, fmt.Errorf("filters[%d]: terminal filter %q must be the last filter of the chain", i, f.GetName())
+			}
+			c.terminal = v
+		case netfilter.Middle:
+			if last {
+				return nil, fmt.Errorf("filters[%d]: non-terminal filter %q is the last filter of the chain", i, f.GetName())
+			}
+			c.middles = append(c.middles, v)
+		default:
+			return nil, fmt.Errorf("filters[%d]: %q is neither terminal nor a middle filter", i, f.GetName())
+		}
+	}
+	return c, nil
+}
+
+// Bind opens the listening socket.
+func (l *Listener) Bind(ctx context.Context) error {
+	ln, err := sockopt.Listen(ctx, l.network, l.address, l.opts)
+	if err != nil {
+		return fmt.Errorf("listener %q: %w", l.Name, err)
+	}
+	l.ln = ln
+	return nil
+}
+
+// Addr is the bound address; nil before Bind.
+func (l *Listener) Addr() net.Addr {
+	if l.ln == nil {
+		return nil
+	}
+	return l.ln.Addr()
+}
+
+// Serve accepts until StopAccepting. Temporary accept errors back off.
+func (l *Listener) Serve() {
+	var delay time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			l.log.Warn("accept failed", "listener", l.Name, "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		t := &tracked{conn: c}
+		l.mu.Lock()
+		l.conns[t] = struct{}{}
+		l.wg.Add(1)
+		l.mu.Unlock()
+		go l.handle(t)
+	}
+}
+
+// handle runs one connection to its end.
+func (l *Listener) handle(t *tracked) {
+	start := time.Now()
+	l.st.cxTotal.Inc()
+	l.st.cxActive.Inc()
+	defer func() {
+		_ = t.conn.Close()
+		l.st.cxActive.Dec()
+		l.st.cxDestroy.Inc()
+		l.st.cxLength.Record(uint64(time.Since(start).Milliseconds()))
+		l.mu.Lock()
+		delete(l.conns, t)
+		l.mu.Unlock()
+		l.wg.Done()
+	}()
+	c := t.conn
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	info := &streaminfo.Conn{
+		ID:                l.nextID.Add(1),
+		LocalAddr:         addrPort(c.LocalAddr()),
+		RemoteAddr:        addrPort(c.RemoteAddr()),
+		StartTime:         start,
+		ListenerName:      l.Name,
+		TransportProtocol: "raw_buffer",
+	}
+	info.DirectRemoteAddr = info.RemoteAddr
+	for _, f := range l.listenerFilters {
+		if err := f.OnAccept(&c, info); err != nil {
+			l.log.Debug("listener filter closed connection", "listener", l.Name, "err", err)
+			return
+		}
+	}
+	ch := l.pick(info)
+	if ch == nil {
+		l.st.noChain.Inc()
+		return
+	}
+	info.FilterChainName = ch.name
+	nc := &netfilter.Conn{Conn: c, Info: info, BufferLimit: l.bufferLimit, Idle: func(idle bool) { t.idle.Store(idle) }}
+	for _, m := range ch.middles {
+		if err := m.OnConnection(nc); err != nil {
+			l.log.Debug("network filter closed connection", "listener", l.Name, "err", err)
+			return
+		}
+	}
+	ch.terminal.ServeConn(nc)
+}
+
+func (l *Listener) pick(info *streaminfo.Conn) *chain {
+	ci := filterchain.ConnInfo{
+		DstAddr:           info.LocalAddr,
+		SrcAddr:           info.RemoteAddr,
+		ServerName:        info.RequestedServerName,
+		TransportProtocol: info.TransportProtocol,
+		ALPN:              info.ALPN,
+	}
+	switch i := l.matcher.Match(&ci); {
+	case i >= 0:
+		return l.chains[i]
+	case i == filterchain.DefaultChain:
+		return l.defaultChain
+	}
+	return nil
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// StopAccepting closes the listening socket; open connections go on.
+func (l *Listener) StopAccepting() {
+	if l.ln != nil {
+		_ = l.ln.Close()
+	}
+}
+
+// ActiveConns is the number of open connections.
+func (l *Listener) ActiveConns() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+// CloseIdle closes connections waiting for their next request, for a drain.
+func (l *Listener) CloseIdle() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for t := range l.conns {
+		if t.idle.Load() {
+			_ = t.conn.Close()
+		}
+	}
+}
+
+// CloseAll closes every connection, at the end of a drain.
+func (l *Listener) CloseAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for t := range l.conns {
+		_ = t.conn.Close()
+	}
+}
+
+// Wait blocks until every connection has ended.
+func (l *Listener) Wait() { l.wg.Wait() }

@@ -1,0 +1,74 @@
+// Package netfilter defines network (L4) filters and their registry. A filter
+// chain is zero or more Middle filters that may inspect, wrap or refuse a
+// connection, ending in one Terminal filter (tcp_proxy, the HTTP connection
+// manager) that owns the connection until it returns.
+package netfilter
+
+import (
+	"log/slog"
+	"net"
+	"time"
+
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/outrider-proxy/outrider/proxy/drain"
+	"github.com/outrider-proxy/outrider/proxy/registry"
+	"github.com/outrider-proxy/outrider/proxy/streaminfo"
+	"github.com/outrider-proxy/outrider/proxy/upstream"
+	"github.com/outrider-proxy/outrider/telemetry/stats"
+)
+
+// Conn is a downstream connection as the network filters see it.
+type Conn struct {
+	// Conn is what filters read and write. It is the accepted *net.TCPConn
+	// unless a Middle filter or a transport socket wrapped it.
+	net.Conn
+	// Info describes the connection; filled before the filters run.
+	Info *streaminfo.Conn
+	// BufferLimit is the listener's per_connection_buffer_limit_bytes.
+	BufferLimit int
+	// Idle, when non-nil, is set by a Terminal filter while the connection
+	// waits for its next request, so a drain can close it at once.
+	Idle func(idle bool)
+}
+
+// TCP returns the underlying *net.TCPConn when nothing wraps the
+// connection, so a filter may splice; nil otherwise.
+func (c *Conn) TCP() *net.TCPConn {
+	t, _ := c.Conn.(*net.TCPConn)
+	return t
+}
+
+// Terminal is the last filter of a chain. ServeConn owns c until it returns
+// and closes it before returning.
+type Terminal interface {
+	ServeConn(c *Conn)
+}
+
+// Middle is a filter before the terminal one. OnConnection may replace
+// c.Conn with a wrapper that sees the bytes; returning an error closes the
+// connection, and the error is logged with the filter's name.
+type Middle interface {
+	OnConnection(c *Conn) error
+}
+
+// Context is what a factory gets to build a filter: the proxy's shared,
+// long-lived parts.
+type Context struct {
+	Clusters *upstream.Manager
+	Stats    *stats.Store
+	Drain    *drain.Manager
+	Log      *slog.Logger
+	// ListenerName names the listener the chain belongs to.
+	ListenerName string
+	// DrainTimeout bounds how long a draining connection is given.
+	DrainTimeout time.Duration
+}
+
+// Factory compiles a filter's typed_config once into an immutable filter
+// (Terminal or Middle) shared by every connection of the chain. Errors name
+// the config field and are returned to the loader (and NACKed by xDS).
+type Factory func(ctx *Context, cfg *anypb.Any) (any, error)
+
+// Registry holds network filters by Envoy name and config type URL.
+var Registry = registry.New[Factory]("network filter")

@@ -1,0 +1,178 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// mountAdmin registers the server's own admin endpoints; the admin package
+// provides /, /help, /logging and /stats.
+func (s *Server) mountAdmin() {
+	a := s.admin
+	a.Handle("/ready", "print server state, return 200 if LIVE, otherwise return 503", false, s.handleReady)
+	a.Handle("/server_info", "print server version/status information", false, s.handleServerInfo)
+	a.Handle("/clusters", "upstream cluster status", false, s.handleClusters)
+	a.Handle("/listeners", "print listener info", false, s.handleListeners)
+	a.Handle("/config_dump", "dump current Envoy configs", false, s.handleConfigDump)
+	a.Handle("/healthcheck/fail", "cause the server to fail health checks", true, func(w http.ResponseWriter, r *http.Request) {
+		s.hcFailed.Store(true)
+		fmt.Fprint(w, "OK\n")
+	})
+	a.Handle("/healthcheck/ok", "cause the server to pass health checks", true, func(w http.ResponseWriter, r *http.Request) {
+		s.hcFailed.Store(false)
+		fmt.Fprint(w, "OK\n")
+	})
+	a.Handle("/drain_listeners", "drain listeners (?graceful, ?inboundonly)", true, s.handleDrainListeners)
+	a.Handle("/quitquitquit", "exit the server", true, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "OK\n")
+		s.Quit()
+	})
+}
+
+// HealthCheckFailed reports whether /healthcheck/fail is in force.
+func (s *Server) HealthCheckFailed() bool { return s.hcFailed.Load() }
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	st := State(s.state.Load())
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	if st != Live {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	fmt.Fprintln(w, st.String())
+}
+
+func (s *Server) handleServerInfo(w http.ResponseWriter, r *http.Request) {
+	up := durationpb.New(time.Since(s.started).Truncate(time.Second))
+	node := proto.Clone(s.opts.Bootstrap.GetNode()).(*corev3.Node)
+	if node == nil {
+		node = &corev3.Node{}
+	}
+	info := &adminv3.ServerInfo{
+		Version:            "outrider/" + Version,
+		State:              adminv3.ServerInfo_State(adminStateOf(State(s.state.Load()))),
+		HotRestartVersion:  "disabled",
+		UptimeCurrentEpoch: up,
+		UptimeAllEpochs:    up,
+		CommandLineOptions: &adminv3.CommandLineOptions{
+			ConfigPath:        s.opts.ConfigPath,
+			ServiceCluster:    s.opts.ServiceCluster,
+			ServiceNode:       s.opts.ServiceNode,
+			ServiceZone:       s.opts.ServiceZone,
+			Concurrency:       uint32(s.opts.Concurrency),
+			DrainTime:         durationpb.New(s.drainTime()),
+			Mode:              adminv3.CommandLineOptions_Serve,
+			LogLevel:          strings.ToLower(s.level.Level().String()),
+			DisableHotRestart: true,
+		},
+		Node: node,
+	}
+	writeJSON(w, info)
+}
+
+func adminStateOf(st State) int32 {
+	switch st {
+	case Live:
+		return int32(adminv3.ServerInfo_LIVE)
+	case Draining:
+		return int32(adminv3.ServerInfo_DRAINING)
+	}
+	return int32(adminv3.ServerInfo_INITIALIZING)
+}
+
+func writeJSON(w http.ResponseWriter, m proto.Message) {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: " "}.Marshal(m)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+	_, _ = w.Write([]byte("\n"))
+}
+
+func (s *Server) handleListeners(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("format") == "json" {
+		out := &adminv3.Listeners{}
+		for _, l := range s.listeners {
+			out.ListenerStatuses = append(out.ListenerStatuses, &adminv3.ListenerStatus{Name: l.Name, LocalAddress: socketAddr(l.Addr())})
+		}
+		writeJSON(w, out)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	for _, l := range s.listeners {
+		addr := "<unbound>"
+		if a := l.Addr(); a != nil {
+			addr = a.String()
+		}
+		fmt.Fprintf(w, "%s::%s\n", l.Name, addr)
+	}
+}
+
+func (s *Server) handleConfigDump(w http.ResponseWriter, r *http.Request) {
+	now := timestamppb.New(s.started)
+	boot := &adminv3.BootstrapConfigDump{Bootstrap: s.opts.Bootstrap, LastUpdated: now}
+	cl := &adminv3.ClustersConfigDump{VersionInfo: ""}
+	for _, c := range s.opts.Bootstrap.GetStaticResources().GetClusters() {
+		a, _ := anypb.New(c)
+		cl.StaticClusters = append(cl.StaticClusters, &adminv3.ClustersConfigDump_StaticCluster{Cluster: a, LastUpdated: now})
+	}
+	ls := &adminv3.ListenersConfigDump{}
+	rt := &adminv3.RoutesConfigDump{}
+	for _, l := range s.opts.Bootstrap.GetStaticResources().GetListeners() {
+		a, _ := anypb.New(l)
+		ls.StaticListeners = append(ls.StaticListeners, &adminv3.ListenersConfigDump_StaticListener{Listener: a, LastUpdated: now})
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				h := &hcmv3.HttpConnectionManager{}
+				if f.GetTypedConfig().MessageIs(h) && f.GetTypedConfig().UnmarshalTo(h) == nil && h.GetRouteConfig() != nil {
+					ra, _ := anypb.New(h.GetRouteConfig())
+					rt.StaticRouteConfigs = append(rt.StaticRouteConfigs, &adminv3.RoutesConfigDump_StaticRouteConfig{RouteConfig: ra, LastUpdated: now})
+				}
+			}
+		}
+	}
+	dump := &adminv3.ConfigDump{}
+	for _, m := range []proto.Message{boot, cl, ls, rt, &adminv3.SecretsConfigDump{}} {
+		a, err := anypb.New(m)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		dump.Configs = append(dump.Configs, a)
+	}
+	writeJSON(w, dump)
+}
+
+func (s *Server) handleDrainListeners(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	inbound := q.Has("inboundonly")
+	if q.Has("graceful") {
+		s.StartDrain(inbound)
+		go func() {
+			time.Sleep(s.drainTime())
+			s.stopListeners(inbound)
+		}()
+	} else {
+		s.stopListeners(inbound)
+		s.StartDrain(inbound)
+	}
+	fmt.Fprint(w, "OK\n")
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}

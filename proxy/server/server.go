@@ -1,0 +1,363 @@
+// Package server assembles a running proxy from a bootstrap: stats, the
+// cluster manager, listeners and the admin endpoint, and runs its lifecycle
+// (start, drain, stop). New compiles and validates everything without binding
+// a socket, so validate mode is New alone.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/outrider-proxy/outrider/proxy/admin"
+	"github.com/outrider-proxy/outrider/proxy/confcheck"
+	"github.com/outrider-proxy/outrider/proxy/drain"
+	"github.com/outrider-proxy/outrider/proxy/listener"
+	"github.com/outrider-proxy/outrider/proxy/netfilter"
+	"github.com/outrider-proxy/outrider/proxy/sockopt"
+	"github.com/outrider-proxy/outrider/proxy/upstream"
+	"github.com/outrider-proxy/outrider/telemetry/stats"
+)
+
+// Version is outrider's version, reported by --version and /server_info.
+const Version = "0.1.0"
+
+// Options are the command line's settings that reach the server.
+type Options struct {
+	Bootstrap        *bootstrapv3.Bootstrap
+	ConfigPath       string
+	LogLevel         *slog.LevelVar // nil: a new one at Info
+	Log              *slog.Logger   // nil: slog.Default()
+	DrainTime        time.Duration  // --drain-time-s; 0 means 600s as Envoy
+	DrainImmediate   bool           // --drain-strategy immediate
+	AdminAddressPath string
+	ServiceCluster   string
+	ServiceNode      string
+	ServiceZone      string
+	Concurrency      int
+	CommandLine      []string
+}
+
+// State is Envoy's server state.
+type State int32
+
+// Server states, as /server_info names them.
+const (
+	Initializing State = iota
+	Live
+	Draining
+)
+
+func (s State) String() string {
+	return [...]string{"INITIALIZING", "LIVE", "DRAINING"}[s]
+}
+
+// Server is one proxy instance.
+type Server struct {
+	opts      Options
+	log       *slog.Logger
+	level     *slog.LevelVar
+	stats     *stats.Store
+	clusters  *upstream.Manager
+	drain     *drain.Manager
+	listeners []*listener.Listener
+	admin     *admin.Server
+	adminLn   net.Listener
+	started   time.Time
+
+	state       atomic.Int32
+	hcFailed    atomic.Bool
+	quit        chan struct{}
+	quitOnce    sync.Once
+	stopGauges  chan struct{}
+	listenersMu sync.Mutex
+	stopped     bool // listeners no longer accept
+	connIDs     atomic.Uint64
+}
+
+// New compiles the bootstrap. Errors name the field path.
+func New(opts Options) (*Server, error) {
+	b := opts.Bootstrap
+	s := &Server{
+		opts:       opts,
+		log:        opts.Log,
+		level:      opts.LogLevel,
+		stats:      stats.NewStore(),
+		drain:      &drain.Manager{},
+		started:    time.Now(),
+		quit:       make(chan struct{}),
+		stopGauges: make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.level == nil {
+		s.level = &slog.LevelVar{}
+	}
+	if err := confcheck.Fields(b, "", "node", "static_resources", "admin", "cluster_manager", "layered_runtime",
+		"stats_config", "stats_flush_interval", "overload_manager", "watchdog", "watchdogs",
+		"enable_dispatcher_stats", "header_prefix", "use_tcp_for_dns_lookups", "dns_resolution_config",
+		"typed_dns_resolver_config", "fatal_actions", "default_regex_engine", "application_log_config"); err != nil {
+		return nil, err
+	}
+	if hp := b.GetHeaderPrefix(); hp != "" && hp != "x-envoy" {
+		return nil, fmt.Errorf("header_prefix: %q is not supported by outrider yet", hp)
+	}
+	for _, f := range []string{"layered_runtime", "stats_config", "overload_manager", "watchdog", "watchdogs"} {
+		fd := b.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(f))
+		if fd != nil && b.ProtoReflect().Has(fd) {
+			s.log.Info("bootstrap field accepted but not acted on", "field", f)
+		}
+	}
+	sr := b.GetStaticResources()
+	if err := confcheck.Fields(sr, "static_resources", "listeners", "clusters"); err != nil {
+		return nil, err
+	}
+	s.clusters = upstream.NewManager(s.stats.Root())
+	seen := map[string]int{}
+	for i, c := range sr.GetClusters() {
+		if j, dup := seen[c.GetName()]; dup {
+			return nil, fmt.Errorf("static_resources.clusters[%d]: cluster name %q is also the name of clusters[%d]: cluster manager: duplicate cluster", i, c.GetName(), j)
+		}
+		seen[c.GetName()] = i
+		if err := s.clusters.AddOrUpdate(c); err != nil {
+			return nil, fmt.Errorf("static_resources.clusters[%d] (%s): %w", i, c.GetName(), err)
+		}
+	}
+	nctx := &netfilter.Context{Clusters: s.clusters, Stats: s.stats, Drain: s.drain, Log: s.log, DrainTimeout: s.drainTime()}
+	names := map[string]int{}
+	for i, lp := range sr.GetListeners() {
+		if j, dup := names[lp.GetName()]; dup && lp.GetName() != "" {
+			return nil, fmt.Errorf("static_resources.listeners[%d]: listener name %q is also the name of listeners[%d]: duplicate listener", i, lp.GetName(), j)
+		}
+		names[lp.GetName()] = i
+		l, err := listener.Build(lp, nctx, &s.connIDs)
+		if err != nil {
+			return nil, fmt.Errorf("static_resources.listeners[%d] (%s): %w", i, lp.GetName(), err)
+		}
+		s.listeners = append(s.listeners, l)
+	}
+	if a := b.GetAdmin(); a != nil {
+		if err := confcheck.Fields(a, "admin", "address", "access_log", "access_log_path", "profile_path", "socket_options", "ignore_global_conn_limit"); err != nil {
+			return nil, err
+		}
+	}
+	s.initStats()
+	s.admin = admin.New(s.level)
+	s.admin.MountStats(s.stats)
+	s.mountAdmin()
+	return s, nil
+}
+
+func (s *Server) drainTime() time.Duration {
+	if s.opts.DrainTime > 0 {
+		return s.opts.DrainTime
+	}
+	return 600 * time.Second
+}
+
+// Stats is the server's stats store.
+func (s *Server) Stats() *stats.Store { return s.stats }
+
+// Clusters is the cluster manager.
+func (s *Server) Clusters() *upstream.Manager { return s.clusters }
+
+// Listeners are the compiled listeners in config order.
+func (s *Server) Listeners() []*listener.Listener { return s.listeners }
+
+// AdminAddr is the bound admin address; nil without admin.
+func (s *Server) AdminAddr() net.Addr {
+	if s.adminLn == nil {
+		return nil
+	}
+	return s.adminLn.Addr()
+}
+
+// Start binds every socket (all or none) and starts accepting.
+func (s *Server) Start(ctx context.Context) error {
+	if a := s.opts.Bootstrap.GetAdmin().GetAddress(); a != nil {
+		network, address, err := sockopt.AddrFromProto(a)
+		if err != nil {
+			return fmt.Errorf("admin.address: %w", err)
+		}
+		ln, err := sockopt.Listen(ctx, network, address, sockopt.ListenOptions{})
+		if err != nil {
+			return fmt.Errorf("admin.address: %w", err)
+		}
+		s.adminLn = ln
+		if p := s.opts.AdminAddressPath; p != "" {
+			if err := os.WriteFile(p, []byte(ln.Addr().String()), 0o644); err != nil {
+				_ = ln.Close()
+				return fmt.Errorf("--admin-address-path: %w", err)
+			}
+		}
+	}
+	for i, l := range s.listeners {
+		if err := l.Bind(ctx); err != nil {
+			for _, b := range s.listeners[:i] {
+				b.StopAccepting()
+			}
+			if s.adminLn != nil {
+				_ = s.adminLn.Close()
+			}
+			return err
+		}
+	}
+	if s.adminLn != nil {
+		go func() {
+			if err := s.admin.Serve(s.adminLn); err != nil && !errors.Is(err, net.ErrClosed) {
+				s.log.Error("admin server stopped", "err", err)
+			}
+		}()
+	}
+	for _, l := range s.listeners {
+		go l.Serve()
+		s.log.Info("listener started", "name", l.Name, "address", l.Addr().String())
+	}
+	go s.updateGauges()
+	s.state.Store(int32(Live))
+	return nil
+}
+
+// Quit asks Run to return (admin /quitquitquit).
+func (s *Server) Quit() { s.quitOnce.Do(func() { close(s.quit) }) }
+
+// Run serves until ctx ends or Quit, then drains: listeners stop accepting,
+// keep-alive connections are closed as their streams finish, and Run returns
+// as soon as no connection is left or the drain time has passed.
+func (s *Server) Run(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-s.quit:
+	}
+	s.Shutdown()
+}
+
+// Shutdown drains and stops everything.
+func (s *Server) Shutdown() {
+	s.StartDrain(false)
+	s.stopListeners(false)
+	deadline := time.Now().Add(s.drainTime())
+	for time.Now().Before(deadline) && s.activeConns() > 0 {
+		for _, l := range s.listeners {
+			l.CloseIdle()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, l := range s.listeners {
+		l.CloseAll()
+	}
+	if s.adminLn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = s.admin.Shutdown(ctx)
+		cancel()
+	}
+	select {
+	case <-s.stopGauges:
+	default:
+		close(s.stopGauges)
+	}
+	s.clusters.Close()
+}
+
+// StartDrain begins draining without stopping: new requests on existing
+// HTTP/1 connections get "Connection: close", idle ones are closed.
+// inboundOnly limits it to listeners whose traffic_direction is INBOUND.
+func (s *Server) StartDrain(inboundOnly bool) {
+	s.state.Store(int32(Draining))
+	s.drain.Start()
+	for _, l := range s.listeners {
+		if inboundOnly && l.Proto.GetTrafficDirection().String() != "INBOUND" {
+			continue
+		}
+		l.CloseIdle()
+	}
+}
+
+func (s *Server) stopListeners(inboundOnly bool) {
+	s.listenersMu.Lock()
+	defer s.listenersMu.Unlock()
+	for _, l := range s.listeners {
+		if inboundOnly && l.Proto.GetTrafficDirection().String() != "INBOUND" {
+			continue
+		}
+		l.StopAccepting()
+	}
+	if !inboundOnly {
+		s.stopped = true
+	}
+}
+
+func (s *Server) activeConns() int {
+	n := 0
+	for _, l := range s.listeners {
+		n += l.ActiveConns()
+	}
+	return n
+}
+
+// initStats creates the server.* stats Envoy always has.
+func (s *Server) initStats() {
+	r := s.stats.Scope("server")
+	r.Gauge("live").Set(1)
+	r.Gauge("concurrency").Set(int64(runtime.GOMAXPROCS(0)))
+	r.Gauge("state").Set(int64(Initializing))
+	r.Gauge("hot_restart_epoch").Set(0)
+	r.Gauge("version").Set(0)
+	r.Counter("debug_assertion_failures")
+	r.Counter("envoy_bug_failures")
+	r.Counter("static_unknown_fields")
+	r.Counter("dynamic_unknown_fields")
+	r.Counter("dropped_stat_flushes")
+	s.updateServerGauges()
+	lm := s.stats.Scope("listener_manager")
+	lm.Gauge("total_listeners_active").Set(int64(len(s.listeners)))
+	lm.Counter("listener_added").Add(uint64(len(s.listeners)))
+	lm.Gauge("total_listeners_warming")
+	lm.Gauge("total_listeners_draining")
+	cm := s.stats.Scope("cluster_manager")
+	n := len(s.clusters.Names())
+	cm.Gauge("active_clusters").Set(int64(n))
+	cm.Counter("cluster_added").Add(uint64(n))
+	cm.Gauge("warming_clusters")
+}
+
+var memSample = []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/total:bytes"}}
+
+func (s *Server) updateServerGauges() {
+	r := s.stats.Scope("server")
+	r.Gauge("uptime").Set(int64(time.Since(s.started).Seconds()))
+	r.Gauge("state").Set(int64(State(s.state.Load())))
+	samples := make([]metrics.Sample, len(memSample))
+	copy(samples, memSample)
+	metrics.Read(samples)
+	r.Gauge("memory_allocated").Set(int64(samples[0].Value.Uint64()))
+	r.Gauge("memory_heap_size").Set(int64(samples[1].Value.Uint64()))
+	r.Gauge("memory_physical_size").Set(int64(samples[1].Value.Uint64()))
+	r.Gauge("total_connections").Set(int64(s.activeConns()))
+	r.Gauge("parent_connections").Set(0)
+}
+
+func (s *Server) updateGauges() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.updateServerGauges()
+		case <-s.stopGauges:
+			return
+		}
+	}
+}
