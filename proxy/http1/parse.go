@@ -140,6 +140,9 @@ func (d *Decoder) ReadRequestHeaders(h *headers.Map) (Message, error) {
 func (d *Decoder) parseRequest(blk []byte, h *headers.Map) (Message, error) {
 	m := Message{ContentLength: -1}
 	i := indexByte(blk, '\n')
+	if i+1 == len(blk) {
+		return m, errRequestLine // the block is a lone empty line
+	}
 	line, fields := blk[:i-1], blk[i+1:len(blk)-2]
 	if string(line) == "PRI * HTTP/2.0" {
 		return m, errH2Preface
@@ -303,7 +306,10 @@ func absoluteTarget(t []byte, h *headers.Map) error {
 	for i < len(t) && t[i] != ':' {
 		i++
 	}
-	scheme, rest := t[:i], t[i+3:] // urlValid guarantees "://"
+	if i == 0 || len(t)-i < 3 || string(t[i:i+3]) != "://" {
+		return errInvalidURL // e.g. "*" with a method other than OPTIONS
+	}
+	scheme, rest := t[:i], t[i+3:]
 	auth := rest
 	var path []byte
 	for j, c := range rest {
@@ -406,6 +412,9 @@ func (d *Decoder) ReadResponseHeaders(h *headers.Map, requestMethod []byte) (Mes
 func (d *Decoder) parseResponse(blk []byte, h *headers.Map, method []byte) (Message, error) {
 	m := Message{ContentLength: -1}
 	i := indexByte(blk, '\n')
+	if i+1 == len(blk) {
+		return m, errStatusLine
+	}
 	line, fields := blk[:i-1], blk[i+1:len(blk)-2]
 	if len(line) < 12 || line[8] != ' ' {
 		return m, errStatusLine
