@@ -36,7 +36,7 @@ func dump(h *headers.Map) string {
 }
 
 // readAll reads one message (request when method == "", else the response to
-// method) and its body and trailers, bounded to 1<<16 ReadData calls.
+// method) and its body and trailers, bounded to 1<<20 ReadData calls.
 func readAll(d *Decoder, method string) (parsed, error) {
 	var h headers.Map
 	var p parsed
@@ -51,7 +51,7 @@ func readAll(d *Decoder, method string) (parsed, error) {
 	}
 	p.fields = dump(&h)
 	var body strings.Builder
-	for range 1 << 16 {
+	for range 1 << 20 {
 		b, err := d.ReadData()
 		if errors.Is(err, io.EOF) {
 			if len(b) != 0 {
@@ -80,3 +80,8 @@ func decodeString(raw string, lim Limits) (parsed, error) {
 	defer d.Release()
 	return readAll(d, "")
 }
+
+type headersMap = headers.Map
+
+func itoa(n int) string { return fmt.Sprint(n) }
+func hex(n int) string  { return fmt.Sprintf("%x", n) }
