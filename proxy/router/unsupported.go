@@ -1,0 +1,88 @@
+package router
+
+import (
+	"errors"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+)
+
+// The checks below reject behaviour-changing fields this package does not
+// implement, so a config is never half-applied. Observability-only fields
+// (metadata, decorator, tracing, virtual_clusters, stat_prefix, priority,
+// per_request_buffer_limit_bytes, request_body_buffer_limit) are accepted
+// and ignored, or exposed through Proto/Action for the filters that use them.
+
+func checkRouteConfigUnsupported(rc *routev3.RouteConfiguration) error {
+	switch {
+	case rc.GetVhds() != nil:
+		return errors.New("vhds: not supported")
+	case len(rc.GetClusterSpecifierPlugins()) > 0:
+		return errors.New("cluster_specifier_plugins: not supported")
+	case len(rc.GetRequestMirrorPolicies()) > 0:
+		return errors.New("request_mirror_policies: not supported")
+	case rc.GetIgnorePathParametersInPathMatching():
+		return errors.New("ignore_path_parameters_in_path_matching: not supported")
+	case len(rc.GetRouteSpecifiers()) > 0:
+		return errors.New("route_specifiers: not supported")
+	}
+	return nil
+}
+
+func checkVirtualHostUnsupported(c *routev3.VirtualHost) error {
+	switch {
+	case c.GetMatcher() != nil:
+		return errors.New("matcher: not supported")
+	case len(c.GetRateLimits()) > 0:
+		return errors.New("rate_limits: not supported")
+	case c.GetCors() != nil:
+		return errors.New("cors: not supported (use typed_per_filter_config)")
+	case c.GetRetryPolicyTypedConfig() != nil:
+		return errors.New("retry_policy_typed_config: not supported")
+	case c.GetHedgePolicy() != nil:
+		return errors.New("hedge_policy: not supported")
+	case len(c.GetRequestMirrorPolicies()) > 0:
+		return errors.New("request_mirror_policies: not supported")
+	case len(c.GetRouteSpecifiers()) > 0:
+		return errors.New("route_specifiers: not supported")
+	}
+	return nil
+}
+
+func checkRouteUnsupported(c *routev3.Route) error {
+	if len(c.GetRouteSpecifiers()) > 0 {
+		return errors.New("route_specifiers: not supported")
+	}
+	return nil
+}
+
+func checkRouteActionUnsupported(a *routev3.RouteAction) error {
+	switch {
+	case a.GetMetadataMatch() != nil:
+		return errors.New("metadata_match: not supported")
+	case a.GetPathRewritePolicy() != nil:
+		return errors.New("path_rewrite_policy: not supported")
+	case a.GetRetryPolicyTypedConfig() != nil:
+		return errors.New("retry_policy_typed_config: not supported")
+	case len(a.GetRequestMirrorPolicies()) > 0:
+		return errors.New("request_mirror_policies: not supported")
+	case len(a.GetRateLimits()) > 0:
+		return errors.New("rate_limits: not supported")
+	case a.GetCors() != nil:
+		return errors.New("cors: not supported (use typed_per_filter_config)")
+	case a.GetInternalRedirectPolicy() != nil:
+		return errors.New("internal_redirect_policy: not supported")
+	case a.GetInternalRedirectAction() != routev3.RouteAction_PASS_THROUGH_INTERNAL_REDIRECT:
+		return errors.New("internal_redirect_action: not supported")
+	case a.GetMaxInternalRedirects() != nil:
+		return errors.New("max_internal_redirects: not supported")
+	case a.GetHedgePolicy() != nil:
+		return errors.New("hedge_policy: not supported")
+	case a.GetMaxGrpcTimeout() != nil:
+		return errors.New("max_grpc_timeout: not supported (use max_stream_duration)")
+	case a.GetGrpcTimeoutOffset() != nil:
+		return errors.New("grpc_timeout_offset: not supported (use max_stream_duration)")
+	case a.GetFlushTimeout() != nil:
+		return errors.New("flush_timeout: not supported")
+	}
+	return nil
+}
