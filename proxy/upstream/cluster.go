@@ -1,0 +1,390 @@
+package upstream
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/outrider-proxy/outrider/telemetry/stats"
+)
+
+// Envoy's defaults.
+const (
+	DefaultConnectTimeout           = 5 * time.Second
+	DefaultPerConnectionBufferLimit = 1 << 20
+	DefaultIdleTimeout              = time.Hour
+	DefaultDNSRefreshRate           = 5 * time.Second
+	DefaultMaxIdlePerHost           = 1024
+	defaultOverprovisioning         = 140
+	defaultPanicThreshold           = 50.0
+)
+
+// Cluster is one compiled cluster. Its exported fields are set at compile
+// time and read-only afterwards; the host set changes atomically underneath.
+type Cluster struct {
+	Name   string
+	Config *clusterv3.Cluster // the source proto; read-only
+	Stats  *ClusterStats
+	Type   clusterv3.Cluster_DiscoveryType
+
+	ConnectTimeout           time.Duration // connect_timeout; default 5s
+	PerConnectionBufferLimit int           // per_connection_buffer_limit_bytes; default 1 MiB
+	// IdleTimeout closes pooled connections idle this long
+	// (common_http_protocol_options.idle_timeout); default 1h, zero disables.
+	IdleTimeout time.Duration
+	// MaxRequestsPerConnection is the request limit of one pooled connection
+	// (common_http_protocol_options.max_requests_per_connection, or the
+	// deprecated cluster field); zero means unlimited.
+	MaxRequestsPerConnection uint32
+	// MaxIdlePerHost caps each host pool's idle list; zero means the default.
+	MaxIdlePerHost int
+	// SourceAddr is upstream_bind_config.source_address; the zero value lets
+	// the kernel choose.
+	SourceAddr netip.AddrPort
+
+	// Recorded for later features; not yet enforced (see Unenforced).
+	HealthChecks                  []*corev3.HealthCheck
+	OutlierDetection              *clusterv3.OutlierDetection
+	CircuitBreakers               *clusterv3.CircuitBreakers
+	TransportSocket               *corev3.TransportSocket
+	TypedExtensionProtocolOptions map[string]*anypb.Any
+
+	policy         lbPolicy
+	overprovision  uint32
+	panicThreshold float64
+	dialer         net.Dialer
+
+	// Discovery.
+	specs       []endpointSpec // STATIC/DNS endpoints
+	resolver    Resolver
+	family      clusterv3.Cluster_DnsLookupFamily
+	dnsRefresh  time.Duration
+	dnsFailure  time.Duration
+	edsService  string
+	edsCancel   func()
+	initialized chan struct{}
+	initOnce    sync.Once
+
+	hostMu sync.Mutex // serializes host-set updates
+	set    atomic.Pointer[prioritySet]
+
+	stopCtx  context.Context // cancelled by drain
+	stop     context.CancelFunc
+	draining atomic.Bool
+	wg       sync.WaitGroup // DNS goroutines
+}
+
+// compile builds a cluster from its proto without starting discovery.
+func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, error) {
+	name := cfg.GetName()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("cluster %q: %w", name, err)
+	}
+	statName := name
+	if alt := cfg.GetAltStatName(); alt != "" {
+		statName = alt
+	}
+	c := &Cluster{
+		Name:                          name,
+		Config:                        cfg,
+		Stats:                         newClusterStats(root.Scope("cluster").Scope(statName)),
+		Type:                          cfg.GetType(),
+		ConnectTimeout:                DefaultConnectTimeout,
+		PerConnectionBufferLimit:      DefaultPerConnectionBufferLimit,
+		IdleTimeout:                   DefaultIdleTimeout,
+		MaxIdlePerHost:                DefaultMaxIdlePerHost,
+		HealthChecks:                  cfg.GetHealthChecks(),
+		OutlierDetection:              cfg.GetOutlierDetection(),
+		CircuitBreakers:               cfg.GetCircuitBreakers(),
+		TransportSocket:               cfg.GetTransportSocket(),
+		TypedExtensionProtocolOptions: cfg.GetTypedExtensionProtocolOptions(),
+		overprovision:                 defaultOverprovisioning,
+		panicThreshold:                defaultPanicThreshold,
+		resolver:                      res,
+		family:                        cfg.GetDnsLookupFamily(),
+		dnsRefresh:                    DefaultDNSRefreshRate,
+		initialized:                   make(chan struct{}),
+	}
+	c.stopCtx, c.stop = context.WithCancel(context.Background())
+	if err := c.compileOptions(cfg); err != nil {
+		return nil, fmt.Errorf("cluster %q: %w", name, err)
+	}
+	if err := c.compileDiscovery(cfg); err != nil {
+		return nil, fmt.Errorf("cluster %q: %w", name, err)
+	}
+	c.set.Store(buildPrioritySet(nil, c.policy, c.overprovision, c.panicThreshold))
+	return c, nil
+}
+
+func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
+	if d := cfg.GetConnectTimeout(); d != nil {
+		c.ConnectTimeout = d.AsDuration()
+	}
+	if v := cfg.GetPerConnectionBufferLimitBytes(); v != nil {
+		c.PerConnectionBufferLimit = int(v.GetValue())
+	}
+	if hpo := cfg.GetCommonHttpProtocolOptions(); hpo != nil {
+		if d := hpo.GetIdleTimeout(); d != nil {
+			c.IdleTimeout = d.AsDuration()
+		}
+		if v := hpo.GetMaxRequestsPerConnection(); v != nil {
+			c.MaxRequestsPerConnection = v.GetValue()
+		}
+	}
+	if c.MaxRequestsPerConnection == 0 {
+		if v := cfg.GetMaxRequestsPerConnection(); v != nil {
+			c.MaxRequestsPerConnection = v.GetValue()
+		}
+	}
+
+	if cfg.GetLoadBalancingPolicy() != nil {
+		return fmt.Errorf("load_balancing_policy is not supported yet")
+	}
+	switch p := cfg.GetLbPolicy(); p {
+	case clusterv3.Cluster_ROUND_ROBIN:
+		c.policy = lbRoundRobin
+	case clusterv3.Cluster_RANDOM:
+		c.policy = lbRandom
+	default:
+		return fmt.Errorf("lb_policy %s is not supported yet", p)
+	}
+	if t := cfg.GetCommonLbConfig().GetHealthyPanicThreshold(); t != nil {
+		c.panicThreshold = t.GetValue()
+	}
+	if f := cfg.GetLoadAssignment().GetPolicy().GetOverprovisioningFactor(); f != nil {
+		c.overprovision = f.GetValue()
+	}
+
+	c.dialer = net.Dialer{KeepAlive: -1} // Envoy sets no keepalive unless configured
+	if ka := cfg.GetUpstreamConnectionOptions().GetTcpKeepalive(); ka != nil {
+		kc := net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count: -1}
+		if v := ka.GetKeepaliveTime(); v != nil {
+			kc.Idle = time.Duration(v.GetValue()) * time.Second
+		}
+		if v := ka.GetKeepaliveInterval(); v != nil {
+			kc.Interval = time.Duration(v.GetValue()) * time.Second
+		}
+		if v := ka.GetKeepaliveProbes(); v != nil {
+			kc.Count = int(v.GetValue())
+		}
+		c.dialer.KeepAliveConfig = kc
+	}
+	if sa := cfg.GetUpstreamBindConfig().GetSourceAddress(); sa != nil {
+		ip, err := netip.ParseAddr(sa.GetAddress())
+		if err != nil {
+			return fmt.Errorf("upstream_bind_config.source_address: malformed IP address: %s", sa.GetAddress())
+		}
+		if sa.GetPortValue() > 65535 {
+			return fmt.Errorf("upstream_bind_config.source_address.port_value: %d out of range", sa.GetPortValue())
+		}
+		c.SourceAddr = netip.AddrPortFrom(ip.Unmap(), uint16(sa.GetPortValue()))
+		c.dialer.LocalAddr = net.TCPAddrFromAddrPort(c.SourceAddr)
+	}
+	return nil
+}
+
+func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
+	if cfg.GetClusterType() != nil {
+		return fmt.Errorf("cluster_type %q: unsupported cluster type", cfg.GetClusterType().GetName())
+	}
+	if d := cfg.GetDnsRefreshRate(); d != nil {
+		c.dnsRefresh = d.AsDuration()
+	}
+	c.dnsFailure = c.dnsRefresh
+	if d := cfg.GetDnsFailureRefreshRate().GetBaseInterval(); d != nil {
+		c.dnsFailure = d.AsDuration()
+	}
+	switch c.Type {
+	case clusterv3.Cluster_STATIC:
+		specs, err := parseAssignment(cfg.GetLoadAssignment())
+		if err != nil {
+			return err
+		}
+		for i := range specs {
+			if _, err := specs[i].staticAddr(); err != nil {
+				return err
+			}
+		}
+		c.specs = specs
+	case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
+		specs, err := parseAssignment(cfg.GetLoadAssignment())
+		if err != nil {
+			return err
+		}
+		if c.Type == clusterv3.Cluster_LOGICAL_DNS {
+			eps := cfg.GetLoadAssignment().GetEndpoints()
+			if len(eps) != 1 || len(eps[0].GetLbEndpoints()) != 1 {
+				return fmt.Errorf("load_assignment: LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint")
+			}
+		}
+		c.specs = specs
+	case clusterv3.Cluster_EDS:
+		c.edsService = cfg.GetEdsClusterConfig().GetServiceName()
+		if c.edsService == "" {
+			c.edsService = c.Name
+		}
+	default:
+		return fmt.Errorf("type %s: unsupported cluster type", c.Type)
+	}
+	return nil
+}
+
+// Initialized is closed once the cluster has its first host set: at once
+// for STATIC, after the first resolution round for DNS types, after the first
+// assignment for EDS (or at once when the manager has no EndpointSource).
+func (c *Cluster) Initialized() <-chan struct{} { return c.initialized }
+
+func (c *Cluster) markInitialized() {
+	c.initOnce.Do(func() { close(c.initialized) })
+}
+
+// ChooseHost picks a host by the cluster's load balancing policy across
+// priorities (Envoy's priority load with overprovisioning and panic mode).
+// It returns nil only when no host can be chosen, e.g. an empty cluster or a
+// panicking one with panic disabled. It does not allocate.
+func (c *Cluster) ChooseHost(_ *LBContext) *Host {
+	h, panicked := c.set.Load().choose()
+	if panicked {
+		c.Stats.LbHealthyPanic.Inc()
+	}
+	return h
+}
+
+// Hosts is the current host snapshot across priorities, in priority order.
+// The slice is shared and must not be modified.
+func (c *Cluster) Hosts() []*Host { return c.set.Load().all }
+
+// RefreshHealth rebuilds the load balancer after host health changed
+// (the seam for active health checking and outlier detection).
+func (c *Cluster) RefreshHealth() {
+	c.hostMu.Lock()
+	defer c.hostMu.Unlock()
+	c.publish(c.set.Load().all)
+}
+
+// UpdateLoadAssignment replaces the hosts of an EDS cluster with the
+// assignment's endpoints (IP addresses only). Errors name the field; the old
+// hosts are kept then.
+func (c *Cluster) UpdateLoadAssignment(cla *endpointv3.ClusterLoadAssignment) error {
+	c.Stats.UpdateAttempt.Inc()
+	specs, err := parseAssignment(cla)
+	if err == nil {
+		for i := range specs {
+			if _, err = specs[i].staticAddr(); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		c.Stats.UpdateFailure.Inc()
+		return fmt.Errorf("cluster %q: %w", c.Name, err)
+	}
+	c.Stats.UpdateSuccess.Inc()
+	if len(specs) == 0 {
+		c.Stats.UpdateEmpty.Inc()
+	}
+	if f := cla.GetPolicy().GetOverprovisioningFactor(); f != nil {
+		c.hostMu.Lock()
+		c.overprovision = f.GetValue()
+		c.hostMu.Unlock()
+	}
+	hosts := make([]*Host, 0, len(specs))
+	for i := range specs {
+		a, _ := specs[i].staticAddr()
+		hosts = append(hosts, specs[i].host(c, a, ""))
+	}
+	if !c.setHosts(hosts) {
+		c.Stats.UpdateNoRebuild.Inc()
+	}
+	c.markInitialized()
+	return nil
+}
+
+// setHosts installs a new host list, keeping existing Host objects for
+// unchanged endpoints and draining the pools of removed ones. It reports
+// whether membership changed.
+func (c *Cluster) setHosts(next []*Host) bool {
+	c.hostMu.Lock()
+	defer c.hostMu.Unlock()
+	if c.draining.Load() {
+		return false
+	}
+	old := c.set.Load().all
+	byAddr := make(map[netip.AddrPort][]*Host, len(old))
+	for _, h := range old {
+		byAddr[h.Addr] = append(byAddr[h.Addr], h)
+	}
+	changed := len(old) != len(next)
+	for i, n := range next {
+		cands := byAddr[n.Addr]
+		found := false
+		for j, h := range cands {
+			if h != nil && sameEndpoint(h, n) {
+				next[i], cands[j], found = h, nil, true
+				break
+			}
+		}
+		changed = changed || !found
+	}
+	sortHosts(next)
+	if !changed {
+		return false
+	}
+	for _, cands := range byAddr {
+		for _, h := range cands {
+			if h != nil {
+				h.drain()
+			}
+		}
+	}
+	c.publish(next)
+	c.Stats.MembershipChange.Inc()
+	return true
+}
+
+// publish builds and stores the load balancer state for hosts; hostMu held.
+func (c *Cluster) publish(hosts []*Host) {
+	ps := buildPrioritySet(hosts, c.policy, c.overprovision, c.panicThreshold)
+	c.set.Store(ps)
+	var maxW uint32
+	for _, h := range hosts {
+		maxW = max(maxW, h.Weight)
+	}
+	c.Stats.MembershipTotal.Set(int64(len(hosts)))
+	c.Stats.MembershipHealthy.Set(int64(ps.nHealthy))
+	c.Stats.MembershipDegraded.Set(int64(ps.nDegraded))
+	c.Stats.MembershipExcluded.Set(0)
+	c.Stats.MaxHostWeight.Set(int64(maxW))
+}
+
+// drain stops discovery and closes idle pooled connections; connections in
+// use are closed when released.
+func (c *Cluster) drain() {
+	c.hostMu.Lock()
+	if c.draining.Swap(true) {
+		c.hostMu.Unlock()
+		return
+	}
+	c.stop()
+	cancel := c.edsCancel
+	c.hostMu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	c.wg.Wait()
+	for _, h := range c.set.Load().all {
+		h.drain()
+	}
+}
+
+// Draining reports whether the cluster was removed or replaced.
+func (c *Cluster) Draining() bool { return c.draining.Load() }

@@ -1,0 +1,129 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+)
+
+// Resolver looks up the addresses of a DNS name; network is "ip4", "ip6" or
+// "ip". *net.Resolver implements it.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// resolve looks host up with Envoy's dns_lookup_family meaning: AUTO tries
+// IPv6 then falls back to IPv4, V4_PREFERRED the reverse, V4_ONLY/V6_ONLY one
+// family, ALL both. A name that does not exist is an empty, successful answer
+// (as Envoy's resolver reports it); other errors are failures.
+func resolve(ctx context.Context, r Resolver, family clusterv3.Cluster_DnsLookupFamily, host string) ([]netip.Addr, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{ip.Unmap()}, nil
+	}
+	var order []string
+	switch family {
+	case clusterv3.Cluster_V4_ONLY:
+		order = []string{"ip4"}
+	case clusterv3.Cluster_V6_ONLY:
+		order = []string{"ip6"}
+	case clusterv3.Cluster_V4_PREFERRED:
+		order = []string{"ip4", "ip6"}
+	case clusterv3.Cluster_ALL:
+		order = []string{"ip"}
+	default: // AUTO
+		order = []string{"ip6", "ip4"}
+	}
+	var firstErr error
+	for _, network := range order {
+		addrs, err := r.LookupNetIP(ctx, network, host)
+		var dnsErr *net.DNSError
+		if err != nil && !(errors.As(err, &dnsErr) && dnsErr.IsNotFound) {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		out := addrs[:0:0]
+		for _, a := range addrs {
+			a = a.Unmap()
+			if (network == "ip4" && !a.Is4()) || (network == "ip6" && !a.Is6()) {
+				continue
+			}
+			out = append(out, a)
+		}
+		if len(out) > 0 {
+			return out, nil
+		}
+	}
+	return nil, firstErr
+}
+
+// startDNS runs the refresh loop of a STRICT_DNS or LOGICAL_DNS cluster:
+// one resolution round at once, then one every dns_refresh_rate (or
+// dns_failure_refresh_rate.base_interval after a failed round).
+func (c *Cluster) startDNS() {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		// last[i] are the addresses of spec i from its last successful lookup.
+		last := make([][]netip.Addr, len(c.specs))
+		t := time.NewTimer(0)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.stopCtx.Done():
+				return
+			case <-t.C:
+			}
+			ok := c.resolveRound(last)
+			c.markInitialized()
+			if ok {
+				t.Reset(c.dnsRefresh)
+			} else {
+				t.Reset(c.dnsFailure)
+			}
+		}
+	}()
+}
+
+// resolveRound resolves every endpoint once and installs the resulting hosts;
+// an endpoint whose lookup fails keeps its previous addresses. It reports
+// whether every lookup succeeded.
+func (c *Cluster) resolveRound(last [][]netip.Addr) bool {
+	allOK := true
+	for i := range c.specs {
+		c.Stats.UpdateAttempt.Inc()
+		ctx, cancel := context.WithTimeout(c.stopCtx, max(c.dnsRefresh, time.Second))
+		addrs, err := resolve(ctx, c.resolver, c.family, c.specs[i].address)
+		cancel()
+		if err != nil {
+			allOK = false
+			c.Stats.UpdateFailure.Inc()
+			continue
+		}
+		c.Stats.UpdateSuccess.Inc()
+		if slices.Equal(addrs, last[i]) {
+			c.Stats.UpdateNoRebuild.Inc()
+			continue
+		}
+		last[i] = addrs
+	}
+	var hosts []*Host
+	for i := range c.specs {
+		s := &c.specs[i]
+		addrs := last[i]
+		if c.Type == clusterv3.Cluster_LOGICAL_DNS && len(addrs) > 1 {
+			addrs = addrs[:1] // the logical host connects to the first address
+		}
+		for _, a := range addrs {
+			hosts = append(hosts, s.host(c, netip.AddrPortFrom(a, s.port), s.address))
+		}
+	}
+	c.setHosts(hosts)
+	return allOK
+}

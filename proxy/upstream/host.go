@@ -1,0 +1,113 @@
+package upstream
+
+import (
+	"net/netip"
+	"slices"
+	"sync/atomic"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+)
+
+// Health is a host's health as the load balancer sees it.
+type Health uint8
+
+// Host health values, as Envoy's Host::Health.
+const (
+	Healthy Health = iota
+	Degraded
+	Unhealthy
+)
+
+// Host is one upstream endpoint of one cluster. Hosts are shared between
+// host-set snapshots of the same cluster while their address is unchanged, so
+// their stats and connection pool survive DNS refreshes and EDS updates.
+type Host struct {
+	Addr     netip.AddrPort   // resolved address to connect to
+	Hostname string           // endpoint hostname (DNS name or health_check_config/hostname); empty if none
+	Weight   uint32           // load_balancing_weight; 1 when unset
+	Priority int              // locality priority; 0 is the highest
+	Locality *corev3.Locality // nil when the endpoint has none
+	Metadata *corev3.Metadata // endpoint metadata; nil when none
+	Stats    HostStats        // per-host counters for /clusters
+
+	// edsHealth is the endpoint's configured health_status.
+	edsHealth corev3.HealthStatus
+	// failedActiveHC and failedOutlier are set by later health checking and
+	// outlier detection; either makes the host unhealthy.
+	failedActiveHC atomic.Bool
+	failedOutlier  atomic.Bool
+
+	cluster *Cluster
+	pool    atomic.Pointer[Pool]
+	drained atomic.Bool
+	addrStr string
+}
+
+// String is "ip:port".
+func (h *Host) String() string { return h.addrStr }
+
+// HealthStatus is the endpoint's health_status from config or EDS.
+func (h *Host) HealthStatus() corev3.HealthStatus { return h.edsHealth }
+
+// Health is the host's coarse health: EDS UNKNOWN and HEALTHY count as
+// healthy, DEGRADED as degraded, and UNHEALTHY, DRAINING and TIMEOUT, like a
+// failed active health check or an outlier ejection, as unhealthy.
+func (h *Host) Health() Health {
+	if h.failedActiveHC.Load() || h.failedOutlier.Load() {
+		return Unhealthy
+	}
+	switch h.edsHealth {
+	case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY:
+		return Healthy
+	case corev3.HealthStatus_DEGRADED:
+		return Degraded
+	default:
+		return Unhealthy
+	}
+}
+
+// Healthy reports whether Health is Healthy.
+func (h *Host) Healthy() bool { return h.Health() == Healthy }
+
+// SetActiveHealthCheckFailed is the seam for active health checking; callers
+// must then call Cluster.RefreshHealth so the load balancer sees the change.
+func (h *Host) SetActiveHealthCheckFailed(failed bool) { h.failedActiveHC.Store(failed) }
+
+// SetOutlierEjected is the seam for outlier detection; callers must then call
+// Cluster.RefreshHealth so the load balancer sees the change.
+func (h *Host) SetOutlierEjected(ejected bool) { h.failedOutlier.Store(ejected) }
+
+// Cluster is the cluster the host belongs to.
+func (h *Host) Cluster() *Cluster { return h.cluster }
+
+func newHost(c *Cluster, addr netip.AddrPort, hostname string, weight uint32, prio int,
+	loc *corev3.Locality, md *corev3.Metadata, hs corev3.HealthStatus) *Host {
+	if weight == 0 {
+		weight = 1
+	}
+	return &Host{
+		Addr: addr, Hostname: hostname, Weight: weight, Priority: prio,
+		Locality: loc, Metadata: md, edsHealth: hs,
+		cluster: c, addrStr: addr.String(),
+	}
+}
+
+// sameEndpoint reports whether h can stand for n in a new host set (same
+// address, weight, priority and health), so h is kept with its pool and stats.
+func sameEndpoint(h, n *Host) bool {
+	return h.Addr == n.Addr && h.Weight == n.Weight && h.Priority == n.Priority &&
+		h.edsHealth == n.edsHealth && h.Hostname == n.Hostname
+}
+
+// drain marks the host removed and closes its pool's idle connections.
+func (h *Host) drain() {
+	h.drained.Store(true)
+	if p := h.pool.Load(); p != nil {
+		p.Close()
+	}
+}
+
+// sortHosts orders hosts by priority, keeping config order within one.
+func sortHosts(hs []*Host) {
+	slices.SortStableFunc(hs, func(a, b *Host) int { return a.Priority - b.Priority })
+}

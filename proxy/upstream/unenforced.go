@@ -1,0 +1,93 @@
+package upstream
+
+import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+)
+
+// Unenforced lists the field paths of c that are set but not yet honoured by
+// this package (accepted so configs load; enforced by later work), in a
+// stable order. Fields whose absence is the only supported value are
+// rejected by AddOrUpdate instead and never appear here.
+func Unenforced(c *clusterv3.Cluster) []string {
+	var out []string
+	add := func(set bool, path string) {
+		if set {
+			out = append(out, path)
+		}
+	}
+	add(len(c.GetTransportSocketMatches()) > 0, "transport_socket_matches")
+	add(c.GetTransportSocketMatcher() != nil, "transport_socket_matcher")
+	add(c.GetStatsMatcher() != nil, "stats_matcher")
+	add(c.GetPerConnectionBufferHighWatermarkTimeout() != nil, "per_connection_buffer_high_watermark_timeout")
+	add(len(c.GetHealthChecks()) > 0, "health_checks")
+	add(c.GetCircuitBreakers() != nil, "circuit_breakers")
+	add(c.GetUpstreamHttpProtocolOptions() != nil, "upstream_http_protocol_options")
+	if h := c.GetCommonHttpProtocolOptions(); h != nil {
+		add(h.GetMaxConnectionDuration() != nil, "common_http_protocol_options.max_connection_duration")
+		add(h.GetMaxHeadersCount() != nil, "common_http_protocol_options.max_headers_count")
+		add(h.GetMaxResponseHeadersKb() != nil, "common_http_protocol_options.max_response_headers_kb")
+		add(h.GetMaxStreamDuration() != nil, "common_http_protocol_options.max_stream_duration")
+		add(h.GetHeadersWithUnderscoresAction() != 0, "common_http_protocol_options.headers_with_underscores_action")
+	}
+	add(c.GetHttpProtocolOptions() != nil, "http_protocol_options")
+	add(c.GetHttp2ProtocolOptions() != nil, "http2_protocol_options")
+	add(len(c.GetTypedExtensionProtocolOptions()) > 0, "typed_extension_protocol_options")
+	add(c.GetDnsJitter() != nil, "dns_jitter")
+	add(c.GetDnsFailureRefreshRate().GetMaxInterval() != nil, "dns_failure_refresh_rate.max_interval")
+	add(c.GetRespectDnsTtl(), "respect_dns_ttl")
+	add(len(c.GetDnsResolvers()) > 0, "dns_resolvers")
+	add(c.GetUseTcpForDnsLookups(), "use_tcp_for_dns_lookups")
+	add(c.GetDnsResolutionConfig() != nil, "dns_resolution_config")
+	add(c.GetTypedDnsResolverConfig() != nil, "typed_dns_resolver_config")
+	add(c.GetWaitForWarmOnInit() != nil, "wait_for_warm_on_init")
+	add(c.GetOutlierDetection() != nil, "outlier_detection")
+	add(c.GetCleanupInterval() != nil, "cleanup_interval")
+	if b := c.GetUpstreamBindConfig(); b != nil {
+		add(b.GetFreebind() != nil, "upstream_bind_config.freebind")
+		add(len(b.GetSocketOptions()) > 0, "upstream_bind_config.socket_options")
+		add(len(b.GetExtraSourceAddresses()) > 0, "upstream_bind_config.extra_source_addresses")
+		add(b.GetLocalAddressSelector() != nil, "upstream_bind_config.local_address_selector")
+	}
+	add(c.GetLbSubsetConfig() != nil, "lb_subset_config")
+	add(c.GetLbConfig() != nil, "lb_config")
+	if l := c.GetCommonLbConfig(); l != nil {
+		add(l.GetLocalityConfigSpecifier() != nil, "common_lb_config.locality_config_specifier")
+		add(l.GetUpdateMergeWindow() != nil, "common_lb_config.update_merge_window")
+		add(l.GetIgnoreNewHostsUntilFirstHc(), "common_lb_config.ignore_new_hosts_until_first_hc")
+		add(l.GetCloseConnectionsOnHostSetChange(), "common_lb_config.close_connections_on_host_set_change")
+		add(l.GetConsistentHashingLbConfig() != nil, "common_lb_config.consistent_hashing_lb_config")
+		add(l.GetOverrideHostStatus() != nil, "common_lb_config.override_host_status")
+	}
+	add(c.GetTransportSocket() != nil, "transport_socket")
+	add(c.GetProtocolSelection() != clusterv3.Cluster_USE_CONFIGURED_PROTOCOL, "protocol_selection")
+	if o := c.GetUpstreamConnectionOptions(); o != nil {
+		add(o.GetSetLocalInterfaceNameOnUpstreamConnections(), "upstream_connection_options.set_local_interface_name_on_upstream_connections")
+		add(o.GetHappyEyeballsConfig() != nil, "upstream_connection_options.happy_eyeballs_config")
+	}
+	add(c.GetCloseConnectionsOnHostHealthFailure(), "close_connections_on_host_health_failure")
+	add(c.GetIgnoreHealthOnHostRemoval(), "ignore_health_on_host_removal")
+	add(len(c.GetFilters()) > 0, "filters")
+	add(c.GetLrsServer() != nil, "lrs_server")
+	add(len(c.GetLrsReportEndpointMetrics()) > 0, "lrs_report_endpoint_metrics")
+	add(c.GetTrackTimeoutBudgets(), "track_timeout_budgets")
+	add(c.GetUpstreamConfig() != nil, "upstream_config")
+	add(c.GetTrackClusterStats() != nil, "track_cluster_stats")
+	add(c.GetPreconnectPolicy() != nil, "preconnect_policy")
+	add(c.GetConnectionPoolPerDownstreamConnection(), "connection_pool_per_downstream_connection")
+	add(c.GetQueuingPolicies() != nil, "queuing_policies")
+	if la := c.GetLoadAssignment(); la != nil {
+		add(len(la.GetPolicy().GetDropOverloads()) > 0, "load_assignment.policy.drop_overloads")
+		add(la.GetPolicy().GetEndpointStaleAfter() != nil, "load_assignment.policy.endpoint_stale_after")
+		add(la.GetPolicy().GetWeightedPriorityHealth(), "load_assignment.policy.weighted_priority_health")
+		locW, addl := false, false
+		for _, e := range la.GetEndpoints() {
+			locW = locW || e.GetLoadBalancingWeight() != nil
+			for _, le := range e.GetLbEndpoints() {
+				addl = addl || len(le.GetEndpoint().GetAdditionalAddresses()) > 0
+			}
+		}
+		add(locW, "load_assignment.endpoints[].load_balancing_weight")
+		add(addl, "load_assignment.endpoints[].lb_endpoints[].endpoint.additional_addresses")
+	}
+	return out
+}
