@@ -206,3 +206,33 @@ func TestNumberFormats(t *testing.T) {
 		}
 	}
 }
+
+// Recording races with merging and output; no value may be lost.
+func TestHistogramConcurrentRecordAndMerge(t *testing.T) {
+	s := NewStore()
+	h := s.Histogram("h", Unspecified)
+	const workers, per = 4, 2000
+	done := make(chan struct{})
+	for w := 0; w < workers; w++ {
+		go func(w int) {
+			defer func() { done <- struct{}{} }()
+			for i := 0; i < per; i++ {
+				h.Record(uint64(w*per + i))
+			}
+		}(w)
+	}
+	var b bytes.Buffer
+	for i := 0; i < 20; i++ {
+		s.MergeHistograms()
+		b.Reset()
+		s.WritePrometheus(&b, Filter{})
+	}
+	for w := 0; w < workers; w++ {
+		<-done
+	}
+	s.MergeHistograms()
+	_, cu := h.Statistics()
+	if cu.Count != workers*per || h.Count() != workers*per {
+		t.Errorf("cumulative count %d, recorded %d, want %d", cu.Count, h.Count(), workers*per)
+	}
+}
