@@ -132,7 +132,7 @@ func (f *filter) ServeConn(c *netfilter.Conn) {
 		return
 	}
 	defer up.Close()
-	f.pump(c, up.Conn())
+	f.pump(c, up)
 }
 
 func (f *filter) connect(cl *upstream.Cluster, c *netfilter.Conn) (*upstream.UpstreamConn, error) {
@@ -155,7 +155,7 @@ func (f *filter) connect(cl *upstream.Cluster, c *netfilter.Conn) (*upstream.Ups
 
 // pump copies both ways until both directions end, honouring idle_timeout and
 // max_downstream_connection_duration by closing both sides.
-func (f *filter) pump(down *netfilter.Conn, up net.Conn) {
+func (f *filter) pump(down *netfilter.Conn, up *upstream.UpstreamConn) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	var closeOnce sync.Once
@@ -179,21 +179,33 @@ func (f *filter) pump(down *netfilter.Conn, up net.Conn) {
 		t := time.AfterFunc(f.maxDuration, func() { f.stats.maxDuration.Inc(); closeBoth() })
 		defer t.Stop()
 	}
-	rx := func(n int) { f.stats.rxBytes.Add(uint64(n)); last.Store(time.Now().UnixNano()) }
-	tx := func(n int) { f.stats.txBytes.Add(uint64(n)); last.Store(time.Now().UnixNano()) }
+	rx := func(n int) {
+		f.stats.rxBytes.Add(uint64(n))
+		up.AddTxBytes(int64(n))
+		last.Store(time.Now().UnixNano())
+	}
+	tx := func(n int) {
+		f.stats.txBytes.Add(uint64(n))
+		up.AddRxBytes(int64(n))
+		last.Store(time.Now().UnixNano())
+	}
+	var upConn net.Conn = up
+	if t := up.TCP(); t != nil {
+		upConn = t // plain TCP: splice, counting bytes through rx and tx
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if _, err := netcopy.Copy(down.Conn, up, tx); err != nil {
+		if _, err := netcopy.Copy(down.Conn, upConn, tx); err != nil {
 			closeBoth()
 			return
 		}
 		netcopy.CloseWrite(down.Conn)
 	}()
-	if _, err := netcopy.Copy(up, down.Conn, rx); err != nil {
+	if _, err := netcopy.Copy(upConn, down.Conn, rx); err != nil {
 		closeBoth()
 	} else {
-		netcopy.CloseWrite(up)
+		netcopy.CloseWrite(upConn)
 	}
 	<-done
 	closeBoth()

@@ -1,0 +1,34 @@
+GO ?= go
+BIN := bin/outrider
+# Packages on the hot path and their neighbours, run under the race detector in CI.
+RACE_PKGS := ./proxy/... ./filters/... ./telemetry/... ./xds/...
+FUZZTIME ?= 30s
+
+.PHONY: all build run test test-race vet fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/outrider
+
+run: build
+	./$(BIN) -c examples/quickstart.yaml
+
+vet:
+	$(GO) vet ./...
+
+# The README's test command: vet, every test, then the race detector on the core.
+test: vet
+	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -race $(RACE_PKGS)
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzDecodeRequest -fuzztime=$(FUZZTIME) ./proxy/http1/
+	$(GO) test -run='^$$' -fuzz=FuzzDecodeResponse -fuzztime=$(FUZZTIME) ./proxy/http1/
+	$(GO) test -run='^$$' -fuzz=FuzzLoadBytes -fuzztime=$(FUZZTIME) ./xds/bootstrap/
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./bench/ ./proxy/http1/
+
+clean:
+	rm -rf bin
