@@ -336,7 +336,6 @@ func status(h *headers.Map) int {
 func (f *filter) finished(reusable bool) {
 	info := f.cb.Info()
 	info.LastUpstreamRxByte = info.Since(time.Now())
-	f.cluster.Stats.UpstreamRqCompleted.Inc()
 	f.release(reusable)
 }
 
