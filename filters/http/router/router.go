@@ -205,12 +205,8 @@ func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
 
 // connect takes a pooled connection to the chosen host.
 func (f *filter) connect() bool {
-	st := f.cluster.Stats
-	st.UpstreamRqTotal.Inc()
-	st.UpstreamRqActive.Inc()
 	pc, err := f.cluster.Pool(f.host).Get(context.Background())
 	if err != nil {
-		st.UpstreamRqActive.Dec()
 		info := f.cb.Info()
 		info.UpstreamTransportFailureReason = err.Error()
 		f.cb.SendLocalReply(503,
@@ -265,6 +261,11 @@ func (f *filter) sendAndAwait() {
 	info.FirstUpstreamRxByte = info.Since(time.Now())
 	code := status(resp)
 	f.cluster.Stats.RecordResponse(code)
+	if code >= 500 {
+		f.host.Stats.RqError.Add(1)
+	} else {
+		f.host.Stats.RqSuccess.Add(1)
+	}
 	http1.StripHopByHop(resp, false)
 	if !f.cfg.suppressHeaders {
 		resp.SetInt("x-envoy-upstream-service-time", time.Since(f.start).Milliseconds())
@@ -345,7 +346,6 @@ func (f *filter) release(reusable bool) {
 		return
 	}
 	_ = f.pc.Conn.SetReadDeadline(time.Time{})
-	f.cluster.Stats.UpstreamRqActive.Dec()
 	f.pc.Release(reusable)
 	f.pc = nil
 }
@@ -357,6 +357,7 @@ func (f *filter) upstreamFailed(err error, started bool) {
 	f.release(false)
 	if timedOut {
 		st.UpstreamRqTimeout.Inc()
+		f.host.Stats.RqTimeout.Add(1)
 		if f.cb.ResponseStarted() {
 			f.cb.ResetStream(streaminfo.UpstreamRequestTimeout)
 			return
