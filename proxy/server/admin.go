@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -92,14 +94,21 @@ func adminStateOf(st State) int32 {
 }
 
 func writeJSON(w http.ResponseWriter, m proto.Message) {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: " "}.Marshal(m)
+	// Envoy prints proto field names, with defaults, indented; protojson's
+	// own indentation is deliberately unstable, so indent with encoding/json.
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true}.Marshal(m)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", " "); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	out.WriteByte('\n')
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(b)
-	_, _ = w.Write([]byte("\n"))
+	_, _ = w.Write(out.Bytes())
 }
 
 func (s *Server) handleListeners(w http.ResponseWriter, r *http.Request) {
