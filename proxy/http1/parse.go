@@ -172,10 +172,20 @@ func (d *Decoder) parseRequest(blk []byte, h *headers.Map) (Message, error) {
 	h.AppendRef(nameMethod, method)
 	origin := !m.Connect && (target[0] == '/' || (target[0] == '*' && string(method) == "OPTIONS"))
 	authIdx := -1
-	if origin {
+	switch {
+	case origin:
 		h.AppendRef(namePath, target)
 		authIdx = h.Len()
 		h.AppendRef(nameAuthority, nil)
+	case m.Connect:
+		if !validConnectTarget(target) {
+			return m, errInvalidURL
+		}
+		h.AppendRef(nameAuthority, target)
+	default:
+		if err := absoluteTarget(target, h); err != nil {
+			return m, err
+		}
 	}
 	var fi fieldInfo
 	if _, err := d.parseFields(fields, h, &fi, true, 0); err != nil {
@@ -202,8 +212,7 @@ func (d *Decoder) parseRequest(blk []byte, h *headers.Map) (Message, error) {
 		return m, err
 	}
 
-	switch {
-	case origin:
+	if origin {
 		if fi.hostCount > 1 {
 			return m, errDupHost
 		}
@@ -211,15 +220,6 @@ func (d *Decoder) parseRequest(blk []byte, h *headers.Map) (Message, error) {
 			h.Fields()[authIdx].Value = fi.host
 		} else {
 			h.Del(headers.Authority)
-		}
-	case m.Connect:
-		if !validConnectTarget(target) {
-			return m, errInvalidURL
-		}
-		h.AppendRef(nameAuthority, target)
-	default:
-		if err := absoluteTarget(target, h); err != nil {
-			return m, err
 		}
 	}
 	if m.Minor != 1 && !d.lim.AcceptHTTP10 {
