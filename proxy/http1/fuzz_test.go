@@ -58,6 +58,9 @@ func FuzzDecodeResponse(f *testing.F) {
 		if len(raw) > 1<<16 {
 			return
 		}
+		if method == "" {
+			method = "GET" // readAll treats "" as a request
+		}
 		d := NewDecoder(bytes.NewReader(raw), Limits{MaxHeaderBytes: 8 << 10, MaxHeaders: 20})
 		defer d.Release()
 		for range 8 {

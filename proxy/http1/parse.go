@@ -129,6 +129,7 @@ func (d *Decoder) ReadRequestHeaders(h *headers.Map) (Message, error) {
 	blk := d.buf[d.rd:end]
 	d.keep = end
 	d.rd = end
+	d.isResp = false
 	m, err := d.parseRequest(blk, h)
 	if err != nil {
 		d.fail = err
@@ -400,6 +401,7 @@ func (d *Decoder) ReadResponseHeaders(h *headers.Map, requestMethod []byte) (Mes
 	blk := d.buf[d.rd:end]
 	d.keep = end
 	d.rd = end
+	d.isResp = true
 	m, err := d.parseResponse(blk, h, requestMethod)
 	if err != nil {
 		err = asResponse(err)
