@@ -44,6 +44,9 @@ func (d *Decoder) ReadData() ([]byte, error) {
 		p, err = d.readChunked()
 	}
 	if err != nil && err != io.EOF {
+		if d.isResp {
+			err = asResponse(err)
+		}
 		d.fail = err
 	}
 	return p, err

@@ -99,9 +99,10 @@ type Decoder struct {
 	mode      bodyMode
 	remaining int64 // of the Content-Length body or the current chunk
 	chunk     chunkState
-	fail      error // sticky protocol error in the body
+	fail      error       // sticky protocol error in the body
 	trailers  headers.Map // fields of the last chunked body's trailer section
 	released  bool
+	isResp    bool // the current message is a response (errors get Status 502)
 }
 
 // NewDecoder returns a Decoder reading from r with the given limits.

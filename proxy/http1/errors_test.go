@@ -153,3 +153,13 @@ func TestResponseRejected(t *testing.T) {
 		})
 	}
 }
+
+func TestResponseBodyErrorIs502(t *testing.T) {
+	d := NewDecoder(strings.NewReader("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), Limits{})
+	defer d.Release()
+	_, err := readAll(d, "GET")
+	var e *Error
+	if !errors.As(err, &e) || e.Status != 502 || e.Details != DetailCodecError {
+		t.Fatalf("got %v", err)
+	}
+}

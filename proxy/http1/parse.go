@@ -129,6 +129,7 @@ func (d *Decoder) ReadRequestHeaders(h *headers.Map) (Message, error) {
 	blk := d.buf[d.rd:end]
 	d.keep = end
 	d.rd = end
+	d.isResp = false
 	m, err := d.parseRequest(blk, h)
 	if err != nil {
 		d.fail = err
@@ -172,10 +173,20 @@ func (d *Decoder) parseRequest(blk []byte, h *headers.Map) (Message, error) {
 	h.AppendRef(nameMethod, method)
 	origin := !m.Connect && (target[0] == '/' || (target[0] == '*' && string(method) == "OPTIONS"))
 	authIdx := -1
-	if origin {
+	switch {
+	case origin:
 		h.AppendRef(namePath, target)
 		authIdx = h.Len()
 		h.AppendRef(nameAuthority, nil)
+	case m.Connect:
+		if !validConnectTarget(target) {
+			return m, errInvalidURL
+		}
+		h.AppendRef(nameAuthority, target)
+	default:
+		if err := absoluteTarget(target, h); err != nil {
+			return m, err
+		}
 	}
 	var fi fieldInfo
 	if _, err := d.parseFields(fields, h, &fi, true, 0); err != nil {
@@ -202,8 +213,7 @@ func (d *Decoder) parseRequest(blk []byte, h *headers.Map) (Message, error) {
 		return m, err
 	}
 
-	switch {
-	case origin:
+	if origin {
 		if fi.hostCount > 1 {
 			return m, errDupHost
 		}
@@ -211,15 +221,6 @@ func (d *Decoder) parseRequest(blk []byte, h *headers.Map) (Message, error) {
 			h.Fields()[authIdx].Value = fi.host
 		} else {
 			h.Del(headers.Authority)
-		}
-	case m.Connect:
-		if !validConnectTarget(target) {
-			return m, errInvalidURL
-		}
-		h.AppendRef(nameAuthority, target)
-	default:
-		if err := absoluteTarget(target, h); err != nil {
-			return m, err
 		}
 	}
 	if m.Minor != 1 && !d.lim.AcceptHTTP10 {
@@ -400,6 +401,7 @@ func (d *Decoder) ReadResponseHeaders(h *headers.Map, requestMethod []byte) (Mes
 	blk := d.buf[d.rd:end]
 	d.keep = end
 	d.rd = end
+	d.isResp = true
 	m, err := d.parseResponse(blk, h, requestMethod)
 	if err != nil {
 		err = asResponse(err)
