@@ -257,6 +257,39 @@ static_resources:
 			},
 		},
 		{
+			name: "TypedStruct with a valid known config and with an unknown type_url",
+			file: "envoy.yaml",
+			data: `
+static_resources:
+  listeners:
+  - name: l0
+    address:
+      socket_address: {address: 127.0.0.1, port_value: 10000}
+    filter_chains:
+    - filters:
+      - name: tcp
+        typed_config:
+          "@type": type.googleapis.com/xds.type.v3.TypedStruct
+          type_url: type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          value: {stat_prefix: tcp, cluster: c0, idle_timeout: {seconds: 5}}
+  - name: l1
+    address:
+      socket_address: {address: 127.0.0.1, port_value: 10001}
+    filter_chains:
+    - filters:
+      - name: custom
+        typed_config:
+          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: type.googleapis.com/acme.Custom
+          value: {anything: [1, 2]}
+`,
+			check: func(t *testing.T, b *bootstrapv3.Bootstrap) {
+				if n := len(b.GetStaticResources().GetListeners()); n != 2 {
+					t.Errorf("%d listeners, want 2", n)
+				}
+			},
+		},
+		{
 			name: "no env var expansion",
 			file: "envoy.yaml",
 			data: "node: {id: $HOSTNAME}\n",
