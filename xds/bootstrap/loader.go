@@ -22,7 +22,6 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoregistry"
-	"sigs.k8s.io/yaml"
 )
 
 // Source names where a bootstrap comes from, like Envoy's command line.
@@ -114,6 +113,9 @@ func decode(name string, data []byte) (*bootstrapv3.Bootstrap, error) {
 	case strings.HasSuffix(lower, ".pb_text"):
 		b := &bootstrapv3.Bootstrap{}
 		if err := (prototext.UnmarshalOptions{Resolver: protoregistry.GlobalTypes}).Unmarshal(data, b); err != nil {
+			if m := protojsonPos.FindStringSubmatch(err.Error()); m != nil {
+				return nil, fmt.Errorf("%s:%s: %s", name, m[1], reason(err))
+			}
 			return nil, fmt.Errorf("%s: %s", name, reason(err))
 		}
 		return b, nil
@@ -127,18 +129,16 @@ func decode(name string, data []byte) (*bootstrapv3.Bootstrap, error) {
 // yamlLine matches the position go-yaml puts in its messages.
 var yamlLine = regexp.MustCompile(`(?:yaml: )?line (\d+): (.*)`)
 
-// decodeJSON decodes YAML (converted to JSON) or JSON input, without validation.
+// decodeJSON decodes YAML or JSON input, without validation.
 func decodeJSON(name string, data []byte, isYAML bool) (*bootstrapv3.Bootstrap, error) {
-	js := data
+	var tree any
+	var err error
 	if isYAML {
-		var err error
-		if js, err = yaml.YAMLToJSON(data); err != nil {
+		if tree, err = parseYAML(data); err != nil {
 			return nil, yamlError(name, err)
 		}
-	}
-	tree, err := parseTree(js)
-	if err != nil {
-		return nil, jsonError(name, js, isYAML, err)
+	} else if tree, err = parseTree(data); err != nil {
+		return nil, jsonError(name, data, err)
 	}
 	if _, ok := tree.(object); !ok {
 		return nil, fmt.Errorf("%s: top-level value must be a mapping, not %s", name, kindOf(tree))
@@ -160,7 +160,7 @@ func decodeJSON(name string, data []byte, isYAML bool) (*bootstrapv3.Bootstrap, 
 
 // yamlError makes a go-yaml error one line of the form "FILE:LINE: reason".
 func yamlError(name string, err error) error {
-	msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
+	msg := err.Error()
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		return fmt.Errorf("%s:%s: %s", name, m[1], oneLine(m[2]))
 	}
@@ -168,9 +168,9 @@ func yamlError(name string, err error) error {
 }
 
 // jsonError makes a JSON syntax error one line naming the line of the input.
-func jsonError(name string, js []byte, isYAML bool, err error) error {
+func jsonError(name string, js []byte, err error) error {
 	var se *json.SyntaxError
-	if errors.As(err, &se) && !isYAML {
+	if errors.As(err, &se) {
 		line := 1 + bytes.Count(js[:min(int(se.Offset), len(js))], []byte("\n"))
 		return fmt.Errorf("%s:%s: %s", name, strconv.Itoa(line), oneLine(se.Error()))
 	}

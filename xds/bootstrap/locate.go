@@ -27,13 +27,18 @@ func decodeAs(v any, md protoreflect.MessageDescriptor) error {
 }
 
 // protojsonPrefix matches the decoration protojson puts before its reasons.
-var protojsonPrefix = regexp.MustCompile(`^(proto:\s*)?(\(line \d+:\d+\):\s*)?`)
+var protojsonPrefix = regexp.MustCompile(`^(proto:\s*)?`)
+
+// protojsonPos matches the position protojson puts in its messages.
+var protojsonPos = regexp.MustCompile(`\s*\(line (\d+):\d+\)`)
 
 // reason turns a protojson error into a one-line reason without position
 // decoration (the position is meaningless: it is in re-encoded JSON).
 func reason(err error) string {
 	s := strings.ReplaceAll(err.Error(), "\u00a0", " ")
 	s = protojsonPrefix.ReplaceAllString(s, "")
+	s = protojsonPos.ReplaceAllString(s, "")
+	s = strings.TrimPrefix(s, ": ")
 	s = strings.Join(strings.Fields(s), " ")
 	return s
 }

@@ -91,6 +91,9 @@ func normalizeMessage(v any, md protoreflect.MessageDescriptor, path string) (an
 		if s, ok := secondsNanos(obj, "s"); ok {
 			return s, nil
 		}
+		if _, _, ok := secondsNanosValues(obj); ok {
+			return nil, &fieldError{path, fmt.Sprintf("invalid google.protobuf.Duration value %s", encodeTree(obj))}
+		}
 		return v, nil
 	case "google.protobuf.Timestamp":
 		if s, ok := timestampString(obj); ok {

@@ -1,0 +1,3 @@
+go test fuzz v1
+string("envoy.pb")
+[]byte("\n\x05\xff\xff")
