@@ -1,8 +1,8 @@
 // Package bootstrap loads Envoy v3 bootstrap files as `envoy -c FILE
-// [--config-yaml YAML]` does, into a validated *bootstrapv3.Bootstrap.
-// Every error is one line naming the file, the field path and the reason;
-// importing this package links every Envoy extension proto into
-// protoregistry.GlobalTypes so that typed_config Any values resolve.
+// [--config-yaml YAML]` does, into a validated *bootstrapv3.Bootstrap, or
+// fails with one line naming the file, the field path and the reason.
+// Importing it links every Envoy extension proto into
+// protoregistry.GlobalTypes, so typed_config Any values resolve everywhere.
 package bootstrap
 
 //go:generate sh gentypes.sh
