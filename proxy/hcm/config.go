@@ -185,6 +185,13 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 
 	switch {
 	case p.GetRouteConfig() != nil:
+		for i, vh := range p.GetRouteConfig().GetVirtualHosts() {
+			for j, r := range vh.GetRoutes() {
+				if len(r.GetRoute().GetUpgradeConfigs()) > 0 {
+					return nil, fmt.Errorf("route_config.virtual_hosts[%d].routes[%d].route.upgrade_configs: upgrades (WebSocket, CONNECT) are not supported by outrider yet", i, j)
+				}
+			}
+		}
 		t, err := router.Compile(p.GetRouteConfig(), router.Options{ClusterExists: func(name string) bool {
 			return ctx.Clusters == nil || ctx.Clusters.Get(name) != nil
 		}})
@@ -199,7 +206,12 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 	}
 
 	fctx := &httpfilter.Context{Clusters: ctx.Clusters, Stats: ctx.Stats, StatPrefix: "http." + c.statPrefix + ".", Log: c.log}
-	for i, hf := range p.GetHttpFilters() {
+	httpFilters := p.GetHttpFilters()
+	if len(httpFilters) == 0 {
+		// Envoy runs the router alone when no HTTP filter is configured.
+		httpFilters = []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router"}}
+	}
+	for i, hf := range httpFilters {
 		path := fmt.Sprintf("http_filters[%d]", i)
 		if hf.GetConfigDiscovery() != nil {
 			return nil, fmt.Errorf("%s (%s).config_discovery: not supported by outrider yet", path, hf.GetName())
@@ -219,7 +231,7 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		if err != nil {
 			return nil, fmt.Errorf("%s (%s): %w", path, hf.GetName(), err)
 		}
-		last := i == len(p.GetHttpFilters())-1
+		last := i == len(httpFilters)-1
 		if f.Terminal != last {
 			if last {
 				return nil, fmt.Errorf("%s: non-terminal filter %q is the last filter of the chain", path, hf.GetName())

@@ -13,11 +13,13 @@ import (
 	"os"
 	"runtime"
 	"runtime/metrics"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/outrider-proxy/outrider/proxy/admin"
@@ -131,6 +133,9 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("static_resources.clusters[%d]: cluster name %q is also the name of clusters[%d]: cluster manager: duplicate cluster", i, c.GetName(), j)
 		}
 		seen[c.GetName()] = i
+		if err := checkClusterFields(c, s.log); err != nil {
+			return nil, fmt.Errorf("static_resources.clusters[%d] (%s): %w", i, c.GetName(), err)
+		}
 		if err := s.clusters.AddOrUpdate(c); err != nil {
 			return nil, fmt.Errorf("static_resources.clusters[%d] (%s): %w", i, c.GetName(), err)
 		}
@@ -360,4 +365,31 @@ func (s *Server) updateGauges() {
 			return
 		}
 	}
+}
+
+// refusedClusterFields change what goes on the wire (TLS, HTTP/2, subsets):
+// outrider refuses them until it implements them. The other fields
+// upstream.Unenforced lists only change behaviour under failure and are
+// logged.
+var refusedClusterFields = map[string]bool{
+	"transport_socket_matches": true, "transport_socket_matcher": true, "typed_extension_protocol_options": true,
+	"http_protocol_options": true, "upstream_http_protocol_options": true, "lb_subset_config": true,
+	"http2_protocol_options": true,
+}
+
+func checkClusterFields(c *clusterv3.Cluster, log *slog.Logger) error {
+	if ts := c.GetTransportSocket(); ts != nil && ts.GetName() != "envoy.transport_sockets.raw_buffer" &&
+		!strings.HasSuffix(ts.GetTypedConfig().GetTypeUrl(), ".RawBuffer") {
+		return fmt.Errorf("transport_socket: %q is not supported by outrider yet", ts.GetName())
+	}
+	if c.GetHttp2ProtocolOptions() != nil {
+		return fmt.Errorf("http2_protocol_options: upstream HTTP/2 is not supported by outrider yet")
+	}
+	for _, f := range upstream.Unenforced(c) {
+		if refusedClusterFields[f] {
+			return fmt.Errorf("%s: field not supported by outrider yet", f)
+		}
+		log.Warn("cluster field accepted but not enforced yet", "cluster", c.GetName(), "field", f)
+	}
+	return nil
 }
