@@ -6,16 +6,12 @@ package bench
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"testing"
 
-	_ "github.com/outrider-proxy/outrider/filters/all"
-	"github.com/outrider-proxy/outrider/proxy/server"
-	"github.com/outrider-proxy/outrider/xds/bootstrap"
+	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
 
 const httpConfig = `
@@ -63,96 +59,42 @@ static_resources:
 // fixed 2-byte response, reading requests with a minimal parser so the
 // upstream costs as little as possible.
 func fixedUpstream(b *testing.B) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-	go func() {
+	return servertest.ServeTCP(b, func(c net.Conn) {
+		br := bufio.NewReaderSize(c, 16<<10)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			// Requests have no body: read lines until the blank one.
+			for {
+				line, err := br.ReadSlice('\n')
+				if err != nil {
+					return
+				}
+				if len(line) <= 2 {
+					break
+				}
+			}
+			if _, err := c.Write(resp); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReaderSize(c, 16<<10)
-				for {
-					// Requests have no body: read lines until the blank one.
-					for {
-						line, err := br.ReadSlice('\n')
-						if err != nil {
-							return
-						}
-						if len(line) <= 2 {
-							break
-						}
-					}
-					if _, err := c.Write(resp); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	})
 }
 
 // sinkUpstream reads and discards everything.
 func sinkUpstream(b *testing.B) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(io.Discard, c)
-				c.Close()
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	return servertest.ServeTCP(b, func(c net.Conn) { io.Copy(io.Discard, c) })
 }
 
-func startServer(b *testing.B) *server.Server {
-	cfg := fmt.Sprintf(httpConfig, fixedUpstream(b), sinkUpstream(b))
-	bs, err := bootstrap.LoadBytes("bench.yaml", []byte(cfg))
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv, err := server.New(server.Options{Bootstrap: bs, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(srv.Shutdown)
-	return srv
-}
-
-func listenerAddr(srv *server.Server, name string) string {
-	for _, l := range srv.Listeners() {
-		if l.Name == name {
-			return l.Addr().String()
-		}
-	}
-	return ""
+func startServer(b *testing.B) *servertest.Proxy {
+	return servertest.Start(b, fmt.Sprintf(httpConfig, fixedUpstream(b), sinkUpstream(b)))
 }
 
 // BenchmarkHTTP1Proxy sends keep-alive GETs through the proxy, one at a
 // time on one connection. allocs/op counts the whole process (client,
 // proxy and upstream goroutines).
 func BenchmarkHTTP1Proxy(b *testing.B) {
-	srv := startServer(b)
-	c, err := net.Dial("tcp", listenerAddr(srv, "front"))
+	p := startServer(b)
+	c, err := net.Dial("tcp", p.Addr("front"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -200,8 +142,8 @@ func BenchmarkHTTP1Proxy(b *testing.B) {
 
 // BenchmarkTCPProxy pushes bulk bytes through tcp_proxy to a sink.
 func BenchmarkTCPProxy(b *testing.B) {
-	srv := startServer(b)
-	c, err := net.Dial("tcp", listenerAddr(srv, "tcp"))
+	p := startServer(b)
+	c, err := net.Dial("tcp", p.Addr("tcp"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,6 +9,7 @@ package hcm
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -83,6 +84,7 @@ type Config struct {
 	stripAnyHostPort      bool
 	stripMatchingPort     bool
 	accept10              bool
+	internalCIDRs         []netip.Prefix // internal_address_config.cidr_ranges
 	drainTimeout          time.Duration
 }
 
@@ -141,6 +143,17 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 	}
 	if c.log == nil {
 		c.log = slog.Default()
+	}
+	for i, r := range p.GetInternalAddressConfig().GetCidrRanges() {
+		a, err := netip.ParseAddr(r.GetAddressPrefix())
+		if err != nil {
+			return nil, fmt.Errorf("internal_address_config.cidr_ranges[%d].address_prefix: %w", i, err)
+		}
+		pfx, err := a.Unmap().Prefix(int(r.GetPrefixLen().GetValue()))
+		if err != nil {
+			return nil, fmt.Errorf("internal_address_config.cidr_ranges[%d].prefix_len: %w", i, err)
+		}
+		c.internalCIDRs = append(c.internalCIDRs, pfx)
 	}
 	if p.GetServerName() != "" {
 		c.serverName = p.GetServerName()

@@ -1,8 +1,10 @@
 package hcm
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"net/netip"
+	"strconv"
 
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/http1"
@@ -87,9 +89,9 @@ func (s *stream) prepareRequest() *requestError {
 
 // isInternal reports whether addr is in internal_address_config.
 func (c *Config) isInternal(addr netip.Addr) bool {
-	for _, r := range c.Proto.GetInternalAddressConfig().GetCidrRanges() {
-		p, err := netip.ParsePrefix(r.GetAddressPrefix() + "/" + itoa(int(r.GetPrefixLen().GetValue())))
-		if err == nil && p.Contains(addr.Unmap()) {
+	addr = addr.Unmap()
+	for _, p := range c.internalCIDRs {
+		if p.Contains(addr) {
 			return true
 		}
 	}
@@ -117,8 +119,8 @@ func (s *stream) stripHostPort(h *headers.Map) {
 		return
 	}
 	if s.cfg.stripMatchingPort {
-		port := s.info.Conn.LocalAddr.Port()
-		if string(host[i+1:]) != itoa(int(port)) {
+		var b [8]byte
+		if string(host[i+1:]) != string(strconv.AppendUint(b[:0], uint64(s.info.Conn.LocalAddr.Port()), 10)) {
 			return
 		}
 	}
@@ -139,6 +141,9 @@ func normalizePath(p []byte, dots, merge bool) ([]byte, bool) {
 	path, rest := p[:q], p[q:]
 	if len(path) == 0 || path[0] != '/' {
 		return p, len(path) == 1 && path[0] == '*'
+	}
+	if !(dots && bytes.Contains(path, []byte("/."))) && !(merge && bytes.Contains(path, []byte("//"))) {
+		return p, true // nothing to normalize: the common case allocates nothing
 	}
 	out := make([]byte, 0, len(p))
 	segs := 0
@@ -200,30 +205,3 @@ func newUUID(dst *[36]byte) {
 		j += 2
 	}
 }
-
-func itoa(n int) string {
-	if n >= 0 && n < len(smallInts) {
-		return smallInts[n]
-	}
-	var b [20]byte
-	i := len(b)
-	for n >= 10 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	i--
-	b[i] = byte('0' + n)
-	return string(b[i:])
-}
-
-var smallInts = func() []string {
-	s := make([]string, 256)
-	for i := range s {
-		s[i] = string(rune('0'+i/100%10)) + string(rune('0'+i/10%10)) + string(rune('0'+i%10))
-		for len(s[i]) > 1 && s[i][0] == '0' {
-			s[i] = s[i][1:]
-		}
-	}
-	return s
-}()

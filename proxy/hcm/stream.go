@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"strconv"
 	"time"
 
 	"github.com/outrider-proxy/outrider/proxy/headers"
@@ -198,8 +197,7 @@ func (s *stream) writeHeaders(h *headers.Map, end bool) {
 		return
 	}
 	s.responseStarted = true
-	code, _ := strconv.Atoi(string(mustGet(h, headers.Status)))
-	s.info.ResponseCode = code
+	s.info.ResponseCode = h.StatusCode()
 	switch s.cfg.serverHeader {
 	case hcmv3.HttpConnectionManager_OVERWRITE:
 		h.Set("server", s.cfg.serverName)

@@ -273,3 +273,20 @@ func EqualFold(b []byte, s string) bool {
 	}
 	return true
 }
+
+// StatusCode parses ":status" as a three-digit code; 0 when it is absent or
+// not a number.
+func (m *Map) StatusCode() int {
+	v, _ := m.Get(Status)
+	if len(v) != 3 {
+		return 0
+	}
+	n := 0
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}

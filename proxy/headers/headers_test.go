@@ -63,3 +63,15 @@ func TestReusedMapDoesNotAllocate(t *testing.T) {
 		t.Fatalf("%v allocs per reuse, want 0", n)
 	}
 }
+
+func TestStatusCode(t *testing.T) {
+	for v, want := range map[string]int{"200": 200, "503": 503, "20": 0, "2x0": 0, "": 0} {
+		var m Map
+		if v != "" {
+			m.Set(Status, v)
+		}
+		if got := m.StatusCode(); got != want {
+			t.Errorf("StatusCode(%q) = %d, want %d", v, got, want)
+		}
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
 
 const routeToUp = `- match: {prefix: "/"}
@@ -23,8 +25,8 @@ func TestProxiesRequestAndHeaders(t *testing.T) {
 		w.Header().Set("Keep-Alive", "timeout=5") // hop-by-hop: must not reach the client
 		fmt.Fprintf(w, "hello %s", r.URL.Path)
 	})
-	p := startProxy(t, httpBootstrap(up.port(), routeToUp, ""))
-	req, _ := http.NewRequest("GET", p.url("front", "/a/b?x=1"), nil)
+	p := servertest.Start(t, httpBootstrap(up.port(), routeToUp, ""))
+	req, _ := http.NewRequest("GET", p.URL("front", "/a/b?x=1"), nil)
 	req.Header.Set("Connection", "keep-alive, X-Drop")
 	req.Header.Set("X-Drop", "1")
 	req.Header.Set("Te", "trailers")
@@ -61,23 +63,23 @@ func TestProxiesRequestAndHeaders(t *testing.T) {
 	if r.Header.Get("X-Envoy-Expected-Rq-Timeout-Ms") != "15000" {
 		t.Errorf("x-envoy-expected-rq-timeout-ms = %q", r.Header.Get("X-Envoy-Expected-Rq-Timeout-Ms"))
 	}
-	if r.URL.RawQuery != "x=1" || r.Host != p.addr("front") {
+	if r.URL.RawQuery != "x=1" || r.Host != p.Addr("front") {
 		t.Errorf("upstream saw query %q host %q", r.URL.RawQuery, r.Host)
 	}
-	p.waitStat("http.ingress.downstream_rq_2xx", 1)
-	p.waitStat("http.ingress.downstream_rq_total", 1)
-	p.waitStat("cluster.up.upstream_rq_2xx", 1)
-	p.waitStat("cluster.up.upstream_rq_200", 1)
-	p.waitStat("cluster.up.upstream_cx_total", 1)
-	p.waitStat("cluster.up.upstream_rq_total", 1)
+	p.WaitStat("http.ingress.downstream_rq_2xx", 1)
+	p.WaitStat("http.ingress.downstream_rq_total", 1)
+	p.WaitStat("cluster.up.upstream_rq_2xx", 1)
+	p.WaitStat("cluster.up.upstream_rq_200", 1)
+	p.WaitStat("cluster.up.upstream_cx_total", 1)
+	p.WaitStat("cluster.up.upstream_rq_total", 1)
 }
 
 func TestKeepAliveReusesUpstreamConnection(t *testing.T) {
 	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	p := startProxy(t, httpBootstrap(up.port(), routeToUp, ""))
+	p := servertest.Start(t, httpBootstrap(up.port(), routeToUp, ""))
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 	for i := 0; i < 20; i++ {
-		resp, err := client.Get(p.url("front", "/"))
+		resp, err := client.Get(p.URL("front", "/"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,9 +89,9 @@ func TestKeepAliveReusesUpstreamConnection(t *testing.T) {
 	if n := len(up.accepts); n != 1 {
 		t.Errorf("upstream accepted %d connections for 20 sequential requests, want 1", n)
 	}
-	p.waitStat("cluster.up.upstream_cx_total", 1)
-	p.waitStat("http.ingress.downstream_cx_total", 1)
-	p.waitStat("cluster.up.upstream_rq_total", 20)
+	p.WaitStat("cluster.up.upstream_cx_total", 1)
+	p.WaitStat("http.ingress.downstream_cx_total", 1)
+	p.WaitStat("cluster.up.upstream_rq_total", 20)
 }
 
 func TestRequestBodiesStream(t *testing.T) {
@@ -99,7 +101,7 @@ func TestRequestBodiesStream(t *testing.T) {
 		w.Header().Set("X-TE", strings.Join(r.TransferEncoding, ","))
 		w.Write(b)
 	})
-	p := startProxy(t, httpBootstrap(up.port(), routeToUp, ""))
+	p := servertest.Start(t, httpBootstrap(up.port(), routeToUp, ""))
 	big := strings.Repeat("0123456789", 100_000) // 1 MB
 	for _, tc := range []struct {
 		name    string
@@ -111,7 +113,7 @@ func TestRequestBodiesStream(t *testing.T) {
 		{"chunked", io.MultiReader(strings.NewReader(big[:500_000]), strings.NewReader(big[500_000:])), -1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req, _ := http.NewRequest("POST", p.url("front", "/echo"), tc.body)
+			req, _ := http.NewRequest("POST", p.URL("front", "/echo"), tc.body)
 			req.ContentLength = tc.length
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -139,8 +141,8 @@ func TestChunkedResponseWithTrailers(t *testing.T) {
 		}
 		w.Header().Set("X-Sum", "3")
 	})
-	p := startProxy(t, httpBootstrap(up.port(), routeToUp, ""))
-	req, _ := http.NewRequest("GET", p.url("front", "/"), nil)
+	p := servertest.Start(t, httpBootstrap(up.port(), routeToUp, ""))
+	req, _ := http.NewRequest("GET", p.URL("front", "/"), nil)
 	req.Header.Set("TE", "trailers")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -160,7 +162,7 @@ func TestLocalReplies(t *testing.T) {
 	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(time.Second)
 	})
-	dead := deadPort(t)
+	dead := servertest.DeadPort(t)
 	routes := fmt.Sprintf(`- match: {prefix: "/slow"}
   route: {cluster: up, timeout: 0.2s}
 - match: {prefix: "/dead"}
@@ -182,7 +184,7 @@ func TestLocalReplies(t *testing.T) {
       - lb_endpoints:
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}
 `, dead)
-	p := startProxy(t, yaml)
+	p := servertest.Start(t, yaml)
 	for _, tc := range []struct {
 		path, body, header, value string
 		status                    int
@@ -194,7 +196,7 @@ func TestLocalReplies(t *testing.T) {
 		{path: "/nocluster", status: 503},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
-			req, _ := http.NewRequest("GET", p.url("front", tc.path), nil)
+			req, _ := http.NewRequest("GET", p.URL("front", tc.path), nil)
 			req.Header.Set("X-In", "in")
 			resp, err := http.DefaultTransport.RoundTrip(req)
 			if err != nil {
@@ -210,16 +212,16 @@ func TestLocalReplies(t *testing.T) {
 			}
 		})
 	}
-	p.waitStat("cluster.up.upstream_rq_timeout", 1)
-	p.waitStat("cluster.dead.upstream_cx_connect_fail", 1)
-	p.waitStat("http.ingress.downstream_rq_5xx", 3)
+	p.WaitStat("cluster.up.upstream_rq_timeout", 1)
+	p.WaitStat("cluster.dead.upstream_cx_connect_fail", 1)
+	p.WaitStat("http.ingress.downstream_rq_5xx", 3)
 }
 
 func TestNoRouteIs404(t *testing.T) {
 	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
-	p := startProxy(t, httpBootstrap(up.port(), `- match: {prefix: "/api"}
+	p := servertest.Start(t, httpBootstrap(up.port(), `- match: {prefix: "/api"}
   route: {cluster: up}`, ""))
-	resp, err := http.Get(p.url("front", "/other"))
+	resp, err := http.Get(p.URL("front", "/other"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +229,7 @@ func TestNoRouteIs404(t *testing.T) {
 	if resp.StatusCode != 404 {
 		t.Fatalf("status %d, want 404", resp.StatusCode)
 	}
-	p.waitStat("http.ingress.downstream_rq_4xx", 1)
+	p.WaitStat("http.ingress.downstream_rq_4xx", 1)
 	if n := len(up.accepts); n != 0 {
 		t.Errorf("upstream saw %d connections for an unrouted request", n)
 	}
@@ -238,8 +240,8 @@ func TestNoRouteIs404(t *testing.T) {
 func TestMalformedRequestsRejected(t *testing.T) {
 	var hits atomic.Int32
 	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { hits.Add(1) })
-	p := startProxy(t, httpBootstrap(up.port(), routeToUp, ""))
-	addr := p.addr("front")
+	p := servertest.Start(t, httpBootstrap(up.port(), routeToUp, ""))
+	addr := p.Addr("front")
 	for _, tc := range []struct {
 		name, raw string
 		status    int
@@ -267,20 +269,20 @@ func TestMalformedRequestsRejected(t *testing.T) {
 	if hits.Load() != 0 {
 		t.Fatalf("upstream saw %d rejected requests", hits.Load())
 	}
-	resp, err := http.Get(p.url("front", "/fine"))
+	resp, err := http.Get(p.URL("front", "/fine"))
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("good request after bad ones: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	if p.stat("http.ingress.downstream_cx_protocol_error") == 0 {
+	if p.Stat("http.ingress.downstream_cx_protocol_error") == 0 {
 		t.Errorf("downstream_cx_protocol_error not counted")
 	}
 }
 
 func TestPipelinedRequestsAnsweredInOrder(t *testing.T) {
 	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.URL.Path) })
-	p := startProxy(t, httpBootstrap(up.port(), routeToUp, ""))
-	c, err := net.Dial("tcp", p.addr("front"))
+	p := servertest.Start(t, httpBootstrap(up.port(), routeToUp, ""))
+	c, err := net.Dial("tcp", p.Addr("front"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,8 +315,8 @@ func TestExpect100Continue(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		w.Write(b)
 	})
-	p := startProxy(t, httpBootstrap(up.port(), routeToUp, ""))
-	c, err := net.Dial("tcp", p.addr("front"))
+	p := servertest.Start(t, httpBootstrap(up.port(), routeToUp, ""))
+	c, err := net.Dial("tcp", p.Addr("front"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,8 +343,8 @@ func TestExpect100Continue(t *testing.T) {
 func TestUseRemoteAddressAppendsXFF(t *testing.T) {
 	var xff atomic.Value
 	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { xff.Store(r.Header.Get("X-Forwarded-For")) })
-	p := startProxy(t, httpBootstrap(up.port(), routeToUp, "use_remote_address: true"))
-	req, _ := http.NewRequest("GET", p.url("front", "/"), nil)
+	p := servertest.Start(t, httpBootstrap(up.port(), routeToUp, "use_remote_address: true"))
+	req, _ := http.NewRequest("GET", p.URL("front", "/"), nil)
 	req.Header.Set("X-Forwarded-For", "10.0.0.1")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -363,8 +365,8 @@ func TestServerNameAndRequestHeaderMutation(t *testing.T) {
   route: {cluster: up, prefix_rewrite: "/new/"}
   request_headers_to_add:
   - header: {key: x-client, value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}`
-	p := startProxy(t, httpBootstrap(up.port(), routes, "server_name: outrider-test"))
-	resp, err := http.Get(p.url("front", "/old/x"))
+	p := servertest.Start(t, httpBootstrap(up.port(), routes, "server_name: outrider-test"))
+	resp, err := http.Get(p.URL("front", "/old/x"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
 
 func tcpBootstrap(upPort int) string {
@@ -41,39 +43,24 @@ static_resources:
 // startEcho runs a TCP server that upper-cases what it reads and, when the
 // client half-closes, writes "BYE" and closes.
 func startEcho(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return servertest.ServeTCP(t, func(c net.Conn) {
+		buf := make([]byte, 32<<10)
 		for {
-			c, err := ln.Accept()
+			n, err := c.Read(buf)
+			if n > 0 {
+				c.Write([]byte(strings.ToUpper(string(buf[:n]))))
+			}
 			if err != nil {
+				c.Write([]byte("BYE"))
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						c.Write([]byte(strings.ToUpper(string(buf[:n]))))
-					}
-					if err != nil {
-						c.Write([]byte("BYE"))
-						return
-					}
-				}
-			}()
 		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	})
 }
 
 func TestTCPProxyBothWaysWithHalfClose(t *testing.T) {
-	p := startProxy(t, tcpBootstrap(startEcho(t)))
-	c, err := net.Dial("tcp", p.addr("tcp"))
+	p := servertest.Start(t, tcpBootstrap(startEcho(t)))
+	c, err := net.Dial("tcp", p.Addr("tcp"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,17 +79,17 @@ func TestTCPProxyBothWaysWithHalfClose(t *testing.T) {
 	if string(got) != want {
 		t.Fatalf("got %d bytes, want %d (tail %q)", len(got), len(want), got[max(0, len(got)-10):])
 	}
-	p.waitStat("tcp.tcpin.downstream_cx_total", 1)
-	p.waitStat("tcp.tcpin.downstream_cx_rx_bytes_total", int64(len(payload)))
-	p.waitStat("tcp.tcpin.downstream_cx_tx_bytes_total", int64(len(want)))
-	p.waitStat("cluster.echo.upstream_cx_total", 1)
-	p.waitStat("cluster.echo.upstream_cx_active", 0)
-	p.waitStat("listener.127.0.0.1_0.downstream_cx_total", 1)
+	p.WaitStat("tcp.tcpin.downstream_cx_total", 1)
+	p.WaitStat("tcp.tcpin.downstream_cx_rx_bytes_total", int64(len(payload)))
+	p.WaitStat("tcp.tcpin.downstream_cx_tx_bytes_total", int64(len(want)))
+	p.WaitStat("cluster.echo.upstream_cx_total", 1)
+	p.WaitStat("cluster.echo.upstream_cx_active", 0)
+	p.WaitStat("listener.127.0.0.1_0.downstream_cx_total", 1)
 }
 
 func TestTCPProxyUpstreamDown(t *testing.T) {
-	p := startProxy(t, tcpBootstrap(deadPort(t)))
-	c, err := net.Dial("tcp", p.addr("tcp"))
+	p := servertest.Start(t, tcpBootstrap(servertest.DeadPort(t)))
+	c, err := net.Dial("tcp", p.Addr("tcp"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,18 +98,18 @@ func TestTCPProxyUpstreamDown(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatal("connection stayed open with no upstream")
 	}
-	p.waitStat("cluster.echo.upstream_cx_connect_fail", 1)
+	p.WaitStat("cluster.echo.upstream_cx_connect_fail", 1)
 }
 
 func TestAdminEndpoints(t *testing.T) {
 	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
-	p := startProxy(t, httpBootstrap(up.port(), routeToUp, ""))
-	resp, err := http.Get(p.url("front", "/"))
+	p := servertest.Start(t, httpBootstrap(up.port(), routeToUp, ""))
+	resp, err := http.Get(p.URL("front", "/"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	p.waitStat("http.ingress.downstream_rq_2xx", 1)
+	p.WaitStat("http.ingress.downstream_rq_2xx", 1)
 
 	for _, tc := range []struct {
 		path   string
@@ -143,7 +130,7 @@ func TestAdminEndpoints(t *testing.T) {
 		{"/quitquitquit", 405, nil},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
-			status, body := p.adminGet(tc.path)
+			status, body := p.Admin("GET", tc.path)
 			if status != tc.status {
 				t.Fatalf("status %d, want %d: %s", status, tc.status, body)
 			}
@@ -154,17 +141,17 @@ func TestAdminEndpoints(t *testing.T) {
 			}
 		})
 	}
-	_, dump := p.adminGet("/config_dump")
+	_, dump := p.Admin("GET", "/config_dump")
 	var parsed struct {
 		Configs []map[string]any `json:"configs"`
 	}
 	if err := json.Unmarshal([]byte(dump), &parsed); err != nil || len(parsed.Configs) < 4 {
 		t.Fatalf("config_dump is not Envoy-shaped JSON: %v", err)
 	}
-	if status, _ := p.adminPost("/healthcheck/fail"); status != 200 || !p.srv.HealthCheckFailed() {
+	if status, _ := p.Admin("POST", "/healthcheck/fail"); status != 200 || !p.Srv.HealthCheckFailed() {
 		t.Errorf("/healthcheck/fail did not take effect")
 	}
-	if status, _ := p.adminPost("/healthcheck/ok"); status != 200 || p.srv.HealthCheckFailed() {
+	if status, _ := p.Admin("POST", "/healthcheck/ok"); status != 200 || p.Srv.HealthCheckFailed() {
 		t.Errorf("/healthcheck/ok did not take effect")
 	}
 }
@@ -179,9 +166,9 @@ func TestDrainListeners(t *testing.T) {
 		}
 		io.WriteString(w, "done")
 	})
-	p := startProxy(t, httpBootstrap(up.port(), routeToUp, ""))
+	p := servertest.Start(t, httpBootstrap(up.port(), routeToUp, ""))
 	// A keep-alive connection, idle between requests.
-	ka, err := net.Dial("tcp", p.addr("front"))
+	ka, err := net.Dial("tcp", p.Addr("front"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +178,7 @@ func TestDrainListeners(t *testing.T) {
 	// An in-flight request.
 	slow := make(chan string, 1)
 	go func() {
-		resp, err := http.Get(p.url("front", "/slow"))
+		resp, err := http.Get(p.URL("front", "/slow"))
 		if err != nil {
 			slow <- err.Error()
 			return
@@ -207,10 +194,10 @@ func TestDrainListeners(t *testing.T) {
 	} else {
 		io.ReadAll(resp.Body)
 	}
-	if status, _ := p.adminPost("/drain_listeners?graceful"); status != 200 {
+	if status, _ := p.Admin("POST", "/drain_listeners?graceful"); status != 200 {
 		t.Fatalf("drain_listeners: %d", status)
 	}
-	if status, body := p.adminGet("/ready"); status != 503 || !strings.Contains(body, "DRAINING") {
+	if status, body := p.Admin("GET", "/ready"); status != 503 || !strings.Contains(body, "DRAINING") {
 		t.Errorf("/ready during drain = %d %q", status, body)
 	}
 	close(release)

@@ -252,14 +252,14 @@ func (f *filter) sendAndAwait() {
 			f.upstreamFailed(err, false)
 			return
 		}
-		if code := status(resp); code >= 100 && code < 200 && code != 101 {
+		if code := resp.StatusCode(); code >= 100 && code < 200 && code != 101 {
 			continue // 1xx from upstream are not proxied (proxy_100_continue is off)
 		}
 		msg = m
 		break
 	}
 	info.FirstUpstreamRxByte = info.Since(time.Now())
-	code := status(resp)
+	code := resp.StatusCode()
 	f.cluster.Stats.RecordResponse(code)
 	if code >= 500 {
 		f.host.Stats.RqError.Add(1)
@@ -323,15 +323,6 @@ func (f *filter) retryStale(err error) bool {
 		}
 	}
 	return true
-}
-
-func status(h *headers.Map) int {
-	v, _ := h.Get(headers.Status)
-	n := 0
-	for _, c := range v {
-		n = n*10 + int(c-'0')
-	}
-	return n
 }
 
 func (f *filter) finished(reusable bool) {

@@ -1,0 +1,141 @@
+// Package servertest starts a real outrider server in-process for tests and
+// benchmarks, with every socket on a kernel-chosen loopback port. It also has
+// the small TCP fixtures those tests put behind the proxy.
+package servertest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	_ "github.com/outrider-proxy/outrider/filters/all" // every built-in extension
+	"github.com/outrider-proxy/outrider/proxy/server"
+	"github.com/outrider-proxy/outrider/xds/bootstrap"
+)
+
+// Proxy is a started server; it shuts down when the test ends.
+type Proxy struct {
+	tb  testing.TB
+	Srv *server.Server
+}
+
+// Start loads yaml (a whole bootstrap, listener ports 0) and starts it, with
+// a 2 s drain time and logs discarded.
+func Start(tb testing.TB, yaml string) *Proxy {
+	tb.Helper()
+	b, err := bootstrap.LoadBytes("test.yaml", []byte(yaml))
+	if err != nil {
+		tb.Fatalf("load: %v", err)
+	}
+	srv, err := server.New(server.Options{Bootstrap: b, DrainTime: 2 * time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		tb.Fatalf("server.New: %v", err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		tb.Fatalf("start: %v", err)
+	}
+	tb.Cleanup(srv.Shutdown)
+	return &Proxy{tb: tb, Srv: srv}
+}
+
+// Addr is the bound address of the named listener.
+func (p *Proxy) Addr(listener string) string {
+	for _, l := range p.Srv.Listeners() {
+		if l.Name == listener {
+			return l.Addr().String()
+		}
+	}
+	p.tb.Fatalf("no listener %q", listener)
+	return ""
+}
+
+// URL is "http://" + Addr(listener) + path.
+func (p *Proxy) URL(listener, path string) string { return "http://" + p.Addr(listener) + path }
+
+// Stat is the value of the counter or gauge with the full name; it fails the
+// test when there is none.
+func (p *Proxy) Stat(name string) int64 {
+	p.tb.Helper()
+	for _, c := range p.Srv.Stats().Counters() {
+		if c.Name() == name {
+			return int64(c.Value())
+		}
+	}
+	for _, g := range p.Srv.Stats().Gauges() {
+		if g.Name() == name {
+			return g.Value()
+		}
+	}
+	p.tb.Fatalf("no stat %q", name)
+	return 0
+}
+
+// WaitStat polls until the stat equals want (stats are updated after the
+// response is written), for at most 3 s.
+func (p *Proxy) WaitStat(name string, want int64) {
+	p.tb.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		got := p.Stat(name)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			p.tb.Fatalf("stat %s = %d, want %d", name, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Admin sends method to the admin path and returns status and body.
+func (p *Proxy) Admin(method, path string) (int, string) {
+	p.tb.Helper()
+	req, _ := http.NewRequest(method, "http://"+p.Srv.AdminAddr().String()+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.tb.Fatalf("admin %s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// ServeTCP accepts on 127.0.0.1:0 until the test ends, running handle on
+// its own goroutine for each connection (which it closes afterwards), and
+// returns the port.
+func ServeTCP(tb testing.TB, handle func(net.Conn)) int {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// DeadPort is a loopback port with nothing listening on it.
+func DeadPort(tb testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	return port
+}
