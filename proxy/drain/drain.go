@@ -1,19 +1,27 @@
-// Package drain tells long-lived connections that the proxy is draining. One
-// Manager per server: Start flips it once; connections poll Draining on each
-// response and wait on Done while idle.
+// Package drain tells long-lived connections that the proxy is draining, as
+// Envoy's drain manager does. One Manager per server: Start flips it once;
+// connections ask ShouldClose on each response and while idle.
 package drain
 
 import (
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
-// Manager signals the start of a drain. The zero Manager is ready to use.
+// Manager signals a drain. The zero Manager drains immediately when started.
 type Manager struct {
-	draining atomic.Bool
-	once     sync.Once
-	mu       sync.Mutex
-	ch       chan struct{}
+	// Gradual spreads closes over Time, as Envoy's --drain-strategy gradual:
+	// the chance that ShouldClose says yes grows linearly from 0 at Start to 1
+	// after Time. Otherwise (immediate) it says yes from Start on.
+	Gradual bool
+	Time    time.Duration
+
+	started atomic.Int64 // unix nanoseconds of Start; 0 before
+	once    sync.Once
+	mu      sync.Mutex
+	ch      chan struct{}
 }
 
 func (m *Manager) done() chan struct{} {
@@ -29,13 +37,28 @@ func (m *Manager) done() chan struct{} {
 func (m *Manager) Start() {
 	ch := m.done()
 	m.once.Do(func() {
-		m.draining.Store(true)
+		m.started.Store(time.Now().UnixNano())
 		close(ch)
 	})
 }
 
 // Draining reports whether Start was called. It is one atomic load.
-func (m *Manager) Draining() bool { return m.draining.Load() }
+func (m *Manager) Draining() bool { return m.started.Load() != 0 }
+
+// ShouldClose reports whether a connection should be closed now: never
+// before Start, always when immediate, and with a probability that grows
+// over the drain time when gradual.
+func (m *Manager) ShouldClose() bool {
+	start := m.started.Load()
+	if start == 0 {
+		return false
+	}
+	if !m.Gradual || m.Time <= 0 {
+		return true
+	}
+	elapsed := time.Duration(time.Now().UnixNano() - start)
+	return elapsed >= m.Time || rand.Int64N(int64(m.Time)) < int64(elapsed)
+}
 
 // Done is closed when draining starts.
 func (m *Manager) Done() <-chan struct{} { return m.done() }

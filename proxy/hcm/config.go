@@ -85,7 +85,6 @@ type Config struct {
 	stripMatchingPort     bool
 	accept10              bool
 	internalCIDRs         []netip.Prefix // internal_address_config.cidr_ranges
-	drainTimeout          time.Duration
 }
 
 type filterEntry struct {
@@ -139,7 +138,6 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		stripAnyHostPort:   p.GetStripAnyHostPort(),
 		stripMatchingPort:  p.GetStripMatchingHostPort(),
 		accept10:           p.GetHttpProtocolOptions().GetAcceptHttp_10(),
-		drainTimeout:       5 * time.Second,
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -188,9 +186,6 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 	}
 	if d := p.GetRequestHeadersTimeout(); d != nil {
 		c.requestHeadersTimeout = d.AsDuration()
-	}
-	if d := p.GetDrainTimeout(); d != nil {
-		c.drainTimeout = d.AsDuration()
 	}
 	if len(p.GetAccessLog()) > 0 {
 		c.log.Warn("http_connection_manager access_log is not written yet", "stat_prefix", c.statPrefix)

@@ -47,10 +47,6 @@ func (cfg *Config) ServeConn(nc *netfilter.Conn) {
 		maxDur = nc.Info.StartTime.Add(cfg.maxConnDuration)
 	}
 	for served := uint32(0); ; served++ {
-		if cfg.drain.Draining() && served > 0 {
-			st.cxDrainClose.Inc()
-			return
-		}
 		if cfg.maxRequestsPerConn > 0 && served >= cfg.maxRequestsPerConn {
 			return
 		}
@@ -58,68 +54,98 @@ func (cfg *Config) ServeConn(nc *netfilter.Conn) {
 			st.cxMaxDurationReached.Inc()
 			return
 		}
-		if !c.serveOne(served) {
+		if !c.serveOne() {
 			return
 		}
 	}
 }
 
 // serveOne reads and answers one request; false means close the connection.
-func (c *conn) serveOne(served uint32) bool {
+// Timers, as Envoy's: idle_timeout while waiting for the first byte of a
+// request; then request_headers_timeout (or, unset, the stream idle timeout)
+// for the rest of the headers; request_timeout bounds the whole request.
+func (c *conn) serveOne() bool {
 	cfg, st := c.cfg, c.cfg.stats
 	s := &c.s
 	s.req.Reset()
-	wait := cfg.idleTimeout
-	if cfg.requestHeadersTimeout > 0 && (wait == 0 || cfg.requestHeadersTimeout < wait) && c.dec.Buffered() > 0 {
-		wait = cfg.requestHeadersTimeout
-	}
-	c.setReadDeadline(wait)
+	c.armRead(cfg.idleTimeout, time.Time{})
 	c.idle(true)
-	msg, err := c.dec.ReadRequestHeaders(&s.req)
+	err := c.dec.WaitData()
 	c.idle(false)
-	now := time.Now()
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			st.cxIdleTimeout.Inc()
+		}
+		return false
+	}
+	start := time.Now()
+	var hardDeadline time.Time
+	if cfg.requestTimeout > 0 {
+		hardDeadline = start.Add(cfg.requestTimeout)
+	}
+	wait := cfg.requestHeadersTimeout
+	if wait == 0 {
+		wait = cfg.streamIdleTimeout
+	}
+	requestTimerFirst := c.armRead(wait, hardDeadline)
+	msg, err := c.dec.ReadRequestHeaders(&s.req)
 	if err != nil {
 		var perr *http1.Error
 		switch {
 		case errors.As(err, &perr):
 			st.cxProtocolError.Inc()
-			c.dsMsg = http1.Message{Major: 1, Minor: 1}
-			s.msg = c.dsMsg
-			s.req.Reset()
-			s.begin(now)
-			s.info.SetFlag(streaminfo.DownstreamProtocolError)
-			s.closeAfter = true
-			st.rqTotal.Inc()
-			s.sendLocalReply(perr.Status, http.StatusText(perr.Status), perr.Details, 0)
-			s.finish(now)
+			c.replyAndClose(start, perr.Status, http.StatusText(perr.Status), perr.Details, streaminfo.DownstreamProtocolError)
+		case errors.Is(err, os.ErrDeadlineExceeded) && requestTimerFirst:
+			st.rqTimeout.Inc()
+			c.replyAndClose(start, 408, "request timeout", "request_overall_timeout", 0)
+		case errors.Is(err, os.ErrDeadlineExceeded) && cfg.requestHeadersTimeout > 0:
+			st.rqHeadersTimeout.Inc()
+			c.replyAndClose(start, 408, "request header timeout", "request_header_timeout", 0)
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			if c.dec.Buffered() > 0 && cfg.requestHeadersTimeout > 0 {
-				st.rqHeadersTimeout.Inc()
-			} else {
-				st.cxIdleTimeout.Inc()
-			}
+			c.replyAndClose(start, 408, "stream timeout", "stream_idle_timeout", streaminfo.StreamIdleTimeout)
 		}
 		return false
 	}
 	c.dsMsg = msg
 	s.msg = msg
-	s.begin(now)
+	s.begin(start)
+	s.requestDeadline = hardDeadline
 	s.run()
-	s.finish(now)
+	s.finish(start)
 	return !s.closeAfter && msg.KeepAlive && !s.reset
+}
+
+// replyAndClose answers a request that never became a stream (its headers
+// were malformed or late) and marks the connection for closing.
+func (c *conn) replyAndClose(start time.Time, status int, body, details string, flag streaminfo.ResponseFlag) {
+	s := &c.s
+	c.dsMsg = http1.Message{Major: 1, Minor: 1}
+	s.msg = c.dsMsg
+	s.req.Reset()
+	s.begin(start)
+	s.closeAfter = true
+	c.cfg.stats.rqTotal.Inc()
+	s.sendLocalReply(status, body, details, flag)
+	s.finish(start)
+}
+
+// armRead sets the read deadline to the earlier of now+idle (0: none) and
+// hard (zero: none), and reports whether hard is the one that will fire.
+func (c *conn) armRead(idle time.Duration, hard time.Time) (hardFirst bool) {
+	var d time.Time
+	if idle > 0 {
+		d = time.Now().Add(idle)
+	}
+	if !hard.IsZero() && (d.IsZero() || hard.Before(d)) {
+		d, hardFirst = hard, true
+	}
+	_ = c.nc.SetReadDeadline(d)
+	return hardFirst
 }
 
 func (c *conn) idle(idle bool) {
 	if c.nc.Idle != nil {
 		c.nc.Idle(idle)
-	}
-}
-
-func (c *conn) setReadDeadline(d time.Duration) {
-	if d > 0 {
-		_ = c.nc.SetReadDeadline(time.Now().Add(d))
-	} else {
-		_ = c.nc.SetReadDeadline(time.Time{})
 	}
 }
 
@@ -151,8 +177,16 @@ func (s *stream) run() {
 	}
 	s.iterHeaders(&s.dec, 0, s.reqDone)
 	for !s.reqDone && !s.localReplied && !s.reset {
-		s.conn.setReadDeadline(s.cfg.streamIdleTimeout)
+		requestTimerFirst := s.conn.armRead(s.StreamIdleTimeout(), s.requestDeadline)
 		p, err := s.conn.dec.ReadData()
+		if err != nil && requestTimerFirst && errors.Is(err, os.ErrDeadlineExceeded) {
+			st.rqTimeout.Inc()
+			if !s.responseStarted {
+				s.sendLocalReply(408, "request timeout", "request_overall_timeout", 0)
+			}
+			s.reset, s.closeAfter = true, true
+			return
+		}
 		if err == io.EOF {
 			s.reqDone = true
 			s.info.LastDownstreamRxByte = s.info.Since(time.Now())
@@ -187,7 +221,6 @@ func (s *stream) downstreamReadFailed(err error) {
 	var ne net.Error
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
-		s.cfg.stats.rqIdleTimeout.Inc()
 		s.info.SetFlag(streaminfo.StreamIdleTimeout)
 		if !s.responseStarted {
 			s.sendLocalReply(408, "stream timeout", "stream_idle_timeout", 0)
@@ -210,6 +243,9 @@ func (s *stream) downstreamReadFailed(err error) {
 // finish records the stream's stats.
 func (s *stream) finish(start time.Time) {
 	st := s.cfg.stats
+	if s.info.Has(streaminfo.StreamIdleTimeout) {
+		st.rqIdleTimeout.Inc()
+	}
 	st.response(s.info.ResponseCode)
 	st.rqCompleted.Inc()
 	st.rqTime.Record(uint64(time.Since(start).Milliseconds()))

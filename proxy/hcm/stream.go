@@ -47,6 +47,7 @@ type stream struct {
 	reset           bool // the stream was abandoned; close the connection
 	closeAfter      bool // send Connection: close and close after the response
 	reqDone         bool // the whole request was read from the client
+	requestDeadline time.Time // request_timeout's end; zero when unset
 	writeErr        bool
 }
 
@@ -115,6 +116,15 @@ func (s *stream) Route() *router.Route {
 }
 
 func (s *stream) ClearRouteCache() { s.routeSet = false }
+
+// StreamIdleTimeout is the route's idle_timeout when it sets one, else the
+// connection manager's stream_idle_timeout; 0 means none.
+func (s *stream) StreamIdleTimeout() time.Duration {
+	if r := s.Route(); r != nil && r.IdleTimeout() > 0 {
+		return r.IdleTimeout()
+	}
+	return s.cfg.streamIdleTimeout
+}
 
 func (s *stream) EncodeHeaders(h *headers.Map, end bool) bool {
 	if s.reset || s.responseStarted {
@@ -210,8 +220,11 @@ func (s *stream) writeHeaders(h *headers.Map, end bool) {
 	if id, ok := s.req.Get("x-request-id"); ok && s.cfg.alwaysSetRequestID {
 		h.SetBytes("x-request-id", id)
 	}
-	if s.closeAfter || s.cfg.drain.Draining() {
+	if !s.closeAfter && s.cfg.drain != nil && s.cfg.drain.ShouldClose() {
 		s.closeAfter = true
+		s.cfg.stats.cxDrainClose.Inc()
+	}
+	if s.closeAfter {
 		h.Set("connection", "close")
 	}
 	if !s.conn.dsMsg.KeepAlive || !s.reqDone {

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
 
 	"github.com/outrider-proxy/outrider/proxy/buffer"
 	"github.com/outrider-proxy/outrider/proxy/headers"
@@ -181,6 +182,21 @@ func (d *Decoder) beginMessage() error {
 	return nil
 }
 
+// WaitData blocks until at least one byte of the next message is buffered,
+// so the caller can start a timer for the rest of it (Envoy's
+// request_headers_timeout starts at the first byte). It returns the read
+// error, io.EOF included, when none arrives.
+func (d *Decoder) WaitData() error {
+	if d.wr > d.rd {
+		return nil
+	}
+	if err := d.beginMessage(); err != nil {
+		return err
+	}
+	d.makeRoom(1, len(d.buf))
+	return d.readMore()
+}
+
 // readMore reads once (retrying empty reads) into buf[wr:], which must have room.
 func (d *Decoder) readMore() error {
 	if d.rerr != nil {
@@ -194,6 +210,14 @@ func (d *Decoder) readMore() error {
 		}
 		d.wr += n
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// A deadline is the caller's timer, not the stream's end: the
+				// next call resumes with every byte read so far.
+				if n > 0 {
+					return nil
+				}
+				return err
+			}
 			d.rerr = err
 			if n > 0 {
 				return nil

@@ -1,8 +1,13 @@
 package http1
 
 import (
+	"errors"
+	"io"
+	"os"
 	"strings"
 	"testing"
+
+	"github.com/outrider-proxy/outrider/proxy/headers"
 )
 
 func TestDecodeRequest(t *testing.T) {
@@ -350,5 +355,53 @@ func TestTruncatedBodies(t *testing.T) {
 		if _, err := decodeString(raw, Limits{}); err == nil || err.Error() != "unexpected EOF" {
 			t.Errorf("%q: got %v, want unexpected EOF", raw, err)
 		}
+	}
+}
+
+// deadlineReader returns a deadline error once after its first n bytes, then
+// the rest: a read timeout must not end the message.
+type deadlineReader struct {
+	data  []byte
+	n     int
+	fired bool
+}
+
+func (r *deadlineReader) Read(p []byte) (int, error) {
+	if !r.fired && r.n == 0 {
+		r.fired = true
+		return 0, os.ErrDeadlineExceeded
+	}
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	k := len(p)
+	if !r.fired && k > r.n {
+		k = r.n
+	}
+	k = min(k, len(r.data))
+	copy(p, r.data[:k])
+	r.data = r.data[k:]
+	if !r.fired {
+		r.n -= k
+	}
+	return k, nil
+}
+
+func TestDeadlineResumesHeaders(t *testing.T) {
+	r := &deadlineReader{data: []byte("GET /x HTTP/1.1\r\nHost: a\r\n\r\n"), n: 10}
+	d := NewDecoder(r, Limits{})
+	defer d.Release()
+	var h headers.Map
+	if err := d.WaitData(); err != nil {
+		t.Fatalf("WaitData: %v", err)
+	}
+	if _, err := d.ReadRequestHeaders(&h); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("first read: %v, want a deadline error", err)
+	}
+	if _, err := d.ReadRequestHeaders(&h); err != nil {
+		t.Fatalf("resumed read: %v", err)
+	}
+	if got := h.GetString(":path"); got != "/x" {
+		t.Fatalf(":path = %q", got)
 	}
 }

@@ -7,6 +7,7 @@ package httpfilter
 
 import (
 	"log/slog"
+	"time"
 
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -66,6 +67,11 @@ type Callbacks interface {
 	// matched. ClearRouteCache makes the next call select again.
 	Route() *router.Route
 	ClearRouteCache()
+	// StreamIdleTimeout is how long the stream may see no bytes in either
+	// direction (the route's idle_timeout, else the connection manager's
+	// stream_idle_timeout); 0 means no limit. The terminal filter applies it
+	// to its upstream reads.
+	StreamIdleTimeout() time.Duration
 	// SendLocalReply answers the request without an upstream: status, a
 	// text body, Envoy's response code details, and a response flag (0 for
 	// none). Filters return Stop after calling it.

@@ -20,6 +20,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
+	"github.com/outrider-proxy/outrider/proxy/drain"
 	"github.com/outrider-proxy/outrider/proxy/filterchain"
 	"github.com/outrider-proxy/outrider/proxy/listenerfilter"
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
@@ -53,6 +54,7 @@ type Listener struct {
 
 	ln     net.Listener
 	nextID *atomic.Uint64
+	drain  *drain.Manager
 
 	mu    sync.Mutex
 	conns map[*tracked]struct{}
@@ -117,6 +119,8 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 	}
 	fctx := *ctx
 	fctx.ListenerName = l.Name
+	l.drain = &drain.Manager{Gradual: ctx.DrainGradual, Time: ctx.DrainTime}
+	fctx.Drain = l.drain
 	for i, fc := range p.GetFilterChains() {
 		c, err := buildChain(fc, &fctx)
 		if err != nil {
@@ -324,12 +328,34 @@ func (l *Listener) ActiveConns() int {
 	return len(l.conns)
 }
 
-// CloseIdle closes connections waiting for their next request, for a drain.
-func (l *Listener) CloseIdle() {
+// StartDrain begins the listener's drain: responses start to carry
+// "Connection: close", and connections idle between requests are closed,
+// all at once (immediate) or spread over the drain time (gradual). It does
+// not stop accepting.
+func (l *Listener) StartDrain() {
+	if l.drain.Draining() {
+		return
+	}
+	l.drain.Start()
+	l.closeIdle()
+	go func() {
+		end := time.Now().Add(l.drain.Time)
+		for time.Now().Before(end) {
+			time.Sleep(50 * time.Millisecond)
+			l.closeIdle()
+		}
+	}()
+}
+
+// Draining reports whether StartDrain was called.
+func (l *Listener) Draining() bool { return l.drain.Draining() }
+
+// closeIdle closes the idle connections the drain strategy picks now.
+func (l *Listener) closeIdle() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for t := range l.conns {
-		if t.idle.Load() {
+		if t.idle.Load() && l.drain.ShouldClose() {
 			_ = t.conn.Close()
 		}
 	}

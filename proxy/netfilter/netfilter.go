@@ -57,12 +57,16 @@ type Middle interface {
 type Context struct {
 	Clusters *upstream.Manager
 	Stats    *stats.Store
-	Drain    *drain.Manager
-	Log      *slog.Logger
+	// Drain is the listener's drain manager; each listener has its own, so
+	// /drain_listeners?inboundonly drains only some.
+	Drain *drain.Manager
+	Log   *slog.Logger
 	// ListenerName names the listener the chain belongs to.
 	ListenerName string
-	// DrainTimeout bounds how long a draining connection is given.
-	DrainTimeout time.Duration
+	// DrainTime bounds how long a draining connection is given
+	// (--drain-time-s); DrainGradual is --drain-strategy gradual.
+	DrainTime    time.Duration
+	DrainGradual bool
 }
 
 // Factory compiles a filter's typed_config once into an immutable filter

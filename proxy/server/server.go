@@ -24,7 +24,6 @@ import (
 
 	"github.com/outrider-proxy/outrider/proxy/admin"
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
-	"github.com/outrider-proxy/outrider/proxy/drain"
 	"github.com/outrider-proxy/outrider/proxy/listener"
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
 	"github.com/outrider-proxy/outrider/proxy/sockopt"
@@ -72,7 +71,6 @@ type Server struct {
 	level     *slog.LevelVar
 	stats     *stats.Store
 	clusters  *upstream.Manager
-	drain     *drain.Manager
 	listeners []*listener.Listener
 	admin     *admin.Server
 	adminLn   net.Listener
@@ -96,7 +94,6 @@ func New(opts Options) (*Server, error) {
 		log:        opts.Log,
 		level:      opts.LogLevel,
 		stats:      stats.NewStore(),
-		drain:      &drain.Manager{},
 		started:    time.Now(),
 		quit:       make(chan struct{}),
 		stopGauges: make(chan struct{}),
@@ -140,7 +137,7 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("static_resources.clusters[%d] (%s): %w", i, c.GetName(), err)
 		}
 	}
-	nctx := &netfilter.Context{Clusters: s.clusters, Stats: s.stats, Drain: s.drain, Log: s.log, DrainTimeout: s.drainTime()}
+	nctx := &netfilter.Context{Clusters: s.clusters, Stats: s.stats, Log: s.log, DrainTime: s.drainTime(), DrainGradual: !opts.DrainImmediate}
 	names := map[string]int{}
 	for i, lp := range sr.GetListeners() {
 		if j, dup := names[lp.GetName()]; dup && lp.GetName() != "" {
@@ -255,9 +252,6 @@ func (s *Server) Shutdown() {
 	s.stopListeners(false)
 	deadline := time.Now().Add(s.drainTime())
 	for time.Now().Before(deadline) && s.activeConns() > 0 {
-		for _, l := range s.listeners {
-			l.CloseIdle()
-		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	for _, l := range s.listeners {
@@ -276,17 +270,17 @@ func (s *Server) Shutdown() {
 	s.clusters.Close()
 }
 
-// StartDrain begins draining without stopping: new requests on existing
-// HTTP/1 connections get "Connection: close", idle ones are closed.
-// inboundOnly limits it to listeners whose traffic_direction is INBOUND.
+// StartDrain begins draining without stopping: responses on existing
+// HTTP/1 connections get "Connection: close" and idle connections are
+// closed, following the drain strategy. inboundOnly limits it to listeners
+// whose traffic_direction is INBOUND.
 func (s *Server) StartDrain(inboundOnly bool) {
 	s.state.Store(int32(Draining))
-	s.drain.Start()
 	for _, l := range s.listeners {
 		if inboundOnly && l.Proto.GetTrafficDirection().String() != "INBOUND" {
 			continue
 		}
-		l.CloseIdle()
+		l.StartDrain()
 	}
 }
 

@@ -209,3 +209,77 @@ func TestDrainListeners(t *testing.T) {
 		t.Errorf("idle keep-alive connection not closed by drain")
 	}
 }
+
+func tcpProxyBootstrap(proxyCfg string, clusters map[string]int) string {
+	var cl strings.Builder
+	for name, port := range clusters {
+		fmt.Fprintf(&cl, `  - name: %s
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: %s
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
+`, name, name, port)
+	}
+	return fmt.Sprintf(`
+static_resources:
+  listeners:
+  - name: tcp
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: t
+%s
+  clusters:
+%s`, indent(proxyCfg, 10), cl.String())
+}
+
+// named answers every connection with its name and closes.
+func named(t *testing.T, name string) int {
+	return servertest.ServeTCP(t, func(c net.Conn) { io.WriteString(c, name) })
+}
+
+func readAllFrom(t *testing.T, addr string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	b, _ := io.ReadAll(c)
+	return string(b)
+}
+
+func TestTCPProxyWeightedClusters(t *testing.T) {
+	p := servertest.Start(t, tcpProxyBootstrap(`weighted_clusters:
+  clusters: [{name: a, weight: 3}, {name: b, weight: 1}]`,
+		map[string]int{"a": named(t, "a"), "b": named(t, "b")}))
+	counts := map[string]int{}
+	for i := 0; i < 200; i++ {
+		counts[readAllFrom(t, p.Addr("tcp"))]++
+	}
+	if counts["a"] < 110 || counts["b"] < 20 || counts["a"]+counts["b"] != 200 {
+		t.Fatalf("distribution %v, want about 150/50", counts)
+	}
+}
+
+func TestTCPProxyIdleTimeout(t *testing.T) {
+	silent := servertest.ServeTCP(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	p := servertest.Start(t, tcpProxyBootstrap("cluster: s\nidle_timeout: 0.2s", map[string]int{"s": silent}))
+	start := time.Now()
+	readAllFrom(t, p.Addr("tcp"))
+	if d := time.Since(start); d < 150*time.Millisecond || d > 3*time.Second {
+		t.Fatalf("idle connection closed after %v, want about 200ms", d)
+	}
+	p.WaitStat("tcp.t.idle_timeout", 1)
+}
+
+func TestTCPProxyMaxConnectAttempts(t *testing.T) {
+	p := servertest.Start(t, tcpProxyBootstrap("cluster: dead\nmax_connect_attempts: 3", map[string]int{"dead": servertest.DeadPort(t)}))
+	readAllFrom(t, p.Addr("tcp"))
+	p.WaitStat("cluster.dead.upstream_cx_connect_fail", 3)
+	p.WaitStat("tcp.t.upstream_connect_attempts_exceeded", 1)
+}

@@ -85,7 +85,12 @@ type filter struct {
 	fctx    formatter.Context
 	noBody  bool
 	retried bool
-	trl     headers.Map // response trailers, kept across streams
+	// Upstream read timers: deadline is the route timeout's end (zero: none),
+	// idle the stream idle timeout; idleArmed says which the deadline is.
+	deadline  time.Time
+	idle      time.Duration
+	idleArmed bool
+	trl       headers.Map // response trailers, kept across streams
 }
 
 // Reset implements httpfilter.Resetter.
@@ -232,11 +237,11 @@ func (f *filter) sendAndAwait() {
 		return
 	}
 	info.LastUpstreamTxByte = info.Since(time.Now())
-	if f.timeout > 0 {
-		_ = f.pc.Conn.SetReadDeadline(time.Now().Add(f.timeout))
-	} else {
-		_ = f.pc.Conn.SetReadDeadline(time.Time{})
+	if f.timeout > 0 && f.deadline.IsZero() {
+		f.deadline = time.Now().Add(f.timeout)
 	}
+	f.idle = f.cb.StreamIdleTimeout()
+	f.armRead()
 	resp := f.cb.ResponseHeaders()
 	var msg http1.Message
 	for {
@@ -281,9 +286,12 @@ func (f *filter) sendAndAwait() {
 		return
 	}
 	for {
-		if f.codec.dec.Buffered() == 0 && !f.cb.Flush() {
-			f.release(false)
-			return
+		if f.codec.dec.Buffered() == 0 {
+			if !f.cb.Flush() {
+				f.release(false)
+				return
+			}
+			f.armRead()
 		}
 		p, err := f.codec.dec.ReadData()
 		if err == io.EOF {
@@ -341,11 +349,33 @@ func (f *filter) release(reusable bool) {
 	f.pc = nil
 }
 
+// armRead sets the upstream read deadline to the earlier of the route
+// timeout's end and now plus the stream idle timeout, remembering which.
+func (f *filter) armRead() {
+	d := f.deadline
+	f.idleArmed = false
+	if f.idle > 0 {
+		if t := time.Now().Add(f.idle); d.IsZero() || t.Before(d) {
+			d, f.idleArmed = t, true
+		}
+	}
+	_ = f.pc.Conn.SetReadDeadline(d)
+}
+
 // upstreamFailed maps an upstream error to Envoy's local reply or reset.
 func (f *filter) upstreamFailed(err error, started bool) {
 	st := f.cluster.Stats
 	timedOut := errors.Is(err, os.ErrDeadlineExceeded)
 	f.release(false)
+	if timedOut && f.idleArmed {
+		// The stream idle timeout: 408 before response headers, else a reset.
+		if f.cb.ResponseStarted() {
+			f.cb.ResetStream(streaminfo.StreamIdleTimeout)
+			return
+		}
+		f.cb.SendLocalReply(408, "stream timeout", "stream_idle_timeout", streaminfo.StreamIdleTimeout)
+		return
+	}
 	if timedOut {
 		st.UpstreamRqTimeout.Inc()
 		f.host.Stats.RqTimeout.Add(1)

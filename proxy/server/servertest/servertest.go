@@ -24,14 +24,25 @@ type Proxy struct {
 }
 
 // Start loads yaml (a whole bootstrap, listener ports 0) and starts it, with
-// a 2 s drain time and logs discarded.
+// an immediate 2 s drain and logs discarded.
 func Start(tb testing.TB, yaml string) *Proxy {
+	tb.Helper()
+	return StartOpts(tb, yaml, server.Options{DrainTime: 2 * time.Second, DrainImmediate: true})
+}
+
+// StartOpts is Start with the server options given (Bootstrap and, when
+// nil, Log are filled in).
+func StartOpts(tb testing.TB, yaml string, opts server.Options) *Proxy {
 	tb.Helper()
 	b, err := bootstrap.LoadBytes("test.yaml", []byte(yaml))
 	if err != nil {
 		tb.Fatalf("load: %v", err)
 	}
-	srv, err := server.New(server.Options{Bootstrap: b, DrainTime: 2 * time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	opts.Bootstrap = b
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	srv, err := server.New(opts)
 	if err != nil {
 		tb.Fatalf("server.New: %v", err)
 	}

@@ -1,0 +1,41 @@
+package drain
+
+import (
+	"testing"
+	"time"
+)
+
+func TestImmediate(t *testing.T) {
+	var m Manager
+	if m.Draining() || m.ShouldClose() {
+		t.Fatal("draining before Start")
+	}
+	m.Start()
+	m.Start()
+	select {
+	case <-m.Done():
+	default:
+		t.Fatal("Done not closed")
+	}
+	if !m.Draining() || !m.ShouldClose() {
+		t.Fatal("immediate drain does not close")
+	}
+}
+
+func TestGradualGrowsOverTime(t *testing.T) {
+	m := Manager{Gradual: true, Time: time.Hour}
+	m.Start()
+	yes := 0
+	for i := 0; i < 1000; i++ {
+		if m.ShouldClose() {
+			yes++
+		}
+	}
+	if yes > 5 {
+		t.Fatalf("%d of 1000 closes right after the start of a one-hour gradual drain", yes)
+	}
+	m.started.Add(-int64(time.Hour)) // pretend the drain time has passed
+	if !m.ShouldClose() {
+		t.Fatal("gradual drain does not close after its drain time")
+	}
+}
