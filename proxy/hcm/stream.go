@@ -41,12 +41,12 @@ type stream struct {
 	filters  []activeFilter
 	dec, enc side
 
-	localReplied    bool // a local reply replaced the response
-	responseStarted bool // headers went to the codec
-	responseDone    bool // the last byte went to the codec
-	reset           bool // the stream was abandoned; close the connection
-	closeAfter      bool // send Connection: close and close after the response
-	reqDone         bool // the whole request was read from the client
+	localReplied    bool      // a local reply replaced the response
+	responseStarted bool      // headers went to the codec
+	responseDone    bool      // the last byte went to the codec
+	reset           bool      // the stream was abandoned; close the connection
+	closeAfter      bool      // send Connection: close and close after the response
+	reqDone         bool      // the whole request was read from the client
 	requestDeadline time.Time // request_timeout's end; zero when unset
 	writeErr        bool
 }
