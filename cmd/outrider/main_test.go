@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,5 +125,30 @@ func TestFlags(t *testing.T) {
 		"--restart-epoch", "0", "--disable-hot-restart", "--parent-shutdown-time-s", "5", "--concurrency", "2",
 		"--local-address-ip-version", "v4", "--log-format", "%v"); code != 0 {
 		t.Errorf("compatibility flags rejected: %s", errs)
+	}
+}
+
+// A port already bound by another process fails start-up with one line
+// naming the listener and the address.
+func TestPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	yaml := fmt.Sprintf(`static_resources:
+  listeners:
+  - name: taken
+    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
+    filter_chains: [{filters: [{name: envoy.filters.network.tcp_proxy, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: c}}]}]
+  clusters: [{name: c, load_assignment: {cluster_name: c}}]`, port)
+	code, _, errs := runCmd(t, "--config-yaml", yaml)
+	if code == 0 {
+		t.Fatal("started on a port in use")
+	}
+	want := fmt.Sprintf(`listener "taken": listen tcp 127.0.0.1:%d: bind: address already in use`, port)
+	if !strings.Contains(errs, want) || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+		t.Fatalf("error %q, want one line containing %q", errs, want)
 	}
 }

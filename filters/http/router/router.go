@@ -116,6 +116,8 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 		resp.SetInt(headers.Status, int64(status))
 		resp.Set("location", loc)
 		resp.Set("content-length", "0")
+		f.fctx.Response = resp
+		r.ApplyResponseHeaders(resp, &f.fctx)
 		info.ResponseCodeDetails = "direct_response"
 		f.cb.EncodeHeaders(resp, true)
 		return httpfilter.Stop
