@@ -15,6 +15,7 @@ type side struct {
 	heldHeaders bool // headers stopped at holdAt and not yet passed on
 	headers     *headers.Map
 	buf         []byte // data buffered by StopAndBuffer
+	out         []byte // the last released buffer, passed on; swapped with buf
 }
 
 func (sd *side) reset(h *headers.Map) {
@@ -22,6 +23,7 @@ func (sd *side) reset(h *headers.Map) {
 	sd.heldHeaders = false
 	sd.headers = h
 	sd.buf = sd.buf[:0]
+	sd.out = sd.out[:0]
 }
 
 func (s *stream) filterAt(sd *side, k int) *activeFilter {
@@ -48,7 +50,9 @@ func (s *stream) iterHeaders(sd *side, start int, end bool) {
 			return
 		}
 		if st != httpfilter.Continue {
-			sd.holdAt, sd.heldHeaders = k, true
+			if !s.terminal(sd, k) {
+				sd.holdAt, sd.heldHeaders = k, true
+			}
 			return
 		}
 	}
@@ -57,11 +61,22 @@ func (s *stream) iterHeaders(sd *side, start int, end bool) {
 	}
 }
 
-// iterData passes a body piece from position start on, resuming held headers
-// and buffered data when the holding filter continues.
+// iterData passes a body piece from position start on. A filter holding the
+// stream (it stopped headers or buffered data) has each new piece added to
+// the buffer before it is called, so it can read or rewrite the whole body
+// through DecodingBuffer/EncodingBuffer; when it returns Continue, held
+// headers and then the whole buffer go on to the next filter.
 func (s *stream) iterData(sd *side, start int, p []byte, end bool) {
 	for k := start; k < len(s.filters); k++ {
 		f := s.filterAt(sd, k)
+		holding := k == sd.holdAt
+		if holding && len(p) > 0 {
+			if len(sd.buf)+len(p) > s.bufferLimit() {
+				s.bufferOverflow(sd)
+				return
+			}
+			sd.buf = append(sd.buf, p...)
+		}
 		st := httpfilter.Continue
 		if sd.encode {
 			if f.enc != nil {
@@ -73,11 +88,8 @@ func (s *stream) iterData(sd *side, start int, p []byte, end bool) {
 		if s.aborted(sd) {
 			return
 		}
-		switch st {
-		case httpfilter.Continue:
-			if k != sd.holdAt {
-				continue
-			}
+		switch {
+		case st == httpfilter.Continue && holding:
 			sd.holdAt = -1
 			if sd.heldHeaders {
 				sd.heldHeaders = false
@@ -86,11 +98,15 @@ func (s *stream) iterData(sd *side, start int, p []byte, end bool) {
 					return
 				}
 			}
-			if len(sd.buf) > 0 {
-				sd.buf = append(sd.buf, p...)
-				p = sd.buf
-			}
-		case httpfilter.StopAndBuffer:
+			// Pass the whole buffer on; it moves to out so that a later
+			// holder buffers into a different slice.
+			p, sd.buf, sd.out = sd.buf, sd.out[:0], sd.buf
+		case st == httpfilter.Continue:
+		case holding:
+			return // still holding; the piece is buffered
+		case s.terminal(sd, k):
+			return // the router took the data over
+		case st == httpfilter.StopAndBuffer:
 			if len(sd.buf)+len(p) > s.bufferLimit() {
 				s.bufferOverflow(sd)
 				return
@@ -99,16 +115,19 @@ func (s *stream) iterData(sd *side, start int, p []byte, end bool) {
 			sd.holdAt = k
 			return
 		default:
-			if sd.holdAt < 0 {
-				sd.holdAt = k
-			}
+			sd.holdAt = k
 			return
 		}
 	}
 	if sd.encode {
 		s.writeData(p, end)
-		sd.buf = sd.buf[:0]
 	}
+}
+
+// terminal reports whether position k is the terminal decoder (the router),
+// which takes the request over rather than holding it.
+func (s *stream) terminal(sd *side, k int) bool {
+	return !sd.encode && k == len(s.filters)-1
 }
 
 // iterTrailers passes trailers on, first releasing what a continuing holder
@@ -137,8 +156,9 @@ func (s *stream) iterTrailers(sd *side, start int, t *headers.Map) {
 				s.iterHeaders(sd, k+1, false)
 			}
 			if len(sd.buf) > 0 && !s.aborted(sd) {
-				buf := sd.buf
-				s.iterData(sd, k+1, buf, false)
+				var p []byte
+				p, sd.buf, sd.out = sd.buf, sd.out[:0], sd.buf
+				s.iterData(sd, k+1, p, false)
 			}
 			if s.aborted(sd) {
 				return

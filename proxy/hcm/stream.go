@@ -117,6 +117,9 @@ func (s *stream) Route() *router.Route {
 
 func (s *stream) ClearRouteCache() { s.routeSet = false }
 
+func (s *stream) DecodingBuffer() *[]byte { return &s.dec.buf }
+func (s *stream) EncodingBuffer() *[]byte { return &s.enc.buf }
+
 // StreamIdleTimeout is the route's idle_timeout when it sets one, else the
 // connection manager's stream_idle_timeout; 0 means none.
 func (s *stream) StreamIdleTimeout() time.Duration {

@@ -76,6 +76,13 @@ type Callbacks interface {
 	// text body, Envoy's response code details, and a response flag (0 for
 	// none). Filters return Stop after calling it.
 	SendLocalReply(status int, body string, details string, flag streaminfo.ResponseFlag)
+	// DecodingBuffer and EncodingBuffer are the body data held for a filter
+	// that returned StopAndBuffer: while it holds the stream, each new piece
+	// is appended before the filter sees it, so on its last call the buffer
+	// is the whole body so far. The filter may rewrite it (and then fix
+	// content-length in the headers it still holds).
+	DecodingBuffer() *[]byte
+	EncodingBuffer() *[]byte
 	// ResponseHeaders is an empty map owned by the stream, for the terminal
 	// filter to fill before EncodeHeaders.
 	ResponseHeaders() *headers.Map

@@ -102,7 +102,8 @@ func TestRequestBodiesStream(t *testing.T) {
 		w.Write(b)
 	})
 	p := servertest.Start(t, httpBootstrap(up.port(), routeToUp, ""))
-	big := strings.Repeat("0123456789", 100_000) // 1 MB
+	// 3 MB: over the 1 MiB buffer limit, so it only passes if it streams.
+	big := strings.Repeat("0123456789", 300_000)
 	for _, tc := range []struct {
 		name    string
 		body    io.Reader
@@ -110,7 +111,7 @@ func TestRequestBodiesStream(t *testing.T) {
 		chunked bool
 	}{
 		{"content-length", strings.NewReader(big), int64(len(big)), false},
-		{"chunked", io.MultiReader(strings.NewReader(big[:500_000]), strings.NewReader(big[500_000:])), -1, true},
+		{"chunked", io.MultiReader(strings.NewReader(big[:1_500_000]), strings.NewReader(big[1_500_000:])), -1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, _ := http.NewRequest("POST", p.URL("front", "/echo"), tc.body)
