@@ -227,11 +227,14 @@ func (s *stream) writeHeaders(h *headers.Map, end bool) {
 		s.closeAfter = true
 		s.cfg.stats.cxDrainClose.Inc()
 	}
+	if !s.reqDone {
+		s.closeAfter = true // the rest of the request cannot be skipped on HTTP/1
+	}
 	if s.closeAfter {
 		h.Set("connection", "close")
 	}
-	if !s.conn.dsMsg.KeepAlive || !s.reqDone {
-		s.closeAfter = true
+	if !s.conn.dsMsg.KeepAlive {
+		s.closeAfter = true // the encoder says so on the wire
 	}
 	if s.info.FirstDownstreamTxByte == 0 {
 		s.info.FirstDownstreamTxByte = s.info.Since(time.Now())

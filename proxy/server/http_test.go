@@ -379,3 +379,45 @@ func TestServerNameAndRequestHeaderMutation(t *testing.T) {
 		t.Errorf("upstream saw %q", got.Load())
 	}
 }
+
+// An upstream that answers before reading the request body (a 413 for an
+// upload it refuses) has its answer proxied, and the client connection then
+// closes because its request was not read to the end.
+func TestEarlyUpstreamResponse(t *testing.T) {
+	port := servertest.ServeTCP(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil || line == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
+		c.(*net.TCPConn).CloseWrite()
+		io.CopyN(io.Discard, c, 256<<10) // a lingering close, as Go's and nginx's servers do
+	})
+	p := servertest.Start(t, httpBootstrap(port, routeToUp, ""))
+	c, err := net.Dial("tcp", p.Addr("front"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	go func() {
+		io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 8000000\r\n\r\n")
+		chunk := make([]byte, 80000)
+		for i := 0; i < 100; i++ {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 413 || string(b) != "too big!" || !resp.Close {
+		t.Fatalf("got %d %q close=%v, want the upstream's 413 and a close", resp.StatusCode, b, resp.Close)
+	}
+}

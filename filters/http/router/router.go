@@ -187,15 +187,29 @@ func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
 		return httpfilter.Stop
 	}
 	if err := f.codec.enc.WriteData(p, end); err != nil {
-		f.upstreamFailed(err, false)
+		f.bodyWriteFailed(err)
 		return httpfilter.Stop
 	}
 	if end {
 		f.sendAndAwait()
 	} else if err := f.codec.enc.Flush(); err != nil {
-		f.upstreamFailed(err, false)
+		f.bodyWriteFailed(err)
 	}
 	return httpfilter.Stop
+}
+
+// bodyWriteFailed handles an upstream that stopped reading the request
+// body: when it answered first (a 413, say) that answer is proxied; the
+// client connection then closes because its request was not read to the end.
+func (f *filter) bodyWriteFailed(err error) {
+	if f.codec.dec.Buffered() == 0 {
+		_ = f.pc.Conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if f.codec.dec.WaitData() != nil {
+			f.upstreamFailed(err, false)
+			return
+		}
+	}
+	f.awaitResponse()
 }
 
 func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
@@ -203,7 +217,7 @@ func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
 		return httpfilter.Stop
 	}
 	if err := f.codec.enc.WriteTrailers(t); err != nil {
-		f.upstreamFailed(err, false)
+		f.bodyWriteFailed(err)
 		return httpfilter.Stop
 	}
 	f.sendAndAwait()
@@ -239,6 +253,12 @@ func (f *filter) sendAndAwait() {
 		return
 	}
 	info.LastUpstreamTxByte = info.Since(time.Now())
+	f.awaitResponse()
+}
+
+// awaitResponse reads the upstream response and streams it back.
+func (f *filter) awaitResponse() {
+	info := f.cb.Info()
 	if f.timeout > 0 && f.deadline.IsZero() {
 		f.deadline = time.Now().Add(f.timeout)
 	}
