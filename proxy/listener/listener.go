@@ -26,14 +26,18 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
 	"github.com/outrider-proxy/outrider/proxy/sockopt"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
+	"github.com/outrider-proxy/outrider/proxy/transport"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
 // chain is a compiled filter chain.
 type chain struct {
-	name     string
-	middles  []netfilter.Middle
-	terminal netfilter.Terminal
+	name      string
+	transport transport.Downstream // nil: raw bytes
+	// handshakeTimeout is transport_socket_connect_timeout; 0 means none.
+	handshakeTimeout time.Duration
+	middles          []netfilter.Middle
+	terminal         netfilter.Terminal
 }
 
 // Listener is one compiled listener. Build it, Bind it, then Serve.
@@ -117,27 +121,29 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 	if l.matcher, err = filterchain.Compile(p.GetFilterChains(), p.GetDefaultFilterChain()); err != nil {
 		return nil, fmt.Errorf("filter_chains: %w", err)
 	}
+	prefix := p.GetStatPrefix()
+	if prefix == "" {
+		prefix = strings.ReplaceAll(address, ":", "_")
+	}
+	scope := ctx.Stats.Scope("listener." + prefix)
+	tctx := &transport.Context{Stats: ctx.Stats, Scope: scope, Log: ctx.Log, Secrets: ctx.Secrets}
 	fctx := *ctx
 	fctx.ListenerName = l.Name
 	l.drain = &drain.Manager{Gradual: ctx.DrainGradual, Time: ctx.DrainTime}
 	fctx.Drain = l.drain
 	for i, fc := range p.GetFilterChains() {
-		c, err := buildChain(fc, &fctx)
+		c, err := buildChain(fc, &fctx, tctx)
 		if err != nil {
 			return nil, fmt.Errorf("filter_chains[%d]%s: %w", i, chainLabel(fc.GetName()), err)
 		}
 		l.chains = append(l.chains, c)
 	}
 	if dc := p.GetDefaultFilterChain(); dc != nil {
-		if l.defaultChain, err = buildChain(dc, &fctx); err != nil {
+		if l.defaultChain, err = buildChain(dc, &fctx, tctx); err != nil {
 			return nil, fmt.Errorf("default_filter_chain: %w", err)
 		}
 	}
-	prefix := p.GetStatPrefix()
-	if prefix == "" {
-		prefix = strings.ReplaceAll(address, ":", "_")
-	}
-	s := ctx.Stats.Scope("listener." + prefix)
+	s := scope
 	l.st = listenerStats{
 		cxTotal:   s.Counter("downstream_cx_total"),
 		cxDestroy: s.Counter("downstream_cx_destroy"),
@@ -158,15 +164,23 @@ func chainLabel(name string) string {
 	return fmt.Sprintf(" (%s)", name)
 }
 
-func buildChain(fc *listenerv3.FilterChain, ctx *netfilter.Context) (*chain, error) {
-	if ts := fc.GetTransportSocket(); ts != nil && ts.GetName() != "envoy.transport_sockets.raw_buffer" &&
-		!strings.HasSuffix(ts.GetTypedConfig().GetTypeUrl(), ".RawBuffer") {
-		return nil, fmt.Errorf("transport_socket: %q is not supported by outrider yet", ts.GetName())
-	}
+func buildChain(fc *listenerv3.FilterChain, ctx *netfilter.Context, tctx *transport.Context) (*chain, error) {
 	if len(fc.GetFilters()) == 0 {
 		return nil, fmt.Errorf("filters: a filter chain needs at least one network filter")
 	}
-	c := &chain{name: fc.GetName()}
+	c := &chain{name: fc.GetName(), handshakeTimeout: fc.GetTransportSocketConnectTimeout().AsDuration()}
+	if ts := fc.GetTransportSocket(); ts != nil {
+		f, err := transport.Registry.Lookup(ts.GetName(), ts.GetTypedConfig().GetTypeUrl())
+		if err != nil {
+			return nil, fmt.Errorf("transport_socket: %w", err)
+		}
+		if f.Downstream == nil {
+			return nil, fmt.Errorf("transport_socket: %q cannot serve downstream connections", ts.GetName())
+		}
+		if c.transport, err = f.Downstream(tctx, ts.GetTypedConfig()); err != nil {
+			return nil, fmt.Errorf("transport_socket (%s): %w", ts.GetName(), err)
+		}
+	}
 	for i, f := range fc.GetFilters() {
 		if f.GetConfigDiscovery() != nil {
 			return nil, fmt.Errorf("filters[%d].config_discovery: not supported by outrider yet", i)
@@ -280,6 +294,21 @@ func (l *Listener) handle(t *tracked) {
 		return
 	}
 	info.FilterChainName = ch.name
+	if ch.transport != nil {
+		ctx := context.Background()
+		if ch.handshakeTimeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, ch.handshakeTimeout)
+			defer cancel()
+		}
+		wrapped, err := ch.transport.Wrap(ctx, c, info)
+		if err != nil {
+			l.log.Debug("transport socket handshake failed", "listener", l.Name, "remote", info.RemoteAddr, "err", err)
+			return
+		}
+		c = wrapped
+		defer c.Close()
+	}
 	nc := &netfilter.Conn{Conn: c, Info: info, BufferLimit: l.bufferLimit, Idle: func(idle bool) { t.idle.Store(idle) }}
 	for _, m := range ch.middles {
 		if err := m.OnConnection(nc); err != nil {

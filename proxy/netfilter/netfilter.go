@@ -67,6 +67,9 @@ type Context struct {
 	// (--drain-time-s); DrainGradual is --drain-strategy gradual.
 	DrainTime    time.Duration
 	DrainGradual bool
+	// Secrets resolves secret names for transport sockets (static_resources
+	// secrets now, SDS later); nil when there are none.
+	Secrets any
 }
 
 // Factory compiles a filter's typed_config once into an immutable filter
