@@ -1,6 +1,7 @@
 package accesslog
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -272,5 +273,116 @@ func BenchmarkSetLogDefault(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		s.Log(ctx)
+	}
+}
+
+func TestLogDoesNotAllocate(t *testing.T) {
+	for _, format := range []string{
+		``,
+		`, typed_json_format: {code: "%RESPONSE_CODE%", path: "%REQ(:PATH)%", missing: "%REQ(X-MISSING)%", nested: {ua: "%REQ(USER-AGENT)%"}}`,
+	} {
+		dir := t.TempDir()
+		s, err := Compile(parseLogs(t, dir, `[{name: f, filter: {status_code_filter: {comparison: {op: GE, value: {default_value: 200, runtime_key: k}}}},
+		  typed_config: {"@type": `+fileType+`, path: "$DIR/a.log"`+format+`}}]`), Options{FlushInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := testContext()
+		if n := testing.AllocsPerRun(200, func() { s.Log(ctx) }); n != 0 {
+			t.Errorf("format %q: %v allocs per Log", format, n)
+		}
+		s.Close()
+	}
+}
+
+func TestStdoutAndStderr(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		std  **os.File
+	}{
+		{"stdout", &os.Stdout},
+		{"stderr", &os.Stderr},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			orig := *tc.std
+			*tc.std = w
+			typ := "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.Stdout"
+			if tc.name == "stderr" {
+				typ = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.Stderr"
+			}
+			s, err := Compile(parseLogs(t, "", `
+- {name: a, typed_config: {"@type": `+typ+`AccessLog, log_format: {text_format: "%RESPONSE_CODE% %PROTOCOL%\n"}}}
+- {name: b, typed_config: {"@type": `+typ+`AccessLog}}
+`), Options{FlushInterval: time.Hour})
+			*tc.std = orig
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Log(sparseContext())
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			b, err := io.ReadAll(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "0 HTTP/1.0\n" + `[2024-01-02T03:04:05.006Z] "- - HTTP/1.0" 0 - 0 0 - - "-" "-" "-" "-" "-"` + "\n"
+			if string(b) != want {
+				t.Errorf("got %q want %q", b, want)
+			}
+		})
+	}
+}
+
+func TestConcurrentLogging(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Compile(parseLogs(t, dir, `[{name: f, typed_config: {"@type": `+fileType+`, path: "$DIR/c.log", format: "%RESPONSE_CODE% %REQ(USER-AGENT)%\n"}}]`),
+		Options{FlushInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const goroutines, each = 8, 500
+	done := make(chan struct{})
+	for g := 0; g < goroutines; g++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			ctx := testContext()
+			for i := 0; i < each; i++ {
+				s.Log(ctx)
+			}
+		}()
+	}
+	for g := 0; g < goroutines; g++ {
+		<-done
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := readFile(t, filepath.Join(dir, "c.log"))
+	if want := strings.Repeat("204 nsq2http\n", goroutines*each); got != want {
+		t.Fatalf("got %d bytes, want %d; lines intact: %v", len(got), len(want), strings.Count(got, "204 nsq2http\n"))
+	}
+}
+
+func TestFailedCompileReleasesFiles(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Compile(parseLogs(t, dir, `
+- {name: f, typed_config: {"@type": `+fileType+`, path: "$DIR/held.log"}}
+- {name: envoy.access_loggers.unknown}
+`), Options{})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	files.mu.Lock()
+	_, held := files.byPath[filepath.Join(dir, "held.log")]
+	files.mu.Unlock()
+	if held {
+		t.Fatal("file of a failed Compile is still open")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
 	"sigs.k8s.io/yaml"
 
 	"github.com/outrider-proxy/outrider/proxy/headers"
@@ -121,4 +122,13 @@ func checkGolden(t *testing.T, name, got string) {
 	if want := readFile(t, path); got != want {
 		t.Errorf("%s mismatch\ngot:\n%s\nwant:\n%s", name, got, want)
 	}
+}
+
+func mustStruct(t testing.TB, m map[string]any) *structpb.Struct {
+	t.Helper()
+	s, err := structpb.NewStruct(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
