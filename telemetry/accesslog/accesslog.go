@@ -160,11 +160,18 @@ func compileEntry(al *accesslogv3.AccessLog, b *Builder) (entry, error) {
 	return e, nil
 }
 
+// emptyContext stands in for a nil Context; it is never written.
+var emptyContext formatter.Context
+
 // Log evaluates every logger's filter for ctx and writes the entries that
-// pass. ctx is read only during the call.
+// pass. ctx is read only during the call; nil logs an entry with every value
+// missing.
 func (s *Set) Log(ctx *formatter.Context) {
 	if s == nil {
 		return
+	}
+	if ctx == nil {
+		ctx = &emptyContext
 	}
 	for i := range s.entries {
 		e := &s.entries[i]

@@ -120,6 +120,7 @@ func TestDeprecatedNameAndFilterOnFile(t *testing.T) {
 	bad.Stream.ResponseCode = 503
 	s.Log(ok)
 	s.Log(bad)
+	s.Log(nil) // no stream: code 0, filtered out
 	s.Close()
 	if got := readFile(t, filepath.Join(dir, "a.log")); got != "503\n" {
 		t.Fatalf("got %q", got)
