@@ -33,6 +33,43 @@ func (f *Formatter) Append(dst []byte, ctx *Context) []byte {
 	return dst
 }
 
+// ValueType is the JSON type of a value rendered by AppendValue.
+type ValueType uint8
+
+const (
+	// ValueMissing: the single operator had no value; nothing was appended
+	// (typed JSON renders null).
+	ValueMissing ValueType = iota
+	// ValueString: the appended bytes are text, not yet JSON-escaped.
+	ValueString
+	// ValueNumber: the appended bytes are a decimal number.
+	ValueNumber
+)
+
+// AppendValue renders f as one typed value, as Envoy's structured formatters
+// do: a format that is exactly one operator yields that operator's value
+// unchanged (a number for counts, codes, durations and ports; ValueMissing
+// when unknown, with nothing appended); any other format renders as Append
+// does and is a ValueString.
+func (f *Formatter) AppendValue(dst []byte, ctx *Context) ([]byte, ValueType) {
+	if len(f.parts) != 1 || f.parts[0].kind == kText {
+		return f.Append(dst, ctx), ValueString
+	}
+	if ctx == nil {
+		ctx = &Context{}
+	}
+	p := &f.parts[0]
+	n := len(dst)
+	dst, ok := f.appendPart(dst, p, ctx)
+	if !ok {
+		return dst[:n], ValueMissing
+	}
+	if p.kind.numeric() {
+		return dst, ValueNumber
+	}
+	return dst, ValueString
+}
+
 // appendPart renders one operator; ok=false means the value is missing.
 func (f *Formatter) appendPart(dst []byte, p *part, ctx *Context) ([]byte, bool) {
 	s := ctx.Stream
@@ -45,6 +82,8 @@ func (f *Formatter) appendPart(dst []byte, p *part, ctx *Context) ([]byte, bool)
 		return appendHeader(dst, ctx.Trailers, p)
 	case kHostname:
 		return append(dst, p.text...), p.text != ""
+	case kAccessLogType:
+		return append(dst, ctx.LogType.String()...), true
 	}
 	if s == nil {
 		return dst, false

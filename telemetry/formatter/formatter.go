@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
 )
@@ -29,6 +31,10 @@ type Context struct {
 	Request  *headers.Map
 	Response *headers.Map
 	Trailers *headers.Map
+	// LogType is the event being logged (DownstreamEnd, UpstreamEnd,
+	// TcpConnectionEnd, ...); zero is NotSet. Access-log log_type_filter and
+	// %ACCESS_LOG_TYPE% read it.
+	LogType accesslogdatav3.AccessLogType
 }
 
 // Formatter is a compiled format string. It is immutable and safe for
@@ -77,7 +83,20 @@ const (
 	kConnectionID
 	kUpstreamAttemptCount
 	kStreamID
+	kAccessLogType
 )
+
+// numeric reports whether k renders a number, which typed JSON keeps as a
+// JSON number (Envoy's formatValue).
+func (k kind) numeric() bool {
+	switch k {
+	case kResponseCode, kBytesReceived, kBytesSent, kDuration, kRequestDuration, kResponseDuration,
+		kConnectionID, kUpstreamAttemptCount, kDownstreamRemotePort, kDownstreamDirectRemotePort,
+		kDownstreamLocalPort:
+		return true
+	}
+	return false
+}
 
 // part is one compiled piece. text holds literal text, the hostname, or the
 // primary header name; alt the alternative header; maxLen truncates header
@@ -120,6 +139,7 @@ var simpleCommands = map[string]kind{
 	"CONNECTION_ID":                                 kConnectionID,
 	"UPSTREAM_REQUEST_ATTEMPT_COUNT":                kUpstreamAttemptCount,
 	"STREAM_ID":                                     kStreamID,
+	"ACCESS_LOG_TYPE":                               kAccessLogType,
 }
 
 // Compile parses format in Envoy's access-log form: a missing value renders
