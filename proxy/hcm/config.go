@@ -8,6 +8,7 @@ package hcm
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
 	"github.com/outrider-proxy/outrider/proxy/router"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
+	"github.com/outrider-proxy/outrider/telemetry/accesslog"
 )
 
 // Name is the filter's Envoy name.
@@ -84,6 +86,7 @@ type Config struct {
 	stripAnyHostPort      bool
 	stripMatchingPort     bool
 	accept10              bool
+	accessLogs            *accesslog.Set // nil logs nothing
 	internalCIDRs         []netip.Prefix // internal_address_config.cidr_ranges
 }
 
@@ -97,6 +100,16 @@ func (c *Config) Routes() *router.Table { return c.routes.Load() }
 
 // SetRoutes swaps the route table (RDS).
 func (c *Config) SetRoutes(t *router.Table) { c.routes.Store(t) }
+
+// Close flushes and releases the access logs, its own and its filters'.
+func (c *Config) Close() error {
+	for _, f := range c.filters {
+		if cl, ok := f.cfg.(io.Closer); ok {
+			_ = cl.Close()
+		}
+	}
+	return c.accessLogs.Close()
+}
 
 // StatPrefix is the configured stat_prefix.
 func (c *Config) StatPrefix() string { return c.statPrefix }
@@ -187,9 +200,11 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 	if d := p.GetRequestHeadersTimeout(); d != nil {
 		c.requestHeadersTimeout = d.AsDuration()
 	}
-	if len(p.GetAccessLog()) > 0 {
-		c.log.Warn("http_connection_manager access_log is not written yet", "stat_prefix", c.statPrefix)
+	logs, err := accesslog.Compile(p.GetAccessLog(), accesslog.Options{Stats: ctx.Stats, Log: c.log})
+	if err != nil {
+		return nil, err
 	}
+	c.accessLogs = logs
 
 	switch {
 	case p.GetRouteConfig() != nil:

@@ -8,6 +8,9 @@ import (
 	"os"
 	"time"
 
+	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	"github.com/outrider-proxy/outrider/telemetry/formatter"
+
 	"github.com/outrider-proxy/outrider/proxy/http1"
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
@@ -240,7 +243,7 @@ func (s *stream) downstreamReadFailed(err error) {
 	s.closeAfter = true
 }
 
-// finish records the stream's stats.
+// finish records the stream's stats and writes its access logs.
 func (s *stream) finish(start time.Time) {
 	st := s.cfg.stats
 	if s.info.Has(streaminfo.StreamIdleTimeout) {
@@ -250,4 +253,9 @@ func (s *stream) finish(start time.Time) {
 	st.rqCompleted.Inc()
 	st.rqTime.Record(uint64(time.Since(start).Milliseconds()))
 	s.info.LastDownstreamTxByte = s.info.Since(time.Now())
+	if s.cfg.accessLogs != nil {
+		s.logCtx = formatter.Context{Stream: &s.info, Request: &s.req, Response: &s.resp, Trailers: s.respTrailers,
+			LogType: accesslogdatav3.AccessLogType_DownstreamEnd}
+		s.cfg.accessLogs.Log(&s.logCtx)
+	}
 }

@@ -3,14 +3,16 @@ package hcm
 import (
 	"math/rand/v2"
 
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"time"
+
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/http1"
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
 	"github.com/outrider-proxy/outrider/proxy/router"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
+	"github.com/outrider-proxy/outrider/telemetry/formatter"
 )
 
 // activeFilter is one filter instance of a stream.
@@ -41,13 +43,15 @@ type stream struct {
 	filters  []activeFilter
 	dec, enc side
 
-	localReplied    bool      // a local reply replaced the response
-	responseStarted bool      // headers went to the codec
-	responseDone    bool      // the last byte went to the codec
-	reset           bool      // the stream was abandoned; close the connection
-	closeAfter      bool      // send Connection: close and close after the response
-	reqDone         bool      // the whole request was read from the client
-	requestDeadline time.Time // request_timeout's end; zero when unset
+	localReplied    bool         // a local reply replaced the response
+	responseStarted bool         // headers went to the codec
+	responseDone    bool         // the last byte went to the codec
+	reset           bool         // the stream was abandoned; close the connection
+	closeAfter      bool         // send Connection: close and close after the response
+	reqDone         bool         // the whole request was read from the client
+	requestDeadline time.Time    // request_timeout's end; zero when unset
+	respTrailers    *headers.Map // the response trailers sent, if any
+	logCtx          formatter.Context
 	writeErr        bool
 }
 
@@ -68,6 +72,7 @@ func (s *stream) begin(now time.Time) {
 	s.localReplied, s.responseStarted, s.responseDone, s.reset, s.closeAfter, s.writeErr, s.reqDone = false, false, false, false, false, false, false
 	s.resp.Reset()
 	s.reqTrl.Reset()
+	s.respTrailers = nil
 	s.dec.reset(&s.req)
 	s.enc.reset(&s.resp)
 	for i := range s.filters {
@@ -272,6 +277,7 @@ func (s *stream) writeTrailers(t *headers.Map) {
 	if s.responseDone || s.writeErr {
 		return
 	}
+	s.respTrailers = t
 	s.responseDone = true
 	if err := s.conn.enc.WriteTrailers(t); err == nil {
 		err = s.conn.enc.Flush()

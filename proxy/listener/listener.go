@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -27,6 +28,8 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/sockopt"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
 	"github.com/outrider-proxy/outrider/proxy/transport"
+	"github.com/outrider-proxy/outrider/telemetry/accesslog"
+	"github.com/outrider-proxy/outrider/telemetry/formatter"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
@@ -53,6 +56,7 @@ type Listener struct {
 	chains          []*chain
 	defaultChain    *chain
 	bufferLimit     int
+	accessLogs      *accesslog.Set // listener access_log: one entry per connection
 	log             *slog.Logger
 	st              listenerStats
 
@@ -83,7 +87,8 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 		"per_connection_buffer_limit_bytes", "listener_filters", "enable_reuse_port", "reuse_port",
 		"tcp_backlog_size", "socket_options", "freebind", "transparent", "stat_prefix", "traffic_direction",
 		"metadata", "drain_type", "listener_filters_timeout", "continue_on_listener_filters_timeout",
-		"ignore_global_conn_limit", "bind_to_port", "enable_mptcp", "max_connections_to_accept_per_socket_event"); err != nil {
+		"ignore_global_conn_limit", "bind_to_port", "enable_mptcp", "max_connections_to_accept_per_socket_event",
+		"access_log"); err != nil {
 		return nil, err
 	}
 	if !p.GetBindToPort().GetValue() && p.GetBindToPort() != nil {
@@ -103,6 +108,9 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 	}
 	if l.Name == "" {
 		l.Name = address
+	}
+	if l.accessLogs, err = accesslog.Compile(p.GetAccessLog(), accesslog.Options{Stats: ctx.Stats, Log: ctx.Log}); err != nil {
+		return nil, err
 	}
 	if n := p.GetPerConnectionBufferLimitBytes(); n != nil {
 		l.bufferLimit = int(n.GetValue())
@@ -282,6 +290,13 @@ func (l *Listener) handle(t *tracked) {
 		TransportProtocol: "raw_buffer",
 	}
 	info.DirectRemoteAddr = info.RemoteAddr
+	if l.accessLogs != nil {
+		defer func() {
+			si := &streaminfo.Stream{Conn: info, StartTime: start}
+			si.LastDownstreamTxByte = si.Since(time.Now())
+			l.accessLogs.Log(&formatter.Context{Stream: si})
+		}()
+	}
 	for _, f := range l.listenerFilters {
 		if err := f.OnAccept(&c, info); err != nil {
 			l.log.Debug("listener filter closed connection", "listener", l.Name, "err", err)
@@ -397,6 +412,29 @@ func (l *Listener) CloseAll() {
 	for t := range l.conns {
 		_ = t.conn.Close()
 	}
+}
+
+// Close releases what the listener's filters hold (access log files);
+// call it after every connection has ended.
+func (l *Listener) Close() {
+	closeAll := func(c *chain) {
+		if c == nil {
+			return
+		}
+		for _, m := range c.middles {
+			if cl, ok := m.(io.Closer); ok {
+				_ = cl.Close()
+			}
+		}
+		if cl, ok := c.terminal.(io.Closer); ok {
+			_ = cl.Close()
+		}
+	}
+	for _, c := range l.chains {
+		closeAll(c)
+	}
+	closeAll(l.defaultChain)
+	_ = l.accessLogs.Close()
 }
 
 // Wait blocks until every connection has ended.

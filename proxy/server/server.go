@@ -257,6 +257,22 @@ func (s *Server) Shutdown() {
 	for _, l := range s.listeners {
 		l.CloseAll()
 	}
+	// Give the connection goroutines a moment to finish their access logs,
+	// then flush and release the logs.
+	waited := make(chan struct{})
+	go func() {
+		for _, l := range s.listeners {
+			l.Wait()
+		}
+		close(waited)
+	}()
+	select {
+	case <-waited:
+	case <-time.After(time.Second):
+	}
+	for _, l := range s.listeners {
+		l.Close()
+	}
 	if s.adminLn != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = s.admin.Shutdown(ctx)

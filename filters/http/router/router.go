@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/router"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
+	"github.com/outrider-proxy/outrider/telemetry/accesslog"
 	"github.com/outrider-proxy/outrider/telemetry/formatter"
 )
 
@@ -40,7 +42,8 @@ func init() {
 // config is the compiled router config.
 type config struct {
 	clusters        *upstream.Manager
-	suppressHeaders bool // suppress_envoy_headers
+	suppressHeaders bool           // suppress_envoy_headers
+	upstreamLogs    *accesslog.Set // upstream_log; nil logs nothing
 }
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
@@ -55,9 +58,17 @@ func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 			return nil, err
 		}
 		c.suppressHeaders = p.GetSuppressEnvoyHeaders()
+		logs, err := accesslog.Compile(p.GetUpstreamLog(), accesslog.Options{Stats: ctx.Stats, Log: ctx.Log})
+		if err != nil {
+			return nil, fmt.Errorf("upstream_log: %w", err)
+		}
+		c.upstreamLogs = logs
 	}
 	return c, nil
 }
+
+// Close flushes and releases the upstream access logs.
+func (c *config) Close() error { return c.upstreamLogs.Close() }
 
 // New makes the filter for a connection's streams.
 func (c *config) New(cb httpfilter.Callbacks) any { return &filter{cfg: c, cb: cb} }
@@ -369,6 +380,12 @@ func (f *filter) release(reusable bool) {
 	_ = f.pc.Conn.SetReadDeadline(time.Time{})
 	f.pc.Release(reusable)
 	f.pc = nil
+	if f.cfg.upstreamLogs != nil {
+		ctx := f.fctx
+		ctx.Response = f.cb.ResponseHeaders()
+		ctx.LogType = accesslogdatav3.AccessLogType_UpstreamEnd
+		f.cfg.upstreamLogs.Log(&ctx)
+	}
 }
 
 // armRead sets the upstream read deadline to the earlier of the route

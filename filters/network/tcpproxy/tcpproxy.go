@@ -12,13 +12,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/proxy/netcopy"
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
+	"github.com/outrider-proxy/outrider/proxy/streaminfo"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
+	"github.com/outrider-proxy/outrider/telemetry/accesslog"
+	"github.com/outrider-proxy/outrider/telemetry/formatter"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
@@ -47,7 +51,11 @@ type filter struct {
 	attempts    int
 	maxDuration time.Duration
 	stats       *filterStats
+	logs        *accesslog.Set // nil logs nothing
 }
+
+// Close flushes and releases the access logs.
+func (f *filter) Close() error { return f.logs.Close() }
 
 type filterStats struct {
 	cxTotal, noRoute, rxBytes, txBytes, idleTimeout, maxDuration, connectAttemptsExceeded *stats.Counter
@@ -62,10 +70,11 @@ func newFilter(ctx *netfilter.Context, a *anypb.Any) (any, error) {
 		"max_connect_attempts", "max_downstream_connection_duration", "access_log", "hash_policy"); err != nil {
 		return nil, fmt.Errorf("tcp_proxy: %w", err)
 	}
-	if len(cfg.GetAccessLog()) > 0 && ctx.Log != nil {
-		ctx.Log.Warn("tcp_proxy access_log is not written yet", "stat_prefix", cfg.GetStatPrefix())
+	logs, err := accesslog.Compile(cfg.GetAccessLog(), accesslog.Options{Stats: ctx.Stats, Log: ctx.Log})
+	if err != nil {
+		return nil, fmt.Errorf("tcp_proxy: %w", err)
 	}
-	f := &filter{clusters: ctx.Clusters, idle: defaultIdleTimeout, attempts: 1}
+	f := &filter{clusters: ctx.Clusters, idle: defaultIdleTimeout, attempts: 1, logs: logs}
 	switch {
 	case cfg.GetWeightedClusters() != nil:
 		for _, c := range cfg.GetWeightedClusters().GetClusters() {
@@ -122,17 +131,44 @@ func (f *filter) pickCluster() string {
 func (f *filter) ServeConn(c *netfilter.Conn) {
 	defer c.Close()
 	f.stats.cxTotal.Inc()
-	cl := f.clusters.Get(f.pickCluster())
+	var info *streaminfo.Stream
+	if f.logs != nil {
+		info = &streaminfo.Stream{Conn: c.Info, StartTime: c.Info.StartTime}
+		defer func() {
+			info.LastDownstreamTxByte = info.Since(time.Now())
+			f.logs.Log(&formatter.Context{Stream: info, LogType: accesslogdatav3.AccessLogType_TcpConnectionEnd})
+		}()
+	}
+	name := f.pickCluster()
+	cl := f.clusters.Get(name)
+	if info != nil {
+		info.UpstreamCluster = name
+	}
 	if cl == nil {
 		f.stats.noRoute.Inc()
+		if info != nil {
+			info.SetFlag(streaminfo.NoClusterFound)
+		}
 		return
 	}
 	up, err := f.connect(cl, c)
 	if err != nil {
+		if info != nil {
+			info.SetFlag(streaminfo.UpstreamConnectionFailure)
+		}
 		return
 	}
 	defer up.Close()
-	f.pump(c, up)
+	if info != nil {
+		info.UpstreamHost = up.Host().String()
+		if a, ok := up.LocalAddr().(*net.TCPAddr); ok {
+			info.UpstreamLocalAddr = a.String()
+		}
+	}
+	rx, tx := f.pump(c, up)
+	if info != nil {
+		info.BytesReceived, info.BytesSent = uint64(rx), uint64(tx)
+	}
 }
 
 func (f *filter) connect(cl *upstream.Cluster, c *netfilter.Conn) (*upstream.UpstreamConn, error) {
@@ -155,7 +191,7 @@ func (f *filter) connect(cl *upstream.Cluster, c *netfilter.Conn) (*upstream.Ups
 
 // pump copies both ways until both directions end, honouring idle_timeout and
 // max_downstream_connection_duration by closing both sides.
-func (f *filter) pump(down *netfilter.Conn, up *upstream.UpstreamConn) {
+func (f *filter) pump(down *netfilter.Conn, up *upstream.UpstreamConn) (rx, tx int64) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	var closeOnce sync.Once
@@ -179,12 +215,12 @@ func (f *filter) pump(down *netfilter.Conn, up *upstream.UpstreamConn) {
 		t := time.AfterFunc(f.maxDuration, func() { f.stats.maxDuration.Inc(); closeBoth() })
 		defer t.Stop()
 	}
-	rx := func(n int) {
+	rxf := func(n int) {
 		f.stats.rxBytes.Add(uint64(n))
 		up.AddTxBytes(int64(n))
 		last.Store(time.Now().UnixNano())
 	}
-	tx := func(n int) {
+	txf := func(n int) {
 		f.stats.txBytes.Add(uint64(n))
 		up.AddRxBytes(int64(n))
 		last.Store(time.Now().UnixNano())
@@ -196,17 +232,20 @@ func (f *filter) pump(down *netfilter.Conn, up *upstream.UpstreamConn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if _, err := netcopy.Copy(down.Conn, upConn, tx); err != nil {
+		var err error
+		if tx, err = netcopy.Copy(down.Conn, upConn, txf); err != nil {
 			closeBoth()
 			return
 		}
 		netcopy.CloseWrite(down.Conn)
 	}()
-	if _, err := netcopy.Copy(upConn, down.Conn, rx); err != nil {
+	var err error
+	if rx, err = netcopy.Copy(upConn, down.Conn, rxf); err != nil {
 		closeBoth()
 	} else {
 		netcopy.CloseWrite(upConn)
 	}
 	<-done
 	closeBoth()
+	return rx, tx
 }
