@@ -72,7 +72,7 @@ func TestAccessLogs(t *testing.T) {
 	c.Close()
 	p.WaitStat("tcp.t.downstream_cx_total", 1)
 	time.Sleep(100 * time.Millisecond) // the tcp_proxy log is written as its connection ends
-	p.Srv.Shutdown()                    // flushes the logs
+	p.Srv.Shutdown()                   // flushes the logs
 
 	for path, want := range map[string][]string{
 		hcmLog: {"GET /ok 200 - 5 up\n", "GET /dead 503 NC 0 -\n"},

@@ -59,7 +59,9 @@ func (x xorTransport) Wrap(ctx context.Context, c net.Conn, info *streaminfo.Con
 
 func init() {
 	transport.Registry.Register("test.xor", []string{"google.protobuf.Struct"}, transport.Factory{
-		Downstream: func(*transport.Context, *anypb.Any) (transport.Downstream, error) { return xorTransport{key: 0x5a}, nil },
+		Downstream: func(*transport.Context, *anypb.Any) (transport.Downstream, error) {
+			return xorTransport{key: 0x5a}, nil
+		},
 	})
 }
 
