@@ -190,10 +190,13 @@ func (st *serverState) selectCertificate(hello *tls.ClientHelloInfo) (*tls.Certi
 			ecdsaCapable = true
 		}
 	}
+	// Capability only (signature schemes, curves, versions): the name is matched here.
+	caps := *hello
+	caps.ServerName = ""
 	selected, candidate := -1, -1
 	try := func(i int) bool {
 		if st.isECDSA[i] {
-			if ecdsaCapable && hello.SupportsCertificate(st.certs[i]) == nil {
+			if ecdsaCapable && caps.SupportsCertificate(st.certs[i]) == nil {
 				selected = i
 				return true
 			}

@@ -249,7 +249,14 @@ func (v *validator) verifyChain(chain []*x509.Certificate, now time.Time) ([]*x5
 	chains, err := chain[0].Verify(opts)
 	var inv x509.CertificateInvalidError
 	if err != nil && v.allowExpired && errors.As(err, &inv) && inv.Reason == x509.Expired {
-		opts.CurrentTime = chain[0].NotAfter.Add(-time.Second)
+		// Ignore expiry (only): verify at the last instant every presented certificate was valid.
+		t := chain[0].NotAfter
+		for _, c := range chain[1:] {
+			if c.NotAfter.Before(t) {
+				t = c.NotAfter
+			}
+		}
+		opts.CurrentTime = t.Add(-time.Second)
 		chains, err = chain[0].Verify(opts)
 	}
 	if err != nil {
