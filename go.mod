@@ -27,6 +27,8 @@ require (
 )
 
 require (
+	github.com/envoyproxy/go-control-plane v0.14.0 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
 	golang.org/x/net v0.58.0 // indirect
 	golang.org/x/sys v0.47.0 // indirect
 	golang.org/x/text v0.41.0 // indirect
