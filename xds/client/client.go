@@ -314,7 +314,7 @@ func (c *Client) armFetchTimeout(ts *typeState) {
 	}
 	var names []string
 	for n := range ts.names {
-		if !ts.awaited[n] && !ts.answered[n] {
+		if !ts.awaited[n] && !ts.answered[n] && !ts.timedOut[n] {
 			ts.awaited[n] = true
 			names = append(names, n)
 		}
@@ -344,6 +344,7 @@ func (c *Client) fetchTimedOut(ts *typeState, b *fetchBatch) {
 	for _, n := range b.names {
 		delete(ts.awaited, n)
 		if ts.names[n] && !ts.answered[n] {
+			ts.timedOut[n] = true
 			missing = append(missing, n)
 		}
 	}

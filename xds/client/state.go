@@ -67,6 +67,7 @@ type typeState struct {
 	// timers, and whether any response arrived.
 	answered        map[string]bool
 	awaited         map[string]bool
+	timedOut        map[string]bool // reported Missing; not waited for again while subscribed
 	awaitedWildcard bool
 	batches         map[*fetchBatch]struct{}
 	gotResponse     bool
@@ -80,6 +81,7 @@ func newTypeState(rt ResourceType) *typeState {
 		sentNames: map[string]bool{},
 		answered:  map[string]bool{},
 		awaited:   map[string]bool{},
+		timedOut:  map[string]bool{},
 		batches:   map[*fetchBatch]struct{}{},
 	}
 }
@@ -107,6 +109,11 @@ func (ts *typeState) setNames(names []string, wildcard bool) {
 			delete(ts.answered, n)
 		}
 	}
+	for n := range ts.timedOut {
+		if !ts.names[n] {
+			delete(ts.timedOut, n)
+		}
+	}
 }
 
 // forget drops the resources and versions of a type no longer watched on a stream that stops.
@@ -115,6 +122,7 @@ func (ts *typeState) forget() {
 	ts.cache = map[string]*cacheEntry{}
 	ts.version, ts.nonce = "", ""
 	ts.answered = map[string]bool{}
+	ts.timedOut = map[string]bool{}
 	ts.gotResponse = false
 	ts.resetStream()
 }
