@@ -86,10 +86,7 @@ func (cp *controlPlane) start() {
 	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, srv)
 	listenerservice.RegisterListenerDiscoveryServiceServer(gs, srv)
 	routeservice.RegisterRouteDiscoveryServiceServer(gs, srv)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		cp.t.Fatal(err)
-	}
+	ln := listen(cp.t)
 	cp.addr.Store(ln.Addr().String())
 	cp.gs = gs
 	go gs.Serve(ln)
@@ -252,4 +249,13 @@ func setSnapshot(t *testing.T, c cachev3.SnapshotCache, s *cachev3.Snapshot) {
 	if err := c.SetSnapshot(context.Background(), nodeID, s); err != nil {
 		t.Fatal(fmt.Errorf("set snapshot: %w", err))
 	}
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
 }

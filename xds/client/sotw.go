@@ -195,7 +195,10 @@ func (c *Client) onSotW(ls *liveStream, r *discoveryv3.DiscoveryResponse) {
 			answered = append(answered, n) // the complete state answers for absent names too
 		}
 	}
-	err := ts.notify(u)
+	var err error
+	if !heartbeatsOnly(items) {
+		err = ts.notify(u)
+	}
 	if err != nil {
 		// The applier refused: keep the last accepted state (and, in delta, versions) and NACK.
 		ts.answer(answered...)
@@ -248,4 +251,14 @@ func (c *Client) nack(ls *liveStream, ts *typeState, version string, err error) 
 		return
 	}
 	c.sendSotW(ls, ts, err)
+}
+
+// heartbeatsOnly reports whether a response only refreshed TTLs: watchers are not told about it.
+func heartbeatsOnly(items []decoded) bool {
+	for _, d := range items {
+		if !d.heartbeat {
+			return false
+		}
+	}
+	return len(items) > 0
 }
