@@ -1,0 +1,264 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// onResponse handles one response read from ls.
+func (c *Client) onResponse(ls *liveStream, m proto.Message) {
+	if ls.s.live != ls {
+		return // the stream was replaced or stopped meanwhile
+	}
+	switch r := m.(type) {
+	case *discoveryv3.DiscoveryResponse:
+		c.onSotW(ls, r)
+	case *discoveryv3.DeltaDiscoveryResponse:
+		c.onDelta(ls, r)
+	}
+}
+
+// nodeFor returns the node for the next request on ls.
+func (c *Client) nodeFor(ls *liveStream) *corev3.Node {
+	if c.cfg.SetNodeOnFirstMessageOnly && ls.nodeSent {
+		return nil
+	}
+	ls.nodeSent = true
+	return c.node
+}
+
+// errorDetail is the NACK status Envoy sends.
+func errorDetail(err error) *status.Status {
+	return &status.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+}
+
+// sendSotW sends the type's SotW request: the subscription with the last accepted version and the last
+// nonce; a non-nil nack makes it a NACK.
+func (c *Client) sendSotW(ls *liveStream, ts *typeState, nack error) {
+	var names []string
+	if len(ts.watchers) > 0 {
+		names = make([]string, 0, len(ts.names)+1)
+		for n := range ts.names {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		if ts.wildcard && len(names) > 0 {
+			names = append([]string{"*"}, names...)
+		}
+	}
+	if len(names) == 0 && !ts.sentOnStream && !(ts.wildcard && len(ts.watchers) > 0) {
+		return // nothing to ask for yet; an empty first request would mean wildcard
+	}
+	ts.sentOnStream = true
+	req := &discoveryv3.DiscoveryRequest{
+		VersionInfo:   ts.version,
+		Node:          c.nodeFor(ls),
+		ResourceNames: names,
+		TypeUrl:       ts.url,
+		ResponseNonce: ts.nonce,
+	}
+	if nack != nil {
+		req.ErrorDetail = errorDetail(nack)
+	}
+	ls.q.push(ts.url, req)
+}
+
+// decoded is one resource of a response.
+type decoded struct {
+	name      string
+	res       Resource
+	ttl       time.Duration
+	heartbeat bool // a TTL refresh with no body
+}
+
+// decodeAny decodes one SotW resource, unwrapping a Resource wrapper (TTL, heartbeat).
+func decodeAny(rt ResourceType, a *anypb.Any) (decoded, error) {
+	var d decoded
+	if a.GetTypeUrl() == resourceWrapperURL {
+		w := new(discoveryv3.Resource)
+		if err := a.UnmarshalTo(w); err != nil {
+			return d, fmt.Errorf("unmarshal Resource wrapper: %w", err)
+		}
+		d.name, d.ttl = w.GetName(), w.GetTtl().AsDuration()
+		if w.GetResource() == nil {
+			if d.name == "" {
+				return d, errors.New("heartbeat Resource without a name")
+			}
+			d.heartbeat = true
+			return d, nil
+		}
+		a = w.GetResource()
+	}
+	name, msg, err := rt.Decode(a)
+	if err != nil {
+		if name == "" {
+			name = d.name
+		}
+		return decoded{name: name}, err
+	}
+	if d.name != "" && d.name != name {
+		return d, fmt.Errorf("Resource wrapper name %q does not match the resource name %q", d.name, name)
+	}
+	d.name, d.res = name, Resource{Msg: msg}
+	return d, nil
+}
+
+// resourceErr names the resource (or its index) in a decode error.
+func resourceErr(i int, name string, err error) error {
+	if name != "" {
+		return fmt.Errorf("resource %q: %w", name, err)
+	}
+	return fmt.Errorf("resource %d: %w", i, err)
+}
+
+func joinErrs(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return errors.New(strings.Join(msgs, "\n"))
+}
+
+func (c *Client) onSotW(ls *liveStream, r *discoveryv3.DiscoveryResponse) {
+	ts := c.types[r.GetTypeUrl()]
+	if ts == nil || c.keyOf(ts) != ls.s.key {
+		c.log.Warn("xds: ignoring response for an unknown type", "type", r.GetTypeUrl())
+		return
+	}
+	ts.nonce = r.GetNonce()
+	if len(ts.watchers) == 0 {
+		return // unsubscribed meanwhile; nothing to ACK for
+	}
+	if ts.stats != nil {
+		ts.stats.attempt.Inc()
+	}
+	var (
+		errs  []error
+		items []decoded
+		seen  = map[string]bool{}
+	)
+	for i, a := range r.GetResources() {
+		d, err := decodeAny(ts.rt, a)
+		if err == nil && seen[d.name] {
+			err = errors.New("duplicate resource name")
+		}
+		if err != nil {
+			errs = append(errs, resourceErr(i, d.name, err))
+			continue
+		}
+		seen[d.name] = true
+		if ts.subscribed(d.name) {
+			items = append(items, d)
+		}
+	}
+	if len(errs) > 0 {
+		c.nack(ls, ts, r.GetVersionInfo(), joinErrs(errs))
+		return
+	}
+	u := Update{Version: r.GetVersionInfo()}
+	present := map[string]bool{}
+	for _, d := range items {
+		present[d.name] = true
+		if d.heartbeat {
+			continue
+		}
+		if u.Resources == nil {
+			u.Resources = map[string]Resource{}
+		}
+		u.Resources[d.name] = d.res
+	}
+	if ts.rt.AllResourcesRequired() {
+		for name := range ts.cache {
+			if !present[name] {
+				u.Removed = append(u.Removed, name)
+			}
+		}
+		slices.Sort(u.Removed)
+	}
+	answered := slices.Collect(maps.Keys(present))
+	if ts.rt.AllResourcesRequired() {
+		for n := range ts.names {
+			answered = append(answered, n) // the complete state answers for absent names too
+		}
+	}
+	var err error
+	if !heartbeatsOnly(items) {
+		err = ts.notify(u)
+	}
+	if err != nil {
+		// The applier refused: keep the last accepted state (and, in delta, versions) and NACK.
+		ts.answer(answered...)
+		c.nack(ls, ts, u.Version, err)
+		return
+	}
+	for _, name := range u.Removed {
+		if ce := ts.cache[name]; ce != nil {
+			c.setTTL(ts, name, ce, 0)
+			delete(ts.cache, name)
+		}
+	}
+	for _, d := range items {
+		ce := ts.cache[d.name]
+		if d.heartbeat {
+			if ce != nil {
+				c.setTTL(ts, d.name, ce, d.ttl)
+			}
+			continue
+		}
+		if ce == nil {
+			ce = &cacheEntry{}
+			ts.cache[d.name] = ce
+		}
+		ce.res = d.res
+		c.setTTL(ts, d.name, ce, d.ttl)
+	}
+	ts.answer(answered...)
+	c.ack(ts)
+	ts.version = r.GetVersionInfo()
+	c.sendSotW(ls, ts, nil)
+}
+
+// ack counts an accepted response.
+func (c *Client) ack(ts *typeState) {
+	if ts.stats != nil {
+		ts.stats.success.Inc()
+		ts.stats.updateTime.Set(time.Now().UnixMilli())
+	}
+}
+
+// nack sends a NACK keeping the last accepted version, and counts it.
+func (c *Client) nack(ls *liveStream, ts *typeState, version string, err error) {
+	c.log.Warn("xds: rejecting update", "type", ts.url, "version", version, "err", err)
+	if ts.stats != nil {
+		ts.stats.rejected.Inc()
+	}
+	if c.cfg.Delta {
+		c.sendDeltaAck(ls, ts, err)
+		return
+	}
+	c.sendSotW(ls, ts, err)
+}
+
+// heartbeatsOnly reports whether a response only refreshed TTLs: watchers are not told about it.
+func heartbeatsOnly(items []decoded) bool {
+	for _, d := range items {
+		if !d.heartbeat {
+			return false
+		}
+	}
+	return len(items) > 0
+}

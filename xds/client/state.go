@@ -1,0 +1,191 @@
+package client
+
+import (
+	"errors"
+	"time"
+
+	"github.com/outrider-proxy/outrider/telemetry/stats"
+)
+
+// watchEntry is one Watch call; its pointer identifies it for cancel.
+type watchEntry struct{ w Watcher }
+
+// cacheEntry is a resource held by the client.
+type cacheEntry struct {
+	res Resource
+	ttl *time.Timer // nil without a TTL
+}
+
+// fetchBatch is one initial fetch timer: the names (or wildcard) subscribed together.
+type fetchBatch struct {
+	names    []string
+	wildcard bool
+	timer    *time.Timer
+}
+
+// typeStats are Envoy's per-subscription stats.
+type typeStats struct {
+	attempt, success, rejected, failure, initFetchTimeout *stats.Counter
+	updateTime                                            *stats.Gauge
+}
+
+func newTypeStats(s stats.Scope) *typeStats {
+	return &typeStats{
+		attempt:          s.Counter("update_attempt"),
+		success:          s.Counter("update_success"),
+		rejected:         s.Counter("update_rejected"),
+		failure:          s.Counter("update_failure"),
+		initFetchTimeout: s.Counter("init_fetch_timeout"),
+		updateTime:       s.Gauge("update_time"),
+	}
+}
+
+// typeState is everything the client knows about one resource type. The loop goroutine owns it.
+type typeState struct {
+	rt       ResourceType
+	url      string
+	watchers []*watchEntry
+	stats    *typeStats // nil without TypeStats
+
+	// Subscription.
+	wildcard bool
+	names    map[string]bool
+
+	// Resources held, with the last accepted SotW version and the nonce of the last response on the
+	// current stream.
+	cache   map[string]*cacheEntry
+	version string
+	nonce   string
+
+	// Delta: what the server was told on the current stream.
+	sentWildcard bool
+	sentNames    map[string]bool
+	// sentOnStream is set once a request for the type went out on the current stream.
+	sentOnStream bool
+
+	// Initial fetch timeout bookkeeping: answered names (received or removed), names with a timer, the
+	// timers, and whether any response arrived.
+	answered        map[string]bool
+	awaited         map[string]bool
+	timedOut        map[string]bool // reported Missing; not waited for again while subscribed
+	awaitedWildcard bool
+	batches         map[*fetchBatch]struct{}
+	gotResponse     bool
+}
+
+func newTypeState(rt ResourceType) *typeState {
+	return &typeState{
+		rt: rt, url: rt.TypeURL(),
+		names:     map[string]bool{},
+		cache:     map[string]*cacheEntry{},
+		sentNames: map[string]bool{},
+		answered:  map[string]bool{},
+		awaited:   map[string]bool{},
+		timedOut:  map[string]bool{},
+		batches:   map[*fetchBatch]struct{}{},
+	}
+}
+
+// subscribed reports whether the type's subscription covers name.
+func (ts *typeState) subscribed(name string) bool { return ts.wildcard || ts.names[name] }
+
+// setNames replaces the subscription and forgets resources it no longer covers.
+func (ts *typeState) setNames(names []string, wildcard bool) {
+	ts.wildcard = wildcard
+	ts.names = make(map[string]bool, len(names))
+	for _, n := range names {
+		ts.names[n] = true
+	}
+	for n, ce := range ts.cache {
+		if !ts.subscribed(n) {
+			if ce.ttl != nil {
+				ce.ttl.Stop()
+			}
+			delete(ts.cache, n)
+		}
+	}
+	for n := range ts.answered {
+		if !ts.names[n] {
+			delete(ts.answered, n)
+		}
+	}
+	for n := range ts.timedOut {
+		if !ts.names[n] {
+			delete(ts.timedOut, n)
+		}
+	}
+}
+
+// forget drops the resources and versions of a type no longer watched on a stream that stops.
+func (ts *typeState) forget() {
+	ts.stopTimers()
+	ts.cache = map[string]*cacheEntry{}
+	ts.version, ts.nonce = "", ""
+	ts.answered = map[string]bool{}
+	ts.timedOut = map[string]bool{}
+	ts.gotResponse = false
+	ts.resetStream()
+}
+
+// resetStream clears what belongs to one stream.
+func (ts *typeState) resetStream() {
+	ts.nonce = ""
+	ts.sentWildcard = false
+	ts.sentNames = map[string]bool{}
+	ts.sentOnStream = false
+}
+
+func (ts *typeState) stopTimers() {
+	for b := range ts.batches {
+		b.timer.Stop()
+	}
+	ts.batches = map[*fetchBatch]struct{}{}
+	ts.awaited = map[string]bool{}
+	ts.awaitedWildcard = false
+	for _, ce := range ts.cache {
+		if ce.ttl != nil {
+			ce.ttl.Stop()
+			ce.ttl = nil
+		}
+	}
+}
+
+// notify calls every watcher in order and joins their errors.
+func (ts *typeState) notify(u Update) error {
+	var errs []error
+	for _, e := range append([]*watchEntry(nil), ts.watchers...) {
+		if err := e.w.OnUpdate(ts.url, u); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// answer records that the server answered about names, ending their initial fetch wait.
+func (ts *typeState) answer(names ...string) {
+	ts.gotResponse = true
+	for _, n := range names {
+		if ts.names[n] {
+			ts.answered[n] = true
+		}
+	}
+	for b := range ts.batches {
+		done := true // a wildcard batch ends with any response
+		for _, n := range b.names {
+			if ts.names[n] && !ts.answered[n] {
+				done = false
+				break
+			}
+		}
+		if done {
+			b.timer.Stop()
+			delete(ts.batches, b)
+			for _, n := range b.names {
+				delete(ts.awaited, n)
+			}
+			if b.wildcard {
+				ts.awaitedWildcard = false
+			}
+		}
+	}
+}
