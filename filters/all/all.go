@@ -4,6 +4,8 @@ package all
 
 import (
 	_ "github.com/outrider-proxy/outrider/filters/http/router"
+	_ "github.com/outrider-proxy/outrider/filters/listener/tlsinspector"
 	_ "github.com/outrider-proxy/outrider/filters/network/tcpproxy"
 	_ "github.com/outrider-proxy/outrider/proxy/hcm"
+	_ "github.com/outrider-proxy/outrider/tls" // envoy.transport_sockets.tls
 )

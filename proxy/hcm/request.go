@@ -53,8 +53,12 @@ func (s *stream) prepareRequest() *requestError {
 	if s.cfg.stripAnyHostPort || s.cfg.stripMatchingPort {
 		s.stripHostPort(h)
 	}
+	scheme := "http"
+	if s.info.Conn.TLS != nil {
+		scheme = "https"
+	}
 	if !h.Has(headers.Scheme) {
-		h.Set(headers.Scheme, "http")
+		h.Set(headers.Scheme, scheme)
 	}
 
 	remote := s.info.Conn.RemoteAddr.Addr()
@@ -63,7 +67,7 @@ func (s *stream) prepareRequest() *requestError {
 		if !s.cfg.skipXffAppend {
 			appendXFF(h, remote)
 		}
-		h.Set("x-forwarded-proto", "http")
+		h.Set("x-forwarded-proto", scheme)
 		if !internal {
 			for _, n := range envoyInternalHeaders {
 				h.Del(n)
@@ -74,7 +78,7 @@ func (s *stream) prepareRequest() *requestError {
 			h.Set("x-envoy-internal", "true")
 		}
 	} else if !h.Has("x-forwarded-proto") {
-		h.Set("x-forwarded-proto", "http")
+		h.Set("x-forwarded-proto", scheme)
 	}
 	if s.cfg.generateRequestID {
 		regenerate := !h.Has("x-request-id") || (s.cfg.useRemoteAddress && !internal && !s.cfg.preserveExternalID)

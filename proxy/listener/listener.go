@@ -115,12 +115,17 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 	if n := p.GetPerConnectionBufferLimitBytes(); n != nil {
 		l.bufferLimit = int(n.GetValue())
 	}
+	prefix := p.GetStatPrefix()
+	if prefix == "" {
+		prefix = strings.ReplaceAll(address, ":", "_")
+	}
+	scope := ctx.Stats.Scope("listener." + prefix)
 	for i, lf := range p.GetListenerFilters() {
 		f, err := listenerfilter.Registry.Lookup(lf.GetName(), lf.GetTypedConfig().GetTypeUrl())
 		if err != nil {
 			return nil, fmt.Errorf("listener_filters[%d]: %w", i, err)
 		}
-		inst, err := f(lf.GetTypedConfig())
+		inst, err := f(lf.GetTypedConfig(), scope)
 		if err != nil {
 			return nil, fmt.Errorf("listener_filters[%d] (%s): %w", i, lf.GetName(), err)
 		}
@@ -129,11 +134,6 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 	if l.matcher, err = filterchain.Compile(p.GetFilterChains(), p.GetDefaultFilterChain()); err != nil {
 		return nil, fmt.Errorf("filter_chains: %w", err)
 	}
-	prefix := p.GetStatPrefix()
-	if prefix == "" {
-		prefix = strings.ReplaceAll(address, ":", "_")
-	}
-	scope := ctx.Stats.Scope("listener." + prefix)
 	tctx := &transport.Context{Stats: ctx.Stats, Scope: scope, Log: ctx.Log, Secrets: ctx.Secrets}
 	fctx := *ctx
 	fctx.ListenerName = l.Name

@@ -11,6 +11,7 @@ import (
 
 	"github.com/outrider-proxy/outrider/proxy/registry"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
+	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
 // Filter is a compiled listener filter shared by all connections of a
@@ -21,7 +22,8 @@ type Filter interface {
 }
 
 // Factory compiles a listener filter's typed_config. Errors name the field.
-type Factory func(cfg *anypb.Any) (Filter, error)
+// scope is the listener's stats scope ("listener.<address>.").
+type Factory func(cfg *anypb.Any, scope stats.Scope) (Filter, error)
 
 // Registry holds listener filters by Envoy name and config type URL.
 var Registry = registry.New[Factory]("listener filter")

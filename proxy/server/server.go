@@ -28,6 +28,7 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
 	"github.com/outrider-proxy/outrider/proxy/sockopt"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
+	tlsctx "github.com/outrider-proxy/outrider/tls"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
@@ -120,8 +121,12 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	sr := b.GetStaticResources()
-	if err := confcheck.Fields(sr, "static_resources", "listeners", "clusters"); err != nil {
+	if err := confcheck.Fields(sr, "static_resources", "listeners", "clusters", "secrets"); err != nil {
 		return nil, err
+	}
+	secrets, err := tlsctx.NewSecrets(sr.GetSecrets())
+	if err != nil {
+		return nil, fmt.Errorf("static_resources.secrets: %w", err)
 	}
 	s.clusters = upstream.NewManager(s.stats.Root())
 	seen := map[string]int{}
@@ -137,7 +142,7 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("static_resources.clusters[%d] (%s): %w", i, c.GetName(), err)
 		}
 	}
-	nctx := &netfilter.Context{Clusters: s.clusters, Stats: s.stats, Log: s.log, DrainTime: s.drainTime(), DrainGradual: !opts.DrainImmediate}
+	nctx := &netfilter.Context{Clusters: s.clusters, Stats: s.stats, Log: s.log, DrainTime: s.drainTime(), DrainGradual: !opts.DrainImmediate, Secrets: secrets}
 	names := map[string]int{}
 	for i, lp := range sr.GetListeners() {
 		if j, dup := names[lp.GetName()]; dup && lp.GetName() != "" {

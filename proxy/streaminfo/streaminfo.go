@@ -81,6 +81,20 @@ type Conn struct {
 	StartTime           time.Time
 	ListenerName        string
 	FilterChainName     string
+	// TLS describes the downstream TLS session; nil on plaintext.
+	TLS *TLSInfo
+}
+
+// TLSInfo is what a TLS transport learned in the handshake, for access
+// logs, RBAC and forwarded client certificates.
+type TLSInfo struct {
+	Version, Cipher, ServerName, ALPN string
+	Resumed                           bool
+	PeerPresented                     bool
+	PeerURISANs, PeerDNSSANs          []string
+	PeerSubject, PeerIssuer           string
+	PeerSerial, PeerFingerprintSHA256 string
+	PeerValidFrom, PeerExpires        time.Time
 }
 
 // Stream describes one HTTP request/response exchange. It is reset and reused

@@ -25,14 +25,14 @@ const Name = "envoy.filters.listener.tls_inspector"
 
 func init() {
 	listenerfilter.Registry.Register(Name, []string{"envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
-		func(cfg *anypb.Any) (listenerfilter.Filter, error) {
+		func(cfg *anypb.Any, scope stats.Scope) (listenerfilter.Filter, error) {
 			m := &tlsinspectorv3.TlsInspector{}
 			if cfg != nil {
 				if err := cfg.UnmarshalTo(m); err != nil {
 					return nil, fmt.Errorf("typed_config: %w", err)
 				}
 			}
-			return New(m, nil)
+			return New(m, NewStats(scope.Scope("tls_inspector")))
 		})
 }
 

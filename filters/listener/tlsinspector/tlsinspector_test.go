@@ -180,11 +180,11 @@ func TestRegisteredFactory(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, _ := anypb.New(&tlsinspectorv3.TlsInspector{EnableJa3Fingerprinting: wrapperspb.Bool(true)})
-	if _, err := fac(a); err == nil || !strings.Contains(err.Error(), "enable_ja3_fingerprinting") {
+	if _, err := fac(a, stats.NewStore().Scope("listener.test")); err == nil || !strings.Contains(err.Error(), "enable_ja3_fingerprinting") {
 		t.Errorf("ja3 not refused: %v", err)
 	}
 	a, _ = anypb.New(&tlsinspectorv3.TlsInspector{InitialReadBufferSize: wrapperspb.UInt32(512)})
-	if _, err := fac(a); err != nil {
+	if _, err := fac(a, stats.NewStore().Scope("listener.test")); err != nil {
 		t.Error(err)
 	}
 }
