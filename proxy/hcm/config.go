@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -87,6 +88,7 @@ type Config struct {
 	stripMatchingPort     bool
 	accept10              bool
 	accessLogs            *accesslog.Set // nil logs nothing
+	cancelRDS             func()         // stops the RDS watch; nil for inline routes
 	internalCIDRs         []netip.Prefix // internal_address_config.cidr_ranges
 }
 
@@ -101,8 +103,12 @@ func (c *Config) Routes() *router.Table { return c.routes.Load() }
 // SetRoutes swaps the route table (RDS).
 func (c *Config) SetRoutes(t *router.Table) { c.routes.Store(t) }
 
-// Close flushes and releases the access logs, its own and its filters'.
+// Close stops the RDS watch and flushes and releases the access logs, its
+// own and its filters'.
 func (c *Config) Close() error {
+	if c.cancelRDS != nil {
+		c.cancelRDS()
+	}
 	for _, f := range c.filters {
 		if cl, ok := f.cfg.(io.Closer); ok {
 			_ = cl.Close()
@@ -206,6 +212,7 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 	}
 	c.accessLogs = logs
 
+	rdsName := ""
 	switch {
 	case p.GetRouteConfig() != nil:
 		for i, vh := range p.GetRouteConfig().GetVirtualHosts() {
@@ -223,7 +230,11 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		}
 		c.routes.Store(t)
 	case p.GetRds() != nil:
-		return nil, fmt.Errorf("rds: dynamic route configuration needs xDS, not supported by outrider yet")
+		name := p.GetRds().GetRouteConfigName()
+		if ctx.Routes == nil {
+			return nil, fmt.Errorf("rds: route configuration %q needs dynamic_resources (xDS), which this bootstrap does not have", name)
+		}
+		rdsName = name
 	default:
 		return nil, fmt.Errorf("route_specifier: scoped_routes is not supported by outrider yet")
 	}
@@ -267,5 +278,21 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		return nil, fmt.Errorf("http_filters: the chain must end with a terminal filter such as envoy.filters.http.router")
 	}
 	c.stats = newHCMStats(ctx.Stats, c.statPrefix)
+	if rdsName != "" {
+		name := rdsName
+		// Until the first RDS response the table is nil: requests get 404 NR.
+		c.cancelRDS = ctx.Routes.WatchRoutes(name, func(rc *routev3.RouteConfiguration) error {
+			var opts router.Options
+			if rc.GetValidateClusters().GetValue() { // RDS does not validate clusters unless asked
+				opts.ClusterExists = func(n string) bool { return ctx.Clusters.Get(n) != nil }
+			}
+			t, err := router.Compile(rc, opts)
+			if err != nil {
+				return fmt.Errorf("route configuration %q: %w", name, err)
+			}
+			c.routes.Store(t)
+			return nil
+		})
+	}
 	return c, nil
 }

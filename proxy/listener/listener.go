@@ -82,7 +82,7 @@ type tracked struct {
 }
 
 // Build compiles a listener. Errors name the field path inside the listener.
-func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (*Listener, error) {
+func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (_ *Listener, err error) {
 	if err := confcheck.Fields(p, "", "name", "address", "filter_chains", "default_filter_chain",
 		"per_connection_buffer_limit_bytes", "listener_filters", "enable_reuse_port", "reuse_port",
 		"tcp_backlog_size", "socket_options", "freebind", "transparent", "stat_prefix", "traffic_direction",
@@ -109,6 +109,11 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 	if l.Name == "" {
 		l.Name = address
 	}
+	defer func() {
+		if err != nil {
+			l.Close() // release what the chains built so far hold (RDS watches, log files)
+		}
+	}()
 	if l.accessLogs, err = accesslog.Compile(p.GetAccessLog(), accesslog.Options{Stats: ctx.Stats, Log: ctx.Log}); err != nil {
 		return nil, err
 	}

@@ -6,6 +6,8 @@ package netfilter
 
 import (
 	"log/slog"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"net"
 	"time"
 
@@ -67,9 +69,19 @@ type Context struct {
 	// (--drain-time-s); DrainGradual is --drain-strategy gradual.
 	DrainTime    time.Duration
 	DrainGradual bool
+	// Routes delivers route configurations by name (RDS); nil when the
+	// proxy has no dynamic configuration.
+	Routes RouteSource
 	// Secrets resolves secret names for transport sockets (static_resources
 	// secrets now, SDS later); nil when there are none.
 	Secrets any
+}
+
+// RouteSource delivers route configurations by name, as RDS does. apply
+// is called serially, never synchronously from WatchRoutes; its error is
+// the NACK reason.
+type RouteSource interface {
+	WatchRoutes(name string, apply func(*routev3.RouteConfiguration) error) (cancel func())
 }
 
 // Factory compiles a filter's typed_config once into an immutable filter

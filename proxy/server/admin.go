@@ -114,14 +114,14 @@ func writeJSON(w http.ResponseWriter, m proto.Message) {
 func (s *Server) handleListeners(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("format") == "json" {
 		out := &adminv3.Listeners{}
-		for _, l := range s.listeners {
+		for _, l := range s.Listeners() {
 			out.ListenerStatuses = append(out.ListenerStatuses, &adminv3.ListenerStatus{Name: l.Name, LocalAddress: socketAddr(l.Addr())})
 		}
 		writeJSON(w, out)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
-	for _, l := range s.listeners {
+	for _, l := range s.Listeners() {
 		addr := "<unbound>"
 		if a := l.Addr(); a != nil {
 			addr = a.String()

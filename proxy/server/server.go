@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/metrics"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,8 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/outrider-proxy/outrider/proxy/admin"
@@ -28,8 +31,8 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
 	"github.com/outrider-proxy/outrider/proxy/sockopt"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
-	tlsctx "github.com/outrider-proxy/outrider/tls"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
+	tlsctx "github.com/outrider-proxy/outrider/tls"
 )
 
 // Version is outrider's version, reported by --version and /server_info.
@@ -82,8 +85,10 @@ type Server struct {
 	quit        chan struct{}
 	quitOnce    sync.Once
 	stopGauges  chan struct{}
-	listenersMu sync.Mutex
-	stopped     bool // listeners no longer accept
+	listenersMu sync.Mutex // guards listeners and draining, which xDS changes
+	draining    []*listener.Listener
+	stopped     bool     // listeners no longer accept
+	dyn         *dynamic // xDS; nil without dynamic_resources
 	connIDs     atomic.Uint64
 }
 
@@ -105,7 +110,7 @@ func New(opts Options) (*Server, error) {
 	if s.level == nil {
 		s.level = &slog.LevelVar{}
 	}
-	if err := confcheck.Fields(b, "", "node", "static_resources", "admin", "cluster_manager", "layered_runtime",
+	if err := confcheck.Fields(b, "", "node", "static_resources", "dynamic_resources", "admin", "cluster_manager", "layered_runtime",
 		"stats_config", "stats_flush_interval", "overload_manager", "watchdog", "watchdogs",
 		"enable_dispatcher_stats", "header_prefix", "use_tcp_for_dns_lookups", "dns_resolution_config",
 		"typed_dns_resolver_config", "fatal_actions", "default_regex_engine", "application_log_config"); err != nil {
@@ -129,20 +134,33 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("static_resources.secrets: %w", err)
 	}
 	s.clusters = upstream.NewManager(s.stats.Root())
+	nctx := &netfilter.Context{Clusters: s.clusters, Stats: s.stats, Log: s.log, DrainTime: s.drainTime(), DrainGradual: !opts.DrainImmediate, Secrets: secrets}
+	grpcOnly := grpcOnlyClusters(b)
+	if b.GetDynamicResources() != nil {
+		s.dyn = newDynamic(s, nctx)
+		s.clusters.Endpoints = s.dyn
+		nctx.Routes = s.dyn
+	}
 	seen := map[string]int{}
 	for i, c := range sr.GetClusters() {
 		if j, dup := seen[c.GetName()]; dup {
 			return nil, fmt.Errorf("static_resources.clusters[%d]: cluster name %q is also the name of clusters[%d]: cluster manager: duplicate cluster", i, c.GetName(), j)
 		}
 		seen[c.GetName()] = i
-		if err := checkClusterFields(c, s.log); err != nil {
+		if grpcOnly[c.GetName()] {
+			// grpc-go speaks HTTP/2 to a management server itself.
+		} else if err := checkClusterFields(c, s.log); err != nil {
 			return nil, fmt.Errorf("static_resources.clusters[%d] (%s): %w", i, c.GetName(), err)
 		}
 		if err := s.clusters.AddOrUpdate(c); err != nil {
 			return nil, fmt.Errorf("static_resources.clusters[%d] (%s): %w", i, c.GetName(), err)
 		}
 	}
-	nctx := &netfilter.Context{Clusters: s.clusters, Stats: s.stats, Log: s.log, DrainTime: s.drainTime(), DrainGradual: !opts.DrainImmediate, Secrets: secrets}
+	if s.dyn != nil {
+		if err := s.dyn.configure(); err != nil {
+			return nil, err
+		}
+	}
 	names := map[string]int{}
 	for i, lp := range sr.GetListeners() {
 		if j, dup := names[lp.GetName()]; dup && lp.GetName() != "" {
@@ -181,7 +199,19 @@ func (s *Server) Stats() *stats.Store { return s.stats }
 func (s *Server) Clusters() *upstream.Manager { return s.clusters }
 
 // Listeners are the compiled listeners in config order.
-func (s *Server) Listeners() []*listener.Listener { return s.listeners }
+func (s *Server) Listeners() []*listener.Listener {
+	s.listenersMu.Lock()
+	defer s.listenersMu.Unlock()
+	return slices.Clone(s.listeners)
+}
+
+// allListeners is the active listeners and those still draining after an
+// update removed or replaced them.
+func (s *Server) allListeners() []*listener.Listener {
+	s.listenersMu.Lock()
+	defer s.listenersMu.Unlock()
+	return append(slices.Clone(s.listeners), s.draining...)
+}
 
 // AdminAddr is the bound admin address; nil without admin.
 func (s *Server) AdminAddr() net.Addr {
@@ -228,12 +258,15 @@ func (s *Server) Start(ctx context.Context) error {
 			}
 		}()
 	}
-	for _, l := range s.listeners {
+	for _, l := range s.Listeners() {
 		go l.Serve()
 		s.log.Info("listener started", "name", l.Name, "address", l.Addr().String())
 	}
 	go s.updateGauges()
 	s.state.Store(int32(Live))
+	if s.dyn != nil {
+		s.dyn.start()
+	}
 	return nil
 }
 
@@ -253,20 +286,24 @@ func (s *Server) Run(ctx context.Context) {
 
 // Shutdown drains and stops everything.
 func (s *Server) Shutdown() {
+	if s.dyn != nil {
+		s.dyn.close() // no more updates while shutting down
+	}
 	s.StartDrain(false)
 	s.stopListeners(false)
 	deadline := time.Now().Add(s.drainTime())
 	for time.Now().Before(deadline) && s.activeConns() > 0 {
 		time.Sleep(20 * time.Millisecond)
 	}
-	for _, l := range s.listeners {
+	all := s.allListeners()
+	for _, l := range all {
 		l.CloseAll()
 	}
 	// Give the connection goroutines a moment to finish their access logs,
 	// then flush and release the logs.
 	waited := make(chan struct{})
 	go func() {
-		for _, l := range s.listeners {
+		for _, l := range all {
 			l.Wait()
 		}
 		close(waited)
@@ -275,7 +312,7 @@ func (s *Server) Shutdown() {
 	case <-waited:
 	case <-time.After(time.Second):
 	}
-	for _, l := range s.listeners {
+	for _, l := range all {
 		l.Close()
 	}
 	if s.adminLn != nil {
@@ -297,7 +334,7 @@ func (s *Server) Shutdown() {
 // whose traffic_direction is INBOUND.
 func (s *Server) StartDrain(inboundOnly bool) {
 	s.state.Store(int32(Draining))
-	for _, l := range s.listeners {
+	for _, l := range s.Listeners() {
 		if inboundOnly && l.Proto.GetTrafficDirection().String() != "INBOUND" {
 			continue
 		}
@@ -321,7 +358,7 @@ func (s *Server) stopListeners(inboundOnly bool) {
 
 func (s *Server) activeConns() int {
 	n := 0
-	for _, l := range s.listeners {
+	for _, l := range s.allListeners() {
 		n += l.ActiveConns()
 	}
 	return n
@@ -407,4 +444,67 @@ func checkClusterFields(c *clusterv3.Cluster, log *slog.Logger) error {
 		log.Warn("cluster field accepted but not enforced yet", "cluster", c.GetName(), "field", f)
 	}
 	return nil
+}
+
+// node is the bootstrap's node as the command line completed it.
+func (s *Server) node() *corev3.Node {
+	if n := s.opts.Bootstrap.GetNode(); n != nil {
+		return proto.Clone(n).(*corev3.Node)
+	}
+	return &corev3.Node{}
+}
+
+// hasStaticListener reports whether the bootstrap names a listener so.
+func (s *Server) hasStaticListener(name string) bool {
+	for _, l := range s.opts.Bootstrap.GetStaticResources().GetListeners() {
+		if l.GetName() == name {
+			return true
+		}
+	}
+	return false
+}
+
+// addListener puts l (may be nil) in service and drains old (may be nil):
+// old stops accepting at once, its connections get the drain time to end,
+// then it is closed.
+func (s *Server) addListener(l, old *listener.Listener) {
+	s.listenersMu.Lock()
+	if old != nil {
+		s.listeners = slices.DeleteFunc(s.listeners, func(x *listener.Listener) bool { return x == old })
+		s.draining = append(s.draining, old)
+	}
+	if l != nil {
+		s.listeners = append(s.listeners, l)
+	}
+	active, draining := len(s.listeners), len(s.draining)
+	s.listenersMu.Unlock()
+	lm := s.stats.Scope("listener_manager")
+	lm.Gauge("total_listeners_active").Set(int64(active))
+	lm.Gauge("total_listeners_draining").Set(int64(draining))
+	if l != nil {
+		lm.Counter("listener_added").Inc()
+	}
+	if old == nil {
+		return
+	}
+	if l != nil {
+		lm.Counter("listener_modified").Inc()
+	} else {
+		lm.Counter("listener_removed").Inc()
+	}
+	old.StopAccepting()
+	old.StartDrain()
+	go func() {
+		deadline := time.Now().Add(s.drainTime())
+		for old.ActiveConns() > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		old.CloseAll()
+		old.Close()
+		s.listenersMu.Lock()
+		s.draining = slices.DeleteFunc(s.draining, func(x *listener.Listener) bool { return x == old })
+		n := len(s.draining)
+		s.listenersMu.Unlock()
+		lm.Gauge("total_listeners_draining").Set(int64(n))
+	}()
 }
