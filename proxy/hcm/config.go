@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +65,7 @@ type Config struct {
 	log      *slog.Logger
 	stats    *hcmStats
 
+	codec                 hcmv3.HttpConnectionManager_CodecType
 	limits                http1.Limits
 	useRemoteAddress      bool
 	xffTrustedHops        int
@@ -85,6 +87,11 @@ type Config struct {
 	stripMatchingPort     bool
 	accept10              bool
 	internalCIDRs         []netip.Prefix // internal_address_config.cidr_ranges
+
+	h2      h2Server             // HTTP/2 server shared by the config's connections
+	h2pool  sync.Pool            // of *h2Stream
+	h2mu    sync.Mutex           // guards h2conns
+	h2conns map[*h2Conn]struct{} // live HTTP/2 connections, for the drain
 }
 
 type filterEntry struct {
@@ -113,12 +120,13 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		return nil, err
 	}
 	switch p.GetCodecType() {
-	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1:
+	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1, hcmv3.HttpConnectionManager_HTTP2:
 	default:
 		return nil, fmt.Errorf("codec_type: %s is not supported by outrider yet", p.GetCodecType())
 	}
 	c := &Config{
 		Proto:              p,
+		codec:              p.GetCodecType(),
 		statPrefix:         p.GetStatPrefix(),
 		clusters:           ctx.Clusters,
 		drain:              ctx.Drain,
@@ -177,6 +185,9 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 			c.maxConnDuration = d.AsDuration()
 		}
 		c.maxRequestsPerConn = cp.GetMaxRequestsPerConnection().GetValue()
+	}
+	if err := c.compileHTTP2(p.GetHttp2ProtocolOptions()); err != nil {
+		return nil, err
 	}
 	if d := p.GetStreamIdleTimeout(); d != nil {
 		c.streamIdleTimeout = d.AsDuration()
@@ -252,5 +263,8 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		return nil, fmt.Errorf("http_filters: the chain must end with a terminal filter such as envoy.filters.http.router")
 	}
 	c.stats = newHCMStats(ctx.Stats, c.statPrefix)
+	if c.drain != nil {
+		c.drain.OnStart(c.goAwayAll) // HTTP/2 connections get GOAWAY
+	}
 	return c, nil
 }

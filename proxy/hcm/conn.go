@@ -2,6 +2,8 @@ package hcm
 
 import (
 	"errors"
+
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"io"
 	"net"
 	"net/http"
@@ -18,30 +20,53 @@ import (
 // requests in order (pipelined requests are answered in order) and runs each
 // to completion before reading the next.
 type conn struct {
-	cfg   *Config
-	nc    *netfilter.Conn
-	dec   *http1.Decoder
-	enc   *http1.Encoder
-	dsMsg http1.Message
-	s     stream
+	cfg     *Config
+	nc      *netfilter.Conn
+	dec     *http1.Decoder
+	enc     *http1.Encoder
+	dsMsg   http1.Message
+	s       stream
+	counted bool // the connection was counted as HTTP/1 (its first byte arrived)
 }
 
-// ServeConn implements netfilter.Terminal: it serves HTTP/1.1 until the
-// client closes, an error, a drain, or a timeout.
+// ServeConn implements netfilter.Terminal: it serves HTTP/1.1 or HTTP/2
+// (codec_type; AUTO tells them apart by the HTTP/2 connection preface)
+// until the client closes, an error, a drain, or a timeout.
 func (cfg *Config) ServeConn(nc *netfilter.Conn) {
 	st := cfg.stats
 	st.cxTotal.Inc()
-	st.cxHTTP1Total.Inc()
 	st.cxActive.Inc()
-	st.cxHTTP1Active.Inc()
-	c := &conn{cfg: cfg, nc: nc, dec: http1.NewDecoder(nc.Conn, cfg.limits), enc: http1.NewEncoder(nc.Conn)}
+	defer func() {
+		_ = nc.Close()
+		st.cxActive.Dec()
+		st.cxDestroy.Inc()
+	}()
+	switch cfg.codec {
+	case hcmv3.HttpConnectionManager_HTTP2:
+		cfg.serveH2(nc, nc.Conn)
+	case hcmv3.HttpConnectionManager_AUTO:
+		sn := &sniffer{r: nc.Conn}
+		cfg.serveHTTP1(nc, sn)
+		if sn.state == 2 {
+			cfg.serveH2(nc, &replayConn{Conn: nc.Conn, buf: sn.saved})
+		}
+	default:
+		cfg.serveHTTP1(nc, nc.Conn)
+	}
+}
+
+// serveHTTP1 serves HTTP/1 requests read from r (nc's connection, or a
+// sniffer on it) one at a time. It returns without counting an HTTP/1
+// connection when no request byte arrived, or the preface of an HTTP/2 one.
+func (cfg *Config) serveHTTP1(nc *netfilter.Conn, r io.Reader) {
+	st := cfg.stats
+	c := &conn{cfg: cfg, nc: nc, dec: http1.NewDecoder(r, cfg.limits), enc: http1.NewEncoder(nc.Conn)}
 	c.s.init(cfg, nc, c)
 	defer func() {
 		c.dec.Release()
-		_ = nc.Close()
-		st.cxActive.Dec()
-		st.cxHTTP1Active.Dec()
-		st.cxDestroy.Inc()
+		if c.counted {
+			st.cxHTTP1Active.Dec()
+		}
 	}()
 	var maxDur time.Time
 	if cfg.maxConnDuration > 0 {
@@ -78,6 +103,11 @@ func (c *conn) serveOne() bool {
 			st.cxIdleTimeout.Inc()
 		}
 		return false
+	}
+	if !c.counted {
+		c.counted = true
+		st.cxHTTP1Total.Inc()
+		st.cxHTTP1Active.Inc()
 	}
 	start := time.Now()
 	var hardDeadline time.Time
