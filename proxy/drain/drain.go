@@ -22,6 +22,7 @@ type Manager struct {
 	once    sync.Once
 	mu      sync.Mutex
 	ch      chan struct{}
+	hooks   []func()
 }
 
 func (m *Manager) done() chan struct{} {
@@ -33,13 +34,35 @@ func (m *Manager) done() chan struct{} {
 	return m.ch
 }
 
-// Start begins draining; later calls do nothing.
+// Start begins draining and runs the OnStart hooks, in order, on the
+// caller's goroutine; later calls do nothing.
 func (m *Manager) Start() {
 	ch := m.done()
 	m.once.Do(func() {
 		m.started.Store(time.Now().UnixNano())
 		close(ch)
+		m.mu.Lock()
+		hooks := m.hooks
+		m.hooks = nil
+		m.mu.Unlock()
+		for _, fn := range hooks {
+			fn()
+		}
 	})
+}
+
+// OnStart registers fn to run once when draining starts, so connections
+// need not poll. fn must not block. When the drain has already started, fn
+// runs at once on the caller's goroutine.
+func (m *Manager) OnStart(fn func()) {
+	m.mu.Lock()
+	if m.started.Load() == 0 {
+		m.hooks = append(m.hooks, fn)
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Unlock()
+	fn()
 }
 
 // Draining reports whether Start was called. It is one atomic load.

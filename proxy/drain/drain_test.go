@@ -39,3 +39,21 @@ func TestGradualGrowsOverTime(t *testing.T) {
 		t.Fatal("gradual drain does not close after its drain time")
 	}
 }
+
+func TestOnStartRunsOnce(t *testing.T) {
+	var m Manager
+	var before, after int
+	m.OnStart(func() { before++ })
+	if before != 0 {
+		t.Fatal("hook ran before Start")
+	}
+	m.Start()
+	m.Start()
+	if before != 1 {
+		t.Fatalf("hook registered before Start ran %d times, want 1", before)
+	}
+	m.OnStart(func() { after++ })
+	if after != 1 {
+		t.Fatalf("hook registered after Start ran %d times, want 1 (at once)", after)
+	}
+}

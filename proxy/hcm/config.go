@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,6 +68,7 @@ type Config struct {
 	log      *slog.Logger
 	stats    *hcmStats
 
+	codec                 hcmv3.HttpConnectionManager_CodecType
 	limits                http1.Limits
 	useRemoteAddress      bool
 	xffTrustedHops        int
@@ -90,6 +92,11 @@ type Config struct {
 	accessLogs            *accesslog.Set // nil logs nothing
 	cancelRDS             func()         // stops the RDS watch; nil for inline routes
 	internalCIDRs         []netip.Prefix // internal_address_config.cidr_ranges
+
+	h2      h2Server             // HTTP/2 server shared by the config's connections
+	h2pool  sync.Pool            // of *h2Stream
+	h2mu    sync.Mutex           // guards h2conns
+	h2conns map[*h2Conn]struct{} // live HTTP/2 connections, for the drain
 }
 
 type filterEntry struct {
@@ -132,12 +139,13 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		return nil, err
 	}
 	switch p.GetCodecType() {
-	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1:
+	case hcmv3.HttpConnectionManager_AUTO, hcmv3.HttpConnectionManager_HTTP1, hcmv3.HttpConnectionManager_HTTP2:
 	default:
 		return nil, fmt.Errorf("codec_type: %s is not supported by outrider yet", p.GetCodecType())
 	}
 	c := &Config{
 		Proto:              p,
+		codec:              p.GetCodecType(),
 		statPrefix:         p.GetStatPrefix(),
 		clusters:           ctx.Clusters,
 		drain:              ctx.Drain,
@@ -196,6 +204,9 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 			c.maxConnDuration = d.AsDuration()
 		}
 		c.maxRequestsPerConn = cp.GetMaxRequestsPerConnection().GetValue()
+	}
+	if err := c.compileHTTP2(p.GetHttp2ProtocolOptions()); err != nil {
+		return nil, err
 	}
 	if d := p.GetStreamIdleTimeout(); d != nil {
 		c.streamIdleTimeout = d.AsDuration()
@@ -278,6 +289,9 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		return nil, fmt.Errorf("http_filters: the chain must end with a terminal filter such as envoy.filters.http.router")
 	}
 	c.stats = newHCMStats(ctx.Stats, c.statPrefix)
+	if c.drain != nil {
+		c.drain.OnStart(c.goAwayAll) // HTTP/2 connections get GOAWAY
+	}
 	if rdsName != "" {
 		name := rdsName
 		// Until the first RDS response the table is nil: requests get 404 NR.

@@ -2,15 +2,19 @@ package hcm
 
 import (
 	"errors"
+
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"time"
 
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 	"github.com/outrider-proxy/outrider/telemetry/formatter"
 
+	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/http1"
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
@@ -20,30 +24,53 @@ import (
 // requests in order (pipelined requests are answered in order) and runs each
 // to completion before reading the next.
 type conn struct {
-	cfg   *Config
-	nc    *netfilter.Conn
-	dec   *http1.Decoder
-	enc   *http1.Encoder
-	dsMsg http1.Message
-	s     stream
+	cfg     *Config
+	nc      *netfilter.Conn
+	dec     *http1.Decoder
+	enc     *http1.Encoder
+	dsMsg   http1.Message
+	s       stream
+	counted bool // the connection was counted as HTTP/1 (its first byte arrived)
 }
 
-// ServeConn implements netfilter.Terminal: it serves HTTP/1.1 until the
-// client closes, an error, a drain, or a timeout.
+// ServeConn implements netfilter.Terminal: it serves HTTP/1.1 or HTTP/2
+// (codec_type; AUTO tells them apart by the HTTP/2 connection preface)
+// until the client closes, an error, a drain, or a timeout.
 func (cfg *Config) ServeConn(nc *netfilter.Conn) {
 	st := cfg.stats
 	st.cxTotal.Inc()
-	st.cxHTTP1Total.Inc()
 	st.cxActive.Inc()
-	st.cxHTTP1Active.Inc()
-	c := &conn{cfg: cfg, nc: nc, dec: http1.NewDecoder(nc.Conn, cfg.limits), enc: http1.NewEncoder(nc.Conn)}
-	c.s.init(cfg, c)
 	defer func() {
-		c.dec.Release()
 		_ = nc.Close()
 		st.cxActive.Dec()
-		st.cxHTTP1Active.Dec()
 		st.cxDestroy.Inc()
+	}()
+	switch cfg.codec {
+	case hcmv3.HttpConnectionManager_HTTP2:
+		cfg.serveH2(nc, nc.Conn)
+	case hcmv3.HttpConnectionManager_AUTO:
+		sn := &sniffer{r: nc.Conn}
+		cfg.serveHTTP1(nc, sn)
+		if sn.state == 2 {
+			cfg.serveH2(nc, &replayConn{Conn: nc.Conn, buf: sn.saved})
+		}
+	default:
+		cfg.serveHTTP1(nc, nc.Conn)
+	}
+}
+
+// serveHTTP1 serves HTTP/1 requests read from r (nc's connection, or a
+// sniffer on it) one at a time. It returns without counting an HTTP/1
+// connection when no request byte arrived, or the preface of an HTTP/2 one.
+func (cfg *Config) serveHTTP1(nc *netfilter.Conn, r io.Reader) {
+	st := cfg.stats
+	c := &conn{cfg: cfg, nc: nc, dec: http1.NewDecoder(r, cfg.limits), enc: http1.NewEncoder(nc.Conn)}
+	c.s.init(cfg, nc, c)
+	defer func() {
+		c.dec.Release()
+		if c.counted {
+			st.cxHTTP1Active.Dec()
+		}
 	}()
 	var maxDur time.Time
 	if cfg.maxConnDuration > 0 {
@@ -81,6 +108,11 @@ func (c *conn) serveOne() bool {
 		}
 		return false
 	}
+	if !c.counted {
+		c.counted = true
+		st.cxHTTP1Total.Inc()
+		st.cxHTTP1Active.Inc()
+	}
 	start := time.Now()
 	var hardDeadline time.Time
 	if cfg.requestTimeout > 0 {
@@ -113,6 +145,12 @@ func (c *conn) serveOne() bool {
 	s.msg = msg
 	s.begin(start)
 	s.requestDeadline = hardDeadline
+	st.rqHTTP1Total.Inc()
+	if msg.Minor == 0 {
+		s.info.Protocol = "HTTP/1.0"
+	} else {
+		s.info.Protocol = "HTTP/1.1"
+	}
 	s.run()
 	s.finish(start)
 	return !s.closeAfter && msg.KeepAlive && !s.reset
@@ -158,14 +196,8 @@ func (c *conn) idle(idle bool) {
 func (s *stream) run() {
 	st := s.cfg.stats
 	st.rqTotal.Inc()
-	st.rqHTTP1Total.Inc()
 	st.rqActive.Inc()
 	defer st.rqActive.Dec()
-	if s.msg.Minor == 0 {
-		s.info.Protocol = "HTTP/1.0"
-	} else {
-		s.info.Protocol = "HTTP/1.1"
-	}
 	s.reqDone = s.msg.NoBody
 	if rerr := s.prepareRequest(); rerr != nil {
 		s.sendLocalReply(rerr.status, "", rerr.details, streaminfo.InvalidEnvoyRequestHeaders)
@@ -173,15 +205,16 @@ func (s *stream) run() {
 	}
 	if s.msg.Expect100 {
 		s.req.Del("expect")
-		if err := s.conn.enc.Write100Continue(); err != nil || s.conn.enc.Flush() != nil {
+		if err := s.ds.write100Continue(); err != nil || s.ds.flush() != nil {
 			s.downstreamWriteFailed()
 			return
 		}
 	}
 	s.iterHeaders(&s.dec, 0, s.reqDone)
-	for !s.reqDone && !s.localReplied && !s.reset {
-		requestTimerFirst := s.conn.armRead(s.StreamIdleTimeout(), s.requestDeadline)
-		p, err := s.conn.dec.ReadData()
+	// HTTP/2 stops reading once the response is complete: the codec resets
+	// the rest of the request. HTTP/1 must read it to find the next request.
+	for !s.reqDone && !s.localReplied && !s.reset && !(s.h2 && s.responseDone) {
+		p, requestTimerFirst, err := s.ds.readData(s.StreamIdleTimeout(), s.requestDeadline)
 		if err != nil && requestTimerFirst && errors.Is(err, os.ErrDeadlineExceeded) {
 			st.rqTimeout.Inc()
 			if !s.responseStarted {
@@ -193,7 +226,7 @@ func (s *stream) run() {
 		if err == io.EOF {
 			s.reqDone = true
 			s.info.LastDownstreamRxByte = s.info.Since(time.Now())
-			s.conn.dec.Trailers(&s.reqTrl)
+			s.ds.readTrailers(&s.reqTrl)
 			if s.reqTrl.Len() > 0 {
 				s.iterTrailers(&s.dec, 0, &s.reqTrl)
 			} else {
@@ -210,7 +243,8 @@ func (s *stream) run() {
 	}
 	if !s.reqDone {
 		// Answered before the request ended: the rest of it cannot be
-		// skipped safely on HTTP/1, so the connection closes after the reply.
+		// skipped safely on HTTP/1, so the connection closes after the reply
+		// (HTTP/2 resets the stream instead).
 		s.closeAfter = true
 		s.cfg.stats.rqRespCompleted.Inc()
 	}
@@ -259,3 +293,54 @@ func (s *stream) finish(start time.Time) {
 		s.cfg.accessLogs.Log(&s.logCtx)
 	}
 }
+
+// HTTP/1 implementation of downstream: c serves one stream at a time, c.s.
+
+func (c *conn) writeHeaders(h *headers.Map, end bool) error {
+	s := &c.s
+	if !s.closeAfter && s.cfg.drain != nil && s.cfg.drain.ShouldClose() {
+		s.closeAfter = true
+		s.cfg.stats.cxDrainClose.Inc()
+	}
+	if !s.reqDone {
+		s.closeAfter = true // the rest of the request cannot be skipped on HTTP/1
+	}
+	if s.closeAfter {
+		h.Set("connection", "close")
+	}
+	if !c.dsMsg.KeepAlive {
+		s.closeAfter = true // the encoder says so on the wire
+	}
+	if err := c.enc.WriteResponseHeaders(h, end, s.msg, mustGet(&s.req, headers.Method)); err != nil {
+		return err
+	}
+	if end {
+		return c.enc.Flush()
+	}
+	return nil
+}
+
+func (c *conn) writeData(p []byte, end bool) error {
+	if err := c.enc.WriteData(p, end); err != nil {
+		return err
+	}
+	return c.enc.Flush()
+}
+
+func (c *conn) writeTrailers(t *headers.Map) error {
+	if err := c.enc.WriteTrailers(t); err != nil {
+		return err
+	}
+	return c.enc.Flush()
+}
+
+func (c *conn) flush() error            { return c.enc.Flush() }
+func (c *conn) write100Continue() error { return c.enc.Write100Continue() }
+
+func (c *conn) readData(idle time.Duration, hard time.Time) ([]byte, bool, error) {
+	hardFirst := c.armRead(idle, hard)
+	p, err := c.dec.ReadData()
+	return p, hardFirst, err
+}
+
+func (c *conn) readTrailers(h *headers.Map) { c.dec.Trailers(h) }

@@ -4,12 +4,12 @@ import "github.com/outrider-proxy/outrider/telemetry/stats"
 
 // hcmStats are Envoy's http.<stat_prefix>.* stats, resolved once per config.
 type hcmStats struct {
-	cxTotal, cxHTTP1Total, cxDestroy, cxIdleTimeout, cxMaxDurationReached, cxProtocolError, cxDrainClose *stats.Counter
-	cxActive, cxHTTP1Active, rqActive                                                                    *stats.Gauge
-	rqTotal, rqHTTP1Total, rqTimeout, rqIdleTimeout, rqHeadersTimeout, rqMaxReached, rqTooLarge          *stats.Counter
-	rqCompleted, rqRespCompleted, noRoute, noCluster, rsTooLarge, rqRxReset, rqTxReset                   *stats.Counter
-	rqClass                                                                                              [6]*stats.Counter // [1..5] = downstream_rq_1xx..5xx
-	rqTime                                                                                               *stats.Histogram
+	cxTotal, cxHTTP1Total, cxHTTP2Total, cxDestroy, cxIdleTimeout, cxMaxDurationReached, cxProtocolError, cxDrainClose *stats.Counter
+	cxActive, cxHTTP1Active, cxHTTP2Active, rqActive                                                                   *stats.Gauge
+	rqTotal, rqHTTP1Total, rqHTTP2Total, rqTimeout, rqIdleTimeout, rqHeadersTimeout, rqMaxReached, rqTooLarge          *stats.Counter
+	rqCompleted, rqRespCompleted, noRoute, noCluster, rsTooLarge, rqRxReset, rqTxReset                                 *stats.Counter
+	rqClass                                                                                                            [6]*stats.Counter // [1..5] = downstream_rq_1xx..5xx
+	rqTime                                                                                                             *stats.Histogram
 }
 
 func newHCMStats(st *stats.Store, prefix string) *hcmStats {
@@ -17,6 +17,7 @@ func newHCMStats(st *stats.Store, prefix string) *hcmStats {
 	h := &hcmStats{
 		cxTotal:              s.Counter("downstream_cx_total"),
 		cxHTTP1Total:         s.Counter("downstream_cx_http1_total"),
+		cxHTTP2Total:         s.Counter("downstream_cx_http2_total"),
 		cxDestroy:            s.Counter("downstream_cx_destroy"),
 		cxIdleTimeout:        s.Counter("downstream_cx_idle_timeout"),
 		cxMaxDurationReached: s.Counter("downstream_cx_max_duration_reached"),
@@ -24,9 +25,11 @@ func newHCMStats(st *stats.Store, prefix string) *hcmStats {
 		cxDrainClose:         s.Counter("downstream_cx_drain_close"),
 		cxActive:             s.Gauge("downstream_cx_active"),
 		cxHTTP1Active:        s.Gauge("downstream_cx_http1_active"),
+		cxHTTP2Active:        s.Gauge("downstream_cx_http2_active"),
 		rqActive:             s.Gauge("downstream_rq_active"),
 		rqTotal:              s.Counter("downstream_rq_total"),
 		rqHTTP1Total:         s.Counter("downstream_rq_http1_total"),
+		rqHTTP2Total:         s.Counter("downstream_rq_http2_total"),
 		rqTimeout:            s.Counter("downstream_rq_timeout"),
 		rqIdleTimeout:        s.Counter("downstream_rq_idle_timeout"),
 		rqHeadersTimeout:     s.Counter("downstream_rq_header_timeout"),

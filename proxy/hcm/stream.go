@@ -2,7 +2,6 @@ package hcm
 
 import (
 	"math/rand/v2"
-
 	"time"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -10,10 +9,32 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/http1"
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
+	"github.com/outrider-proxy/outrider/proxy/netfilter"
 	"github.com/outrider-proxy/outrider/proxy/router"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
 	"github.com/outrider-proxy/outrider/telemetry/formatter"
 )
+
+// downstream is a stream's downstream codec: the HTTP/1 connection (one
+// stream at a time) or one HTTP/2 stream. Write errors mean the client is
+// gone; read errors are the codec's (io.EOF ends the body).
+type downstream interface {
+	// writeHeaders sends the response headers (flushing them when end).
+	writeHeaders(h *headers.Map, end bool) error
+	// writeData sends a body piece and flushes it.
+	writeData(p []byte, end bool) error
+	// writeTrailers ends the response with trailers.
+	writeTrailers(t *headers.Map) error
+	flush() error
+	// write100Continue answers Expect: 100-continue.
+	write100Continue() error
+	// readData returns the next piece of the request body, valid until the
+	// next call, waiting at most idle (0: no limit) and not past hard
+	// (zero: none); hardFired reports that hard is what expired.
+	readData(idle time.Duration, hard time.Time) (p []byte, hardFired bool, err error)
+	// readTrailers adds the request trailers, once the body ended, to h.
+	readTrailers(h *headers.Map)
+}
 
 // activeFilter is one filter instance of a stream.
 type activeFilter struct {
@@ -25,12 +46,15 @@ type activeFilter struct {
 }
 
 // stream is one request/response exchange. On HTTP/1 a connection has one
-// stream object, reset between requests, so filters that implement Resetter
-// and the header maps are reused. Everything here is owned by the
-// connection's goroutine.
+// stream object, reset between requests; on HTTP/2 stream objects come from
+// a pool. Either way filters that implement Resetter and the header maps are
+// reused. Everything here is owned by the goroutine running the stream (the
+// connection's on HTTP/1, the stream handler's on HTTP/2).
 type stream struct {
-	cfg  *Config
-	conn *conn
+	cfg *Config
+	nc  *netfilter.Conn
+	ds  downstream
+	h2  bool // the downstream is HTTP/2: no connection-level side effects
 
 	info     streaminfo.Stream
 	req      headers.Map
@@ -55,8 +79,8 @@ type stream struct {
 	writeErr        bool
 }
 
-func (s *stream) init(cfg *Config, c *conn) {
-	s.cfg, s.conn = cfg, c
+func (s *stream) init(cfg *Config, nc *netfilter.Conn, ds downstream) {
+	s.cfg, s.nc, s.ds = cfg, nc, ds
 	s.dec.encode, s.enc.encode = false, true
 	s.filters = make([]activeFilter, len(cfg.filters))
 	for i := range cfg.filters {
@@ -66,7 +90,7 @@ func (s *stream) init(cfg *Config, c *conn) {
 
 // begin resets the stream for a request whose headers are in s.req.
 func (s *stream) begin(now time.Time) {
-	s.info.Reset(s.conn.nc.Info, now)
+	s.info.Reset(s.nc.Info, now)
 	s.routes = s.cfg.routes.Load()
 	s.route, s.routeSet = nil, false
 	s.localReplied, s.responseStarted, s.responseDone, s.reset, s.closeAfter, s.writeErr, s.reqDone = false, false, false, false, false, false, false
@@ -97,7 +121,7 @@ func (s *stream) ResponseStarted() bool         { return s.responseStarted }
 func (s *stream) BufferLimit() int              { return s.bufferLimit() }
 
 func (s *stream) bufferLimit() int {
-	if n := s.conn.nc.BufferLimit; n > 0 {
+	if n := s.nc.BufferLimit; n > 0 {
 		return n
 	}
 	return 1 << 20
@@ -163,7 +187,7 @@ func (s *stream) Flush() bool {
 	if s.writeErr {
 		return false
 	}
-	if err := s.conn.enc.Flush(); err != nil {
+	if err := s.ds.flush(); err != nil {
 		s.downstreamWriteFailed()
 		return false
 	}
@@ -228,31 +252,15 @@ func (s *stream) writeHeaders(h *headers.Map, end bool) {
 	if id, ok := s.req.Get("x-request-id"); ok && s.cfg.alwaysSetRequestID {
 		h.SetBytes("x-request-id", id)
 	}
-	if !s.closeAfter && s.cfg.drain != nil && s.cfg.drain.ShouldClose() {
-		s.closeAfter = true
-		s.cfg.stats.cxDrainClose.Inc()
-	}
-	if !s.reqDone {
-		s.closeAfter = true // the rest of the request cannot be skipped on HTTP/1
-	}
-	if s.closeAfter {
-		h.Set("connection", "close")
-	}
-	if !s.conn.dsMsg.KeepAlive {
-		s.closeAfter = true // the encoder says so on the wire
-	}
 	if s.info.FirstDownstreamTxByte == 0 {
 		s.info.FirstDownstreamTxByte = s.info.Since(time.Now())
 	}
-	if err := s.conn.enc.WriteResponseHeaders(h, end, s.msg, mustGet(&s.req, headers.Method)); err != nil {
+	if err := s.ds.writeHeaders(h, end); err != nil {
 		s.downstreamWriteFailed()
 		return
 	}
 	if end {
 		s.responseDone = true
-		if err := s.conn.enc.Flush(); err != nil {
-			s.downstreamWriteFailed()
-		}
 	}
 }
 
@@ -261,14 +269,10 @@ func (s *stream) writeData(p []byte, end bool) {
 		return
 	}
 	s.info.BytesSent += uint64(len(p))
-	if err := s.conn.enc.WriteData(p, end); err != nil {
-		s.downstreamWriteFailed()
-		return
-	}
 	if end {
 		s.responseDone = true
 	}
-	if err := s.conn.enc.Flush(); err != nil {
+	if err := s.ds.writeData(p, end); err != nil {
 		s.downstreamWriteFailed()
 	}
 }
@@ -279,13 +283,9 @@ func (s *stream) writeTrailers(t *headers.Map) {
 	}
 	s.respTrailers = t
 	s.responseDone = true
-	if err := s.conn.enc.WriteTrailers(t); err == nil {
-		err = s.conn.enc.Flush()
-		if err == nil {
-			return
-		}
+	if err := s.ds.writeTrailers(t); err != nil {
+		s.downstreamWriteFailed()
 	}
-	s.downstreamWriteFailed()
 }
 
 func (s *stream) downstreamWriteFailed() {

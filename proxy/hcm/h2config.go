@@ -1,0 +1,122 @@
+package hcm
+
+import (
+	"fmt"
+	"io"
+	"log"
+	"math"
+	"net/http"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"golang.org/x/net/http2"
+
+	"github.com/outrider-proxy/outrider/proxy/confcheck"
+)
+
+// Envoy's HTTP/2 defaults that differ from golang.org/x/net/http2's.
+const (
+	envoyMaxConcurrentStreams = math.MaxInt32 // http2_protocol_options.max_concurrent_streams
+	defaultH2HeaderBytes      = 60 << 10      // max_request_headers_kb default
+)
+
+// h2Server is the HTTP/2 side of a Config: one x/net server for every
+// connection of the filter chain, configured on base so that base.Shutdown
+// sends GOAWAY to all of them (the drain).
+type h2Server struct {
+	srv  *http2.Server
+	base *http.Server
+}
+
+// compileHTTP2 maps http2_protocol_options onto x/net/http2.Server.
+//
+// Mapped: hpack_table_size, max_concurrent_streams (Envoy's default,
+// 2^31-1, when unset), initial_stream_window_size and
+// initial_connection_window_size (unset: x/net's 1 MiB, not Envoy's 256 MiB,
+// because x/net buffers a whole window per stream while Envoy bounds it with
+// the connection buffer limit), connection_keepalive.interval/timeout (PING
+// after that long without a frame; close when unanswered).
+//
+// Accepted and left to x/net's built-in limits (it bounds queued control
+// frames at 10000, counts window updates and empty frames its own way):
+// max_outbound_frames, max_outbound_control_frames,
+// max_consecutive_inbound_frames_with_empty_payload,
+// max_inbound_priority_frames_per_stream,
+// max_inbound_window_update_frames_per_data_frame_sent. x/net answers a
+// malformed request with a stream reset (PROTOCOL_ERROR) in most cases,
+// which is Envoy's stream_error_on_invalid_http_messaging: true behaviour;
+// the field is accepted either way.
+//
+// Refused: allow_connect (extended CONNECT needs upgrades), allow_metadata,
+// custom_settings_parameters, connection_keepalive.connection_idle_interval
+// (an upstream option) and every field not listed here.
+func (c *Config) compileHTTP2(p *corev3.Http2ProtocolOptions) error {
+	const path = "http2_protocol_options"
+	s := &http2.Server{MaxConcurrentStreams: envoyMaxConcurrentStreams}
+	if p != nil {
+		if err := confcheck.Fields(p, path, "hpack_table_size", "max_concurrent_streams",
+			"initial_stream_window_size", "initial_connection_window_size", "allow_connect",
+			"max_outbound_frames", "max_outbound_control_frames", "max_consecutive_inbound_frames_with_empty_payload",
+			"max_inbound_priority_frames_per_stream", "max_inbound_window_update_frames_per_data_frame_sent",
+			"stream_error_on_invalid_http_messaging", "override_stream_error_on_invalid_http_message",
+			"connection_keepalive"); err != nil {
+			return err
+		}
+		if p.GetAllowConnect() {
+			return fmt.Errorf("%s.allow_connect: extended CONNECT (upgrades over HTTP/2) is not supported by outrider yet", path)
+		}
+		if v := p.GetHpackTableSize(); v != nil {
+			if v.GetValue() == 0 {
+				return fmt.Errorf("%s.hpack_table_size: 0 (no dynamic table) is not supported by outrider yet", path)
+			}
+			s.MaxDecoderHeaderTableSize = v.GetValue()
+		}
+		if v := p.GetMaxConcurrentStreams(); v != nil {
+			if v.GetValue() < 1 {
+				return fmt.Errorf("%s.max_concurrent_streams: must be at least 1", path)
+			}
+			s.MaxConcurrentStreams = v.GetValue()
+		}
+		if v := p.GetInitialStreamWindowSize(); v != nil {
+			if v.GetValue() < 65535 || v.GetValue() > math.MaxInt32 {
+				return fmt.Errorf("%s.initial_stream_window_size: %d is outside [65535, 2147483647]", path, v.GetValue())
+			}
+			s.MaxUploadBufferPerStream = int32(v.GetValue())
+		}
+		if v := p.GetInitialConnectionWindowSize(); v != nil {
+			if v.GetValue() < 65535 || v.GetValue() > math.MaxInt32 {
+				return fmt.Errorf("%s.initial_connection_window_size: %d is outside [65535, 2147483647]", path, v.GetValue())
+			}
+			s.MaxUploadBufferPerConnection = int32(v.GetValue())
+		}
+		if ka := p.GetConnectionKeepalive(); ka != nil {
+			kpath := path + ".connection_keepalive"
+			if err := confcheck.Fields(ka, kpath, "interval", "timeout", "interval_jitter"); err != nil {
+				return err
+			}
+			if d := ka.GetInterval(); d != nil {
+				s.ReadIdleTimeout = d.AsDuration()
+			}
+			if d := ka.GetTimeout(); d != nil {
+				if d.AsDuration() <= 0 {
+					return fmt.Errorf("%s.timeout: must be positive", kpath)
+				}
+				s.PingTimeout = d.AsDuration()
+			}
+		}
+	}
+	// Envoy's connection idle_timeout: GOAWAY once no stream has been open
+	// for that long.
+	s.IdleTimeout = c.idleTimeout
+	base := &http.Server{
+		MaxHeaderBytes: c.limits.MaxHeaderBytes,
+		ErrorLog:       log.New(io.Discard, "", 0),
+	}
+	if base.MaxHeaderBytes <= 0 {
+		base.MaxHeaderBytes = defaultH2HeaderBytes
+	}
+	if err := http2.ConfigureServer(base, s); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	c.h2 = h2Server{srv: s, base: base}
+	return nil
+}
