@@ -58,7 +58,7 @@ type Cluster struct {
 	TransportSocket               *corev3.TransportSocket
 	TypedExtensionProtocolOptions map[string]*anypb.Any
 
-	policy         lbPolicy
+	policy         *lbConfig
 	overprovision  uint32
 	panicThreshold float64
 	dialer         net.Dialer
@@ -146,17 +146,11 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 		}
 	}
 
-	if cfg.GetLoadBalancingPolicy() != nil {
-		return fmt.Errorf("load_balancing_policy is not supported yet")
+	lb, err := compileLB(cfg, c.Stats.Scope())
+	if err != nil {
+		return err
 	}
-	switch p := cfg.GetLbPolicy(); p {
-	case clusterv3.Cluster_ROUND_ROBIN:
-		c.policy = lbRoundRobin
-	case clusterv3.Cluster_RANDOM:
-		c.policy = lbRandom
-	default:
-		return fmt.Errorf("lb_policy %s is not supported yet", p)
-	}
+	c.policy = lb
 	if t := cfg.GetCommonLbConfig().GetHealthyPanicThreshold(); t != nil {
 		c.panicThreshold = t.GetValue()
 	}
@@ -251,8 +245,12 @@ func (c *Cluster) markInitialized() {
 // priorities (Envoy's priority load with overprovisioning and panic mode).
 // It returns nil only when no host can be chosen, e.g. an empty cluster or a
 // panicking one with panic disabled. It does not allocate.
-func (c *Cluster) ChooseHost(_ *LBContext) *Host {
-	h, panicked := c.set.Load().choose()
+//
+// Hashing policies (RING_HASH, MAGLEV) use ctx.HashKey when ctx.HasHash and a
+// random hash otherwise, as Envoy does; LEAST_REQUEST reads the hosts'
+// active request counts (HostStats.RqActive).
+func (c *Cluster) ChooseHost(ctx *LBContext) *Host {
+	h, panicked := c.set.Load().choose(ctx)
 	if panicked {
 		c.Stats.LbHealthyPanic.Inc()
 	}

@@ -30,11 +30,11 @@ func TestCompile(t *testing.T) {
 			`cluster "l": load_assignment: LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint`},
 		{"logical dns two localities", `{"name":"l","type":"LOGICAL_DNS","load_assignment":{"cluster_name":"x","endpoints":[{"lb_endpoints":[{"endpoint":{"address":{"socket_address":{"address":"a.example","port_value":80}}}}]},{"lb_endpoints":[{"endpoint":{"address":{"socket_address":{"address":"b.example","port_value":80}}}}]}]}}`,
 			`LOGICAL_DNS clusters must have a single locality_lb_endpoint`},
-		{"least request", `{"name":"a","lb_policy":"LEAST_REQUEST"}`, `cluster "a": lb_policy LEAST_REQUEST is not supported yet`},
-		{"ring hash", `{"name":"a","lb_policy":"RING_HASH"}`, `lb_policy RING_HASH is not supported yet`},
-		{"maglev", `{"name":"a","lb_policy":"MAGLEV"}`, `lb_policy MAGLEV is not supported yet`},
+		{"least request", `{"name":"a","lb_policy":"LEAST_REQUEST"}`, ""},
+		{"ring hash", `{"name":"a","lb_policy":"RING_HASH"}`, ""},
+		{"maglev", `{"name":"a","lb_policy":"MAGLEV"}`, ""},
 		{"cluster provided", `{"name":"a","lb_policy":"CLUSTER_PROVIDED"}`, `lb_policy CLUSTER_PROVIDED is not supported yet`},
-		{"load_balancing_policy", `{"name":"a","load_balancing_policy":{"policies":[{"typed_extension_config":{"name":"rr","typed_config":{"@type":"type.googleapis.com/google.protobuf.Empty"}}}]}}`, `load_balancing_policy is not supported yet`},
+		{"load_balancing_policy", `{"name":"a","load_balancing_policy":{"policies":[{"typed_extension_config":{"name":"rr","typed_config":{"@type":"type.googleapis.com/google.protobuf.Empty"}}}]}}`, `cluster "a": load_balancing_policy: didn't find a registered load balancer factory implementation with names from [rr]`},
 		{"original dst", `{"name":"o","type":"ORIGINAL_DST","lb_policy":"CLUSTER_PROVIDED"}`, `lb_policy CLUSTER_PROVIDED is not supported yet`},
 		{"original dst rr", `{"name":"o","type":"ORIGINAL_DST"}`, `cluster "o": type ORIGINAL_DST: unsupported cluster type`},
 		{"custom type", `{"name":"x","cluster_type":{"name":"envoy.clusters.aggregate","typed_config":{"@type":"type.googleapis.com/google.protobuf.Empty"}}}`, `cluster "x": cluster_type "envoy.clusters.aggregate": unsupported cluster type`},
@@ -160,7 +160,7 @@ func TestManagerAPI(t *testing.T) {
 	if m.Get("a") != a2 || a1 == a2 || !a1.Draining() || a2.Draining() {
 		t.Errorf("replace: get %p old %p new %p, old draining %v", m.Get("a"), a1, a2, a1.Draining())
 	}
-	if err := m.AddOrUpdate(parseCluster(t, `{"name":"a","lb_policy":"MAGLEV"}`)); err == nil || m.Get("a") != a2 {
+	if err := m.AddOrUpdate(parseCluster(t, `{"name":"a","lb_policy":"CLUSTER_PROVIDED"}`)); err == nil || m.Get("a") != a2 {
 		t.Errorf("bad update must keep the old cluster: err %v", err)
 	}
 	all := m.All()

@@ -49,7 +49,7 @@ func Unenforced(c *clusterv3.Cluster) []string {
 		add(b.GetLocalAddressSelector() != nil, "upstream_bind_config.local_address_selector")
 	}
 	add(c.GetLbSubsetConfig() != nil, "lb_subset_config")
-	add(c.GetLbConfig() != nil, "lb_config")
+	add(c.GetOriginalDstLbConfig() != nil, "original_dst_lb_config")
 	if l := c.GetCommonLbConfig(); l != nil {
 		add(l.GetLocalityConfigSpecifier() != nil, "common_lb_config.locality_config_specifier")
 		add(l.GetUpdateMergeWindow() != nil, "common_lb_config.update_merge_window")
