@@ -51,14 +51,19 @@ type Cluster struct {
 	// the kernel choose.
 	SourceAddr netip.AddrPort
 
+	// HealthChecks is health_checks (at most one, as Envoy), run by hc.
+	HealthChecks []*corev3.HealthCheck
+	// HealthCheck are the health_check.* stats; nil without health_checks.
+	HealthCheck *HealthCheckStats
+
 	// Recorded for later features; not yet enforced (see Unenforced).
-	HealthChecks                  []*corev3.HealthCheck
 	OutlierDetection              *clusterv3.OutlierDetection
 	CircuitBreakers               *clusterv3.CircuitBreakers
 	TransportSocket               *corev3.TransportSocket
 	TypedExtensionProtocolOptions map[string]*anypb.Any
 
 	policy         *lbConfig
+	hc             *healthChecker // nil without health_checks
 	overprovision  uint32
 	panicThreshold float64
 	dialer         net.Dialer
@@ -120,6 +125,15 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 	}
 	if err := c.compileDiscovery(cfg); err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", name, err)
+	}
+	if hcs := cfg.GetHealthChecks(); len(hcs) > 1 {
+		return nil, fmt.Errorf("cluster %q: health_checks: Multiple health checks not supported", name)
+	} else if len(hcs) == 1 {
+		hc, err := compileHealthCheck(c, hcs[0])
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: health_checks[0].%w", name, err)
+		}
+		c.hc, c.HealthCheck = hc, hc.stats
 	}
 	c.set.Store(buildPrioritySet(nil, c.policy, c.overprovision, c.panicThreshold))
 	return c, nil
@@ -344,6 +358,9 @@ func (c *Cluster) setHosts(next []*Host) bool {
 			}
 		}
 	}
+	if c.hc != nil {
+		c.hc.sync(next)
+	}
 	c.publish(next)
 	c.Stats.MembershipChange.Inc()
 	return true
@@ -379,6 +396,9 @@ func (c *Cluster) drain() {
 		cancel()
 	}
 	c.wg.Wait()
+	if c.hc != nil {
+		c.hc.close()
+	}
 	for _, h := range c.set.Load().all {
 		h.drain()
 	}

@@ -18,6 +18,8 @@ type endpointSpec struct {
 	locality *corev3.Locality
 	metadata *corev3.Metadata
 	health   corev3.HealthStatus
+	hcHost   string // health_check_config.hostname
+	hcPort   uint16 // health_check_config.port_value
 	path     string // field path for errors, e.g. "load_assignment.endpoints[0].lb_endpoints[1]"
 }
 
@@ -59,7 +61,16 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment) ([]endpointSpec, err
 				}
 				w = lw.GetValue()
 			}
+			hcc := ep.GetHealthCheckConfig()
+			if hcc.GetAddress() != nil {
+				return nil, fmt.Errorf("%s.endpoint.health_check_config.address: not supported yet", path)
+			}
+			if hcc.GetPortValue() > 65535 {
+				return nil, fmt.Errorf("%s.endpoint.health_check_config.port_value: %d out of range", path, hcc.GetPortValue())
+			}
 			out = append(out, endpointSpec{
+				hcHost:   hcc.GetHostname(),
+				hcPort:   uint16(hcc.GetPortValue()),
 				address:  sa.GetAddress(),
 				port:     uint16(sa.GetPortValue()),
 				hostname: ep.GetHostname(),
@@ -91,5 +102,7 @@ func (e *endpointSpec) host(c *Cluster, addr netip.AddrPort, dnsName string) *Ho
 	if hn == "" {
 		hn = dnsName
 	}
-	return newHost(c, addr, hn, e.weight, e.priority, e.locality, e.metadata, e.health)
+	h := newHost(c, addr, hn, e.weight, e.priority, e.locality, e.metadata, e.health)
+	h.hcHostname, h.hcPort = e.hcHost, e.hcPort
+	return h
 }

@@ -19,7 +19,6 @@ func Unenforced(c *clusterv3.Cluster) []string {
 	add(c.GetTransportSocketMatcher() != nil, "transport_socket_matcher")
 	add(c.GetStatsMatcher() != nil, "stats_matcher")
 	add(c.GetPerConnectionBufferHighWatermarkTimeout() != nil, "per_connection_buffer_high_watermark_timeout")
-	add(len(c.GetHealthChecks()) > 0, "health_checks")
 	add(c.GetCircuitBreakers() != nil, "circuit_breakers")
 	add(c.GetUpstreamHttpProtocolOptions() != nil, "upstream_http_protocol_options")
 	if h := c.GetCommonHttpProtocolOptions(); h != nil {
