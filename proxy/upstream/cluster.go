@@ -56,6 +56,9 @@ type Cluster struct {
 	// HealthCheck are the health_check.* stats; nil without health_checks.
 	HealthCheck *HealthCheckStats
 
+	// Outlier are the outlier_detection.* stats; nil without outlier_detection.
+	Outlier *OutlierStats
+
 	// Recorded for later features; not yet enforced (see Unenforced).
 	OutlierDetection              *clusterv3.OutlierDetection
 	CircuitBreakers               *clusterv3.CircuitBreakers
@@ -63,7 +66,8 @@ type Cluster struct {
 	TypedExtensionProtocolOptions map[string]*anypb.Any
 
 	policy         *lbConfig
-	hc             *healthChecker // nil without health_checks
+	hc             *healthChecker   // nil without health_checks
+	outlier        *outlierDetector // nil without outlier_detection
 	overprovision  uint32
 	panicThreshold float64
 	dialer         net.Dialer
@@ -134,6 +138,13 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 			return nil, fmt.Errorf("cluster %q: health_checks[0].%w", name, err)
 		}
 		c.hc, c.HealthCheck = hc, hc.stats
+	}
+	if od := cfg.GetOutlierDetection(); od != nil {
+		d, err := compileOutlier(c, od)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", name, err)
+		}
+		c.outlier, c.Outlier = d, d.stats
 	}
 	c.set.Store(buildPrioritySet(nil, c.policy, c.overprovision, c.panicThreshold))
 	return c, nil
@@ -357,6 +368,9 @@ func (c *Cluster) setHosts(next []*Host) bool {
 				h.drain()
 			}
 		}
+	}
+	if c.outlier != nil {
+		c.outlier.sync(next)
 	}
 	if c.hc != nil {
 		c.hc.sync(next)

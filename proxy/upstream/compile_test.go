@@ -95,8 +95,8 @@ func TestUnenforced(t *testing.T) {
 		"outlier_detection":{},"circuit_breakers":{},"transport_socket":{"name":"tls"},
 		"respect_dns_ttl":true,"common_http_protocol_options":{"idle_timeout":"1s","max_connection_duration":"1s"}}`)
 	got := Unenforced(c)
-	want := []string{"health_checks", "circuit_breakers", "common_http_protocol_options.max_connection_duration",
-		"respect_dns_ttl", "outlier_detection", "transport_socket"}
+	want := []string{"circuit_breakers", "common_http_protocol_options.max_connection_duration",
+		"respect_dns_ttl", "transport_socket"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Unenforced = %q, want %q", got, want)
 	}

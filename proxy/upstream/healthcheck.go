@@ -287,6 +287,9 @@ func (s *hcSession) handle(r hcResult) time.Duration {
 			}
 			tr = changed
 		}
+		if d := h.c.outlier; d != nil && d.onHealthCheckSuccess(host) {
+			tr = changed
+		}
 		h.stats.Success.Inc()
 	} else {
 		s.nOK = 0

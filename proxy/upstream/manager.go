@@ -79,6 +79,9 @@ func (m *Manager) AddOrUpdate(c *clusterv3.Cluster) error {
 
 // start begins discovery of a freshly compiled cluster.
 func (c *Cluster) start(src EndpointSource) {
+	if c.outlier != nil {
+		c.outlier.start()
+	}
 	switch c.Type {
 	case clusterv3.Cluster_STATIC:
 		hosts := make([]*Host, 0, len(c.specs))

@@ -39,7 +39,6 @@ func Unenforced(c *clusterv3.Cluster) []string {
 	add(c.GetDnsResolutionConfig() != nil, "dns_resolution_config")
 	add(c.GetTypedDnsResolverConfig() != nil, "typed_dns_resolver_config")
 	add(c.GetWaitForWarmOnInit() != nil, "wait_for_warm_on_init")
-	add(c.GetOutlierDetection() != nil, "outlier_detection")
 	add(c.GetCleanupInterval() != nil, "cleanup_interval")
 	if b := c.GetUpstreamBindConfig(); b != nil {
 		add(b.GetFreebind() != nil, "upstream_bind_config.freebind")
