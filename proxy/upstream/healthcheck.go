@@ -65,11 +65,11 @@ type healthChecker struct {
 	stats  *HealthCheckStats
 
 	timeout, interval, noTraffic, noTrafficHealthy time.Duration
-	unhealthyInterval, unhealthyEdge, healthyEdge   time.Duration
-	jitter, initialJitter                           time.Duration
-	jitterPercent                                   uint64
-	unhealthyThreshold, healthyThreshold            uint32
-	alwaysLogFailures                               bool
+	unhealthyInterval, unhealthyEdge, healthyEdge  time.Duration
+	jitter, initialJitter                          time.Duration
+	jitterPercent                                  uint64
+	unhealthyThreshold, healthyThreshold           uint32
+	alwaysLogFailures                              bool
 
 	logMu   sync.Mutex
 	logFile *os.File // event_log_path; nil when unset
