@@ -68,6 +68,7 @@ type Cluster struct {
 	policy         *lbConfig
 	hc             *healthChecker   // nil without health_checks
 	outlier        *outlierDetector // nil without outlier_detection
+	res            *resources       // DEFAULT priority circuit breakers; never nil
 	overprovision  uint32
 	panicThreshold float64
 	dialer         net.Dialer
@@ -139,6 +140,7 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 		}
 		c.hc, c.HealthCheck = hc, hc.stats
 	}
+	compileCircuitBreakers(c, cfg.GetCircuitBreakers())
 	if od := cfg.GetOutlierDetection(); od != nil {
 		d, err := compileOutlier(c, od)
 		if err != nil {

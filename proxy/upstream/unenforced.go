@@ -2,6 +2,7 @@ package upstream
 
 import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 )
 
 // Unenforced lists the field paths of c that are set but not yet honoured by
@@ -19,7 +20,17 @@ func Unenforced(c *clusterv3.Cluster) []string {
 	add(c.GetTransportSocketMatcher() != nil, "transport_socket_matcher")
 	add(c.GetStatsMatcher() != nil, "stats_matcher")
 	add(c.GetPerConnectionBufferHighWatermarkTimeout() != nil, "per_connection_buffer_high_watermark_timeout")
-	add(c.GetCircuitBreakers() != nil, "circuit_breakers")
+	if cb := c.GetCircuitBreakers(); cb != nil {
+		add(len(cb.GetPerHostThresholds()) > 0, "circuit_breakers.per_host_thresholds")
+		pools, high := false, false
+		for _, t := range cb.GetThresholds() {
+			pools = pools || t.GetMaxConnectionPools() != nil
+			high = high || t.GetPriority() == corev3.RoutingPriority_HIGH
+		}
+		// HIGH thresholds get their gauges but all traffic runs at DEFAULT.
+		add(high, "circuit_breakers.thresholds[priority=HIGH]")
+		add(pools, "circuit_breakers.thresholds[].max_connection_pools")
+	}
 	add(c.GetUpstreamHttpProtocolOptions() != nil, "upstream_http_protocol_options")
 	if h := c.GetCommonHttpProtocolOptions(); h != nil {
 		add(h.GetMaxConnectionDuration() != nil, "common_http_protocol_options.max_connection_duration")
