@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -317,5 +318,82 @@ func BenchmarkHashRebuild10k(b *testing.B) {
 				c.RefreshHealth()
 			}
 		})
+	}
+}
+
+// TestMaglevEnvoyTable checks the table against Envoy's own test
+// (MaglevLoadBalancerTest.Basic): six hosts, table size 7.
+func TestMaglevEnvoyTable(t *testing.T) {
+	m, st := newTestManager(t)
+	var eps []string
+	for p := 90; p <= 95; p++ {
+		eps = append(eps, fmt.Sprintf("127.0.0.1:%d", p))
+	}
+	c := mustAdd(t, m, lbCluster("mg", "MAGLEV", `"maglev_lb_config":{"table_size":7}`, eps...))
+	want := []int{2, 4, 0, 1, 5, 0, 3}
+	for i := range 3 * len(want) {
+		got := c.ChooseHost(&LBContext{HashKey: uint64(i), HasHash: true}).String()
+		if got != eps[want[i%len(want)]] {
+			t.Errorf("hash %d -> %s, want %s", i, got, eps[want[i%len(want)]])
+		}
+	}
+	if lo, hi := st.Gauge("cluster.mg.maglev_lb.min_entries_per_host").Value(), st.Gauge("cluster.mg.maglev_lb.max_entries_per_host").Value(); lo != 1 || hi != 2 {
+		t.Errorf("entries per host %d..%d, want 1..2", lo, hi)
+	}
+}
+
+// TestRingHashEnvoyRings checks rings against Envoy's own tests
+// (RingHashLoadBalancerTest: Basic, BasicWithMurmur2, HostWeightedTinyRing,
+// HostWeightedLargeRing).
+func TestRingHashEnvoyRings(t *testing.T) {
+	ports := func(from, to int, weights ...int) []string {
+		var out []string
+		for p := from; p <= to; p++ {
+			s := fmt.Sprintf("127.0.0.1:%d", p)
+			if len(weights) > 0 {
+				s += fmt.Sprintf("/%d", weights[p-from])
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+	tests := []struct {
+		name   string
+		config string
+		eps    []string
+		picks  map[uint64]int // hash -> host index
+	}{
+		{"xxhash", `"ring_hash_lb_config":{"minimum_ring_size":12}`, ports(90, 95),
+			map[uint64]int{math.MaxUint64: 4, 3551244743356806947: 5, 3551244743356806948: 3, 16117243373044804880: 0}},
+		{"murmur2", `"ring_hash_lb_config":{"minimum_ring_size":12,"hash_function":"MURMUR_HASH_2"}`, ports(80, 85),
+			map[uint64]int{0: 5, math.MaxUint64: 5, 1358027074129602068: 5, 1358027074129602069: 3, 10150910876324007730: 2}},
+		{"weighted tiny ring", `"ring_hash_lb_config":{"minimum_ring_size":6,"maximum_ring_size":6}`, ports(90, 92, 1, 2, 3),
+			map[uint64]int{928266305478181108: 2, 4443673547860492590: 2, 5583722120771150861: 1,
+				6311230543546372928: 1, 13444792449719432967: 2, 16117243373044804889: 0}},
+		{"uneven hosts", `"ring_hash_lb_config":{"minimum_ring_size":3}`, ports(80, 81), map[uint64]int{0: 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, _ := newTestManager(t)
+			c := mustAdd(t, m, lbCluster("rh", "RING_HASH", tt.config, tt.eps...))
+			for hash, want := range tt.picks {
+				got := c.ChooseHost(&LBContext{HashKey: hash, HasHash: true}).String()
+				if w := strings.Split(tt.eps[want], "/")[0]; got != w {
+					t.Errorf("hash %d -> %s, want %s", hash, got, w)
+				}
+			}
+		})
+	}
+	m, st := newTestManager(t)
+	c := mustAdd(t, m, lbCluster("rh", "RING_HASH", `"ring_hash_lb_config":{"minimum_ring_size":6144}`, ports(90, 92, 1, 2, 3)...))
+	if st.Gauge("cluster.rh.ring_hash_lb.size").Value() != 6144 || st.Gauge("cluster.rh.ring_hash_lb.max_hashes_per_host").Value() != 3072 {
+		t.Errorf("large ring gauges %d %d", st.Gauge("cluster.rh.ring_hash_lb.size").Value(), st.Gauge("cluster.rh.ring_hash_lb.max_hashes_per_host").Value())
+	}
+	got := map[string]int{}
+	for i := range uint64(6000) {
+		got[c.ChooseHost(&LBContext{HashKey: i * (math.MaxUint64 / 6000), HasHash: true}).String()]++
+	}
+	if got["127.0.0.1:90"] != 987 || got["127.0.0.1:91"] != 1932 || got["127.0.0.1:92"] != 3081 {
+		t.Errorf("large weighted ring distribution %v, Envoy's is 987/1932/3081", got)
 	}
 }
