@@ -83,6 +83,7 @@ type Cluster struct {
 	edsCancel   func()
 	initialized chan struct{}
 	initOnce    sync.Once
+	discovered  atomic.Bool // the first host set is in
 
 	hostMu sync.Mutex // serializes host-set updates
 	set    atomic.Pointer[prioritySet]
@@ -262,10 +263,23 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 // Initialized is closed once the cluster has its first host set: at once
 // for STATIC, after the first resolution round for DNS types, after the first
 // assignment for EDS (or at once when the manager has no EndpointSource).
+// With health_checks it also waits, as Envoy's warming does, until every
+// host of that first set has had its first check.
 func (c *Cluster) Initialized() <-chan struct{} { return c.initialized }
 
+// markInitialized records that discovery produced the first host set.
 func (c *Cluster) markInitialized() {
-	c.initOnce.Do(func() { close(c.initialized) })
+	c.discovered.Store(true)
+	if c.hc != nil && !c.hc.synced.Load() {
+		c.hc.initDone.Store(true) // no hosts to check
+	}
+	c.tryInitialized()
+}
+
+func (c *Cluster) tryInitialized() {
+	if c.discovered.Load() && (c.hc == nil || c.hc.initDone.Load()) {
+		c.initOnce.Do(func() { close(c.initialized) })
+	}
 }
 
 // ChooseHost picks a host by the cluster's load balancing policy across

@@ -20,6 +20,7 @@ type endpointSpec struct {
 	health   corev3.HealthStatus
 	hcHost   string // health_check_config.hostname
 	hcPort   uint16 // health_check_config.port_value
+	hcOff    bool   // health_check_config.disable_active_health_check
 	path     string // field path for errors, e.g. "load_assignment.endpoints[0].lb_endpoints[1]"
 }
 
@@ -71,6 +72,7 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment) ([]endpointSpec, err
 			out = append(out, endpointSpec{
 				hcHost:   hcc.GetHostname(),
 				hcPort:   uint16(hcc.GetPortValue()),
+				hcOff:    hcc.GetDisableActiveHealthCheck(),
 				address:  sa.GetAddress(),
 				port:     uint16(sa.GetPortValue()),
 				hostname: ep.GetHostname(),
@@ -103,6 +105,6 @@ func (e *endpointSpec) host(c *Cluster, addr netip.AddrPort, dnsName string) *Ho
 		hn = dnsName
 	}
 	h := newHost(c, addr, hn, e.weight, e.priority, e.locality, e.metadata, e.health)
-	h.hcHostname, h.hcPort = e.hcHost, e.hcPort
+	h.hcHostname, h.hcPort, h.hcDisabled = e.hcHost, e.hcPort, e.hcOff
 	return h
 }

@@ -75,6 +75,12 @@ type healthChecker struct {
 	logFile *os.File // event_log_path; nil when unset
 
 	sessions map[*Host]*hcSession // guarded by the cluster's hostMu
+
+	// Warming: synced is set by the first sync; initPending counts the
+	// first set's hosts not checked yet; initDone is set when it reaches 0.
+	synced      atomic.Bool
+	initPending atomic.Int64
+	initDone    atomic.Bool
 	healthy  atomic.Int64
 	degraded atomic.Int64
 }
@@ -85,6 +91,9 @@ type hcSession struct {
 	host   *Host
 	cancel context.CancelFunc
 	first  bool
+	// warming is set for hosts of the first host set until their first
+	// check completes (or they are removed).
+	warming atomic.Bool
 	nOK    uint32 // consecutive successes while failed
 	nFail  uint32 // consecutive counted failures while healthy
 
@@ -172,15 +181,29 @@ func compileHealthCheck(c *Cluster, hc *corev3.HealthCheck) (*healthChecker, err
 // cluster's hostMu is held. New hosts start failed_active_hc until their
 // first successful check, as Envoy's.
 func (h *healthChecker) sync(hosts []*Host) {
+	initial := !h.synced.Swap(true)
+	if initial {
+		n := int64(0)
+		for _, host := range hosts {
+			if !host.hcDisabled {
+				n++
+			}
+		}
+		h.initPending.Store(n)
+		if n == 0 {
+			h.initDone.Store(true)
+		}
+	}
 	keep := make(map[*Host]bool, len(hosts))
 	for _, host := range hosts {
 		keep[host] = true
-		if h.sessions[host] != nil {
+		if h.sessions[host] != nil || host.hcDisabled {
 			continue
 		}
 		host.failedActiveHC.Store(true)
 		ctx, cancel := context.WithCancel(h.c.stopCtx)
 		s := &hcSession{hc: h, host: host, cancel: cancel, first: true}
+		s.warming.Store(initial)
 		h.sessions[host] = s
 		h.c.wg.Add(1)
 		go s.run(ctx)
@@ -188,6 +211,7 @@ func (h *healthChecker) sync(hosts []*Host) {
 	for host, s := range h.sessions {
 		if !keep[host] {
 			s.cancel()
+			h.warmed(s)
 			delete(h.sessions, host)
 			if !host.failedActiveHC.Load() {
 				h.stats.Healthy.Set(h.healthy.Add(-1))
@@ -237,6 +261,15 @@ func (s *hcSession) run(ctx context.Context) {
 			res.failure = datacorev3.HealthCheckFailureType_NETWORK_TIMEOUT
 		}
 		t.Reset(s.handle(res))
+		h.warmed(s)
+	}
+}
+
+// warmed ends s's part in the cluster's warming (once).
+func (h *healthChecker) warmed(s *hcSession) {
+	if s.warming.CompareAndSwap(true, false) && h.initPending.Add(-1) == 0 {
+		h.initDone.Store(true)
+		h.c.tryInitialized()
 	}
 }
 

@@ -282,4 +282,34 @@ func TestHealthCheckInterval(t *testing.T) {
 	}
 }
 
-var _ = context.Background
+func TestHealthCheckWarming(t *testing.T) {
+	srv := newHCServer(t)
+	srv.stall.Store(true) // the first check hangs until its timeout
+	m, _ := newTestManager(t)
+	js := strings.Replace(hcCluster("w", srv.addr, `"http_health_check":{"path":"/"}`, ""), `"timeout":"1s"`, `"timeout":"0.3s"`, 1)
+	c := mustAdd(t, m, js)
+	select {
+	case <-c.Initialized():
+		t.Fatal("initialized before the first health check finished")
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.WaitInitialized(ctx); err != nil {
+		t.Fatalf("not initialized after the first check: %v", err)
+	}
+	if c.Hosts()[0].Healthy() {
+		t.Error("timed-out host healthy")
+	}
+	// Endpoints with disable_active_health_check are neither checked nor failed.
+	js = strings.Replace(hcCluster("d", srv.addr, `"http_health_check":{"path":"/"}`, ""), `"endpoint":{`, `"endpoint":{"health_check_config":{"disable_active_health_check":true},`, 1)
+	d := mustAdd(t, m, js)
+	select {
+	case <-d.Initialized():
+	default:
+		t.Error("a cluster without checked hosts is not initialized at once")
+	}
+	if !d.Hosts()[0].Healthy() {
+		t.Error("unchecked host unhealthy")
+	}
+}

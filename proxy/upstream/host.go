@@ -46,6 +46,9 @@ type Host struct {
 	// port_value; empty and zero when unset.
 	hcHostname string
 	hcPort     uint16
+	// hcDisabled is health_check_config.disable_active_health_check: the
+	// host is never actively checked and never fails active health checks.
+	hcDisabled bool
 	// outlier is the host's outlier detection state; nil when the cluster
 	// has no outlier_detection.
 	outlier *outlierHost
