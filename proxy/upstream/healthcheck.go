@@ -81,8 +81,8 @@ type healthChecker struct {
 	synced      atomic.Bool
 	initPending atomic.Int64
 	initDone    atomic.Bool
-	healthy  atomic.Int64
-	degraded atomic.Int64
+	healthy     atomic.Int64
+	degraded    atomic.Int64
 }
 
 // hcSession is the health checking of one host.
@@ -94,8 +94,8 @@ type hcSession struct {
 	// warming is set for hosts of the first host set until their first
 	// check completes (or they are removed).
 	warming atomic.Bool
-	nOK    uint32 // consecutive successes while failed
-	nFail  uint32 // consecutive counted failures while healthy
+	nOK     uint32 // consecutive successes while failed
+	nFail   uint32 // consecutive counted failures while healthy
 
 	// Prober state.
 	conn  net.Conn
