@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -312,4 +313,33 @@ func TestHealthCheckWarming(t *testing.T) {
 	if !d.Hosts()[0].Healthy() {
 		t.Error("unchecked host unhealthy")
 	}
+}
+
+func TestResilienceGoroutinesStop(t *testing.T) {
+	srv := newHCServer(t)
+	ls := newLineServer(t, 0)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	before := runtime.NumGoroutine()
+	m, _ := newTestManager(t)
+	for i, hc := range []struct{ addr, js string }{
+		{srv.addr, `"http_health_check":{"path":"/"}`},
+		{ls.addrPort().String(), `"tcp_health_check":{"send":{"text":"68690a"},"receive":[{"text":"6f6b0a"}]}`},
+		{ln.Addr().String(), `"grpc_health_check":{}`},
+	} {
+		js := strings.Replace(hcCluster(fmt.Sprintf("c%d", i), hc.addr, hc.js, ""), `"load_assignment"`, `"outlier_detection":{"interval":"0.01s"},"load_assignment"`, 1)
+		c := mustAdd(t, m, js)
+		waitFor(t, "healthy", c.Hosts()[0].Healthy)
+	}
+	if runtime.NumGoroutine() <= before {
+		t.Fatal("no goroutines started")
+	}
+	m.Close()
+	waitFor(t, "goroutines to stop", func() bool { return runtime.NumGoroutine() <= before+2 })
 }
