@@ -64,6 +64,9 @@ type resources struct {
 	budgetPercent            float64 // retry_budget.budget_percent; <0 without a budget
 	minRetryConcurrency      int64
 
+	// perHostCx is per_host_thresholds max_connections; 0 means unlimited.
+	perHostCx int64
+
 	releaseCx, releaseRetry func() // bound once: handing them out does not allocate
 	freed                   broadcast
 }
@@ -134,6 +137,18 @@ func compileCircuitBreakers(c *Cluster, cb *clusterv3.CircuitBreakers) {
 	}
 	c.res = newResources(c.Stats.Scope(), "default", def)
 	newResources(c.Stats.Scope(), "high", high)
+	for _, t := range cb.GetPerHostThresholds() {
+		if t.GetPriority() == corev3.RoutingPriority_DEFAULT && t.GetMaxConnections() != nil {
+			c.res.perHostCx = int64(t.GetMaxConnections().GetValue())
+			break
+		}
+	}
+}
+
+// hostCxFull reports whether h is at per_host_thresholds max_connections
+// (Envoy compares the host's active connections).
+func (r *resources) hostCxFull(h *Host) bool {
+	return r.perHostCx > 0 && h.Stats.CxActive.Load() >= r.perHostCx
 }
 
 // retryLimit is max_retries, or the retry budget's share of the active and

@@ -136,6 +136,26 @@ func TestMaxConnectionsAndPending(t *testing.T) {
 	}
 }
 
+func TestPerHostMaxConnections(t *testing.T) {
+	ls := newLineServer(t, 0)
+	m, st := newTestManager(t)
+	c := cbCluster(t, m, ls, `{"per_host_thresholds":[{"max_connections":1}]}`)
+	p := c.Pool(c.Hosts()[0])
+	a, err := p.Get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if _, err := p.Get(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("second connection to the host: %v", err)
+	}
+	if st.Counter("cluster.cb.upstream_cx_overflow").Value() != 1 || ls.accepts.Load() != 1 {
+		t.Errorf("upstream_cx_overflow %d, %d connections", st.Counter("cluster.cb.upstream_cx_overflow").Value(), ls.accepts.Load())
+	}
+	a.Release(false)
+}
+
 func TestAdmitRetry(t *testing.T) {
 	ls := newLineServer(t, 0)
 	m, st := newTestManager(t)

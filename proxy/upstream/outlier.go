@@ -94,6 +94,10 @@ type outlierHost struct {
 	c5xx, cGateway, cLocal atomic.Uint32
 	ext, local             srBucket // current interval
 
+	// srExt and srLocal are the last interval's success rates (float64
+	// bits) for /clusters; -1 when the host had too few requests.
+	srExt, srLocal atomic.Uint64
+
 	numEjections uint32
 	backoff      uint32
 	ejectedAt    time.Time
@@ -119,6 +123,41 @@ type outlierDetector struct {
 	mu     sync.Mutex
 	hosts  map[*Host]*outlierHost
 	active int64
+	// srNums are the last success rate mean and ejection threshold
+	// (float64 bits; -1 when not computed), external and local origin.
+	srNums [2][2]atomic.Uint64
+}
+
+var minusOne = math.Float64bits(-1)
+
+// OutlierSuccessRate is the host's success rate over the last outlier
+// detection interval, for /clusters (external origin, or local origin with
+// split_external_local_origin_errors); -1 when not computed or without
+// outlier_detection.
+func (h *Host) OutlierSuccessRate(localOrigin bool) float64 {
+	if h.outlier == nil {
+		return -1
+	}
+	if localOrigin {
+		return math.Float64frombits(h.outlier.srLocal.Load())
+	}
+	return math.Float64frombits(h.outlier.srExt.Load())
+}
+
+// OutlierSuccessRateStats are the last interval's success rate average and
+// ejection threshold (Envoy's /clusters outlier::success_rate_average and
+// success_rate_ejection_threshold); -1 when not computed or without
+// outlier_detection.
+func (c *Cluster) OutlierSuccessRateStats(localOrigin bool) (average, threshold float64) {
+	if c.outlier == nil {
+		return -1, -1
+	}
+	i := 0
+	if localOrigin {
+		i = 1
+	}
+	n := &c.outlier.srNums[i]
+	return math.Float64frombits(n[0].Load()), math.Float64frombits(n[1].Load())
 }
 
 func u32(v *wrapperspb.UInt32Value, def uint32) uint32 {
@@ -165,6 +204,10 @@ func compileOutlier(c *Cluster, o *clusterv3.OutlierDetection) (*outlierDetector
 		fpThreshold:        float64(u32(o.GetFailurePercentageThreshold(), 85)),
 		hosts:              map[*Host]*outlierHost{},
 	}
+	for i := range d.srNums {
+		d.srNums[i][0].Store(minusOne)
+		d.srNums[i][1].Store(minusOne)
+	}
 	if d.interval <= 0 {
 		return nil, fmt.Errorf("outlier_detection.interval: must be positive")
 	}
@@ -207,8 +250,11 @@ func (d *outlierDetector) sync(hosts []*Host) {
 	for _, h := range hosts {
 		keep[h] = true
 		if h.outlier == nil {
-			h.outlier = &outlierHost{}
-			d.hosts[h] = h.outlier
+			o := &outlierHost{}
+			o.srExt.Store(minusOne)
+			o.srLocal.Store(minusOne)
+			h.outlier = o
+			d.hosts[h] = o
 		}
 	}
 	for h := range d.hosts {
@@ -376,6 +422,8 @@ func (d *outlierDetector) onInterval() {
 			d.unejectLocked(h, o)
 			changed = true
 		}
+		o.srExt.Store(minusOne)
+		o.srLocal.Store(minusOne)
 		samples = append(samples, sample{h: h, o: o,
 			ext: [2]uint64{o.ext.total.Swap(0), o.ext.success.Swap(0)},
 			loc: [2]uint64{o.local.total.Swap(0), o.local.success.Swap(0)}})
@@ -389,6 +437,8 @@ func (d *outlierDetector) onInterval() {
 			o    *outlierHost
 			rate float64
 		}
+		d.srNums[local][0].Store(minusOne)
+		d.srNums[local][1].Store(minusOne)
 		if uint64(len(d.hosts)) < d.srMinHosts && uint64(len(d.hosts)) < d.fpMinHosts {
 			break
 		}
@@ -402,6 +452,13 @@ func (d *outlierDetector) onInterval() {
 				continue
 			}
 			rate := 100 * float64(v[1]) / float64(v[0])
+			if v[0] >= min(d.srVolume, d.fpVolume) {
+				if local == 1 {
+					s.o.srLocal.Store(math.Float64bits(rate))
+				} else {
+					s.o.srExt.Store(math.Float64bits(rate))
+				}
+			}
 			e := struct {
 				h    *Host
 				o    *outlierHost
@@ -426,6 +483,8 @@ func (d *outlierDetector) onInterval() {
 				variance += (e.rate - mean) * (e.rate - mean)
 			}
 			threshold := mean - d.srStdev*math.Sqrt(variance/float64(len(sr)))
+			d.srNums[local][0].Store(math.Float64bits(mean))
+			d.srNums[local][1].Store(math.Float64bits(threshold))
 			for _, e := range sr {
 				if e.rate < threshold && !e.h.failedOutlier.Load() {
 					d.stats.Detected[srType].Inc()

@@ -198,6 +198,12 @@ func TestSuccessRateAndFailurePercentage(t *testing.T) {
 	}
 	clk.advance(time.Second)
 	c.outlier.onInterval()
+	if avg, thr := c.OutlierSuccessRateStats(false); avg != 90 || thr != 90-1.9*20 {
+		t.Errorf("success rate average %v threshold %v, want 90 and 52", avg, thr)
+	}
+	if r := hs[4].OutlierSuccessRate(false); r != 50 {
+		t.Errorf("host success rate %v", r)
+	}
 	if hs[4].Healthy() || odStat(st, "ejections_enforced_success_rate") != 1 || odStat(st, "ejections_detected_failure_percentage") != 0 {
 		t.Fatalf("success rate: host healthy %v enforced %d fp %d", hs[4].Healthy(), odStat(st, "ejections_enforced_success_rate"), odStat(st, "ejections_detected_failure_percentage"))
 	}

@@ -78,7 +78,8 @@ func (p *Pool) Host() *Host { return p.host }
 // (refused: upstream_rq_pending_overflow); a request that needs a new
 // connection is pending (upstream_rq_pending_total, upstream_rq_pending_active)
 // and needs max_pending_requests room (refused: upstream_rq_pending_overflow);
-// at max_connections it counts upstream_cx_overflow and waits, until ctx ends,
+// at max_connections (cluster-wide, or per_host_thresholds for this host) it
+// counts upstream_cx_overflow and waits, until ctx ends,
 // for a connection of this pool to be released or any of the cluster to
 // close. Refusals are *OverflowError (the router's 503 with flag UO); dial
 // failures are *ConnectError; a cancelled wait returns ctx.Err().
@@ -121,7 +122,7 @@ func (p *Pool) get(ctx context.Context) (*PooledConn, error) {
 			r.freed.done()
 			return pc, nil
 		}
-		if r.cx.tryAcquire(r.cx.max) {
+		if !r.hostCxFull(p.host) && r.cx.tryAcquire(r.cx.max) {
 			r.freed.done()
 			return p.dial(ctx)
 		}

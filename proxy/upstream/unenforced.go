@@ -21,7 +21,12 @@ func Unenforced(c *clusterv3.Cluster) []string {
 	add(c.GetStatsMatcher() != nil, "stats_matcher")
 	add(c.GetPerConnectionBufferHighWatermarkTimeout() != nil, "per_connection_buffer_high_watermark_timeout")
 	if cb := c.GetCircuitBreakers(); cb != nil {
-		add(len(cb.GetPerHostThresholds()) > 0, "circuit_breakers.per_host_thresholds")
+		perHostOther := false
+		for _, t := range cb.GetPerHostThresholds() {
+			perHostOther = perHostOther || t.GetPriority() != corev3.RoutingPriority_DEFAULT || t.GetMaxPendingRequests() != nil ||
+				t.GetMaxRequests() != nil || t.GetMaxRetries() != nil || t.GetRetryBudget() != nil
+		}
+		add(perHostOther, "circuit_breakers.per_host_thresholds (other than DEFAULT max_connections)")
 		pools, high := false, false
 		for _, t := range cb.GetThresholds() {
 			pools = pools || t.GetMaxConnectionPools() != nil
