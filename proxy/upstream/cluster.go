@@ -51,14 +51,24 @@ type Cluster struct {
 	// the kernel choose.
 	SourceAddr netip.AddrPort
 
+	// HealthChecks is health_checks (at most one, as Envoy), run by hc.
+	HealthChecks []*corev3.HealthCheck
+	// HealthCheck are the health_check.* stats; nil without health_checks.
+	HealthCheck *HealthCheckStats
+
+	// Outlier are the outlier_detection.* stats; nil without outlier_detection.
+	Outlier *OutlierStats
+
 	// Recorded for later features; not yet enforced (see Unenforced).
-	HealthChecks                  []*corev3.HealthCheck
 	OutlierDetection              *clusterv3.OutlierDetection
 	CircuitBreakers               *clusterv3.CircuitBreakers
 	TransportSocket               *corev3.TransportSocket
 	TypedExtensionProtocolOptions map[string]*anypb.Any
 
-	policy         lbPolicy
+	policy         *lbConfig
+	hc             *healthChecker   // nil without health_checks
+	outlier        *outlierDetector // nil without outlier_detection
+	res            *resources       // DEFAULT priority circuit breakers; never nil
 	overprovision  uint32
 	panicThreshold float64
 	dialer         net.Dialer
@@ -73,6 +83,7 @@ type Cluster struct {
 	edsCancel   func()
 	initialized chan struct{}
 	initOnce    sync.Once
+	discovered  atomic.Bool // the first host set is in
 
 	hostMu sync.Mutex // serializes host-set updates
 	set    atomic.Pointer[prioritySet]
@@ -121,6 +132,23 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 	if err := c.compileDiscovery(cfg); err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", name, err)
 	}
+	if hcs := cfg.GetHealthChecks(); len(hcs) > 1 {
+		return nil, fmt.Errorf("cluster %q: health_checks: Multiple health checks not supported", name)
+	} else if len(hcs) == 1 {
+		hc, err := compileHealthCheck(c, hcs[0])
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: health_checks[0].%w", name, err)
+		}
+		c.hc, c.HealthCheck = hc, hc.stats
+	}
+	compileCircuitBreakers(c, cfg.GetCircuitBreakers())
+	if od := cfg.GetOutlierDetection(); od != nil {
+		d, err := compileOutlier(c, od)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", name, err)
+		}
+		c.outlier, c.Outlier = d, d.stats
+	}
 	c.set.Store(buildPrioritySet(nil, c.policy, c.overprovision, c.panicThreshold))
 	return c, nil
 }
@@ -146,17 +174,11 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 		}
 	}
 
-	if cfg.GetLoadBalancingPolicy() != nil {
-		return fmt.Errorf("load_balancing_policy is not supported yet")
+	lb, err := compileLB(cfg, c.Stats.Scope())
+	if err != nil {
+		return err
 	}
-	switch p := cfg.GetLbPolicy(); p {
-	case clusterv3.Cluster_ROUND_ROBIN:
-		c.policy = lbRoundRobin
-	case clusterv3.Cluster_RANDOM:
-		c.policy = lbRandom
-	default:
-		return fmt.Errorf("lb_policy %s is not supported yet", p)
-	}
+	c.policy = lb
 	if t := cfg.GetCommonLbConfig().GetHealthyPanicThreshold(); t != nil {
 		c.panicThreshold = t.GetValue()
 	}
@@ -241,18 +263,35 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 // Initialized is closed once the cluster has its first host set: at once
 // for STATIC, after the first resolution round for DNS types, after the first
 // assignment for EDS (or at once when the manager has no EndpointSource).
+// With health_checks it also waits, as Envoy's warming does, until every
+// host of that first set has had its first check.
 func (c *Cluster) Initialized() <-chan struct{} { return c.initialized }
 
+// markInitialized records that discovery produced the first host set.
 func (c *Cluster) markInitialized() {
-	c.initOnce.Do(func() { close(c.initialized) })
+	c.discovered.Store(true)
+	if c.hc != nil && !c.hc.synced.Load() {
+		c.hc.initDone.Store(true) // no hosts to check
+	}
+	c.tryInitialized()
+}
+
+func (c *Cluster) tryInitialized() {
+	if c.discovered.Load() && (c.hc == nil || c.hc.initDone.Load()) {
+		c.initOnce.Do(func() { close(c.initialized) })
+	}
 }
 
 // ChooseHost picks a host by the cluster's load balancing policy across
 // priorities (Envoy's priority load with overprovisioning and panic mode).
 // It returns nil only when no host can be chosen, e.g. an empty cluster or a
 // panicking one with panic disabled. It does not allocate.
-func (c *Cluster) ChooseHost(_ *LBContext) *Host {
-	h, panicked := c.set.Load().choose()
+//
+// Hashing policies (RING_HASH, MAGLEV) use ctx.HashKey when ctx.HasHash and a
+// random hash otherwise, as Envoy does; LEAST_REQUEST reads the hosts'
+// active request counts (HostStats.RqActive).
+func (c *Cluster) ChooseHost(ctx *LBContext) *Host {
+	h, panicked := c.set.Load().choose(ctx)
 	if panicked {
 		c.Stats.LbHealthyPanic.Inc()
 	}
@@ -346,6 +385,12 @@ func (c *Cluster) setHosts(next []*Host) bool {
 			}
 		}
 	}
+	if c.outlier != nil {
+		c.outlier.sync(next)
+	}
+	if c.hc != nil {
+		c.hc.sync(next)
+	}
 	c.publish(next)
 	c.Stats.MembershipChange.Inc()
 	return true
@@ -381,6 +426,9 @@ func (c *Cluster) drain() {
 		cancel()
 	}
 	c.wg.Wait()
+	if c.hc != nil {
+		c.hc.close()
+	}
 	for _, h := range c.set.Load().all {
 		h.drain()
 	}

@@ -30,11 +30,11 @@ func TestCompile(t *testing.T) {
 			`cluster "l": load_assignment: LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint`},
 		{"logical dns two localities", `{"name":"l","type":"LOGICAL_DNS","load_assignment":{"cluster_name":"x","endpoints":[{"lb_endpoints":[{"endpoint":{"address":{"socket_address":{"address":"a.example","port_value":80}}}}]},{"lb_endpoints":[{"endpoint":{"address":{"socket_address":{"address":"b.example","port_value":80}}}}]}]}}`,
 			`LOGICAL_DNS clusters must have a single locality_lb_endpoint`},
-		{"least request", `{"name":"a","lb_policy":"LEAST_REQUEST"}`, `cluster "a": lb_policy LEAST_REQUEST is not supported yet`},
-		{"ring hash", `{"name":"a","lb_policy":"RING_HASH"}`, `lb_policy RING_HASH is not supported yet`},
-		{"maglev", `{"name":"a","lb_policy":"MAGLEV"}`, `lb_policy MAGLEV is not supported yet`},
+		{"least request", `{"name":"a","lb_policy":"LEAST_REQUEST"}`, ""},
+		{"ring hash", `{"name":"a","lb_policy":"RING_HASH"}`, ""},
+		{"maglev", `{"name":"a","lb_policy":"MAGLEV"}`, ""},
 		{"cluster provided", `{"name":"a","lb_policy":"CLUSTER_PROVIDED"}`, `lb_policy CLUSTER_PROVIDED is not supported yet`},
-		{"load_balancing_policy", `{"name":"a","load_balancing_policy":{"policies":[{"typed_extension_config":{"name":"rr","typed_config":{"@type":"type.googleapis.com/google.protobuf.Empty"}}}]}}`, `load_balancing_policy is not supported yet`},
+		{"load_balancing_policy", `{"name":"a","load_balancing_policy":{"policies":[{"typed_extension_config":{"name":"rr","typed_config":{"@type":"type.googleapis.com/google.protobuf.Empty"}}}]}}`, `cluster "a": load_balancing_policy: didn't find a registered load balancer factory implementation with names from [rr]`},
 		{"original dst", `{"name":"o","type":"ORIGINAL_DST","lb_policy":"CLUSTER_PROVIDED"}`, `lb_policy CLUSTER_PROVIDED is not supported yet`},
 		{"original dst rr", `{"name":"o","type":"ORIGINAL_DST"}`, `cluster "o": type ORIGINAL_DST: unsupported cluster type`},
 		{"custom type", `{"name":"x","cluster_type":{"name":"envoy.clusters.aggregate","typed_config":{"@type":"type.googleapis.com/google.protobuf.Empty"}}}`, `cluster "x": cluster_type "envoy.clusters.aggregate": unsupported cluster type`},
@@ -92,11 +92,11 @@ func TestCompileOptions(t *testing.T) {
 
 func TestUnenforced(t *testing.T) {
 	c := parseCluster(t, `{"name":"a","health_checks":[{"timeout":"1s","interval":"1s","unhealthy_threshold":1,"healthy_threshold":1,"tcp_health_check":{}}],
-		"outlier_detection":{},"circuit_breakers":{},"transport_socket":{"name":"tls"},
+		"outlier_detection":{},"circuit_breakers":{"thresholds":[{"priority":"HIGH"}],"per_host_thresholds":[{"max_connections":1},{"priority":"HIGH","max_connections":1}]},"transport_socket":{"name":"tls"},
 		"respect_dns_ttl":true,"common_http_protocol_options":{"idle_timeout":"1s","max_connection_duration":"1s"}}`)
 	got := Unenforced(c)
-	want := []string{"health_checks", "circuit_breakers", "common_http_protocol_options.max_connection_duration",
-		"respect_dns_ttl", "outlier_detection", "transport_socket"}
+	want := []string{"circuit_breakers.per_host_thresholds (other than DEFAULT max_connections)", "circuit_breakers.thresholds[priority=HIGH]", "common_http_protocol_options.max_connection_duration",
+		"respect_dns_ttl", "transport_socket"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Unenforced = %q, want %q", got, want)
 	}
@@ -160,7 +160,7 @@ func TestManagerAPI(t *testing.T) {
 	if m.Get("a") != a2 || a1 == a2 || !a1.Draining() || a2.Draining() {
 		t.Errorf("replace: get %p old %p new %p, old draining %v", m.Get("a"), a1, a2, a1.Draining())
 	}
-	if err := m.AddOrUpdate(parseCluster(t, `{"name":"a","lb_policy":"MAGLEV"}`)); err == nil || m.Get("a") != a2 {
+	if err := m.AddOrUpdate(parseCluster(t, `{"name":"a","lb_policy":"CLUSTER_PROVIDED"}`)); err == nil || m.Get("a") != a2 {
 		t.Errorf("bad update must keep the old cluster: err %v", err)
 	}
 	all := m.All()

@@ -18,6 +18,9 @@ type endpointSpec struct {
 	locality *corev3.Locality
 	metadata *corev3.Metadata
 	health   corev3.HealthStatus
+	hcHost   string // health_check_config.hostname
+	hcPort   uint16 // health_check_config.port_value
+	hcOff    bool   // health_check_config.disable_active_health_check
 	path     string // field path for errors, e.g. "load_assignment.endpoints[0].lb_endpoints[1]"
 }
 
@@ -59,7 +62,17 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment) ([]endpointSpec, err
 				}
 				w = lw.GetValue()
 			}
+			hcc := ep.GetHealthCheckConfig()
+			if hcc.GetAddress() != nil {
+				return nil, fmt.Errorf("%s.endpoint.health_check_config.address: not supported yet", path)
+			}
+			if hcc.GetPortValue() > 65535 {
+				return nil, fmt.Errorf("%s.endpoint.health_check_config.port_value: %d out of range", path, hcc.GetPortValue())
+			}
 			out = append(out, endpointSpec{
+				hcHost:   hcc.GetHostname(),
+				hcPort:   uint16(hcc.GetPortValue()),
+				hcOff:    hcc.GetDisableActiveHealthCheck(),
 				address:  sa.GetAddress(),
 				port:     uint16(sa.GetPortValue()),
 				hostname: ep.GetHostname(),
@@ -91,5 +104,7 @@ func (e *endpointSpec) host(c *Cluster, addr netip.AddrPort, dnsName string) *Ho
 	if hn == "" {
 		hn = dnsName
 	}
-	return newHost(c, addr, hn, e.weight, e.priority, e.locality, e.metadata, e.health)
+	h := newHost(c, addr, hn, e.weight, e.priority, e.locality, e.metadata, e.health)
+	h.hcHostname, h.hcPort, h.hcDisabled = e.hcHost, e.hcPort, e.hcOff
+	return h
 }

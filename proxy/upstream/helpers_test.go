@@ -201,3 +201,7 @@ func (f *fakeResolver) LookupNetIP(_ context.Context, network, host string) ([]n
 	}
 	return out, nil
 }
+
+func netip4(last byte) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, 9, last}), 80)
+}

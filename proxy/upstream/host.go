@@ -3,6 +3,7 @@ package upstream
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -32,10 +33,25 @@ type Host struct {
 
 	// edsHealth is the endpoint's configured health_status.
 	edsHealth corev3.HealthStatus
-	// failedActiveHC and failedOutlier are set by later health checking and
-	// outlier detection; either makes the host unhealthy.
-	failedActiveHC atomic.Bool
-	failedOutlier  atomic.Bool
+	// failedActiveHC and failedOutlier are set by active health checking and
+	// outlier detection; either makes the host unhealthy. degradedActiveHC
+	// (an x-envoy-degraded answer) makes a healthy host degraded;
+	// activeHCTimeout marks a failed host whose last check timed out.
+	failedActiveHC   atomic.Bool
+	failedOutlier    atomic.Bool
+	degradedActiveHC atomic.Bool
+	activeHCTimeout  atomic.Bool
+
+	// hcHostname and hcPort are endpoint.health_check_config's hostname and
+	// port_value; empty and zero when unset.
+	hcHostname string
+	hcPort     uint16
+	// hcDisabled is health_check_config.disable_active_health_check: the
+	// host is never actively checked and never fails active health checks.
+	hcDisabled bool
+	// outlier is the host's outlier detection state; nil when the cluster
+	// has no outlier_detection.
+	outlier *outlierHost
 
 	cluster *Cluster
 	pool    atomic.Pointer[Pool]
@@ -58,6 +74,9 @@ func (h *Host) Health() Health {
 	}
 	switch h.edsHealth {
 	case corev3.HealthStatus_UNKNOWN, corev3.HealthStatus_HEALTHY:
+		if h.degradedActiveHC.Load() {
+			return Degraded
+		}
 		return Healthy
 	case corev3.HealthStatus_DEGRADED:
 		return Degraded
@@ -76,6 +95,29 @@ func (h *Host) SetActiveHealthCheckFailed(failed bool) { h.failedActiveHC.Store(
 // SetOutlierEjected is the seam for outlier detection; callers must then call
 // Cluster.RefreshHealth so the load balancer sees the change.
 func (h *Host) SetOutlierEjected(ejected bool) { h.failedOutlier.Store(ejected) }
+
+// HealthFlags is the host's health as Envoy's /clusters prints it:
+// "healthy", or the set flags each preceded by a slash, e.g.
+// "/failed_active_hc/failed_outlier_check".
+func (h *Host) HealthFlags() string {
+	var b strings.Builder
+	add := func(set bool, name string) {
+		if set {
+			b.WriteString("/" + name)
+		}
+	}
+	add(h.failedActiveHC.Load(), "failed_active_hc")
+	add(h.failedOutlier.Load(), "failed_outlier_check")
+	add(h.edsHealth == corev3.HealthStatus_UNHEALTHY || h.edsHealth == corev3.HealthStatus_TIMEOUT, "failed_eds_health")
+	add(h.degradedActiveHC.Load(), "degraded_active_hc")
+	add(h.edsHealth == corev3.HealthStatus_DEGRADED, "degraded_eds_health")
+	add(h.activeHCTimeout.Load(), "active_hc_timeout")
+	add(h.edsHealth == corev3.HealthStatus_DRAINING, "eds_status_draining")
+	if b.Len() == 0 {
+		return "healthy"
+	}
+	return b.String()
+}
 
 // Cluster is the cluster the host belongs to.
 func (h *Host) Cluster() *Cluster { return h.cluster }

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"math"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -22,7 +23,7 @@ type LBContext struct {
 // picker chooses one host out of a fixed, non-empty list. Implementations are
 // safe for concurrent use and do not allocate.
 type picker interface {
-	pick() *Host
+	pick(ctx *LBContext) *Host
 }
 
 // rrPicker rotates over hosts of equal weight, as Envoy's unweighted round robin.
@@ -31,7 +32,7 @@ type rrPicker struct {
 	next  atomic.Uint64
 }
 
-func (p *rrPicker) pick() *Host {
+func (p *rrPicker) pick(*LBContext) *Host {
 	i := p.next.Add(1) - 1
 	return p.hosts[i%uint64(len(p.hosts))]
 }
@@ -39,12 +40,17 @@ func (p *rrPicker) pick() *Host {
 // randomPicker chooses uniformly, as Envoy's RANDOM policy (weights ignored).
 type randomPicker struct{ hosts []*Host }
 
-func (p *randomPicker) pick() *Host { return p.hosts[rand.Uint64N(uint64(len(p.hosts)))] }
+func (p *randomPicker) pick(*LBContext) *Host { return p.hosts[rand.Uint64N(uint64(len(p.hosts)))] }
 
 // edfPicker is Envoy's earliest-deadline-first scheduler for weighted round
 // robin: each host's deadline advances by 1/weight when it is picked, ties go
-// to the entry queued first. It is a binary heap guarded by a mutex.
+// to the entry queued first. It is a binary heap guarded by a mutex. With
+// leastRequest, the weight is LEAST_REQUEST's dynamic one:
+// weight / (active_requests + 1)^bias.
 type edfPicker struct {
+	leastRequest bool
+	bias         float64
+
 	mu    sync.Mutex
 	now   float64
 	order uint64
@@ -57,18 +63,34 @@ type edfEntry struct {
 	host     *Host
 }
 
-func newEDFPicker(hosts []*Host, skip uint64) *edfPicker {
+func newEDFPicker(hosts []*Host, skip uint64, l *lbConfig) *edfPicker {
 	p := &edfPicker{heap: make([]edfEntry, 0, len(hosts))}
+	if l != nil && l.kind == lbLeastRequest {
+		p.leastRequest, p.bias = true, l.bias
+	}
 	for _, h := range hosts {
-		p.push(edfEntry{deadline: 1 / float64(h.Weight), order: p.order, host: h})
+		p.push(edfEntry{deadline: 1 / p.weight(h), order: p.order, host: h})
 		p.order++
 	}
 	// Like Envoy's EdfScheduler::createWithPicks, start at a random point
 	// of the sequence so that many proxies do not all hit the same host first.
 	for range skip % uint64(len(hosts)) {
-		p.pick()
+		p.pick(nil)
 	}
 	return p
+}
+
+// weight is h's scheduling weight (see edfPicker).
+func (p *edfPicker) weight(h *Host) float64 {
+	w := float64(h.Weight)
+	if !p.leastRequest || p.bias == 0 {
+		return w
+	}
+	active := float64(max(h.Stats.RqActive.Load(), 0) + 1)
+	if p.bias == 1 {
+		return w / active
+	}
+	return w / math.Pow(active, p.bias)
 }
 
 func (p *edfPicker) less(i, j int) bool {
@@ -110,12 +132,12 @@ func (p *edfPicker) down(i int) {
 	}
 }
 
-func (p *edfPicker) pick() *Host {
+func (p *edfPicker) pick(*LBContext) *Host {
 	p.mu.Lock()
 	top := &p.heap[0]
 	h := top.host
 	p.now = top.deadline
-	top.deadline = p.now + 1/float64(h.Weight)
+	top.deadline = p.now + 1/p.weight(h)
 	top.order = p.order
 	p.order++
 	p.down(0)
@@ -123,37 +145,40 @@ func (p *edfPicker) pick() *Host {
 	return h
 }
 
-// newPicker builds the picker of policy for a non-empty host list; nil for an
-// empty one.
-func newPicker(policy lbPolicy, hosts []*Host, seed uint64) picker {
+// newPicker builds the picker of policy l for a non-empty host list; nil for
+// an empty one.
+func newPicker(l *lbConfig, hosts []*Host, seed uint64) picker {
 	if len(hosts) == 0 {
 		return nil
 	}
-	if policy == lbRandom {
+	switch l.kind {
+	case lbRandom:
 		return &randomPicker{hosts: hosts}
+	case lbRingHash:
+		return newRingPicker(hosts, l)
+	case lbMaglev:
+		return newMaglevPicker(hosts, l)
 	}
 	for _, h := range hosts[1:] {
 		if h.Weight != hosts[0].Weight {
-			return newEDFPicker(hosts, seed)
+			return newEDFPicker(hosts, seed, l)
 		}
+	}
+	if l.kind == lbLeastRequest {
+		return &lrPicker{hosts: hosts, choices: l.choiceCount,
+			fullScan: l.scanAlways || (l.fullScan && uint64(l.choiceCount) >= uint64(len(hosts)))}
 	}
 	p := &rrPicker{hosts: hosts}
 	p.next.Store(seed)
 	return p
 }
 
-type lbPolicy uint8
-
-const (
-	lbRoundRobin lbPolicy = iota
-	lbRandom
-)
-
 // prioritySet is one immutable snapshot of a cluster's hosts, grouped by
 // priority, with the per-priority load computed as Envoy's
 // LoadBalancerBase does.
 type prioritySet struct {
 	all     []*Host // every host, priority order
+	hashed  bool    // a hashing policy: the request hash also picks the priority
 	levels  []*priorityLevel
 	healthy []uint32 // healthy priority load, percent per level
 	degrade []uint32 // degraded priority load, percent per level
@@ -170,8 +195,8 @@ type priorityLevel struct {
 // buildPrioritySet groups hosts by priority and computes loads.
 // overprovision is the overprovisioning factor in percent (Envoy default 140);
 // panicThreshold is healthy_panic_threshold in percent (default 50, 0 disables).
-func buildPrioritySet(hosts []*Host, policy lbPolicy, overprovision uint32, panicThreshold float64) *prioritySet {
-	ps := &prioritySet{all: hosts}
+func buildPrioritySet(hosts []*Host, policy *lbConfig, overprovision uint32, panicThreshold float64) *prioritySet {
+	ps := &prioritySet{all: hosts, hashed: policy.hashed()}
 	maxPrio := -1
 	for _, h := range hosts {
 		maxPrio = max(maxPrio, h.Priority)
@@ -197,7 +222,11 @@ func buildPrioritySet(hosts []*Host, policy lbPolicy, overprovision uint32, pani
 	health, degr := make([]uint32, n), make([]uint32, n)
 	for i, l := range ps.levels {
 		l.pAll = newPicker(policy, l.hosts, seed)
-		l.pHealthy = newPicker(policy, l.healthy, seed)
+		if len(l.healthy) == len(l.hosts) {
+			l.pHealthy = l.pAll // same hosts: share the (possibly costly) picker
+		} else {
+			l.pHealthy = newPicker(policy, l.healthy, seed)
+		}
 		l.pDegraded = newPicker(policy, l.degraded, seed)
 		if total := uint64(len(l.hosts)); total > 0 {
 			health[i] = uint32(min(100, uint64(overprovision)*uint64(len(l.healthy))/total))
@@ -263,39 +292,44 @@ func distributeLoad(load, avail []uint32, total, normalized uint32) (first int, 
 }
 
 // choose picks a host; panicked reports that a panicking level was used.
-func (ps *prioritySet) choose() (h *Host, panicked bool) {
+func (ps *prioritySet) choose(ctx *LBContext) (h *Host, panicked bool) {
 	if len(ps.all) == 0 {
 		return nil, false
 	}
 	if ps.healthy[0] == 100 { // the common case: no random draw needed
-		return ps.pickFrom(0, ps.levels[0], ps.levels[0].pHealthy)
+		return ps.pickFrom(ctx, 0, ps.levels[0], ps.levels[0].pHealthy)
 	}
-	r := uint32(rand.Uint64N(100)) + 1
+	var r uint32
+	if ps.hashed && ctx != nil && ctx.HasHash {
+		r = uint32(ctx.HashKey%100) + 1
+	} else {
+		r = uint32(rand.Uint64N(100)) + 1
+	}
 	var agg uint32
 	for i, l := range ps.levels {
 		agg += ps.healthy[i]
 		if r <= agg {
-			return ps.pickFrom(i, l, l.pHealthy)
+			return ps.pickFrom(ctx, i, l, l.pHealthy)
 		}
 	}
 	for i, l := range ps.levels {
 		agg += ps.degrade[i]
 		if r <= agg {
-			return ps.pickFrom(i, l, l.pDegraded)
+			return ps.pickFrom(ctx, i, l, l.pDegraded)
 		}
 	}
 	return nil, false
 }
 
-func (ps *prioritySet) pickFrom(i int, l *priorityLevel, p picker) (*Host, bool) {
+func (ps *prioritySet) pickFrom(ctx *LBContext, i int, l *priorityLevel, p picker) (*Host, bool) {
 	if ps.panic[i] {
 		if l.pAll == nil {
 			return nil, true
 		}
-		return l.pAll.pick(), true
+		return l.pAll.pick(ctx), true
 	}
 	if p == nil {
 		return nil, false
 	}
-	return p.pick(), false
+	return p.pick(ctx), false
 }

@@ -174,7 +174,7 @@ func TestPriorityLoad(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ps := buildPrioritySet(tt.hosts, lbRoundRobin, defaultOverprovisioning, defaultPanicThreshold)
+			ps := buildPrioritySet(tt.hosts, &lbConfig{}, defaultOverprovisioning, defaultPanicThreshold)
 			if !slices.Equal(ps.healthy, tt.healthy) || !slices.Equal(ps.degrade, tt.degraded) || !slices.Equal(ps.panic, tt.panic) {
 				t.Errorf("healthy %v degraded %v panic %v; want %v %v %v", ps.healthy, ps.degrade, ps.panic, tt.healthy, tt.degraded, tt.panic)
 			}

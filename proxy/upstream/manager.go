@@ -1,7 +1,9 @@
 // Package upstream compiles Envoy v3 Cluster protos into live clusters that
-// choose hosts and pool upstream TCP connections with Envoy's semantics and
-// stat names. Readers (ChooseHost, Get, Pool) never lock a shared mutex;
-// updates (AddOrUpdate, DNS refresh, EDS) swap immutable snapshots.
+// choose hosts (with Envoy's load balancers, active health checks, outlier
+// detection and circuit breakers) and pool upstream TCP connections, with
+// Envoy's semantics and stat names. Readers (ChooseHost, Get, Pool, the
+// Report* calls) never lock a shared mutex on their common path; updates
+// (AddOrUpdate, DNS refresh, EDS, health changes) swap immutable snapshots.
 package upstream
 
 import (
@@ -79,6 +81,9 @@ func (m *Manager) AddOrUpdate(c *clusterv3.Cluster) error {
 
 // start begins discovery of a freshly compiled cluster.
 func (c *Cluster) start(src EndpointSource) {
+	if c.outlier != nil {
+		c.outlier.start()
+	}
 	switch c.Type {
 	case clusterv3.Cluster_STATIC:
 		hosts := make([]*Host, 0, len(c.specs))

@@ -46,6 +46,7 @@ type PooledConn struct {
 	inIdle    bool // guarded by pool.mu
 	timer     *time.Timer
 	admitDone func()
+	cxDone    func() // releases the max_connections slot; nil once done
 	peek      peeker
 }
 
@@ -72,15 +73,81 @@ func (p *Pool) Host() *Host { return p.host }
 // Get returns an idle connection (most recently released first, skipping
 // ones the peer has closed or that outlived idle_timeout) or dials a new one
 // within connect_timeout. It counts upstream_rq_total and upstream_rq_active.
-// Dial failures are *ConnectError.
+//
+// Circuit breakers apply as in Envoy's HTTP/1 pool: max_requests first
+// (refused: upstream_rq_pending_overflow); a request that needs a new
+// connection is pending (upstream_rq_pending_total, upstream_rq_pending_active)
+// and needs max_pending_requests room (refused: upstream_rq_pending_overflow);
+// at max_connections (cluster-wide, or per_host_thresholds for this host) it
+// counts upstream_cx_overflow and waits, until ctx ends,
+// for a connection of this pool to be released or any of the cluster to
+// close. Refusals are *OverflowError (the router's 503 with flag UO); dial
+// failures are *ConnectError; a cancelled wait returns ctx.Err().
 func (p *Pool) Get(ctx context.Context) (*PooledConn, error) {
+	c := p.cluster
+	r := c.res
+	if !r.rq.tryAcquire(r.rq.max) {
+		c.Stats.UpstreamRqPendingOverflow.Inc()
+		return nil, &OverflowError{Cluster: c.Name, Limit: "max_requests"}
+	}
+	pc, err := p.get(ctx)
+	if err != nil {
+		r.rq.release()
+		return nil, err
+	}
+	return pc, nil
+}
+
+func (p *Pool) get(ctx context.Context) (*PooledConn, error) {
+	if pc := p.takeIdle(); pc != nil {
+		return pc, nil
+	}
+	c := p.cluster
+	r := c.res
+	if !r.pending.tryAcquire(r.pending.max) {
+		c.Stats.UpstreamRqPendingOverflow.Inc()
+		return nil, &OverflowError{Cluster: c.Name, Limit: "max_pending_requests"}
+	}
+	c.Stats.UpstreamRqPendingTotal.Inc()
+	c.Stats.UpstreamRqPendingActive.Inc()
+	defer func() {
+		c.Stats.UpstreamRqPendingActive.Dec()
+		r.pending.release()
+	}()
+	overflowed := false
+	for range 1 << 20 { // bounded; each round waits for a release or ctx
+		// Registered before trying, so a release in between is not missed.
+		ch := r.freed.register()
+		if pc := p.takeIdle(); pc != nil {
+			r.freed.done()
+			return pc, nil
+		}
+		if !r.hostCxFull(p.host) && r.cx.tryAcquire(r.cx.max) {
+			r.freed.done()
+			return p.dial(ctx)
+		}
+		if !overflowed {
+			overflowed = true
+			c.Stats.UpstreamCxOverflow.Inc()
+		}
+		err := wait(ctx, ch)
+		r.freed.done()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return nil, &OverflowError{Cluster: c.Name, Limit: "max_connections"}
+}
+
+// takeIdle pops a usable idle connection, or returns nil.
+func (p *Pool) takeIdle() *PooledConn {
 	c := p.cluster
 	for range 1 << 16 { // bounded: every iteration removes one idle conn
 		p.mu.Lock()
 		n := len(p.idle)
 		if n == 0 {
 			p.mu.Unlock()
-			break
+			return nil
 		}
 		pc := p.idle[n-1]
 		p.idle[n-1] = nil
@@ -102,38 +169,52 @@ func (p *Pool) Get(ctx context.Context) (*PooledConn, error) {
 		}
 		pc.Reused = true
 		pc.startRequest()
-		return pc, nil
+		return pc
 	}
+	return nil
+}
 
+// dial opens a new connection holding one max_connections slot.
+func (p *Pool) dial(ctx context.Context) (*PooledConn, error) {
+	c := p.cluster
+	release := c.res.releaseCx
 	var done func()
 	if p.Admit != nil {
 		ok, d := p.Admit.AdmitConnection()
 		if !ok {
+			release()
 			c.Stats.UpstreamCxOverflow.Inc()
-			return nil, &OverflowError{Cluster: c.Name}
+			return nil, &OverflowError{Cluster: c.Name, Limit: "admitter"}
 		}
 		done = d
 	}
 	uc, err := c.Dial(ctx, p.host)
 	if err != nil {
+		release()
 		if done != nil {
 			done()
 		}
 		return nil, err
 	}
 	c.Stats.UpstreamCxHttp1Total.Inc()
-	pc := &PooledConn{Conn: uc, pool: p, uc: uc, admitDone: done}
+	pc := &PooledConn{Conn: uc, pool: p, uc: uc, admitDone: done, cxDone: release}
 	pc.peek = newPeeker(uc.tcp)
 	pc.startRequest()
 	return pc, nil
 }
 
-// OverflowError is returned by Get when the Admitter refuses a connection
-// (Envoy's UO response flag).
-type OverflowError struct{ Cluster string }
+// OverflowError is returned by Get when a circuit breaker (or the Admitter)
+// refuses the request; the router answers 503 with response flag UO
+// (upstream overflow) and x-envoy-overloaded: true.
+type OverflowError struct {
+	Cluster string
+	// Limit is the breaker that refused: "max_requests",
+	// "max_pending_requests", "max_connections" or "admitter".
+	Limit string
+}
 
 func (e *OverflowError) Error() string {
-	return "cluster " + quote(e.Cluster) + ": upstream connection overflow"
+	return "cluster " + quote(e.Cluster) + ": upstream overflow (" + e.Limit + ")"
 }
 
 func quote(s string) string { return "\"" + s + "\"" }
@@ -164,6 +245,7 @@ func (pc *PooledConn) Release(reusable bool) {
 	c := p.cluster
 	c.Stats.UpstreamRqActive.Dec()
 	p.host.Stats.RqActive.Add(-1)
+	c.res.rq.release()
 	if reusable && c.MaxRequestsPerConnection > 0 && pc.requests >= c.MaxRequestsPerConnection {
 		c.Stats.UpstreamCxMaxRequests.Inc()
 		reusable = false
@@ -189,6 +271,7 @@ func (pc *PooledConn) Release(reusable bool) {
 		}
 	}
 	p.mu.Unlock()
+	c.res.freed.notify()
 }
 
 // onIdleTimeout closes the connection if it is still idle and has been for
@@ -226,6 +309,10 @@ func (pc *PooledConn) destroy() {
 	if pc.admitDone != nil {
 		pc.admitDone()
 		pc.admitDone = nil
+	}
+	if pc.cxDone != nil {
+		pc.cxDone()
+		pc.cxDone = nil
 	}
 }
 

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 )
 
 // Unenforced lists the field paths of c that are set but not yet honoured by
@@ -19,8 +20,22 @@ func Unenforced(c *clusterv3.Cluster) []string {
 	add(c.GetTransportSocketMatcher() != nil, "transport_socket_matcher")
 	add(c.GetStatsMatcher() != nil, "stats_matcher")
 	add(c.GetPerConnectionBufferHighWatermarkTimeout() != nil, "per_connection_buffer_high_watermark_timeout")
-	add(len(c.GetHealthChecks()) > 0, "health_checks")
-	add(c.GetCircuitBreakers() != nil, "circuit_breakers")
+	if cb := c.GetCircuitBreakers(); cb != nil {
+		perHostOther := false
+		for _, t := range cb.GetPerHostThresholds() {
+			perHostOther = perHostOther || t.GetPriority() != corev3.RoutingPriority_DEFAULT || t.GetMaxPendingRequests() != nil ||
+				t.GetMaxRequests() != nil || t.GetMaxRetries() != nil || t.GetRetryBudget() != nil
+		}
+		add(perHostOther, "circuit_breakers.per_host_thresholds (other than DEFAULT max_connections)")
+		pools, high := false, false
+		for _, t := range cb.GetThresholds() {
+			pools = pools || t.GetMaxConnectionPools() != nil
+			high = high || t.GetPriority() == corev3.RoutingPriority_HIGH
+		}
+		// HIGH thresholds get their gauges but all traffic runs at DEFAULT.
+		add(high, "circuit_breakers.thresholds[priority=HIGH]")
+		add(pools, "circuit_breakers.thresholds[].max_connection_pools")
+	}
 	add(c.GetUpstreamHttpProtocolOptions() != nil, "upstream_http_protocol_options")
 	if h := c.GetCommonHttpProtocolOptions(); h != nil {
 		add(h.GetMaxConnectionDuration() != nil, "common_http_protocol_options.max_connection_duration")
@@ -40,7 +55,6 @@ func Unenforced(c *clusterv3.Cluster) []string {
 	add(c.GetDnsResolutionConfig() != nil, "dns_resolution_config")
 	add(c.GetTypedDnsResolverConfig() != nil, "typed_dns_resolver_config")
 	add(c.GetWaitForWarmOnInit() != nil, "wait_for_warm_on_init")
-	add(c.GetOutlierDetection() != nil, "outlier_detection")
 	add(c.GetCleanupInterval() != nil, "cleanup_interval")
 	if b := c.GetUpstreamBindConfig(); b != nil {
 		add(b.GetFreebind() != nil, "upstream_bind_config.freebind")
@@ -49,13 +63,12 @@ func Unenforced(c *clusterv3.Cluster) []string {
 		add(b.GetLocalAddressSelector() != nil, "upstream_bind_config.local_address_selector")
 	}
 	add(c.GetLbSubsetConfig() != nil, "lb_subset_config")
-	add(c.GetLbConfig() != nil, "lb_config")
+	add(c.GetOriginalDstLbConfig() != nil, "original_dst_lb_config")
 	if l := c.GetCommonLbConfig(); l != nil {
 		add(l.GetLocalityConfigSpecifier() != nil, "common_lb_config.locality_config_specifier")
 		add(l.GetUpdateMergeWindow() != nil, "common_lb_config.update_merge_window")
 		add(l.GetIgnoreNewHostsUntilFirstHc(), "common_lb_config.ignore_new_hosts_until_first_hc")
 		add(l.GetCloseConnectionsOnHostSetChange(), "common_lb_config.close_connections_on_host_set_change")
-		add(l.GetConsistentHashingLbConfig() != nil, "common_lb_config.consistent_hashing_lb_config")
 		add(l.GetOverrideHostStatus() != nil, "common_lb_config.override_host_status")
 	}
 	add(c.GetTransportSocket() != nil, "transport_socket")

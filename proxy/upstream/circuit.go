@@ -1,0 +1,229 @@
+package upstream
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/outrider-proxy/outrider/telemetry/stats"
+)
+
+// Envoy's circuit breaker defaults.
+const (
+	DefaultMaxConnections     = 1024
+	DefaultMaxPendingRequests = 1024
+	DefaultMaxRequests        = 1024
+	DefaultMaxRetries         = 3
+	defaultBudgetPercent      = 20.0
+	defaultMinRetryConcurrent = 3
+)
+
+// resource is one circuit breaker counter with its limit and gauges.
+type resource struct {
+	max       int64
+	cur       atomic.Int64
+	open      *stats.Gauge
+	remaining *stats.Gauge // nil unless track_remaining
+}
+
+func (r *resource) tryAcquire(limit int64) bool {
+	for range 1 << 20 { // bounded CAS loop
+		v := r.cur.Load()
+		if v >= limit {
+			r.update(v, limit)
+			return false
+		}
+		if r.cur.CompareAndSwap(v, v+1) {
+			r.update(v+1, limit)
+			return true
+		}
+	}
+	return false
+}
+
+func (r *resource) release() { r.update(r.cur.Add(-1), r.max) }
+
+func (r *resource) update(v, limit int64) {
+	if v >= limit {
+		r.open.Set(1)
+	} else {
+		r.open.Set(0)
+	}
+	if r.remaining != nil {
+		r.remaining.Set(max(limit-v, 0))
+	}
+}
+
+// resources are a cluster's circuit breakers of one priority (Envoy's
+// ResourceManager).
+type resources struct {
+	cx, pending, rq, retries resource
+	budgetPercent            float64 // retry_budget.budget_percent; <0 without a budget
+	minRetryConcurrency      int64
+
+	// perHostCx is per_host_thresholds max_connections; 0 means unlimited.
+	perHostCx int64
+
+	releaseCx, releaseRetry func() // bound once: handing them out does not allocate
+	freed                   broadcast
+}
+
+func newResources(scope stats.Scope, prio string, t *clusterv3.CircuitBreakers_Thresholds) *resources {
+	s := scope.Scope("circuit_breakers").Scope(prio)
+	r := &resources{budgetPercent: -1}
+	r.cx.max, r.pending.max, r.rq.max, r.retries.max = DefaultMaxConnections, DefaultMaxPendingRequests, DefaultMaxRequests, DefaultMaxRetries
+	if v := t.GetMaxConnections(); v != nil {
+		r.cx.max = int64(v.GetValue())
+	}
+	if v := t.GetMaxPendingRequests(); v != nil {
+		r.pending.max = int64(v.GetValue())
+	}
+	if v := t.GetMaxRequests(); v != nil {
+		r.rq.max = int64(v.GetValue())
+	}
+	if v := t.GetMaxRetries(); v != nil {
+		r.retries.max = int64(v.GetValue())
+	}
+	if b := t.GetRetryBudget(); b != nil {
+		r.budgetPercent, r.minRetryConcurrency = defaultBudgetPercent, defaultMinRetryConcurrent
+		if p := b.GetBudgetPercent(); p != nil {
+			r.budgetPercent = p.GetValue()
+		}
+		if m := b.GetMinRetryConcurrency(); m != nil {
+			r.minRetryConcurrency = int64(m.GetValue())
+		}
+	}
+	for _, x := range []struct {
+		r          *resource
+		open, rest string
+	}{{&r.cx, "cx_open", "remaining_cx"}, {&r.pending, "rq_pending_open", "remaining_pending"},
+		{&r.rq, "rq_open", "remaining_rq"}, {&r.retries, "rq_retry_open", "remaining_retries"}} {
+		x.r.open = s.Gauge(x.open)
+		if t.GetTrackRemaining() {
+			x.r.remaining = s.Gauge(x.rest)
+			x.r.remaining.Set(x.r.max)
+		}
+	}
+	s.Gauge("cx_pool_open")
+	if t.GetTrackRemaining() {
+		s.Gauge("remaining_cx_pools")
+	}
+	r.releaseCx = func() {
+		r.cx.release()
+		r.freed.notify()
+	}
+	r.releaseRetry = r.retries.release
+	return r
+}
+
+// compileCircuitBreakers builds the DEFAULT and HIGH priority breakers
+// (Envoy creates the gauges of both); only DEFAULT is used for traffic.
+func compileCircuitBreakers(c *Cluster, cb *clusterv3.CircuitBreakers) {
+	var def, high *clusterv3.CircuitBreakers_Thresholds
+	for _, t := range cb.GetThresholds() {
+		switch t.GetPriority() {
+		case corev3.RoutingPriority_DEFAULT:
+			if def == nil {
+				def = t
+			}
+		case corev3.RoutingPriority_HIGH:
+			if high == nil {
+				high = t
+			}
+		}
+	}
+	c.res = newResources(c.Stats.Scope(), "default", def)
+	newResources(c.Stats.Scope(), "high", high)
+	for _, t := range cb.GetPerHostThresholds() {
+		if t.GetPriority() == corev3.RoutingPriority_DEFAULT && t.GetMaxConnections() != nil {
+			c.res.perHostCx = int64(t.GetMaxConnections().GetValue())
+			break
+		}
+	}
+}
+
+// hostCxFull reports whether h is at per_host_thresholds max_connections
+// (Envoy compares the host's active connections).
+func (r *resources) hostCxFull(h *Host) bool {
+	return r.perHostCx > 0 && h.Stats.CxActive.Load() >= r.perHostCx
+}
+
+// retryLimit is max_retries, or the retry budget's share of the active and
+// pending requests (at least min_retry_concurrency).
+func (r *resources) retryLimit() int64 {
+	if r.budgetPercent < 0 {
+		return r.retries.max
+	}
+	return max(int64(r.budgetPercent/100*float64(r.rq.cur.Load()+r.pending.cur.Load())), r.minRetryConcurrency)
+}
+
+// AdmitRetry asks the cluster's max_retries (or retry_budget) circuit
+// breaker for one retry. When ok, the caller must call done once the retry
+// attempt finishes; when refused it counts upstream_rq_retry_overflow and
+// the router must not retry. It does not allocate.
+func (c *Cluster) AdmitRetry() (ok bool, done func()) {
+	r := c.res
+	if !r.retries.tryAcquire(r.retryLimit()) {
+		c.Stats.UpstreamRqRetryOverflow.Inc()
+		return false, nil
+	}
+	return true, r.releaseRetry
+}
+
+// AdmitConnection asks the max_connections circuit breaker for one upstream
+// connection, for users that call Dial directly (tcp_proxy); Pool.Get does it
+// itself. When refused it counts upstream_cx_overflow. When ok, done must be
+// called once the connection closes. It does not allocate.
+func (c *Cluster) AdmitConnection() (ok bool, done func()) {
+	if !c.res.cx.tryAcquire(c.res.cx.max) {
+		c.Stats.UpstreamCxOverflow.Inc()
+		return false, nil
+	}
+	return true, c.res.releaseCx
+}
+
+// broadcast wakes every waiter when capacity frees up; notify costs one
+// atomic load while nobody waits.
+type broadcast struct {
+	waiters atomic.Int32
+	mu      sync.Mutex
+	ch      chan struct{}
+}
+
+// register returns the channel the next notify closes; call done after.
+func (b *broadcast) register() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.waiters.Add(1)
+	if b.ch == nil {
+		b.ch = make(chan struct{})
+	}
+	return b.ch
+}
+
+func (b *broadcast) done() { b.waiters.Add(-1) }
+
+func (b *broadcast) notify() {
+	if b.waiters.Load() == 0 {
+		return
+	}
+	b.mu.Lock()
+	if b.ch != nil {
+		close(b.ch)
+		b.ch = nil
+	}
+	b.mu.Unlock()
+}
+
+// wait blocks until notified or ctx ends.
+func wait(ctx context.Context, ch <-chan struct{}) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
