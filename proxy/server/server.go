@@ -14,7 +14,6 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -134,6 +133,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("static_resources.secrets: %w", err)
 	}
 	s.clusters = upstream.NewManager(s.stats.Root())
+	s.clusters.Secrets = secrets
 	nctx := &netfilter.Context{Clusters: s.clusters, Stats: s.stats, Log: s.log, DrainTime: s.drainTime(), DrainGradual: !opts.DrainImmediate, Secrets: secrets}
 	grpcOnly := grpcOnlyClusters(b)
 	if b.GetDynamicResources() != nil {
@@ -430,10 +430,6 @@ var refusedClusterFields = map[string]bool{
 }
 
 func checkClusterFields(c *clusterv3.Cluster, log *slog.Logger) error {
-	if ts := c.GetTransportSocket(); ts != nil && ts.GetName() != "envoy.transport_sockets.raw_buffer" &&
-		!strings.HasSuffix(ts.GetTypedConfig().GetTypeUrl(), ".RawBuffer") {
-		return fmt.Errorf("transport_socket: %q is not supported by outrider yet", ts.GetName())
-	}
 	if c.GetHttp2ProtocolOptions() != nil {
 		return fmt.Errorf("http2_protocol_options: upstream HTTP/2 is not supported by outrider yet")
 	}

@@ -14,6 +14,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/outrider-proxy/outrider/proxy/transport"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
@@ -59,12 +60,13 @@ type Cluster struct {
 	// Outlier are the outlier_detection.* stats; nil without outlier_detection.
 	Outlier *OutlierStats
 
-	// Recorded for later features; not yet enforced (see Unenforced).
+	// Recorded for later features; TransportSocket is applied by the Manager.
 	OutlierDetection              *clusterv3.OutlierDetection
 	CircuitBreakers               *clusterv3.CircuitBreakers
 	TransportSocket               *corev3.TransportSocket
 	TypedExtensionProtocolOptions map[string]*anypb.Any
 
+	transport      transport.Upstream // nil: plaintext
 	policy         *lbConfig
 	hc             *healthChecker   // nil without health_checks
 	outlier        *outlierDetector // nil without outlier_detection

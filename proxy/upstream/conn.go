@@ -8,6 +8,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/outrider-proxy/outrider/proxy/transport"
 )
 
 // ConnectError is a failed upstream connect. Timeout is set when
@@ -63,6 +65,10 @@ func (c *Cluster) Dial(ctx context.Context, h *Host) (*UpstreamConn, error) {
 	s.UpstreamCxConnectMs.Record(uint64(time.Since(start).Milliseconds()))
 	return &UpstreamConn{tcp: nc.(*net.TCPConn), cluster: c, host: h, start: start}, nil
 }
+
+// Transport is the cluster's transport socket (TLS) that callers dialing
+// with Dial must apply themselves; nil means plaintext.
+func (c *Cluster) Transport() transport.Upstream { return c.transport }
 
 // UpstreamConn is a connected upstream TCP connection that keeps the
 // cluster's and host's connection stats. It is a net.Conn counting

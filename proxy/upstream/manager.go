@@ -8,6 +8,7 @@ package upstream
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"sort"
@@ -15,7 +16,9 @@ import (
 	"sync/atomic"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
+	"github.com/outrider-proxy/outrider/proxy/transport"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
@@ -27,6 +30,9 @@ type Manager struct {
 	Resolver Resolver
 	// Endpoints feeds EDS clusters; nil leaves them empty (see EndpointSource).
 	Endpoints EndpointSource
+	// Secrets resolves secret names for transport sockets (the TLS
+	// package's SecretProvider); nil when there are none.
+	Secrets any
 
 	scope    stats.Scope
 	mu       sync.Mutex
@@ -43,6 +49,19 @@ func NewManager(scope stats.Scope) *Manager {
 	return m
 }
 
+// compileTransport builds a cluster's transport socket (TLS) from the
+// transport registry; raw_buffer gives nil.
+func (m *Manager) compileTransport(ts *corev3.TransportSocket, c *Cluster) (transport.Upstream, error) {
+	f, err := transport.Registry.Lookup(ts.GetName(), ts.GetTypedConfig().GetTypeUrl())
+	if err != nil {
+		return nil, err
+	}
+	if f.Upstream == nil {
+		return nil, fmt.Errorf("%q cannot originate upstream connections", ts.GetName())
+	}
+	return f.Upstream(&transport.Context{Stats: m.scope.Store(), Scope: c.Stats.Scope(), Secrets: m.Secrets}, ts.GetTypedConfig())
+}
+
 // AddOrUpdate compiles c and installs it, atomically replacing a cluster of
 // the same name, which is then drained: discovery stops, idle connections
 // close, and connections in use close when released. On error nothing
@@ -55,6 +74,12 @@ func (m *Manager) AddOrUpdate(c *clusterv3.Cluster) error {
 	nc, err := compile(c, m.scope, res)
 	if err != nil {
 		return err
+	}
+	if ts := c.GetTransportSocket(); ts != nil {
+		if nc.transport, err = m.compileTransport(ts, nc); err != nil {
+			nc.drain()
+			return fmt.Errorf("cluster %q: transport_socket: %w", c.GetName(), err)
+		}
 	}
 	m.mu.Lock()
 	if m.closed {

@@ -196,8 +196,19 @@ func (p *Pool) dial(ctx context.Context) (*PooledConn, error) {
 		}
 		return nil, err
 	}
+	var conn net.Conn = uc
+	if c.transport != nil {
+		if conn, err = c.transport.Wrap(ctx, uc, ""); err != nil {
+			uc.Close()
+			release()
+			if done != nil {
+				done()
+			}
+			return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}
+		}
+	}
 	c.Stats.UpstreamCxHttp1Total.Inc()
-	pc := &PooledConn{Conn: uc, pool: p, uc: uc, admitDone: done, cxDone: release}
+	pc := &PooledConn{Conn: conn, pool: p, uc: uc, admitDone: done, cxDone: release}
 	pc.peek = newPeeker(uc.tcp)
 	pc.startRequest()
 	return pc, nil

@@ -71,7 +71,6 @@ func Unenforced(c *clusterv3.Cluster) []string {
 		add(l.GetCloseConnectionsOnHostSetChange(), "common_lb_config.close_connections_on_host_set_change")
 		add(l.GetOverrideHostStatus() != nil, "common_lb_config.override_host_status")
 	}
-	add(c.GetTransportSocket() != nil, "transport_socket")
 	add(c.GetProtocolSelection() != clusterv3.Cluster_USE_CONFIGURED_PROTOCOL, "protocol_selection")
 	if o := c.GetUpstreamConnectionOptions(); o != nil {
 		add(o.GetSetLocalInterfaceNameOnUpstreamConnections(), "upstream_connection_options.set_local_interface_name_on_upstream_connections")

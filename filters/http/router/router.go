@@ -6,7 +6,6 @@
 package router
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -101,12 +100,22 @@ type filter struct {
 	deadline  time.Time
 	idle      time.Duration
 	idleArmed bool
-	trl       headers.Map // response trailers, kept across streams
+	// Retries and load balancing.
+	policy      *retryPolicy // nil: no retries
+	retryOnSet  retryOn
+	retriesLeft int
+	attempts    int
+	tryDeadline time.Time // per_try_timeout's end for this attempt; zero: none
+	perTryArmed bool
+	lb          upstream.LBContext
+	lctx        lazyCtx
+	trl         headers.Map // response trailers, kept across streams
 }
 
 // Reset implements httpfilter.Resetter.
 func (f *filter) Reset() {
 	f.release(false)
+	f.lctx.reset(time.Time{})
 	trl := f.trl
 	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl}
 }
@@ -160,7 +169,7 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 		f.cb.SendLocalReply(503, "", "cluster_not_found", streaminfo.NoClusterFound)
 		return httpfilter.Stop
 	}
-	f.host = f.cluster.ChooseHost(&upstream.LBContext{})
+	f.host = f.cluster.ChooseHost(f.lbContext())
 	if f.host == nil {
 		f.cluster.Stats.UpstreamCxNoneHealthy.Inc()
 		f.cb.SendLocalReply(503, "no healthy upstream", "no_healthy_upstream", streaminfo.NoHealthyUpstream)
@@ -180,6 +189,11 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	f.method, _ = h.Get(headers.Method)
 	f.noBody = end
 	f.start = time.Now()
+	f.attempts = 1
+	f.setupRetries(h)
+	if f.timeout > 0 && end {
+		f.deadline = f.start.Add(f.timeout) // the route timeout runs from the end of the request
+	}
 	if !f.connect() {
 		return httpfilter.Stop
 	}
@@ -237,8 +251,20 @@ func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
 
 // connect takes a pooled connection to the chosen host.
 func (f *filter) connect() bool {
-	pc, err := f.cluster.Pool(f.host).Get(context.Background())
+	f.lctx.reset(f.deadline)
+	pc, err := f.cluster.Pool(f.host).Get(&f.lctx)
 	if err != nil {
+		var overflow *upstream.OverflowError
+		if errors.As(err, &overflow) {
+			f.cb.ResponseHeaders().Set("x-envoy-overloaded", "true")
+			f.cb.SendLocalReply(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+				"upstream_reset_before_response_started{overflow}", streaminfo.UpstreamOverflow)
+			return false
+		}
+		f.host.ReportResult(upstream.ResultConnectFailed)
+		if f.tryRetry(failConnect, nil) {
+			return false
+		}
 		info := f.cb.Info()
 		info.UpstreamTransportFailureReason = err.Error()
 		f.cb.SendLocalReply(503,
@@ -264,15 +290,19 @@ func (f *filter) sendAndAwait() {
 		return
 	}
 	info.LastUpstreamTxByte = info.Since(time.Now())
+	if f.timeout > 0 && f.deadline.IsZero() {
+		f.deadline = time.Now().Add(f.timeout)
+	}
+	f.tryDeadline = time.Time{}
+	if f.policy != nil && f.policy.perTry > 0 {
+		f.tryDeadline = time.Now().Add(f.policy.perTry)
+	}
 	f.awaitResponse()
 }
 
 // awaitResponse reads the upstream response and streams it back.
 func (f *filter) awaitResponse() {
 	info := f.cb.Info()
-	if f.timeout > 0 && f.deadline.IsZero() {
-		f.deadline = time.Now().Add(f.timeout)
-	}
 	f.idle = f.cb.StreamIdleTimeout()
 	f.armRead()
 	resp := f.cb.ResponseHeaders()
@@ -298,6 +328,14 @@ func (f *filter) awaitResponse() {
 	}
 	info.FirstUpstreamRxByte = info.Since(time.Now())
 	code := resp.StatusCode()
+	f.host.ReportResponse(code)
+	if f.policy != nil && f.policy.retriableStatus(code, f.retryOnSet) &&
+		f.tryRetry(f.retryOnSet, func() { f.cluster.Stats.RecordResponse(code); f.release(false) }) {
+		return
+	}
+	if f.attempts > 1 {
+		f.cluster.Stats.UpstreamRqRetrySuccess.Inc()
+	}
 	f.cluster.Stats.RecordResponse(code)
 	if code >= 500 {
 		f.host.Stats.RqError.Add(1)
@@ -392,7 +430,10 @@ func (f *filter) release(reusable bool) {
 // timeout's end and now plus the stream idle timeout, remembering which.
 func (f *filter) armRead() {
 	d := f.deadline
-	f.idleArmed = false
+	f.idleArmed, f.perTryArmed = false, false
+	if !f.tryDeadline.IsZero() && (d.IsZero() || f.tryDeadline.Before(d)) {
+		d, f.perTryArmed = f.tryDeadline, true
+	}
 	if f.idle > 0 {
 		if t := time.Now().Add(f.idle); d.IsZero() || t.Before(d) {
 			d, f.idleArmed = t, true
@@ -415,9 +456,17 @@ func (f *filter) upstreamFailed(err error, started bool) {
 		f.cb.SendLocalReply(408, "stream timeout", "stream_idle_timeout", streaminfo.StreamIdleTimeout)
 		return
 	}
+	if timedOut && f.perTryArmed && !f.cb.ResponseStarted() {
+		st.UpstreamRqPerTryTimeout.Inc()
+		f.host.ReportResult(upstream.ResultTimeout)
+		if f.tryRetry(failReset, nil) {
+			return
+		}
+	}
 	if timedOut {
 		st.UpstreamRqTimeout.Inc()
 		f.host.Stats.RqTimeout.Add(1)
+		f.host.ReportResult(upstream.ResultTimeout)
 		if f.cb.ResponseStarted() {
 			f.cb.ResetStream(streaminfo.UpstreamRequestTimeout)
 			return
@@ -427,6 +476,10 @@ func (f *filter) upstreamFailed(err error, started bool) {
 	}
 	if f.cb.ResponseStarted() || started {
 		f.cb.ResetStream(streaminfo.UpstreamConnectionTermination)
+		return
+	}
+	f.host.ReportResult(upstream.ResultRequestFailed)
+	if f.tryRetry(failReset, nil) {
 		return
 	}
 	var perr *http1.Error

@@ -229,6 +229,14 @@ func (f *filter) pump(down *netfilter.Conn, up *upstream.UpstreamConn) (rx, tx i
 	if t := up.TCP(); t != nil {
 		upConn = t // plain TCP: splice, counting bytes through rx and tx
 	}
+	if tr := up.Cluster().Transport(); tr != nil {
+		wrapped, err := tr.Wrap(context.Background(), up, "")
+		if err != nil {
+			closeBoth()
+			return 0, 0
+		}
+		upConn = wrapped // TLS to the upstream: copied through a buffer
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

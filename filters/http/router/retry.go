@@ -1,0 +1,270 @@
+package router
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/outrider-proxy/outrider/proxy/headers"
+	"github.com/outrider-proxy/outrider/proxy/streaminfo"
+	"github.com/outrider-proxy/outrider/proxy/upstream"
+)
+
+// retryOn is a set of Envoy retry conditions.
+type retryOn uint16
+
+const (
+	retry5xx retryOn = 1 << iota
+	retryGatewayError
+	retryReset
+	retryConnectFailure
+	retryRetriable4xx
+	retryRefusedStream
+	retryRetriableStatusCodes
+)
+
+var retryOnNames = map[string]retryOn{
+	"5xx": retry5xx, "gateway-error": retryGatewayError, "reset": retryReset, "connect-failure": retryConnectFailure,
+	"retriable-4xx": retryRetriable4xx, "refused-stream": retryRefusedStream, "retriable-status-codes": retryRetriableStatusCodes,
+}
+
+func parseRetryOn(s string) retryOn {
+	var on retryOn
+	for _, part := range strings.Split(s, ",") {
+		on |= retryOnNames[strings.TrimSpace(part)]
+	}
+	return on
+}
+
+// retryPolicy is a compiled route retry_policy.
+type retryPolicy struct {
+	on       retryOn
+	retries  int
+	perTry   time.Duration
+	base     time.Duration
+	max      time.Duration
+	statuses []int
+}
+
+// policies caches compiled retry policies by their proto, which route
+// tables keep for their lifetime: reads are lock-free after the first.
+var policies sync.Map // *routev3.RetryPolicy -> *retryPolicy
+
+func compileRetry(p *routev3.RetryPolicy) *retryPolicy {
+	if p == nil {
+		return nil
+	}
+	if v, ok := policies.Load(p); ok {
+		return v.(*retryPolicy)
+	}
+	rp := &retryPolicy{on: parseRetryOn(p.GetRetryOn()), retries: 1, base: 25 * time.Millisecond}
+	if n := p.GetNumRetries(); n != nil {
+		rp.retries = int(n.GetValue())
+	}
+	rp.perTry = p.GetPerTryTimeout().AsDuration()
+	if b := p.GetRetryBackOff(); b != nil {
+		rp.base = b.GetBaseInterval().AsDuration()
+		rp.max = b.GetMaxInterval().AsDuration()
+	}
+	if rp.max == 0 {
+		rp.max = 10 * rp.base
+	}
+	for _, c := range p.GetRetriableStatusCodes() {
+		rp.statuses = append(rp.statuses, int(c))
+	}
+	policies.Store(p, rp)
+	return rp
+}
+
+// retriableStatus reports whether an upstream response code calls for a
+// retry under on.
+func (p *retryPolicy) retriableStatus(code int, on retryOn) bool {
+	switch {
+	case on&retry5xx != 0 && code >= 500:
+		return true
+	case on&retryGatewayError != 0 && (code == 502 || code == 503 || code == 504):
+		return true
+	case on&retryRetriable4xx != 0 && code == 409:
+		return true
+	case on&retryRetriableStatusCodes != 0:
+		for _, s := range p.statuses {
+			if s == code {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// failure kinds that can be retried before any response.
+const (
+	failConnect retryOn = retryConnectFailure | retry5xx | retryGatewayError
+	failReset   retryOn = retryReset | retry5xx | retryGatewayError
+)
+
+// setupRetries reads the route's policy and Envoy's request headers
+// (x-envoy-retry-on, x-envoy-max-retries; the connection manager strips
+// them from external requests).
+func (f *filter) setupRetries(h *headers.Map) {
+	f.policy = compileRetry(f.route.RetryPolicy())
+	f.retriesLeft, f.retryOnSet = 0, 0
+	if f.policy != nil {
+		f.retriesLeft, f.retryOnSet = f.policy.retries, f.policy.on
+	}
+	if v, ok := h.Get("x-envoy-retry-on"); ok {
+		f.retryOnSet |= parseRetryOn(string(v))
+		if f.policy == nil {
+			f.policy = &retryPolicy{retries: 1, base: 25 * time.Millisecond, max: 250 * time.Millisecond}
+			f.retriesLeft = 1
+		}
+	}
+	if v, ok := h.Get("x-envoy-max-retries"); ok {
+		if n, err := strconv.Atoi(string(v)); err == nil && n >= 0 {
+			f.retriesLeft = n
+		}
+	}
+}
+
+// tryRetry starts another attempt when the policy allows one for why: no
+// request body was sent (bodies are not buffered for retries), retries
+// remain and the circuit breaker admits it. before runs first (releasing
+// the failed attempt). It reports whether it took the request over.
+func (f *filter) tryRetry(why retryOn, before func()) bool {
+	if f.policy == nil || f.retryOnSet&why == 0 || !f.noBody {
+		return false
+	}
+	st := f.cluster.Stats
+	if f.retriesLeft <= 0 {
+		st.UpstreamRqRetryLimitExceeded.Inc()
+		f.cb.Info().SetFlag(streaminfo.UpstreamRetryLimitExceeded)
+		return false
+	}
+	ok, done := f.cluster.AdmitRetry()
+	if !ok {
+		return false
+	}
+	defer done()
+	if before != nil {
+		before()
+	}
+	f.retriesLeft--
+	f.attempts++
+	st.UpstreamRqRetry.Inc()
+	// Fully jittered exponential back-off, as Envoy's.
+	backoff := f.policy.base << min(f.attempts-2, 10)
+	backoff = min(backoff, f.policy.max)
+	if backoff > 0 {
+		st.UpstreamRqRetryBackoffExp.Inc()
+		time.Sleep(time.Duration(rand.Int64N(int64(backoff) + 1)))
+	}
+	f.host = f.cluster.ChooseHost(f.lbContext())
+	if f.host == nil {
+		f.cluster.Stats.UpstreamCxNoneHealthy.Inc()
+		f.cb.SendLocalReply(503, "no healthy upstream", "no_healthy_upstream", streaminfo.NoHealthyUpstream)
+		return true
+	}
+	f.cb.Info().UpstreamHost = f.host.String()
+	if !f.connect() {
+		return true
+	}
+	if err := f.codec.enc.WriteRequestHeaders(f.cb.RequestHeaders(), true); err != nil {
+		f.upstreamFailed(err, false)
+		return true
+	}
+	f.sendAndAwait()
+	return true
+}
+
+// lbContext fills the hash key from the route's hash_policy (header,
+// source IP, query parameter), for RING_HASH and MAGLEV clusters.
+func (f *filter) lbContext() *upstream.LBContext {
+	f.lb = upstream.LBContext{DownstreamConn: f.cb.Info().Conn}
+	h := f.cb.RequestHeaders()
+	var key uint64
+	for _, p := range f.route.HashPolicy() {
+		var v uint64
+		var ok bool
+		switch {
+		case p.GetHeader() != nil:
+			if b, found := h.Get(strings.ToLower(p.GetHeader().GetHeaderName())); found {
+				v, ok = upstream.XXHash64(string(b), 0), true
+			}
+		case p.GetConnectionProperties().GetSourceIp():
+			if a := f.cb.Info().Conn.RemoteAddr.Addr(); a.IsValid() {
+				v, ok = hashAddr(a), true
+			}
+		case p.GetQueryParameter() != nil:
+			if val, found := queryParam(h, p.GetQueryParameter().GetName()); found {
+				v, ok = upstream.XXHash64(val, 0), true
+			}
+		}
+		if !ok {
+			continue
+		}
+		key = (key<<1 | key>>63) ^ v // Envoy's rotate-and-xor combination
+		f.lb.HasHash = true
+		if p.GetTerminal() {
+			break
+		}
+	}
+	f.lb.HashKey = key
+	return &f.lb
+}
+
+func hashAddr(a netip.Addr) uint64 {
+	var b [46]byte
+	return upstream.XXHash64(string(a.Unmap().AppendTo(b[:0])), 0)
+}
+
+func queryParam(h *headers.Map, name string) (string, bool) {
+	path, _ := h.Get(headers.Path)
+	i := strings.IndexByte(string(path), '?')
+	if i < 0 {
+		return "", false
+	}
+	for _, kv := range strings.Split(string(path[i+1:]), "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		if k == name {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// lazyCtx is a request's context for the connection pool: free on the
+// pool's fast path (an idle connection; nothing calls it), a real context
+// with the route's deadline once the pool waits or dials.
+type lazyCtx struct {
+	deadline time.Time
+	ctx      context.Context
+	cancel   context.CancelFunc
+}
+
+func (c *lazyCtx) real() context.Context {
+	if c.ctx == nil {
+		if c.deadline.IsZero() {
+			c.ctx, c.cancel = context.WithCancel(context.Background())
+		} else {
+			c.ctx, c.cancel = context.WithDeadline(context.Background(), c.deadline)
+		}
+	}
+	return c.ctx
+}
+
+func (c *lazyCtx) Deadline() (time.Time, bool) { return c.real().Deadline() }
+func (c *lazyCtx) Done() <-chan struct{}       { return c.real().Done() }
+func (c *lazyCtx) Err() error                  { return c.real().Err() }
+func (c *lazyCtx) Value(k any) any             { return c.real().Value(k) }
+
+func (c *lazyCtx) reset(deadline time.Time) {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	*c = lazyCtx{deadline: deadline}
+}
