@@ -75,6 +75,7 @@ type stream struct {
 	reqDone         bool         // the whole request was read from the client
 	requestDeadline time.Time    // request_timeout's end; zero when unset
 	respTrailers    *headers.Map // the response trailers sent, if any
+	localHdrs       headers.Map  // added to local replies (AddLocalReplyHeader)
 	logCtx          formatter.Context
 	writeErr        bool
 }
@@ -97,6 +98,7 @@ func (s *stream) begin(now time.Time) {
 	s.resp.Reset()
 	s.reqTrl.Reset()
 	s.respTrailers = nil
+	s.localHdrs.Reset()
 	s.dec.reset(&s.req)
 	s.enc.reset(&s.resp)
 	for i := range s.filters {
@@ -203,6 +205,8 @@ func (s *stream) resetStream(flag streaminfo.ResponseFlag) {
 	s.cfg.stats.rqTxReset.Inc()
 }
 
+func (s *stream) AddLocalReplyHeader(name, value string) { s.localHdrs.Add(name, value) }
+
 func (s *stream) SendLocalReply(status int, body, details string, flag streaminfo.ResponseFlag) {
 	s.sendLocalReply(status, body, details, flag)
 }
@@ -225,6 +229,9 @@ func (s *stream) sendLocalReply(status int, body, details string, flag streaminf
 		s.resp.Set("content-type", "text/plain")
 	} else {
 		s.resp.Set("content-length", "0")
+	}
+	for _, f := range s.localHdrs.Fields() {
+		s.resp.AddBytes(string(f.Name), f.Value)
 	}
 	s.iterHeaders(&s.enc, 0, body == "")
 	if body != "" && !s.reset && !s.responseDone {

@@ -76,6 +76,9 @@ type Callbacks interface {
 	// text body, Envoy's response code details, and a response flag (0 for
 	// none). Filters return Stop after calling it.
 	SendLocalReply(status int, body string, details string, flag streaminfo.ResponseFlag)
+	// AddLocalReplyHeader adds a header to the next local reply of the
+	// stream (such as x-envoy-overloaded).
+	AddLocalReplyHeader(name, value string)
 	// DecodingBuffer and EncodingBuffer are the body data held for a filter
 	// that returned StopAndBuffer: while it holds the stream, each new piece
 	// is appended before the filter sees it, so on its last call the buffer

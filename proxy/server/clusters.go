@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -12,25 +11,6 @@ import (
 
 	"github.com/outrider-proxy/outrider/proxy/upstream"
 )
-
-// healthFlags is Envoy's /clusters health_flags text for a host.
-func healthFlags(h *upstream.Host) string {
-	if h.Healthy() {
-		return "healthy"
-	}
-	var flags []string
-	if h.HealthStatus() == corev3.HealthStatus_UNHEALTHY || h.HealthStatus() == corev3.HealthStatus_DRAINING ||
-		h.HealthStatus() == corev3.HealthStatus_TIMEOUT {
-		flags = append(flags, "/failed_eds_health")
-	}
-	if h.HealthStatus() == corev3.HealthStatus_DEGRADED {
-		flags = append(flags, "/degraded_eds_health")
-	}
-	if len(flags) == 0 {
-		flags = append(flags, "/failed_active_hc")
-	}
-	return strings.Join(flags, "")
-}
 
 // handleClusters prints /clusters in Envoy's text form (cluster::host::stat::value)
 // or, with ?format=json, as envoy.admin.v3.Clusters.
@@ -74,7 +54,7 @@ func (s *Server) handleClusters(w http.ResponseWriter, r *http.Request) {
 				fmt.Fprintf(w, "%s::%s::%d\n", pre, st.name, st.value)
 			}
 			fmt.Fprintf(w, "%s::hostname::%s\n", pre, h.Hostname)
-			fmt.Fprintf(w, "%s::health_flags::%s\n", pre, healthFlags(h))
+			fmt.Fprintf(w, "%s::health_flags::%s\n", pre, h.HealthFlags())
 			fmt.Fprintf(w, "%s::weight::%d\n", pre, h.Weight)
 			fmt.Fprintf(w, "%s::region::%s\n%s::zone::%s\n%s::sub_zone::%s\n", pre, h.Locality.GetRegion(), pre, h.Locality.GetZone(), pre, h.Locality.GetSubZone())
 			fmt.Fprintf(w, "%s::canary::false\n%s::priority::%d\n", pre, pre, h.Priority)

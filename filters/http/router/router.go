@@ -256,7 +256,7 @@ func (f *filter) connect() bool {
 	if err != nil {
 		var overflow *upstream.OverflowError
 		if errors.As(err, &overflow) {
-			f.cb.ResponseHeaders().Set("x-envoy-overloaded", "true")
+			f.cb.AddLocalReplyHeader("x-envoy-overloaded", "true")
 			f.cb.SendLocalReply(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow",
 				"upstream_reset_before_response_started{overflow}", streaminfo.UpstreamOverflow)
 			return false

@@ -1,0 +1,228 @@
+package server_test
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/outrider-proxy/outrider/proxy/server/servertest"
+)
+
+// clusterYAML is a STATIC cluster over the ports, with extra YAML lines.
+func clusterYAML(name string, extra string, ports ...int) string {
+	var eps []string
+	for _, p := range ports {
+		eps = append(eps, fmt.Sprintf("{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}", p))
+	}
+	return fmt.Sprintf(`  - name: %s
+    connect_timeout: 1s
+%s
+    load_assignment: {cluster_name: %s, endpoints: [{lb_endpoints: [%s]}]}
+`, name, indent(extra, 4), name, strings.Join(eps, ", "))
+}
+
+// resilienceBootstrap routes "/" to cluster "pool" with routeExtra on the
+// route action.
+func resilienceBootstrap(routeExtra, clusterExtra string, ports ...int) string {
+	yaml := httpBootstrap(ports[0], fmt.Sprintf(`- match: {prefix: "/"}
+  route: {cluster: pool%s}`, routeExtra), "")
+	i := strings.Index(yaml, "  clusters:\n")
+	return yaml[:i] + "  clusters:\n" + clusterYAML("pool", clusterExtra, ports...)
+}
+
+func getBody(t *testing.T, url string, hdr ...string) (int, string, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+func TestRetries(t *testing.T) {
+	var calls atomic.Int32
+	flaky := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1)%2 == 1 {
+			w.WriteHeader(503)
+			return
+		}
+		io.WriteString(w, "second try")
+	})
+	p := servertest.Start(t, resilienceBootstrap(`, retry_policy: {retry_on: 5xx, num_retries: 2, retry_back_off: {base_interval: 0.001s}}`, "", flaky.port()))
+	if code, body, _ := getBody(t, p.URL("front", "/")); code != 200 || body != "second try" {
+		t.Fatalf("got %d %q, want the retried 200", code, body)
+	}
+	p.WaitStat("cluster.pool.upstream_rq_retry", 1)
+	p.WaitStat("cluster.pool.upstream_rq_retry_success", 1)
+	p.WaitStat("cluster.pool.upstream_rq_503", 1)
+	p.WaitStat("cluster.pool.upstream_rq_200", 1)
+
+	t.Run("connect-failure moves to another host", func(t *testing.T) {
+		ok := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "alive") })
+		p := servertest.Start(t, resilienceBootstrap(`, retry_policy: {retry_on: connect-failure, num_retries: 3, retry_back_off: {base_interval: 0.001s}}`, "", servertest.DeadPort(t), ok.port()))
+		for i := 0; i < 4; i++ {
+			if code, body, _ := getBody(t, p.URL("front", "/")); code != 200 || body != "alive" {
+				t.Fatalf("request %d: %d %q", i, code, body)
+			}
+		}
+		if p.Stat("cluster.pool.upstream_rq_retry") == 0 {
+			t.Error("no retry counted")
+		}
+	})
+	t.Run("limit exceeded answers with the last failure", func(t *testing.T) {
+		down := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(502) })
+		p := servertest.Start(t, resilienceBootstrap(`, retry_policy: {retry_on: gateway-error, num_retries: 2, retry_back_off: {base_interval: 0.001s}}`, "", down.port()))
+		if code, _, _ := getBody(t, p.URL("front", "/")); code != 502 {
+			t.Fatalf("status %d, want 502", code)
+		}
+		p.WaitStat("cluster.pool.upstream_rq_retry", 2)
+		p.WaitStat("cluster.pool.upstream_rq_retry_limit_exceeded", 1)
+	})
+	t.Run("per_try_timeout", func(t *testing.T) {
+		var n atomic.Int32
+		slowFirst := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			if n.Add(1) == 1 {
+				time.Sleep(500 * time.Millisecond)
+			}
+			io.WriteString(w, "fast")
+		})
+		p := servertest.Start(t, resilienceBootstrap(`, retry_policy: {retry_on: reset, num_retries: 1, per_try_timeout: 0.1s, retry_back_off: {base_interval: 0.001s}}`, "", slowFirst.port()))
+		if code, body, _ := getBody(t, p.URL("front", "/")); code != 200 || body != "fast" {
+			t.Fatalf("got %d %q", code, body)
+		}
+		p.WaitStat("cluster.pool.upstream_rq_per_try_timeout", 1)
+	})
+}
+
+func TestOutlierDetectionEjectsFailingHost(t *testing.T) {
+	bad := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	good := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "good") })
+	p := servertest.Start(t, resilienceBootstrap("", `outlier_detection: {consecutive_5xx: 2, interval: 10s, base_ejection_time: 30s, max_ejection_percent: 50}`, bad.port(), good.port()))
+	for i := 0; i < 6; i++ {
+		getBody(t, p.URL("front", "/"))
+	}
+	for i := 0; i < 10; i++ {
+		if code, body, _ := getBody(t, p.URL("front", "/")); code != 200 || body != "good" {
+			t.Fatalf("after ejection, request %d reached %d %q", i, code, body)
+		}
+	}
+	p.WaitStat("cluster.pool.outlier_detection.ejections_active", 1)
+	if _, clusters := p.Admin("GET", "/clusters"); !strings.Contains(clusters, fmt.Sprintf("pool::127.0.0.1:%d::health_flags::/failed_outlier_check", bad.port())) {
+		t.Errorf("/clusters does not show the ejected host:\n%s", clusters)
+	}
+}
+
+func TestCircuitBreakerOverflow(t *testing.T) {
+	release := make(chan struct{})
+	slow := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { <-release })
+	p := servertest.Start(t, resilienceBootstrap("", `circuit_breakers: {thresholds: [{max_requests: 1, max_pending_requests: 1, max_connections: 1}]}`, slow.port()))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); getBody(t, p.URL("front", "/first")) }()
+	p.WaitStat("cluster.pool.upstream_rq_active", 1)
+	code, _, h := getBody(t, p.URL("front", "/second"))
+	close(release)
+	wg.Wait()
+	if code != 503 || h.Get("X-Envoy-Overloaded") != "true" {
+		t.Fatalf("over max_requests: %d overloaded=%q, want 503 and x-envoy-overloaded", code, h.Get("X-Envoy-Overloaded"))
+	}
+	if p.Stat("cluster.pool.upstream_rq_pending_overflow") == 0 {
+		t.Error("overflow not counted")
+	}
+}
+
+func TestActiveHealthCheck(t *testing.T) {
+	sick := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			w.WriteHeader(503)
+			return
+		}
+		io.WriteString(w, "sick")
+	})
+	well := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "well") })
+	p := servertest.Start(t, resilienceBootstrap("", `health_checks: [{timeout: 1s, interval: 0.05s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: {path: /healthz}}]`, sick.port(), well.port()))
+	p.WaitStat("cluster.pool.membership_healthy", 1)
+	for i := 0; i < 6; i++ {
+		if code, body, _ := getBody(t, p.URL("front", "/")); code != 200 || body != "well" {
+			t.Fatalf("request %d reached %d %q", i, code, body)
+		}
+	}
+	if p.Stat("cluster.pool.health_check.failure") == 0 {
+		t.Error("health_check.failure not counted")
+	}
+}
+
+func TestRingHashByHeader(t *testing.T) {
+	var hosts []int
+	for i := 0; i < 3; i++ {
+		i := i
+		hosts = append(hosts, startUpstream(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, i) }).port())
+	}
+	p := servertest.Start(t, resilienceBootstrap(`, hash_policy: [{header: {header_name: x-user}}]`, "lb_policy: RING_HASH", hosts...))
+	seen := map[string]bool{}
+	for u := 0; u < 20; u++ {
+		user := fmt.Sprint("user-", u)
+		_, first, _ := getBody(t, p.URL("front", "/"), "X-User", user)
+		for i := 0; i < 3; i++ {
+			if _, again, _ := getBody(t, p.URL("front", "/"), "X-User", user); again != first {
+				t.Fatalf("%s went to %s then %s", user, first, again)
+			}
+		}
+		seen[first] = true
+	}
+	if len(seen) < 2 {
+		t.Errorf("20 users all hashed to one host: %v", seen)
+	}
+}
+
+// A cluster's UpstreamTlsContext makes the pool speak TLS to the upstream,
+// validating it against the CA and the SAN.
+func TestUpstreamTLS(t *testing.T) {
+	ca := servertest.NewCA(t, "up-ca")
+	leaf := ca.Issue(t, []string{"backend.test"})
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "tls %v", r.TLS != nil)
+	}))
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{leaf.TLS}}
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	port := ts.Listener.Addr().(*net.TCPAddr).Port
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caFile, ca.PEM, 0o600)
+	tlsCfg := func(san string) string {
+		return fmt.Sprintf(`transport_socket:
+  name: envoy.transport_sockets.tls
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+    sni: backend.test
+    common_tls_context:
+      validation_context:
+        trusted_ca: {filename: %s}
+        match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: %s}}]`, caFile, san)
+	}
+	p := servertest.Start(t, resilienceBootstrap("", tlsCfg("backend.test"), port))
+	if code, body, _ := getBody(t, p.URL("front", "/")); code != 200 || body != "tls true" {
+		t.Fatalf("got %d %q", code, body)
+	}
+	p.WaitStat("cluster.pool.ssl.handshake", 1)
+	wrong := servertest.Start(t, resilienceBootstrap("", tlsCfg("other.test"), port))
+	if code, _, _ := getBody(t, wrong.URL("front", "/")); code != 503 {
+		t.Fatalf("a SAN mismatch gave %d, want 503", code)
+	}
+}
