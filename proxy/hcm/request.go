@@ -61,8 +61,21 @@ func (s *stream) prepareRequest() *requestError {
 		h.Set(headers.Scheme, scheme)
 	}
 
+	// The trusted client address, as Envoy finds it: with use_remote_address,
+	// the peer itself unless xff_num_trusted_hops trusts proxies before it;
+	// without, the XFF entry past the trusted hops.
 	remote := s.info.Conn.RemoteAddr.Addr()
-	internal := s.cfg.isInternal(remote)
+	trusted := remote
+	if s.cfg.useRemoteAddress {
+		if n := s.cfg.xffTrustedHops; n > 0 {
+			if a, ok := xffAddr(h, n-1); ok {
+				trusted = a
+			}
+		}
+	} else if a, ok := xffAddr(h, s.cfg.xffTrustedHops); ok {
+		trusted = a
+	}
+	internal := s.cfg.isInternal(trusted)
 	if s.cfg.useRemoteAddress {
 		if !s.cfg.skipXffAppend {
 			appendXFF(h, remote)
@@ -73,7 +86,7 @@ func (s *stream) prepareRequest() *requestError {
 				h.Del(n)
 			}
 			var b [64]byte
-			h.SetBytes("x-envoy-external-address", remote.AppendTo(b[:0]))
+			h.SetBytes("x-envoy-external-address", trusted.Unmap().AppendTo(b[:0]))
 		} else {
 			h.Set("x-envoy-internal", "true")
 		}
@@ -100,6 +113,27 @@ func (c *Config) isInternal(addr netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// xffAddr is the address skip entries from the right of x-forwarded-for.
+func xffAddr(h *headers.Map, skip int) (netip.Addr, bool) {
+	v, ok := h.Get("x-forwarded-for")
+	if !ok {
+		return netip.Addr{}, false
+	}
+	end := len(v)
+	for i := len(v) - 1; i >= -1; i-- {
+		if i >= 0 && v[i] != ',' {
+			continue
+		}
+		if skip == 0 {
+			a, err := netip.ParseAddr(string(bytes.TrimSpace(v[i+1 : end])))
+			return a, err == nil
+		}
+		skip--
+		end = i
+	}
+	return netip.Addr{}, false
 }
 
 func appendXFF(h *headers.Map, remote netip.Addr) {

@@ -1,6 +1,10 @@
 package hcm
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/outrider-proxy/outrider/proxy/headers"
+)
 
 func TestNormalizePath(t *testing.T) {
 	for _, tc := range []struct {
@@ -30,5 +34,16 @@ func TestUUID(t *testing.T) {
 	newUUID(&b)
 	if a == b || a[14] != '4' || a[8] != '-' || a[23] != '-' {
 		t.Fatalf("bad uuids %s %s", a[:], b[:])
+	}
+}
+
+func TestXFFAddr(t *testing.T) {
+	var h headers.Map
+	h.Set("x-forwarded-for", "1.1.1.1, 2.2.2.2,3.3.3.3")
+	for skip, want := range map[int]string{0: "3.3.3.3", 1: "2.2.2.2", 2: "1.1.1.1", 3: ""} {
+		a, ok := xffAddr(&h, skip)
+		if (want == "") == ok || (ok && a.String() != want) {
+			t.Errorf("skip %d: %v %v, want %q", skip, a, ok, want)
+		}
 	}
 }

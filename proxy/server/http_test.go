@@ -421,3 +421,29 @@ func TestEarlyUpstreamResponse(t *testing.T) {
 		t.Fatalf("got %d %q close=%v, want the upstream's 413 and a close", resp.StatusCode, b, resp.Close)
 	}
 }
+
+// With xff_num_trusted_hops, the client address is taken from
+// x-forwarded-for past the trusted proxies, as Envoy does.
+func TestXFFTrustedHops(t *testing.T) {
+	got := make(chan http.Header, 1)
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() })
+	p := servertest.Start(t, httpBootstrap(up.port(), routeToUp, "use_remote_address: true\nxff_num_trusted_hops: 1"))
+	req, _ := http.NewRequest("GET", p.URL("front", "/"), nil)
+	req.Header.Set("X-Forwarded-For", "203.0.113.7, 198.51.100.1")
+	req.Header.Set("X-Envoy-Retry-On", "5xx") // internal header from an external client: removed
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	h := <-got
+	if h.Get("X-Envoy-External-Address") != "198.51.100.1" {
+		t.Errorf("x-envoy-external-address = %q, want the trusted hop's client 198.51.100.1", h.Get("X-Envoy-External-Address"))
+	}
+	if h.Get("X-Forwarded-For") != "203.0.113.7, 198.51.100.1,127.0.0.1" {
+		t.Errorf("x-forwarded-for = %q", h.Get("X-Forwarded-For"))
+	}
+	if h.Get("X-Envoy-Retry-On") != "" {
+		t.Errorf("x-envoy-retry-on from an external client reached the upstream")
+	}
+}
