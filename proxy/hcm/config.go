@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -92,6 +93,7 @@ type Config struct {
 	accessLogs            *accesslog.Set // nil logs nothing
 	cancelRDS             func()         // stops the RDS watch; nil for inline routes
 	internalCIDRs         []netip.Prefix // internal_address_config.cidr_ranges
+	underscores           corev3.HttpProtocolOptions_HeadersWithUnderscoresAction
 
 	h2      h2Server             // HTTP/2 server shared by the config's connections
 	h2pool  sync.Pool            // of *h2Stream
@@ -204,6 +206,7 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 			c.maxConnDuration = d.AsDuration()
 		}
 		c.maxRequestsPerConn = cp.GetMaxRequestsPerConnection().GetValue()
+		c.underscores = cp.GetHeadersWithUnderscoresAction()
 	}
 	if err := c.compileHTTP2(p.GetHttp2ProtocolOptions()); err != nil {
 		return nil, err

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strconv"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/http1"
 )
@@ -37,6 +39,9 @@ func (s *stream) prepareRequest() *requestError {
 	}
 	if !h.Has(headers.Authority) {
 		return &requestError{400, "missing_host_header"}
+	}
+	if s.cfg.underscores != corev3.HttpProtocolOptions_ALLOW && s.underscoreHeaders(h) {
+		return &requestError{400, "unexpected_underscore"}
 	}
 	http1.StripHopByHop(h, false)
 	h.Del("http2-settings")
@@ -102,6 +107,27 @@ func (s *stream) prepareRequest() *requestError {
 		}
 	}
 	return nil
+}
+
+// underscoreHeaders applies headers_with_underscores_action and reports
+// whether the request must be rejected.
+func (s *stream) underscoreHeaders(h *headers.Map) bool {
+	reject := false
+	h.DelFunc(func(f headers.Field) bool {
+		if f.Name[0] == ':' || bytes.IndexByte(f.Name, '_') < 0 {
+			return false
+		}
+		if s.cfg.underscores == corev3.HttpProtocolOptions_REJECT_REQUEST {
+			reject = true
+			return false
+		}
+		s.cfg.stats.droppedUnderscores.Inc()
+		return true
+	})
+	if reject {
+		s.cfg.stats.rejectedUnderscores.Inc()
+	}
+	return reject
 }
 
 // isInternal reports whether addr is in internal_address_config.

@@ -447,3 +447,26 @@ func TestXFFTrustedHops(t *testing.T) {
 		t.Errorf("x-envoy-retry-on from an external client reached the upstream")
 	}
 }
+
+func TestHeadersWithUnderscores(t *testing.T) {
+	got := make(chan http.Header, 2)
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() })
+	for action, check := range map[string]func(p *servertest.Proxy, status int){
+		"DROP_HEADER": func(p *servertest.Proxy, status int) {
+			if h := <-got; status != 200 || h.Get("X_Under") != "" || h.Get("X-Fine") != "1" {
+				t.Errorf("DROP_HEADER: status %d, upstream headers %v", status, h)
+			}
+			p.WaitStat("http.ingress.dropped_headers_with_underscores", 1)
+		},
+		"REJECT_REQUEST": func(p *servertest.Proxy, status int) {
+			if status != 400 {
+				t.Errorf("REJECT_REQUEST: status %d", status)
+			}
+			p.WaitStat("http.ingress.requests_rejected_with_underscores_in_headers", 1)
+		},
+	} {
+		p := servertest.Start(t, httpBootstrap(up.port(), routeToUp, "common_http_protocol_options: {headers_with_underscores_action: "+action+"}"))
+		resp, _ := rawRequest(t, p.Addr("front"), "GET / HTTP/1.1\r\nHost: a\r\nX_Under: 1\r\nX-Fine: 1\r\n\r\n")
+		check(p, resp.StatusCode)
+	}
+}
