@@ -141,7 +141,7 @@ for peer in "${peers[@]}"; do
   before=$(mem_kb "${pid[$peer]}" VmRSS)
   taskset -c 1 bin/bench-idleconns -addr "127.0.0.1:${port[$peer]}" -n "$IDLE_N" -hold 3s -timeout 60s \
     >"$tmp/idle-$peer.out" 2>&1 & ipid=$!; pids+=($ipid)
-  for _ in $(seq 900); do grep -q ready "$tmp/idle-$peer.out" && break; sleep 0.1; done
+  for _ in $(seq 900); do grep -qs ready "$tmp/idle-$peer.out" && break; sleep 0.1; done
   sleep 1
   held=$(mem_kb "${pid[$peer]}" VmRSS)
   opened=$(awk '/ready/ {print $2}' "$tmp/idle-$peer.out")
@@ -187,6 +187,7 @@ row() { # label metric peers...
   row "CPU s per 10k small req" small.cpu "${peers[@]}"
   row "16 KiB body, req/s" 16k.rps "${peers[@]}"
   row "1 MiB body, req/s" 1m.rps "${peers[@]}"
+  row "CPU s per 10k 1 MiB req" 1m.cpu "${peers[@]}"
   row "open loop $rate/s, p50 ms" ol.p50 "${peers[@]}"
   row "open loop $rate/s, p99 ms" ol.p99 "${peers[@]}"
   row "open loop $rate/s, p99.9 ms" ol.p999 "${peers[@]}"

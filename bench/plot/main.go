@@ -51,8 +51,8 @@ func render(out, title string, files []string) error {
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 	p.X.Tick.Marker = percentileTicks{}
 	p.Add(plotter.NewGrid())
-	p.Legend.Top = true
-	p.Legend.Left = true
+	p.Legend.Top = false // bottom right: below the tails
+	p.Legend.Left = false
 	palette := []color.Color{
 		color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}, color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
 		color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}, color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
@@ -122,10 +122,10 @@ func qToX(q float64) float64 { return -math.Log10(1 - q) }
 type percentileTicks struct{}
 
 // Ticks implements plot.Ticker.
-func (percentileTicks) Ticks(min, max float64) []plot.Tick {
+func (percentileTicks) Ticks(lo, hi float64) []plot.Tick {
 	var ts []plot.Tick
-	for x := math.Ceil(min); x <= max; x++ {
-		label := strconv.FormatFloat(100*(1-math.Pow(10, -x)), 'f', -1, 64) + "%"
+	for x := math.Ceil(lo); x <= hi; x++ {
+		label := fmt.Sprintf("%.*f%%", max(0, int(x)-2), 100*(1-math.Pow(10, -x)))
 		ts = append(ts, plot.Tick{Value: x, Label: label})
 	}
 	return ts

@@ -13,8 +13,8 @@ func TestQToXAndTicks(t *testing.T) {
 			t.Errorf("qToX(%v) = %v, want %v", q, got, want)
 		}
 	}
-	ts := percentileTicks{}.Ticks(0, 3.2)
-	want := []string{"0%", "90%", "99%", "99.9%"}
+	ts := percentileTicks{}.Ticks(0, 5.2)
+	want := []string{"0%", "90%", "99%", "99.9%", "99.99%", "99.999%"}
 	if len(ts) != len(want) {
 		t.Fatalf("ticks %v", ts)
 	}
