@@ -4,7 +4,7 @@ BIN := bin/outrider
 RACE_PKGS := ./proxy/... ./filters/... ./telemetry/... ./xds/...
 FUZZTIME ?= 30s
 
-.PHONY: all build run test test-race vet fuzz bench clean
+.PHONY: all build run test test-race vet fuzz bench bench-compare clean
 
 all: build
 
@@ -29,6 +29,11 @@ fuzz:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./bench/ ./proxy/http1/
+
+# Outrider against nginx, HAProxy, Caddy and httputil on loopback (about 9 min;
+# SECS, TCP_SECS, LAT_SECS, ROUNDS, IDLE_N shorten it). Installs the peers if missing.
+bench-compare:
+	bash bench/compare.sh
 
 clean:
 	rm -rf bin
