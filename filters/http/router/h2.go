@@ -233,7 +233,9 @@ func (f *filter) h2Await() {
 	}
 	f.fctx.Response = rh
 	f.route.ApplyResponseHeaders(rh, &f.fctx)
-	noBody := resp.Body == http.NoBody
+	// x/net reports HEADERS with END_STREAM (a gRPC trailers-only
+	// response, say) as content length 0.
+	noBody := resp.Body == http.NoBody || resp.ContentLength == 0
 	if !f.cb.EncodeHeaders(rh, noBody) {
 		f.release(false)
 		return
