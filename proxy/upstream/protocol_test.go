@@ -31,7 +31,7 @@ func TestCompileProtocol(t *testing.T) {
 		{name: "window refused", js: `{"name":"a",` + hpo + `"explicit_http_config":{"http2_protocol_options":{"initial_stream_window_size":65536}}}}}`,
 			wantErr: "http2_protocol_options.initial_stream_window_size"},
 		{name: "other extension refused", js: `{"name":"a","typed_extension_protocol_options":{"x.other":{"@type":"type.googleapis.com/google.protobuf.Empty"}}}`,
-			wantErr: `typed_extension_protocol_options[\"x.other\"]: extension not supported`},
+			wantErr: `typed_extension_protocol_options["x.other"]: extension not supported`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
