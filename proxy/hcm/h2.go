@@ -297,6 +297,15 @@ func (hs *h2Stream) readRequest(r *http.Request) {
 			h.Add(k, v)
 		}
 	}
+	// x/net moves the trailer declaration into r.Trailer: restore it, so
+	// the upstream learns of the trailers as the client declared them.
+	if len(r.Trailer) > 0 {
+		names := make([]string, 0, len(r.Trailer))
+		for k := range r.Trailer {
+			names = append(names, strings.ToLower(k))
+		}
+		h.Add("trailer", strings.Join(names, ", "))
+	}
 }
 
 var errH2Status = errors.New("hcm: response status not valid for HTTP/2")

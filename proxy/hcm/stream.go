@@ -223,6 +223,20 @@ func (s *stream) sendLocalReply(status int, body, details string, flag streaminf
 	s.localReplied = true
 	s.enc.reset(&s.resp)
 	s.resp.Reset()
+	if ct, _ := s.req.Get("content-type"); isGRPC(ct) {
+		// gRPC local replies are trailers-only, as Envoy's.
+		s.resp.SetInt(headers.Status, 200)
+		s.resp.Set("content-type", "application/grpc")
+		s.resp.SetInt("grpc-status", int64(grpcStatus(status)))
+		if body != "" {
+			s.resp.Set("grpc-message", grpcEncode(body))
+		}
+		for _, f := range s.localHdrs.Fields() {
+			s.resp.AddBytes(string(f.Name), f.Value)
+		}
+		s.iterHeaders(&s.enc, 0, true)
+		return
+	}
 	s.resp.SetInt(headers.Status, int64(status))
 	if body != "" {
 		s.resp.SetInt("content-length", int64(len(body)))

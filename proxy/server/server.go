@@ -424,15 +424,11 @@ func (s *Server) updateGauges() {
 // upstream.Unenforced lists only change behaviour under failure and are
 // logged.
 var refusedClusterFields = map[string]bool{
-	"transport_socket_matches": true, "transport_socket_matcher": true, "typed_extension_protocol_options": true,
-	"http_protocol_options": true, "upstream_http_protocol_options": true, "lb_subset_config": true,
-	"http2_protocol_options": true,
+	"transport_socket_matches": true, "transport_socket_matcher": true,
+	"upstream_http_protocol_options": true, "lb_subset_config": true,
 }
 
 func checkClusterFields(c *clusterv3.Cluster, log *slog.Logger) error {
-	if c.GetHttp2ProtocolOptions() != nil {
-		return fmt.Errorf("http2_protocol_options: upstream HTTP/2 is not supported by outrider yet")
-	}
 	for _, f := range upstream.Unenforced(c) {
 		if refusedClusterFields[f] {
 			return fmt.Errorf("%s: field not supported by outrider yet", f)

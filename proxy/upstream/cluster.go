@@ -67,6 +67,7 @@ type Cluster struct {
 	TypedExtensionProtocolOptions map[string]*anypb.Any
 
 	transport      transport.Upstream // nil: plaintext
+	protocol       protocolOptions
 	policy         *lbConfig
 	hc             *healthChecker   // nil without health_checks
 	outlier        *outlierDetector // nil without outlier_detection
@@ -129,6 +130,9 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 	}
 	c.stopCtx, c.stop = context.WithCancel(context.Background())
 	if err := c.compileOptions(cfg); err != nil {
+		return nil, fmt.Errorf("cluster %q: %w", name, err)
+	}
+	if err := c.compileProtocol(cfg); err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", name, err)
 	}
 	if err := c.compileDiscovery(cfg); err != nil {

@@ -55,6 +55,8 @@ type Host struct {
 
 	cluster *Cluster
 	pool    atomic.Pointer[Pool]
+	h2pool  atomic.Pointer[H2Pool]
+	h1Only  atomic.Bool // an auto_config host that did not negotiate h2
 	drained atomic.Bool
 	addrStr string
 }
@@ -145,6 +147,9 @@ func sameEndpoint(h, n *Host) bool {
 func (h *Host) drain() {
 	h.drained.Store(true)
 	if p := h.pool.Load(); p != nil {
+		p.Close()
+	}
+	if p := h.h2pool.Load(); p != nil {
 		p.Close()
 	}
 }

@@ -44,9 +44,6 @@ func Unenforced(c *clusterv3.Cluster) []string {
 		add(h.GetMaxStreamDuration() != nil, "common_http_protocol_options.max_stream_duration")
 		add(h.GetHeadersWithUnderscoresAction() != 0, "common_http_protocol_options.headers_with_underscores_action")
 	}
-	add(c.GetHttpProtocolOptions() != nil, "http_protocol_options")
-	add(c.GetHttp2ProtocolOptions() != nil, "http2_protocol_options")
-	add(len(c.GetTypedExtensionProtocolOptions()) > 0, "typed_extension_protocol_options")
 	add(c.GetDnsJitter() != nil, "dns_jitter")
 	add(c.GetDnsFailureRefreshRate().GetMaxInterval() != nil, "dns_failure_refresh_rate.max_interval")
 	add(c.GetRespectDnsTtl(), "respect_dns_ttl")

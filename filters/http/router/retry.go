@@ -170,6 +170,10 @@ func (f *filter) tryRetry(why retryOn, before func()) bool {
 		return true
 	}
 	f.cb.Info().UpstreamHost = f.host.String()
+	if f.h2on {
+		f.h2Send(f.cb.RequestHeaders(), true)
+		return true
+	}
 	if !f.connect() {
 		return true
 	}

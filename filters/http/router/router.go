@@ -110,14 +110,20 @@ type filter struct {
 	lb          upstream.LBContext
 	lctx        lazyCtx
 	trl         headers.Map // response trailers, kept across streams
+	// HTTP/2 upstream (h2.go): h2on when the cluster speaks HTTP/2 to this
+	// request, h2 the attempt in flight (nil: none), h2buf the response
+	// read buffer, kept across streams.
+	h2on  bool
+	h2    *h2Up
+	h2buf []byte
 }
 
 // Reset implements httpfilter.Resetter.
 func (f *filter) Reset() {
 	f.release(false)
 	f.lctx.reset(time.Time{})
-	trl := f.trl
-	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl}
+	trl, buf := f.trl, f.h2buf
+	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf}
 }
 
 func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
@@ -194,6 +200,10 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	if f.timeout > 0 && end {
 		f.deadline = f.start.Add(f.timeout) // the route timeout runs from the end of the request
 	}
+	if f.h2on = f.cluster.UseHTTP2(info.Protocol == "HTTP/2", f.host); f.h2on {
+		f.h2Send(h, end)
+		return httpfilter.Stop
+	}
 	if !f.connect() {
 		return httpfilter.Stop
 	}
@@ -208,6 +218,10 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 }
 
 func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
+	if f.h2 != nil && f.h2.pw != nil {
+		f.h2Data(p, end)
+		return httpfilter.Stop
+	}
 	if f.pc == nil {
 		return httpfilter.Stop
 	}
@@ -238,6 +252,10 @@ func (f *filter) bodyWriteFailed(err error) {
 }
 
 func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
+	if f.h2 != nil && f.h2.pw != nil {
+		f.h2Trailers(t)
+		return httpfilter.Stop
+	}
 	if f.pc == nil {
 		return httpfilter.Stop
 	}
@@ -256,20 +274,10 @@ func (f *filter) connect() bool {
 	if err != nil {
 		var overflow *upstream.OverflowError
 		if errors.As(err, &overflow) {
-			f.cb.AddLocalReplyHeader("x-envoy-overloaded", "true")
-			f.cb.SendLocalReply(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-				"upstream_reset_before_response_started{overflow}", streaminfo.UpstreamOverflow)
+			f.overflowed()
 			return false
 		}
-		f.host.ReportResult(upstream.ResultConnectFailed)
-		if f.tryRetry(failConnect, nil) {
-			return false
-		}
-		info := f.cb.Info()
-		info.UpstreamTransportFailureReason = err.Error()
-		f.cb.SendLocalReply(503,
-			"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: "+err.Error(),
-			"upstream_reset_before_response_started{remote_connection_failure}", streaminfo.UpstreamConnectionFailure)
+		f.connectFailed(err)
 		return false
 	}
 	f.pc = pc
@@ -280,6 +288,27 @@ func (f *filter) connect() bool {
 		pc.Codec = f.codec
 	}
 	return true
+}
+
+// overflowed answers a circuit breaker's refusal: 503 UO.
+func (f *filter) overflowed() {
+	f.cb.AddLocalReplyHeader("x-envoy-overloaded", "true")
+	f.cb.SendLocalReply(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+		"upstream_reset_before_response_started{overflow}", streaminfo.UpstreamOverflow)
+}
+
+// connectFailed reports the failed connect to outlier detection, then
+// retries or answers 503 UF.
+func (f *filter) connectFailed(err error) {
+	f.host.ReportResult(upstream.ResultConnectFailed)
+	if f.tryRetry(failConnect, nil) {
+		return
+	}
+	info := f.cb.Info()
+	info.UpstreamTransportFailureReason = err.Error()
+	f.cb.SendLocalReply(503,
+		"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: "+err.Error(),
+		"upstream_reset_before_response_started{remote_connection_failure}", streaminfo.UpstreamConnectionFailure)
 }
 
 // sendAndAwait flushes the request and streams the response back.
@@ -412,12 +441,15 @@ func (f *filter) finished(reusable bool) {
 
 // release returns the upstream connection, once.
 func (f *filter) release(reusable bool) {
-	if f.pc == nil {
+	if f.h2 != nil {
+		f.h2Release()
+	} else if f.pc == nil {
 		return
+	} else {
+		_ = f.pc.Conn.SetReadDeadline(time.Time{})
+		f.pc.Release(reusable)
+		f.pc = nil
 	}
-	_ = f.pc.Conn.SetReadDeadline(time.Time{})
-	f.pc.Release(reusable)
-	f.pc = nil
 	if f.cfg.upstreamLogs != nil {
 		ctx := f.fctx
 		ctx.Response = f.cb.ResponseHeaders()

@@ -1,0 +1,341 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/outrider-proxy/outrider/proxy/headers"
+	"github.com/outrider-proxy/outrider/proxy/upstream"
+)
+
+// h2Up is one attempt of a request sent as an HTTP/2 stream through the
+// cluster's H2Pool. Its RoundTrip runs on a helper goroutine while the
+// request body streams through a pipe (writes block until x/net sends
+// them: backpressure); without a body it runs on the stream's goroutine.
+type h2Up struct {
+	pool    *upstream.H2Pool
+	req     *http.Request
+	pw      *io.PipeWriter // nil: no request body
+	result  chan h2Result  // the helper goroutine's outcome; nil without one
+	got     bool           // result was received
+	resp    *http.Response // nil until response headers arrived
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	timer   *time.Timer
+	kind    atomic.Int32 // which deadline the timer is armed for
+	started bool         // RoundTrip succeeded: pool.Done pending
+}
+
+type h2Result struct {
+	resp *http.Response
+	err  error
+}
+
+// errUpTimeout is the cancel cause of an expired route, per-try or idle timer.
+var errUpTimeout = errors.New("upstream timeout")
+
+const (
+	armNone int32 = iota
+	armRoute
+	armPerTry
+	armIdle
+)
+
+// h2Skip are the request fields HTTP/2 forbids or that travel as
+// pseudo-headers; te is kept only as "trailers".
+var h2Skip = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true, "transfer-encoding": true,
+	"upgrade": true, "host": true, "content-length": true,
+}
+
+// h2Send starts the request upstream as an HTTP/2 stream; with end it
+// waits for and streams back the response.
+func (f *filter) h2Send(h *headers.Map, end bool) {
+	u := &h2Up{pool: f.cluster.H2Pool(f.host)}
+	u.ctx, u.cancel = context.WithCancelCause(context.Background())
+	f.h2 = u
+	req := &http.Request{Method: "GET", Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, h.Len()),
+		URL: &url.URL{Scheme: "http", Host: f.host.Addr.String(), Path: "/"}}
+	if f.cluster.Transport() != nil {
+		req.URL.Scheme = "https"
+	}
+	req.ContentLength = -1
+	for _, fl := range h.Fields() {
+		name := string(fl.Name)
+		switch {
+		case name == headers.Method:
+			req.Method = string(fl.Value)
+		case name == headers.Path:
+			p := string(fl.Value)
+			if i := strings.IndexByte(p, '?'); i >= 0 {
+				req.URL.RawQuery, p = p[i+1:], p[:i]
+			}
+			req.URL.Opaque = p
+		case name == headers.Authority:
+			req.Host = string(fl.Value)
+		case name == "content-length":
+			if n, err := strconv.ParseInt(string(fl.Value), 10, 64); err == nil {
+				req.ContentLength = n
+			}
+		case name == "te":
+			if strings.EqualFold(strings.TrimSpace(string(fl.Value)), "trailers") {
+				req.Header["te"] = []string{"trailers"}
+			}
+		case len(name) > 0 && name[0] == ':', h2Skip[name]:
+		default:
+			req.Header[name] = append(req.Header[name], string(fl.Value))
+		}
+	}
+	if _, ok := req.Header["user-agent"]; !ok {
+		req.Header["user-agent"] = []string{""} // x/net adds none then, as Envoy
+	}
+	if end {
+		req.ContentLength = 0
+		u.req = req.WithContext(u.ctx)
+		f.h2Await()
+		return
+	}
+	pr, pw := io.Pipe()
+	req.Body, req.Trailer = pr, http.Header{}
+	u.pw, u.req = pw, req.WithContext(u.ctx)
+	u.result = make(chan h2Result, 1)
+	go func() {
+		resp, err := u.pool.RoundTrip(u.req)
+		u.result <- h2Result{resp, err}
+	}()
+}
+
+// h2Data streams a piece of the request body.
+func (f *filter) h2Data(p []byte, end bool) {
+	u := f.h2
+	if len(p) > 0 {
+		if _, err := u.pw.Write(p); err != nil {
+			f.h2Await() // the stream ended early: its response or error
+			return
+		}
+	}
+	if end {
+		u.pw.Close()
+		f.h2Await()
+	}
+}
+
+// h2Trailers sends the request trailers, ending the request.
+func (f *filter) h2Trailers(t *headers.Map) {
+	u := f.h2
+	for _, fl := range t.Fields() {
+		n := string(fl.Name)
+		u.req.Trailer[n] = append(u.req.Trailer[n], string(fl.Value))
+	}
+	u.pw.Close()
+	f.h2Await()
+}
+
+// h2Arm points the timer at the earliest of the route timeout, the per-try
+// timeout and the stream idle timeout.
+func (f *filter) h2Arm() {
+	u := f.h2
+	d, kind := f.deadline, armNone
+	if !d.IsZero() {
+		kind = armRoute
+	}
+	if !f.tryDeadline.IsZero() && (d.IsZero() || f.tryDeadline.Before(d)) {
+		d, kind = f.tryDeadline, armPerTry
+	}
+	if f.idle > 0 {
+		if t := time.Now().Add(f.idle); d.IsZero() || t.Before(d) {
+			d, kind = t, armIdle
+		}
+	}
+	u.kind.Store(kind)
+	if kind == armNone {
+		if u.timer != nil {
+			u.timer.Stop()
+		}
+		return
+	}
+	if u.timer == nil {
+		u.timer = time.AfterFunc(time.Until(d), func() { u.cancel(errUpTimeout) })
+	} else {
+		u.timer.Reset(time.Until(d))
+	}
+}
+
+// h2Await waits for the response and streams it back.
+func (f *filter) h2Await() {
+	u := f.h2
+	info := f.cb.Info()
+	info.LastUpstreamTxByte = info.Since(time.Now())
+	if f.timeout > 0 && f.deadline.IsZero() {
+		f.deadline = time.Now().Add(f.timeout)
+	}
+	f.tryDeadline = time.Time{}
+	if f.policy != nil && f.policy.perTry > 0 {
+		f.tryDeadline = time.Now().Add(f.policy.perTry)
+	}
+	f.idle = f.cb.StreamIdleTimeout()
+	f.h2Arm()
+	var resp *http.Response
+	var err error
+	if u.result != nil {
+		r := <-u.result
+		u.got, resp, err = true, r.resp, r.err
+	} else {
+		resp, err = u.pool.RoundTrip(u.req)
+	}
+	if err != nil {
+		if errors.Is(err, upstream.ErrNoH2) && f.noBody {
+			f.release(false)
+			f.h2on = false
+			if f.connect() {
+				if err := f.codec.enc.WriteRequestHeaders(f.cb.RequestHeaders(), true); err != nil {
+					f.upstreamFailed(err, false)
+					return
+				}
+				f.sendAndAwait()
+			}
+			return
+		}
+		f.h2Failed(err, false)
+		return
+	}
+	u.resp, u.started = resp, true
+	info.FirstUpstreamRxByte = info.Since(time.Now())
+	code := resp.StatusCode
+	f.host.ReportResponse(code)
+	if f.policy != nil && f.policy.retriableStatus(code, f.retryOnSet) &&
+		f.tryRetry(f.retryOnSet, func() { f.cluster.Stats.RecordResponse(code); f.release(false) }) {
+		return
+	}
+	if f.attempts > 1 {
+		f.cluster.Stats.UpstreamRqRetrySuccess.Inc()
+	}
+	f.cluster.Stats.RecordResponse(code)
+	if code >= 500 {
+		f.host.Stats.RqError.Add(1)
+	} else {
+		f.host.Stats.RqSuccess.Add(1)
+	}
+	rh := f.cb.ResponseHeaders()
+	rh.Reset()
+	rh.SetInt(headers.Status, int64(code))
+	copyHeader(rh, resp.Header)
+	if !f.cfg.suppressHeaders {
+		rh.SetInt("x-envoy-upstream-service-time", time.Since(f.start).Milliseconds())
+	}
+	f.fctx.Response = rh
+	f.route.ApplyResponseHeaders(rh, &f.fctx)
+	// x/net reports HEADERS with END_STREAM (a gRPC trailers-only
+	// response, say) as content length 0.
+	noBody := resp.Body == http.NoBody || resp.ContentLength == 0
+	if !f.cb.EncodeHeaders(rh, noBody) {
+		f.release(false)
+		return
+	}
+	if noBody {
+		f.finished(true)
+		return
+	}
+	if f.h2buf == nil {
+		f.h2buf = make([]byte, 32<<10)
+	}
+	for range 1 << 40 { // bounded by the body; each round reads or fails
+		if !f.cb.Flush() {
+			f.release(false)
+			return
+		}
+		f.h2Arm()
+		n, err := resp.Body.Read(f.h2buf)
+		if n > 0 && !f.cb.EncodeData(f.h2buf[:n], false) {
+			f.release(false)
+			return
+		}
+		if err == io.EOF {
+			if len(resp.Trailer) > 0 {
+				f.trl.Reset()
+				copyHeader(&f.trl, resp.Trailer)
+				f.cb.EncodeTrailers(&f.trl)
+			} else {
+				f.cb.EncodeData(nil, true)
+			}
+			f.finished(true)
+			return
+		}
+		if err != nil {
+			f.h2Failed(err, true)
+			return
+		}
+	}
+}
+
+// copyHeader adds x/net's fields to m with lower-case names, leaving out
+// the connection-specific ones.
+func copyHeader(m *headers.Map, h http.Header) {
+	for k, vv := range h {
+		name := strings.ToLower(k)
+		if h2Skip[name] && name != "content-length" {
+			continue
+		}
+		for _, v := range vv {
+			m.Add(name, v)
+		}
+	}
+}
+
+// h2Failed maps a failed HTTP/2 attempt to Envoy's local reply, reset or
+// retry, as for HTTP/1.
+func (f *filter) h2Failed(err error, started bool) {
+	u := f.h2
+	if context.Cause(u.ctx) == errUpTimeout {
+		kind := u.kind.Load()
+		f.idleArmed, f.perTryArmed = kind == armIdle, kind == armPerTry
+		f.upstreamFailed(os.ErrDeadlineExceeded, started)
+		return
+	}
+	var ov *upstream.OverflowError
+	var ce *upstream.ConnectError
+	switch {
+	case errors.As(err, &ov):
+		f.release(false)
+		f.overflowed()
+	case errors.As(err, &ce):
+		f.release(false)
+		f.connectFailed(err)
+	default:
+		f.upstreamFailed(err, started)
+	}
+}
+
+// h2Release ends the attempt: the timer stops, an unfinished stream is
+// cancelled (RST_STREAM) and the pool's stream slot is returned.
+func (f *filter) h2Release() {
+	u := f.h2
+	f.h2 = nil
+	if u.timer != nil {
+		u.timer.Stop()
+	}
+	if u.pw != nil {
+		u.pw.CloseWithError(errAborted)
+	}
+	u.cancel(errAborted)
+	if u.result != nil && !u.got {
+		r := <-u.result // returns promptly once cancelled
+		u.resp, u.started = r.resp, r.err == nil
+	}
+	if u.resp != nil {
+		u.resp.Body.Close()
+	}
+	if u.started {
+		u.pool.Done()
+	}
+}
+
+var errAborted = errors.New("upstream stream finished")

@@ -1,0 +1,312 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// ErrNoH2 is returned by H2Pool.RoundTrip when an auto_config host
+// negotiated HTTP/1.1 by ALPN; the host uses HTTP/1.1 from then on
+// (UseHTTP2 reports false) and the caller retries on the HTTP/1 pool.
+var ErrNoH2 = errors.New("upstream did not negotiate h2 by ALPN")
+
+// H2Pool multiplexes requests as HTTP/2 streams over connections to one
+// host of one cluster (Envoy's HTTP/2 connection pool). A connection takes
+// streams up to the lower of the peer's SETTINGS_MAX_CONCURRENT_STREAMS and
+// the cluster's max_concurrent_streams, and up to max_requests_per_connection
+// in its lifetime; beyond that a new connection is dialed (one at a time).
+// A GOAWAY from the upstream stops new streams on that connection; streams
+// it did not process are retried on another connection when they have no
+// body (x/net's retry of unprocessed streams).
+type H2Pool struct {
+	cluster *Cluster
+	host    *Host
+	tr      *http2.Transport
+
+	mu      sync.Mutex
+	conns   []*h2Conn
+	dialing chan struct{} // closed when the dial in progress ends; nil: none
+	closed  bool
+}
+
+// h2Conn is one pooled HTTP/2 connection.
+type h2Conn struct {
+	cc       *http2.ClientConn
+	requests uint32
+	full     bool // max_requests_per_connection reached: closes when idle
+}
+
+// H2Pool is the HTTP/2 pool of host h, created on first use.
+func (c *Cluster) H2Pool(h *Host) *H2Pool {
+	if p := h.h2pool.Load(); p != nil {
+		return p
+	}
+	np := &H2Pool{cluster: c, host: h}
+	np.tr = &http2.Transport{
+		ConnPool:           np,
+		AllowHTTP:          true,
+		DisableCompression: true,
+		IdleConnTimeout:    c.IdleTimeout,
+		ReadIdleTimeout:    c.protocol.pingIdle,
+		PingTimeout:        c.protocol.pingTO,
+	}
+	if h.h2pool.CompareAndSwap(nil, np) {
+		if h.drained.Load() {
+			np.Close()
+		}
+		return np
+	}
+	return h.h2pool.Load()
+}
+
+// RoundTrip sends req as one stream and returns the response once its
+// headers arrived. It counts upstream_rq_total and upstream_rq_active and
+// applies max_requests (refused: *OverflowError). On success the caller must
+// call Done once the response body is finished or abandoned (after closing
+// it). Set req.URL to http://<any>/path; the authority is req.Host.
+func (p *H2Pool) RoundTrip(req *http.Request) (*http.Response, error) {
+	c := p.cluster
+	r := c.res
+	if !r.rq.tryAcquire(r.rq.max) {
+		c.Stats.UpstreamRqPendingOverflow.Inc()
+		return nil, &OverflowError{Cluster: c.Name, Limit: "max_requests"}
+	}
+	s := c.Stats
+	s.UpstreamRqTotal.Inc()
+	s.UpstreamRqActive.Inc()
+	p.host.Stats.RqTotal.Add(1)
+	p.host.Stats.RqActive.Add(1)
+	resp, err := p.tr.RoundTrip(req)
+	if err != nil {
+		p.Done()
+		return nil, err
+	}
+	return resp, nil
+}
+
+// Done ends a stream that RoundTrip started successfully.
+func (p *H2Pool) Done() {
+	c := p.cluster
+	c.Stats.UpstreamRqActive.Dec()
+	p.host.Stats.RqActive.Add(-1)
+	c.res.rq.release()
+	p.sweep()
+	c.res.freed.notify()
+}
+
+// sweep forgets closed connections and closes exhausted idle ones.
+func (p *H2Pool) sweep() {
+	var closeNow []*http2.ClientConn
+	p.mu.Lock()
+	kept := p.conns[:0]
+	for _, hc := range p.conns {
+		st := hc.cc.State()
+		if st.Closed {
+			continue
+		}
+		if (hc.full || p.closed) && st.StreamsActive == 0 && st.StreamsReserved == 0 && st.StreamsPending == 0 {
+			closeNow = append(closeNow, hc.cc)
+			continue
+		}
+		kept = append(kept, hc)
+	}
+	for i := len(kept); i < len(p.conns); i++ {
+		p.conns[i] = nil
+	}
+	p.conns = kept
+	p.mu.Unlock()
+	for _, cc := range closeNow {
+		cc.Close()
+	}
+}
+
+// GetClientConn implements http2.ClientConnPool: a connection with room for
+// one more stream (reserved), or a new one.
+func (p *H2Pool) GetClientConn(req *http.Request, _ string) (*http2.ClientConn, error) {
+	ctx := req.Context()
+	c := p.cluster
+	r := c.res
+	pending := false
+	defer func() {
+		if pending {
+			c.Stats.UpstreamRqPendingActive.Dec()
+			r.pending.release()
+		}
+	}()
+	overflowed := false
+	for range 1 << 20 { // bounded; each round dials or waits for a change
+		if cc := p.reserve(); cc != nil {
+			return cc, nil
+		}
+		if !pending {
+			if !r.pending.tryAcquire(r.pending.max) {
+				c.Stats.UpstreamRqPendingOverflow.Inc()
+				return nil, &OverflowError{Cluster: c.Name, Limit: "max_pending_requests"}
+			}
+			pending = true
+			c.Stats.UpstreamRqPendingTotal.Inc()
+			c.Stats.UpstreamRqPendingActive.Inc()
+		}
+		p.mu.Lock()
+		if d := p.dialing; d != nil { // someone dials: wait for that connection
+			p.mu.Unlock()
+			select {
+			case <-d:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		ch := r.freed.register()
+		if !r.hostCxFull(p.host) && r.cx.tryAcquire(r.cx.max) {
+			r.freed.done()
+			d := make(chan struct{})
+			p.dialing = d
+			p.mu.Unlock()
+			hc, err := p.dial(ctx)
+			p.mu.Lock()
+			p.dialing = nil
+			if hc != nil {
+				p.conns = append(p.conns, hc)
+			}
+			p.mu.Unlock()
+			close(d)
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		p.mu.Unlock()
+		if !overflowed {
+			overflowed = true
+			c.Stats.UpstreamCxOverflow.Inc()
+		}
+		err := wait(ctx, ch)
+		r.freed.done()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return nil, &OverflowError{Cluster: c.Name, Limit: "max_connections"}
+}
+
+// reserve reserves a stream on a pooled connection with room, or returns nil.
+func (p *H2Pool) reserve() *http2.ClientConn {
+	c := p.cluster
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, hc := range p.conns {
+		if hc.full {
+			continue
+		}
+		st := hc.cc.State()
+		if st.Closed || st.Closing || uint32(st.StreamsActive+st.StreamsReserved+st.StreamsPending) >= c.protocol.maxConc {
+			continue
+		}
+		if !hc.cc.ReserveNewRequest() {
+			continue
+		}
+		hc.requests++
+		if c.MaxRequestsPerConnection > 0 && hc.requests >= c.MaxRequestsPerConnection {
+			hc.full = true
+			c.Stats.UpstreamCxMaxRequests.Inc()
+		}
+		return hc.cc
+	}
+	return nil
+}
+
+// dial connects (TLS when configured) and starts HTTP/2 on the connection,
+// holding one max_connections slot until it closes.
+func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
+	c := p.cluster
+	uc, err := c.Dial(ctx, p.host)
+	if err != nil {
+		c.res.releaseCx()
+		return nil, err
+	}
+	var conn net.Conn = uc
+	if c.transport != nil {
+		if conn, err = c.transport.Wrap(ctx, uc, ""); err != nil {
+			uc.Close()
+			c.res.releaseCx()
+			return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}
+		}
+		if c.protocol.proto == ProtocolAuto {
+			if cs, ok := conn.(interface{ ConnectionState() tls.ConnectionState }); !ok ||
+				cs.ConnectionState().NegotiatedProtocol != "h2" {
+				p.host.h1Only.Store(true)
+				conn.Close()
+				c.res.releaseCx()
+				return nil, ErrNoH2
+			}
+		}
+	}
+	cc, err := p.tr.NewClientConn(&closeConn{Conn: conn, uc: uc, done: c.res.releaseCx})
+	if err != nil {
+		conn.Close()
+		return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}
+	}
+	c.Stats.UpstreamCxHttp2Total.Inc()
+	return &h2Conn{cc: cc}, nil
+}
+
+// MarkDead implements http2.ClientConnPool: the connection takes no new
+// streams.
+func (p *H2Pool) MarkDead(cc *http2.ClientConn) {
+	p.mu.Lock()
+	for _, hc := range p.conns {
+		if hc.cc == cc {
+			hc.full = true
+		}
+	}
+	p.mu.Unlock()
+	p.sweep()
+}
+
+// Close stops new streams on the pool's connections: idle ones close now,
+// the others once their streams end.
+func (p *H2Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	for _, hc := range p.conns {
+		hc.full = true
+	}
+	p.mu.Unlock()
+	p.sweep()
+}
+
+// Conns is the number of open pooled connections.
+func (p *H2Pool) Conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
+// closeConn releases the connection's max_connections slot on its first
+// Close, and records a remote close when a read saw EOF.
+type closeConn struct {
+	net.Conn
+	uc     *UpstreamConn
+	done   func()
+	closed atomic.Bool
+}
+
+func (c *closeConn) Close() error {
+	err := c.Conn.Close()
+	if !c.closed.Swap(true) {
+		c.done()
+	}
+	return err
+}
+
+// SetReadDeadline is left to x/net; the pool never sets deadlines itself.
+func (c *closeConn) SetReadDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
