@@ -16,7 +16,7 @@ func TestXFCC(t *testing.T) {
 	mtls := &streaminfo.TLSInfo{
 		PeerPresented: true, PeerURISANs: []string{"spiffe://td/client", "spiffe://td/other"},
 		PeerDNSSANs: []string{"a.test", "b.test"}, PeerSubject: "CN=client,O=Org", PeerFingerprintSHA256: "ab12",
-		LocalURISANs: []string{"spiffe://td/server"},
+		LocalURISANs:     []string{"spiffe://td/server"},
 		PeerCertificates: []*x509.Certificate{{Raw: []byte{1, 2, 3}}},
 	}
 	noCert := &streaminfo.TLSInfo{LocalURISANs: []string{"spiffe://td/server"}}
