@@ -4,8 +4,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -249,5 +251,28 @@ func (st *serverState) selectCertificate(hello *tls.ClientHelloInfo) (*tls.Certi
 			selected = 0
 		}
 	}
+	if rc, ok := hello.Conn.(*localCertConn); ok {
+		rc.cert = st.certs[selected]
+	}
 	return st.certs[selected], nil
+}
+
+// localCertConn carries, through the handshake, which certificate the
+// server presented, for the connection's TLSInfo.
+type localCertConn struct {
+	net.Conn
+	cert *tls.Certificate
+}
+
+// localLeaf is the certificate presented on a handshake through rc: the
+// one selected, or the only one configured (a resumed session selects
+// none); nil when unknown.
+func (s *Server) localLeaf(rc *localCertConn) *x509.Certificate {
+	if rc.cert != nil {
+		return rc.cert.Leaf
+	}
+	if st := s.state.Load(); st != nil && len(st.certs) == 1 {
+		return st.certs[0].Leaf
+	}
+	return nil
 }

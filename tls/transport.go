@@ -50,7 +50,8 @@ func newDownstream(ctx *transport.Context, a *anypb.Any) (transport.Downstream, 
 
 // Wrap runs the server handshake and records the session in info.
 func (d *downstream) Wrap(ctx context.Context, c net.Conn, info *streaminfo.Conn) (net.Conn, error) {
-	tc := tls.Server(c, d.srv.Config())
+	rc := &localCertConn{Conn: c}
+	tc := tls.Server(rc, d.srv.Config())
 	err := tc.HandshakeContext(ctx)
 	cs := tc.ConnectionState()
 	d.stats.Record(cs, err)
@@ -66,7 +67,14 @@ func (d *downstream) Wrap(ctx context.Context, c net.Conn, info *streaminfo.Conn
 		Version: p.Version, Cipher: p.Cipher, ServerName: p.ServerName, ALPN: p.ALPN, Resumed: p.Resumed,
 		PeerPresented: p.Presented, PeerURISANs: p.URISANs, PeerDNSSANs: p.DNSSANs,
 		PeerSubject: p.Subject, PeerIssuer: p.Issuer, PeerSerial: p.Serial, PeerFingerprintSHA256: p.FingerprintSHA256,
-		PeerValidFrom: p.ValidFrom, PeerExpires: p.Expires,
+		PeerValidFrom: p.ValidFrom, PeerExpires: p.Expires, PeerCertificates: cs.PeerCertificates,
+	}
+	if leaf := d.srv.localLeaf(rc); leaf != nil {
+		info.TLS.LocalDNSSANs = leaf.DNSNames
+		info.TLS.LocalSubject = leaf.Subject.String()
+		for _, u := range leaf.URIs {
+			info.TLS.LocalURISANs = append(info.TLS.LocalURISANs, u.String())
+		}
 	}
 	return tc, nil
 }

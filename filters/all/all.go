@@ -3,8 +3,10 @@
 package all
 
 import (
+	_ "github.com/outrider-proxy/outrider/filters/http/rbac"
 	_ "github.com/outrider-proxy/outrider/filters/http/router"
 	_ "github.com/outrider-proxy/outrider/filters/listener/tlsinspector"
+	_ "github.com/outrider-proxy/outrider/filters/network/rbac"
 	_ "github.com/outrider-proxy/outrider/filters/network/tcpproxy"
 	_ "github.com/outrider-proxy/outrider/proxy/hcm"
 	_ "github.com/outrider-proxy/outrider/tls" // envoy.transport_sockets.tls

@@ -94,6 +94,8 @@ type Config struct {
 	cancelRDS             func()         // stops the RDS watch; nil for inline routes
 	internalCIDRs         []netip.Prefix // internal_address_config.cidr_ranges
 	underscores           corev3.HttpProtocolOptions_HeadersWithUnderscoresAction
+	xfcc                  hcmv3.HttpConnectionManager_ForwardClientCertDetails
+	xfccDetails           xfccDetail // set_current_client_cert_details, for APPEND_FORWARD and SANITIZE_SET
 
 	h2      h2Server             // HTTP/2 server shared by the config's connections
 	h2pool  sync.Pool            // of *h2Stream
@@ -137,7 +139,8 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		"access_log", "use_remote_address", "xff_num_trusted_hops", "skip_xff_append", "generate_request_id",
 		"preserve_external_request_id", "always_set_request_id_in_response", "normalize_path", "merge_slashes",
 		"route_specifier", "strip_port_mode", "stream_error_on_invalid_http_message", "internal_address_config",
-		"path_with_escaped_slashes_action", "http2_protocol_options"); err != nil {
+		"path_with_escaped_slashes_action", "http2_protocol_options", "forward_client_cert_details",
+		"set_current_client_cert_details"); err != nil {
 		return nil, err
 	}
 	switch p.GetCodecType() {
@@ -181,6 +184,9 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 			return nil, fmt.Errorf("internal_address_config.cidr_ranges[%d].prefix_len: %w", i, err)
 		}
 		c.internalCIDRs = append(c.internalCIDRs, pfx)
+	}
+	if err := c.compileXFCC(p); err != nil {
+		return nil, err
 	}
 	if p.GetServerName() != "" {
 		c.serverName = p.GetServerName()

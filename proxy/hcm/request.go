@@ -106,6 +106,7 @@ func (s *stream) prepareRequest() *requestError {
 			h.SetBytes("x-request-id", id[:])
 		}
 	}
+	s.mutateXFCC(h)
 	return nil
 }
 

@@ -5,6 +5,7 @@
 package streaminfo
 
 import (
+	"crypto/x509"
 	"net/netip"
 	"strings"
 	"time"
@@ -95,6 +96,14 @@ type TLSInfo struct {
 	PeerSubject, PeerIssuer           string
 	PeerSerial, PeerFingerprintSHA256 string
 	PeerValidFrom, PeerExpires        time.Time
+	// PeerCertificates is the chain the peer sent, leaf first (nil when it
+	// sent none); XFCC's Cert and Chain and %DOWNSTREAM_PEER_CERT% encode it.
+	PeerCertificates []*x509.Certificate
+	// LocalURISANs, LocalDNSSANs and LocalSubject describe the certificate
+	// this side presented (XFCC's By, %DOWNSTREAM_LOCAL_URI_SAN%); empty
+	// when it is not known (a resumed session with several certificates).
+	LocalURISANs, LocalDNSSANs []string
+	LocalSubject               string
 }
 
 // Stream describes one HTTP request/response exchange. It is reset and reused

@@ -89,6 +89,9 @@ func (f *Formatter) appendPart(dst []byte, p *part, ctx *Context) ([]byte, bool)
 		return dst, false
 	}
 	c := s.Conn
+	if p.kind >= kPeerURISAN {
+		return appendTLS(dst, p, c)
+	}
 	switch p.kind {
 	case kDownstreamRemoteAddr, kDownstreamRemoteAddrNoPort, kDownstreamRemotePort,
 		kDownstreamDirectRemoteAddr, kDownstreamDirectRemoteAddrNoPort, kDownstreamDirectRemotePort,

@@ -279,6 +279,9 @@ func parseCommand(cmd, arg string, maxLen int) (part, error) {
 		}
 		return part{kind: kStartTime, tf: tf}, nil
 	}
+	if p, ok, err := parseTLSCommand(cmd, arg, maxLen); ok {
+		return p, err
+	}
 	k, ok := simpleCommands[cmd]
 	if !ok {
 		return part{}, fmt.Errorf("not supported field in StreamInfo: %s", cmd)

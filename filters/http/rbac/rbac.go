@@ -1,0 +1,165 @@
+// Package rbac is Envoy's RBAC HTTP filter (envoy.filters.http.rbac): it
+// evaluates shadow rules (stats only) and then the enforced rules on the
+// request headers and the connection's identity, answering a denied request
+// with 403 "RBAC: access denied". typed_per_filter_config (RBACPerRoute)
+// replaces the rules for a route, or disables them when it has none.
+package rbac
+
+import (
+	"fmt"
+	"sync"
+
+	cfgrbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	common "github.com/outrider-proxy/outrider/filters/common/rbac"
+	"github.com/outrider-proxy/outrider/proxy/confcheck"
+	"github.com/outrider-proxy/outrider/proxy/headers"
+	"github.com/outrider-proxy/outrider/proxy/httpfilter"
+	"github.com/outrider-proxy/outrider/telemetry/stats"
+)
+
+// Name is the filter's Envoy name; typed_per_filter_config is looked up
+// under it.
+const Name = "envoy.filters.http.rbac"
+
+func init() {
+	httpfilter.Registry.Register(Name, []string{"envoy.extensions.filters.http.rbac.v3.RBAC"},
+		httpfilter.Factory{Create: create})
+}
+
+// engines is the enforced and shadow engine pair; a nil engine does not
+// apply.
+type engines struct {
+	enforced, shadow *common.Engine
+}
+
+// config is the compiled filter, shared by every stream of the chain.
+type config struct {
+	engines
+	stats *common.Stats
+
+	mu       sync.Mutex
+	perRoute map[*anypb.Any]*engines // compiled RBACPerRoute, by the route's Any
+}
+
+// maxPerRoute bounds the per-route cache; RDS updates bring new Anys and
+// the cache restarts when it is full.
+const maxPerRoute = 4096
+
+func compileRBAC(m *rbacv3.RBAC) (engines, error) {
+	if err := confcheck.Fields(m, "", "rules", "shadow_rules", "rules_stat_prefix", "shadow_rules_stat_prefix"); err != nil {
+		return engines{}, err
+	}
+	var e engines
+	var err error
+	if e.enforced, err = common.Compile(m.GetRules()); err != nil {
+		return engines{}, fmt.Errorf("rules: %w", err)
+	}
+	if e.shadow, err = common.Compile(m.GetShadowRules()); err != nil {
+		return engines{}, fmt.Errorf("shadow_rules: %w", err)
+	}
+	return e, nil
+}
+
+func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
+	m := &rbacv3.RBAC{}
+	if a != nil {
+		if err := a.UnmarshalTo(m); err != nil {
+			return nil, fmt.Errorf("typed_config: %w", err)
+		}
+	}
+	e, err := compileRBAC(m)
+	if err != nil {
+		return nil, err
+	}
+	store := ctx.Stats
+	if store == nil {
+		store = stats.NewStore()
+	}
+	return &config{
+		engines:  e,
+		stats:    common.NewStats(store, ctx.StatPrefix, m.GetRulesStatPrefix(), m.GetShadowRulesStatPrefix()),
+		perRoute: map[*anypb.Any]*engines{},
+	}, nil
+}
+
+// routeEngines is the per-route override for a, compiled once. An invalid
+// per-route config (the route table was accepted without knowing this
+// filter) denies: failing closed is the safe reading of a broken policy.
+func (c *config) routeEngines(a *anypb.Any) *engines {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.perRoute[a]; ok {
+		return e
+	}
+	e := &engines{}
+	pr := &rbacv3.RBACPerRoute{}
+	if err := a.UnmarshalTo(pr); err != nil {
+		e.enforced = denyAll
+	} else if pr.GetRbac() != nil {
+		ce, err := compileRBAC(pr.GetRbac())
+		if err != nil {
+			e.enforced = denyAll
+		} else {
+			*e = ce
+		}
+	}
+	if len(c.perRoute) >= maxPerRoute {
+		clear(c.perRoute)
+	}
+	c.perRoute[a] = e
+	return e
+}
+
+// denyAll is an ALLOW engine without policies.
+var denyAll = func() *common.Engine {
+	e, err := common.Compile(&cfgrbacv3.RBAC{})
+	if err != nil {
+		panic(err)
+	}
+	return e
+}()
+
+func (c *config) New(cb httpfilter.Callbacks) any { return &filter{cfg: c, cb: cb} }
+
+type filter struct {
+	cfg *config
+	cb  httpfilter.Callbacks
+}
+
+// Reset lets the connection manager reuse the filter.
+func (f *filter) Reset() {}
+
+// DecodeHeaders is Envoy's RoleBasedAccessControlFilter::decodeHeaders.
+func (f *filter) DecodeHeaders(h *headers.Map, _ bool) httpfilter.Status {
+	e := &f.cfg.engines
+	if r := f.cb.Route(); r != nil {
+		if a := r.PerFilterConfig(Name); a != nil {
+			e = f.cfg.routeEngines(a)
+		}
+	}
+	in := &common.Input{Conn: f.cb.Info().Conn, Headers: h}
+	if e.shadow != nil {
+		if ok, _ := e.shadow.Allowed(in); ok {
+			f.cfg.stats.ShadowAllowed.Inc()
+		} else {
+			f.cfg.stats.ShadowDenied.Inc()
+		}
+	}
+	if e.enforced == nil {
+		return httpfilter.Continue
+	}
+	ok, policy := e.enforced.Allowed(in)
+	if ok {
+		f.cfg.stats.Allowed.Inc()
+		return httpfilter.Continue
+	}
+	f.cfg.stats.Denied.Inc()
+	f.cb.SendLocalReply(403, "RBAC: access denied", common.ResponseDetail(policy), 0)
+	return httpfilter.Stop
+}
+
+func (f *filter) DecodeData([]byte, bool) httpfilter.Status     { return httpfilter.Continue }
+func (f *filter) DecodeTrailers(*headers.Map) httpfilter.Status { return httpfilter.Continue }
