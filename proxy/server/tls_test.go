@@ -139,6 +139,10 @@ static_resources:
 		"listener.127.0.0.1_0.no_filter_chain_match":   1,
 		"http.plain.downstream_rq_2xx":                 1,
 	} {
+		deadline := time.Now().Add(3 * time.Second) // stats follow the responses
+		for p.Stat(name) < min && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
 		if got := p.Stat(name); got < min {
 			t.Errorf("%s = %d, want at least %d", name, got, min)
 		}
