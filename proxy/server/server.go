@@ -263,10 +263,17 @@ func (s *Server) Start(ctx context.Context) error {
 		s.log.Info("listener started", "name", l.Name, "address", l.Addr().String())
 	}
 	go s.updateGauges()
-	s.state.Store(int32(Live))
-	if s.dyn != nil {
-		s.dyn.start()
+	if s.dyn == nil {
+		s.state.Store(int32(Live))
+		return nil
 	}
+	// INITIALIZING until the initial xDS fetch is done or timed out.
+	s.dyn.start()
+	go func() {
+		if s.dyn.waitInit() {
+			s.state.CompareAndSwap(int32(Initializing), int32(Live))
+		}
+	}()
 	return nil
 }
 
