@@ -52,11 +52,12 @@ type dynamic struct {
 	updated    map[string]time.Time
 	cdsVersion string
 	ldsVersion string
-	building   *warmListener            // the listener being built, collecting its RDS watches
-	warming    map[string]*warmListener // listeners waiting for their routes
-	warmCl     map[string]bool          // clusters waiting for their endpoints
-	cdsDone    chan struct{}            // closed by the first CDS update or timeout
-	ldsDone    chan struct{}            // closed by the first LDS update or timeout
+	lstate     map[*listener.Listener]listenerState // of dynamic listeners in service or draining
+	building   *warmListener                        // the listener being built, collecting its RDS watches
+	warming    map[string]*warmListener             // listeners waiting for their routes
+	warmCl     map[string]bool                      // clusters waiting for their endpoints
+	cdsDone    chan struct{}                        // closed by the first CDS update or timeout
+	ldsDone    chan struct{}                        // closed by the first LDS update or timeout
 	cdsOnce    sync.Once
 	ldsOnce    sync.Once
 	stop       chan struct{}
@@ -98,7 +99,7 @@ func newDynamic(s *Server, nctx *netfilter.Context) *dynamic {
 		rds: map[string][]*rdsWatch{}, rdsSrc: map[string]source{}, rdsStats: map[string]*rdsStats{},
 		rdsCache: map[string]*routev3.RouteConfiguration{}, rdsTimeout: map[string]bool{},
 		versions: map[string]string{}, updated: map[string]time.Time{},
-		warming: map[string]*warmListener{}, warmCl: map[string]bool{},
+		warming: map[string]*warmListener{}, lstate: map[*listener.Listener]listenerState{}, warmCl: map[string]bool{},
 		cdsDone: make(chan struct{}), ldsDone: make(chan struct{}), stop: make(chan struct{}),
 	}
 }

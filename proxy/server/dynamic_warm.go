@@ -5,6 +5,11 @@ import (
 	"fmt"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -31,6 +36,12 @@ func (w *warmListener) ready() bool {
 		}
 	}
 	return true
+}
+
+// listenerState is what config_dump says of a listener put in service.
+type listenerState struct {
+	name, version string
+	updated       time.Time
 }
 
 // rdsStats are Envoy's per route configuration RDS stats,
@@ -161,8 +172,7 @@ func (d *dynamic) checkWarming() {
 			ready = append(ready, w)
 			delete(d.warming, name)
 			d.listeners[name] = w.l
-			d.versions["listener/"+name] = w.version
-			d.updated["listener/"+name] = time.Now()
+			d.lstate[w.l] = listenerState{name: name, version: w.version, updated: time.Now()}
 		}
 	}
 	d.mu.Unlock()
@@ -288,4 +298,74 @@ func (d *dynamic) waitInit() bool {
 		}
 	}
 	return true
+}
+
+// dump adds the dynamic resources to the config dumps: active and warming
+// clusters, active, warming and draining listeners, route configurations
+// and endpoint assignments, each with its version and update time.
+func (d *dynamic) dump(cl *adminv3.ClustersConfigDump, ls *adminv3.ListenersConfigDump, rt *adminv3.RoutesConfigDump, eps *adminv3.EndpointsConfigDump) {
+	any := func(m proto.Message) *anypb.Any { a, _ := anypb.New(m); return a }
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ts := func(key string) *timestamppb.Timestamp { return timestamppb.New(d.updated[key]) }
+	cl.VersionInfo = d.cdsVersion
+	ls.VersionInfo = d.ldsVersion
+	for _, name := range sortedKeys(d.clusters) {
+		key := "cluster/" + name
+		dc := &adminv3.ClustersConfigDump_DynamicCluster{VersionInfo: d.versions[key], Cluster: any(d.clusters[name]), LastUpdated: ts(key)}
+		if d.warmCl[name] {
+			cl.DynamicWarmingClusters = append(cl.DynamicWarmingClusters, dc)
+		} else {
+			cl.DynamicActiveClusters = append(cl.DynamicActiveClusters, dc)
+		}
+	}
+	names := map[string]bool{}
+	for n := range d.listeners {
+		names[n] = true
+	}
+	for n := range d.warming {
+		names[n] = true
+	}
+	draining := map[string]*listener.Listener{}
+	live := map[*listener.Listener]bool{}
+	for _, l := range d.listeners {
+		live[l] = true
+	}
+	for _, l := range d.s.allDraining() {
+		if st, ok := d.lstate[l]; ok {
+			live[l] = true
+			names[st.name] = true
+			draining[st.name] = l
+		}
+	}
+	for l := range d.lstate {
+		if !live[l] {
+			delete(d.lstate, l) // finished draining
+		}
+	}
+	for _, name := range sortedKeys(names) {
+		dl := &adminv3.ListenersConfigDump_DynamicListener{Name: name}
+		if l := d.listeners[name]; l != nil {
+			st := d.lstate[l]
+			dl.ActiveState = &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: st.version, Listener: any(l.Proto), LastUpdated: timestamppb.New(st.updated)}
+		}
+		if w := d.warming[name]; w != nil {
+			dl.WarmingState = &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: w.version, Listener: any(w.l.Proto), LastUpdated: timestamppb.New(w.since)}
+		}
+		if l := draining[name]; l != nil {
+			st := d.lstate[l]
+			dl.DrainingState = &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: st.version, Listener: any(l.Proto), LastUpdated: timestamppb.New(st.updated)}
+		}
+		ls.DynamicListeners = append(ls.DynamicListeners, dl)
+	}
+	for _, name := range sortedKeys(d.rdsCache) {
+		key := "route/" + name
+		rt.DynamicRouteConfigs = append(rt.DynamicRouteConfigs, &adminv3.RoutesConfigDump_DynamicRouteConfig{
+			VersionInfo: d.versions[key], RouteConfig: any(d.rdsCache[name]), LastUpdated: ts(key)})
+	}
+	for _, name := range sortedKeys(d.edsCache) {
+		key := "endpoint/" + name
+		eps.DynamicEndpointConfigs = append(eps.DynamicEndpointConfigs, &adminv3.EndpointsConfigDump_DynamicEndpointConfig{
+			VersionInfo: d.versions[key], EndpointConfig: any(d.edsCache[name]), LastUpdated: ts(key)})
+	}
 }

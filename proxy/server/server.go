@@ -213,6 +213,14 @@ func (s *Server) allListeners() []*listener.Listener {
 	return append(slices.Clone(s.listeners), s.draining...)
 }
 
+// allDraining is the listeners still draining after an update removed or
+// replaced them.
+func (s *Server) allDraining() []*listener.Listener {
+	s.listenersMu.Lock()
+	defer s.listenersMu.Unlock()
+	return slices.Clone(s.draining)
+}
+
 // AdminAddr is the bound admin address; nil without admin.
 func (s *Server) AdminAddr() net.Addr {
 	if s.adminLn == nil {

@@ -65,10 +65,14 @@ type Source struct {
 type watch struct {
 	t     client.ResourceType
 	names []string // nil: every resource of the type
-	ws    []client.Watcher
+	ws    []*entry
 	held  map[string]bool // names last delivered, to tell removals
 	stats *typeStats
 }
+
+// entry wraps a watcher so that it can be found again (a WatcherFunc is
+// not comparable).
+type entry struct{ w client.Watcher }
 
 type typeStats struct {
 	attempt, success, rejected, failure *stats.Counter
@@ -114,7 +118,8 @@ func (s *Source) Watch(t client.ResourceType, names []string, w client.Watcher) 
 		}
 		s.watches[t.TypeURL()] = wt
 	}
-	wt.ws = append(wt.ws, w)
+	e := &entry{w}
+	wt.ws = append(wt.ws, e)
 	start := !s.started && !s.closed
 	s.started = true
 	s.mu.Unlock()
@@ -127,7 +132,7 @@ func (s *Source) Watch(t client.ResourceType, names []string, w client.Watcher) 
 	return func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		wt.ws = slices.DeleteFunc(wt.ws, func(x client.Watcher) bool { return x == w })
+		wt.ws = slices.DeleteFunc(wt.ws, func(x *entry) bool { return x == e })
 	}
 }
 
@@ -310,8 +315,8 @@ func (s *Source) apply(wt *watch, dr *discoveryv3.DiscoveryResponse) error {
 	}
 	slices.Sort(u.Removed)
 	var first error
-	for _, w := range ws {
-		if err := w.OnUpdate(wt.t.TypeURL(), u); err != nil && first == nil {
+	for _, e := range ws {
+		if err := e.w.OnUpdate(wt.t.TypeURL(), u); err != nil && first == nil {
 			first = err
 		}
 	}
