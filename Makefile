@@ -14,10 +14,10 @@ build:
 run: build
 	./$(BIN) -c examples/quickstart.yaml
 
-# The xDS demo: outrider-cp serves examples/xds-resources.yaml, outrider follows it.
+# The xDS demo: outrider-cp serves examples/xds-cp/resources.yaml, outrider follows it.
 run-xds: build
 	$(GO) build -o bin/outrider-cp ./cmd/outrider-cp
-	./bin/outrider-cp -addr 127.0.0.1:18000 -resources examples/xds-resources.yaml & CP=$$!; \
+	./bin/outrider-cp -addr 127.0.0.1:18000 -resources examples/xds-cp/resources.yaml & CP=$$!; \
 	trap "kill $$CP" EXIT; ./$(BIN) -c examples/xds-bootstrap.yaml
 
 vet:

@@ -2,7 +2,7 @@
 // of one YAML file to every proxy over gRPC (ADS and per-type services) and
 // pushes a new version when the file changes. Usage:
 //
-//	outrider-cp -addr 127.0.0.1:18000 -resources examples/xds-resources.yaml
+//	outrider-cp -addr 127.0.0.1:18000 -resources examples/xds-cp/resources.yaml
 package main
 
 import (
@@ -20,7 +20,7 @@ import (
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:18000", "address to serve xDS on")
-	path := flag.String("resources", "examples/xds-resources.yaml", "YAML file of xDS resources")
+	path := flag.String("resources", "examples/xds-cp/resources.yaml", "YAML file of xDS resources")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

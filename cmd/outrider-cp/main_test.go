@@ -16,11 +16,11 @@ import (
 	"github.com/outrider-proxy/outrider/xds/democp"
 )
 
-// The demo: outrider-cp serves examples/xds-resources.yaml, outrider runs
+// The demo: outrider-cp serves examples/xds-cp/resources.yaml, outrider runs
 // examples/xds-bootstrap.yaml (ports made free), and editing the resources
 // file changes what traffic gets.
 func TestDemoRouteChangeReachesTraffic(t *testing.T) {
-	res, err := os.ReadFile("../../examples/xds-resources.yaml")
+	res, err := os.ReadFile("../../examples/xds-cp/resources.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -111,11 +111,40 @@ func (d *dynamic) start() {
 	} else {
 		d.cdsOnce.Do(func() { close(d.cdsDone) })
 	}
-	if d.lds != nil {
-		d.addCancel(d.lds.Watch(client.ListenerType, nil, client.WatcherFunc(d.onListeners)))
-	} else {
+	if d.lds == nil {
 		d.ldsOnce.Do(func() { close(d.ldsDone) })
+		return
 	}
+	// As Envoy's init manager: LDS starts once CDS answered and its
+	// clusters warmed (or timed out), so listeners find their clusters.
+	go func() {
+		select {
+		case <-d.cdsDone:
+		case <-d.stop:
+			return
+		}
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+			d.mu.Lock()
+			n := len(d.warmCl)
+			d.mu.Unlock()
+			if n == 0 {
+				break
+			}
+			select {
+			case <-d.stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		select {
+		case <-d.stop:
+			return // closed: d.cancels already ran
+		default:
+		}
+		d.cancels = append(d.cancels, d.lds.Watch(client.ListenerType, nil, client.WatcherFunc(d.onListeners)))
+	}()
 }
 
 func (d *dynamic) addCancel(c func()) {
