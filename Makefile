@@ -4,7 +4,7 @@ BIN := bin/outrider
 RACE_PKGS := ./proxy/... ./filters/... ./telemetry/... ./xds/...
 FUZZTIME ?= 30s
 
-.PHONY: all build run test test-race vet fuzz bench bench-compare clean
+.PHONY: all build run run-xds test test-race vet fuzz bench bench-compare clean
 
 all: build
 
@@ -13,6 +13,12 @@ build:
 
 run: build
 	./$(BIN) -c examples/quickstart.yaml
+
+# The xDS demo: outrider-cp serves examples/xds-cp/resources.yaml, outrider follows it.
+run-xds: build
+	$(GO) build -o bin/outrider-cp ./cmd/outrider-cp
+	./bin/outrider-cp -addr 127.0.0.1:18000 -resources examples/xds-cp/resources.yaml & CP=$$!; \
+	trap "kill $$CP" EXIT; ./$(BIN) -c examples/xds-bootstrap.yaml
 
 vet:
 	$(GO) vet ./...

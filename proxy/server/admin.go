@@ -11,12 +11,9 @@ import (
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // mountAdmin registers the server's own admin endpoints; the admin package
@@ -128,41 +125,6 @@ func (s *Server) handleListeners(w http.ResponseWriter, r *http.Request) {
 		}
 		fmt.Fprintf(w, "%s::%s\n", l.Name, addr)
 	}
-}
-
-func (s *Server) handleConfigDump(w http.ResponseWriter, r *http.Request) {
-	now := timestamppb.New(s.started)
-	boot := &adminv3.BootstrapConfigDump{Bootstrap: s.opts.Bootstrap, LastUpdated: now}
-	cl := &adminv3.ClustersConfigDump{VersionInfo: ""}
-	for _, c := range s.opts.Bootstrap.GetStaticResources().GetClusters() {
-		a, _ := anypb.New(c)
-		cl.StaticClusters = append(cl.StaticClusters, &adminv3.ClustersConfigDump_StaticCluster{Cluster: a, LastUpdated: now})
-	}
-	ls := &adminv3.ListenersConfigDump{}
-	rt := &adminv3.RoutesConfigDump{}
-	for _, l := range s.opts.Bootstrap.GetStaticResources().GetListeners() {
-		a, _ := anypb.New(l)
-		ls.StaticListeners = append(ls.StaticListeners, &adminv3.ListenersConfigDump_StaticListener{Listener: a, LastUpdated: now})
-		for _, fc := range l.GetFilterChains() {
-			for _, f := range fc.GetFilters() {
-				h := &hcmv3.HttpConnectionManager{}
-				if f.GetTypedConfig().MessageIs(h) && f.GetTypedConfig().UnmarshalTo(h) == nil && h.GetRouteConfig() != nil {
-					ra, _ := anypb.New(h.GetRouteConfig())
-					rt.StaticRouteConfigs = append(rt.StaticRouteConfigs, &adminv3.RoutesConfigDump_StaticRouteConfig{RouteConfig: ra, LastUpdated: now})
-				}
-			}
-		}
-	}
-	dump := &adminv3.ConfigDump{}
-	for _, m := range []proto.Message{boot, cl, ls, rt, &adminv3.SecretsConfigDump{}} {
-		a, err := anypb.New(m)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		dump.Configs = append(dump.Configs, a)
-	}
-	writeJSON(w, dump)
 }
 
 func (s *Server) handleDrainListeners(w http.ResponseWriter, r *http.Request) {

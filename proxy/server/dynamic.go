@@ -1,30 +1,22 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/proxy/listener"
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
-	"github.com/outrider-proxy/outrider/proxy/upstream"
 	"github.com/outrider-proxy/outrider/xds/client"
 )
 
@@ -38,231 +30,185 @@ import (
 type dynamic struct {
 	s       *Server
 	nctx    *netfilter.Context
-	clients map[string]*client.Client // by config source
+	clients map[string]source // by config source
 	ads     *client.Client
-	cds     *client.Client // also carries EDS
-	lds     *client.Client // also carries RDS
-	cancels []func()
+	cds     source // CDS, and EDS of clusters without their own eds_config
+	lds     source // LDS, and RDS of listeners without their own config_source
 
-	mu        sync.Mutex
-	clusters  map[string]*clusterv3.Cluster // dynamic clusters in force
-	listeners map[string]*listener.Listener // dynamic listeners in force
-	eds       map[string][]*edsWatch        // by service name
-	edsCache  map[string]*endpointv3.ClusterLoadAssignment
-	rds       map[string][]*rdsWatch // by route configuration name
-	rdsCache  map[string]*routev3.RouteConfiguration
-	versions  map[string]string // resource name -> version, for config_dump
+	mu         sync.Mutex
+	cancels    []func()
+	subscribed map[subKey]bool               // (source, type) watched
+	clusters   map[string]*clusterv3.Cluster // dynamic clusters in force
+	listeners  map[string]*listener.Listener // dynamic listeners in force
+	eds        map[string][]*edsWatch        // by service name
+	edsSrc     map[string]source             // eds_config of a service name
+	edsCache   map[string]*endpointv3.ClusterLoadAssignment
+	rds        map[string][]*rdsWatch // by route configuration name
+	rdsSrc     map[string]source      // config_source of a route configuration name
+	rdsStats   map[string]*rdsStats   // by route configuration name
+	rdsCache   map[string]*routev3.RouteConfiguration
+	rdsTimeout map[string]bool   // names whose initial fetch timed out
+	versions   map[string]string // resource name -> version, for config_dump
+	updated    map[string]time.Time
+	cdsVersion string
+	ldsVersion string
+	lstate     map[*listener.Listener]listenerState // of dynamic listeners in service or draining
+	building   *warmListener                        // the listener being built, collecting its RDS watches
+	warming    map[string]*warmListener             // listeners waiting for their routes
+	warmCl     map[string]bool                      // clusters waiting for their endpoints
+	cdsDone    chan struct{}                        // closed by the first CDS update or timeout
+	ldsDone    chan struct{}                        // closed by the first LDS update or timeout
+	cdsOnce    sync.Once
+	ldsOnce    sync.Once
+	stop       chan struct{}
+	stopOnce   sync.Once
+}
+
+// source is what the applier needs of a subscription: a gRPC client or a
+// watched file.
+type source interface {
+	Watch(t client.ResourceType, names []string, w client.Watcher) (cancel func())
+	SetNames(t client.ResourceType, names []string)
+	Close()
+}
+
+type subKey struct {
+	src source
+	url string
 }
 
 type edsWatch struct {
 	update func(*endpointv3.ClusterLoadAssignment) error
 }
 
+// rdsWatch is one connection manager's subscription; applied (or timedOut)
+// ends the warming of the listener it belongs to.
 type rdsWatch struct {
-	apply func(*routev3.RouteConfiguration) error
-}
-
-// grpcOnlyClusters are the static clusters that only carry gRPC to a
-// management server: grpc-go speaks HTTP/2 to them itself, so their HTTP/2
-// options are not refused.
-func grpcOnlyClusters(b *bootstrapv3.Bootstrap) map[string]bool {
-	out := map[string]bool{}
-	add := func(api *corev3.ApiConfigSource) {
-		for _, g := range api.GetGrpcServices() {
-			if n := g.GetEnvoyGrpc().GetClusterName(); n != "" {
-				out[n] = true
-			}
-		}
-	}
-	dr := b.GetDynamicResources()
-	add(dr.GetAdsConfig())
-	add(dr.GetLdsConfig().GetApiConfigSource())
-	add(dr.GetCdsConfig().GetApiConfigSource())
-	return out
+	apply    func(*routev3.RouteConfiguration) error
+	applied  bool
+	timedOut bool
 }
 
 // newDynamic returns the xDS side's state; configure makes the clients
 // once the static clusters they dial through exist.
 func newDynamic(s *Server, nctx *netfilter.Context) *dynamic {
 	return &dynamic{
-		s: s, nctx: nctx, clients: map[string]*client.Client{},
+		s: s, nctx: nctx, clients: map[string]source{}, subscribed: map[subKey]bool{},
 		clusters: map[string]*clusterv3.Cluster{}, listeners: map[string]*listener.Listener{},
-		eds: map[string][]*edsWatch{}, edsCache: map[string]*endpointv3.ClusterLoadAssignment{},
-		rds: map[string][]*rdsWatch{}, rdsCache: map[string]*routev3.RouteConfiguration{},
-		versions: map[string]string{},
+		eds: map[string][]*edsWatch{}, edsSrc: map[string]source{}, edsCache: map[string]*endpointv3.ClusterLoadAssignment{},
+		rds: map[string][]*rdsWatch{}, rdsSrc: map[string]source{}, rdsStats: map[string]*rdsStats{},
+		rdsCache: map[string]*routev3.RouteConfiguration{}, rdsTimeout: map[string]bool{},
+		versions: map[string]string{}, updated: map[string]time.Time{},
+		warming: map[string]*warmListener{}, lstate: map[*listener.Listener]listenerState{}, warmCl: map[string]bool{},
+		cdsDone: make(chan struct{}), ldsDone: make(chan struct{}), stop: make(chan struct{}),
 	}
-}
-
-// configure checks dynamic_resources and prepares the clients; nothing is
-// sent until start.
-func (d *dynamic) configure() error {
-	dr := d.s.opts.Bootstrap.GetDynamicResources()
-	if err := confcheck.Fields(dr, "dynamic_resources", "lds_config", "cds_config", "ads_config", "lds_resources_locator", "cds_resources_locator"); err != nil {
-		return err
-	}
-	if dr.GetLdsResourcesLocator() != "" || dr.GetCdsResourcesLocator() != "" {
-		return fmt.Errorf("dynamic_resources: xdstp resource locators are not supported by outrider yet")
-	}
-	if ads := dr.GetAdsConfig(); ads != nil {
-		c, err := d.newClient("dynamic_resources.ads_config", ads, nil, true)
-		if err != nil {
-			return err
-		}
-		d.ads = c
-	}
-	var err error
-	if cds := dr.GetCdsConfig(); cds != nil {
-		if d.cds, err = d.clientFor("dynamic_resources.cds_config", cds); err != nil {
-			return err
-		}
-	}
-	if lds := dr.GetLdsConfig(); lds != nil {
-		if d.lds, err = d.clientFor("dynamic_resources.lds_config", lds); err != nil {
-			return err
-		}
-	}
-	if d.cds == nil {
-		d.cds = d.ads
-	}
-	if d.lds == nil {
-		d.lds = d.ads
-	}
-	if d.cds == nil && d.lds == nil {
-		return fmt.Errorf("dynamic_resources: no lds_config, cds_config or ads_config")
-	}
-	return nil
-}
-
-// clientFor returns the client of a config source: the ADS one for
-// `ads: {}`, else one per distinct api_config_source.
-func (d *dynamic) clientFor(path string, src *corev3.ConfigSource) (*client.Client, error) {
-	switch {
-	case src.GetAds() != nil:
-		if d.ads == nil {
-			return nil, fmt.Errorf("%s.ads: no dynamic_resources.ads_config to use", path)
-		}
-		return d.ads, nil
-	case src.GetApiConfigSource() != nil:
-		return d.newClient(path+".api_config_source", src.GetApiConfigSource(), src, false)
-	case src.GetPath() != "" || src.GetPathConfigSource() != nil:
-		return nil, fmt.Errorf("%s: file-based (path) configuration is not supported by outrider yet", path)
-	}
-	return nil, fmt.Errorf("%s: config source without ads or api_config_source", path)
-}
-
-func (d *dynamic) newClient(path string, api *corev3.ApiConfigSource, src *corev3.ConfigSource, ads bool) (*client.Client, error) {
-	key, _ := proto.MarshalOptions{Deterministic: true}.Marshal(api)
-	if c, ok := d.clients[string(key)]; ok {
-		return c, nil
-	}
-	var delta bool
-	switch api.GetApiType() {
-	case corev3.ApiConfigSource_GRPC:
-	case corev3.ApiConfigSource_DELTA_GRPC:
-		delta = true
-	case corev3.ApiConfigSource_AGGREGATED_GRPC:
-		ads = true
-	case corev3.ApiConfigSource_AGGREGATED_DELTA_GRPC:
-		ads, delta = true, true
-	default:
-		return nil, fmt.Errorf("%s.api_type: %s is not supported by outrider yet", path, api.GetApiType())
-	}
-	if len(api.GetGrpcServices()) == 0 {
-		return nil, fmt.Errorf("%s.grpc_services: a gRPC config source needs one", path)
-	}
-	dial, err := d.dialer(path+".grpc_services[0]", api.GetGrpcServices()[0])
-	if err != nil {
-		return nil, err
-	}
-	timeout := 15 * time.Second // Envoy's initial_fetch_timeout default
-	if t := src.GetInitialFetchTimeout(); t != nil {
-		timeout = t.AsDuration()
-	}
-	cfg := client.Config{
-		Node:                      d.s.node(),
-		Dial:                      dial,
-		Delta:                     delta,
-		ADS:                       ads,
-		SetNodeOnFirstMessageOnly: api.GetSetNodeOnFirstMessageOnly(),
-		InitialFetchTimeout:       timeout,
-		Stats:                     d.s.stats,
-		TypeStats:                 map[string]string{client.ListenerURL: "listener_manager.lds", client.ClusterURL: "cluster_manager.cds"},
-		Log:                       d.s.log,
-	}
-	if rl := api.GetRateLimitSettings(); rl != nil {
-		cfg.RateLimit = &client.RateLimit{MaxTokens: 100, FillRate: 10}
-		if rl.GetMaxTokens() != nil {
-			cfg.RateLimit.MaxTokens = rl.GetMaxTokens().GetValue()
-		}
-		if rl.GetFillRate() != nil {
-			cfg.RateLimit.FillRate = rl.GetFillRate().GetValue()
-		}
-	}
-	c := client.New(cfg)
-	d.clients[string(key)] = c
-	return c, nil
-}
-
-// dialer makes the gRPC connection to a management server: through a static
-// cluster (envoy_grpc) or to a target URI (google_grpc, unix: included).
-func (d *dynamic) dialer(path string, g *corev3.GrpcService) (func(context.Context) (grpc.ClientConnInterface, error), error) {
-	switch {
-	case g.GetEnvoyGrpc() != nil:
-		name := g.GetEnvoyGrpc().GetClusterName()
-		if d.s.clusters.Get(name) == nil {
-			return nil, fmt.Errorf("%s.envoy_grpc.cluster_name: unknown static cluster %q", path, name)
-		}
-		return func(ctx context.Context) (grpc.ClientConnInterface, error) {
-			return grpc.NewClient("passthrough:///"+name,
-				grpc.WithTransportCredentials(insecure.NewCredentials()),
-				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-					cl := d.s.clusters.Get(name)
-					if cl == nil {
-						return nil, fmt.Errorf("xds cluster %q is gone", name)
-					}
-					h := cl.ChooseHost(&upstream.LBContext{})
-					if h == nil {
-						return nil, fmt.Errorf("xds cluster %q: no healthy upstream", name)
-					}
-					return cl.Dial(ctx, h)
-				}))
-		}, nil
-	case g.GetGoogleGrpc() != nil:
-		gg := g.GetGoogleGrpc()
-		if gg.GetChannelCredentials() != nil || len(gg.GetCallCredentials()) > 0 {
-			return nil, fmt.Errorf("%s.google_grpc: credentials are not supported by outrider yet", path)
-		}
-		target := gg.GetTargetUri()
-		return func(ctx context.Context) (grpc.ClientConnInterface, error) {
-			return grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		}, nil
-	}
-	return nil, fmt.Errorf("%s: needs envoy_grpc or google_grpc", path)
 }
 
 // start subscribes, CDS before LDS as Envoy does on ADS.
 func (d *dynamic) start() {
 	if d.cds != nil {
-		d.cancels = append(d.cancels, d.cds.Watch(client.ClusterType, nil, client.WatcherFunc(d.onClusters)))
+		d.addCancel(d.cds.Watch(client.ClusterType, nil, client.WatcherFunc(d.onClusters)))
+	} else {
+		d.cdsOnce.Do(func() { close(d.cdsDone) })
 	}
-	if d.lds != nil {
+	if d.lds == nil {
+		d.ldsOnce.Do(func() { close(d.ldsDone) })
+		return
+	}
+	// As Envoy's init manager: LDS starts once CDS answered and its
+	// clusters warmed (or timed out), so listeners find their clusters.
+	go func() {
+		select {
+		case <-d.cdsDone:
+		case <-d.stop:
+			return
+		}
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+			d.mu.Lock()
+			n := len(d.warmCl)
+			d.mu.Unlock()
+			if n == 0 {
+				break
+			}
+			select {
+			case <-d.stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		select {
+		case <-d.stop:
+			return // closed: d.cancels already ran
+		default:
+		}
 		d.cancels = append(d.cancels, d.lds.Watch(client.ListenerType, nil, client.WatcherFunc(d.onListeners)))
-	}
+	}()
+}
+
+func (d *dynamic) addCancel(c func()) {
+	d.mu.Lock()
+	d.cancels = append(d.cancels, c)
+	d.mu.Unlock()
 }
 
 func (d *dynamic) close() {
-	for _, c := range d.cancels {
+	d.stopOnce.Do(func() { close(d.stop) })
+	d.mu.Lock()
+	cancels := d.cancels
+	d.cancels = nil
+	d.mu.Unlock()
+	for _, c := range cancels {
 		c()
 	}
 	for _, c := range d.clients {
 		c.Close()
 	}
+	d.mu.Lock()
+	warming := d.warming
+	d.warming = map[string]*warmListener{}
+	d.mu.Unlock()
+	for _, w := range warming {
+		w.l.Close()
+	}
+}
+
+// setNames subscribes src to names of type t, watching it the first time.
+func (d *dynamic) setNames(src source, t client.ResourceType, names []string, w client.WatcherFunc) {
+	k := subKey{src, t.TypeURL()}
+	d.mu.Lock()
+	first := !d.subscribed[k]
+	d.subscribed[k] = true
+	d.mu.Unlock()
+	if first {
+		d.addCancel(src.Watch(t, names, w))
+	} else {
+		src.SetNames(t, names)
+	}
+}
+
+// namesOf is the names of m whose source is src (dflt when unset).
+func namesOf[V any](m map[string]V, srcs map[string]source, src, dflt source) []string {
+	out := []string{}
+	for _, n := range sortedKeys(m) {
+		s := srcs[n]
+		if s == nil {
+			s = dflt
+		}
+		if s == src {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // onClusters applies CDS: valid clusters are added or replaced (an
 // unchanged one is left alone, so its pools and health stay), removed ones
-// dropped. Invalid ones are reported together as the NACK reason.
+// dropped. Invalid ones are reported together as the NACK reason. A new or
+// changed cluster is warming until its first host set (EDS) arrives.
 func (d *dynamic) onClusters(_ string, u client.Update) error {
+	defer d.cdsOnce.Do(func() { close(d.cdsDone) })
 	var errs []string
 	names := sortedKeys(u.Resources)
 	for _, name := range names {
@@ -277,50 +223,90 @@ func (d *dynamic) onClusters(_ string, u client.Update) error {
 		if dynamic && proto.Equal(old, c) {
 			continue
 		}
-		if err := checkClusterFields(c, d.s.log); err == nil {
+		err := checkClusterFields(c, d.s.log)
+		if err == nil {
+			err = d.scanCluster(c)
+		}
+		if err == nil {
 			err = d.s.clusters.AddOrUpdate(c)
-			if err != nil {
-				errs = append(errs, fmt.Sprintf("cluster %q: %v", name, err))
-				continue
-			}
-		} else {
+		}
+		if err != nil {
 			errs = append(errs, fmt.Sprintf("cluster %q: %v", name, err))
 			continue
 		}
 		d.mu.Lock()
 		d.clusters[name] = c
 		d.versions["cluster/"+name] = versionOf(u, name)
+		d.updated["cluster/"+name] = time.Now()
 		d.mu.Unlock()
+		d.s.stats.Scope("cluster_manager").Counter(map[bool]string{true: "cluster_modified", false: "cluster_added"}[dynamic]).Inc()
+		d.warmCluster(name)
 	}
 	for _, name := range u.Removed {
 		d.mu.Lock()
 		_, dynamic := d.clusters[name]
 		delete(d.clusters, name)
+		delete(d.versions, "cluster/"+name)
+		delete(d.warmCl, name)
 		d.mu.Unlock()
 		if dynamic {
 			d.s.clusters.Remove(name)
+			d.s.stats.Scope("cluster_manager").Counter("cluster_removed").Inc()
 		}
 	}
-	d.s.stats.Scope("cluster_manager").Gauge("active_clusters").Set(int64(len(d.s.clusters.Names())))
+	if !u.InitialFetchTimeout {
+		d.mu.Lock()
+		if len(errs) == 0 {
+			d.cdsVersion = u.Version
+		}
+		d.mu.Unlock()
+	}
+	d.clusterGauges()
 	return joinErrs(errs)
+}
+
+// scanCluster records which source carries an EDS cluster's endpoints.
+func (d *dynamic) scanCluster(c *clusterv3.Cluster) error {
+	if c.GetType() != clusterv3.Cluster_EDS {
+		return nil
+	}
+	svc := c.GetEdsClusterConfig().GetServiceName()
+	if svc == "" {
+		svc = c.GetName()
+	}
+	cs := c.GetEdsClusterConfig().GetEdsConfig()
+	if cs == nil {
+		return nil
+	}
+	src, err := d.clientFor("eds_cluster_config.eds_config", cs)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	if _, ok := d.edsSrc[svc]; !ok || len(d.eds[svc]) == 0 {
+		d.edsSrc[svc] = src
+	}
+	d.mu.Unlock()
+	return nil
 }
 
 // WatchEndpoints implements upstream.EndpointSource over EDS.
 func (d *dynamic) WatchEndpoints(service string, update func(*endpointv3.ClusterLoadAssignment) error) (cancel func()) {
 	w := &edsWatch{update: update}
 	d.mu.Lock()
-	first := len(d.eds) == 0
 	d.eds[service] = append(d.eds[service], w)
 	cached := d.edsCache[service]
-	names := sortedKeys(d.eds)
+	src := d.edsSrc[service]
+	if src == nil {
+		src = d.cds
+	}
+	names := namesOf(d.eds, d.edsSrc, src, d.cds)
 	d.mu.Unlock()
 	if cached != nil {
 		go update(cached) // a replaced cluster gets the endpoints its name already has
 	}
-	if first {
-		d.cancels = append(d.cancels, d.cds.Watch(client.EndpointType, names, client.WatcherFunc(d.onEndpoints)))
-	} else {
-		d.cds.SetNames(client.EndpointType, names)
+	if src != nil {
+		d.setNames(src, client.EndpointType, names, d.onEndpoints)
 	}
 	return func() {
 		d.mu.Lock()
@@ -329,9 +315,11 @@ func (d *dynamic) WatchEndpoints(service string, update func(*endpointv3.Cluster
 			delete(d.eds, service)
 			delete(d.edsCache, service)
 		}
-		names := sortedKeys(d.eds)
+		names := namesOf(d.eds, d.edsSrc, src, d.cds)
 		d.mu.Unlock()
-		d.cds.SetNames(client.EndpointType, names)
+		if src != nil {
+			src.SetNames(client.EndpointType, names)
+		}
 	}
 }
 
@@ -341,6 +329,8 @@ func (d *dynamic) onEndpoints(_ string, u client.Update) error {
 		cla := u.Resources[name].Msg.(*endpointv3.ClusterLoadAssignment)
 		d.mu.Lock()
 		d.edsCache[name] = cla
+		d.versions["endpoint/"+name] = versionOf(u, name)
+		d.updated["endpoint/"+name] = time.Now()
 		ws := slices.Clone(d.eds[name])
 		d.mu.Unlock()
 		for _, w := range ws {
@@ -352,22 +342,43 @@ func (d *dynamic) onEndpoints(_ string, u client.Update) error {
 	return joinErrs(errs)
 }
 
-// WatchRoutes implements netfilter.RouteSource over RDS.
+// WatchRoutes implements netfilter.RouteSource over RDS. The watch belongs
+// to the listener being built, whose warming it holds until applied.
 func (d *dynamic) WatchRoutes(name string, apply func(*routev3.RouteConfiguration) error) (cancel func()) {
-	w := &rdsWatch{apply: apply}
+	w := &rdsWatch{}
+	w.apply = func(rc *routev3.RouteConfiguration) error {
+		if err := apply(rc); err != nil {
+			return err
+		}
+		d.mu.Lock()
+		first := !w.applied
+		w.applied = true
+		d.mu.Unlock()
+		if first {
+			d.checkWarming()
+		}
+		return nil
+	}
 	d.mu.Lock()
-	first := len(d.rds) == 0
 	d.rds[name] = append(d.rds[name], w)
+	if d.building != nil {
+		d.building.watches = append(d.building.watches, w)
+	}
+	if d.rdsTimeout[name] {
+		w.timedOut = true
+	}
 	cached := d.rdsCache[name]
-	names := sortedKeys(d.rds)
+	src := d.rdsSrc[name]
+	if src == nil {
+		src = d.lds
+	}
+	names := namesOf(d.rds, d.rdsSrc, src, d.lds)
 	d.mu.Unlock()
 	if cached != nil {
-		go apply(cached) // a replaced listener gets the routes its name already has
+		go w.apply(cached) // a replaced listener gets the routes its name already has
 	}
-	if first {
-		d.cancels = append(d.cancels, d.lds.Watch(client.RouteType, names, client.WatcherFunc(d.onRoutes)))
-	} else {
-		d.lds.SetNames(client.RouteType, names)
+	if src != nil {
+		d.setNames(src, client.RouteType, names, d.onRoutes)
 	}
 	return func() {
 		d.mu.Lock()
@@ -375,10 +386,14 @@ func (d *dynamic) WatchRoutes(name string, apply func(*routev3.RouteConfiguratio
 		if len(d.rds[name]) == 0 {
 			delete(d.rds, name)
 			delete(d.rdsCache, name)
+			delete(d.rdsTimeout, name)
+			delete(d.versions, "route/"+name)
 		}
-		names := sortedKeys(d.rds)
+		names := namesOf(d.rds, d.rdsSrc, src, d.lds)
 		d.mu.Unlock()
-		d.lds.SetNames(client.RouteType, names)
+		if src != nil {
+			src.SetNames(client.RouteType, names)
+		}
 	}
 }
 
@@ -388,7 +403,9 @@ func (d *dynamic) onRoutes(_ string, u client.Update) error {
 		rc := u.Resources[name].Msg.(*routev3.RouteConfiguration)
 		d.mu.Lock()
 		ws := slices.Clone(d.rds[name])
+		st := d.rdsStats[name]
 		d.mu.Unlock()
+		st.attempt()
 		failed := false
 		for _, w := range ws {
 			if err := w.apply(rc); err != nil {
@@ -397,59 +414,77 @@ func (d *dynamic) onRoutes(_ string, u client.Update) error {
 				break
 			}
 		}
+		st.result(!failed, versionOf(u, name))
 		if !failed {
 			d.mu.Lock()
 			d.rdsCache[name] = rc
 			d.versions["route/"+name] = versionOf(u, name)
+			d.updated["route/"+name] = time.Now()
 			d.mu.Unlock()
 		}
+	}
+	if u.InitialFetchTimeout {
+		d.mu.Lock()
+		for _, name := range u.Missing {
+			d.rdsTimeout[name] = true
+			for _, w := range d.rds[name] {
+				w.timedOut = true
+			}
+		}
+		d.mu.Unlock()
+		d.checkWarming()
 	}
 	return joinErrs(errs)
 }
 
-// onListeners applies LDS: a new or changed listener is built and bound
-// (next to the old one, by SO_REUSEPORT) before the old one stops accepting
+// onListeners applies LDS: a new or changed listener is built, warms until
+// its route configurations have arrived, and is then put in service (bound
+// next to the old one by SO_REUSEPORT) before the old one stops accepting
 // and drains; an unchanged one is left alone; a removed one drains.
 func (d *dynamic) onListeners(_ string, u client.Update) error {
+	defer d.ldsOnce.Do(func() { close(d.ldsDone) })
 	var errs []string
 	for _, name := range sortedKeys(u.Resources) {
 		lp := u.Resources[name].Msg.(*listenerv3.Listener)
 		d.mu.Lock()
 		old := d.listeners[name]
+		warm := d.warming[name]
 		d.mu.Unlock()
-		if old != nil && proto.Equal(old.Proto, lp) {
+		if warm != nil && proto.Equal(warm.l.Proto, lp) {
+			continue
+		}
+		if warm == nil && old != nil && proto.Equal(old.Proto, lp) {
 			continue
 		}
 		if old == nil && d.s.hasStaticListener(name) {
 			errs = append(errs, fmt.Sprintf("listener %q: a static listener of that name exists", name))
 			continue
 		}
-		l, err := listener.Build(lp, d.nctx, &d.s.connIDs)
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("listener %q: %v", name, err))
-			continue
-		}
-		if err := l.Bind(context.Background()); err != nil {
-			l.Close()
+		if err := d.addWarming(name, lp, old, versionOf(u, name)); err != nil {
 			errs = append(errs, err.Error())
-			continue
 		}
-		d.s.addListener(l, old)
-		go l.Serve()
-		d.mu.Lock()
-		d.listeners[name] = l
-		d.versions["listener/"+name] = versionOf(u, name)
-		d.mu.Unlock()
 	}
 	for _, name := range u.Removed {
 		d.mu.Lock()
 		old := d.listeners[name]
+		warm := d.warming[name]
 		delete(d.listeners, name)
+		delete(d.warming, name)
+		delete(d.versions, "listener/"+name)
 		d.mu.Unlock()
+		if warm != nil {
+			warm.l.Close()
+		}
 		if old != nil {
 			d.s.addListener(nil, old)
 		}
 	}
+	if !u.InitialFetchTimeout && len(errs) == 0 {
+		d.mu.Lock()
+		d.ldsVersion = u.Version
+		d.mu.Unlock()
+	}
+	d.listenerGauges()
 	return joinErrs(errs)
 }
 

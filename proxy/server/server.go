@@ -213,6 +213,14 @@ func (s *Server) allListeners() []*listener.Listener {
 	return append(slices.Clone(s.listeners), s.draining...)
 }
 
+// allDraining is the listeners still draining after an update removed or
+// replaced them.
+func (s *Server) allDraining() []*listener.Listener {
+	s.listenersMu.Lock()
+	defer s.listenersMu.Unlock()
+	return slices.Clone(s.draining)
+}
+
 // AdminAddr is the bound admin address; nil without admin.
 func (s *Server) AdminAddr() net.Addr {
 	if s.adminLn == nil {
@@ -263,10 +271,17 @@ func (s *Server) Start(ctx context.Context) error {
 		s.log.Info("listener started", "name", l.Name, "address", l.Addr().String())
 	}
 	go s.updateGauges()
-	s.state.Store(int32(Live))
-	if s.dyn != nil {
-		s.dyn.start()
+	if s.dyn == nil {
+		s.state.Store(int32(Live))
+		return nil
 	}
+	// INITIALIZING until the initial xDS fetch is done or timed out.
+	s.dyn.start()
+	go func() {
+		if s.dyn.waitInit() {
+			s.state.CompareAndSwap(int32(Initializing), int32(Live))
+		}
+	}()
 	return nil
 }
 

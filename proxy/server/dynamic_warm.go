@@ -1,0 +1,371 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+
+	"github.com/outrider-proxy/outrider/proxy/listener"
+	"github.com/outrider-proxy/outrider/telemetry/stats"
+)
+
+// warmListener is a new or changed listener waiting, as Envoy's warming
+// listeners do, for the first response of each of its RDS subscriptions
+// (or their initial fetch timeout) before it replaces old.
+type warmListener struct {
+	name, version string
+	l, old        *listener.Listener // old: nil for a new listener
+	bound         bool
+	since         time.Time
+	watches       []*rdsWatch
+}
+
+func (w *warmListener) ready() bool {
+	for _, rw := range w.watches {
+		if !rw.applied && !rw.timedOut {
+			return false
+		}
+	}
+	return true
+}
+
+// listenerState is what config_dump says of a listener put in service.
+type listenerState struct {
+	name, version string
+	updated       time.Time
+}
+
+// rdsStats are Envoy's per route configuration RDS stats,
+// http.<stat_prefix>.rds.<route_config_name>.*; nil is none.
+type rdsStats struct {
+	attemptC, success, rejected, reload *stats.Counter
+	version                             *stats.Gauge
+}
+
+func (r *rdsStats) attempt() {
+	if r != nil {
+		r.attemptC.Inc()
+	}
+}
+
+func (r *rdsStats) result(ok bool, version string) {
+	if r == nil {
+		return
+	}
+	if !ok {
+		r.rejected.Inc()
+		return
+	}
+	r.success.Inc()
+	r.reload.Inc()
+	r.version.Set(int64(fnv64(version)))
+}
+
+// fnv64 stands in for Envoy's xxHash64 of a version string.
+func fnv64(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// scanListener records, for each connection manager of lp using RDS, the
+// source its route configuration comes from and its stats, before the
+// listener is built (which subscribes).
+func (d *dynamic) scanListener(path string, lp *listenerv3.Listener) ([]string, error) {
+	var names []string
+	chains := lp.GetFilterChains()
+	if dc := lp.GetDefaultFilterChain(); dc != nil {
+		chains = append(chains[:len(chains):len(chains)], dc)
+	}
+	for i, fc := range chains {
+		for j, f := range fc.GetFilters() {
+			h := &hcmv3.HttpConnectionManager{}
+			if !f.GetTypedConfig().MessageIs(h) || f.GetTypedConfig().UnmarshalTo(h) != nil || h.GetRds() == nil {
+				continue
+			}
+			name := h.GetRds().GetRouteConfigName()
+			names = append(names, name)
+			var src source
+			if cs := h.GetRds().GetConfigSource(); cs != nil {
+				var err error
+				src, err = d.clientFor(fmt.Sprintf("%s.filter_chains[%d].filters[%d].rds.config_source", path, i, j), cs)
+				if err != nil {
+					return nil, err
+				}
+			}
+			d.mu.Lock()
+			if src != nil && len(d.rds[name]) == 0 {
+				d.rdsSrc[name] = src
+			}
+			if d.rdsStats[name] == nil {
+				sc := d.s.stats.Scope("http." + h.GetStatPrefix() + ".rds." + name)
+				d.rdsStats[name] = &rdsStats{attemptC: sc.Counter("update_attempt"), success: sc.Counter("update_success"),
+					rejected: sc.Counter("update_rejected"), reload: sc.Counter("config_reload"), version: sc.Gauge("version")}
+				sc.Counter("update_failure")
+				sc.Counter("update_empty")
+			}
+			d.mu.Unlock()
+		}
+	}
+	return names, nil
+}
+
+// addWarming builds lp and puts it in warming; a listener with nothing to
+// wait for goes into service at once. A new listener is bound now, so a
+// port already taken is NACKed; a changed one binds when it replaces old.
+func (d *dynamic) addWarming(name string, lp *listenerv3.Listener, old *listener.Listener, version string) error {
+	if _, err := d.scanListener("listener "+fmt.Sprintf("%q", name), lp); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	prev := d.warming[name]
+	delete(d.warming, name)
+	d.mu.Unlock()
+	if prev != nil {
+		prev.l.StopAccepting()
+		prev.l.Close()
+	}
+	w := &warmListener{name: name, version: version, old: old, since: time.Now()}
+	d.mu.Lock()
+	d.building = w
+	d.mu.Unlock()
+	l, err := listener.Build(lp, d.nctx, &d.s.connIDs)
+	d.mu.Lock()
+	d.building = nil
+	d.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("listener %q: %v", name, err)
+	}
+	w.l = l
+	if old == nil {
+		if err := l.Bind(context.Background()); err != nil {
+			l.Close()
+			return err
+		}
+		w.bound = true
+	}
+	d.mu.Lock()
+	d.warming[name] = w
+	d.mu.Unlock()
+	d.checkWarming()
+	return nil
+}
+
+// checkWarming puts every listener whose routes have arrived in service.
+func (d *dynamic) checkWarming() {
+	var ready []*warmListener
+	d.mu.Lock()
+	for name, w := range d.warming {
+		if w.ready() {
+			ready = append(ready, w)
+			delete(d.warming, name)
+			d.listeners[name] = w.l
+			d.lstate[w.l] = listenerState{name: name, version: w.version, updated: time.Now()}
+		}
+	}
+	d.mu.Unlock()
+	for _, w := range ready {
+		if !w.bound {
+			if err := w.l.Bind(context.Background()); err != nil {
+				d.s.log.Error("listener warmed but cannot bind", "listener", w.name, "err", err)
+				w.l.Close()
+				d.mu.Lock()
+				if d.listeners[w.name] == w.l {
+					delete(d.listeners, w.name)
+					if w.old != nil {
+						d.listeners[w.name] = w.old
+					}
+				}
+				d.mu.Unlock()
+				continue
+			}
+		}
+		d.s.addListener(w.l, w.old)
+		go w.l.Serve()
+	}
+	d.listenerGauges()
+}
+
+func (d *dynamic) listenerGauges() {
+	d.mu.Lock()
+	n := len(d.warming)
+	d.mu.Unlock()
+	d.s.stats.Scope("listener_manager").Gauge("total_listeners_warming").Set(int64(n))
+}
+
+// warmCluster keeps a new or changed cluster counted as warming until its
+// first host set arrives or the EDS initial fetch timeout passes.
+func (d *dynamic) warmCluster(name string) {
+	cl := d.s.clusters.Get(name)
+	if cl == nil {
+		return
+	}
+	select {
+	case <-cl.Initialized():
+		return
+	default:
+	}
+	timeout := 15 * time.Second
+	d.mu.Lock()
+	if c := d.clusters[name]; c != nil && c.GetType() == clusterv3.Cluster_EDS {
+		if t := c.GetEdsClusterConfig().GetEdsConfig().GetInitialFetchTimeout(); t != nil {
+			timeout = t.AsDuration()
+		}
+	}
+	d.warmCl[name] = true
+	d.mu.Unlock()
+	d.clusterGauges()
+	go func() {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case <-cl.Initialized():
+		case <-t.C:
+		case <-d.stop:
+			return
+		}
+		d.mu.Lock()
+		if d.s.clusters.Get(name) == cl {
+			delete(d.warmCl, name)
+		}
+		d.mu.Unlock()
+		d.clusterGauges()
+	}()
+}
+
+func (d *dynamic) clusterGauges() {
+	d.mu.Lock()
+	warming := len(d.warmCl)
+	d.mu.Unlock()
+	cm := d.s.stats.Scope("cluster_manager")
+	cm.Gauge("active_clusters").Set(int64(len(d.s.clusters.Names()) - warming))
+	cm.Gauge("warming_clusters").Set(int64(warming))
+}
+
+// waitInit blocks until the initial xDS fetch is done as Envoy's init
+// manager sees it: CDS answered (or timed out) and its clusters warmed, then
+// LDS answered and its listeners warmed. It returns false if the server
+// stops first.
+func (d *dynamic) waitInit() bool {
+	for _, ch := range []chan struct{}{d.cdsDone} {
+		select {
+		case <-ch:
+		case <-d.stop:
+			return false
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		d.mu.Lock()
+		n := len(d.warmCl)
+		d.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-d.stop:
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	select {
+	case <-d.ldsDone:
+	case <-d.stop:
+		return false
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		d.mu.Lock()
+		n := len(d.warming)
+		d.mu.Unlock()
+		if n == 0 {
+			return true
+		}
+		select {
+		case <-d.stop:
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return true
+}
+
+// dump adds the dynamic resources to the config dumps: active and warming
+// clusters, active, warming and draining listeners, route configurations
+// and endpoint assignments, each with its version and update time.
+func (d *dynamic) dump(cl *adminv3.ClustersConfigDump, ls *adminv3.ListenersConfigDump, rt *adminv3.RoutesConfigDump, eps *adminv3.EndpointsConfigDump) {
+	any := func(m proto.Message) *anypb.Any { a, _ := anypb.New(m); return a }
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ts := func(key string) *timestamppb.Timestamp { return timestamppb.New(d.updated[key]) }
+	cl.VersionInfo = d.cdsVersion
+	ls.VersionInfo = d.ldsVersion
+	for _, name := range sortedKeys(d.clusters) {
+		key := "cluster/" + name
+		dc := &adminv3.ClustersConfigDump_DynamicCluster{VersionInfo: d.versions[key], Cluster: any(d.clusters[name]), LastUpdated: ts(key)}
+		if d.warmCl[name] {
+			cl.DynamicWarmingClusters = append(cl.DynamicWarmingClusters, dc)
+		} else {
+			cl.DynamicActiveClusters = append(cl.DynamicActiveClusters, dc)
+		}
+	}
+	names := map[string]bool{}
+	for n := range d.listeners {
+		names[n] = true
+	}
+	for n := range d.warming {
+		names[n] = true
+	}
+	draining := map[string]*listener.Listener{}
+	live := map[*listener.Listener]bool{}
+	for _, l := range d.listeners {
+		live[l] = true
+	}
+	for _, l := range d.s.allDraining() {
+		if st, ok := d.lstate[l]; ok {
+			live[l] = true
+			names[st.name] = true
+			draining[st.name] = l
+		}
+	}
+	for l := range d.lstate {
+		if !live[l] {
+			delete(d.lstate, l) // finished draining
+		}
+	}
+	for _, name := range sortedKeys(names) {
+		dl := &adminv3.ListenersConfigDump_DynamicListener{Name: name}
+		if l := d.listeners[name]; l != nil {
+			st := d.lstate[l]
+			dl.ActiveState = &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: st.version, Listener: any(l.Proto), LastUpdated: timestamppb.New(st.updated)}
+		}
+		if w := d.warming[name]; w != nil {
+			dl.WarmingState = &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: w.version, Listener: any(w.l.Proto), LastUpdated: timestamppb.New(w.since)}
+		}
+		if l := draining[name]; l != nil {
+			st := d.lstate[l]
+			dl.DrainingState = &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: st.version, Listener: any(l.Proto), LastUpdated: timestamppb.New(st.updated)}
+		}
+		ls.DynamicListeners = append(ls.DynamicListeners, dl)
+	}
+	for _, name := range sortedKeys(d.rdsCache) {
+		key := "route/" + name
+		rt.DynamicRouteConfigs = append(rt.DynamicRouteConfigs, &adminv3.RoutesConfigDump_DynamicRouteConfig{
+			VersionInfo: d.versions[key], RouteConfig: any(d.rdsCache[name]), LastUpdated: ts(key)})
+	}
+	for _, name := range sortedKeys(d.edsCache) {
+		key := "endpoint/" + name
+		eps.DynamicEndpointConfigs = append(eps.DynamicEndpointConfigs, &adminv3.EndpointsConfigDump_DynamicEndpointConfig{
+			VersionInfo: d.versions[key], EndpointConfig: any(d.edsCache[name]), LastUpdated: ts(key)})
+	}
+}
