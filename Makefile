@@ -25,8 +25,8 @@ vet:
 
 # The README's test command: vet, every test, then the race detector on the core.
 test: vet
-	$(GO) test -count=1 ./...
-	$(GO) test -count=1 -race $(RACE_PKGS)
+	$(GO) test -count=1 -timeout 8m ./...
+	$(GO) test -count=1 -timeout 8m -race $(RACE_PKGS)
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzDecodeRequest -fuzztime=$(FUZZTIME) ./proxy/http1/

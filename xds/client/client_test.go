@@ -68,6 +68,10 @@ func TestFetchUpdateRemove(t *testing.T) {
 			if d := timeoutOf(t, u.Resources["a"]); d != 2*time.Second {
 				t.Errorf("a's connect_timeout %v, want 2s", d)
 			}
+			// The counter follows the watcher's return: wait for it briefly.
+			for deadline := time.Now().Add(2 * time.Second); st.Counter("cluster_manager.cds.update_success").Value() < 2 && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond)
+			}
 			if n := st.Counter("cluster_manager.cds.update_success").Value(); n != 2 {
 				t.Errorf("update_success %d, want 2", n)
 			}

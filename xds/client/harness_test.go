@@ -160,7 +160,21 @@ type recorder struct {
 func newRecorder() *recorder { return &recorder{ch: make(chan Update, 100)} }
 
 func (r *recorder) OnUpdate(_ string, u Update) error {
-	r.ch <- u
+	// Never block the client: go-control-plane resends a NACKed version at
+	// once, and a flood must not wedge the client's one goroutine (and the
+	// test's Close) when nobody reads; the oldest queued update goes.
+	for {
+		select {
+		case r.ch <- u:
+		default:
+			select {
+			case <-r.ch:
+			default:
+			}
+			continue
+		}
+		break
+	}
 	if f, ok := r.reject.Load().(func(Update) error); ok && f != nil {
 		return f(u)
 	}
