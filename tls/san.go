@@ -2,13 +2,13 @@ package tlsctx
 
 import (
 	"crypto/x509"
-	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+
+	"github.com/outrider-proxy/outrider/proxy/matcher"
 )
 
 // anySAN marks a legacy match_subject_alt_names matcher, tried against DNS,
@@ -17,73 +17,17 @@ const anySAN = tlsv3.SubjectAltNameMatcher_SanType(-1)
 
 type sanMatcher struct {
 	typ tlsv3.SubjectAltNameMatcher_SanType
-	m   strMatcher
+	m   *matcher.String
 }
 
-type strKind uint8
-
-const (
-	strExact strKind = iota
-	strPrefix
-	strSuffix
-	strContains
-	strRegex
-)
-
-// strMatcher is a compiled envoy.type.matcher.v3.StringMatcher; with
-// ignoreCase, s is lower-case.
-type strMatcher struct {
-	kind       strKind
-	s          string
-	re         *regexp.Regexp
-	ignoreCase bool
-}
-
-func compileStringMatcher(m *matcherv3.StringMatcher, path string) (strMatcher, error) {
-	sm := strMatcher{ignoreCase: m.GetIgnoreCase()}
-	switch p := m.GetMatchPattern().(type) {
-	case *matcherv3.StringMatcher_Exact:
-		sm.kind, sm.s = strExact, p.Exact
-	case *matcherv3.StringMatcher_Prefix:
-		sm.kind, sm.s = strPrefix, p.Prefix
-	case *matcherv3.StringMatcher_Suffix:
-		sm.kind, sm.s = strSuffix, p.Suffix
-	case *matcherv3.StringMatcher_Contains:
-		sm.kind, sm.s = strContains, p.Contains
-	case *matcherv3.StringMatcher_SafeRegex:
-		re, err := regexp.Compile("^(?:" + p.SafeRegex.GetRegex() + ")$")
-		if err != nil {
-			return sm, fmt.Errorf("%s.safe_regex.regex: %w", path, err)
-		}
-		sm.kind, sm.re, sm.ignoreCase = strRegex, re, false
-	case nil:
-		return sm, errors.New(path + ".match_pattern: required")
-	default:
-		return sm, fmt.Errorf("%s: match pattern %T not supported by outrider yet", path, p)
-	}
-	if sm.ignoreCase {
-		sm.s = strings.ToLower(sm.s)
+// compileStringMatcher compiles a SAN string matcher; the error is
+// prefixed with path, the matcher's field path.
+func compileStringMatcher(m *matcherv3.StringMatcher, path string) (*matcher.String, error) {
+	sm, err := matcher.CompileString(m)
+	if err != nil {
+		return nil, fmt.Errorf("%s.%w", path, err)
 	}
 	return sm, nil
-}
-
-func (m *strMatcher) match(v string) bool {
-	if m.ignoreCase {
-		v = strings.ToLower(v)
-	}
-	switch m.kind {
-	case strExact:
-		return v == m.s
-	case strPrefix:
-		return strings.HasPrefix(v, m.s)
-	case strSuffix:
-		return strings.HasSuffix(v, m.s)
-	case strContains:
-		return strings.Contains(v, m.s)
-	case strRegex:
-		return m.re.MatchString(v)
-	}
-	return false
 }
 
 func compileSANMatcher(m *tlsv3.SubjectAltNameMatcher, path string) (sanMatcher, error) {
@@ -119,21 +63,21 @@ func matchAnySAN(ms []sanMatcher, c *x509.Certificate) bool {
 		}
 		if t == tlsv3.SubjectAltNameMatcher_URI || t == anySAN {
 			for _, u := range c.URIs {
-				if m.m.match(u.String()) {
+				if m.m.MatchString(u.String()) {
 					return true
 				}
 			}
 		}
 		if t == tlsv3.SubjectAltNameMatcher_EMAIL || t == anySAN {
 			for _, e := range c.EmailAddresses {
-				if m.m.match(e) {
+				if m.m.MatchString(e) {
 					return true
 				}
 			}
 		}
 		if t == tlsv3.SubjectAltNameMatcher_IP_ADDRESS || t == anySAN {
 			for _, ip := range c.IPAddresses {
-				if m.m.match(ip.String()) {
+				if m.m.MatchString(ip.String()) {
 					return true
 				}
 			}
@@ -145,10 +89,10 @@ func matchAnySAN(ms []sanMatcher, c *x509.Certificate) bool {
 // matchDNS matches a DNS SAN; an exact matcher also accepts a wildcard SAN
 // ("*.example.com") covering its value, as Envoy's dnsNameMatch does.
 func (m *sanMatcher) matchDNS(san string) bool {
-	if m.m.kind == strExact {
-		return dnsNameMatch(m.m.s, san)
+	if exact, ok := m.m.Exact(); ok {
+		return dnsNameMatch(exact, san)
 	}
-	return m.m.match(san)
+	return m.m.MatchString(san)
 }
 
 // dnsNameMatch reports whether name is covered by pattern (a SAN, possibly

@@ -1,8 +1,11 @@
 // Package matcher compiles Envoy's envoy.type.matcher.v3.StringMatcher,
 // config.route.v3.HeaderMatcher and config.core.v3.CidrRange once into
-// immutable matchers for filters such as RBAC. Matching follows Envoy's
-// semantics (regexes anchored, multiple header values joined with ",") and
-// does not allocate for single-valued headers.
+// immutable matchers, the one implementation shared by the router, RBAC,
+// access-log filters and TLS SAN checks. Matching follows Envoy's semantics
+// (regexes anchored, ignore_case ASCII-only, multiple header values joined
+// with ",") and does not allocate for single-valued headers; compile errors
+// name the offending field as a dotted path ("string_match.safe_regex.regex:
+// ...") that callers prefix with their own.
 package matcher
 
 import (
@@ -11,8 +14,9 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"regexp/syntax"
 	"strconv"
-	"strings"
+	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -57,7 +61,7 @@ func CompileString(m *matcherv3.StringMatcher) (*String, error) {
 	case *matcherv3.StringMatcher_SafeRegex:
 		re, err := CompileRegex(p.SafeRegex)
 		if err != nil {
-			return nil, fmt.Errorf("safe_regex: %w", err)
+			return nil, fmt.Errorf("safe_regex.%w", err)
 		}
 		sm.kind, sm.re, sm.ignoreCase = kRegex, re, false
 	case nil:
@@ -66,26 +70,53 @@ func CompileString(m *matcherv3.StringMatcher) (*String, error) {
 		return nil, fmt.Errorf("match_pattern: %T is not supported by outrider yet", p)
 	}
 	if sm.ignoreCase {
-		sm.s = strings.ToLower(sm.s)
+		sm.s = asciiLower(sm.s)
 	}
 	return sm, nil
 }
 
 // CompileRegex compiles a RegexMatcher anchored at both ends, as Envoy's
-// full-match RE2 semantics require.
+// full-match RE2 semantics require; the error names the regex field.
 func CompileRegex(m *matcherv3.RegexMatcher) (*regexp.Regexp, error) {
-	if m == nil || m.GetRegex() == "" {
+	if m.GetRegex() == "" {
 		return nil, errors.New("regex: required")
 	}
-	return regexp.Compile("^(?:" + m.GetRegex() + ")$")
+	re, err := Regex(m.GetRegex())
+	if err != nil {
+		return nil, fmt.Errorf("regex: %w", err)
+	}
+	return re, nil
 }
 
-// MatchString is Match for a string.
+// Regex compiles expr anchored at both ends (Envoy's full match); the error
+// is regexp's own (quoting expr, not the anchored form), for callers that
+// name the field themselves.
+func Regex(expr string) (*regexp.Regexp, error) {
+	anchored := "^(?:" + expr + ")$"
+	re, err := regexp.Compile(anchored)
+	if se := (*syntax.Error)(nil); errors.As(err, &se) && se.Expr == anchored {
+		se.Expr = expr
+	}
+	return re, err
+}
+
+// Exact returns the pattern of an exact matcher (lower-case with
+// ignore_case) and true, or "" and false for any other kind; TLS uses it to
+// apply DNS wildcard rules to exact SAN matchers.
+func (m *String) Exact() (string, bool) {
+	if m.kind != kExact {
+		return "", false
+	}
+	return m.s, true
+}
+
+// MatchString is Match for a string; it does not copy v.
 func (m *String) MatchString(v string) bool {
 	if m.kind == kRegex {
 		return m.re.MatchString(v)
 	}
-	return m.Match([]byte(v))
+	// Match only reads v, so viewing the string's bytes is safe.
+	return m.Match(unsafe.Slice(unsafe.StringData(v), len(v)))
 }
 
 // Match reports whether v satisfies m.
@@ -121,6 +152,18 @@ func equal(b []byte, s string, caseSensitive bool) bool {
 	return headers.EqualFold(b, s)
 }
 
+// asciiLower lower-cases ASCII letters only, as Envoy's absl::AsciiStrToLower
+// (ignore_case never folds non-ASCII characters).
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
 type hdrKind uint8
 
 const (
@@ -129,7 +172,8 @@ const (
 	hRange
 )
 
-// Header is a compiled HeaderMatcher.
+// Header is a compiled HeaderMatcher; it is immutable and safe for
+// concurrent use.
 type Header struct {
 	name           string
 	kind           hdrKind
@@ -140,9 +184,10 @@ type Header struct {
 	missingAsEmpty bool
 }
 
-// CompileHeader compiles h; the error names the offending field.
+// CompileHeader compiles h; the error names the offending field. A nil h
+// fails with "name: required".
 func CompileHeader(h *routev3.HeaderMatcher) (*Header, error) {
-	name := strings.ToLower(h.GetName())
+	name := asciiLower(h.GetName())
 	if name == "" {
 		return nil, errors.New("name: required")
 	}
@@ -165,7 +210,7 @@ func CompileHeader(h *routev3.HeaderMatcher) (*Header, error) {
 	case *routev3.HeaderMatcher_SafeRegexMatch:
 		re, err := CompileRegex(s.SafeRegexMatch)
 		if err != nil {
-			return nil, fmt.Errorf("safe_regex_match: %w", err)
+			return nil, fmt.Errorf("safe_regex_match.%w", err)
 		}
 		hm.kind, hm.sm = hString, &String{kind: kRegex, re: re}
 	case *routev3.HeaderMatcher_RangeMatch:
@@ -173,7 +218,7 @@ func CompileHeader(h *routev3.HeaderMatcher) (*Header, error) {
 	case *routev3.HeaderMatcher_StringMatch:
 		hm.kind = hString
 		if hm.sm, err = CompileString(s.StringMatch); err != nil {
-			return nil, fmt.Errorf("string_match: %w", err)
+			return nil, fmt.Errorf("string_match.%w", err)
 		}
 	default:
 		return nil, fmt.Errorf("header_match_specifier: %T is not supported by outrider yet", s)

@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strconv"
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
 	"github.com/outrider-proxy/outrider/proxy/headers"
+	"github.com/outrider-proxy/outrider/proxy/matcher"
 )
 
 type pathKind uint8
@@ -31,7 +30,7 @@ type routeMatch struct {
 	value         string // prefix or path
 	re            *regexp.Regexp
 	caseSensitive bool
-	headers       []headerMatcher
+	headers       []*matcher.Header
 	query         []queryMatcher
 	hasFraction   bool
 	numerator     uint64
@@ -53,7 +52,10 @@ func compileMatch(m *routev3.RouteMatch) (routeMatch, error) {
 	case *routev3.RouteMatch_Path:
 		rm.kind, rm.value = pathExact, ps.Path
 	case *routev3.RouteMatch_SafeRegex:
-		re, err := compileRegex(ps.SafeRegex)
+		if ps.SafeRegex.GetRegex() == "" {
+			return rm, errors.New("match.safe_regex.regex: required")
+		}
+		re, err := matcher.Regex(ps.SafeRegex.GetRegex())
 		if err != nil {
 			return rm, fmt.Errorf("match.safe_regex: %w", err)
 		}
@@ -97,9 +99,9 @@ func compileMatch(m *routev3.RouteMatch) (routeMatch, error) {
 		}
 	}
 	for i, h := range m.GetHeaders() {
-		hm, err := compileHeaderMatcher(h)
+		hm, err := matcher.CompileHeader(h)
 		if err != nil {
-			return rm, fmt.Errorf("match.headers[%d]: %w", i, err)
+			return rm, fmt.Errorf("match.headers[%d].%w", i, err)
 		}
 		rm.headers = append(rm.headers, hm)
 	}
@@ -107,11 +109,11 @@ func compileMatch(m *routev3.RouteMatch) (routeMatch, error) {
 		qm := queryMatcher{name: q.GetName()}
 		switch s := q.GetQueryParameterMatchSpecifier().(type) {
 		case *routev3.QueryParameterMatcher_StringMatch:
-			sm, err := compileStringMatcher(s.StringMatch)
+			sm, err := matcher.CompileString(s.StringMatch)
 			if err != nil {
-				return rm, fmt.Errorf("match.query_parameters[%d].string_match: %w", i, err)
+				return rm, fmt.Errorf("match.query_parameters[%d].string_match.%w", i, err)
 			}
-			qm.sm = &sm
+			qm.sm = sm
 		case *routev3.QueryParameterMatcher_PresentMatch:
 			qm.absent = !s.PresentMatch
 		}
@@ -119,13 +121,6 @@ func compileMatch(m *routev3.RouteMatch) (routeMatch, error) {
 	}
 	rm.grpc = m.GetGrpc() != nil
 	return rm, nil
-}
-
-func compileRegex(m *matcherv3.RegexMatcher) (*regexp.Regexp, error) {
-	if m == nil || m.GetRegex() == "" {
-		return nil, errors.New("regex: required")
-	}
-	return regexp.Compile("^(?:" + m.GetRegex() + ")$")
 }
 
 // matches reports whether req satisfies every condition of m.
@@ -161,7 +156,7 @@ func (m *routeMatch) matches(req *headers.Map, rnd uint64) bool {
 		return false
 	}
 	for i := range m.headers {
-		if !m.headers[i].matches(req) {
+		if !m.headers[i].Match(req) {
 			return false
 		}
 	}
@@ -225,104 +220,11 @@ func isGRPC(req *headers.Map) bool {
 	return len(ct) == len(g) || ct[len(g)] == '+' || ct[len(g)] == ';'
 }
 
-type headerKind uint8
-
-const (
-	hPresent headerKind = iota
-	hString
-	hRange
-)
-
-// headerMatcher is a compiled HeaderMatcher.
-type headerMatcher struct {
-	name           string
-	kind           headerKind
-	present        bool // for hPresent: the header must (true) or must not be present
-	sm             stringMatcher
-	start, end     int64
-	invert         bool
-	missingAsEmpty bool
-}
-
-func compileHeaderMatcher(h *routev3.HeaderMatcher) (headerMatcher, error) {
-	name := strings.ToLower(h.GetName())
-	if name == "" {
-		return headerMatcher{}, errors.New("name: required")
-	}
-	hm := headerMatcher{name: name, invert: h.GetInvertMatch(), missingAsEmpty: h.GetTreatMissingHeaderAsEmpty()}
-	var err error
-	switch s := h.GetHeaderMatchSpecifier().(type) {
-	case nil:
-		hm.kind, hm.present = hPresent, true
-	case *routev3.HeaderMatcher_PresentMatch:
-		hm.kind, hm.present = hPresent, s.PresentMatch
-	case *routev3.HeaderMatcher_ExactMatch:
-		hm.kind, hm.sm = hString, stringMatcher{kind: smExact, s: s.ExactMatch}
-	case *routev3.HeaderMatcher_PrefixMatch:
-		hm.kind, hm.sm = hString, stringMatcher{kind: smPrefix, s: s.PrefixMatch}
-	case *routev3.HeaderMatcher_SuffixMatch:
-		hm.kind, hm.sm = hString, stringMatcher{kind: smSuffix, s: s.SuffixMatch}
-	case *routev3.HeaderMatcher_ContainsMatch:
-		hm.kind, hm.sm = hString, stringMatcher{kind: smContains, s: s.ContainsMatch}
-	case *routev3.HeaderMatcher_SafeRegexMatch:
-		re, err := compileRegex(s.SafeRegexMatch)
-		if err != nil {
-			return hm, fmt.Errorf("safe_regex_match: %w", err)
-		}
-		hm.kind, hm.sm = hString, stringMatcher{kind: smRegex, re: re}
-	case *routev3.HeaderMatcher_RangeMatch:
-		hm.kind, hm.start, hm.end = hRange, s.RangeMatch.GetStart(), s.RangeMatch.GetEnd()
-	case *routev3.HeaderMatcher_StringMatch:
-		hm.kind = hString
-		if hm.sm, err = compileStringMatcher(s.StringMatch); err != nil {
-			return hm, fmt.Errorf("string_match: %w", err)
-		}
-	default:
-		return hm, fmt.Errorf("unsupported header match specifier %T", s)
-	}
-	return hm, nil
-}
-
-// matches follows Envoy's HeaderUtility: several values of one header are
-// joined with ","; a missing header fails every matcher but present_match
-// unless treat_missing_header_as_empty; invert_match flips the result.
-func (h *headerMatcher) matches(req *headers.Map) bool {
-	n := req.Count(h.name)
-	if h.kind == hPresent {
-		return (n > 0) == h.present != h.invert
-	}
-	var v []byte
-	switch {
-	case n == 0:
-		if !h.missingAsEmpty {
-			return false
-		}
-	case n == 1:
-		v, _ = req.Get(h.name)
-	default:
-		req.Values(h.name, func(b []byte) bool {
-			if v != nil {
-				v = append(v, ',')
-			}
-			v = append(v, b...)
-			return true
-		})
-	}
-	var ok bool
-	if h.kind == hRange {
-		x, err := strconv.ParseInt(string(v), 10, 64)
-		ok = err == nil && x >= h.start && x < h.end
-	} else {
-		ok = h.sm.match(v)
-	}
-	return ok != h.invert
-}
-
 // queryMatcher is a compiled QueryParameterMatcher. With sm nil it tests
 // presence (absent flips it: present_match false).
 type queryMatcher struct {
 	name   string
-	sm     *stringMatcher
+	sm     *matcher.String
 	absent bool
 }
 
@@ -333,7 +235,7 @@ func (q *queryMatcher) matches(query []byte) bool {
 	if q.sm == nil {
 		return found != q.absent
 	}
-	return found && q.sm.match(val)
+	return found && q.sm.Match(val)
 }
 
 func firstQueryValue(query []byte, name string) ([]byte, bool) {

@@ -118,23 +118,8 @@ func (d *dynamic) start() {
 	// As Envoy's init manager: LDS starts once CDS answered and its
 	// clusters warmed (or timed out), so listeners find their clusters.
 	go func() {
-		select {
-		case <-d.cdsDone:
-		case <-d.stop:
+		if !d.waitClosed(d.cdsDone) || !d.clustersWarmed() {
 			return
-		}
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
-			d.mu.Lock()
-			n := len(d.warmCl)
-			d.mu.Unlock()
-			if n == 0 {
-				break
-			}
-			select {
-			case <-d.stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
 		}
 		d.mu.Lock()
 		defer d.mu.Unlock()

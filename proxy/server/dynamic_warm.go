@@ -259,34 +259,31 @@ func (d *dynamic) clusterGauges() {
 // LDS answered and its listeners warmed. It returns false if the server
 // stops first.
 func (d *dynamic) waitInit() bool {
-	for _, ch := range []chan struct{}{d.cdsDone} {
-		select {
-		case <-ch:
-		case <-d.stop:
-			return false
-		}
-	}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
-		d.mu.Lock()
-		n := len(d.warmCl)
-		d.mu.Unlock()
-		if n == 0 {
-			break
-		}
-		select {
-		case <-d.stop:
-			return false
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return d.waitClosed(d.cdsDone) && d.clustersWarmed() &&
+		d.waitClosed(d.ldsDone) && d.waitDrained(func() int { return len(d.warming) })
+}
+
+// waitClosed blocks until ch is closed; false if the server stops first.
+func (d *dynamic) waitClosed(ch chan struct{}) bool {
 	select {
-	case <-d.ldsDone:
+	case <-ch:
+		return true
 	case <-d.stop:
 		return false
 	}
+}
+
+// clustersWarmed waits until no cluster is warming (see waitDrained).
+func (d *dynamic) clustersWarmed() bool {
+	return d.waitDrained(func() int { return len(d.warmCl) })
+}
+
+// waitDrained polls pending (called under d.mu) until it is 0 or 30s have
+// passed, as Envoy's init timeout; false if the server stops first.
+func (d *dynamic) waitDrained(pending func() int) bool {
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 		d.mu.Lock()
-		n := len(d.warming)
+		n := pending()
 		d.mu.Unlock()
 		if n == 0 {
 			return true

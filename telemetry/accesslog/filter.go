@@ -11,6 +11,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
 	"github.com/outrider-proxy/outrider/proxy/headers"
+	"github.com/outrider-proxy/outrider/proxy/matcher"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
 	"github.com/outrider-proxy/outrider/telemetry/formatter"
 )
@@ -52,7 +53,10 @@ func compileFilter(f *accesslogv3.AccessLogFilter) (filter, error) {
 		fs, err := compileFilters(s.OrFilter.GetFilters(), "or_filter")
 		return orFilter(fs), err
 	case *accesslogv3.AccessLogFilter_HeaderFilter:
-		m, err := compileHeaderMatcher(s.HeaderFilter.GetHeader())
+		if s.HeaderFilter.GetHeader() == nil {
+			return nil, errors.New("header_filter.header: required")
+		}
+		m, err := matcher.CompileHeader(s.HeaderFilter.GetHeader())
 		if err != nil {
 			return nil, fmt.Errorf("header_filter.header.%w", err)
 		}
@@ -233,15 +237,11 @@ func (fs orFilter) evaluate(ctx *formatter.Context) bool {
 	return false
 }
 
-// headerFilter matches the request headers.
-type headerFilter struct{ m headerMatcher }
+// headerFilter matches the request headers (none when ctx.Request is nil).
+type headerFilter struct{ m *matcher.Header }
 
 func (f headerFilter) evaluate(ctx *formatter.Context) bool {
-	req := ctx.Request
-	if req == nil {
-		req = &headers.Map{}
-	}
-	return f.m.matches(req)
+	return f.m.Match(ctx.Request)
 }
 
 // responseFlagFilter passes when any of the listed flags is set, or any flag

@@ -150,7 +150,7 @@ func TestUnsupported(t *testing.T) {
 		{"policies: {p: {permissions: [{any: true}], principals: [{metadata: {filter: f, path: [{key: k}], value: {present_match: true}}}]}}", `policies["p"].principals[0]: metadata: not supported`},
 		{"policies: {p: {permissions: [{and_rules: {rules: [{any: true}, {metadata: {filter: f}}]}}], principals: [{any: true}]}}", `and_rules.rules[1]: metadata`},
 		{"policies: {p: {permissions: [{any: true}], principals: [{any: true}], condition: {const_expr: {bool_value: true}}}}", `condition`},
-		{"policies: {p: {permissions: [{header: {name: x, string_match: {safe_regex: {regex: '('}}}}], principals: [{any: true}]}}", `header: string_match: safe_regex`},
+		{"policies: {p: {permissions: [{header: {name: x, string_match: {safe_regex: {regex: '('}}}}], principals: [{any: true}]}}", `header: string_match.safe_regex.regex: error parsing regexp`},
 		{"policies: {p: {permissions: [{any: true}], principals: [{remote_ip: {address_prefix: nope, prefix_len: 8}}]}}", `remote_ip: address_prefix`},
 	} {
 		_, err := compileYAML(t, tt.yaml)

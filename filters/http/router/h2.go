@@ -210,19 +210,8 @@ func (f *filter) h2Await() {
 	u.resp, u.started = resp, true
 	info.FirstUpstreamRxByte = info.Since(time.Now())
 	code := resp.StatusCode
-	f.host.ReportResponse(code)
-	if f.policy != nil && f.policy.retriableStatus(code, f.retryOnSet) &&
-		f.tryRetry(f.retryOnSet, func() { f.cluster.Stats.RecordResponse(code); f.release(false) }) {
+	if f.responseStatus(code) {
 		return
-	}
-	if f.attempts > 1 {
-		f.cluster.Stats.UpstreamRqRetrySuccess.Inc()
-	}
-	f.cluster.Stats.RecordResponse(code)
-	if code >= 500 {
-		f.host.Stats.RqError.Add(1)
-	} else {
-		f.host.Stats.RqSuccess.Add(1)
 	}
 	rh := f.cb.ResponseHeaders()
 	rh.Reset()

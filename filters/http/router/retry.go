@@ -135,6 +135,27 @@ func (f *filter) setupRetries(h *headers.Map) {
 // request body was sent (bodies are not buffered for retries), retries
 // remain and the circuit breaker admits it. before runs first (releasing
 // the failed attempt). It reports whether it took the request over.
+// responseStatus accounts the upstream response status code (host outlier
+// report, cluster and host stats) for HTTP/1 and HTTP/2 alike; it reports
+// true when the status was retried instead, the response then discarded.
+func (f *filter) responseStatus(code int) (retried bool) {
+	f.host.ReportResponse(code)
+	if f.policy != nil && f.policy.retriableStatus(code, f.retryOnSet) &&
+		f.tryRetry(f.retryOnSet, func() { f.cluster.Stats.RecordResponse(code); f.release(false) }) {
+		return true
+	}
+	if f.attempts > 1 {
+		f.cluster.Stats.UpstreamRqRetrySuccess.Inc()
+	}
+	f.cluster.Stats.RecordResponse(code)
+	if code >= 500 {
+		f.host.Stats.RqError.Add(1)
+	} else {
+		f.host.Stats.RqSuccess.Add(1)
+	}
+	return false
+}
+
 func (f *filter) tryRetry(why retryOn, before func()) bool {
 	if f.policy == nil || f.retryOnSet&why == 0 || !f.noBody {
 		return false

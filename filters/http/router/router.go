@@ -357,19 +357,8 @@ func (f *filter) awaitResponse() {
 	}
 	info.FirstUpstreamRxByte = info.Since(time.Now())
 	code := resp.StatusCode()
-	f.host.ReportResponse(code)
-	if f.policy != nil && f.policy.retriableStatus(code, f.retryOnSet) &&
-		f.tryRetry(f.retryOnSet, func() { f.cluster.Stats.RecordResponse(code); f.release(false) }) {
+	if f.responseStatus(code) {
 		return
-	}
-	if f.attempts > 1 {
-		f.cluster.Stats.UpstreamRqRetrySuccess.Inc()
-	}
-	f.cluster.Stats.RecordResponse(code)
-	if code >= 500 {
-		f.host.Stats.RqError.Add(1)
-	} else {
-		f.host.Stats.RqSuccess.Add(1)
 	}
 	http1.StripHopByHop(resp, false)
 	if !f.cfg.suppressHeaders {
