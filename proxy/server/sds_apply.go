@@ -1,14 +1,12 @@
 package server
 
 import (
-	"fmt"
 	"net/http"
 	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -131,13 +129,7 @@ func (s *Server) handleCerts(w http.ResponseWriter, _ *http.Request) {
 	for _, c := range s.secrets.contexts() {
 		out.Certificates = append(out.Certificates, c.CertificateDetails(now))
 	}
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: " ", EmitDefaultValues: true}.Marshal(out)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	fmt.Fprintf(w, "%s\n", b)
+	writeJSON(w, out)
 }
 
 // daysUntilFirstCertExpiring is server.days_until_first_cert_expiring: the
