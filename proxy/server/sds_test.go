@@ -196,3 +196,41 @@ func TestSDSOverADSRotation(t *testing.T) {
 		t.Errorf("config_dump: private key not shown as [redacted]")
 	}
 }
+
+// A CDS cluster whose client certificate is an SDS secret that has not
+// arrived is warming; it becomes active when the secret arrives.
+func TestSDSClusterWarming(t *testing.T) {
+	cp := startControlPlane(t)
+	ca := servertest.NewCA(t, "sds-ca")
+	leaf := ca.Issue(t, nil, "spiffe://td/ns/a/sa/client")
+	ads := &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}, ResourceApiVersion: corev3.ApiVersion_V3}
+	utc, err := anypb.New(&tlsv3.UpstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: "client-cert", SdsConfig: ads}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := func(sec ...types.Resource) map[resourcev3.Type][]types.Resource {
+		return map[resourcev3.Type][]types.Resource{
+			resourcev3.SecretType: sec,
+			resourcev3.ClusterType: {&clusterv3.Cluster{Name: "mtls", ConnectTimeout: durationpb.New(time.Second),
+				ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+				LoadAssignment:       &endpointv3.ClusterLoadAssignment{ClusterName: "mtls"},
+				TransportSocket:      &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: utc}}}},
+		}
+	}
+	cp.set(t, "1", res())
+	p := servertest.Start(t, xdsBootstrap(cp.port, "GRPC"))
+	p.WaitStat("cluster_manager.warming_clusters", 1)
+	if p.Stat("cluster_manager.active_clusters") != 1 { // the static xds cluster only
+		t.Errorf("active_clusters = %d while the secret is missing", p.Stat("cluster_manager.active_clusters"))
+	}
+	cp.set(t, "2", res(certSecret("client-cert", leaf)))
+	p.WaitStat("cluster_manager.warming_clusters", 0)
+	p.WaitStat("cluster_manager.active_clusters", 2)
+	p.WaitStat("cluster.mtls.client_ssl_socket_factory.ssl_context_update_by_sds", 1)
+	_, certs := p.Admin("GET", "/certs")
+	if !strings.Contains(certs, `"uri": "spiffe://td/ns/a/sa/client"`) {
+		t.Errorf("/certs lacks the client certificate:\n%s", certs)
+	}
+}
