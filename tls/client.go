@@ -26,6 +26,7 @@ type Client struct {
 
 type clientState struct {
 	cert   *tls.Certificate // nil: no client certificate
+	path   string           // cert's chain file, "<inline>" otherwise
 	val    *validator
 	params params
 	alpn   []string
@@ -72,13 +73,14 @@ func CompileUpstream(ctx *tlsv3.UpstreamTlsContext, secrets SecretProvider) (*Cl
 		}
 		st := &clientState{val: cm.val, params: cm.params, alpn: cm.alpn}
 		if len(cm.certs) == 1 {
-			st.cert = cm.certs[0]
+			st.cert, st.path = cm.certs[0], cm.paths[0]
 		}
 		return st, nil
 	}
 	if err := c.init(secrets, compile); err != nil {
 		return nil, err
 	}
+	track(secrets, c)
 	return c, nil
 }
 
@@ -98,6 +100,10 @@ func (c *Client) ServerName(host string) string {
 func (c *Client) Config(host string) *tls.Config {
 	st := c.state.Load()
 	sni := c.ServerName(host)
+	if st == nil {
+		return &tls.Config{ServerName: sni, InsecureSkipVerify: true,
+			VerifyConnection: func(tls.ConnectionState) error { return errNotReady }}
+	}
 	cfg := &tls.Config{
 		ServerName:         sni,
 		NextProtos:         st.alpn,

@@ -21,6 +21,7 @@ var commonFields = []string{
 type common struct {
 	params params
 	certs  []*tls.Certificate
+	paths  []string // per certificate: its chain's file name, "<inline>" otherwise
 	val    *validator
 	alpn   []string
 }
@@ -41,6 +42,7 @@ func compileCommon(cc *tlsv3.CommonTlsContext, secrets SecretProvider, path stri
 			return nil, err
 		}
 		out.certs = append(out.certs, c)
+		out.paths = append(out.paths, sourcePath(tc.GetCertificateChain()))
 	}
 	for i, sc := range cc.GetTlsCertificateSdsSecretConfigs() {
 		p := fmt.Sprintf("%s.tls_certificate_sds_secret_configs[%d]", path, i)
@@ -49,6 +51,7 @@ func compileCommon(cc *tlsv3.CommonTlsContext, secrets SecretProvider, path stri
 			return nil, err
 		}
 		out.certs = append(out.certs, c)
+		out.paths = append(out.paths, "<inline>")
 	}
 	var vc *tlsv3.CertificateValidationContext
 	vpath := path
@@ -115,25 +118,40 @@ func sdsValidation(sc *tlsv3.SdsSecretConfig, secrets SecretProvider, path strin
 
 // reloader keeps a compiled state behind an atomic pointer and recompiles it
 // when the secret provider notifies an update.
+// A state stays nil while a secret it needs is pending (ErrSecretPending).
 type reloader[T any] struct {
 	state   atomic.Pointer[T]
 	compile func() (*T, error)
 	lastErr atomic.Pointer[error]
 	cancel  func()
+	updated atomic.Pointer[func()] // called after each successful reload; nil: none
 }
+
+// OnReload sets fn to be called after each reload that installed new
+// secrets (Envoy's ssl_context_update_by_sds).
+func (r *reloader[T]) OnReload(fn func()) { r.updated.Store(&fn) }
 
 func (r *reloader[T]) init(secrets SecretProvider, compile func() (*T, error)) error {
 	r.compile = compile
 	st, err := compile()
-	if err != nil {
+	n, notifies := secrets.(Notifier)
+	if err != nil && !(notifies && errors.Is(err, ErrSecretPending)) {
 		return err
 	}
-	r.state.Store(st)
-	if n, ok := secrets.(Notifier); ok {
+	if err != nil {
+		r.lastErr.Store(&err)
+	} else {
+		r.state.Store(st)
+	}
+	if notifies {
 		r.cancel = n.Subscribe(func() { _ = r.Reload() })
 	}
 	return nil
 }
+
+// Ready reports whether every secret the context needs has arrived and
+// compiled, so handshakes can use it.
+func (r *reloader[T]) Ready() bool { return r.state.Load() != nil }
 
 // Reload recompiles from the current secrets; on error the previous state
 // stays in use and the error is returned (and kept for LastError).
@@ -145,6 +163,9 @@ func (r *reloader[T]) Reload() error {
 	}
 	r.lastErr.Store(nil)
 	r.state.Store(st)
+	if fn := r.updated.Load(); fn != nil {
+		(*fn)()
+	}
 	return nil
 }
 
@@ -164,3 +185,6 @@ func (r *reloader[T]) Close() {
 }
 
 var errNoCertificate = errors.New("no TLS certificate configured")
+
+// errNotReady fails handshakes of a context whose secrets have not arrived.
+var errNotReady = errors.New("TLS secrets have not arrived yet (SDS)")

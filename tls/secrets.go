@@ -36,8 +36,32 @@ type Notifier interface {
 	Subscribe(fn func()) (cancel func())
 }
 
-// ErrSecretNotFound is wrapped by providers when a named secret has not (yet) arrived.
+// ErrSecretNotFound is wrapped by providers when a named secret does not exist.
 var ErrSecretNotFound = errors.New("secret not found")
+
+// ErrSecretPending is wrapped by providers (SDS) when a named secret is
+// subscribed but has not arrived yet. A context compiled while a secret is
+// pending is not ready: it refuses handshakes until the provider notifies
+// and the secret compiles (Envoy's NotReadySslSocket).
+var ErrSecretPending = errors.New("secret has not arrived yet")
+
+// CheckSecret compiles a secret as Update would (certificate and key, or
+// validation context) without storing it; errors name the secret and field.
+func CheckSecret(sec *tlsv3.Secret) error {
+	if sec.GetName() == "" {
+		return errors.New("name: required")
+	}
+	path := fmt.Sprintf("secret %q", sec.GetName())
+	switch t := sec.GetType().(type) {
+	case *tlsv3.Secret_TlsCertificate:
+		_, err := loadCertificate(t.TlsCertificate, path+".tls_certificate")
+		return err
+	case *tlsv3.Secret_ValidationContext:
+		_, err := compileValidation(t.ValidationContext, path+".validation_context")
+		return err
+	}
+	return fmt.Errorf("%s: secret type %T not supported by outrider yet", path, sec.GetType())
+}
 
 // Secrets is a SecretProvider holding static (bootstrap static_resources.secrets)
 // or pushed (SDS) secrets. Update swaps the whole set atomically. The zero

@@ -28,6 +28,8 @@ type Server struct {
 // serverState is what a secret update replaces.
 type serverState struct {
 	certs    []*tls.Certificate
+	paths    []string // per certificate, for /certs
+	val      *validator
 	isECDSA  []bool
 	names    map[string][]int // DNS SAN (or CN) pattern, "*." stripped to "." -> cert indexes
 	hasRSA   bool
@@ -80,7 +82,7 @@ func CompileDownstream(ctx *tlsv3.DownstreamTlsContext, secrets SecretProvider) 
 		if len(cm.certs) == 0 {
 			return nil, fmt.Errorf("common_tls_context: %w (tls_certificates or tls_certificate_sds_secret_configs)", errNoCertificate)
 		}
-		st := &serverState{certs: cm.certs, names: map[string][]int{}, fullScan: fullScan}
+		st := &serverState{certs: cm.certs, paths: cm.paths, names: map[string][]int{}, fullScan: fullScan}
 		for i, c := range cm.certs {
 			_, ec := c.Leaf.PublicKey.(*ecdsa.PublicKey)
 			st.isECDSA = append(st.isECDSA, ec)
@@ -94,6 +96,7 @@ func CompileDownstream(ctx *tlsv3.DownstreamTlsContext, secrets SecretProvider) 
 		cm.params.apply(cfg)
 		cfg.GetCertificate = st.selectCertificate
 		val := cm.val
+		st.val = val
 		switch {
 		case require || val.hasChecks():
 			cfg.ClientAuth = tls.RequestClientCert
@@ -125,7 +128,11 @@ func CompileDownstream(ctx *tlsv3.DownstreamTlsContext, secrets SecretProvider) 
 			if requireSNI && hello.ServerName == "" {
 				return nil, errors.New("client did not send SNI (require_sni)")
 			}
-			cfg := s.state.Load().cfg
+			st := s.state.Load()
+			if st == nil {
+				return nil, errNotReady
+			}
+			cfg := st.cfg
 			if len(cfg.NextProtos) > 0 && len(hello.SupportedProtos) > 0 && !overlaps(cfg.NextProtos, hello.SupportedProtos) {
 				// BoringSSL (Envoy) continues without ALPN; Go would refuse the handshake.
 				cfg = cfg.Clone()
@@ -137,6 +144,7 @@ func CompileDownstream(ctx *tlsv3.DownstreamTlsContext, secrets SecretProvider) 
 	if len(ticketKeys) > 0 {
 		s.base.SetSessionTicketKeys(ticketKeys)
 	}
+	track(secrets, s)
 	return s, nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
 	"github.com/outrider-proxy/outrider/proxy/transport"
+	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
 // TransportName is Envoy's name of the TLS transport socket.
@@ -32,8 +33,9 @@ func secretsOf(ctx *transport.Context) SecretProvider {
 
 // downstream terminates TLS on accepted connections.
 type downstream struct {
-	srv   *Server
-	stats *Stats
+	srv      *Server
+	stats    *Stats
+	notReady *stats.Counter
 }
 
 func newDownstream(ctx *transport.Context, a *anypb.Any) (transport.Downstream, error) {
@@ -45,11 +47,18 @@ func newDownstream(ctx *transport.Context, a *anypb.Any) (transport.Downstream, 
 	if err != nil {
 		return nil, err
 	}
-	return &downstream{srv: srv, stats: NewStats(ctx.Scope.Scope("ssl"))}, nil
+	f := ctx.Scope.Scope("server_ssl_socket_factory")
+	upd := f.Counter("ssl_context_update_by_sds")
+	srv.OnReload(upd.Inc)
+	return &downstream{srv: srv, stats: NewStats(ctx.Scope.Scope("ssl")), notReady: f.Counter("downstream_context_secrets_not_ready")}, nil
 }
 
 // Wrap runs the server handshake and records the session in info.
 func (d *downstream) Wrap(ctx context.Context, c net.Conn, info *streaminfo.Conn) (net.Conn, error) {
+	if !d.srv.Ready() {
+		d.notReady.Inc()
+		return nil, errNotReady
+	}
 	rc := &localCertConn{Conn: c}
 	tc := tls.Server(rc, d.srv.Config())
 	err := tc.HandshakeContext(ctx)
@@ -81,8 +90,9 @@ func (d *downstream) Wrap(ctx context.Context, c net.Conn, info *streaminfo.Conn
 
 // upstream originates TLS on dialed connections.
 type upstream struct {
-	cli   *Client
-	stats *Stats
+	cli      *Client
+	stats    *Stats
+	notReady *stats.Counter
 }
 
 func newUpstream(ctx *transport.Context, a *anypb.Any) (transport.Upstream, error) {
@@ -94,12 +104,19 @@ func newUpstream(ctx *transport.Context, a *anypb.Any) (transport.Upstream, erro
 	if err != nil {
 		return nil, err
 	}
-	return &upstream{cli: cli, stats: NewStats(ctx.Scope.Scope("ssl"))}, nil
+	f := ctx.Scope.Scope("client_ssl_socket_factory")
+	upd := f.Counter("ssl_context_update_by_sds")
+	cli.OnReload(upd.Inc)
+	return &upstream{cli: cli, stats: NewStats(ctx.Scope.Scope("ssl")), notReady: f.Counter("upstream_context_secrets_not_ready")}, nil
 }
 
 // Wrap runs the client handshake; host is the request's host for auto_sni
 // ("" uses the configured sni).
 func (u *upstream) Wrap(ctx context.Context, c net.Conn, host string) (net.Conn, error) {
+	if !u.cli.Ready() {
+		u.notReady.Inc()
+		return nil, errNotReady
+	}
 	tc := tls.Client(c, u.cli.Config(host))
 	err := tc.HandshakeContext(ctx)
 	u.stats.Record(tc.ConnectionState(), err)

@@ -42,7 +42,9 @@ func (e *VerifyError) Unwrap() error { return e.Err }
 // validator is a compiled CertificateValidationContext. A nil *validator
 // accepts every peer.
 type validator struct {
-	roots           *x509.CertPool // nil: no chain verification (no trusted_ca)
+	roots           *x509.CertPool      // nil: no chain verification (no trusted_ca)
+	cas             []*x509.Certificate // trusted_ca's certificates, for /certs
+	caPath          string              // trusted_ca's file name, "<inline>" when inline
 	spiffe          *spiffeValidator
 	sans            []sanMatcher
 	spki, hashes    [][]byte
@@ -82,6 +84,7 @@ func compileValidation(vc *tlsv3.CertificateValidationContext, path string) (*va
 			return nil, err
 		}
 		v.roots = x509.NewCertPool()
+		v.cas, v.caPath = certs, sourcePath(vc.GetTrustedCa())
 		for _, c := range certs {
 			v.roots.AddCert(c)
 		}

@@ -22,6 +22,7 @@ func (s *Server) mountAdmin() {
 	a := s.admin
 	a.Handle("/ready", "print server state, return 200 if LIVE, otherwise return 503", false, s.handleReady)
 	a.Handle("/server_info", "print server version/status information", false, s.handleServerInfo)
+	a.Handle("/certs", "print certs on machine", false, s.handleCerts)
 	a.Handle("/clusters", "upstream cluster status", false, s.handleClusters)
 	a.Handle("/listeners", "print listener info", false, s.handleListeners)
 	a.Handle("/config_dump", "dump current Envoy configs", false, s.handleConfigDump)

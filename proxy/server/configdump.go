@@ -51,7 +51,7 @@ func (s *Server) configDumps(includeEDS bool) []proto.Message {
 	if includeEDS {
 		out = append(out, eps)
 	}
-	return append(out, ls, &adminv3.ScopedRoutesConfigDump{}, rt, &adminv3.SecretsConfigDump{})
+	return append(out, ls, &adminv3.ScopedRoutesConfigDump{}, rt, s.secretsDump())
 }
 
 // handleConfigDump is Envoy's /config_dump: ?include_eds adds the

@@ -29,6 +29,7 @@ import (
 // sees atomic swaps.
 type dynamic struct {
 	s       *Server
+	sp      *secretProvider
 	nctx    *netfilter.Context
 	clients map[string]source // by config source
 	ads     *client.Client
@@ -93,7 +94,7 @@ type rdsWatch struct {
 // once the static clusters they dial through exist.
 func newDynamic(s *Server, nctx *netfilter.Context) *dynamic {
 	return &dynamic{
-		s: s, nctx: nctx, clients: map[string]source{}, subscribed: map[subKey]bool{},
+		s: s, sp: s.secrets, nctx: nctx, clients: map[string]source{}, subscribed: map[subKey]bool{},
 		clusters: map[string]*clusterv3.Cluster{}, listeners: map[string]*listener.Listener{},
 		eds: map[string][]*edsWatch{}, edsSrc: map[string]source{}, edsCache: map[string]*endpointv3.ClusterLoadAssignment{},
 		rds: map[string][]*rdsWatch{}, rdsSrc: map[string]source{}, rdsStats: map[string]*rdsStats{},
@@ -212,6 +213,12 @@ func (d *dynamic) onClusters(_ string, u client.Update) error {
 		if err == nil {
 			err = d.scanCluster(c)
 		}
+		var secrets []string
+		if err == nil {
+			refs := clusterSDSRefs("cluster", c)
+			d.sp.expectAll(d.s.stats, refs)
+			secrets, err = d.watchSecrets(refs)
+		}
 		if err == nil {
 			err = d.s.clusters.AddOrUpdate(c)
 		}
@@ -225,7 +232,7 @@ func (d *dynamic) onClusters(_ string, u client.Update) error {
 		d.updated["cluster/"+name] = time.Now()
 		d.mu.Unlock()
 		d.s.stats.Scope("cluster_manager").Counter(map[bool]string{true: "cluster_modified", false: "cluster_added"}[dynamic]).Inc()
-		d.warmCluster(name)
+		d.warmCluster(name, secrets)
 	}
 	for _, name := range u.Removed {
 		d.mu.Lock()

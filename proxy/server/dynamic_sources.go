@@ -41,6 +41,9 @@ func grpcOnlyClusters(b *bootstrapv3.Bootstrap) map[string]bool {
 // sent until start.
 func (d *dynamic) configure() error {
 	dr := d.s.opts.Bootstrap.GetDynamicResources()
+	if dr == nil {
+		return nil // SDS only: sources are made as secrets are subscribed
+	}
 	if err := confcheck.Fields(dr, "dynamic_resources", "lds_config", "cds_config", "ads_config", "lds_resources_locator", "cds_resources_locator"); err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ type warmListener struct {
 	bound         bool
 	since         time.Time
 	watches       []*rdsWatch
+	secrets       []string // SDS names it waits for
 }
 
 func (w *warmListener) ready() bool {
@@ -137,7 +138,13 @@ func (d *dynamic) addWarming(name string, lp *listenerv3.Listener, old *listener
 		prev.l.StopAccepting()
 		prev.l.Close()
 	}
-	w := &warmListener{name: name, version: version, old: old, since: time.Now()}
+	refs := listenerSDSRefs(fmt.Sprintf("listener %q", name), lp)
+	d.sp.expectAll(d.s.stats, refs)
+	secrets, err := d.watchSecrets(refs)
+	if err != nil {
+		return err
+	}
+	w := &warmListener{name: name, version: version, old: old, since: time.Now(), secrets: secrets}
 	d.mu.Lock()
 	d.building = w
 	d.mu.Unlock()
@@ -168,7 +175,7 @@ func (d *dynamic) checkWarming() {
 	var ready []*warmListener
 	d.mu.Lock()
 	for name, w := range d.warming {
-		if w.ready() {
+		if w.ready() && d.sp.allReady(w.secrets) {
 			ready = append(ready, w)
 			delete(d.warming, name)
 			d.listeners[name] = w.l
@@ -207,14 +214,16 @@ func (d *dynamic) listenerGauges() {
 
 // warmCluster keeps a new or changed cluster counted as warming until its
 // first host set arrives or the EDS initial fetch timeout passes.
-func (d *dynamic) warmCluster(name string) {
+func (d *dynamic) warmCluster(name string, secrets []string) {
 	cl := d.s.clusters.Get(name)
 	if cl == nil {
 		return
 	}
 	select {
 	case <-cl.Initialized():
-		return
+		if d.sp.allReady(secrets) {
+			return
+		}
 	default:
 	}
 	timeout := 15 * time.Second
@@ -234,6 +243,10 @@ func (d *dynamic) warmCluster(name string) {
 		case <-cl.Initialized():
 		case <-t.C:
 		case <-d.stop:
+			return
+		}
+		// A cluster whose TLS secrets have not arrived is warming too.
+		if !d.waitSecrets(secrets) {
 			return
 		}
 		d.mu.Lock()
@@ -259,7 +272,7 @@ func (d *dynamic) clusterGauges() {
 // LDS answered and its listeners warmed. It returns false if the server
 // stops first.
 func (d *dynamic) waitInit() bool {
-	return d.waitClosed(d.cdsDone) && d.clustersWarmed() &&
+	return d.waitSecrets(d.staticSecrets()) && d.waitClosed(d.cdsDone) && d.clustersWarmed() &&
 		d.waitClosed(d.ldsDone) && d.waitDrained(func() int { return len(d.warming) })
 }
 

@@ -87,7 +87,9 @@ type Server struct {
 	listenersMu sync.Mutex // guards listeners and draining, which xDS changes
 	draining    []*listener.Listener
 	stopped     bool     // listeners no longer accept
-	dyn         *dynamic // xDS; nil without dynamic_resources
+	dyn         *dynamic // xDS; nil without dynamic_resources or SDS
+	secrets     *secretProvider
+	lsecrets    map[*listener.Listener][]string // SDS names a static listener waits for before serving
 	connIDs     atomic.Uint64
 }
 
@@ -132,11 +134,27 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("static_resources.secrets: %w", err)
 	}
+	s.secrets = newSecretProvider(secrets)
+	s.lsecrets = map[*listener.Listener][]string{}
+	var staticRefs []sdsRef
+	for i, c := range sr.GetClusters() {
+		staticRefs = append(staticRefs, clusterSDSRefs(fmt.Sprintf("static_resources.clusters[%d]", i), c)...)
+	}
+	lrefs := make([][]sdsRef, len(sr.GetListeners()))
+	for i, lp := range sr.GetListeners() {
+		lrefs[i] = listenerSDSRefs(fmt.Sprintf("static_resources.listeners[%d]", i), lp)
+		staticRefs = append(staticRefs, lrefs[i]...)
+	}
+	hasSDS := false
+	for _, r := range staticRefs {
+		hasSDS = hasSDS || r.cs != nil
+	}
+	s.secrets.expectAll(s.stats, staticRefs)
 	s.clusters = upstream.NewManager(s.stats.Root())
-	s.clusters.Secrets = secrets
-	nctx := &netfilter.Context{Clusters: s.clusters, Stats: s.stats, Log: s.log, DrainTime: s.drainTime(), DrainGradual: !opts.DrainImmediate, Secrets: secrets}
+	s.clusters.Secrets = s.secrets
+	nctx := &netfilter.Context{Clusters: s.clusters, Stats: s.stats, Log: s.log, DrainTime: s.drainTime(), DrainGradual: !opts.DrainImmediate, Secrets: s.secrets}
 	grpcOnly := grpcOnlyClusters(b)
-	if b.GetDynamicResources() != nil {
+	if b.GetDynamicResources() != nil || hasSDS {
 		s.dyn = newDynamic(s, nctx)
 		s.clusters.Endpoints = s.dyn
 		nctx.Routes = s.dyn
@@ -160,6 +178,9 @@ func New(opts Options) (*Server, error) {
 		if err := s.dyn.configure(); err != nil {
 			return nil, err
 		}
+		if _, err := s.dyn.watchSecrets(staticRefs); err != nil {
+			return nil, err
+		}
 	}
 	names := map[string]int{}
 	for i, lp := range sr.GetListeners() {
@@ -172,6 +193,11 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("static_resources.listeners[%d] (%s): %w", i, lp.GetName(), err)
 		}
 		s.listeners = append(s.listeners, l)
+		for _, r := range lrefs[i] {
+			if r.cs != nil {
+				s.lsecrets[l] = append(s.lsecrets[l], r.name)
+			}
+		}
 	}
 	if a := b.GetAdmin(); a != nil {
 		if err := confcheck.Fields(a, "admin", "address", "access_log", "access_log_path", "profile_path", "socket_options", "ignore_global_conn_limit"); err != nil {
@@ -267,7 +293,17 @@ func (s *Server) Start(ctx context.Context) error {
 		}()
 	}
 	for _, l := range s.Listeners() {
-		go l.Serve()
+		if names := s.lsecrets[l]; len(names) > 0 && s.dyn != nil {
+			// As a warming listener: bound, but not accepting until its
+			// SDS secrets arrived or their initial fetch timed out.
+			go func() {
+				if s.dyn.waitSecrets(names) {
+					l.Serve()
+				}
+			}()
+		} else {
+			go l.Serve()
+		}
 		s.log.Info("listener started", "name", l.Name, "address", l.Addr().String())
 	}
 	go s.updateGauges()
@@ -419,6 +455,7 @@ func (s *Server) updateServerGauges() {
 	r.Gauge("memory_physical_size").Set(int64(samples[1].Value.Uint64()))
 	r.Gauge("total_connections").Set(int64(s.activeConns()))
 	r.Gauge("parent_connections").Set(0)
+	r.Gauge("days_until_first_cert_expiring").Set(s.daysUntilFirstCertExpiring())
 }
 
 func (s *Server) updateGauges() {
