@@ -134,6 +134,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.clusters = upstream.NewManager(s.stats.Root())
 	s.clusters.Secrets = secrets
+	s.clusters.LocalClusterName, s.clusters.LocalLocality = b.GetClusterManager().GetLocalClusterName(), s.node().GetLocality()
 	nctx := &netfilter.Context{Clusters: s.clusters, Stats: s.stats, Log: s.log, DrainTime: s.drainTime(), DrainGradual: !opts.DrainImmediate, Secrets: secrets}
 	grpcOnly := grpcOnlyClusters(b)
 	if b.GetDynamicResources() != nil {

@@ -87,15 +87,12 @@ func Unenforced(c *clusterv3.Cluster) []string {
 	if la := c.GetLoadAssignment(); la != nil {
 		add(len(la.GetPolicy().GetDropOverloads()) > 0, "load_assignment.policy.drop_overloads")
 		add(la.GetPolicy().GetEndpointStaleAfter() != nil, "load_assignment.policy.endpoint_stale_after")
-		add(la.GetPolicy().GetWeightedPriorityHealth(), "load_assignment.policy.weighted_priority_health")
-		locW, addl := false, false
+		addl := false
 		for _, e := range la.GetEndpoints() {
-			locW = locW || e.GetLoadBalancingWeight() != nil
 			for _, le := range e.GetLbEndpoints() {
 				addl = addl || len(le.GetEndpoint().GetAdditionalAddresses()) > 0
 			}
 		}
-		add(locW, "load_assignment.endpoints[].load_balancing_weight")
 		add(addl, "load_assignment.endpoints[].lb_endpoints[].endpoint.additional_addresses")
 	}
 	return out
