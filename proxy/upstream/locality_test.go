@@ -100,10 +100,10 @@ func TestLocalityWeighted(t *testing.T) {
 	}{
 		{"weights 1:2", weighted, []loc{{"x", 1, 0, eps(1, 2, 2, "")}, {"y", 2, 0, eps(2, 2, 2, "")}}, 300,
 			map[string]int{"x": 100, "y": 200}, 1},
-		// Envoy's documented table: X at 70% healthy keeps its share
-		// (1.4*0.7 >= 1); at 50% it has weight 0.7 against Y's 2.
-		{"70% healthy keeps its weight", weighted, []loc{{"x", 1, 0, eps(1, 10, 7, "UNHEALTHY")}, {"y", 2, 0, eps(2, 2, 2, "")}}, 300,
-			map[string]int{"x": 100, "y": 200}, 1},
+		// Envoy's documented table: X at 70% healthy keeps about its 33%
+		// (weight 1.4*0.7 = 0.98); at 50% it has weight 0.7 against Y's 2.
+		{"70% healthy keeps nearly all its weight", weighted, []loc{{"x", 1, 0, eps(1, 10, 7, "UNHEALTHY")}, {"y", 2, 0, eps(2, 2, 2, "")}}, 2980,
+			map[string]int{"x": 980, "y": 2000}, 2},
 		{"50% healthy scaled by overprovisioning", weighted, []loc{{"x", 1, 0, eps(1, 10, 5, "UNHEALTHY")}, {"y", 2, 0, eps(2, 2, 2, "")}}, 2700,
 			map[string]int{"x": 700, "y": 2000}, 2},
 		{"no weight: no traffic", weighted, []loc{{"x", 0, 0, eps(1, 2, 2, "")}, {"y", 3, 0, eps(2, 2, 2, "")}}, 100,
