@@ -358,3 +358,10 @@ func BenchmarkChooseHostLocality(b *testing.B) {
 		})
 	}
 }
+
+func TestLocalityFieldsEnforced(t *testing.T) {
+	js := strings.Replace(locCluster("e", weighted, loc{"a", 2, 0, eps(1, 1, 1, "")}), `"endpoints":`, `"policy":{"weighted_priority_health":true},"endpoints":`, 1)
+	if got := Unenforced(parseCluster(t, js)); len(got) != 0 {
+		t.Errorf("Unenforced = %q, want none", got)
+	}
+}
