@@ -62,7 +62,6 @@ func Unenforced(c *clusterv3.Cluster) []string {
 	add(c.GetLbSubsetConfig() != nil, "lb_subset_config")
 	add(c.GetOriginalDstLbConfig() != nil, "original_dst_lb_config")
 	if l := c.GetCommonLbConfig(); l != nil {
-		add(l.GetLocalityConfigSpecifier() != nil, "common_lb_config.locality_config_specifier")
 		add(l.GetUpdateMergeWindow() != nil, "common_lb_config.update_merge_window")
 		add(l.GetIgnoreNewHostsUntilFirstHc(), "common_lb_config.ignore_new_hosts_until_first_hc")
 		add(l.GetCloseConnectionsOnHostSetChange(), "common_lb_config.close_connections_on_host_set_change")
