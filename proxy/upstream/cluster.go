@@ -74,6 +74,7 @@ type Cluster struct {
 	res            *resources       // DEFAULT priority circuit breakers; never nil
 	overprovision  uint32
 	panicThreshold float64
+	weightedHealth bool // load_assignment.policy.weighted_priority_health
 	dialer         net.Dialer
 
 	// Discovery.
@@ -155,7 +156,8 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 		}
 		c.outlier, c.Outlier = d, d.stats
 	}
-	c.set.Store(buildPrioritySet(nil, c.policy, c.overprovision, c.panicThreshold))
+	c.policy.loc.stats = c.Stats
+	c.set.Store(buildPrioritySet(nil, c.policy, c.psOptions()))
 	return c, nil
 }
 
@@ -191,6 +193,7 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 	if f := cfg.GetLoadAssignment().GetPolicy().GetOverprovisioningFactor(); f != nil {
 		c.overprovision = f.GetValue()
 	}
+	c.weightedHealth = cfg.GetLoadAssignment().GetPolicy().GetWeightedPriorityHealth()
 
 	c.dialer = net.Dialer{KeepAlive: -1} // Envoy sets no keepalive unless configured
 	if ka := cfg.GetUpstreamConnectionOptions().GetTcpKeepalive(); ka != nil {
@@ -337,11 +340,12 @@ func (c *Cluster) UpdateLoadAssignment(cla *endpointv3.ClusterLoadAssignment) er
 	if len(specs) == 0 {
 		c.Stats.UpdateEmpty.Inc()
 	}
+	c.hostMu.Lock()
 	if f := cla.GetPolicy().GetOverprovisioningFactor(); f != nil {
-		c.hostMu.Lock()
 		c.overprovision = f.GetValue()
-		c.hostMu.Unlock()
 	}
+	c.weightedHealth = cla.GetPolicy().GetWeightedPriorityHealth()
+	c.hostMu.Unlock()
 	hosts := make([]*Host, 0, len(specs))
 	for i := range specs {
 		a, _ := specs[i].staticAddr()
@@ -404,7 +408,7 @@ func (c *Cluster) setHosts(next []*Host) bool {
 
 // publish builds and stores the load balancer state for hosts; hostMu held.
 func (c *Cluster) publish(hosts []*Host) {
-	ps := buildPrioritySet(hosts, c.policy, c.overprovision, c.panicThreshold)
+	ps := buildPrioritySet(hosts, c.policy, c.psOptions())
 	c.set.Store(ps)
 	var maxW uint32
 	for _, h := range hosts {
@@ -415,6 +419,10 @@ func (c *Cluster) publish(hosts []*Host) {
 	c.Stats.MembershipDegraded.Set(int64(ps.nDegraded))
 	c.Stats.MembershipExcluded.Set(0)
 	c.Stats.MaxHostWeight.Set(int64(maxW))
+}
+
+func (c *Cluster) psOptions() psOptions {
+	return psOptions{overprovision: c.overprovision, panicThreshold: c.panicThreshold, weightedHealth: c.weightedHealth}
 }
 
 // drain stops discovery and closes idle pooled connections; connections in

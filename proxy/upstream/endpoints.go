@@ -16,6 +16,7 @@ type endpointSpec struct {
 	weight   uint32
 	priority int
 	locality *corev3.Locality
+	locW     uint32 // the locality's load_balancing_weight; 0 when unset
 	metadata *corev3.Metadata
 	health   corev3.HealthStatus
 	hcHost   string // health_check_config.hostname
@@ -79,6 +80,7 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment) ([]endpointSpec, err
 				weight:   w,
 				priority: int(lle.GetPriority()),
 				locality: lle.GetLocality(),
+				locW:     lle.GetLoadBalancingWeight().GetValue(),
 				metadata: le.GetMetadata(),
 				health:   le.GetHealthStatus(),
 				path:     path,
@@ -106,5 +108,6 @@ func (e *endpointSpec) host(c *Cluster, addr netip.AddrPort, dnsName string) *Ho
 	}
 	h := newHost(c, addr, hn, e.weight, e.priority, e.locality, e.metadata, e.health)
 	h.hcHostname, h.hcPort, h.hcDisabled = e.hcHost, e.hcPort, e.hcOff
+	h.localityWeight = e.locW
 	return h
 }

@@ -31,6 +31,10 @@ type Host struct {
 	Metadata *corev3.Metadata // endpoint metadata; nil when none
 	Stats    HostStats        // per-host counters for /clusters
 
+	// localityWeight is the load_balancing_weight of the endpoint's
+	// locality (LocalityLbEndpoints); 0 when unset.
+	localityWeight uint32
+
 	// edsHealth is the endpoint's configured health_status.
 	edsHealth corev3.HealthStatus
 	// failedActiveHC and failedOutlier are set by active health checking and
@@ -137,10 +141,12 @@ func newHost(c *Cluster, addr netip.AddrPort, hostname string, weight uint32, pr
 }
 
 // sameEndpoint reports whether h can stand for n in a new host set (same
-// address, weight, priority and health), so h is kept with its pool and stats.
+// address, weight, priority, locality and its weight, and health), so h is
+// kept with its pool and stats.
 func sameEndpoint(h, n *Host) bool {
 	return h.Addr == n.Addr && h.Weight == n.Weight && h.Priority == n.Priority &&
-		h.edsHealth == n.edsHealth && h.Hostname == n.Hostname
+		h.edsHealth == n.edsHealth && h.Hostname == n.Hostname &&
+		keyOf(h.Locality) == keyOf(n.Locality) && h.localityWeight == n.localityWeight
 }
 
 // drain marks the host removed and closes its pool's idle connections.

@@ -167,14 +167,14 @@ func TestPriorityLoad(t *testing.T) {
 		{"p0 half healthy spills 30%", slices.Concat(mk(0, H, U), mk(1, H)), []uint32{70, 30}, []uint32{0, 0}, []bool{false, false}},
 		{"p0 3/4 healthy is 105% -> 100", slices.Concat(mk(0, H, H, H, U), mk(1, H)), []uint32{100, 0}, []uint32{0, 0}, []bool{false, false}},
 		{"p0 down", slices.Concat(mk(0, U, U), mk(1, H)), []uint32{0, 100}, []uint32{0, 0}, []bool{false, false}},
-		{"p0 quarter healthy, p1 down: normalized, panic", slices.Concat(mk(0, H, U, U, U), mk(1, U)), []uint32{100, 0}, []uint32{0, 0}, []bool{true, true}},
+		{"p0 quarter healthy, p1 down: every level panics, load by host count", slices.Concat(mk(0, H, U, U, U), mk(1, U)), []uint32{80, 20}, []uint32{0, 0}, []bool{true, true}},
 		{"healthy and degraded share by availability", slices.Concat(mk(0, H, D, U, U)), []uint32{50}, []uint32{50}, []bool{false}},
 		{"p0 degraded, p1 healthy", slices.Concat(mk(0, D, D), mk(1, H, U)), []uint32{0, 70}, []uint32{30, 0}, []bool{false, false}},
 		{"total panic by host count", slices.Concat(mk(0, U), mk(1, U, U, U)), []uint32{25, 75}, []uint32{0, 0}, []bool{true, true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ps := buildPrioritySet(tt.hosts, &lbConfig{}, defaultOverprovisioning, defaultPanicThreshold)
+			ps := buildPrioritySet(tt.hosts, &lbConfig{}, psOptions{overprovision: defaultOverprovisioning, panicThreshold: defaultPanicThreshold})
 			if !slices.Equal(ps.healthy, tt.healthy) || !slices.Equal(ps.degrade, tt.degraded) || !slices.Equal(ps.panic, tt.panic) {
 				t.Errorf("healthy %v degraded %v panic %v; want %v %v %v", ps.healthy, ps.degrade, ps.panic, tt.healthy, tt.degraded, tt.panic)
 			}

@@ -5,12 +5,15 @@ import (
 	"math"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	commonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/common/v3"
 	lrv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
 	maglevv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/maglev/v3"
 	randomv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
 	ringv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/ring_hash/v3"
 	rrv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
@@ -27,12 +30,13 @@ const (
 
 // Envoy's load balancer defaults and limits.
 const (
-	defaultChoiceCount  = 2
-	defaultMinRingSize  = 1024
-	defaultMaxRingSize  = 8 * 1024 * 1024
-	maxRingSizeLimit    = 8 * 1024 * 1024
-	defaultMaglevSize   = 65537
-	maxMaglevTableLimit = 5000011
+	defaultChoiceCount    = 2
+	defaultMinRingSize    = 1024
+	defaultMaxRingSize    = 8 * 1024 * 1024
+	maxRingSizeLimit      = 8 * 1024 * 1024
+	defaultMaglevSize     = 65537
+	defaultMinClusterSize = 6
+	maxMaglevTableLimit   = 5000011
 )
 
 // lbConfig is a cluster's compiled load balancing policy. The zero value is
@@ -52,6 +56,10 @@ type lbConfig struct {
 	useHostname      bool // hash the hostname instead of the address
 	tableSize        uint64
 
+	// loc is the locality load balancing (locality weights, zone aware
+	// routing); nil means neither, as in unit tests.
+	loc *localityLB
+
 	// Gauges of the hash policies; nil when unused (and in unit tests).
 	ringSize, ringMin, ringMax *stats.Gauge
 	maglevMin, maglevMax       *stats.Gauge
@@ -63,7 +71,8 @@ func (l *lbConfig) hashed() bool { return l.kind == lbRingHash || l.kind == lbMa
 // Envoy does; errors name the field.
 func compileLB(cfg *clusterv3.Cluster, scope stats.Scope) (*lbConfig, error) {
 	l := &lbConfig{choiceCount: defaultChoiceCount, bias: 1, minRing: defaultMinRingSize,
-		maxRing: defaultMaxRingSize, tableSize: defaultMaglevSize}
+		maxRing: defaultMaxRingSize, tableSize: defaultMaglevSize,
+		loc: &localityLB{routingEnabled: 100, minClusterSize: defaultMinClusterSize}}
 	if ch := cfg.GetCommonLbConfig().GetConsistentHashingLbConfig(); ch != nil {
 		if ch.GetHashBalanceFactor() != nil {
 			return nil, fmt.Errorf("common_lb_config.consistent_hashing_lb_config.hash_balance_factor is not supported yet")
@@ -75,6 +84,8 @@ func compileLB(cfg *clusterv3.Cluster, scope stats.Scope) (*lbConfig, error) {
 			return nil, err
 		}
 	} else if err := l.legacy(cfg); err != nil {
+		return nil, err
+	} else if err := l.legacyLocality(cfg.GetCommonLbConfig()); err != nil {
 		return nil, err
 	}
 	switch l.kind {
@@ -169,21 +180,21 @@ func (l *lbConfig) fromTyped(msg proto.Message, path string) error {
 		if m.GetSlowStartConfig() != nil {
 			return unsupported("slow_start_config")
 		}
-		if m.GetLocalityLbConfig() != nil {
-			return unsupported("locality_lb_config")
+		if err := l.typedLocality(m.GetLocalityLbConfig(), path); err != nil {
+			return err
 		}
 		l.kind = lbRoundRobin
 	case *randomv3.Random:
-		if m.GetLocalityLbConfig() != nil {
-			return unsupported("locality_lb_config")
+		if err := l.typedLocality(m.GetLocalityLbConfig(), path); err != nil {
+			return err
 		}
 		l.kind = lbRandom
 	case *lrv3.LeastRequest:
 		if m.GetSlowStartConfig() != nil {
 			return unsupported("slow_start_config")
 		}
-		if m.GetLocalityLbConfig() != nil {
-			return unsupported("locality_lb_config")
+		if err := l.typedLocality(m.GetLocalityLbConfig(), path); err != nil {
+			return err
 		}
 		l.kind = lbLeastRequest
 		if v := m.GetChoiceCount(); v != nil {
@@ -242,4 +253,51 @@ func isPrime(n uint64) bool {
 		}
 	}
 	return true
+}
+
+// legacyLocality reads common_lb_config's locality_weighted_lb_config or
+// zone_aware_lb_config, as Envoy's localityLbConfigFromCommonLbConfig.
+func (l *lbConfig) legacyLocality(cc *clusterv3.Cluster_CommonLbConfig) error {
+	if cc.GetLocalityWeightedLbConfig() != nil {
+		if l.hashed() {
+			return fmt.Errorf("common_lb_config.locality_weighted_lb_config is not supported yet with lb_policy %s", map[lbKind]string{lbRingHash: "RING_HASH", lbMaglev: "MAGLEV"}[l.kind])
+		}
+		l.loc.weighted = true
+	}
+	if z := cc.GetZoneAwareLbConfig(); z != nil {
+		l.zoneAware(z.GetRoutingEnabled(), z.GetMinClusterSize(), z.GetFailTrafficOnPanic())
+	}
+	return nil
+}
+
+// typedLocality reads a typed policy's locality_lb_config.
+func (l *lbConfig) typedLocality(lc *commonv3.LocalityLbConfig, path string) error {
+	if lc == nil {
+		return nil
+	}
+	if lc.GetLocalityWeightedLbConfig() != nil {
+		l.loc.weighted = true
+	}
+	if z := lc.GetZoneAwareLbConfig(); z != nil {
+		zp := path + ".typed_config.locality_lb_config.zone_aware_lb_config"
+		if z.GetForceLocalZone() != nil {
+			return fmt.Errorf("%s.force_local_zone is not supported yet", zp)
+		}
+		if z.GetLocalityBasis() != commonv3.LocalityLbConfig_ZoneAwareLbConfig_HEALTHY_HOSTS_NUM {
+			return fmt.Errorf("%s.locality_basis %s is not supported yet", zp, z.GetLocalityBasis())
+		}
+		l.zoneAware(z.GetRoutingEnabled(), z.GetMinClusterSize(), z.GetFailTrafficOnPanic())
+		l.loc.forceDirect = z.GetForceLocalityDirectRouting()
+	}
+	return nil
+}
+
+func (l *lbConfig) zoneAware(enabled *typev3.Percent, minSize *wrapperspb.UInt64Value, failOnPanic bool) {
+	if enabled != nil {
+		l.loc.routingEnabled = min(100, uint64(math.Round(enabled.GetValue())))
+	}
+	if minSize != nil {
+		l.loc.minClusterSize = minSize.GetValue()
+	}
+	l.loc.failOnPanic = failOnPanic
 }

@@ -33,6 +33,14 @@ type Manager struct {
 	// Secrets resolves secret names for transport sockets (the TLS
 	// package's SecretProvider); nil when there are none.
 	Secrets any
+	// LocalClusterName is the bootstrap's cluster_manager.local_cluster_name:
+	// the cluster of this proxy's own fleet, used for zone aware routing.
+	// Empty disables zone aware routing. Set it before the first AddOrUpdate.
+	LocalClusterName string
+	// LocalLocality is the node's locality (node.locality), the "local
+	// zone" of zone aware routing; nil when the node has none. Set it
+	// before the first AddOrUpdate.
+	LocalLocality *corev3.Locality
 
 	scope    stats.Scope
 	mu       sync.Mutex
@@ -74,6 +82,18 @@ func (m *Manager) AddOrUpdate(c *clusterv3.Cluster) error {
 	nc, err := compile(c, m.scope, res)
 	if err != nil {
 		return err
+	}
+	if m.LocalClusterName != "" {
+		name := m.LocalClusterName
+		nc.policy.loc.localSet = func() *prioritySet {
+			if lc := m.Get(name); lc != nil {
+				return lc.set.Load()
+			}
+			return nil
+		}
+	}
+	if m.LocalLocality != nil {
+		nc.policy.loc.node, nc.policy.loc.hasNode = keyOf(m.LocalLocality), true
 	}
 	if ts := c.GetTransportSocket(); ts != nil {
 		if nc.transport, err = m.compileTransport(ts, nc); err != nil {

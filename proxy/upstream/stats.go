@@ -80,9 +80,16 @@ type ClusterStats struct {
 	UpstreamRqPendingActive *stats.Gauge
 
 	// Load balancer and membership stats.
-	LbHealthyPanic      *stats.Counter
-	LbLocalClusterNotOk *stats.Counter
-	MembershipChange    *stats.Counter
+	LbHealthyPanic              *stats.Counter
+	LbLocalClusterNotOk         *stats.Counter
+	LbRecalculateZoneStructures *stats.Counter
+	LbZoneClusterTooSmall       *stats.Counter
+	LbZoneNoCapacityLeft        *stats.Counter
+	LbZoneNumberDiffers         *stats.Counter // never incremented, as in current Envoy
+	LbZoneRoutingAllDirectly    *stats.Counter
+	LbZoneRoutingCrossZone      *stats.Counter
+	LbZoneRoutingSampled        *stats.Counter
+	MembershipChange            *stats.Counter
 
 	MembershipTotal    *stats.Gauge
 	MembershipHealthy  *stats.Gauge
@@ -176,9 +183,16 @@ func newClusterStats(scope stats.Scope) *ClusterStats {
 		UpstreamRqActive:        g("upstream_rq_active"),
 		UpstreamRqPendingActive: g("upstream_rq_pending_active"),
 
-		LbHealthyPanic:      c("lb_healthy_panic"),
-		LbLocalClusterNotOk: c("lb_local_cluster_not_ok"),
-		MembershipChange:    c("membership_change"),
+		LbHealthyPanic:              c("lb_healthy_panic"),
+		LbLocalClusterNotOk:         c("lb_local_cluster_not_ok"),
+		LbRecalculateZoneStructures: c("lb_recalculate_zone_structures"),
+		LbZoneClusterTooSmall:       c("lb_zone_cluster_too_small"),
+		LbZoneNoCapacityLeft:        c("lb_zone_no_capacity_left"),
+		LbZoneNumberDiffers:         c("lb_zone_number_differs"),
+		LbZoneRoutingAllDirectly:    c("lb_zone_routing_all_directly"),
+		LbZoneRoutingCrossZone:      c("lb_zone_routing_cross_zone"),
+		LbZoneRoutingSampled:        c("lb_zone_routing_sampled"),
+		MembershipChange:            c("membership_change"),
 
 		MembershipTotal:    g("membership_total"),
 		MembershipHealthy:  g("membership_healthy"),

@@ -62,7 +62,6 @@ func Unenforced(c *clusterv3.Cluster) []string {
 	add(c.GetLbSubsetConfig() != nil, "lb_subset_config")
 	add(c.GetOriginalDstLbConfig() != nil, "original_dst_lb_config")
 	if l := c.GetCommonLbConfig(); l != nil {
-		add(l.GetLocalityConfigSpecifier() != nil, "common_lb_config.locality_config_specifier")
 		add(l.GetUpdateMergeWindow() != nil, "common_lb_config.update_merge_window")
 		add(l.GetIgnoreNewHostsUntilFirstHc(), "common_lb_config.ignore_new_hosts_until_first_hc")
 		add(l.GetCloseConnectionsOnHostSetChange(), "common_lb_config.close_connections_on_host_set_change")
@@ -87,15 +86,12 @@ func Unenforced(c *clusterv3.Cluster) []string {
 	if la := c.GetLoadAssignment(); la != nil {
 		add(len(la.GetPolicy().GetDropOverloads()) > 0, "load_assignment.policy.drop_overloads")
 		add(la.GetPolicy().GetEndpointStaleAfter() != nil, "load_assignment.policy.endpoint_stale_after")
-		add(la.GetPolicy().GetWeightedPriorityHealth(), "load_assignment.policy.weighted_priority_health")
-		locW, addl := false, false
+		addl := false
 		for _, e := range la.GetEndpoints() {
-			locW = locW || e.GetLoadBalancingWeight() != nil
 			for _, le := range e.GetLbEndpoints() {
 				addl = addl || len(le.GetEndpoint().GetAdditionalAddresses()) > 0
 			}
 		}
-		add(locW, "load_assignment.endpoints[].load_balancing_weight")
 		add(addl, "load_assignment.endpoints[].lb_endpoints[].endpoint.additional_addresses")
 	}
 	return out
