@@ -68,6 +68,7 @@ func (cfg *Config) serveHTTP1(nc *netfilter.Conn, r io.Reader) {
 	c.s.init(cfg, nc, c)
 	defer func() {
 		c.dec.Release()
+		c.enc.Release()
 		if c.counted {
 			st.cxHTTP1Active.Dec()
 		}
@@ -84,30 +85,39 @@ func (cfg *Config) serveHTTP1(nc *netfilter.Conn, r io.Reader) {
 			st.cxMaxDurationReached.Inc()
 			return
 		}
-		if !c.serveOne() {
+		if !c.waitRequest() || !c.serveOne() {
 			return
 		}
 	}
 }
 
-// serveOne reads and answers one request; false means close the connection.
-// Timers, as Envoy's: idle_timeout while waiting for the first byte of a
-// request; then request_headers_timeout (or, unset, the stream idle timeout)
-// for the rest of the headers; request_timeout bounds the whole request.
-func (c *conn) serveOne() bool {
-	cfg, st := c.cfg, c.cfg.stats
-	s := &c.s
-	s.req.Reset()
-	c.armRead(cfg.idleTimeout, time.Time{})
+// waitRequest waits, under idle_timeout, for the first byte of the next
+// request; false means close the connection. It is a separate, shallow call
+// so that a connection idle between requests parks on a small goroutine
+// stack, and the decoder holds no buffer meanwhile.
+func (c *conn) waitRequest() bool {
+	c.s.req.Reset() // its fields may point into the decoder's buffer
+	c.armRead(c.cfg.idleTimeout, time.Time{})
 	c.idle(true)
 	err := c.dec.WaitData()
 	c.idle(false)
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			st.cxIdleTimeout.Inc()
+			c.cfg.stats.cxIdleTimeout.Inc()
 		}
 		return false
 	}
+	return true
+}
+
+// serveOne reads and answers one request whose first byte has arrived;
+// false means close the connection. Timers, as Envoy's: idle_timeout while
+// waiting for the first byte of a request (waitRequest); then
+// request_headers_timeout (or, unset, the stream idle timeout) for the rest
+// of the headers; request_timeout bounds the whole request.
+func (c *conn) serveOne() bool {
+	cfg, st := c.cfg, c.cfg.stats
+	s := &c.s
 	if !c.counted {
 		c.counted = true
 		st.cxHTTP1Total.Inc()

@@ -9,7 +9,9 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"os"
+	"syscall"
 
 	"github.com/outrider-proxy/outrider/proxy/buffer"
 	"github.com/outrider-proxy/outrider/proxy/headers"
@@ -104,6 +106,23 @@ type Decoder struct {
 	trailers  headers.Map // fields of the last chunked body's trailer section
 	released  bool
 	isResp    bool // the current message is a response (errors get Status 502)
+
+	// The idle wait without a buffer (see WaitData): raw is the socket
+	// under r, nil when r has none (yet); rawSrc is r when it may hand one
+	// out later; rawFn is d.rawRead, bound once.
+	raw    syscall.RawConn
+	rawSrc RawConner
+	rawFn  func(fd uintptr) bool
+	rawN   int
+	rawErr error
+}
+
+// RawConner is implemented by a Decoder's reader that passes the bytes of a
+// socket through unchanged (a protocol sniffer once it has decided, say):
+// RawConn returns that socket, or nil while reads must go through Read.
+// A *net.TCPConn needs no wrapper.
+type RawConner interface {
+	RawConn() syscall.RawConn
 }
 
 // NewDecoder returns a Decoder reading from r with the given limits.
@@ -135,6 +154,13 @@ func (d *Decoder) Reset(r io.Reader) {
 	d.chunk = chunkSize
 	d.trailers.Reset()
 	d.released = false
+	d.raw, d.rawSrc = nil, nil
+	switch c := r.(type) {
+	case *net.TCPConn:
+		d.raw, _ = c.SyscallConn()
+	case RawConner:
+		d.rawSrc = c
+	}
 }
 
 // Release returns pooled buffers; every slice handed out becomes invalid and
@@ -147,6 +173,7 @@ func (d *Decoder) Release() {
 	}
 	d.trailers.Reset()
 	d.r = nil
+	d.raw, d.rawSrc = nil, nil
 	d.released = true
 }
 
@@ -185,7 +212,10 @@ func (d *Decoder) beginMessage() error {
 // WaitData blocks until at least one byte of the next message is buffered,
 // so the caller can start a timer for the rest of it (Envoy's
 // request_headers_timeout starts at the first byte). It returns the read
-// error, io.EOF included, when none arrives.
+// error, io.EOF included, when none arrives. When nothing is buffered and
+// the reader is a socket (a *net.TCPConn or a RawConner), the decoder gives
+// its buffer back to the pool while it waits and takes one again once bytes
+// arrive, so an idle keep-alive connection holds no buffer.
 func (d *Decoder) WaitData() error {
 	if d.wr > d.rd {
 		return nil
@@ -193,8 +223,68 @@ func (d *Decoder) WaitData() error {
 	if err := d.beginMessage(); err != nil {
 		return err
 	}
+	if d.raw == nil && d.rawSrc != nil {
+		if d.raw = d.rawSrc.RawConn(); d.raw != nil {
+			d.rawSrc = nil
+		}
+	}
+	if d.raw != nil && d.rerr == nil {
+		return d.waitRaw()
+	}
 	d.makeRoom(1, len(d.buf))
 	return d.readMore()
+}
+
+// waitRaw reads the first bytes of the next message straight from the
+// socket into a buffer taken only once the socket is readable. The buffer
+// is empty (beginMessage ran and nothing was buffered).
+func (d *Decoder) waitRaw() error {
+	d.slab.Release()
+	d.slab, d.buf = nil, nil
+	d.rd, d.wr = 0, 0
+	if d.rawFn == nil {
+		d.rawFn = d.rawRead
+	}
+	d.rawN, d.rawErr = 0, nil
+	err := d.raw.Read(d.rawFn)
+	if d.slab == nil {
+		// The wait failed (deadline, close): the decoder stays usable.
+		d.slab = buffer.Get(initialBuf)
+		d.buf = d.slab.Bytes()
+	}
+	if err != nil {
+		return err // a deadline is the caller's timer: not sticky
+	}
+	switch {
+	case d.rawErr != nil:
+		d.rerr = os.NewSyscallError("read", d.rawErr)
+		return d.rerr
+	case d.rawN == 0:
+		d.rerr = io.EOF
+		return d.rerr
+	}
+	d.wr = d.rawN
+	return nil
+}
+
+// rawRead is the syscall.RawConn read callback: false (wait for the socket
+// to be readable) while the read would block.
+func (d *Decoder) rawRead(fd uintptr) bool {
+	s := buffer.Get(initialBuf)
+	var n int
+	var err error
+	for range maxEmptyReads {
+		if n, err = syscall.Read(int(fd), s.Bytes()); err != syscall.EINTR {
+			break
+		}
+	}
+	if err == syscall.EAGAIN {
+		s.Release()
+		return false
+	}
+	d.slab, d.buf = s, s.Bytes()
+	d.rawN, d.rawErr = max(n, 0), err
+	return true
 }
 
 // readMore reads once (retrying empty reads) into buf[wr:], which must have room.

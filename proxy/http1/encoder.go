@@ -30,12 +30,14 @@ var (
 // Encoder writes HTTP/1.1 messages to one connection. Small writes are
 // buffered in a pooled slice; big body slices go out as separate iovecs in
 // one writev with what is buffered. Nothing reaches the writer before Flush
-// except when the buffer fills or a big body slice is written. The zero
-// Encoder is not usable; get one with NewEncoder.
+// except when the buffer fills or a big body slice is written. The pooled
+// slice is taken by the first write and given back by Flush, so an idle
+// connection holds none. The zero Encoder is not usable; get one with
+// NewEncoder.
 type Encoder struct {
 	w    io.Writer
-	slab *buffer.Slice
-	buf  []byte
+	slab *buffer.Slice // nil when nothing is buffered (after Flush)
+	buf  []byte        // slab.Bytes(); nil with slab
 	n    int
 	iov  net.Buffers
 	arr  [3][]byte
@@ -55,21 +57,36 @@ func NewEncoder(w io.Writer) *Encoder {
 
 // Reset readies e for another connection, dropping anything unflushed.
 func (e *Encoder) Reset(w io.Writer) {
-	if e.slab == nil {
-		e.slab = buffer.Get(encBuf)
-		e.buf = e.slab.Bytes()
-	}
+	e.release()
 	e.w, e.n, e.err = w, 0, nil
 	e.chunked, e.noBody, e.mustClose = false, false, false
 }
 
-// Release returns the pooled buffer; e is unusable until Reset.
+// Release returns the pooled buffer, dropping anything unflushed; e is
+// unusable until Reset.
 func (e *Encoder) Release() {
+	e.release()
+	e.n = 0
+	e.w = nil
+}
+
+// Buffering reports whether e holds a pooled buffer: between the first write
+// of a message and the Flush that sends it.
+func (e *Encoder) Buffering() bool { return e.slab != nil }
+
+func (e *Encoder) release() {
 	if e.slab != nil {
 		e.slab.Release()
 		e.slab, e.buf = nil, nil
 	}
-	e.w = nil
+}
+
+// acquire takes the pooled buffer the writes fill; Flush gives it back.
+func (e *Encoder) acquire() {
+	if e.slab == nil {
+		e.slab = buffer.Get(encBuf)
+		e.buf = e.slab.Bytes()
+	}
 }
 
 // MustClose reports whether the connection has to be closed once the
@@ -77,15 +94,14 @@ func (e *Encoder) Release() {
 // the body is delimited by the close (HTTP/1.0 client, no content-length).
 func (e *Encoder) MustClose() bool { return e.mustClose }
 
-// Flush sends everything buffered in one write.
+// Flush sends everything buffered in one write and gives the pooled buffer
+// back.
 func (e *Encoder) Flush() error {
-	if e.err != nil {
-		return e.err
-	}
-	if e.n > 0 {
+	if e.err == nil && e.n > 0 {
 		_, e.err = e.w.Write(e.buf[:e.n])
-		e.n = 0
 	}
+	e.n = 0
+	e.release()
 	return e.err
 }
 
@@ -150,6 +166,7 @@ func (e *Encoder) WriteRequestHeaders(h *headers.Map, endStream bool) error {
 	if e.err != nil {
 		return e.err
 	}
+	e.acquire()
 	method, ok := h.Get(headers.Method)
 	path, okp := h.Get(headers.Path)
 	auth, oka := h.Get(headers.Authority)
@@ -238,6 +255,7 @@ func (e *Encoder) WriteResponseHeaders(h *headers.Map, endStream bool, req Messa
 	if e.err != nil {
 		return e.err
 	}
+	e.acquire()
 	sv, _ := h.Get(headers.Status)
 	if len(sv) != 3 || sv[0] < '1' || sv[0] > '9' || sv[1] < '0' || sv[1] > '9' || sv[2] < '0' || sv[2] > '9' {
 		return errNoStatus
@@ -294,6 +312,7 @@ func (e *Encoder) WriteResponseHeaders(h *headers.Map, endStream bool, req Messa
 
 // Write100Continue writes "HTTP/1.1 100 Continue" (to be flushed).
 func (e *Encoder) Write100Continue() error {
+	e.acquire()
 	e.put("HTTP/1.1 100 Continue\r\n\r\n")
 	return e.err
 }
@@ -308,6 +327,7 @@ func (e *Encoder) WriteData(p []byte, endStream bool) error {
 	if e.noBody {
 		return nil
 	}
+	e.acquire()
 	if len(p) > 0 && e.chunked {
 		e.putHex(len(p))
 		e.put("\r\n")
@@ -358,6 +378,7 @@ func (e *Encoder) WriteTrailers(t *headers.Map) error {
 	if !e.chunked || e.noBody {
 		return nil
 	}
+	e.acquire()
 	e.put("0\r\n")
 	for _, f := range t.Fields() {
 		if len(f.Name) > 0 && f.Name[0] == ':' {

@@ -267,22 +267,27 @@ func (l *Listener) Serve() {
 	}
 }
 
-// handle runs one connection to its end.
+// handle runs one connection to its end. Its frame is kept small (the
+// setup lives in accept) because it stays on the goroutine's stack while the
+// connection idles between requests: a shallow idle stack is what lets the
+// runtime shrink the goroutine's stack.
 func (l *Listener) handle(t *tracked) {
 	start := time.Now()
 	l.st.cxTotal.Inc()
 	l.st.cxActive.Inc()
-	defer func() {
-		_ = t.conn.Close()
-		l.st.cxActive.Dec()
-		l.st.cxDestroy.Inc()
-		l.st.cxLength.Record(uint64(time.Since(start).Milliseconds()))
-		l.mu.Lock()
-		delete(l.conns, t)
-		l.mu.Unlock()
-		l.wg.Done()
-	}()
-	c := t.conn
+	info := l.connInfo(t.conn, start)
+	defer l.finish(t, info, start)
+	nc, terminal, wrapped := l.accept(t, info)
+	if wrapped != nil {
+		defer wrapped.Close()
+	}
+	if terminal != nil {
+		terminal.ServeConn(nc)
+	}
+}
+
+// connInfo describes the accepted connection c.
+func (l *Listener) connInfo(c net.Conn, start time.Time) *streaminfo.Conn {
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
@@ -295,23 +300,44 @@ func (l *Listener) handle(t *tracked) {
 		TransportProtocol: "raw_buffer",
 	}
 	info.DirectRemoteAddr = info.RemoteAddr
+	return info
+}
+
+// finish closes the connection, writes the listener's access log and
+// records its end.
+func (l *Listener) finish(t *tracked, info *streaminfo.Conn, start time.Time) {
 	if l.accessLogs != nil {
-		defer func() {
-			si := &streaminfo.Stream{Conn: info, StartTime: start}
-			si.LastDownstreamTxByte = si.Since(time.Now())
-			l.accessLogs.Log(&formatter.Context{Stream: si})
-		}()
+		si := &streaminfo.Stream{Conn: info, StartTime: start}
+		si.LastDownstreamTxByte = si.Since(time.Now())
+		l.accessLogs.Log(&formatter.Context{Stream: si})
 	}
+	_ = t.conn.Close()
+	l.st.cxActive.Dec()
+	l.st.cxDestroy.Inc()
+	l.st.cxLength.Record(uint64(time.Since(start).Milliseconds()))
+	l.mu.Lock()
+	delete(l.conns, t)
+	l.mu.Unlock()
+	l.wg.Done()
+}
+
+// accept runs the listener filters, picks the filter chain, runs its
+// transport socket handshake and its non-terminal network filters. It
+// returns the connection for the chain's terminal filter, nil terminal when
+// the connection is to be closed, and the transport-wrapped connection to
+// close at the end (nil when none).
+func (l *Listener) accept(t *tracked, info *streaminfo.Conn) (_ *netfilter.Conn, _ netfilter.Terminal, wrapped net.Conn) {
+	c := t.conn
 	for _, f := range l.listenerFilters {
 		if err := f.OnAccept(&c, info); err != nil {
 			l.log.Debug("listener filter closed connection", "listener", l.Name, "err", err)
-			return
+			return nil, nil, nil
 		}
 	}
 	ch := l.pick(info)
 	if ch == nil {
 		l.st.noChain.Inc()
-		return
+		return nil, nil, nil
 	}
 	info.FilterChainName = ch.name
 	if ch.transport != nil {
@@ -321,22 +347,21 @@ func (l *Listener) handle(t *tracked) {
 			ctx, cancel = context.WithTimeout(ctx, ch.handshakeTimeout)
 			defer cancel()
 		}
-		wrapped, err := ch.transport.Wrap(ctx, c, info)
-		if err != nil {
+		var err error
+		if wrapped, err = ch.transport.Wrap(ctx, c, info); err != nil {
 			l.log.Debug("transport socket handshake failed", "listener", l.Name, "remote", info.RemoteAddr, "err", err)
-			return
+			return nil, nil, nil
 		}
 		c = wrapped
-		defer c.Close()
 	}
 	nc := &netfilter.Conn{Conn: c, Info: info, BufferLimit: l.bufferLimit, Idle: func(idle bool) { t.idle.Store(idle) }}
 	for _, m := range ch.middles {
 		if err := m.OnConnection(nc); err != nil {
 			l.log.Debug("network filter closed connection", "listener", l.Name, "err", err)
-			return
+			return nil, nil, wrapped
 		}
 	}
-	ch.terminal.ServeConn(nc)
+	return nc, ch.terminal, wrapped
 }
 
 func (l *Listener) pick(info *streaminfo.Conn) *chain {
