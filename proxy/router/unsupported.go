@@ -63,8 +63,8 @@ func checkRouteActionUnsupported(a *routev3.RouteAction) error {
 		return errors.New("path_rewrite_policy: not supported")
 	case a.GetRetryPolicyTypedConfig() != nil:
 		return errors.New("retry_policy_typed_config: not supported")
-	case len(a.GetRequestMirrorPolicies()) > 0:
-		return errors.New("request_mirror_policies: not supported")
+	case len(a.GetRequestMirrorPolicies()) > 0 && mirrorUnsupported(a.GetRequestMirrorPolicies()) != nil:
+		return mirrorUnsupported(a.GetRequestMirrorPolicies())
 	case len(a.GetRateLimits()) > 0:
 		return errors.New("rate_limits: not supported")
 	case a.GetCors() != nil:
@@ -83,6 +83,25 @@ func checkRouteActionUnsupported(a *routev3.RouteAction) error {
 		return errors.New("grpc_timeout_offset: not supported (use max_stream_duration)")
 	case a.GetFlushTimeout() != nil:
 		return errors.New("flush_timeout: not supported")
+	}
+	return nil
+}
+
+// mirrorUnsupported refuses mirror policy fields the router filter does not
+// honour: it mirrors to a named cluster, sampled by runtime_fraction's
+// default.
+func mirrorUnsupported(ps []*routev3.RouteAction_RequestMirrorPolicy) error {
+	for _, p := range ps {
+		switch {
+		case p.GetClusterHeader() != "":
+			return errors.New("request_mirror_policies.cluster_header: not supported")
+		case p.GetDisableShadowHostSuffixAppend():
+			return errors.New("request_mirror_policies.disable_shadow_host_suffix_append: not supported")
+		case len(p.GetRequestHeadersMutations()) > 0:
+			return errors.New("request_mirror_policies.request_headers_mutations: not supported")
+		case p.GetHostRewriteLiteral() != "":
+			return errors.New("request_mirror_policies.host_rewrite_literal: not supported")
+		}
 	}
 	return nil
 }

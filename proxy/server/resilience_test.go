@@ -226,3 +226,39 @@ func TestUpstreamTLS(t *testing.T) {
 		t.Fatalf("a SAN mismatch gave %d, want 503", code)
 	}
 }
+
+// request_mirror_policies send a copy with "-shadow" appended to the host;
+// a slow or failing shadow never changes the primary response.
+func TestRequestMirroring(t *testing.T) {
+	shadowHosts := make(chan string, 10)
+	shadow := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		shadowHosts <- r.Host
+		time.Sleep(300 * time.Millisecond) // slower than the primary
+		w.WriteHeader(500)
+	})
+	primary := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "primary") })
+	yaml := resilienceBootstrap(`, request_mirror_policies: [{cluster: shadow}]`, "", primary.port())
+	yaml += clusterYAML("shadow", "", shadow.port())
+	p := servertest.Start(t, yaml)
+	start := time.Now()
+	req, _ := http.NewRequest("GET", p.URL("front", "/x"), nil)
+	req.Host = "api.test:8080"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "primary" || time.Since(start) > 250*time.Millisecond {
+		t.Fatalf("primary: %d %q after %v", resp.StatusCode, b, time.Since(start))
+	}
+	select {
+	case h := <-shadowHosts:
+		if h != "api.test-shadow:8080" {
+			t.Errorf("shadow host %q", h)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no shadow request")
+	}
+	p.WaitStat("cluster.shadow.upstream_rq_500", 1)
+}

@@ -200,6 +200,9 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	if f.timeout > 0 && end {
 		f.deadline = f.start.Add(f.timeout) // the route timeout runs from the end of the request
 	}
+	if end && len(r.Action().GetRequestMirrorPolicies()) > 0 {
+		f.mirror(h)
+	}
 	if f.h2on = f.cluster.UseHTTP2(info.Protocol == "HTTP/2", f.host); f.h2on {
 		f.h2Send(h, end)
 		return httpfilter.Stop

@@ -71,32 +71,40 @@ func (p *Proxy) URL(listener, path string) string { return "http://" + p.Addr(li
 // test when there is none.
 func (p *Proxy) Stat(name string) int64 {
 	p.tb.Helper()
+	v, ok := p.lookup(name)
+	if !ok {
+		p.tb.Fatalf("no stat %q", name)
+	}
+	return v
+}
+
+func (p *Proxy) lookup(name string) (int64, bool) {
 	for _, c := range p.Srv.Stats().Counters() {
 		if c.Name() == name {
-			return int64(c.Value())
+			return int64(c.Value()), true
 		}
 	}
 	for _, g := range p.Srv.Stats().Gauges() {
 		if g.Name() == name {
-			return g.Value()
+			return g.Value(), true
 		}
 	}
-	p.tb.Fatalf("no stat %q", name)
-	return 0
+	return 0, false
 }
 
-// WaitStat polls until the stat equals want (stats are updated after the
-// response is written), for at most 3 s.
+// WaitStat polls until the stat exists and equals want (stats are updated
+// after the response is written; some are created on first use), for at
+// most 3 s.
 func (p *Proxy) WaitStat(name string, want int64) {
 	p.tb.Helper()
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		got := p.Stat(name)
-		if got == want {
+		got, ok := p.lookup(name)
+		if ok && got == want {
 			return
 		}
 		if time.Now().After(deadline) {
-			p.tb.Fatalf("stat %s = %d, want %d", name, got, want)
+			p.tb.Fatalf("stat %s = %d (exists: %v), want %d", name, got, ok, want)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
