@@ -262,3 +262,26 @@ func TestRequestMirroring(t *testing.T) {
 	}
 	p.WaitStat("cluster.shadow.upstream_rq_500", 1)
 }
+
+func TestRingHashByCookie(t *testing.T) {
+	var hosts []int
+	for i := 0; i < 3; i++ {
+		i := i
+		hosts = append(hosts, startUpstream(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, i) }).port())
+	}
+	p := servertest.Start(t, resilienceBootstrap(`, hash_policy: [{cookie: {name: session}}]`, "lb_policy: MAGLEV", hosts...))
+	seen := map[string]bool{}
+	for u := 0; u < 20; u++ {
+		cookie := fmt.Sprintf("other=1; session=s%d", u)
+		_, first, _ := getBody(t, p.URL("front", "/"), "Cookie", cookie)
+		for i := 0; i < 3; i++ {
+			if _, again, _ := getBody(t, p.URL("front", "/"), "Cookie", cookie); again != first {
+				t.Fatalf("session %d went to %s then %s", u, first, again)
+			}
+		}
+		seen[first] = true
+	}
+	if len(seen) < 2 {
+		t.Errorf("20 sessions all hashed to one host")
+	}
+}

@@ -224,6 +224,10 @@ func (f *filter) lbContext() *upstream.LBContext {
 			if a := f.cb.Info().Conn.RemoteAddr.Addr(); a.IsValid() {
 				v, ok = hashAddr(a), true
 			}
+		case p.GetCookie() != nil:
+			if val, found := cookieValue(h, p.GetCookie().GetName()); found {
+				v, ok = upstream.XXHash64(val, 0), true
+			}
 		case p.GetQueryParameter() != nil:
 			if val, found := queryParam(h, p.GetQueryParameter().GetName()); found {
 				v, ok = upstream.XXHash64(val, 0), true
@@ -245,6 +249,23 @@ func (f *filter) lbContext() *upstream.LBContext {
 func hashAddr(a netip.Addr) uint64 {
 	var b [46]byte
 	return upstream.XXHash64(string(a.Unmap().AppendTo(b[:0])), 0)
+}
+
+// cookieValue finds a cookie in the request's cookie headers.
+func cookieValue(h *headers.Map, name string) (string, bool) {
+	var val string
+	var found bool
+	h.Values("cookie", func(v []byte) bool {
+		for _, kv := range strings.Split(string(v), ";") {
+			k, cv, _ := strings.Cut(strings.TrimSpace(kv), "=")
+			if k == name {
+				val, found = cv, true
+				return false
+			}
+		}
+		return true
+	})
+	return val, found
 }
 
 func queryParam(h *headers.Map, name string) (string, bool) {
