@@ -2,16 +2,6 @@ package hcm
 
 import "strings"
 
-// isGRPC reports whether a content-type is gRPC's: application/grpc, alone
-// or followed by "+format" or parameters.
-func isGRPC(ct []byte) bool {
-	const p = "application/grpc"
-	if len(ct) < len(p) || !strings.EqualFold(string(ct[:len(p)]), p) {
-		return false
-	}
-	return len(ct) == len(p) || ct[len(p)] == '+' || ct[len(p)] == ';'
-}
-
 // grpcStatus maps an HTTP status to a gRPC status as Envoy's
 // Grpc::Utility::httpToGrpcStatus does.
 func grpcStatus(code int) int {

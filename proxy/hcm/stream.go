@@ -223,7 +223,7 @@ func (s *stream) sendLocalReply(status int, body, details string, flag streaminf
 	s.localReplied = true
 	s.enc.reset(&s.resp)
 	s.resp.Reset()
-	if ct, _ := s.req.Get("content-type"); isGRPC(ct) {
+	if ct, _ := s.req.Get("content-type"); headers.IsGRPC(ct) {
 		// gRPC local replies are trailers-only, as Envoy's.
 		s.resp.SetInt(headers.Status, 200)
 		s.resp.Set("content-type", "application/grpc")
@@ -232,7 +232,7 @@ func (s *stream) sendLocalReply(status int, body, details string, flag streaminf
 			s.resp.Set("grpc-message", grpcEncode(body))
 		}
 		for _, f := range s.localHdrs.Fields() {
-			s.resp.AddBytes(string(f.Name), f.Value)
+			s.resp.SetBytes(string(f.Name), f.Value) // a filter's own grpc-status wins
 		}
 		s.iterHeaders(&s.enc, 0, true)
 		return
@@ -245,7 +245,7 @@ func (s *stream) sendLocalReply(status int, body, details string, flag streaminf
 		s.resp.Set("content-length", "0")
 	}
 	for _, f := range s.localHdrs.Fields() {
-		s.resp.AddBytes(string(f.Name), f.Value)
+		s.resp.SetBytes(string(f.Name), f.Value) // replaces, e.g. a filter's own grpc-status
 	}
 	s.iterHeaders(&s.enc, 0, body == "")
 	if body != "" && !s.reset && !s.responseDone {

@@ -290,3 +290,13 @@ func (m *Map) StatusCode() int {
 	}
 	return n
 }
+
+// IsGRPC reports whether a content-type is gRPC's: application/grpc, alone
+// or followed by "+format" or parameters (case-insensitive).
+func IsGRPC(ct []byte) bool {
+	const p = "application/grpc"
+	if len(ct) < len(p) || !EqualFold(ct[:len(p)], p) {
+		return false
+	}
+	return len(ct) == len(p) || ct[len(p)] == '+' || ct[len(p)] == ';'
+}

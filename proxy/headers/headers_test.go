@@ -75,3 +75,12 @@ func TestStatusCode(t *testing.T) {
 		}
 	}
 }
+
+func TestIsGRPC(t *testing.T) {
+	for ct, want := range map[string]bool{"application/grpc": true, "application/grpc+proto": true, "Application/GRPC; charset=x": true,
+		"application/grpc-web": false, "application/json": false, "": false} {
+		if IsGRPC([]byte(ct)) != want {
+			t.Errorf("IsGRPC(%q) != %v", ct, want)
+		}
+	}
+}

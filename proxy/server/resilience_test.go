@@ -285,3 +285,30 @@ func TestRingHashByCookie(t *testing.T) {
 		t.Errorf("20 sessions all hashed to one host")
 	}
 }
+
+// max_stream_duration bounds the stream; grpc_timeout_header_max makes a
+// gRPC client's grpc-timeout the route timeout and tells the upstream.
+func TestMaxStreamDuration(t *testing.T) {
+	seen := make(chan string, 4)
+	slow := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Get("Grpc-Timeout")
+		time.Sleep(400 * time.Millisecond)
+	})
+	p := servertest.Start(t, resilienceBootstrap(`, max_stream_duration: {max_stream_duration: 0.15s, grpc_timeout_header_max: 10s}`, "", slow.port()))
+	code, body, _ := getBody(t, p.URL("front", "/"))
+	if code != 408 || body != "upstream max stream duration reached" {
+		t.Fatalf("plain request: %d %q, want 408", code, body)
+	}
+	<-seen
+	code, _, h := getBody(t, p.URL("front", "/"), "Content-Type", "application/grpc", "Grpc-Timeout", "100m")
+	if code != 200 || h.Get("Grpc-Status") != "14" { // the route timeout, as Envoy maps 504
+		t.Fatalf("gRPC request past its grpc-timeout: %d grpc-status %q, want 14", code, h.Get("Grpc-Status"))
+	}
+	if got := <-seen; got != "100m" {
+		t.Errorf("upstream grpc-timeout %q, want 100m", got)
+	}
+	code, _, h = getBody(t, p.URL("front", "/"), "Content-Type", "application/grpc", "Grpc-Timeout", "5S")
+	if code != 200 || h.Get("Grpc-Status") != "4" {
+		t.Fatalf("gRPC request past max_stream_duration: %d grpc-status %q, want 4 (DEADLINE_EXCEEDED)", code, h.Get("Grpc-Status"))
+	}
+}

@@ -95,6 +95,8 @@ type filter struct {
 	fctx    formatter.Context
 	noBody  bool
 	retried bool
+	// maxStream is the end of the route's max_stream_duration; zero: none.
+	maxStream time.Time
 	// Upstream read timers: deadline is the route timeout's end (zero: none),
 	// idle the stream idle timeout; idleArmed says which the deadline is.
 	deadline  time.Time
@@ -189,6 +191,7 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	}
 	r.ApplyRequestHeaders(h, &f.fctx)
 	f.timeout = r.Timeout()
+	f.applyMaxStreamDuration(h)
 	if f.timeout > 0 && !f.cfg.suppressHeaders {
 		h.SetInt("x-envoy-expected-rq-timeout-ms", f.timeout.Milliseconds())
 	}
@@ -200,6 +203,7 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	if f.timeout > 0 && end {
 		f.deadline = f.start.Add(f.timeout) // the route timeout runs from the end of the request
 	}
+	f.deadline = f.capByMaxStream(f.deadline)
 	if end && len(r.Action().GetRequestMirrorPolicies()) > 0 {
 		f.mirror(h)
 	}
@@ -325,6 +329,7 @@ func (f *filter) sendAndAwait() {
 	if f.timeout > 0 && f.deadline.IsZero() {
 		f.deadline = time.Now().Add(f.timeout)
 	}
+	f.deadline = f.capByMaxStream(f.deadline)
 	f.tryDeadline = time.Time{}
 	if f.policy != nil && f.policy.perTry > 0 {
 		f.tryDeadline = time.Now().Add(f.policy.perTry)
@@ -486,6 +491,18 @@ func (f *filter) upstreamFailed(err error, started bool) {
 		if f.tryRetry(failReset, nil) {
 			return
 		}
+	}
+	if timedOut && !f.maxStream.IsZero() && !time.Now().Before(f.maxStream) {
+		// max_stream_duration: 408, and DEADLINE_EXCEEDED to gRPC clients.
+		if f.cb.ResponseStarted() {
+			f.cb.ResetStream(streaminfo.UpstreamMaxStreamDurationReached)
+			return
+		}
+		if ct, _ := f.cb.RequestHeaders().Get("content-type"); headers.IsGRPC(ct) {
+			f.cb.AddLocalReplyHeader("grpc-status", "4") // DEADLINE_EXCEEDED
+		}
+		f.cb.SendLocalReply(408, "upstream max stream duration reached", "upstream_max_stream_duration_reached", streaminfo.UpstreamMaxStreamDurationReached)
+		return
 	}
 	if timedOut {
 		st.UpstreamRqTimeout.Inc()
