@@ -312,3 +312,35 @@ func TestMaxStreamDuration(t *testing.T) {
 		t.Fatalf("gRPC request past max_stream_duration: %d grpc-status %q, want 4 (DEADLINE_EXCEEDED)", code, h.Get("Grpc-Status"))
 	}
 }
+
+// A retried request's body is replayed from the buffer, as Envoy does.
+func TestRetryReplaysBody(t *testing.T) {
+	var calls atomic.Int32
+	flaky := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if calls.Add(1) == 1 {
+			w.WriteHeader(503)
+			return
+		}
+		w.Write(b)
+	})
+	p := servertest.Start(t, resilienceBootstrap(`, retry_policy: {retry_on: 5xx, num_retries: 1, retry_back_off: {base_interval: 0.001s}}`, "", flaky.port()))
+	body := strings.Repeat("payload-", 20000) // 160 KB, in several pieces
+	for _, chunked := range []bool{false, true} {
+		calls.Store(0)
+		req, _ := http.NewRequest("POST", p.URL("front", "/"), io.MultiReader(strings.NewReader(body[:70000]), strings.NewReader(body[70000:])))
+		if !chunked {
+			req.ContentLength = int64(len(body))
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != body {
+			t.Fatalf("chunked=%v: %d, %d bytes back, want the whole body replayed", chunked, resp.StatusCode, len(b))
+		}
+	}
+	p.WaitStat("cluster.pool.upstream_rq_retry_success", 2)
+}

@@ -157,7 +157,7 @@ func (f *filter) responseStatus(code int) (retried bool) {
 }
 
 func (f *filter) tryRetry(why retryOn, before func()) bool {
-	if f.policy == nil || f.retryOnSet&why == 0 || !f.noBody {
+	if f.policy == nil || f.retryOnSet&why == 0 || !(f.noBody || f.replay && !f.h2on) {
 		return false
 	}
 	st := f.cluster.Stats
@@ -198,12 +198,43 @@ func (f *filter) tryRetry(why retryOn, before func()) bool {
 	if !f.connect() {
 		return true
 	}
-	if err := f.codec.enc.WriteRequestHeaders(f.cb.RequestHeaders(), true); err != nil {
+	if err := f.codec.enc.WriteRequestHeaders(f.cb.RequestHeaders(), f.noBody); err != nil {
 		f.upstreamFailed(err, false)
 		return true
 	}
+	if !f.noBody {
+		// Replay the body read so far; the rest (if any) follows.
+		if len(f.body) > 0 || f.reqComplete {
+			if err := f.codec.enc.WriteData(f.body, f.reqComplete); err != nil {
+				f.upstreamFailed(err, false)
+				return true
+			}
+		}
+		if !f.reqComplete {
+			if err := f.codec.enc.Flush(); err != nil {
+				f.upstreamFailed(err, false)
+			}
+			return true
+		}
+	}
 	f.sendAndAwait()
 	return true
+}
+
+// keepForReplay keeps the request body for a retry while it fits the
+// buffer limit, as Envoy buffers retried request bodies.
+func (f *filter) keepForReplay(p []byte, end bool) {
+	if end {
+		f.reqComplete = true
+	}
+	if !f.replay {
+		return
+	}
+	if len(f.body)+len(p) > f.cb.BufferLimit() {
+		f.replay, f.body = false, f.body[:0] // too big: no retries for this request
+		return
+	}
+	f.body = append(f.body, p...)
 }
 
 // lbContext fills the hash key from the route's hash_policy (header,

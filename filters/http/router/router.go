@@ -95,6 +95,11 @@ type filter struct {
 	fctx    formatter.Context
 	noBody  bool
 	retried bool
+	// Request body replay for retries: the body so far, while replay holds
+	// (a retry policy, and the body within the buffer limit).
+	body        []byte
+	replay      bool
+	reqComplete bool
 	// maxStream is the end of the route's max_stream_duration; zero: none.
 	maxStream time.Time
 	// Upstream read timers: deadline is the route timeout's end (zero: none),
@@ -200,6 +205,9 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	f.start = time.Now()
 	f.attempts = 1
 	f.setupRetries(h)
+	f.reqComplete = end
+	f.replay = f.policy != nil && !end
+	f.body = f.body[:0]
 	if f.timeout > 0 && end {
 		f.deadline = f.start.Add(f.timeout) // the route timeout runs from the end of the request
 	}
@@ -232,6 +240,7 @@ func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
 	if f.pc == nil {
 		return httpfilter.Stop
 	}
+	f.keepForReplay(p, end)
 	if err := f.codec.enc.WriteData(p, end); err != nil {
 		f.bodyWriteFailed(err)
 		return httpfilter.Stop
@@ -266,6 +275,7 @@ func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
 	if f.pc == nil {
 		return httpfilter.Stop
 	}
+	f.replay, f.reqComplete = false, true // trailers are not replayed
 	if err := f.codec.enc.WriteTrailers(t); err != nil {
 		f.bodyWriteFailed(err)
 		return httpfilter.Stop
