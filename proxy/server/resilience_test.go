@@ -344,3 +344,38 @@ func TestRetryReplaysBody(t *testing.T) {
 	}
 	p.WaitStat("cluster.pool.upstream_rq_retry_success", 2)
 }
+
+func TestRetryConditions(t *testing.T) {
+	t.Run("previous_hosts avoids the failed host", func(t *testing.T) {
+		bad := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) })
+		good := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "good") })
+		p := servertest.Start(t, resilienceBootstrap(`, retry_policy: {retry_on: 5xx, num_retries: 1, retry_back_off: {base_interval: 0.001s}, retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts, typed_config: {"@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate}}], host_selection_retry_max_attempts: 20}`,
+			"lb_policy: RANDOM", bad.port(), good.port()))
+		for i := 0; i < 20; i++ {
+			if code, body, _ := getBody(t, p.URL("front", "/")); code != 200 || body != "good" {
+				t.Fatalf("request %d: %d %q", i, code, body)
+			}
+		}
+	})
+	t.Run("retriable-headers and gRPC status", func(t *testing.T) {
+		var calls atomic.Int32
+		up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			switch calls.Add(1) {
+			case 1:
+				w.Header().Set("X-Upstream-Retry", "please")
+			case 3:
+				w.Header().Set("Grpc-Status", "14")
+			}
+			io.WriteString(w, "ok")
+		})
+		p := servertest.Start(t, resilienceBootstrap(`, retry_policy: {retry_on: "retriable-headers,unavailable", num_retries: 1, retry_back_off: {base_interval: 0.001s}, retriable_headers: [{name: x-upstream-retry, present_match: true}]}`, "", up.port()))
+		for i := 0; i < 2; i++ {
+			if _, _, h := getBody(t, p.URL("front", "/")); h.Get("X-Upstream-Retry") != "" || h.Get("Grpc-Status") != "" {
+				t.Fatalf("request %d answered from the attempt that asked for a retry: %v", i, h)
+			}
+		}
+		if calls.Load() != 4 {
+			t.Fatalf("%d upstream calls, want 4 (two retried)", calls.Load())
+		}
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/outrider-proxy/outrider/proxy/headers"
+	"github.com/outrider-proxy/outrider/proxy/matcher"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
 )
@@ -27,12 +29,27 @@ const (
 	retryRetriable4xx
 	retryRefusedStream
 	retryRetriableStatusCodes
+	retryRetriableHeaders
+	retryGRPCCancelled
+	retryGRPCDeadlineExceeded
+	retryGRPCInternal
+	retryGRPCResourceExhausted
+	retryGRPCUnavailable
 )
 
 var retryOnNames = map[string]retryOn{
 	"5xx": retry5xx, "gateway-error": retryGatewayError, "reset": retryReset, "connect-failure": retryConnectFailure,
 	"retriable-4xx": retryRetriable4xx, "refused-stream": retryRefusedStream, "retriable-status-codes": retryRetriableStatusCodes,
+	"retriable-headers": retryRetriableHeaders, "cancelled": retryGRPCCancelled, "deadline-exceeded": retryGRPCDeadlineExceeded,
+	"internal": retryGRPCInternal, "resource-exhausted": retryGRPCResourceExhausted, "unavailable": retryGRPCUnavailable,
 }
+
+// grpcRetry maps the gRPC retry_on conditions to grpc-status codes.
+var grpcRetry = [...]struct {
+	on   retryOn
+	code string
+}{{retryGRPCCancelled, "1"}, {retryGRPCDeadlineExceeded, "4"}, {retryGRPCInternal, "13"},
+	{retryGRPCResourceExhausted, "8"}, {retryGRPCUnavailable, "14"}}
 
 func parseRetryOn(s string) retryOn {
 	var on retryOn
@@ -50,6 +67,11 @@ type retryPolicy struct {
 	base     time.Duration
 	max      time.Duration
 	statuses []int
+	headers  []*matcher.Header // retriable_headers
+	// previousHosts is the previous_hosts retry host predicate: a retry
+	// avoids the hosts already tried, within hostAttempts picks.
+	previousHosts bool
+	hostAttempts  int
 }
 
 // policies caches compiled retry policies by their proto, which route
@@ -78,8 +100,42 @@ func compileRetry(p *routev3.RetryPolicy) *retryPolicy {
 	for _, c := range p.GetRetriableStatusCodes() {
 		rp.statuses = append(rp.statuses, int(c))
 	}
+	for _, hm := range p.GetRetriableHeaders() {
+		if m, err := matcher.CompileHeader(hm); err == nil {
+			rp.headers = append(rp.headers, m)
+		}
+	}
+	for _, pr := range p.GetRetryHostPredicate() {
+		if pr.GetName() == "envoy.retry_host_predicates.previous_hosts" {
+			rp.previousHosts = true
+		}
+	}
+	rp.hostAttempts = max(int(p.GetHostSelectionRetryMaxAttempts()), 1)
 	policies.Store(p, rp)
 	return rp
+}
+
+// retriableResponse reports whether an upstream response (its code, a
+// trailers-only grpc-status, or retriable_headers) calls for a retry.
+func (p *retryPolicy) retriableResponse(code int, resp *headers.Map, on retryOn) bool {
+	if p.retriableStatus(code, on) {
+		return true
+	}
+	if on&retryRetriableHeaders != 0 {
+		for _, m := range p.headers {
+			if m.Match(resp) {
+				return true
+			}
+		}
+	}
+	if gs, ok := resp.Get("grpc-status"); ok {
+		for _, g := range grpcRetry {
+			if on&g.on != 0 && string(gs) == g.code {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // retriableStatus reports whether an upstream response code calls for a
@@ -140,7 +196,7 @@ func (f *filter) setupRetries(h *headers.Map) {
 // true when the status was retried instead, the response then discarded.
 func (f *filter) responseStatus(code int) (retried bool) {
 	f.host.ReportResponse(code)
-	if f.policy != nil && f.policy.retriableStatus(code, f.retryOnSet) &&
+	if f.policy != nil && f.policy.retriableResponse(code, f.cb.ResponseHeaders(), f.retryOnSet) &&
 		f.tryRetry(f.retryOnSet, func() { f.cluster.Stats.RecordResponse(code); f.release(false) }) {
 		return true
 	}
@@ -184,7 +240,11 @@ func (f *filter) tryRetry(why retryOn, before func()) bool {
 		st.UpstreamRqRetryBackoffExp.Inc()
 		time.Sleep(time.Duration(rand.Int64N(int64(backoff) + 1)))
 	}
+	f.tried = append(f.tried, f.host)
 	f.host = f.cluster.ChooseHost(f.lbContext())
+	for i := 1; f.policy.previousHosts && i < f.policy.hostAttempts && f.host != nil && slices.Contains(f.tried, f.host); i++ {
+		f.host = f.cluster.ChooseHost(f.lbContext())
+	}
 	if f.host == nil {
 		f.cluster.Stats.UpstreamCxNoneHealthy.Inc()
 		f.cb.SendLocalReply(503, "no healthy upstream", "no_healthy_upstream", streaminfo.NoHealthyUpstream)

@@ -100,6 +100,7 @@ type filter struct {
 	body        []byte
 	replay      bool
 	reqComplete bool
+	tried       []*upstream.Host // hosts of earlier attempts (previous_hosts)
 	// maxStream is the end of the route's max_stream_duration; zero: none.
 	maxStream time.Time
 	// Upstream read timers: deadline is the route timeout's end (zero: none),
