@@ -379,3 +379,26 @@ func TestRetryConditions(t *testing.T) {
 		}
 	})
 }
+
+// A hash-policy cookie with a ttl is generated when absent and set on the
+// response; the client that sends it back keeps its host.
+func TestHashCookieGenerated(t *testing.T) {
+	var hosts []int
+	for i := 0; i < 3; i++ {
+		i := i
+		hosts = append(hosts, startUpstream(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, i) }).port())
+	}
+	p := servertest.Start(t, resilienceBootstrap(`, hash_policy: [{cookie: {name: sticky, ttl: 3600s, path: /}}]`, "lb_policy: RING_HASH", hosts...))
+	_, first, h := getBody(t, p.URL("front", "/"))
+	sc := h.Get("Set-Cookie")
+	if !strings.HasPrefix(sc, `sticky="`) || !strings.Contains(sc, "Max-Age=3600") || !strings.Contains(sc, "Path=/") {
+		t.Fatalf("set-cookie %q", sc)
+	}
+	cookie := strings.SplitN(sc, ";", 2)[0]
+	for i := 0; i < 5; i++ {
+		_, again, h2 := getBody(t, p.URL("front", "/"), "Cookie", cookie)
+		if again != first || h2.Get("Set-Cookie") != "" {
+			t.Fatalf("with the cookie: host %s (first %s), set-cookie %q", again, first, h2.Get("Set-Cookie"))
+		}
+	}
+}

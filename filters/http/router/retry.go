@@ -196,6 +196,9 @@ func (f *filter) setupRetries(h *headers.Map) {
 // true when the status was retried instead, the response then discarded.
 func (f *filter) responseStatus(code int) (retried bool) {
 	f.host.ReportResponse(code)
+	if f.setCookie != "" {
+		f.cb.ResponseHeaders().Add("set-cookie", f.setCookie)
+	}
 	if f.policy != nil && f.policy.retriableResponse(code, f.cb.ResponseHeaders(), f.retryOnSet) &&
 		f.tryRetry(f.retryOnSet, func() { f.cluster.Stats.RecordResponse(code); f.release(false) }) {
 		return true
@@ -316,8 +319,16 @@ func (f *filter) lbContext() *upstream.LBContext {
 				v, ok = hashAddr(a), true
 			}
 		case p.GetCookie() != nil:
-			if val, found := cookieValue(h, p.GetCookie().GetName()); found {
+			c := p.GetCookie()
+			if val, found := cookieValue(h, c.GetName()); found {
 				v, ok = upstream.XXHash64(val, 0), true
+			} else if c.GetTtl() != nil {
+				// Envoy makes the cookie from the client's address and sets it
+				// on the response, so the next requests stick.
+				var b [46]byte
+				val := strconv.FormatUint(upstream.XXHash64(string(f.cb.Info().Conn.RemoteAddr.Addr().AppendTo(b[:0])), 0), 16)
+				v, ok = upstream.XXHash64(val, 0), true
+				f.setCookie = setCookieValue(c.GetName(), val, c.GetPath(), c.GetTtl().AsDuration())
 			}
 		case p.GetQueryParameter() != nil:
 			if val, found := queryParam(h, p.GetQueryParameter().GetName()); found {
@@ -342,6 +353,19 @@ func hashAddr(a netip.Addr) uint64 {
 	return upstream.XXHash64(string(a.Unmap().AppendTo(b[:0])), 0)
 }
 
+// setCookieValue is the Set-Cookie header Envoy sends for a generated
+// hash-policy cookie.
+func setCookieValue(name, value, path string, ttl time.Duration) string {
+	v := name + "=\"" + value + "\""
+	if ttl > 0 {
+		v += "; Max-Age=" + strconv.FormatInt(int64(ttl/time.Second), 10)
+	}
+	if path != "" {
+		v += "; Path=" + path
+	}
+	return v + "; HttpOnly"
+}
+
 // cookieValue finds a cookie in the request's cookie headers.
 func cookieValue(h *headers.Map, name string) (string, bool) {
 	var val string
@@ -350,7 +374,7 @@ func cookieValue(h *headers.Map, name string) (string, bool) {
 		for _, kv := range strings.Split(string(v), ";") {
 			k, cv, _ := strings.Cut(strings.TrimSpace(kv), "=")
 			if k == name {
-				val, found = cv, true
+				val, found = strings.Trim(cv, `"`), true
 				return false
 			}
 		}

@@ -101,6 +101,7 @@ type filter struct {
 	replay      bool
 	reqComplete bool
 	tried       []*upstream.Host // hosts of earlier attempts (previous_hosts)
+	setCookie   string           // a generated hash-policy cookie to set on the response
 	// maxStream is the end of the route's max_stream_duration; zero: none.
 	maxStream time.Time
 	// Upstream read timers: deadline is the route timeout's end (zero: none),
