@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,9 +91,10 @@ type Config struct {
 	stripAnyHostPort      bool
 	stripMatchingPort     bool
 	accept10              bool
-	accessLogs            *accesslog.Set // nil logs nothing
-	cancelRDS             func()         // stops the RDS watch; nil for inline routes
-	internalCIDRs         []netip.Prefix // internal_address_config.cidr_ranges
+	accessLogs            *accesslog.Set  // nil logs nothing
+	upgrades              map[string]bool // upgrade_configs: type (lower-case) -> enabled
+	cancelRDS             func()          // stops the RDS watch; nil for inline routes
+	internalCIDRs         []netip.Prefix  // internal_address_config.cidr_ranges
 	underscores           corev3.HttpProtocolOptions_HeadersWithUnderscoresAction
 	xfcc                  hcmv3.HttpConnectionManager_ForwardClientCertDetails
 	xfccDetails           xfccDetail // set_current_client_cert_details, for APPEND_FORWARD and SANITIZE_SET
@@ -139,7 +141,7 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		"access_log", "use_remote_address", "xff_num_trusted_hops", "skip_xff_append", "generate_request_id",
 		"preserve_external_request_id", "always_set_request_id_in_response", "normalize_path", "merge_slashes",
 		"route_specifier", "strip_port_mode", "stream_error_on_invalid_http_message", "internal_address_config",
-		"path_with_escaped_slashes_action", "http2_protocol_options", "forward_client_cert_details",
+		"path_with_escaped_slashes_action", "http2_protocol_options", "upgrade_configs", "forward_client_cert_details",
 		"set_current_client_cert_details"); err != nil {
 		return nil, err
 	}
@@ -232,16 +234,21 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 	}
 	c.accessLogs = logs
 
+	for i, u := range p.GetUpgradeConfigs() {
+		if len(u.GetFilters()) > 0 {
+			return nil, fmt.Errorf("upgrade_configs[%d].filters: upgrade filter chains are not supported by outrider yet", i)
+		}
+		if strings.EqualFold(u.GetUpgradeType(), "CONNECT") {
+			return nil, fmt.Errorf("upgrade_configs[%d]: CONNECT termination is not supported by outrider yet", i)
+		}
+		if c.upgrades == nil {
+			c.upgrades = map[string]bool{}
+		}
+		c.upgrades[strings.ToLower(u.GetUpgradeType())] = u.GetEnabled() == nil || u.GetEnabled().GetValue()
+	}
 	rdsName := ""
 	switch {
 	case p.GetRouteConfig() != nil:
-		for i, vh := range p.GetRouteConfig().GetVirtualHosts() {
-			for j, r := range vh.GetRoutes() {
-				if len(r.GetRoute().GetUpgradeConfigs()) > 0 {
-					return nil, fmt.Errorf("route_config.virtual_hosts[%d].routes[%d].route.upgrade_configs: upgrades (WebSocket, CONNECT) are not supported by outrider yet", i, j)
-				}
-			}
-		}
 		t, err := router.Compile(p.GetRouteConfig(), router.Options{ClusterExists: func(name string) bool {
 			return ctx.Clusters == nil || ctx.Clusters.Get(name) != nil
 		}})

@@ -9,6 +9,8 @@ type hcmStats struct {
 	rqTotal, rqHTTP1Total, rqHTTP2Total, rqTimeout, rqIdleTimeout, rqHeadersTimeout, rqMaxReached, rqTooLarge          *stats.Counter
 	rqCompleted, rqRespCompleted, noRoute, noCluster, rsTooLarge, rqRxReset, rqTxReset                                 *stats.Counter
 	rqClass                                                                                                            [6]*stats.Counter // [1..5] = downstream_rq_1xx..5xx
+	cxUpgradesTotal                                                                                                    *stats.Counter
+	cxUpgradesActive                                                                                                   *stats.Gauge
 	droppedUnderscores, rejectedUnderscores                                                                            *stats.Counter
 	rqTime                                                                                                             *stats.Histogram
 }
@@ -45,6 +47,8 @@ func newHCMStats(st *stats.Store, prefix string) *hcmStats {
 		rqTxReset:            s.Counter("downstream_rq_tx_reset"),
 		rqTime:               s.Histogram("downstream_rq_time", stats.Milliseconds),
 		droppedUnderscores:   s.Counter("dropped_headers_with_underscores"),
+		cxUpgradesTotal:      s.Counter("downstream_cx_upgrades_total"),
+		cxUpgradesActive:     s.Gauge("downstream_cx_upgrades_active"),
 		rejectedUnderscores:  s.Counter("requests_rejected_with_underscores_in_headers"),
 	}
 	for i, n := range []string{"", "downstream_rq_1xx", "downstream_rq_2xx", "downstream_rq_3xx", "downstream_rq_4xx", "downstream_rq_5xx"} {

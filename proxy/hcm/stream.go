@@ -2,6 +2,7 @@ package hcm
 
 import (
 	"math/rand/v2"
+	"net"
 	"time"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -149,6 +150,20 @@ func (s *stream) Route() *router.Route {
 func (s *stream) ClearRouteCache() { s.routeSet = false }
 
 func (s *stream) DecodingBuffer() *[]byte { return &s.dec.buf }
+
+// Tunnel hands the terminal filter the raw HTTP/1 connection once an
+// upgrade (101) was sent: what the client sends keeps arriving through
+// DecodeData; the filter writes the upstream's bytes to the returned conn
+// and calls done when the tunnel is over. nil on HTTP/2.
+func (s *stream) Tunnel() (net.Conn, func()) {
+	c, ok := s.ds.(*conn)
+	if !ok || c.enc.Flush() != nil {
+		return nil, nil
+	}
+	s.closeAfter = true
+	s.cfg.stats.cxUpgradesActive.Inc()
+	return c.nc.Conn, func() { s.cfg.stats.cxUpgradesActive.Dec() }
+}
 func (s *stream) EncodingBuffer() *[]byte { return &s.enc.buf }
 
 // StreamIdleTimeout is the route's idle_timeout when it sets one, else the

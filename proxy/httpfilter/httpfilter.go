@@ -7,6 +7,7 @@ package httpfilter
 
 import (
 	"log/slog"
+	"net"
 	"time"
 
 	"google.golang.org/protobuf/types/known/anypb"
@@ -86,6 +87,11 @@ type Callbacks interface {
 	// content-length in the headers it still holds).
 	DecodingBuffer() *[]byte
 	EncodingBuffer() *[]byte
+	// Tunnel hands over the raw client connection after an upgrade (101)
+	// was encoded: client bytes keep coming through DecodeData, the filter
+	// writes upstream bytes to conn and calls done at the end. nil when the
+	// downstream cannot tunnel (HTTP/2).
+	Tunnel() (conn net.Conn, done func())
 	// ResponseHeaders is an empty map owned by the stream, for the terminal
 	// filter to fill before EncodeHeaders.
 	ResponseHeaders() *headers.Map

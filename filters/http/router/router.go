@@ -101,7 +101,11 @@ type filter struct {
 	replay      bool
 	reqComplete bool
 	tried       []*upstream.Host // hosts of earlier attempts (previous_hosts)
-	setCookie   string           // a generated hash-policy cookie to set on the response
+	// Upgrades (WebSocket): upgrade marks an upgrade request; after a 101,
+	// tunnelDone is closed when the upstream-to-client copy ends.
+	upgrade    bool
+	tunnelDone chan struct{}
+	setCookie  string // a generated hash-policy cookie to set on the response
 	// maxStream is the end of the route's max_stream_duration; zero: none.
 	maxStream time.Time
 	// Upstream read timers: deadline is the route timeout's end (zero: none),
@@ -224,6 +228,11 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	if !f.connect() {
 		return httpfilter.Stop
 	}
+	if f.upgrade = h.Has("upgrade"); f.upgrade {
+		// The connection manager kept Upgrade only for an allowed upgrade:
+		// send the headers alone and wait for the 101 before any bytes.
+		end = true
+	}
 	if err := f.codec.enc.WriteRequestHeaders(h, end); err != nil {
 		f.upstreamFailed(err, false)
 		return httpfilter.Stop
@@ -237,6 +246,10 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
 	if f.h2 != nil && f.h2.pw != nil {
 		f.h2Data(p, end)
+		return httpfilter.Stop
+	}
+	if f.tunnelDone != nil {
+		f.tunnelData(p, end)
 		return httpfilter.Stop
 	}
 	if f.pc == nil {
@@ -380,7 +393,7 @@ func (f *filter) awaitResponse() {
 	if f.responseStatus(code) {
 		return
 	}
-	http1.StripHopByHop(resp, false)
+	http1.StripHopByHop(resp, code == 101 && f.upgrade)
 	if !f.cfg.suppressHeaders {
 		resp.SetInt("x-envoy-upstream-service-time", time.Since(f.start).Milliseconds())
 	}
@@ -388,6 +401,10 @@ func (f *filter) awaitResponse() {
 	f.route.ApplyResponseHeaders(resp, &f.fctx)
 	if !f.cb.EncodeHeaders(resp, msg.NoBody) {
 		f.release(false)
+		return
+	}
+	if code == 101 && f.upgrade {
+		f.startTunnel()
 		return
 	}
 	if msg.NoBody {
