@@ -96,6 +96,10 @@ type h2Conn struct {
 	expired atomic.Bool   // max_connection_duration reached
 	drained atomic.Bool   // a GOAWAY was started for the drain
 
+	closedStreams   atomic.Uint64 // streams finished, for the premature-reset defense
+	prematureResets atomic.Uint64 // of which the client reset early
+	abusive         atomic.Bool   // closed by the premature-reset defense
+
 	mu     sync.Mutex
 	active int    // open streams
 	gen    uint64 // bumped by each stream start, so a stale idle timer does nothing
@@ -256,6 +260,7 @@ func (hc *h2Conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.info.Protocol = "HTTP/2"
 	s.run()
 	s.finish(start)
+	hc.streamClosed(r.Context().Err() != nil && time.Since(start) < prematureResetMinLifetime)
 	reset := s.reset
 	hs.hc, hs.w, hs.r, hs.armed, hs.wrote = nil, nil, nil, time.Time{}, false
 	s.req.Reset()

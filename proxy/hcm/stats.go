@@ -10,6 +10,7 @@ type hcmStats struct {
 	rqCompleted, rqRespCompleted, noRoute, noCluster, rsTooLarge, rqRxReset, rqTxReset                                 *stats.Counter
 	rqClass                                                                                                            [6]*stats.Counter // [1..5] = downstream_rq_1xx..5xx
 	droppedUnderscores, rejectedUnderscores                                                                            *stats.Counter
+	rqTooManyPrematureResets                                                                                           *stats.Counter
 	rqTime                                                                                                             *stats.Histogram
 }
 
@@ -46,6 +47,8 @@ func newHCMStats(st *stats.Store, prefix string) *hcmStats {
 		rqTime:               s.Histogram("downstream_rq_time", stats.Milliseconds),
 		droppedUnderscores:   s.Counter("dropped_headers_with_underscores"),
 		rejectedUnderscores:  s.Counter("requests_rejected_with_underscores_in_headers"),
+
+		rqTooManyPrematureResets: s.Counter("downstream_rq_too_many_premature_resets"),
 	}
 	for i, n := range []string{"", "downstream_rq_1xx", "downstream_rq_2xx", "downstream_rq_3xx", "downstream_rq_4xx", "downstream_rq_5xx"} {
 		if n != "" {
