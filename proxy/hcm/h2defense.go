@@ -67,3 +67,18 @@ func readPreface(c net.Conn) (net.Conn, bool) {
 	}
 	return nil, false
 }
+
+type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
+
+// armWrite bounds the next response write by stream_idle_timeout: a client
+// that stops reading (a zero flow-control window) makes the write fail and
+// the stream reset instead of holding the stream forever.
+func (hs *h2Stream) armWrite() {
+	d := hs.stream.cfg.streamIdleTimeout
+	if d <= 0 {
+		return
+	}
+	if wd, ok := hs.w.(writeDeadliner); ok {
+		_ = wd.SetWriteDeadline(time.Now().Add(d))
+	}
+}
