@@ -47,7 +47,9 @@ func (cfg *Config) ServeConn(nc *netfilter.Conn) {
 	}()
 	switch cfg.codec {
 	case hcmv3.HttpConnectionManager_HTTP2:
-		cfg.serveH2(nc, nc.Conn)
+		if c, ok := readPreface(nc.Conn); ok {
+			cfg.serveH2(nc, c)
+		}
 	case hcmv3.HttpConnectionManager_AUTO:
 		sn := &sniffer{r: nc.Conn}
 		cfg.serveHTTP1(nc, sn)

@@ -96,6 +96,10 @@ type h2Conn struct {
 	expired atomic.Bool   // max_connection_duration reached
 	drained atomic.Bool   // a GOAWAY was started for the drain
 
+	closedStreams   atomic.Uint64 // streams finished, for the premature-reset defense
+	prematureResets atomic.Uint64 // of which the client reset early
+	abusive         atomic.Bool   // closed by the premature-reset defense
+
 	mu     sync.Mutex
 	active int    // open streams
 	gen    uint64 // bumped by each stream start, so a stale idle timer does nothing
@@ -234,6 +238,13 @@ type h2Stream struct {
 // handler goroutine.
 func (hc *h2Conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cfg, st := hc.cfg, hc.cfg.stats
+	if r.Context().Err() != nil || hc.abusive.Load() {
+		// Reset before its handler ran, or on a connection closed for
+		// premature resets: the stream costs no filter and no upstream.
+		st.rqRxReset.Inc()
+		hc.streamClosed(true)
+		return
+	}
 	hs, _ := cfg.h2pool.Get().(*h2Stream)
 	if hs == nil {
 		hs = &h2Stream{buf: make([]byte, 16<<10)}
@@ -256,6 +267,7 @@ func (hc *h2Conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.info.Protocol = "HTTP/2"
 	s.run()
 	s.finish(start)
+	hc.streamClosed(r.Context().Err() != nil && time.Since(start) < prematureResetMinLifetime)
 	reset := s.reset
 	hs.hc, hs.w, hs.r, hs.armed, hs.wrote = nil, nil, nil, time.Time{}, false
 	s.req.Reset()
@@ -334,6 +346,7 @@ func (hs *h2Stream) writeHeaders(h *headers.Map, end bool) error {
 	if hs.hc.goAway() {
 		hdr["Connection"] = []string{"close"}
 	}
+	hs.armWrite()
 	hs.w.WriteHeader(status)
 	hs.wrote = true
 	if end {
@@ -364,6 +377,7 @@ func h2ResponseKey(name []byte) string {
 }
 
 func (hs *h2Stream) writeData(p []byte, end bool) error {
+	hs.armWrite()
 	if len(p) > 0 {
 		if _, err := hs.w.Write(p); err != nil {
 			return err

@@ -16,6 +16,7 @@ import (
 // Envoy's HTTP/2 defaults that differ from golang.org/x/net/http2's.
 const (
 	envoyMaxConcurrentStreams = math.MaxInt32 // http2_protocol_options.max_concurrent_streams
+	envoyMaxFrameSize         = 16384         // SETTINGS_MAX_FRAME_SIZE Envoy advertises (x/net: 1 MiB)
 	defaultH2HeaderBytes      = 60 << 10      // max_request_headers_kb default
 )
 
@@ -51,7 +52,7 @@ type h2Server struct {
 // (an upstream option) and every field not listed here.
 func (c *Config) compileHTTP2(p *corev3.Http2ProtocolOptions) error {
 	const path = "http2_protocol_options"
-	s := &http2.Server{MaxConcurrentStreams: envoyMaxConcurrentStreams}
+	s := &http2.Server{MaxConcurrentStreams: envoyMaxConcurrentStreams, MaxReadFrameSize: envoyMaxFrameSize}
 	if p != nil {
 		if err := confcheck.Fields(p, path, "hpack_table_size", "max_concurrent_streams",
 			"initial_stream_window_size", "initial_connection_window_size", "allow_connect",

@@ -12,6 +12,7 @@ type hcmStats struct {
 	cxUpgradesTotal                                                                                                    *stats.Counter
 	cxUpgradesActive                                                                                                   *stats.Gauge
 	droppedUnderscores, rejectedUnderscores                                                                            *stats.Counter
+	rqTooManyPrematureResets                                                                                           *stats.Counter
 	rqTime                                                                                                             *stats.Histogram
 }
 
@@ -50,6 +51,8 @@ func newHCMStats(st *stats.Store, prefix string) *hcmStats {
 		cxUpgradesTotal:      s.Counter("downstream_cx_upgrades_total"),
 		cxUpgradesActive:     s.Gauge("downstream_cx_upgrades_active"),
 		rejectedUnderscores:  s.Counter("requests_rejected_with_underscores_in_headers"),
+
+		rqTooManyPrematureResets: s.Counter("downstream_rq_too_many_premature_resets"),
 	}
 	for i, n := range []string{"", "downstream_rq_1xx", "downstream_rq_2xx", "downstream_rq_3xx", "downstream_rq_4xx", "downstream_rq_5xx"} {
 		if n != "" {

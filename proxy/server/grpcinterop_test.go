@@ -1,0 +1,121 @@
+package server_test
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/interop"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/outrider-proxy/outrider/proxy/server/servertest"
+)
+
+// grpcInteropCases are grpc-go's interop cases run through the proxy.
+// ping_pong is left out: it needs the response to stream while the request
+// is still streaming (full duplex), which the router does not do yet.
+var grpcInteropCases = map[string]func(context.Context, *grpc.ClientConn){
+	"empty_unary": func(ctx context.Context, cc *grpc.ClientConn) {
+		interop.DoEmptyUnaryCall(ctx, testgrpc.NewTestServiceClient(cc))
+	},
+	"large_unary": func(ctx context.Context, cc *grpc.ClientConn) {
+		interop.DoLargeUnaryCall(ctx, testgrpc.NewTestServiceClient(cc))
+	},
+	"client_streaming": func(ctx context.Context, cc *grpc.ClientConn) {
+		interop.DoClientStreaming(ctx, testgrpc.NewTestServiceClient(cc))
+	},
+	"server_streaming": func(ctx context.Context, cc *grpc.ClientConn) {
+		interop.DoServerStreaming(ctx, testgrpc.NewTestServiceClient(cc))
+	},
+	"empty_stream": func(ctx context.Context, cc *grpc.ClientConn) {
+		interop.DoEmptyStream(ctx, testgrpc.NewTestServiceClient(cc))
+	},
+	"cancel_after_begin": func(ctx context.Context, cc *grpc.ClientConn) {
+		interop.DoCancelAfterBegin(ctx, testgrpc.NewTestServiceClient(cc))
+	},
+	"cancel_after_first_response": func(ctx context.Context, cc *grpc.ClientConn) {
+		interop.DoCancelAfterFirstResponse(ctx, testgrpc.NewTestServiceClient(cc))
+	},
+	"timeout_on_sleeping_server": func(ctx context.Context, cc *grpc.ClientConn) {
+		interop.DoTimeoutOnSleepingServer(ctx, testgrpc.NewTestServiceClient(cc))
+	},
+	"status_code_and_message": func(ctx context.Context, cc *grpc.ClientConn) {
+		interop.DoStatusCodeAndMessage(ctx, testgrpc.NewTestServiceClient(cc))
+	},
+	"special_status_message": func(ctx context.Context, cc *grpc.ClientConn) {
+		interop.DoSpecialStatusMessage(ctx, testgrpc.NewTestServiceClient(cc))
+	},
+	"custom_metadata": func(ctx context.Context, cc *grpc.ClientConn) {
+		interop.DoCustomMetadata(ctx, testgrpc.NewTestServiceClient(cc))
+	},
+	"unimplemented_method": func(ctx context.Context, cc *grpc.ClientConn) { interop.DoUnimplementedMethod(ctx, cc) },
+	"unimplemented_service": func(ctx context.Context, cc *grpc.ClientConn) {
+		interop.DoUnimplementedService(ctx, testgrpc.NewUnimplementedServiceClient(cc))
+	},
+}
+
+// grpcInteropGaps are cases that fail through the proxy today, skipped with
+// the reason: the first two need a response that streams while the request
+// still streams (FullDuplexCall), which the router does not do yet; in the
+// third the client sees OK instead of CANCELLED after resetting a stream that
+// sent no message (under investigation: the reset may reach the upstream as
+// an end of stream).
+var grpcInteropGaps = map[string]string{
+	"cancel_after_first_response": "full-duplex streaming is not supported by the router yet",
+	"custom_metadata":             "full-duplex streaming is not supported by the router yet",
+	"cancel_after_begin":          "client reset before the first message: upstream answers OK (not yet diagnosed)",
+}
+
+// TestGRPCInteropClient is the client half of TestGRPCInterop, run in a
+// child process because the interop cases end the process on failure.
+func TestGRPCInteropClient(t *testing.T) {
+	name, addr := os.Getenv("OUTRIDER_INTEROP_CASE"), os.Getenv("OUTRIDER_INTEROP_ADDR")
+	if name == "" {
+		t.Skip("run by TestGRPCInterop")
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	grpcInteropCases[name](ctx, cc)
+}
+
+// TestGRPCInterop runs grpc-go's interop cases from an h2c client through
+// the proxy to a grpc-go interop server behind an HTTP/2 cluster.
+func TestGRPCInterop(t *testing.T) {
+	if os.Getenv("OUTRIDER_INTEROP_CASE") != "" {
+		t.Skip("child process")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(gs, interop.NewTestServer())
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	port := ln.Addr().(*net.TCPAddr).Port
+	p := servertest.Start(t, h2Cluster(httpBootstrap(port, routeToUp, ""), "{}"))
+	for name := range grpcInteropCases {
+		t.Run(name, func(t *testing.T) {
+			if why, ok := grpcInteropGaps[name]; ok {
+				t.Skip(why)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestGRPCInteropClient$", "-test.count=1")
+			cmd.Env = append(os.Environ(), "OUTRIDER_INTEROP_CASE="+name, "OUTRIDER_INTEROP_ADDR="+p.Addr("front"))
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%s through the proxy: %v\n%s", name, err, out)
+			}
+		})
+	}
+}
