@@ -13,11 +13,15 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 )
 
-// Envoy's HTTP/2 defaults that differ from golang.org/x/net/http2's.
+// HTTP/2 defaults. max_concurrent_streams deliberately differs from Envoy's
+// 2^31-1: Envoy bounds a connection by pausing reads when its output buffer
+// fills, which x/net's server cannot, so an unset limit would let one client
+// that never opens its flow-control window pile up streams without bound.
+// Setting the field explicitly (any value, Envoy's included) is honoured.
 const (
-	envoyMaxConcurrentStreams = math.MaxInt32 // http2_protocol_options.max_concurrent_streams
-	envoyMaxFrameSize         = 16384         // SETTINGS_MAX_FRAME_SIZE Envoy advertises (x/net: 1 MiB)
-	defaultH2HeaderBytes      = 60 << 10      // max_request_headers_kb default
+	envoyMaxConcurrentStreams = 1024     // http2_protocol_options.max_concurrent_streams when unset
+	envoyMaxFrameSize         = 16384    // SETTINGS_MAX_FRAME_SIZE Envoy advertises (x/net: 1 MiB)
+	defaultH2HeaderBytes      = 60 << 10 // max_request_headers_kb default
 )
 
 // h2Server is the HTTP/2 side of a Config: one x/net server for every

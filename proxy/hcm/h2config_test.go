@@ -25,7 +25,7 @@ func TestHTTP2ProtocolOptions(t *testing.T) {
 		check   func(t *testing.T, c *Config)
 	}{
 		{name: "defaults", check: func(t *testing.T, c *Config) {
-			if c.h2.srv.MaxConcurrentStreams != 1<<31-1 || c.h2.srv.IdleTimeout != time.Hour {
+			if c.h2.srv.MaxConcurrentStreams != 1024 || c.h2.srv.IdleTimeout != time.Hour {
 				t.Fatalf("streams %d idle %v", c.h2.srv.MaxConcurrentStreams, c.h2.srv.IdleTimeout)
 			}
 		}},
