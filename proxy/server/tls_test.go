@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -147,4 +149,112 @@ static_resources:
 			t.Errorf("%s = %d, want at least %d", name, got, min)
 		}
 	}
+}
+
+// TLS passthrough: a chain chosen by SNI forwards the encrypted bytes to a
+// TLS upstream untouched (tcp_proxy, no transport socket), as Envoy's
+// tls-sni example does; the client sees the upstream's own certificate.
+func TestTLSPassthroughBySNI(t *testing.T) {
+	ca := servertest.NewCA(t, "passthrough-ca")
+	leaf := ca.Issue(t, []string{"backend.test"})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{leaf.TLS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.WriteString(c, "end to end") }()
+		}
+	}()
+	yaml := fmt.Sprintf(`
+static_resources:
+  listeners:
+  - name: sni
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}
+    filter_chains:
+    - filter_chain_match: {server_names: [backend.test]}
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: pass, cluster: backend}
+  clusters:
+  - name: backend
+    load_assignment: {cluster_name: backend, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
+`, ln.Addr().(*net.TCPAddr).Port)
+	p := servertest.Start(t, yaml)
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", p.Addr("sni"), &tls.Config{ServerName: "backend.test", RootCAs: ca.Pool})
+	if err != nil {
+		t.Fatalf("passthrough handshake: %v", err)
+	}
+	defer c.Close()
+	got, _ := io.ReadAll(c)
+	if string(got) != "end to end" {
+		t.Fatalf("got %q", got)
+	}
+	if cs := c.ConnectionState(); len(cs.PeerCertificates) == 0 || cs.PeerCertificates[0].DNSNames[0] != "backend.test" {
+		t.Fatal("the client did not see the upstream's own certificate")
+	}
+	p.WaitStat("tcp.pass.downstream_cx_total", 1)
+}
+
+// The standard tool's view: openssl s_client negotiates TLS 1.3 and ALPN h2
+// with a terminating listener, and is refused without a client certificate
+// where one is required.
+func TestOpenSSLClient(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("openssl not installed")
+	}
+	dir := t.TempDir()
+	ca := servertest.NewCA(t, "ossl-ca")
+	caFile := filepath.Join(dir, "ca.pem")
+	os.WriteFile(caFile, ca.PEM, 0o600)
+	cert, key := ca.Issue(t, []string{"ossl.test"}).WriteFiles(t, dir, "srv-")
+	listener := func(name, extra string) string {
+		return fmt.Sprintf(`
+  - name: %s
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates: [{certificate_chain: {filename: %s}, private_key: {filename: %s}}]
+            alpn_protocols: [h2, http/1.1]%s
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: %s
+          route_config: {virtual_hosts: [{name: vh, domains: ["*"], routes: [{match: {prefix: "/"}, direct_response: {status: 200}}]}]}`, name, cert, key, extra, name)
+	}
+	mtls := fmt.Sprintf(`
+            validation_context: {trusted_ca: {filename: %s}}
+          require_client_certificate: true`, caFile)
+	p := servertest.Start(t, "static_resources:\n  listeners:"+listener("tls", "")+listener("mtls", mtls)+"\n")
+	sclient := func(addr string) string {
+		cmd := exec.Command(openssl, "s_client", "-connect", addr, "-servername", "ossl.test", "-alpn", "h2",
+			"-CAfile", caFile, "-verify_return_error")
+		cmd.Stdin = strings.NewReader("")
+		out, _ := cmd.CombinedOutput()
+		return string(out)
+	}
+	out := sclient(p.Addr("tls"))
+	for _, want := range []string{"New, TLSv1.3", "ALPN protocol: h2", "Verify return code: 0 (ok)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("openssl s_client lacks %q:\n%s", want, out)
+		}
+	}
+	if out := sclient(p.Addr("mtls")); strings.Contains(out, "ALPN protocol: h2") && !strings.Contains(strings.ToLower(out), "alert") {
+		t.Errorf("mTLS listener accepted openssl without a client certificate:\n%s", out)
+	}
+	p.WaitStat("listener.127.0.0.1_0.ssl.connection_error", 1)
 }
