@@ -200,7 +200,19 @@ func (d *dynamic) dialer(path string, g *corev3.GrpcService) (func(context.Conte
 					if h == nil {
 						return nil, fmt.Errorf("xds cluster %q: no healthy upstream", name)
 					}
-					return cl.Dial(ctx, h)
+					uc, err := cl.Dial(ctx, h)
+					if err != nil {
+						return nil, err
+					}
+					if tr := cl.Transport(); tr != nil { // TLS to the management server
+						tc, err := tr.Wrap(ctx, uc, "")
+						if err != nil {
+							uc.Close()
+							return nil, err
+						}
+						return tc, nil
+					}
+					return uc, nil
 				}))
 		}, nil
 	case g.GetGoogleGrpc() != nil:

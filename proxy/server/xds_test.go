@@ -2,10 +2,13 @@ package server_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +28,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -42,7 +46,7 @@ type controlPlane struct {
 	nacks []string
 }
 
-func startControlPlane(t *testing.T) *controlPlane {
+func startControlPlane(t *testing.T, opts ...grpc.ServerOption) *controlPlane {
 	cp := &controlPlane{cache: cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)}
 	record := func(detail string) {
 		cp.mu.Lock()
@@ -64,7 +68,7 @@ func startControlPlane(t *testing.T) *controlPlane {
 		},
 	}
 	srv := serverv3.NewServer(context.Background(), cp.cache, cb)
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, srv)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -256,4 +260,37 @@ func TestXDSFromControlPlane(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The management server can be reached over TLS: the xds cluster's
+// UpstreamTlsContext wraps the gRPC connection (ALPN h2, as gRPC requires).
+func TestXDSOverTLS(t *testing.T) {
+	ca := servertest.NewCA(t, "xds-ca")
+	leaf := ca.Issue(t, []string{"xds.test"})
+	cp := startControlPlane(t, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{leaf.TLS}})))
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "over tls") })
+	port := servertest.DeadPort(t)
+	cp.set(t, "1", xdsResources(t, port, up.port(), toCluster()))
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caFile, ca.PEM, 0o600)
+	yaml := strings.Replace(xdsBootstrap(cp.port, "GRPC"), "    load_assignment:\n      cluster_name: xds", fmt.Sprintf(`    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: xds.test
+        common_tls_context:
+          alpn_protocols: [h2]
+          validation_context: {trusted_ca: {filename: %s}}
+    load_assignment:
+      cluster_name: xds`, caFile), 1)
+	servertest.Start(t, yaml)
+	eventually(t, "config over TLS", func() string {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}, "over tls")
 }
