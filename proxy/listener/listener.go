@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,9 +57,13 @@ type Listener struct {
 	chains          []*chain
 	defaultChain    *chain
 	bufferLimit     int
-	accessLogs      *accesslog.Set // listener access_log: one entry per connection
-	log             *slog.Logger
-	st              listenerStats
+	// filtersTimeout is listener_filters_timeout (Envoy's default 15s; 0
+	// disables it); continueOnTimeout is continue_on_listener_filters_timeout.
+	filtersTimeout    time.Duration
+	continueOnTimeout bool
+	accessLogs        *accesslog.Set // listener access_log: one entry per connection
+	log               *slog.Logger
+	st                listenerStats
 
 	ln     net.Listener
 	nextID *atomic.Uint64
@@ -70,9 +75,9 @@ type Listener struct {
 }
 
 type listenerStats struct {
-	cxTotal, cxDestroy, noChain *stats.Counter
-	cxActive                    *stats.Gauge
-	cxLength                    *stats.Histogram
+	cxTotal, cxDestroy, noChain, preCxTimeout *stats.Counter
+	cxActive                                  *stats.Gauge
+	cxLength                                  *stats.Histogram
 }
 
 // tracked is an open connection, with whether it waits idle for a request.
@@ -116,6 +121,10 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 	}()
 	if l.accessLogs, err = accesslog.Compile(p.GetAccessLog(), accesslog.Options{Stats: ctx.Stats, Log: ctx.Log}); err != nil {
 		return nil, err
+	}
+	l.filtersTimeout, l.continueOnTimeout = 15*time.Second, p.GetContinueOnListenerFiltersTimeout()
+	if d := p.GetListenerFiltersTimeout(); d != nil {
+		l.filtersTimeout = d.AsDuration()
 	}
 	if n := p.GetPerConnectionBufferLimitBytes(); n != nil {
 		l.bufferLimit = int(n.GetValue())
@@ -165,7 +174,7 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 		cxLength:  s.Histogram("downstream_cx_length_ms", stats.Milliseconds),
 	}
 	s.Counter("downstream_cx_overflow")
-	s.Counter("downstream_pre_cx_timeout")
+	l.st.preCxTimeout = s.Counter("downstream_pre_cx_timeout")
 	s.Gauge("downstream_pre_cx_active")
 	return l, nil
 }
@@ -328,11 +337,25 @@ func (l *Listener) finish(t *tracked, info *streaminfo.Conn, start time.Time) {
 // close at the end (nil when none).
 func (l *Listener) accept(t *tracked, info *streaminfo.Conn) (_ *netfilter.Conn, _ netfilter.Terminal, wrapped net.Conn) {
 	c := t.conn
+	if len(l.listenerFilters) > 0 && l.filtersTimeout > 0 {
+		_ = c.SetReadDeadline(time.Now().Add(l.filtersTimeout))
+	}
 	for _, f := range l.listenerFilters {
 		if err := f.OnAccept(&c, info); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				l.st.preCxTimeout.Inc()
+				if l.continueOnTimeout {
+					break // Envoy's continue_on_listener_filters_timeout: go on with what is known
+				}
+			}
 			l.log.Debug("listener filter closed connection", "listener", l.Name, "err", err)
-			return nil, nil, nil
+			if !errors.Is(err, os.ErrDeadlineExceeded) || !l.continueOnTimeout {
+				return nil, nil, nil
+			}
 		}
+	}
+	if len(l.listenerFilters) > 0 && l.filtersTimeout > 0 {
+		_ = c.SetReadDeadline(time.Time{})
 	}
 	ch := l.pick(info)
 	if ch == nil {

@@ -258,3 +258,44 @@ func TestOpenSSLClient(t *testing.T) {
 	}
 	p.WaitStat("listener.127.0.0.1_0.ssl.connection_error", 1)
 }
+
+// listener_filters_timeout bounds a client that sends nothing to the
+// tls_inspector: closed, or with continue_on_listener_filters_timeout
+// served as plaintext (a server-speaks-first protocol).
+func TestListenerFiltersTimeout(t *testing.T) {
+	greeter := named(t, "hello first")
+	for _, cont := range []bool{false, true} {
+		yaml := fmt.Sprintf(`
+static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    listener_filters_timeout: 0.2s
+    continue_on_listener_filters_timeout: %v
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: g}
+  clusters:
+  - name: g
+    load_assignment: {cluster_name: g, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
+`, cont, greeter)
+		p := servertest.Start(t, yaml)
+		start := time.Now()
+		got := readAllFrom(t, p.Addr("l"))
+		if time.Since(start) > 3*time.Second {
+			t.Fatalf("continue=%v: the silent client was held %v", cont, time.Since(start))
+		}
+		want := ""
+		if cont {
+			want = "hello first"
+		}
+		if got != want {
+			t.Errorf("continue=%v: got %q, want %q", cont, got, want)
+		}
+		p.WaitStat("listener.127.0.0.1_0.downstream_pre_cx_timeout", 1)
+	}
+}
