@@ -253,9 +253,9 @@ func TestOpenSSLClient(t *testing.T) {
 			t.Errorf("openssl s_client lacks %q:\n%s", want, out)
 		}
 	}
-	if out := sclient(p.Addr("mtls")); strings.Contains(out, "ALPN protocol: h2") && !strings.Contains(strings.ToLower(out), "alert") {
-		t.Errorf("mTLS listener accepted openssl without a client certificate:\n%s", out)
-	}
+	// Under TLS 1.3 openssl may print the session before the server's alert
+	// arrives, so the refusal is read from the server's own count.
+	sclient(p.Addr("mtls"))
 	p.WaitStat("listener.127.0.0.1_0.ssl.connection_error", 1)
 }
 

@@ -151,11 +151,12 @@ func direct(body string) *routev3.Route {
 	}
 }
 
-// eventually polls fetch until it returns want, for at most 5 s.
+// eventually polls fetch until it returns want, for at most 15 s (the race
+// detector on a busy CI machine is slow).
 func eventually(t *testing.T, what string, fetch func() string, want string) {
 	t.Helper()
 	var got string
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if got = fetch(); got == want {
 			return
 		}
