@@ -89,6 +89,8 @@ func TestHTTPHealthCheck(t *testing.T) {
 	// The first success after start-up does not wait for healthy_threshold;
 	// the first check failed, so two successes are needed here.
 	waitFor(t, "healthy", host.Healthy)
+	// The gauges follow the host's flag once the host set is rebuilt.
+	waitFor(t, "membership_healthy", func() bool { return st.Gauge("cluster.h.membership_healthy").Value() == 1 && gauge() == 1 })
 	if gauge() != 1 || st.Gauge("cluster.h.membership_healthy").Value() != 1 {
 		t.Errorf("healthy gauge %d, membership_healthy %d", gauge(), st.Gauge("cluster.h.membership_healthy").Value())
 	}

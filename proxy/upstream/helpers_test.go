@@ -46,7 +46,7 @@ func mustAdd(t testing.TB, m *Manager, js string) *Cluster {
 // waitFor polls cond every 5ms for up to 5s.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second) // generous: CI runs the race detector on two cores
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
