@@ -65,7 +65,7 @@ type Listener struct {
 	log               *slog.Logger
 	st                listenerStats
 
-	ln     net.Listener
+	sock   *socket // nil before Bind or TakeOver
 	nextID *atomic.Uint64
 	drain  *drain.Manager
 
@@ -80,11 +80,19 @@ type listenerStats struct {
 	cxLength                                  *stats.Histogram
 }
 
-// tracked is an open connection, with whether it waits idle for a request.
+// tracked is an open connection, with since when it waits idle for a
+// request (Unix nanoseconds; 0 while a request is in progress).
 type tracked struct {
-	conn net.Conn
-	idle atomic.Bool
+	conn      net.Conn
+	idleSince atomic.Int64
 }
+
+// drainIdleGrace is how long a connection must have been idle before a
+// drain closes it. A connection in use gets "Connection: close" (or GOAWAY)
+// on its next response instead, so that the drain does not close a socket a
+// client is about to send a request on, a request it could not know to
+// retry.
+const drainIdleGrace = time.Second
 
 // Build compiles a listener. Errors name the field path inside the listener.
 func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (_ *Listener, err error) {
@@ -240,40 +248,37 @@ func (l *Listener) Bind(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listener %q: %w", l.Name, err)
 	}
-	l.ln = ln
+	l.sock = &socket{ln: ln}
+	l.sock.owner.Store(l)
 	return nil
 }
 
 // Addr is the bound address; nil before Bind.
 func (l *Listener) Addr() net.Addr {
-	if l.ln == nil {
+	if l.sock == nil {
 		return nil
 	}
-	return l.ln.Addr()
+	return l.sock.ln.Addr()
 }
 
-// Serve accepts until StopAccepting. Temporary accept errors back off.
+// Serve accepts until StopAccepting. On a socket taken over from another
+// listener whose accept loop runs already, it returns at once: that loop
+// hands connections to l from now on.
 func (l *Listener) Serve() {
-	var delay time.Duration
-	for {
-		c, err := l.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			l.log.Warn("accept failed", "listener", l.Name, "err", err, "retry_in", delay)
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
-		t := &tracked{conn: c}
-		l.mu.Lock()
-		l.conns[t] = struct{}{}
-		l.wg.Add(1)
-		l.mu.Unlock()
-		go l.handle(t)
+	if l.sock.serving.Swap(true) {
+		return
 	}
+	l.sock.serve()
+}
+
+// serveConn tracks c and runs it on its own goroutine.
+func (l *Listener) serveConn(c net.Conn) {
+	t := &tracked{conn: c}
+	l.mu.Lock()
+	l.conns[t] = struct{}{}
+	l.wg.Add(1)
+	l.mu.Unlock()
+	go l.handle(t)
 }
 
 // handle runs one connection to its end. Its frame is kept small (the
@@ -377,7 +382,13 @@ func (l *Listener) accept(t *tracked, info *streaminfo.Conn) (_ *netfilter.Conn,
 		}
 		c = wrapped
 	}
-	nc := &netfilter.Conn{Conn: c, Info: info, BufferLimit: l.bufferLimit, Idle: func(idle bool) { t.idle.Store(idle) }}
+	nc := &netfilter.Conn{Conn: c, Info: info, BufferLimit: l.bufferLimit, Idle: func(idle bool) {
+		if idle {
+			t.idleSince.Store(time.Now().UnixNano())
+		} else {
+			t.idleSince.Store(0)
+		}
+	}}
 	for _, m := range ch.middles {
 		if err := m.OnConnection(nc); err != nil {
 			l.log.Debug("network filter closed connection", "listener", l.Name, "err", err)
@@ -411,10 +422,11 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// StopAccepting closes the listening socket; open connections go on.
+// StopAccepting closes the listening socket, unless another listener has
+// taken it over; open connections go on.
 func (l *Listener) StopAccepting() {
-	if l.ln != nil {
-		_ = l.ln.Close()
+	if l.sock != nil && l.sock.owner.Load() == l {
+		_ = l.sock.ln.Close()
 	}
 }
 
@@ -426,7 +438,8 @@ func (l *Listener) ActiveConns() int {
 }
 
 // StartDrain begins the listener's drain: responses start to carry
-// "Connection: close", and connections idle between requests are closed,
+// "Connection: close", and connections idle between requests (for at least
+// drainIdleGrace) are closed,
 // all at once (immediate) or spread over the drain time (gradual). It does
 // not stop accepting.
 func (l *Listener) StartDrain() {
@@ -451,8 +464,9 @@ func (l *Listener) Draining() bool { return l.drain.Draining() }
 func (l *Listener) closeIdle() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	now := time.Now().UnixNano()
 	for t := range l.conns {
-		if t.idle.Load() && l.drain.ShouldClose() {
+		if since := t.idleSince.Load(); since != 0 && now-since >= int64(drainIdleGrace) && l.drain.ShouldClose() {
 			_ = t.conn.Close()
 		}
 	}

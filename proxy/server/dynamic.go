@@ -17,6 +17,7 @@ import (
 
 	"github.com/outrider-proxy/outrider/proxy/listener"
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
+	"github.com/outrider-proxy/outrider/proxy/upstream"
 	"github.com/outrider-proxy/outrider/xds/client"
 )
 
@@ -56,7 +57,7 @@ type dynamic struct {
 	lstate     map[*listener.Listener]listenerState // of dynamic listeners in service or draining
 	building   *warmListener                        // the listener being built, collecting its RDS watches
 	warming    map[string]*warmListener             // listeners waiting for their routes
-	warmCl     map[string]bool                      // clusters waiting for their endpoints
+	warmCl     map[string]*warmCluster              // staged clusters waiting for their endpoints and secrets
 	cdsDone    chan struct{}                        // closed by the first CDS update or timeout
 	ldsDone    chan struct{}                        // closed by the first LDS update or timeout
 	cdsOnce    sync.Once
@@ -100,7 +101,7 @@ func newDynamic(s *Server, nctx *netfilter.Context) *dynamic {
 		rds: map[string][]*rdsWatch{}, rdsSrc: map[string]source{}, rdsStats: map[string]*rdsStats{},
 		rdsCache: map[string]*routev3.RouteConfiguration{}, rdsTimeout: map[string]bool{},
 		versions: map[string]string{}, updated: map[string]time.Time{},
-		warming: map[string]*warmListener{}, lstate: map[*listener.Listener]listenerState{}, warmCl: map[string]bool{},
+		warming: map[string]*warmListener{}, lstate: map[*listener.Listener]listenerState{}, warmCl: map[string]*warmCluster{},
 		cdsDone: make(chan struct{}), ldsDone: make(chan struct{}), stop: make(chan struct{}),
 	}
 }
@@ -158,6 +159,13 @@ func (d *dynamic) close() {
 	for _, w := range warming {
 		w.l.Close()
 	}
+	d.mu.Lock()
+	warmCl := d.warmCl
+	d.warmCl = map[string]*warmCluster{}
+	d.mu.Unlock()
+	for _, w := range warmCl {
+		d.s.clusters.Discard(w.cl)
+	}
 }
 
 // setNames subscribes src to names of type t, watching it the first time.
@@ -192,7 +200,9 @@ func namesOf[V any](m map[string]V, srcs map[string]source, src, dflt source) []
 // onClusters applies CDS: valid clusters are added or replaced (an
 // unchanged one is left alone, so its pools and health stay), removed ones
 // dropped. Invalid ones are reported together as the NACK reason. A new or
-// changed cluster is warming until its first host set (EDS) arrives.
+// changed cluster warms until its first host set (EDS) and secrets arrive:
+// until then a changed cluster keeps serving with its old configuration and
+// a new one is not routable, as in Envoy.
 func (d *dynamic) onClusters(_ string, u client.Update) error {
 	defer d.cdsOnce.Do(func() { close(d.cdsDone) })
 	var errs []string
@@ -200,13 +210,16 @@ func (d *dynamic) onClusters(_ string, u client.Update) error {
 	for _, name := range names {
 		c := u.Resources[name].Msg.(*clusterv3.Cluster)
 		d.mu.Lock()
-		old, dynamic := d.clusters[name]
+		latest, dynamic := d.clusters[name]
+		if w := d.warmCl[name]; w != nil {
+			latest, dynamic = w.cfg, true
+		}
 		d.mu.Unlock()
 		if !dynamic && d.s.clusters.Get(name) != nil {
 			errs = append(errs, fmt.Sprintf("cluster %q: a static cluster of that name exists", name))
 			continue
 		}
-		if dynamic && proto.Equal(old, c) {
+		if dynamic && proto.Equal(latest, c) {
 			continue
 		}
 		err := checkClusterFields(c, d.s.log)
@@ -219,30 +232,35 @@ func (d *dynamic) onClusters(_ string, u client.Update) error {
 			d.sp.expectAll(d.s.stats, refs)
 			secrets, err = d.watchSecrets(refs)
 		}
+		var staged *upstream.Cluster
 		if err == nil {
-			err = d.s.clusters.AddOrUpdate(c)
+			staged, err = d.s.clusters.Stage(c)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("cluster %q: %v", name, err))
 			continue
 		}
-		d.mu.Lock()
-		d.clusters[name] = c
-		d.versions["cluster/"+name] = versionOf(u, name)
-		d.updated["cluster/"+name] = time.Now()
-		d.mu.Unlock()
+		if staged == nil {
+			continue // shutting down
+		}
 		d.s.stats.Scope("cluster_manager").Counter(map[bool]string{true: "cluster_modified", false: "cluster_added"}[dynamic]).Inc()
-		d.warmCluster(name, secrets)
+		d.warmCluster(&warmCluster{name: name, cfg: c, cl: staged, secrets: secrets, version: versionOf(u, name), since: time.Now()})
 	}
 	for _, name := range u.Removed {
 		d.mu.Lock()
 		_, dynamic := d.clusters[name]
 		delete(d.clusters, name)
 		delete(d.versions, "cluster/"+name)
+		w := d.warmCl[name]
 		delete(d.warmCl, name)
 		d.mu.Unlock()
+		if w != nil {
+			d.s.clusters.Discard(w.cl)
+		}
 		if dynamic {
 			d.s.clusters.Remove(name)
+		}
+		if dynamic || w != nil {
 			d.s.stats.Scope("cluster_manager").Counter("cluster_removed").Inc()
 		}
 	}
@@ -295,7 +313,7 @@ func (d *dynamic) WatchEndpoints(service string, update func(*endpointv3.Cluster
 	names := namesOf(d.eds, d.edsSrc, src, d.cds)
 	d.mu.Unlock()
 	if cached != nil {
-		go update(cached) // a replaced cluster gets the endpoints its name already has
+		update(cached) // a replaced cluster gets the endpoints its name already has
 	}
 	if src != nil {
 		d.setNames(src, client.EndpointType, names, d.onEndpoints)

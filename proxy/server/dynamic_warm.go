@@ -15,6 +15,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	"github.com/outrider-proxy/outrider/proxy/listener"
+	"github.com/outrider-proxy/outrider/proxy/upstream"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
@@ -184,7 +185,7 @@ func (d *dynamic) checkWarming() {
 	}
 	d.mu.Unlock()
 	for _, w := range ready {
-		if !w.bound {
+		if !w.bound && !w.l.TakeOver(w.old) {
 			if err := w.l.Bind(context.Background()); err != nil {
 				d.s.log.Error("listener warmed but cannot bind", "listener", w.name, "err", err)
 				w.l.Close()
@@ -212,50 +213,83 @@ func (d *dynamic) listenerGauges() {
 	d.s.stats.Scope("listener_manager").Gauge("total_listeners_warming").Set(int64(n))
 }
 
-// warmCluster keeps a new or changed cluster counted as warming until its
-// first host set arrives or the EDS initial fetch timeout passes.
-func (d *dynamic) warmCluster(name string, secrets []string) {
-	cl := d.s.clusters.Get(name)
-	if cl == nil {
-		return
+// warmCluster is a cluster staged in the cluster manager (upstream.Stage)
+// while it warms.
+type warmCluster struct {
+	name    string
+	cfg     *clusterv3.Cluster
+	cl      *upstream.Cluster
+	secrets []string // SDS secrets its transport socket waits for
+	version string
+	since   time.Time
+}
+
+// warmCluster activates w once its first host set arrives (or the EDS
+// initial fetch timeout passes; zero waits for ever, as in Envoy) and its
+// secrets are ready; until then it counts as warming. A newer version of
+// the same cluster supersedes it.
+func (d *dynamic) warmCluster(w *warmCluster) {
+	d.mu.Lock()
+	prev := d.warmCl[w.name]
+	d.warmCl[w.name] = w
+	d.mu.Unlock()
+	if prev != nil {
+		d.s.clusters.Discard(prev.cl)
 	}
 	select {
-	case <-cl.Initialized():
-		if d.sp.allReady(secrets) {
+	case <-w.cl.Initialized():
+		if d.sp.allReady(w.secrets) {
+			d.activate(w)
 			return
 		}
 	default:
 	}
+	d.clusterGauges()
 	timeout := 15 * time.Second
-	d.mu.Lock()
-	if c := d.clusters[name]; c != nil && c.GetType() == clusterv3.Cluster_EDS {
-		if t := c.GetEdsClusterConfig().GetEdsConfig().GetInitialFetchTimeout(); t != nil {
+	if w.cfg.GetType() == clusterv3.Cluster_EDS {
+		if t := w.cfg.GetEdsClusterConfig().GetEdsConfig().GetInitialFetchTimeout(); t != nil {
 			timeout = t.AsDuration()
 		}
 	}
-	d.warmCl[name] = true
-	d.mu.Unlock()
-	d.clusterGauges()
 	go func() {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
+		var expired <-chan time.Time
+		if timeout > 0 {
+			t := time.NewTimer(timeout)
+			defer t.Stop()
+			expired = t.C
+		}
 		select {
-		case <-cl.Initialized():
-		case <-t.C:
+		case <-w.cl.Initialized():
+		case <-expired:
 		case <-d.stop:
 			return
 		}
 		// A cluster whose TLS secrets have not arrived is warming too.
-		if !d.waitSecrets(secrets) {
+		if !d.waitSecrets(w.secrets) {
 			return
 		}
-		d.mu.Lock()
-		if d.s.clusters.Get(name) == cl {
-			delete(d.warmCl, name)
-		}
-		d.mu.Unlock()
-		d.clusterGauges()
+		d.activate(w)
 	}()
+}
+
+// activate installs w if it is still the cluster's latest version.
+func (d *dynamic) activate(w *warmCluster) {
+	d.mu.Lock()
+	if d.warmCl[w.name] != w {
+		d.mu.Unlock()
+		return
+	}
+	delete(d.warmCl, w.name)
+	d.clusters[w.name] = w.cfg
+	d.versions["cluster/"+w.name] = w.version
+	d.updated["cluster/"+w.name] = time.Now()
+	d.mu.Unlock()
+	// Outside d.mu: draining the replaced cluster cancels its EDS watch,
+	// which takes d.mu. A removal racing with this either finds the cluster
+	// in d.clusters (and removes it after) or discards it first, which
+	// Activate then refuses.
+	d.s.clusters.Activate(w.cl)
+	d.clusterGauges()
 }
 
 func (d *dynamic) clusterGauges() {
@@ -263,7 +297,7 @@ func (d *dynamic) clusterGauges() {
 	warming := len(d.warmCl)
 	d.mu.Unlock()
 	cm := d.s.stats.Scope("cluster_manager")
-	cm.Gauge("active_clusters").Set(int64(len(d.s.clusters.Names()) - warming))
+	cm.Gauge("active_clusters").Set(int64(len(d.s.clusters.Names())))
 	cm.Gauge("warming_clusters").Set(int64(warming))
 }
 
@@ -322,12 +356,13 @@ func (d *dynamic) dump(cl *adminv3.ClustersConfigDump, ls *adminv3.ListenersConf
 	ls.VersionInfo = d.ldsVersion
 	for _, name := range sortedKeys(d.clusters) {
 		key := "cluster/" + name
-		dc := &adminv3.ClustersConfigDump_DynamicCluster{VersionInfo: d.versions[key], Cluster: any(d.clusters[name]), LastUpdated: ts(key)}
-		if d.warmCl[name] {
-			cl.DynamicWarmingClusters = append(cl.DynamicWarmingClusters, dc)
-		} else {
-			cl.DynamicActiveClusters = append(cl.DynamicActiveClusters, dc)
-		}
+		cl.DynamicActiveClusters = append(cl.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{
+			VersionInfo: d.versions[key], Cluster: any(d.clusters[name]), LastUpdated: ts(key)})
+	}
+	for _, name := range sortedKeys(d.warmCl) {
+		w := d.warmCl[name]
+		cl.DynamicWarmingClusters = append(cl.DynamicWarmingClusters, &adminv3.ClustersConfigDump_DynamicCluster{
+			VersionInfo: w.version, Cluster: any(w.cfg), LastUpdated: timestamppb.New(w.since)})
 	}
 	names := map[string]bool{}
 	for n := range d.listeners {

@@ -75,13 +75,36 @@ func (m *Manager) compileTransport(ts *corev3.TransportSocket, c *Cluster) (tran
 // close, and connections in use close when released. On error nothing
 // changes; the error names the cluster and the field.
 func (m *Manager) AddOrUpdate(c *clusterv3.Cluster) error {
+	nc, err := m.build(c)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		nc.drain()
+		return nil
+	}
+	nc.start(m.Endpoints)
+	old := m.install(nc)
+	m.mu.Unlock()
+	if old != nil {
+		nc.Stats.ConfigReload.Inc()
+		old.drain()
+	}
+	return nil
+}
+
+// build compiles c with the manager's resolver, zone-aware hooks and
+// transport socket, without starting or installing it.
+func (m *Manager) build(c *clusterv3.Cluster) (*Cluster, error) {
 	var res Resolver = net.DefaultResolver
 	if m.Resolver != nil {
 		res = m.Resolver
 	}
 	nc, err := compile(c, m.scope, res)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if m.LocalClusterName != "" {
 		name := m.LocalClusterName
@@ -98,30 +121,24 @@ func (m *Manager) AddOrUpdate(c *clusterv3.Cluster) error {
 	if ts := c.GetTransportSocket(); ts != nil {
 		if nc.transport, err = m.compileTransport(ts, nc); err != nil {
 			nc.drain()
-			return fmt.Errorf("cluster %q: transport_socket: %w", c.GetName(), err)
+			return nil, fmt.Errorf("cluster %q: transport_socket: %w", c.GetName(), err)
 		}
 	}
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		nc.drain()
-		return nil
-	}
+	return nc, nil
+}
+
+// install publishes nc under its name and returns the cluster it replaced,
+// nil if none. The caller holds m.mu.
+func (m *Manager) install(nc *Cluster) (old *Cluster) {
 	cur := *m.clusters.Load()
 	next := make(map[string]*Cluster, len(cur)+1)
 	for k, v := range cur {
 		next[k] = v
 	}
-	old := cur[nc.Name]
+	old = cur[nc.Name]
 	next[nc.Name] = nc
-	nc.start(m.Endpoints)
 	m.clusters.Store(&next)
-	m.mu.Unlock()
-	if old != nil {
-		nc.Stats.ConfigReload.Inc()
-		old.drain()
-	}
-	return nil
+	return old
 }
 
 // start begins discovery of a freshly compiled cluster.
