@@ -37,33 +37,37 @@ type dynamic struct {
 	cds     source // CDS, and EDS of clusters without their own eds_config
 	lds     source // LDS, and RDS of listeners without their own config_source
 
-	mu         sync.Mutex
-	cancels    []func()
-	subscribed map[subKey]bool               // (source, type) watched
-	clusters   map[string]*clusterv3.Cluster // dynamic clusters in force
-	listeners  map[string]*listener.Listener // dynamic listeners in force
-	eds        map[string][]*edsWatch        // by service name
-	edsSrc     map[string]source             // eds_config of a service name
-	edsCache   map[string]*endpointv3.ClusterLoadAssignment
-	rds        map[string][]*rdsWatch // by route configuration name
-	rdsSrc     map[string]source      // config_source of a route configuration name
-	rdsStats   map[string]*rdsStats   // by route configuration name
-	rdsCache   map[string]*routev3.RouteConfiguration
-	rdsTimeout map[string]bool   // names whose initial fetch timed out
-	versions   map[string]string // resource name -> version, for config_dump
-	updated    map[string]time.Time
-	cdsVersion string
-	ldsVersion string
-	lstate     map[*listener.Listener]listenerState // of dynamic listeners in service or draining
-	building   *warmListener                        // the listener being built, collecting its RDS watches
-	warming    map[string]*warmListener             // listeners waiting for their routes
-	warmCl     map[string]*warmCluster              // staged clusters waiting for their endpoints and secrets
-	cdsDone    chan struct{}                        // closed by the first CDS update or timeout
-	ldsDone    chan struct{}                        // closed by the first LDS update or timeout
-	cdsOnce    sync.Once
-	ldsOnce    sync.Once
-	stop       chan struct{}
-	stopOnce   sync.Once
+	mu          sync.Mutex
+	cancels     []func()
+	subscribed  map[subKey]bool               // (source, type) watched
+	clusters    map[string]*clusterv3.Cluster // dynamic clusters in force
+	listeners   map[string]*listener.Listener // dynamic listeners in force
+	eds         map[string][]*edsWatch        // by service name
+	edsSrc      map[string]source             // eds_config of a service name
+	edsCache    map[string]*endpointv3.ClusterLoadAssignment
+	edsDirty    map[source]bool        // sources whose EDS names changed in the open batch
+	batching    int                    // open beginBatch calls
+	rds         map[string][]*rdsWatch // by route configuration name
+	rdsSrc      map[string]source      // config_source of a route configuration name
+	rdsStats    map[string]*rdsStats   // by route configuration name
+	rdsCache    map[string]*routev3.RouteConfiguration
+	rdsTimeout  map[string]bool   // names whose initial fetch timed out
+	versions    map[string]string // resource name -> version, for config_dump
+	updated     map[string]time.Time
+	cdsVersion  string
+	ldsVersion  string
+	lstate      map[*listener.Listener]listenerState // of dynamic listeners in service or draining
+	building    *warmListener                        // the listener being built, collecting its RDS watches
+	warming     map[string]*warmListener             // listeners waiting for their routes
+	warmCl      map[string]*warmCluster              // staged clusters waiting for their endpoints and secrets
+	activations []*upstream.Cluster                  // warmed clusters queued for ActivateAll
+	activating  bool                                 // a caller of activate is installing the queue
+	cdsDone     chan struct{}                        // closed by the first CDS update or timeout
+	ldsDone     chan struct{}                        // closed by the first LDS update or timeout
+	cdsOnce     sync.Once
+	ldsOnce     sync.Once
+	stop        chan struct{}
+	stopOnce    sync.Once
 }
 
 // source is what the applier needs of a subscription: a gRPC client or a
@@ -97,7 +101,7 @@ func newDynamic(s *Server, nctx *netfilter.Context) *dynamic {
 	return &dynamic{
 		s: s, sp: s.secrets, nctx: nctx, clients: map[string]source{}, subscribed: map[subKey]bool{},
 		clusters: map[string]*clusterv3.Cluster{}, listeners: map[string]*listener.Listener{},
-		eds: map[string][]*edsWatch{}, edsSrc: map[string]source{}, edsCache: map[string]*endpointv3.ClusterLoadAssignment{},
+		eds: map[string][]*edsWatch{}, edsSrc: map[string]source{}, edsCache: map[string]*endpointv3.ClusterLoadAssignment{}, edsDirty: map[source]bool{},
 		rds: map[string][]*rdsWatch{}, rdsSrc: map[string]source{}, rdsStats: map[string]*rdsStats{},
 		rdsCache: map[string]*routev3.RouteConfiguration{}, rdsTimeout: map[string]bool{},
 		versions: map[string]string{}, updated: map[string]time.Time{},
@@ -205,6 +209,8 @@ func namesOf[V any](m map[string]V, srcs map[string]source, src, dflt source) []
 // a new one is not routable, as in Envoy.
 func (d *dynamic) onClusters(_ string, u client.Update) error {
 	defer d.cdsOnce.Do(func() { close(d.cdsDone) })
+	d.beginBatch()
+	defer d.endBatch()
 	var errs []string
 	names := sortedKeys(u.Resources)
 	for _, name := range names {
@@ -300,36 +306,92 @@ func (d *dynamic) scanCluster(c *clusterv3.Cluster) error {
 	return nil
 }
 
-// WatchEndpoints implements upstream.EndpointSource over EDS.
+// WatchEndpoints implements upstream.EndpointSource over EDS. The EDS
+// subscription changes only when a service name gains its first watch or
+// loses its last (a replaced cluster's watch hands over to its successor's),
+// and within a CDS update (see beginBatch) once for the whole update, so
+// that 10,000 clusters cost one subscription change, not 10,000.
 func (d *dynamic) WatchEndpoints(service string, update func(*endpointv3.ClusterLoadAssignment) error) (cancel func()) {
 	w := &edsWatch{update: update}
 	d.mu.Lock()
+	added := len(d.eds[service]) == 0
 	d.eds[service] = append(d.eds[service], w)
 	cached := d.edsCache[service]
 	src := d.edsSrc[service]
 	if src == nil {
 		src = d.cds
 	}
-	names := namesOf(d.eds, d.edsSrc, src, d.cds)
+	names := d.edsNamesChanged(src, added)
 	d.mu.Unlock()
 	if cached != nil {
 		update(cached) // a replaced cluster gets the endpoints its name already has
 	}
-	if src != nil {
+	if names != nil {
 		d.setNames(src, client.EndpointType, names, d.onEndpoints)
 	}
 	return func() {
 		d.mu.Lock()
 		d.eds[service] = slices.DeleteFunc(d.eds[service], func(x *edsWatch) bool { return x == w })
-		if len(d.eds[service]) == 0 {
+		removed := len(d.eds[service]) == 0
+		if removed {
 			delete(d.eds, service)
 			delete(d.edsCache, service)
 		}
-		names := namesOf(d.eds, d.edsSrc, src, d.cds)
+		names := d.edsNamesChanged(src, removed)
 		d.mu.Unlock()
-		if src != nil {
+		if names != nil {
 			src.SetNames(client.EndpointType, names)
 		}
+	}
+}
+
+// edsNamesChanged returns src's new EDS subscription when changed and no
+// batch is open; inside a batch it marks src for endBatch. Nil means no
+// change to send now. The caller holds d.mu.
+func (d *dynamic) edsNamesChanged(src source, changed bool) []string {
+	if !changed || src == nil || d.stopping() {
+		return nil
+	}
+	if d.batching > 0 {
+		d.edsDirty[src] = true
+		return nil
+	}
+	return namesOf(d.eds, d.edsSrc, src, d.cds)
+}
+
+// beginBatch defers EDS subscription changes until the matching endBatch,
+// which sends each changed source's names once.
+func (d *dynamic) beginBatch() {
+	d.mu.Lock()
+	d.batching++
+	d.mu.Unlock()
+}
+
+func (d *dynamic) endBatch() {
+	d.mu.Lock()
+	d.batching--
+	var srcs []source
+	var names [][]string
+	if d.batching == 0 && !d.stopping() {
+		for src := range d.edsDirty {
+			srcs = append(srcs, src)
+			names = append(names, namesOf(d.eds, d.edsSrc, src, d.cds))
+		}
+		clear(d.edsDirty)
+	}
+	d.mu.Unlock()
+	for i, src := range srcs {
+		d.setNames(src, client.EndpointType, names[i], d.onEndpoints)
+	}
+}
+
+// stopping reports whether close has begun.
+func (d *dynamic) stopping() bool {
+	select {
+	case <-d.stop:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -272,7 +272,10 @@ func (d *dynamic) warmCluster(w *warmCluster) {
 	}()
 }
 
-// activate installs w if it is still the cluster's latest version.
+// activate installs w if it is still the cluster's latest version. Clusters
+// that finish warming together (one EDS response for thousands of them) are
+// installed in batches: the first caller installs what is pending until
+// nothing is, the others only queue.
 func (d *dynamic) activate(w *warmCluster) {
 	d.mu.Lock()
 	if d.warmCl[w.name] != w {
@@ -283,13 +286,26 @@ func (d *dynamic) activate(w *warmCluster) {
 	d.clusters[w.name] = w.cfg
 	d.versions["cluster/"+w.name] = w.version
 	d.updated["cluster/"+w.name] = time.Now()
+	d.activations = append(d.activations, w.cl)
+	if d.activating {
+		d.mu.Unlock()
+		return
+	}
+	d.activating = true
+	for len(d.activations) > 0 {
+		batch := d.activations
+		d.activations = nil
+		d.mu.Unlock()
+		// Outside d.mu: draining a replaced cluster cancels its EDS watch,
+		// which takes d.mu. A removal racing with this either finds the
+		// cluster in d.clusters (and removes it after) or discards it
+		// first, which ActivateAll then refuses.
+		d.s.clusters.ActivateAll(batch)
+		d.clusterGauges()
+		d.mu.Lock()
+	}
+	d.activating = false
 	d.mu.Unlock()
-	// Outside d.mu: draining the replaced cluster cancels its EDS watch,
-	// which takes d.mu. A removal racing with this either finds the cluster
-	// in d.clusters (and removes it after) or discards it first, which
-	// Activate then refuses.
-	d.s.clusters.Activate(w.cl)
-	d.clusterGauges()
 }
 
 func (d *dynamic) clusterGauges() {
@@ -297,7 +313,7 @@ func (d *dynamic) clusterGauges() {
 	warming := len(d.warmCl)
 	d.mu.Unlock()
 	cm := d.s.stats.Scope("cluster_manager")
-	cm.Gauge("active_clusters").Set(int64(len(d.s.clusters.Names())))
+	cm.Gauge("active_clusters").Set(int64(d.s.clusters.Len()))
 	cm.Gauge("warming_clusters").Set(int64(warming))
 }
 

@@ -30,21 +30,43 @@ func (m *Manager) Stage(c *clusterv3.Cluster) (*Cluster, error) {
 // Activate installs a cluster returned by Stage, replacing (and draining)
 // the cluster of the same name. It reports false, and drains nc, when the
 // manager is closed or nc was discarded.
-func (m *Manager) Activate(nc *Cluster) bool {
+func (m *Manager) Activate(nc *Cluster) bool { return m.ActivateAll([]*Cluster{nc}) == 1 }
+
+// ActivateAll is Activate for many clusters at once, publishing one new
+// cluster map for all of them (installing 10,000 clusters one by one would
+// copy the map 10,000 times). It returns how many were installed.
+func (m *Manager) ActivateAll(ncs []*Cluster) int {
+	var olds, dropped []*Cluster
 	m.mu.Lock()
-	if m.closed || nc.Draining() {
-		m.mu.Unlock()
-		nc.drain()
-		return false
+	cur := *m.clusters.Load()
+	next := make(map[string]*Cluster, len(cur)+len(ncs))
+	for k, v := range cur {
+		next[k] = v
 	}
-	old := m.install(nc)
+	for _, nc := range ncs {
+		if m.closed || nc.Draining() {
+			dropped = append(dropped, nc)
+			continue
+		}
+		if old := next[nc.Name]; old != nil && old != nc {
+			olds = append(olds, old)
+			nc.Stats.ConfigReload.Inc()
+		}
+		next[nc.Name] = nc
+	}
+	m.clusters.Store(&next)
 	m.mu.Unlock()
-	if old != nil {
-		nc.Stats.ConfigReload.Inc()
-		old.drain()
+	for _, c := range dropped {
+		c.drain()
 	}
-	return true
+	for _, c := range olds {
+		c.drain()
+	}
+	return len(ncs) - len(dropped)
 }
+
+// Len is the number of installed clusters.
+func (m *Manager) Len() int { return len(*m.clusters.Load()) }
 
 // Discard drops a staged cluster that will not be activated: its discovery
 // stops and its connections close. Discarding an active cluster does

@@ -130,6 +130,20 @@ func (s *Store) Histogram(name string, unit Unit) *Histogram {
 	return h
 }
 
+// Value is the value of the counter or gauge with the full name, without
+// creating it; ok is false when there is none.
+func (s *Store) Value(name string) (v int64, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if c := s.counters[name]; c != nil {
+		return int64(c.Value()), true
+	}
+	if g := s.gauges[name]; g != nil {
+		return g.Value(), true
+	}
+	return 0, false
+}
+
 // Counters returns every counter sorted by name.
 func (s *Store) Counters() []*Counter {
 	s.mu.RLock()

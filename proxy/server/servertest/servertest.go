@@ -78,19 +78,7 @@ func (p *Proxy) Stat(name string) int64 {
 	return v
 }
 
-func (p *Proxy) lookup(name string) (int64, bool) {
-	for _, c := range p.Srv.Stats().Counters() {
-		if c.Name() == name {
-			return int64(c.Value()), true
-		}
-	}
-	for _, g := range p.Srv.Stats().Gauges() {
-		if g.Name() == name {
-			return g.Value(), true
-		}
-	}
-	return 0, false
-}
+func (p *Proxy) lookup(name string) (int64, bool) { return p.Srv.Stats().Value(name) }
 
 // WaitStat polls until the stat exists and equals want (stats are updated
 // after the response is written; some are created on first use), for at
