@@ -48,10 +48,10 @@ type dynamic struct {
 	rdsSrc     map[string]source      // config_source of a route configuration name
 	rdsStats   map[string]*rdsStats   // by route configuration name
 	rdsCache   map[string]*routev3.RouteConfiguration
-	rdsTimeout map[string]bool   // names whose initial fetch timed out
+	rdsTimeout map[string]bool       // names whose initial fetch timed out
 	vhds       map[string]*vhdsState // VHDS of route configurations with vhds, by name
 	scoped     []*scopedWatch        // scoped_routes watches, for config_dump
-	versions   map[string]string // resource name -> version, for config_dump
+	versions   map[string]string     // resource name -> version, for config_dump
 	updated    map[string]time.Time
 	cdsVersion string
 	ldsVersion string

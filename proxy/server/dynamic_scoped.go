@@ -27,13 +27,13 @@ type scopedWatch struct {
 	src    source // SRDS; nil for an inline list
 	rdsSrc source // rds_config_source
 
-	srdsDone  bool // first SRDS update applied (always for inline)
-	timedOut  bool // SRDS initial fetch timeout
-	watches   []*rdsWatch
-	scopes    map[string]*routev3.ScopedRouteConfiguration // applied, by name
-	version   string
-	updated   time.Time
-	stats     *rdsStats // http.<stat_prefix>.scoped_rds.<name>.*; nil for inline
+	srdsDone bool // first SRDS update applied (always for inline)
+	timedOut bool // SRDS initial fetch timeout
+	watches  []*rdsWatch
+	scopes   map[string]*routev3.ScopedRouteConfiguration // applied, by name
+	version  string
+	updated  time.Time
+	stats    *rdsStats // http.<stat_prefix>.scoped_rds.<name>.*; nil for inline
 }
 
 // ready reports whether SRDS answered and every scope watched has its
