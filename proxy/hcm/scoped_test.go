@@ -12,7 +12,9 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
 )
 
-func mustJSON[T interface{ *hcmv3.ScopedRoutes | *routev3.ScopedRouteConfiguration }](t *testing.T, js string, m T) T {
+func mustJSON[T interface {
+	*hcmv3.ScopedRoutes | *routev3.ScopedRouteConfiguration
+}](t *testing.T, js string, m T) T {
 	t.Helper()
 	var err error
 	switch v := any(m).(type) {
