@@ -7,23 +7,15 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
 )
 
-func mustJSON[T interface {
-	*hcmv3.ScopedRoutes | *routev3.ScopedRouteConfiguration
-}](t *testing.T, js string, m T) T {
+func mustJSON[T proto.Message](t *testing.T, js string, m T) T {
 	t.Helper()
-	var err error
-	switch v := any(m).(type) {
-	case *hcmv3.ScopedRoutes:
-		err = protojson.Unmarshal([]byte(js), v)
-	case *routev3.ScopedRouteConfiguration:
-		err = protojson.Unmarshal([]byte(js), v)
-	}
-	if err != nil {
+	if err := protojson.Unmarshal([]byte(js), m); err != nil {
 		t.Fatalf("%s: %v", js, err)
 	}
 	return m
