@@ -448,6 +448,9 @@ func (d *dynamic) onRoutes(_ string, u client.Update) error {
 			d.versions["route/"+name] = versionOf(u, name)
 			d.updated["route/"+name] = time.Now()
 			d.mu.Unlock()
+			if hold {
+				d.vhdsCatchUp(name)
+			}
 		}
 	}
 	if u.InitialFetchTimeout {

@@ -164,7 +164,30 @@ func (d *dynamic) onVirtualHosts(vs *vhdsState, u client.Update) error {
 	if changed {
 		vs.reload.Inc()
 	}
+	if rc == nil {
+		d.vhdsCatchUp(vs.name) // RDS may have arrived meanwhile, holding for this
+	}
 	return nil
+}
+
+// vhdsCatchUp applies name's route configuration held for VHDS if VHDS
+// answered meanwhile (it may run on another client's goroutine and find no
+// route configuration yet).
+func (d *dynamic) vhdsCatchUp(name string) {
+	d.mu.Lock()
+	vs, rc := d.vhds[name], d.rdsCache[name]
+	if vs == nil || !vs.received || rc == nil {
+		d.mu.Unlock()
+		return
+	}
+	eff := mergeVhosts(rc, vs.vhosts)
+	ws := slices.Clone(d.rds[name])
+	d.mu.Unlock()
+	for _, w := range ws {
+		if err := w.apply(eff); err != nil {
+			d.s.log.Warn("route configuration with VHDS virtual hosts refused", "route_config", name, "err", err)
+		}
+	}
 }
 
 // routesToApply is what a new watch of name gets from the cache (under
