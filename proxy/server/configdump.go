@@ -45,6 +45,7 @@ func (s *Server) configDumps(includeEDS bool) []proto.Message {
 		}
 	}
 	srd := &adminv3.ScopedRoutesConfigDump{}
+	inlineScopedDump(srd, s.opts.Bootstrap.GetStaticResources().GetListeners(), now)
 	if s.dyn != nil {
 		s.dyn.dump(cl, ls, rt, eps)
 		s.dyn.dumpScoped(srd)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -179,6 +180,10 @@ func (d *dynamic) dumpScoped(out *adminv3.ScopedRoutesConfigDump) {
 			e.ScopedRouteConfigs = append(e.ScopedRouteConfigs, a)
 		}
 		out.DynamicScopedRouteConfigs = append(out.DynamicScopedRouteConfigs, e)
+	}
+	for _, name := range sortedKeys(d.listeners) {
+		l := d.listeners[name]
+		inlineScopedDump(out, []*listenerv3.Listener{l.Proto}, timestamppb.New(d.lstate[l].updated))
 	}
 	slices.SortFunc(out.DynamicScopedRouteConfigs, func(a, b *adminv3.ScopedRoutesConfigDump_DynamicScopedRouteConfigs) int {
 		return strings.Compare(a.GetName(), b.GetName())

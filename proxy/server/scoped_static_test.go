@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,6 +77,10 @@ static_resources:
 		if got := fmt.Sprintf("%d %s", resp.StatusCode, b); got != tt.want {
 			t.Errorf("cookie %q: %q, want %q", tt.cookie, got, tt.want)
 		}
+	}
+	code, dump := p.Admin("GET", "/config_dump?resource=inline_scoped_route_configs")
+	if code != 200 || !strings.Contains(dump, "by-team") || !strings.Contains(dump, "rc-red") {
+		t.Errorf("config_dump inline_scoped_route_configs: %d %s", code, dump)
 	}
 	eventually(t, "access log", func() string {
 		b, _ := os.ReadFile(logPath)
