@@ -260,3 +260,52 @@ func TestVHDSFromControlPlane(t *testing.T) {
 		t.Fatalf("after the NACK: %q", got)
 	}
 }
+
+// A listener with scoped routes warms, as Envoy's does, until SRDS has
+// answered and every scope's route configuration has arrived.
+func TestScopedRoutesWarming(t *testing.T) {
+	cp := startRouteControlPlane(t)
+	port := servertest.DeadPort(t)
+	lis := hcmListener(t, "scoped", port, func(h *hcmv3.HttpConnectionManager) {
+		h.RouteSpecifier = &hcmv3.HttpConnectionManager_ScopedRoutes{ScopedRoutes: &hcmv3.ScopedRoutes{
+			Name: "by-tenant",
+			ScopeKeyBuilder: &hcmv3.ScopedRoutes_ScopeKeyBuilder{Fragments: []*hcmv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder{{
+				Type: &hcmv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor_{
+					HeaderValueExtractor: &hcmv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor{
+						Name: "x-tenant", ExtractType: &hcmv3.ScopedRoutes_ScopeKeyBuilder_FragmentBuilder_HeaderValueExtractor_Index{Index: 0}}}}}},
+			RdsConfigSource: adsSource,
+			ConfigSpecifier: &hcmv3.ScopedRoutes_ScopedRds{ScopedRds: &hcmv3.ScopedRds{ScopedRdsConfigSource: adsSource}},
+		}}
+	})
+	res := withCluster(t, map[resourcev3.Type][]types.Resource{
+		resourcev3.ListenerType:    {lis},
+		resourcev3.ScopedRouteType: {scope("a", "rc-a", "t1")},
+	})
+	cp.set(t, "1", res)
+	p := servertest.Start(t, xdsBootstrap(cp.port, "GRPC"))
+	eventually(t, "warming while rc-a is missing", func() string {
+		return fmt.Sprint(p.Stat("listener_manager.total_listeners_warming"))
+	}, "1")
+	time.Sleep(200 * time.Millisecond) // still warming a moment later
+	if n := p.Stat("listener_manager.total_listeners_warming"); n != 1 {
+		t.Fatalf("total_listeners_warming = %d while rc-a is missing", n)
+	}
+
+	res[resourcev3.RouteType] = []types.Resource{directRC("rc-a", "*", "scope a")}
+	cp.set(t, "2", res)
+	client := &http.Client{Timeout: 2 * time.Second}
+	eventually(t, "in service once rc-a arrived", func() string {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", port), nil)
+		req.Header.Set("x-tenant", "t1")
+		resp, err := client.Do(req)
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}, "200 scope a")
+	if n := p.Stat("listener_manager.total_listeners_warming"); n != 0 {
+		t.Errorf("total_listeners_warming = %d after the routes arrived", n)
+	}
+}
