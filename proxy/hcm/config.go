@@ -94,6 +94,7 @@ type Config struct {
 	accessLogs            *accesslog.Set  // nil logs nothing
 	upgrades              map[string]bool // upgrade_configs: type (lower-case) -> enabled
 	cancelRDS             func()          // stops the RDS watch; nil for inline routes
+	scoped                *scopedRoutes   // scoped_routes; nil for rds and route_config
 	internalCIDRs         []netip.Prefix  // internal_address_config.cidr_ranges
 	underscores           corev3.HttpProtocolOptions_HeadersWithUnderscoresAction
 	xfcc                  hcmv3.HttpConnectionManager_ForwardClientCertDetails
@@ -121,6 +122,9 @@ func (c *Config) SetRoutes(t *router.Table) { c.routes.Store(t) }
 func (c *Config) Close() error {
 	if c.cancelRDS != nil {
 		c.cancelRDS()
+	}
+	if c.scoped != nil {
+		c.scoped.close()
 	}
 	for _, f := range c.filters {
 		if cl, ok := f.cfg.(io.Closer); ok {
@@ -262,8 +266,9 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 			return nil, fmt.Errorf("rds: route configuration %q needs dynamic_resources (xDS), which this bootstrap does not have", name)
 		}
 		rdsName = name
+	case p.GetScopedRoutes() != nil: // compiled last, as it subscribes
 	default:
-		return nil, fmt.Errorf("route_specifier: scoped_routes is not supported by outrider yet")
+		return nil, fmt.Errorf("route_specifier: one of rds, route_config or scoped_routes is required")
 	}
 
 	fctx := &httpfilter.Context{Clusters: ctx.Clusters, Stats: ctx.Stats, StatPrefix: "http." + c.statPrefix + ".", Log: c.log}
@@ -307,6 +312,11 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 	c.stats = newHCMStats(ctx.Stats, c.statPrefix)
 	if c.drain != nil {
 		c.drain.OnStart(c.goAwayAll) // HTTP/2 connections get GOAWAY
+	}
+	if sr := p.GetScopedRoutes(); sr != nil {
+		if c.scoped, err = compileScoped(ctx, c.statPrefix, sr); err != nil {
+			return nil, err
+		}
 	}
 	if rdsName != "" {
 		name := rdsName

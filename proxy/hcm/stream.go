@@ -63,6 +63,7 @@ type stream struct {
 	resp     headers.Map
 	msg      http1.Message
 	routes   *router.Table // the table this stream started with
+	scopes   *scopeTable   // with scoped_routes: the scopes it started with; nil otherwise
 	route    *router.Route
 	routeSet bool
 	filters  []activeFilter
@@ -94,6 +95,10 @@ func (s *stream) init(cfg *Config, nc *netfilter.Conn, ds downstream) {
 func (s *stream) begin(now time.Time) {
 	s.info.Reset(s.nc.Info, now)
 	s.routes = s.cfg.routes.Load()
+	s.scopes = nil
+	if s.cfg.scoped != nil {
+		s.scopes = s.cfg.scoped.current.Load()
+	}
 	s.route, s.routeSet = nil, false
 	s.localReplied, s.responseStarted, s.responseDone, s.reset, s.closeAfter, s.writeErr, s.reqDone = false, false, false, false, false, false, false
 	s.resp.Reset()
@@ -134,6 +139,9 @@ func (s *stream) Route() *router.Route {
 	if !s.routeSet {
 		s.routeSet = true
 		s.route = nil
+		if s.scopes != nil { // the scope key is computed again after a route cache clear
+			s.routes = s.scopes.tableFor(&s.req)
+		}
 		if s.routes != nil {
 			s.route, _ = s.routes.Select(&s.req, rand.Uint64())
 		}

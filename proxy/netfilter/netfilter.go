@@ -6,11 +6,11 @@ package netfilter
 
 import (
 	"log/slog"
-
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"net"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrider-proxy/outrider/proxy/drain"
@@ -72,6 +72,10 @@ type Context struct {
 	// Routes delivers route configurations by name (RDS); nil when the
 	// proxy has no dynamic configuration.
 	Routes RouteSource
+	// Scoped delivers scoped route configurations (SRDS) and the route
+	// configurations of scopes (RDS from rds_config_source); nil when the
+	// proxy has no dynamic configuration.
+	Scoped ScopedRouteSource
 	// Secrets resolves secret names for transport sockets (static_resources
 	// secrets now, SDS later); nil when there are none.
 	Secrets any
@@ -82,6 +86,30 @@ type Context struct {
 // the NACK reason.
 type RouteSource interface {
 	WatchRoutes(name string, apply func(*routev3.RouteConfiguration) error) (cancel func())
+}
+
+// ScopedRouteSource serves a connection manager's scoped_routes. It returns
+// the RouteSource through which the scopes' route configurations are
+// watched (from w.RDS; those watches hold the listener's warming, as does
+// the SRDS subscription until its first update), and subscribes to SRDS
+// when w.SRDS is set.
+type ScopedRouteSource interface {
+	WatchScopedRoutes(w *ScopedRoutesWatch) (routes RouteSource, cancel func(), err error)
+}
+
+// ScopedRoutesWatch is one scoped_routes of a connection manager.
+type ScopedRoutesWatch struct {
+	// Name is scoped_routes.name; StatPrefix the manager's stat_prefix.
+	Name, StatPrefix string
+	// SRDS is scoped_rds.scoped_rds_config_source; nil for an inline
+	// scoped_route_configurations_list (Apply is then never called).
+	SRDS *corev3.ConfigSource
+	// RDS is rds_config_source, where route_configuration_name is fetched.
+	RDS *corev3.ConfigSource
+	// Apply gets the added or changed scopes and the names of removed ones,
+	// serially, never synchronously from WatchScopedRoutes; its error is
+	// the NACK reason and leaves the scopes as they were.
+	Apply func(changed []*routev3.ScopedRouteConfiguration, removed []string) error
 }
 
 // Factory compiles a filter's typed_config once into an immutable filter

@@ -44,14 +44,17 @@ func (s *Server) configDumps(includeEDS bool) []proto.Message {
 			}
 		}
 	}
+	srd := &adminv3.ScopedRoutesConfigDump{}
+	inlineScopedDump(srd, s.opts.Bootstrap.GetStaticResources().GetListeners(), now)
 	if s.dyn != nil {
 		s.dyn.dump(cl, ls, rt, eps)
+		s.dyn.dumpScoped(srd)
 	}
 	out := []proto.Message{boot, cl}
 	if includeEDS {
 		out = append(out, eps)
 	}
-	return append(out, ls, &adminv3.ScopedRoutesConfigDump{}, rt, s.secretsDump())
+	return append(out, ls, srd, rt, s.secretsDump())
 }
 
 // handleConfigDump is Envoy's /config_dump: ?include_eds adds the

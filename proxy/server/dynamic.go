@@ -51,8 +51,10 @@ type dynamic struct {
 	rdsSrc      map[string]source      // config_source of a route configuration name
 	rdsStats    map[string]*rdsStats   // by route configuration name
 	rdsCache    map[string]*routev3.RouteConfiguration
-	rdsTimeout  map[string]bool   // names whose initial fetch timed out
-	versions    map[string]string // resource name -> version, for config_dump
+	rdsTimeout  map[string]bool       // names whose initial fetch timed out
+	vhds        map[string]*vhdsState // VHDS of route configurations with vhds, by name
+	scoped      []*scopedWatch        // scoped_routes watches, for config_dump
+	versions    map[string]string     // resource name -> version, for config_dump
 	updated     map[string]time.Time
 	cdsVersion  string
 	ldsVersion  string
@@ -93,6 +95,7 @@ type rdsWatch struct {
 	apply    func(*routev3.RouteConfiguration) error
 	applied  bool
 	timedOut bool
+	scoped   *scopedWatch // set: stands for a scoped_routes, ready with its SRDS and scopes' routes
 }
 
 // newDynamic returns the xDS side's state; configure makes the clients
@@ -103,7 +106,7 @@ func newDynamic(s *Server, nctx *netfilter.Context) *dynamic {
 		clusters: map[string]*clusterv3.Cluster{}, listeners: map[string]*listener.Listener{},
 		eds: map[string][]*edsWatch{}, edsSrc: map[string]source{}, edsCache: map[string]*endpointv3.ClusterLoadAssignment{}, edsDirty: map[source]bool{},
 		rds: map[string][]*rdsWatch{}, rdsSrc: map[string]source{}, rdsStats: map[string]*rdsStats{},
-		rdsCache: map[string]*routev3.RouteConfiguration{}, rdsTimeout: map[string]bool{},
+		rdsCache: map[string]*routev3.RouteConfiguration{}, rdsTimeout: map[string]bool{}, vhds: map[string]*vhdsState{},
 		versions: map[string]string{}, updated: map[string]time.Time{},
 		warming: map[string]*warmListener{}, lstate: map[*listener.Listener]listenerState{}, warmCl: map[string]*warmCluster{},
 		cdsDone: make(chan struct{}), ldsDone: make(chan struct{}), stop: make(chan struct{}),
@@ -417,6 +420,13 @@ func (d *dynamic) onEndpoints(_ string, u client.Update) error {
 // WatchRoutes implements netfilter.RouteSource over RDS. The watch belongs
 // to the listener being built, whose warming it holds until applied.
 func (d *dynamic) WatchRoutes(name string, apply func(*routev3.RouteConfiguration) error) (cancel func()) {
+	return d.watchRoutes(name, apply, nil, nil)
+}
+
+// watchRoutes watches a route configuration for the listener being built,
+// or for owner (a scoped_routes, whose warming it then holds) when set; src,
+// when set, is where the name is fetched if nothing watches it yet.
+func (d *dynamic) watchRoutes(name string, apply func(*routev3.RouteConfiguration) error, owner *scopedWatch, from source) (cancel func()) {
 	w := &rdsWatch{}
 	w.apply = func(rc *routev3.RouteConfiguration) error {
 		if err := apply(rc); err != nil {
@@ -432,14 +442,23 @@ func (d *dynamic) WatchRoutes(name string, apply func(*routev3.RouteConfiguratio
 		return nil
 	}
 	d.mu.Lock()
+	if from != nil && len(d.rds[name]) == 0 {
+		d.rdsSrc[name] = from
+	}
 	d.rds[name] = append(d.rds[name], w)
-	if d.building != nil {
+	switch {
+	case owner != nil:
+		owner.watches = append(owner.watches, w)
+	case d.building != nil:
 		d.building.watches = append(d.building.watches, w)
 	}
 	if d.rdsTimeout[name] {
 		w.timedOut = true
 	}
-	cached := d.rdsCache[name]
+	cached, ok := d.routesToApply(name, d.rdsCache[name])
+	if !ok {
+		cached = nil
+	}
 	src := d.rdsSrc[name]
 	if src == nil {
 		src = d.lds
@@ -455,6 +474,9 @@ func (d *dynamic) WatchRoutes(name string, apply func(*routev3.RouteConfiguratio
 	return func() {
 		d.mu.Lock()
 		d.rds[name] = slices.DeleteFunc(d.rds[name], func(x *rdsWatch) bool { return x == w })
+		if owner != nil {
+			owner.watches = slices.DeleteFunc(owner.watches, func(x *rdsWatch) bool { return x == w })
+		}
 		if len(d.rds[name]) == 0 {
 			delete(d.rds, name)
 			delete(d.rdsCache, name)
@@ -462,7 +484,11 @@ func (d *dynamic) WatchRoutes(name string, apply func(*routev3.RouteConfiguratio
 			delete(d.versions, "route/"+name)
 		}
 		names := namesOf(d.rds, d.rdsSrc, src, d.lds)
+		vhds := d.dropVhdsLocked(name)
 		d.mu.Unlock()
+		if vhds != nil {
+			vhds()
+		}
 		if src != nil {
 			src.SetNames(client.RouteType, names)
 		}
@@ -478,9 +504,18 @@ func (d *dynamic) onRoutes(_ string, u client.Update) error {
 		st := d.rdsStats[name]
 		d.mu.Unlock()
 		st.attempt()
+		eff, hold, err := d.vhdsRoutes(name, rc, st)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("route configuration %q: %v", name, err))
+			st.result(false, "")
+			continue
+		}
+		if hold { // as Envoy's init manager: applied once VHDS has answered
+			ws = nil
+		}
 		failed := false
 		for _, w := range ws {
-			if err := w.apply(rc); err != nil {
+			if err := w.apply(eff); err != nil {
 				errs = append(errs, err.Error())
 				failed = true
 				break
@@ -493,6 +528,9 @@ func (d *dynamic) onRoutes(_ string, u client.Update) error {
 			d.versions["route/"+name] = versionOf(u, name)
 			d.updated["route/"+name] = time.Now()
 			d.mu.Unlock()
+			if hold {
+				d.vhdsCatchUp(name)
+			}
 		}
 	}
 	if u.InitialFetchTimeout {

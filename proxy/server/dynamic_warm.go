@@ -33,7 +33,7 @@ type warmListener struct {
 
 func (w *warmListener) ready() bool {
 	for _, rw := range w.watches {
-		if !rw.applied && !rw.timedOut {
+		if !rw.ready() {
 			return false
 		}
 	}
@@ -49,6 +49,7 @@ type listenerState struct {
 // rdsStats are Envoy's per route configuration RDS stats,
 // http.<stat_prefix>.rds.<route_config_name>.*; nil is none.
 type rdsStats struct {
+	prefix                              string // the connection manager's stat_prefix
 	attemptC, success, rejected, reload *stats.Counter
 	version                             *stats.Gauge
 }
@@ -113,7 +114,7 @@ func (d *dynamic) scanListener(path string, lp *listenerv3.Listener) ([]string, 
 			}
 			if d.rdsStats[name] == nil {
 				sc := d.s.stats.Scope("http." + h.GetStatPrefix() + ".rds." + name)
-				d.rdsStats[name] = &rdsStats{attemptC: sc.Counter("update_attempt"), success: sc.Counter("update_success"),
+				d.rdsStats[name] = &rdsStats{prefix: h.GetStatPrefix(), attemptC: sc.Counter("update_attempt"), success: sc.Counter("update_success"),
 					rejected: sc.Counter("update_rejected"), reload: sc.Counter("config_reload"), version: sc.Gauge("version")}
 				sc.Counter("update_failure")
 				sc.Counter("update_empty")
@@ -422,7 +423,7 @@ func (d *dynamic) dump(cl *adminv3.ClustersConfigDump, ls *adminv3.ListenersConf
 	for _, name := range sortedKeys(d.rdsCache) {
 		key := "route/" + name
 		rt.DynamicRouteConfigs = append(rt.DynamicRouteConfigs, &adminv3.RoutesConfigDump_DynamicRouteConfig{
-			VersionInfo: d.versions[key], RouteConfig: any(d.rdsCache[name]), LastUpdated: ts(key)})
+			VersionInfo: d.versions[key], RouteConfig: any(d.dumpedRoutes(name)), LastUpdated: ts(key)})
 	}
 	for _, name := range sortedKeys(d.edsCache) {
 		key := "endpoint/" + name

@@ -159,6 +159,7 @@ func New(opts Options) (*Server, error) {
 		s.dyn = newDynamic(s, nctx)
 		s.clusters.Endpoints = s.dyn
 		nctx.Routes = s.dyn
+		nctx.Scoped = s.dyn
 	}
 	seen := map[string]int{}
 	for i, c := range sr.GetClusters() {
