@@ -93,4 +93,5 @@ failed=0
 for m in "${MODES[@]}"; do
   run_mode "$m" || failed=1
 done
+if [ $failed = 0 ]; then rm -rf "$WORK"; fi
 exit $failed
