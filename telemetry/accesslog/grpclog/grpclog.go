@@ -251,7 +251,7 @@ func (l *Logger) Log(ctx *formatter.Context) {
 	}
 }
 
-// Close flushes what is buffered and ends the stream. It is idempotent.
+// Close flushes what is buffered (for at most a second) and ends the stream. It is idempotent.
 func (l *Logger) Close() error {
 	l.closeMu.Do(func() {
 		close(l.stop)
@@ -343,7 +343,10 @@ func (l *Logger) run() {
 			l.mu.Lock()
 			l.closed = true
 			l.mu.Unlock()
+			// A last flush, given a second: Close must not wait on a service that is down.
+			stopTimer := time.AfterFunc(time.Second, cancel)
 			flush()
+			stopTimer.Stop()
 			return
 		case <-t.C:
 			flush()
