@@ -156,6 +156,7 @@ func New(opts Options) (*Server, error) {
 	s.clusters = upstream.NewManager(s.stats.Root())
 	s.clusters.Secrets = s.secrets
 	s.clusters.LocalClusterName, s.clusters.LocalLocality = b.GetClusterManager().GetLocalClusterName(), s.node().GetLocality()
+	s.clusters.Node = s.node()
 	nctx := &netfilter.Context{Clusters: s.clusters, Stats: s.stats, Log: s.log, DrainTime: s.drainTime(), DrainGradual: !opts.DrainImmediate, Secrets: s.secrets}
 	grpcOnly := grpcOnlyClusters(b)
 	if b.GetDynamicResources() != nil || hasSDS || hasRTDS(b) {

@@ -103,6 +103,7 @@ func unmarshal(cfg *anypb.Any, m proto.Message) error {
 type Logger struct {
 	tcp                                   bool
 	logName                               string
+	node                                  *corev3.Node // sent in the first message of each stream
 	reqHeaders, respHeaders, respTrailers []string
 
 	bufferSize, maxPending int
@@ -158,7 +159,7 @@ func newLogger(c *grpcalsv3.CommonGrpcAccessLogConfig, b *accesslog.Builder, tcp
 	}
 	sc := st.Scope("access_logs.grpc_access_log")
 	l := &Logger{
-		tcp: tcp, logName: c.GetLogName(),
+		tcp: tcp, logName: c.GetLogName(), node: opts.Clusters.Node,
 		bufferSize: defaultBufferSize, interval: defaultFlushInterval,
 		dial:    ClusterDialer(opts.Clusters, name, gs.GetEnvoyGrpc().GetAuthority()),
 		log:     opts.Log,
@@ -327,7 +328,7 @@ func (l *Logger) run() {
 				closeConn()
 				return
 			}
-			msg.Identifier = &alssvcv3.StreamAccessLogsMessage_Identifier{LogName: l.logName}
+			msg.Identifier = &alssvcv3.StreamAccessLogsMessage_Identifier{Node: l.node, LogName: l.logName}
 		}
 		if err := stream.SendMsg(msg); err != nil {
 			l.dropped.Add(uint64(n))

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -261,5 +262,70 @@ func TestConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "access_log[0].typed_config: common_config.") {
 			t.Errorf("got %v, want an error with %q", err, tc.want)
 		}
+	}
+}
+
+// recordingALS keeps every message it receives.
+type recordingALS struct {
+	alssvcv3.UnimplementedAccessLogServiceServer
+	mu   sync.Mutex
+	msgs []*alssvcv3.StreamAccessLogsMessage
+}
+
+func (r *recordingALS) StreamAccessLogs(s alssvcv3.AccessLogService_StreamAccessLogsServer) error {
+	for {
+		m, err := s.Recv()
+		if err != nil {
+			return nil
+		}
+		r.mu.Lock()
+		r.msgs = append(r.msgs, m)
+		r.mu.Unlock()
+	}
+}
+
+func (r *recordingALS) got() []*alssvcv3.StreamAccessLogsMessage {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*alssvcv3.StreamAccessLogsMessage(nil), r.msgs...)
+}
+
+// The first message of a stream identifies the node and the log; the next ones on it do not.
+func TestIdentifierOnFirstMessageOnly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recordingALS{}
+	srv := grpc.NewServer()
+	alssvcv3.RegisterAccessLogServiceServer(srv, rec)
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Stop()
+	st := stats.NewStore()
+	m := manager(t, st, ln.Addr().(*net.TCPAddr).Port)
+	m.Node = &corev3.Node{Id: "node-1", Cluster: "fleet"}
+	set := compile(t, httpConfig("als", 1, time.Hour), st, m)
+	set.Log(request("/1"))
+	deadline := time.Now().Add(10 * time.Second)
+	for len(rec.got()) < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	set.Log(request("/2"))
+	for len(rec.got()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	msgs := rec.got()
+	if len(msgs) != 2 {
+		t.Fatalf("got %d messages, want 2", len(msgs))
+	}
+	id := msgs[0].GetIdentifier()
+	if id.GetLogName() != "echo" || id.GetNode().GetId() != "node-1" || id.GetNode().GetCluster() != "fleet" {
+		t.Errorf("first identifier = %v", id)
+	}
+	if msgs[1].GetIdentifier() != nil {
+		t.Errorf("second message repeats the identifier: %v", msgs[1].GetIdentifier())
+	}
+	if p := msgs[1].GetHttpLogs().GetLogEntry()[0].GetRequest().GetPath(); p != "/2" {
+		t.Errorf("second message path %q", p)
 	}
 }
