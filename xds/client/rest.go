@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"sync"
@@ -41,7 +42,8 @@ type RESTConfig struct {
 	HTTP *http.Client
 	// BaseURL is prefixed to the endpoint path, e.g. "http://xds_cluster". Required.
 	BaseURL string
-	// RefreshDelay is the pause after each poll (refresh_delay); zero is taken as 1 s.
+	// RefreshDelay is the pause after each poll (refresh_delay), to which a random jitter below it is
+	// added; zero is taken as 1 s.
 	RefreshDelay time.Duration
 	// RequestTimeout bounds each poll (request_timeout); zero is Envoy's default 1 s.
 	RequestTimeout time.Duration
@@ -57,9 +59,10 @@ type RESTConfig struct {
 
 // REST polls a management server over REST-JSON as Envoy's HttpSubscriptionImpl does: one poller per
 // subscription (a wildcard one for LDS and CDS, one per resource name for the named types), each
-// POSTing a DiscoveryRequest with the last accepted version_info and the last response nonce (and
-// error_detail after a rejected response) every refresh_delay. Watchers run one at a time on one
-// goroutine, as with Client; it satisfies the same Watch / SetNames / Close contract.
+// POSTing a DiscoveryRequest (node, type_url, resource_names and the last accepted version_info; REST
+// has no nonce and no error_detail: a rejected response only leaves version_info where it was) every
+// refresh_delay plus a random jitter below it. A 304 means nothing newer. Watchers run one at a time on
+// one goroutine, as with Client; it satisfies the same Watch / SetNames / Close contract.
 type REST struct {
 	cfg  RESTConfig
 	node *corev3.Node
@@ -357,6 +360,11 @@ func (r *REST) poll(ctx context.Context, rt *restType, p *poller) {
 		req.ResourceNames = []string{p.name}
 	}
 	for {
+		r.enqueue(func() {
+			if rt.stats != nil {
+				rt.stats.attempt.Inc() // Envoy counts every request
+			}
+		})
 		resp, err := r.fetch(ctx, path, req)
 		switch {
 		case ctx.Err() != nil:
@@ -376,18 +384,16 @@ func (r *REST) poll(ctx context.Context, rt *restType, p *poller) {
 			case <-ctx.Done():
 				return
 			}
-			req.ResponseNonce = resp.GetNonce()
 			if err == nil {
 				req.VersionInfo = resp.GetVersionInfo()
-				req.ErrorDetail = nil
-			} else {
-				req.ErrorDetail = errorDetail(err)
 			}
 		}
+		// Envoy's RestApiFetcher: refresh_delay plus a jitter below it.
+		delay := r.cfg.RefreshDelay + rand.N(r.cfg.RefreshDelay)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(r.cfg.RefreshDelay):
+		case <-time.After(delay):
 		}
 	}
 }
@@ -432,9 +438,6 @@ func (r *REST) fetch(ctx context.Context, path string, req *discoveryv3.Discover
 func (r *REST) apply(rt *restType, p *poller, resp *discoveryv3.DiscoveryResponse) error {
 	if rt.pollers[p.name] != p || len(rt.watchers) == 0 {
 		return nil // unsubscribed meanwhile
-	}
-	if rt.stats != nil {
-		rt.stats.attempt.Inc()
 	}
 	reject := func(err error) error {
 		r.log.Warn("xds: rejecting update", "type", rt.rt.TypeURL(), "version", resp.GetVersionInfo(), "err", err)

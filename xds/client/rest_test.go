@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -149,10 +148,10 @@ func TestRESTWildcardACKAndRemoval(t *testing.T) {
 	if u := w.snapshot()[0]; u.Version != "v1" || len(u.Resources) != 2 || u.Resources["a"].Msg == nil {
 		t.Fatalf("first update = %+v", u)
 	}
-	// The next polls ACK v1 with its nonce, and the server answers 304: no update.
+	// The next polls carry v1 (REST has no nonce), and the server answers 304: no update.
 	waitFor(t, "an ACK", func() bool {
 		for _, q := range srv.requests() {
-			if q.req.GetVersionInfo() == "v1" && q.req.GetResponseNonce() == "nonce-v1" {
+			if q.req.GetVersionInfo() == "v1" && q.req.GetResponseNonce() == "" {
 				return true
 			}
 		}
@@ -180,44 +179,45 @@ func TestRESTWildcardACKAndRemoval(t *testing.T) {
 	}
 }
 
-func TestRESTNACKKeepsVersionAndSendsErrorDetail(t *testing.T) {
+func TestRESTRejectionKeepsVersion(t *testing.T) {
 	srv := &restServer{}
 	srv.setReply(func(_ string, req *discoveryv3.DiscoveryRequest) (int, *discoveryv3.DiscoveryResponse) {
-		v := "v1"
-		if req.GetVersionInfo() == "v1" || req.GetErrorDetail() != nil {
-			v = "v2"
-		}
-		if req.GetVersionInfo() == "v2" {
+		if req.GetVersionInfo() == "v1" {
 			return http.StatusNotModified, nil
 		}
-		return http.StatusOK, &discoveryv3.DiscoveryResponse{VersionInfo: v, Nonce: "n-" + v, TypeUrl: ClusterURL,
-			Resources: []*anypb.Any{restAny(t, &clusterv3.Cluster{Name: "c-" + v})}}
+		return http.StatusOK, &discoveryv3.DiscoveryResponse{VersionInfo: "v1", Nonce: "n", TypeUrl: ClusterURL,
+			Resources: []*anypb.Any{restAny(t, &clusterv3.Cluster{Name: "c"})}}
 	})
 	st := stats.NewStore()
 	r := newREST(t, srv, st, 0)
-	w := &updates{fail: errors.New("cluster c-v1 is bad")}
+	w := &updates{fail: errors.New("cluster c is bad")} // refuses the first delivery only
 	r.Watch(ClusterType, nil, w)
-	waitFor(t, "the NACK and the next good version", func() bool { return len(w.snapshot()) >= 2 })
-	var nack *discoveryv3.DiscoveryRequest
-	for _, q := range srv.requests() {
-		if q.req.GetErrorDetail() != nil {
-			nack = q.req
-			break
+	// Envoy's REST subscription does not move version_info past a rejected response, so the server sends
+	// v1 again, and the second delivery is accepted.
+	waitFor(t, "v1 accepted", func() bool {
+		q := srv.requests()
+		return len(q) > 0 && q[len(q)-1].req.GetVersionInfo() == "v1"
+	})
+	reqs := srv.requests()
+	if len(reqs) < 3 || reqs[1].req.GetVersionInfo() != "" {
+		t.Fatalf("requests %v: the one after the rejection must keep the last good (empty) version", reqs)
+	}
+	for _, q := range reqs {
+		if q.req.GetErrorDetail() != nil || q.req.GetResponseNonce() != "" {
+			t.Errorf("request %v: REST sends neither error_detail nor a nonce", q.req)
 		}
 	}
-	if nack == nil {
-		t.Fatal("no request carried error_detail")
+	if n := len(w.snapshot()); n != 2 {
+		t.Errorf("%d deliveries, want 2 (rejected, then accepted)", n)
 	}
-	if nack.GetVersionInfo() != "" || nack.GetResponseNonce() != "n-v1" || !strings.Contains(nack.GetErrorDetail().GetMessage(), "c-v1 is bad") {
-		t.Errorf("NACK = %v: want the last good (empty) version, the rejected nonce and the reason", nack)
-	}
-	waitFor(t, "the ACK of v2", func() bool {
-		q := srv.requests()
-		last := q[len(q)-1].req
-		return last.GetVersionInfo() == "v2" && last.GetErrorDetail() == nil
-	})
 	if got := st.Root().Counter("cluster_manager.cds.update_rejected").Value(); got != 1 {
 		t.Errorf("update_rejected = %d, want 1", got)
+	}
+	if got := st.Root().Counter("cluster_manager.cds.update_success").Value(); got != 1 {
+		t.Errorf("update_success = %d, want 1", got)
+	}
+	if a := st.Root().Counter("cluster_manager.cds.update_attempt").Value(); a < uint64(len(reqs)) {
+		t.Errorf("update_attempt = %d, want one per request (%d)", a, len(reqs))
 	}
 }
 
