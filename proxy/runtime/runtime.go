@@ -179,8 +179,8 @@ type Loader struct {
 	numKeys, numLayers, adminOverrides *stats.Gauge
 }
 
-// New compiles layered_runtime; nil is Envoy's default (an empty static layer "base" and an admin
-// layer "admin"). Disk layers are refused. st receives runtime.load_success, runtime.load_error,
+// New compiles layered_runtime: nil means no layers (no admin layer either, as Envoy without
+// layered_runtime), an empty one a single unnamed admin layer. Disk layers are refused. st receives runtime.load_success, runtime.load_error,
 // runtime.num_keys, runtime.num_layers and runtime.admin_overrides_active; nil means a private store.
 func New(cfg *bootstrapv3.LayeredRuntime, st *stats.Store) (*Loader, error) {
 	if st == nil {
@@ -191,10 +191,10 @@ func New(cfg *bootstrapv3.LayeredRuntime, st *stats.Store) (*Loader, error) {
 		loadSuccess: sc.Counter("load_success"), loadError: sc.Counter("load_error"),
 		numKeys: sc.Gauge("num_keys"), numLayers: sc.Gauge("num_layers"), adminOverrides: sc.Gauge("admin_overrides_active"),
 	}
-	if cfg == nil {
+	if cfg != nil && len(cfg.GetLayers()) == 0 {
+		// As Envoy: a layered_runtime without layers gets one (unnamed) admin layer.
 		cfg = &bootstrapv3.LayeredRuntime{Layers: []*bootstrapv3.RuntimeLayer{
-			{Name: "base", LayerSpecifier: &bootstrapv3.RuntimeLayer_StaticLayer{StaticLayer: &structpb.Struct{}}},
-			{Name: "admin", LayerSpecifier: &bootstrapv3.RuntimeLayer_AdminLayer_{AdminLayer: &bootstrapv3.RuntimeLayer_AdminLayer{}}},
+			{LayerSpecifier: &bootstrapv3.RuntimeLayer_AdminLayer_{AdminLayer: &bootstrapv3.RuntimeLayer_AdminLayer{}}},
 		}}
 	}
 	seen := map[string]bool{}

@@ -182,12 +182,19 @@ func TestNewErrors(t *testing.T) {
 }
 
 func TestDefaultLayersAndProcess(t *testing.T) {
-	l, err := New(nil, nil)
+	none, err := New(nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !l.HasAdminLayer() || len(l.Snapshot().Layers()) != 2 {
-		t.Fatalf("default runtime: layers %+v", l.Snapshot().Layers())
+	if none.HasAdminLayer() || len(none.Snapshot().Layers()) != 0 {
+		t.Errorf("without layered_runtime: layers %+v, want none", none.Snapshot().Layers())
+	}
+	l, err := New(&bootstrapv3.LayeredRuntime{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.HasAdminLayer() || len(l.Snapshot().Layers()) != 1 {
+		t.Fatalf("layered_runtime without layers: layers %+v, want one admin layer", l.Snapshot().Layers())
 	}
 	if err := l.Modify(map[string]string{"k": "5"}); err != nil {
 		t.Fatal(err)
