@@ -4,7 +4,7 @@ BIN := bin/outrider
 RACE_PKGS := ./proxy/... ./filters/... ./telemetry/... ./xds/...
 FUZZTIME ?= 30s
 
-.PHONY: all build run run-xds test test-race vet fuzz bench bench-compare conformance clean
+.PHONY: all build run run-xds test test-race vet fuzz bench bench-compare conformance conformance-xds clean
 
 all: build
 
@@ -52,6 +52,13 @@ conformance: build
 	for i in $$(seq 50); do (echo > /dev/tcp/127.0.0.1/10080) 2>/dev/null && break; sleep 0.1; done; \
 	$(H2SPEC) -h 127.0.0.1 -p 10080 -o 2 || echo "h2spec: failures above; the known ones are listed in proxy/server/h2spec_test.go"
 	$(GO) test -count=1 -run 'TestH2Spec$$|TestGRPCInterop' ./proxy/server/
+	$(MAKE) conformance-xds
+
+# go-control-plane v0.14.0's integration test (the one its CI runs against Envoy) with outrider in
+# Envoy's place: ads, xds, rest, delta, delta-ads, xds -mux, and each with --tls. CONF_SCOPED=0 leaves
+# out the scoped-route (SRDS) and VHDS listeners; MODES="ads rest:--tls" picks runs.
+conformance-xds:
+	bash conformance/xds/run.sh $(MODES)
 
 clean:
 	rm -rf bin

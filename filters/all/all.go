@@ -9,5 +9,6 @@ import (
 	_ "github.com/outrider-proxy/outrider/filters/network/rbac"
 	_ "github.com/outrider-proxy/outrider/filters/network/tcpproxy"
 	_ "github.com/outrider-proxy/outrider/proxy/hcm"
-	_ "github.com/outrider-proxy/outrider/tls" // envoy.transport_sockets.tls
+	_ "github.com/outrider-proxy/outrider/telemetry/accesslog/grpclog" // envoy.access_loggers.http_grpc, tcp_grpc
+	_ "github.com/outrider-proxy/outrider/tls"                         // envoy.transport_sockets.tls
 )

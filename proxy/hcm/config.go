@@ -232,7 +232,7 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 	if d := p.GetRequestHeadersTimeout(); d != nil {
 		c.requestHeadersTimeout = d.AsDuration()
 	}
-	logs, err := accesslog.Compile(p.GetAccessLog(), accesslog.Options{Stats: ctx.Stats, Log: c.log})
+	logs, err := accesslog.Compile(p.GetAccessLog(), accesslog.Options{Stats: ctx.Stats, Log: c.log, Clusters: ctx.Clusters})
 	if err != nil {
 		return nil, err
 	}

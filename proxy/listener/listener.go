@@ -127,7 +127,7 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 			l.Close() // release what the chains built so far hold (RDS watches, log files)
 		}
 	}()
-	if l.accessLogs, err = accesslog.Compile(p.GetAccessLog(), accesslog.Options{Stats: ctx.Stats, Log: ctx.Log}); err != nil {
+	if l.accessLogs, err = accesslog.Compile(p.GetAccessLog(), accesslog.Options{Stats: ctx.Stats, Log: ctx.Log, Clusters: ctx.Clusters}); err != nil {
 		return nil, err
 	}
 	l.filtersTimeout, l.continueOnTimeout = 15*time.Second, p.GetContinueOnListenerFiltersTimeout()

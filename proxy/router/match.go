@@ -12,6 +12,7 @@ import (
 
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/matcher"
+	"github.com/outrider-proxy/outrider/proxy/runtime"
 )
 
 type pathKind uint8
@@ -35,7 +36,10 @@ type routeMatch struct {
 	hasFraction   bool
 	numerator     uint64
 	denominator   uint64
-	grpc          bool
+	// runtimeKey and fraction: runtime_fraction read from the process runtime when the key is set.
+	runtimeKey string
+	fraction   *typev3.FractionalPercent
+	grpc       bool
 }
 
 func compileMatch(m *routev3.RouteMatch) (routeMatch, error) {
@@ -87,6 +91,7 @@ func compileMatch(m *routev3.RouteMatch) (routeMatch, error) {
 		d := rf.GetDefaultValue()
 		rm.hasFraction = true
 		rm.numerator = uint64(d.GetNumerator())
+		rm.runtimeKey, rm.fraction = rf.GetRuntimeKey(), d
 		switch d.GetDenominator() {
 		case typev3.FractionalPercent_HUNDRED:
 			rm.denominator = 100
@@ -125,8 +130,14 @@ func compileMatch(m *routev3.RouteMatch) (routeMatch, error) {
 
 // matches reports whether req satisfies every condition of m.
 func (m *routeMatch) matches(req *headers.Map, rnd uint64) bool {
-	if m.hasFraction && rnd%m.denominator >= m.numerator {
-		return false
+	if m.hasFraction {
+		if m.runtimeKey != "" {
+			if !runtime.Process().FeatureEnabled(m.runtimeKey, m.fraction, rnd) {
+				return false
+			}
+		} else if rnd%m.denominator >= m.numerator {
+			return false
+		}
 	}
 	rawPath, _ := req.Get(headers.Path)
 	path := stripQuery(rawPath)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
@@ -95,6 +96,8 @@ func (d *dynamic) clientFor(path string, src *corev3.ConfigSource) (source, erro
 			return nil, fmt.Errorf("%s.ads: no dynamic_resources.ads_config to use", path)
 		}
 		return d.ads, nil
+	case src.GetApiConfigSource().GetApiType() == corev3.ApiConfigSource_REST:
+		return d.restClient(path+".api_config_source", src.GetApiConfigSource(), src)
 	case src.GetApiConfigSource() != nil:
 		return d.newClient(path+".api_config_source", src.GetApiConfigSource(), src, false)
 	case src.GetPathConfigSource() != nil:
@@ -226,4 +229,77 @@ func (d *dynamic) dialer(path string, g *corev3.GrpcService) (func(context.Conte
 		}, nil
 	}
 	return nil, fmt.Errorf("%s: needs envoy_grpc or google_grpc", path)
+}
+
+// restClient is the REST-JSON poller of an api_config_source with api_type REST: one per distinct
+// source, POSTing to its cluster_names[0] (a static cluster) every refresh_delay.
+func (d *dynamic) restClient(path string, api *corev3.ApiConfigSource, src *corev3.ConfigSource) (source, error) {
+	if err := confcheck.Fields(api, path, "api_type", "transport_api_version", "cluster_names", "refresh_delay",
+		"request_timeout"); err != nil {
+		return nil, err
+	}
+	if v := api.GetTransportApiVersion(); v != corev3.ApiVersion_V3 {
+		return nil, fmt.Errorf("%s.transport_api_version: %s is not supported", path, v)
+	}
+	if len(api.GetClusterNames()) != 1 {
+		return nil, fmt.Errorf("%s.cluster_names: a REST config source needs exactly one cluster", path)
+	}
+	name := api.GetClusterNames()[0]
+	if d.s.clusters.Get(name) == nil {
+		return nil, fmt.Errorf("%s.cluster_names[0]: unknown static cluster %q", path, name)
+	}
+	keyb, _ := proto.MarshalOptions{Deterministic: true}.Marshal(api)
+	key := "rest:" + string(keyb)
+	if c, ok := d.clients[key]; ok {
+		return c, nil
+	}
+	timeout := 15 * time.Second // Envoy's initial_fetch_timeout default
+	if t := src.GetInitialFetchTimeout(); t != nil {
+		timeout = t.AsDuration()
+	}
+	c := client.NewREST(client.RESTConfig{
+		Node:                d.s.node(),
+		HTTP:                &http.Client{Transport: clusterTransport(d.s.clusters, name)},
+		BaseURL:             "http://" + name,
+		RefreshDelay:        api.GetRefreshDelay().AsDuration(),
+		RequestTimeout:      api.GetRequestTimeout().AsDuration(),
+		InitialFetchTimeout: timeout,
+		Stats:               d.s.stats,
+		TypeStats:           typeStats,
+		Log:                 d.s.log,
+	})
+	d.clients[key] = c
+	return c, nil
+}
+
+// clusterTransport is an HTTP/1.1 transport whose connections go to a host of the named cluster, through
+// its transport socket (TLS) when it has one.
+func clusterTransport(m *upstream.Manager, name string) *http.Transport {
+	return &http.Transport{
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     time.Minute,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			cl := m.Get(name)
+			if cl == nil {
+				return nil, fmt.Errorf("xds cluster %q is gone", name)
+			}
+			h := cl.ChooseHost(&upstream.LBContext{})
+			if h == nil {
+				return nil, fmt.Errorf("xds cluster %q: no healthy upstream", name)
+			}
+			uc, err := cl.Dial(ctx, h)
+			if err != nil {
+				return nil, err
+			}
+			if tr := cl.Transport(); tr != nil {
+				tc, err := tr.Wrap(ctx, uc, "")
+				if err != nil {
+					uc.Close()
+					return nil, err
+				}
+				return tc, nil
+			}
+			return uc, nil
+		},
+	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/proxy/listener"
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
+	xruntime "github.com/outrider-proxy/outrider/proxy/runtime"
 	"github.com/outrider-proxy/outrider/proxy/sockopt"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
@@ -87,7 +88,9 @@ type Server struct {
 	listenersMu sync.Mutex // guards listeners and draining, which xDS changes
 	draining    []*listener.Listener
 	stopped     bool     // listeners no longer accept
-	dyn         *dynamic // xDS; nil without dynamic_resources or SDS
+	dyn         *dynamic // xDS; nil without dynamic_resources, SDS or RTDS
+	runtime     *xruntime.Loader
+	rtds        []rtdsSub
 	secrets     *secretProvider
 	lsecrets    map[*listener.Listener][]string // SDS names a static listener waits for before serving
 	connIDs     atomic.Uint64
@@ -120,7 +123,7 @@ func New(opts Options) (*Server, error) {
 	if hp := b.GetHeaderPrefix(); hp != "" && hp != "x-envoy" {
 		return nil, fmt.Errorf("header_prefix: %q is not supported by outrider yet", hp)
 	}
-	for _, f := range []string{"layered_runtime", "stats_config", "overload_manager", "watchdog", "watchdogs"} {
+	for _, f := range []string{"stats_config", "overload_manager", "watchdog", "watchdogs"} {
 		fd := b.ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(f))
 		if fd != nil && b.ProtoReflect().Has(fd) {
 			s.log.Info("bootstrap field accepted but not acted on", "field", f)
@@ -153,9 +156,10 @@ func New(opts Options) (*Server, error) {
 	s.clusters = upstream.NewManager(s.stats.Root())
 	s.clusters.Secrets = s.secrets
 	s.clusters.LocalClusterName, s.clusters.LocalLocality = b.GetClusterManager().GetLocalClusterName(), s.node().GetLocality()
+	s.clusters.Node = s.node()
 	nctx := &netfilter.Context{Clusters: s.clusters, Stats: s.stats, Log: s.log, DrainTime: s.drainTime(), DrainGradual: !opts.DrainImmediate, Secrets: s.secrets}
 	grpcOnly := grpcOnlyClusters(b)
-	if b.GetDynamicResources() != nil || hasSDS {
+	if b.GetDynamicResources() != nil || hasSDS || hasRTDS(b) {
 		s.dyn = newDynamic(s, nctx)
 		s.clusters.Endpoints = s.dyn
 		nctx.Routes = s.dyn
@@ -183,6 +187,9 @@ func New(opts Options) (*Server, error) {
 		if _, err := s.dyn.watchSecrets(staticRefs); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.configureRuntime(); err != nil {
+		return nil, err
 	}
 	names := map[string]int{}
 	for i, lp := range sr.GetListeners() {
@@ -314,6 +321,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return nil
 	}
 	// INITIALIZING until the initial xDS fetch is done or timed out.
+	s.startRuntime()
 	s.dyn.start()
 	go func() {
 		if s.dyn.waitInit() {
@@ -342,6 +350,7 @@ func (s *Server) Shutdown() {
 	if s.dyn != nil {
 		s.dyn.close() // no more updates while shutting down
 	}
+	xruntime.ClearProcess(s.runtime)
 	s.StartDrain(false)
 	s.stopListeners(false)
 	deadline := time.Now().Add(s.drainTime())

@@ -41,6 +41,9 @@ type Manager struct {
 	// zone" of zone aware routing; nil when the node has none. Set it
 	// before the first AddOrUpdate.
 	LocalLocality *corev3.Locality
+	// Node is this proxy's node, for clients of a cluster that identify the proxy (the gRPC access log
+	// service's first message); nil when unknown.
+	Node *corev3.Node
 
 	scope    stats.Scope
 	mu       sync.Mutex

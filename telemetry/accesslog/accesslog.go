@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrider-proxy/outrider/proxy/registry"
+	"github.com/outrider-proxy/outrider/proxy/upstream"
 	"github.com/outrider-proxy/outrider/telemetry/formatter"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
@@ -38,6 +39,8 @@ type Options struct {
 	// FlushInterval between background flushes; zero is DefaultFlushInterval.
 	// It applies to a file when first opened; later openers share it.
 	FlushInterval time.Duration
+	// Clusters reaches the cluster a gRPC access logger names; nil refuses such loggers.
+	Clusters *upstream.Manager
 }
 
 // Logger writes one access-log entry. It must not block on I/O and must be

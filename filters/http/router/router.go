@@ -57,7 +57,7 @@ func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 			return nil, err
 		}
 		c.suppressHeaders = p.GetSuppressEnvoyHeaders()
-		logs, err := accesslog.Compile(p.GetUpstreamLog(), accesslog.Options{Stats: ctx.Stats, Log: ctx.Log})
+		logs, err := accesslog.Compile(p.GetUpstreamLog(), accesslog.Options{Stats: ctx.Stats, Log: ctx.Log, Clusters: ctx.Clusters})
 		if err != nil {
 			return nil, fmt.Errorf("upstream_log: %w", err)
 		}

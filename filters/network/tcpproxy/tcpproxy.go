@@ -70,7 +70,7 @@ func newFilter(ctx *netfilter.Context, a *anypb.Any) (any, error) {
 		"max_connect_attempts", "max_downstream_connection_duration", "access_log", "hash_policy"); err != nil {
 		return nil, fmt.Errorf("tcp_proxy: %w", err)
 	}
-	logs, err := accesslog.Compile(cfg.GetAccessLog(), accesslog.Options{Stats: ctx.Stats, Log: ctx.Log})
+	logs, err := accesslog.Compile(cfg.GetAccessLog(), accesslog.Options{Stats: ctx.Stats, Log: ctx.Log, Clusters: ctx.Clusters})
 	if err != nil {
 		return nil, fmt.Errorf("tcp_proxy: %w", err)
 	}
