@@ -292,6 +292,7 @@ func (s *stream) downstreamReadFailed(err error) {
 // finish records the stream's stats and writes its access logs.
 func (s *stream) finish(start time.Time) {
 	st := s.cfg.stats
+	s.endTunnel()
 	if s.info.Has(streaminfo.StreamIdleTimeout) {
 		st.rqIdleTimeout.Inc()
 	}

@@ -3,6 +3,7 @@ package hcm
 import (
 	"math/rand/v2"
 	"net"
+	"sync/atomic"
 	"time"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -79,6 +80,12 @@ type stream struct {
 	localHdrs       headers.Map  // added to local replies (AddLocalReplyHeader)
 	logCtx          formatter.Context
 	writeErr        bool
+	// Tunnels: extConnect marks an HTTP/2 extended CONNECT served as an
+	// upgrade; tunnel is the HTTP/2 stream's tunnel once started (nil:
+	// none); tunnelEOF tells the body reader that the upstream ended it.
+	extConnect bool
+	tunnel     *h2Tunnel
+	tunnelEOF  atomic.Bool
 }
 
 func (s *stream) init(cfg *Config, nc *netfilter.Conn, ds downstream) {
@@ -96,6 +103,8 @@ func (s *stream) begin(now time.Time) {
 	s.routes = s.cfg.routes.Load()
 	s.route, s.routeSet = nil, false
 	s.localReplied, s.responseStarted, s.responseDone, s.reset, s.closeAfter, s.writeErr, s.reqDone = false, false, false, false, false, false, false
+	s.extConnect, s.tunnel = false, nil
+	s.tunnelEOF.Store(false)
 	s.resp.Reset()
 	s.reqTrl.Reset()
 	s.respTrailers = nil
@@ -154,15 +163,26 @@ func (s *stream) DecodingBuffer() *[]byte { return &s.dec.buf }
 // Tunnel hands the terminal filter the raw HTTP/1 connection once an
 // upgrade (101) was sent: what the client sends keeps arriving through
 // DecodeData; the filter writes the upstream's bytes to the returned conn
-// and calls done when the tunnel is over. nil on HTTP/2.
+// and calls done when the tunnel is over. On HTTP/2 the conn writes the
+// stream's DATA frames (see h2Tunnel).
 func (s *stream) Tunnel() (net.Conn, func()) {
-	c, ok := s.ds.(*conn)
-	if !ok || c.enc.Flush() != nil {
+	var down net.Conn
+	switch ds := s.ds.(type) {
+	case *conn:
+		if ds.enc.Flush() != nil {
+			return nil, nil
+		}
+		s.closeAfter = true
+		down = ds.nc.Conn
+	case *h2Stream:
+		if down = s.h2TunnelFor(ds); down == nil {
+			return nil, nil
+		}
+	default:
 		return nil, nil
 	}
-	s.closeAfter = true
 	s.cfg.stats.cxUpgradesActive.Inc()
-	return c.nc.Conn, func() { s.cfg.stats.cxUpgradesActive.Dec() }
+	return down, func() { s.cfg.stats.cxUpgradesActive.Dec() }
 }
 func (s *stream) EncodingBuffer() *[]byte { return &s.enc.buf }
 
@@ -291,6 +311,7 @@ func (s *stream) writeHeaders(h *headers.Map, end bool) {
 	if s.info.FirstDownstreamTxByte == 0 {
 		s.info.FirstDownstreamTxByte = s.info.Since(time.Now())
 	}
+	s.extConnectStatus(h)
 	if err := s.ds.writeHeaders(h, end); err != nil {
 		s.downstreamWriteFailed()
 		return

@@ -1,0 +1,137 @@
+package hcm
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/outrider-proxy/outrider/proxy/headers"
+)
+
+// checkUpgrade decides whether the request is an allowed upgrade, as Envoy's
+// connection manager does: an HTTP/1 Upgrade (websocket...), a CONNECT
+// (upgrade type "CONNECT"), or an HTTP/2 extended CONNECT (RFC 8441), which
+// is first rewritten into its HTTP/1 form (GET, Upgrade: <:protocol>,
+// Connection: upgrade) when http2_protocol_options.allow_connect is set. An
+// upgrade is allowed when upgrade_configs enables its type, on the
+// connection manager or, overriding it, on the route. A refused one is
+// 403 upgrade_failed.
+func (s *stream) checkUpgrade(h *headers.Map) (bool, *requestError) {
+	if hs, ok := s.ds.(*h2Stream); ok && hs.r.Method == http.MethodConnect {
+		if p := hs.r.Header.Get(":protocol"); p != "" {
+			if !s.cfg.allowConnect {
+				return false, &requestError{400, "http2.extended_connect_not_allowed"}
+			}
+			h.Set(headers.Method, http.MethodGet)
+			h.Set(headers.Path, hs.r.RequestURI)
+			h.Set("upgrade", p)
+			h.Set("connection", "upgrade")
+			s.msg.Upgrade = true
+			s.extConnect = true
+		}
+	}
+	var t string
+	switch {
+	case s.msg.Upgrade:
+		v, _ := h.Get("upgrade")
+		t = string(v)
+	case string(mustGet(h, headers.Method)) == http.MethodConnect:
+		t = "CONNECT"
+	default:
+		return false, nil
+	}
+	allowed, configured := s.cfg.upgrades[strings.ToLower(t)]
+	if r := s.Route(); r != nil {
+		for _, u := range r.Action().GetUpgradeConfigs() { // a route may turn an upgrade on or off
+			if strings.EqualFold(u.GetUpgradeType(), t) {
+				allowed, configured = u.GetEnabled() == nil || u.GetEnabled().GetValue(), true
+			}
+		}
+	}
+	s.ClearRouteCache() // the route is chosen again once the path is final
+	if !configured || !allowed {
+		return false, &requestError{403, "upgrade_failed"}
+	}
+	s.cfg.stats.cxUpgradesTotal.Inc()
+	return true, nil
+}
+
+// errTunnelClosed is what a write to an HTTP/2 tunnel returns once its
+// stream has ended.
+var errTunnelClosed = errors.New("hcm: HTTP/2 tunnel stream ended")
+
+// h2Tunnel is the downstream end of a tunnel (CONNECT, or an upgrade over
+// extended CONNECT) on an HTTP/2 stream, as the router sees it: Write sends
+// DATA frames, CloseWrite ends the stream (END_STREAM once the stream's
+// goroutine returns; x/net cannot half-close a stream while the handler
+// runs, so the client's direction is then closed too). The other net.Conn
+// methods apply to the connection, except deadlines, which are ignored.
+type h2Tunnel struct {
+	net.Conn
+	hs *h2Stream
+
+	mu     sync.Mutex
+	closed bool // the stream ended: no more writes to its ResponseWriter
+}
+
+func (t *h2Tunnel) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return 0, errTunnelClosed
+	}
+	if err := t.hs.writeData(p, false); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// CloseWrite makes the stream's next body read report the end, so the
+// stream finishes.
+func (t *h2Tunnel) CloseWrite() error {
+	t.hs.tunnelEOF.Store(true)
+	return t.hs.r.Body.Close()
+}
+
+func (t *h2Tunnel) Close() error                     { return t.CloseWrite() }
+func (t *h2Tunnel) Read([]byte) (int, error)         { return 0, errTunnelClosed }
+func (t *h2Tunnel) SetDeadline(time.Time) error      { return nil }
+func (t *h2Tunnel) SetReadDeadline(time.Time) error  { return nil }
+func (t *h2Tunnel) SetWriteDeadline(time.Time) error { return nil }
+
+// shutdown stops writes, once the stream is over (x/net forbids them after
+// the handler returns).
+func (t *h2Tunnel) shutdown() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+}
+
+// h2TunnelFor starts the tunnel of an HTTP/2 stream whose response headers
+// were sent.
+func (s *stream) h2TunnelFor(hs *h2Stream) net.Conn {
+	if hs.flush() != nil {
+		return nil
+	}
+	s.tunnel = &h2Tunnel{Conn: s.nc.Conn, hs: hs}
+	return s.tunnel
+}
+
+// endTunnel stops an HTTP/2 tunnel's writes when its stream finishes.
+func (s *stream) endTunnel() {
+	if s.tunnel != nil {
+		s.tunnel.shutdown()
+		s.tunnel = nil
+	}
+}
+
+// extConnectStatus is the status an extended CONNECT stream answers with:
+// the upstream's 101 becomes 200, as RFC 8441 and Envoy's codec have it.
+func (s *stream) extConnectStatus(h *headers.Map) {
+	if s.extConnect && h.StatusCode() == 101 {
+		h.SetInt(headers.Status, 200)
+	}
+}

@@ -1,0 +1,219 @@
+package server_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/outrider-proxy/outrider/proxy/server/servertest"
+)
+
+// echoTCP echoes bytes upper-cased until the client half-closes, then says
+// "BYE" and closes: the raw TCP service behind CONNECT termination.
+func echoTCP(t *testing.T) int {
+	return servertest.ServeTCP(t, func(c net.Conn) { echoUpper(c, c) })
+}
+
+func echoUpper(r io.Reader, w io.Writer) {
+	buf := make([]byte, 4096)
+	for range 10000 {
+		n, err := r.Read(buf)
+		if n > 0 {
+			w.Write([]byte(strings.ToUpper(string(buf[:n]))))
+		}
+		if err != nil {
+			w.Write([]byte("BYE"))
+			return
+		}
+	}
+}
+
+// connectProxyUpstream is an HTTP/1.1 forward proxy stub: it answers a
+// CONNECT with 200 (naming the target it was asked for in a header) and
+// then echoes like echoTCP.
+func connectProxyUpstream(t *testing.T) int {
+	return servertest.ServeTCP(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil || req.Method != "CONNECT" {
+			io.WriteString(c, "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 Connection Established\r\nX-Target: "+req.Host+"\r\n\r\n")
+		echoUpper(br, c)
+	})
+}
+
+const (
+	connectTerminateRoute = `- match: {connect_matcher: {}}
+  route: {cluster: up, upgrade_configs: [{upgrade_type: CONNECT, connect_config: {}}]}`
+	connectForwardRoute = `- match: {connect_matcher: {}}
+  route: {cluster: up}`
+	connectHCM = `upgrade_configs: [{upgrade_type: CONNECT}]
+http2_protocol_options: {allow_connect: true}`
+	connectRequest = "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+)
+
+// h1Connect sends a CONNECT over HTTP/1.1 and returns the answer and the
+// connection (deadline set) with its reader.
+func h1Connect(t *testing.T, addr string) (*http.Response, net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, connectRequest)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil {
+		t.Fatalf("CONNECT answer: %v", err)
+	}
+	return resp, c, br
+}
+
+func TestConnectTerminationHTTP1(t *testing.T) {
+	p := servertest.Start(t, httpBootstrap(echoTCP(t), connectTerminateRoute, connectHCM))
+	resp, c, br := h1Connect(t, p.Addr("front"))
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d, want 200", resp.StatusCode)
+	}
+	if resp.Header.Get("Content-Length") != "" || len(resp.TransferEncoding) > 0 {
+		t.Fatalf("a CONNECT 200 has no body framing: %v %v", resp.Header, resp.TransferEncoding)
+	}
+	p.WaitStat("http.ingress.downstream_cx_upgrades_active", 1)
+	io.WriteString(c, "hello ")
+	buf := make([]byte, 6)
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "HELLO " {
+		t.Fatalf("first echo %q %v", buf, err)
+	}
+	io.WriteString(c, "tunnel")
+	c.(*net.TCPConn).CloseWrite() // the client's half-close reaches the upstream
+	got, err := io.ReadAll(br)
+	if err != nil || string(got) != "TUNNELBYE" {
+		t.Fatalf("through the tunnel: %q %v", got, err)
+	}
+	p.WaitStat("http.ingress.downstream_cx_upgrades_total", 1)
+	p.WaitStat("http.ingress.downstream_cx_upgrades_active", 0)
+	p.WaitStat("cluster.up.upstream_cx_total", 1)
+}
+
+// TestConnectUpstreamClosesFirst: the upstream's close ends the client's
+// direction first (a half-close), while the client can still send.
+func TestConnectUpstreamClosesFirst(t *testing.T) {
+	got := make(chan string, 1)
+	up := servertest.ServeTCP(t, func(c net.Conn) {
+		io.WriteString(c, "greeting")
+		c.(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(c)
+		got <- string(b)
+	})
+	p := servertest.Start(t, httpBootstrap(up, connectTerminateRoute, connectHCM))
+	resp, c, br := h1Connect(t, p.Addr("front"))
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	b, err := io.ReadAll(br)
+	if err != nil || string(b) != "greeting" {
+		t.Fatalf("from upstream: %q %v", b, err)
+	}
+	io.WriteString(c, "late words")
+	c.(*net.TCPConn).CloseWrite()
+	select {
+	case s := <-got:
+		if s != "late words" {
+			t.Fatalf("upstream read %q", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("upstream never saw the client's half-close")
+	}
+}
+
+func TestConnectTerminationHTTP2(t *testing.T) {
+	p := servertest.Start(t, httpBootstrap(echoTCP(t), connectTerminateRoute, connectHCM))
+	tr := &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, p.Addr("front"))
+		},
+	}
+	defer tr.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "CONNECT", "http://example.com:443", pr)
+	req.URL = &url.URL{Scheme: "http", Host: "example.com:443"}
+	req.Host = "example.com:443"
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	io.WriteString(pw, "over h2 ")
+	buf := make([]byte, 8)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "OVER H2 " {
+		t.Fatalf("first echo %q %v", buf, err)
+	}
+	io.WriteString(pw, "stream")
+	pw.Close() // END_STREAM: the upstream sees the half-close
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || string(got) != "STREAMBYE" {
+		t.Fatalf("through the tunnel: %q %v", got, err)
+	}
+	p.WaitStat("http.ingress.downstream_cx_upgrades_total", 1)
+	p.WaitStat("http.ingress.downstream_cx_upgrades_active", 0)
+}
+
+func TestConnectRefusedAndFailures(t *testing.T) {
+	echo := echoTCP(t)
+	for _, tc := range []struct {
+		name, routes, hcm string
+		port              int
+		want              int
+	}{
+		{"no CONNECT upgrade config is 403", connectForwardRoute, "", echo, 403},
+		{"a route's CONNECT config alone allows it", connectTerminateRoute, "", echo, 200},
+		{"turned off on the route is 403", `- match: {connect_matcher: {}}
+  route: {cluster: up, upgrade_configs: [{upgrade_type: CONNECT, enabled: false}]}`, connectHCM, echo, 403},
+		{"no connect_matcher route is 404", `- match: {prefix: "/"}
+  route: {cluster: up}`, connectHCM, echo, 404},
+		{"dead upstream is 503", connectTerminateRoute, connectHCM, servertest.DeadPort(t), 503},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := servertest.Start(t, httpBootstrap(tc.port, tc.routes, tc.hcm))
+			resp, _, _ := h1Connect(t, p.Addr("front"))
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.want)
+			}
+		})
+	}
+}
+
+// TestConnectForwarded: without connect_config the CONNECT goes upstream
+// as a CONNECT, and its 2xx starts the tunnel.
+func TestConnectForwarded(t *testing.T) {
+	p := servertest.Start(t, httpBootstrap(connectProxyUpstream(t), connectForwardRoute, connectHCM))
+	resp, c, br := h1Connect(t, p.Addr("front"))
+	if resp.StatusCode != 200 || resp.Header.Get("X-Target") != "example.com:443" {
+		t.Fatalf("answer %d %v", resp.StatusCode, resp.Header)
+	}
+	io.WriteString(c, "forwarded")
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(br)
+	if err != nil || string(got) != "FORWARDEDBYE" {
+		t.Fatalf("through the tunnel: %q %v", got, err)
+	}
+}
