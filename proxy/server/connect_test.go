@@ -217,3 +217,49 @@ func TestConnectForwarded(t *testing.T) {
 		t.Fatalf("through the tunnel: %q %v", got, err)
 	}
 }
+
+// TestConnectHTTP2UpstreamClosesFirst: on HTTP/2 the upstream's close ends
+// the stream cleanly (END_STREAM after its bytes).
+func TestConnectHTTP2UpstreamClosesFirst(t *testing.T) {
+	up := servertest.ServeTCP(t, func(c net.Conn) {
+		io.WriteString(c, "greeting")
+	})
+	p := servertest.Start(t, httpBootstrap(up, connectTerminateRoute, connectHCM))
+	tr := h2ConnectTransport(t, p.Addr("front"))
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "CONNECT", "http://example.com:443", pr)
+	req.URL = &url.URL{Scheme: "http", Host: "example.com:443"}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || err != nil || string(got) != "greeting" {
+		t.Fatalf("status %d, body %q, err %v", resp.StatusCode, got, err)
+	}
+	p.WaitStat("http.ingress.downstream_cx_upgrades_active", 0)
+}
+
+// TestConnectIdleTimeout: a silent tunnel ends at the route's idle_timeout.
+func TestConnectIdleTimeout(t *testing.T) {
+	up := servertest.ServeTCP(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.ReadAll(c) // silent until the proxy closes
+	})
+	routes := `- match: {connect_matcher: {}}
+  route: {cluster: up, idle_timeout: 0.2s, upgrade_configs: [{upgrade_type: CONNECT, connect_config: {}}]}`
+	p := servertest.Start(t, httpBootstrap(up, routes, connectHCM))
+	resp, _, br := h1Connect(t, p.Addr("front"))
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	// Without the idle timeout the read fails at the 10 s connection deadline.
+	if b, err := io.ReadAll(br); err != nil || len(b) != 0 {
+		t.Fatalf("after the idle timeout: %q %v", b, err)
+	}
+	p.WaitStat("http.ingress.downstream_cx_upgrades_active", 0)
+}
