@@ -129,3 +129,82 @@ http2_protocol_options: {allow_connect: true}`
 		}
 	})
 }
+
+// h2TunnelUpstream is an h2c upstream that accepts an extended CONNECT
+// (RFC 8441) for websocket at /chat, or a plain CONNECT to example.com:443,
+// with 200 and then echoes the stream's bytes until the client ends it,
+// then says "BYE". Anything else is 400.
+func h2TunnelUpstream(t *testing.T) int {
+	u := startH2Upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		ext := r.Method == "CONNECT" && r.Header.Get(":protocol") == "websocket" && r.URL.Path == "/chat" &&
+			r.Header.Get("Upgrade") == "" && r.Header.Get("Sec-Websocket-Version") == "13"
+		plain := r.Method == "CONNECT" && r.Header.Get(":protocol") == "" && r.Host == "example.com:443"
+		if !ext && !plain {
+			w.WriteHeader(400)
+			return
+		}
+		w.WriteHeader(200)
+		rc := http.NewResponseController(w)
+		rc.Flush()
+		buf := make([]byte, 4096)
+		for range 10000 {
+			n, err := r.Body.Read(buf)
+			if n > 0 {
+				w.Write(buf[:n])
+				rc.Flush()
+			}
+			if err != nil {
+				w.Write([]byte("BYE"))
+				return
+			}
+		}
+	})
+	return u.port()
+}
+
+// TestWebSocketToHTTP2Upstream: an HTTP/1.1 Upgrade: websocket goes to an
+// HTTP/2 cluster as an extended CONNECT, and its 200 comes back as 101.
+func TestWebSocketToHTTP2Upstream(t *testing.T) {
+	p := servertest.Start(t, h2Cluster(httpBootstrap(h2TunnelUpstream(t), routeToUp, "upgrade_configs: [{upgrade_type: websocket}]"), "{}"))
+	c, err := net.Dial("tcp", p.Addr("front"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 || !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") {
+		t.Fatalf("upgrade answer: %v %v", resp, err)
+	}
+	frame := []byte{0x81, 0x82, 0, 0, 0, 0, 'h', 'i'}
+	c.Write(frame)
+	got := make([]byte, len(frame))
+	if _, err := io.ReadFull(br, got); err != nil || !bytes.Equal(got, frame) {
+		t.Fatalf("echoed frame %q %v", got, err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	rest, err := io.ReadAll(br)
+	if err != nil || string(rest) != "BYE" {
+		t.Fatalf("after the half-close: %q %v", rest, err)
+	}
+	p.WaitStat("cluster.up.upstream_rq_active", 0)
+}
+
+// TestConnectForwardedToHTTP2Upstream: without connect_config a CONNECT
+// goes to an HTTP/2 cluster as a CONNECT stream.
+func TestConnectForwardedToHTTP2Upstream(t *testing.T) {
+	p := servertest.Start(t, h2Cluster(httpBootstrap(h2TunnelUpstream(t), connectForwardRoute, connectHCM), "{}"))
+	resp, c, br := h1Connect(t, p.Addr("front"))
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	io.WriteString(c, "via h2")
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(br)
+	if err != nil || string(got) != "via h2BYE" {
+		t.Fatalf("through the tunnel: %q %v", got, err)
+	}
+	p.WaitStat("cluster.up.upstream_rq_active", 0)
+}

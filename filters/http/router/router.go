@@ -227,6 +227,10 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 		return httpfilter.Stop
 	}
 	if f.h2on = f.cluster.UseHTTP2(info.Protocol == "HTTP/2", f.host); f.h2on {
+		if f.tun.connect || h.Has("upgrade") { // a tunnel over an HTTP/2 stream (connect_h2.go)
+			f.h2Upgrade(h)
+			return httpfilter.Stop
+		}
 		f.h2Send(h, end)
 		return httpfilter.Stop
 	}

@@ -1,13 +1,13 @@
 package router
 
 import (
+	"io"
 	"net"
 	"time"
 
 	"github.com/outrider-proxy/outrider/proxy/buffer"
 	"github.com/outrider-proxy/outrider/proxy/netcopy"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
-	"github.com/outrider-proxy/outrider/proxy/upstream"
 )
 
 // tunnel is the upstream side of a tunnel: an upgrade (101), a forwarded
@@ -16,9 +16,10 @@ type tunnel struct {
 	// up receives the client's bytes; nil means the pooled HTTP/1
 	// connection (f.pc) does.
 	up net.Conn
-	// raw is the connection of a terminated CONNECT, owned by the tunnel
-	// (closed by release); nil otherwise.
-	raw *upstream.UpstreamConn
+	// raw is the tunnel's own upstream connection, read raw and closed by
+	// release: a terminated CONNECT's TCP connection, or an HTTP/2 stream
+	// (h2Tunnel). nil: the pooled HTTP/1 connection's decoder is read.
+	raw io.Closer
 	// connect marks a CONNECT request: its 2xx answer starts a tunnel.
 	connect bool
 }
@@ -31,7 +32,7 @@ func (f *filter) upConn() net.Conn {
 	return f.pc.Conn
 }
 
-// closeRaw closes a terminated CONNECT's upstream connection, once.
+// closeRaw closes the tunnel's own upstream connection, once.
 func (f *filter) closeRaw() {
 	if f.tun.raw != nil {
 		_ = f.tun.raw.Close()
