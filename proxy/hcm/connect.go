@@ -128,6 +128,17 @@ func (s *stream) endTunnel() {
 	}
 }
 
+// tunnelResponse reports whether h answers the stream's upgrade (101) or
+// CONNECT (2xx) and so starts a tunnel: the connection then closes with it,
+// but the answer carries no "Connection: close".
+func (s *stream) tunnelResponse(h *headers.Map) bool {
+	code := h.StatusCode()
+	if code == 101 {
+		return s.msg.Upgrade
+	}
+	return code >= 200 && code < 300 && string(mustGet(&s.req, headers.Method)) == http.MethodConnect
+}
+
 // extConnectStatus is the status an extended CONNECT stream answers with:
 // the upstream's 101 becomes 200, as RFC 8441 and Envoy's codec have it.
 func (s *stream) extConnectStatus(h *headers.Map) {

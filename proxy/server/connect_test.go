@@ -75,9 +75,23 @@ func h1Connect(t *testing.T, addr string) (*http.Response, net.Conn, *bufio.Read
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	io.WriteString(c, connectRequest)
 	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	var head strings.Builder
+	for range 100 { // the head alone: the tunnel's bytes stay in br
+		line, err := br.ReadString('\n')
+		head.WriteString(line)
+		if err != nil {
+			t.Fatalf("CONNECT answer %q: %v", head.String(), err)
+		}
+		if line == "\r\n" {
+			break
+		}
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(head.String())), &http.Request{Method: "CONNECT"})
 	if err != nil {
 		t.Fatalf("CONNECT answer: %v", err)
+	}
+	if resp.StatusCode == 200 && strings.Contains(strings.ToLower(head.String()), "\r\nconnection:") {
+		t.Errorf("the 200 to a CONNECT carries a Connection field: %q", head.String())
 	}
 	return resp, c, br
 }

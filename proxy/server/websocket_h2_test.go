@@ -175,7 +175,7 @@ func TestWebSocketToHTTP2Upstream(t *testing.T) {
 	io.WriteString(c, "GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n")
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != 101 || !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") {
+	if err != nil || resp.StatusCode != 101 || !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") || resp.Close {
 		t.Fatalf("upgrade answer: %v %v", resp, err)
 	}
 	frame := []byte{0x81, 0x82, 0, 0, 0, 0, 'h', 'i'}
