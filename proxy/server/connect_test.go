@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -276,4 +277,33 @@ func TestConnectIdleTimeout(t *testing.T) {
 		t.Fatalf("after the idle timeout: %q %v", b, err)
 	}
 	p.WaitStat("http.ingress.downstream_cx_upgrades_active", 0)
+}
+
+// TestConnectRetriesConnectFailure: the route's retry policy covers the TCP
+// connect of a terminated CONNECT. Of two round-robin hosts one is dead:
+// each CONNECT still gets through, the one that met it after one retry.
+func TestConnectRetriesConnectFailure(t *testing.T) {
+	routes := `- match: {connect_matcher: {}}
+  route:
+    cluster: up
+    upgrade_configs: [{upgrade_type: CONNECT, connect_config: {}}]
+    retry_policy: {retry_on: connect-failure, num_retries: 1}`
+	yaml := httpBootstrap(echoTCP(t), routes, connectHCM)
+	yaml = strings.Replace(yaml, "      - lb_endpoints:\n", fmt.Sprintf(
+		"      - lb_endpoints:\n        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}\n",
+		servertest.DeadPort(t)), 1)
+	p := servertest.Start(t, yaml)
+	for i := range 2 {
+		resp, c, br := h1Connect(t, p.Addr("front"))
+		if resp.StatusCode != 200 {
+			t.Fatalf("CONNECT %d: status %d", i, resp.StatusCode)
+		}
+		io.WriteString(c, "x")
+		c.(*net.TCPConn).CloseWrite()
+		if got, err := io.ReadAll(br); err != nil || string(got) != "XBYE" {
+			t.Fatalf("CONNECT %d: %q %v", i, got, err)
+		}
+	}
+	p.WaitStat("cluster.up.upstream_rq_retry", 1)
+	p.WaitStat("cluster.up.upstream_cx_connect_fail", 1)
 }
