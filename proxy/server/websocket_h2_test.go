@@ -208,3 +208,30 @@ func TestConnectForwardedToHTTP2Upstream(t *testing.T) {
 	}
 	p.WaitStat("cluster.up.upstream_rq_active", 0)
 }
+
+// TestWebSocketHTTP2BothSides: an extended CONNECT from the client goes to
+// an HTTP/2 cluster as an extended CONNECT again.
+func TestWebSocketHTTP2BothSides(t *testing.T) {
+	const hcm = `upgrade_configs: [{upgrade_type: websocket}]
+http2_protocol_options: {allow_connect: true}`
+	p := servertest.Start(t, h2Cluster(httpBootstrap(h2TunnelUpstream(t), routeToUp, hcm), "{}"))
+	resp, pw, err := extendedConnect(t, h2ConnectTransport(t, p.Addr("front")), "/chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	frame := []byte{0x82, 0x83, 0, 0, 0, 0, 1, 2, 3}
+	pw.Write(frame)
+	got := make([]byte, len(frame))
+	if _, err := io.ReadFull(resp.Body, got); err != nil || !bytes.Equal(got, frame) {
+		t.Fatalf("echoed frame %q %v", got, err)
+	}
+	pw.Close()
+	if rest, err := io.ReadAll(resp.Body); err != nil || string(rest) != "BYE" {
+		t.Fatalf("after the client's end: %q %v", rest, err)
+	}
+	p.WaitStat("cluster.up.upstream_rq_active", 0)
+	p.WaitStat("http.ingress.downstream_cx_upgrades_active", 0)
+}
