@@ -74,8 +74,13 @@ type h2Tunnel struct {
 	hs *h2Stream
 
 	mu     sync.Mutex
-	closed bool // the stream ended: no more writes to its ResponseWriter
+	closed bool          // the stream ended: no more writes to its ResponseWriter
+	done   chan struct{} // closed with closed
 }
+
+// Done is closed when the stream has ended, so the filter can stop the
+// upstream side of a tunnel whose client went away.
+func (t *h2Tunnel) Done() <-chan struct{} { return t.done }
 
 func (t *h2Tunnel) Write(p []byte) (int, error) {
 	t.mu.Lock()
@@ -90,8 +95,14 @@ func (t *h2Tunnel) Write(p []byte) (int, error) {
 }
 
 // CloseWrite makes the stream's next body read report the end, so the
-// stream finishes.
+// stream finishes. After the stream ended it does nothing: the pooled
+// h2Stream may already serve another stream.
 func (t *h2Tunnel) CloseWrite() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errTunnelClosed
+	}
 	t.hs.tunnelEOF.Store(true)
 	return t.hs.r.Body.Close()
 }
@@ -106,7 +117,10 @@ func (t *h2Tunnel) SetWriteDeadline(time.Time) error { return nil }
 // the handler returns).
 func (t *h2Tunnel) shutdown() {
 	t.mu.Lock()
-	t.closed = true
+	if !t.closed {
+		t.closed = true
+		close(t.done)
+	}
 	t.mu.Unlock()
 }
 
@@ -116,7 +130,7 @@ func (s *stream) h2TunnelFor(hs *h2Stream) net.Conn {
 	if hs.flush() != nil {
 		return nil
 	}
-	s.tunnel = &h2Tunnel{Conn: s.nc.Conn, hs: hs}
+	s.tunnel = &h2Tunnel{Conn: s.nc.Conn, hs: hs, done: make(chan struct{})}
 	return s.tunnel
 }
 

@@ -307,3 +307,41 @@ func TestConnectRetriesConnectFailure(t *testing.T) {
 	p.WaitStat("cluster.up.upstream_rq_retry", 1)
 	p.WaitStat("cluster.up.upstream_cx_connect_fail", 1)
 }
+
+// TestConnectHTTP2ClientReset: a client that resets its CONNECT stream ends
+// the upstream connection too, though the upstream is silent.
+func TestConnectHTTP2ClientReset(t *testing.T) {
+	closed := make(chan error, 1)
+	up := servertest.ServeTCP(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err := io.ReadAll(c)
+		closed <- err
+	})
+	p := servertest.Start(t, httpBootstrap(up, connectTerminateRoute, connectHCM))
+	tr := h2ConnectTransport(t, p.Addr("front"))
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "CONNECT", "http://example.com:443", pr)
+	req.URL = &url.URL{Scheme: "http", Host: "example.com:443"}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	p.WaitStat("http.ingress.downstream_cx_upgrades_active", 1)
+	cancel()
+	resp.Body.Close() // RST_STREAM
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("the upstream connection was not closed but: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream connection outlived the reset stream")
+	}
+	p.WaitStat("http.ingress.downstream_cx_upgrades_active", 0)
+	p.WaitStat("cluster.up.upstream_cx_active", 0)
+}

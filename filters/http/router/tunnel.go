@@ -68,6 +68,16 @@ func (f *filter) startTunnel() {
 	}
 	f.tunnelDone = make(chan struct{})
 	idle := f.idle
+	if d, ok := down.(interface{ Done() <-chan struct{} }); ok {
+		// An HTTP/2 stream that ends (a reset, say) stops the upstream copy.
+		go func(ended <-chan struct{}, copied chan struct{}) {
+			select {
+			case <-ended:
+				_ = up.Close()
+			case <-copied:
+			}
+		}(d.Done(), f.tunnelDone)
+	}
 	go func() {
 		defer close(f.tunnelDone)
 		defer done()
