@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/outrider-proxy/outrider/proxy/headers"
+	"github.com/outrider-proxy/outrider/proxy/netcopy"
 )
 
 // checkUpgrade decides whether the request is an allowed upgrade, as Envoy's
@@ -134,12 +135,33 @@ func (s *stream) h2TunnelFor(hs *h2Stream) net.Conn {
 	return s.tunnel
 }
 
-// endTunnel stops an HTTP/2 tunnel's writes when its stream finishes.
+// endTunnel stops an HTTP/2 tunnel's writes when its stream finishes, and
+// tells the filter that either kind of tunnel is over.
 func (s *stream) endTunnel() {
 	if s.tunnel != nil {
 		s.tunnel.shutdown()
 		s.tunnel = nil
 	}
+	if s.h1tunnel != nil {
+		close(s.h1tunnel.done)
+		s.h1tunnel = nil
+	}
+}
+
+// h1Tunnel is the downstream end of a tunnel on an HTTP/1 connection: the
+// connection itself, plus Done, closed when the stream has ended (the
+// connection then closes), so the filter can stop the upstream side.
+type h1Tunnel struct {
+	net.Conn
+	done chan struct{}
+}
+
+func (t *h1Tunnel) Done() <-chan struct{} { return t.done }
+
+// CloseWrite half-closes the connection (Conn may not say it can).
+func (t *h1Tunnel) CloseWrite() error {
+	netcopy.CloseWrite(t.Conn)
+	return nil
 }
 
 // tunnelResponse reports whether h answers the stream's upgrade (101) or

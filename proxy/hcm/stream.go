@@ -82,9 +82,11 @@ type stream struct {
 	writeErr        bool
 	// Tunnels: extConnect marks an HTTP/2 extended CONNECT served as an
 	// upgrade; tunnel is the HTTP/2 stream's tunnel once started (nil:
-	// none); tunnelEOF tells the body reader that the upstream ended it.
+	// none), h1tunnel the HTTP/1 connection's; tunnelEOF tells the body
+	// reader that the upstream ended it.
 	extConnect bool
 	tunnel     *h2Tunnel
+	h1tunnel   *h1Tunnel
 	tunnelEOF  atomic.Bool
 }
 
@@ -103,7 +105,7 @@ func (s *stream) begin(now time.Time) {
 	s.routes = s.cfg.routes.Load()
 	s.route, s.routeSet = nil, false
 	s.localReplied, s.responseStarted, s.responseDone, s.reset, s.closeAfter, s.writeErr, s.reqDone = false, false, false, false, false, false, false
-	s.extConnect, s.tunnel = false, nil
+	s.extConnect, s.tunnel, s.h1tunnel = false, nil, nil
 	s.tunnelEOF.Store(false)
 	s.resp.Reset()
 	s.reqTrl.Reset()
@@ -173,7 +175,8 @@ func (s *stream) Tunnel() (net.Conn, func()) {
 			return nil, nil
 		}
 		s.closeAfter = true
-		down = ds.nc.Conn
+		s.h1tunnel = &h1Tunnel{Conn: ds.nc.Conn, done: make(chan struct{})}
+		down = s.h1tunnel
 	case *h2Stream:
 		if down = s.h2TunnelFor(ds); down == nil {
 			return nil, nil

@@ -348,3 +348,33 @@ func TestConnectHTTP2ClientReset(t *testing.T) {
 	p.WaitStat("http.ingress.downstream_cx_upgrades_active", 0)
 	p.WaitStat("cluster.up.upstream_cx_active", 0)
 }
+
+// TestConnectHTTP1ClientReset: a client that resets its connection during a
+// CONNECT tunnel ends the upstream connection too, though the upstream is
+// silent.
+func TestConnectHTTP1ClientReset(t *testing.T) {
+	closed := make(chan error, 1)
+	up := servertest.ServeTCP(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err := io.ReadAll(c)
+		closed <- err
+	})
+	p := servertest.Start(t, httpBootstrap(up, connectTerminateRoute, connectHCM))
+	resp, c, _ := h1Connect(t, p.Addr("front"))
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	p.WaitStat("http.ingress.downstream_cx_upgrades_active", 1)
+	c.(*net.TCPConn).SetLinger(0)
+	c.Close() // RST
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("the upstream connection was not closed but: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream connection outlived the reset client")
+	}
+	p.WaitStat("http.ingress.downstream_cx_upgrades_active", 0)
+	p.WaitStat("cluster.up.upstream_cx_active", 0)
+}

@@ -69,7 +69,7 @@ func (f *filter) startTunnel() {
 	f.tunnelDone = make(chan struct{})
 	idle := f.idle
 	if d, ok := down.(interface{ Done() <-chan struct{} }); ok {
-		// An HTTP/2 stream that ends (a reset, say) stops the upstream copy.
+		// A stream that ends (a reset, say) stops the upstream copy.
 		go func(ended <-chan struct{}, copied chan struct{}) {
 			select {
 			case <-ended:
