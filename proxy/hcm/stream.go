@@ -184,6 +184,9 @@ func (s *stream) Tunnel() (net.Conn, func()) {
 	default:
 		return nil, nil
 	}
+	// request_timeout is disarmed once the response starts, as Envoy's: a
+	// tunnel is bounded by the stream idle timeout instead.
+	s.requestDeadline = time.Time{}
 	s.cfg.stats.cxUpgradesActive.Inc()
 	return down, func() { s.cfg.stats.cxUpgradesActive.Dec() }
 }

@@ -378,3 +378,19 @@ func TestConnectHTTP1ClientReset(t *testing.T) {
 	p.WaitStat("http.ingress.downstream_cx_upgrades_active", 0)
 	p.WaitStat("cluster.up.upstream_cx_active", 0)
 }
+
+// TestConnectOutlivesRequestTimeout: request_timeout stops once the 200 is
+// sent; the tunnel lives on.
+func TestConnectOutlivesRequestTimeout(t *testing.T) {
+	p := servertest.Start(t, httpBootstrap(echoTCP(t), connectTerminateRoute, connectHCM+"\nrequest_timeout: 0.2s"))
+	resp, c, br := h1Connect(t, p.Addr("front"))
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	time.Sleep(400 * time.Millisecond) // past request_timeout
+	io.WriteString(c, "still here")
+	c.(*net.TCPConn).CloseWrite()
+	if got, err := io.ReadAll(br); err != nil || string(got) != "STILL HEREBYE" {
+		t.Fatalf("after request_timeout: %q %v", got, err)
+	}
+}
