@@ -394,3 +394,24 @@ func TestConnectOutlivesRequestTimeout(t *testing.T) {
 		t.Fatalf("after request_timeout: %q %v", got, err)
 	}
 }
+
+// TestConnectMaxStreamDuration: the route's max_stream_duration ends a
+// tunnel however busy or silent it is.
+func TestConnectMaxStreamDuration(t *testing.T) {
+	up := servertest.ServeTCP(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.ReadAll(c) // silent until the proxy closes
+	})
+	routes := `- match: {connect_matcher: {}}
+  route: {cluster: up, max_stream_duration: {max_stream_duration: 0.2s}, upgrade_configs: [{upgrade_type: CONNECT, connect_config: {}}]}`
+	p := servertest.Start(t, httpBootstrap(up, routes, connectHCM))
+	resp, _, br := h1Connect(t, p.Addr("front"))
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	// Without the limit the read fails at the 10 s connection deadline.
+	if b, err := io.ReadAll(br); err != nil || len(b) != 0 {
+		t.Fatalf("after max_stream_duration: %q %v", b, err)
+	}
+	p.WaitStat("cluster.up.upstream_cx_active", 0)
+}

@@ -68,6 +68,10 @@ func (f *filter) startTunnel() {
 	}
 	f.tunnelDone = make(chan struct{})
 	idle := f.idle
+	var maxTimer *time.Timer
+	if !f.maxStream.IsZero() { // max_stream_duration ends the tunnel: its upstream side closes
+		maxTimer = time.AfterFunc(time.Until(f.maxStream), func() { _ = up.Close() })
+	}
 	if d, ok := down.(interface{ Done() <-chan struct{} }); ok {
 		// A stream that ends (a reset, say) stops the upstream copy.
 		go func(ended <-chan struct{}, copied chan struct{}) {
@@ -82,6 +86,9 @@ func (f *filter) startTunnel() {
 		defer close(f.tunnelDone)
 		defer done()
 		defer free()
+		if maxTimer != nil {
+			defer maxTimer.Stop()
+		}
 		for {
 			if idle > 0 { // the stream idle timeout bounds a silent tunnel
 				_ = up.SetReadDeadline(time.Now().Add(idle))
