@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/outrider-proxy/outrider/proxy/headers"
@@ -77,6 +78,7 @@ type h2Tunnel struct {
 	mu     sync.Mutex
 	closed bool          // the stream ended: no more writes to its ResponseWriter
 	done   chan struct{} // closed with closed
+	sent   uint64        // bytes written, under mu
 }
 
 // Done is closed when the stream has ended, so the filter can stop the
@@ -92,6 +94,7 @@ func (t *h2Tunnel) Write(p []byte) (int, error) {
 	if err := t.hs.writeData(p, false); err != nil {
 		return 0, err
 	}
+	t.sent += uint64(len(p))
 	return len(p), nil
 }
 
@@ -115,14 +118,15 @@ func (t *h2Tunnel) SetReadDeadline(time.Time) error  { return nil }
 func (t *h2Tunnel) SetWriteDeadline(time.Time) error { return nil }
 
 // shutdown stops writes, once the stream is over (x/net forbids them after
-// the handler returns).
-func (t *h2Tunnel) shutdown() {
+// the handler returns), and reports the bytes sent through the tunnel.
+func (t *h2Tunnel) shutdown() uint64 {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	if !t.closed {
 		t.closed = true
 		close(t.done)
 	}
-	t.mu.Unlock()
+	return t.sent
 }
 
 // h2TunnelFor starts the tunnel of an HTTP/2 stream whose response headers
@@ -137,13 +141,15 @@ func (s *stream) h2TunnelFor(hs *h2Stream) net.Conn {
 
 // endTunnel stops an HTTP/2 tunnel's writes when its stream finishes, and
 // tells the filter that either kind of tunnel is over.
+// The bytes the tunnel sent to the client count in BytesSent.
 func (s *stream) endTunnel() {
 	if s.tunnel != nil {
-		s.tunnel.shutdown()
+		s.info.BytesSent += s.tunnel.shutdown()
 		s.tunnel = nil
 	}
 	if s.h1tunnel != nil {
 		close(s.h1tunnel.done)
+		s.info.BytesSent += s.h1tunnel.sent.Load()
 		s.h1tunnel = nil
 	}
 }
@@ -154,6 +160,13 @@ func (s *stream) endTunnel() {
 type h1Tunnel struct {
 	net.Conn
 	done chan struct{}
+	sent atomic.Uint64 // bytes written
+}
+
+func (t *h1Tunnel) Write(p []byte) (int, error) {
+	n, err := t.Conn.Write(p)
+	t.sent.Add(uint64(n))
+	return n, err
 }
 
 func (t *h1Tunnel) Done() <-chan struct{} { return t.done }

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -414,4 +416,44 @@ func TestConnectMaxStreamDuration(t *testing.T) {
 		t.Fatalf("after max_stream_duration: %q %v", b, err)
 	}
 	p.WaitStat("cluster.up.upstream_cx_active", 0)
+}
+
+// TestConnectAccessLog: the tunnel's bytes count in the access log, both
+// ways, with the 200 and the upstream host.
+func TestConnectAccessLog(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) {
+			logPath := filepath.Join(t.TempDir(), "hcm.log")
+			hcm := connectHCM + "\naccess_log:\n" + indent(fileLog(logPath, "%REQ(:METHOD)% %RESPONSE_CODE% %BYTES_RECEIVED% %BYTES_SENT%\n"), 2)
+			p := servertest.Start(t, httpBootstrap(echoTCP(t), connectTerminateRoute, hcm))
+			if h2 {
+				tr := h2ConnectTransport(t, p.Addr("front"))
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				req, _ := http.NewRequestWithContext(ctx, "CONNECT", "http://example.com:443", strings.NewReader("abcd"))
+				req.URL = &url.URL{Scheme: "http", Host: "example.com:443"}
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, err := io.ReadAll(resp.Body); err != nil || string(got) != "ABCDBYE" {
+					t.Fatalf("through the tunnel: %q %v", got, err)
+				}
+				resp.Body.Close()
+			} else {
+				_, c, br := h1Connect(t, p.Addr("front"))
+				io.WriteString(c, "abcd")
+				c.(*net.TCPConn).CloseWrite()
+				if got, err := io.ReadAll(br); err != nil || string(got) != "ABCDBYE" {
+					t.Fatalf("through the tunnel: %q %v", got, err)
+				}
+			}
+			p.WaitStat("http.ingress.downstream_rq_completed", 1)
+			p.Srv.Shutdown() // flushes the log
+			b, err := os.ReadFile(logPath)
+			if err != nil || string(b) != "CONNECT 200 4 7\n" {
+				t.Fatalf("access log %q %v", b, err)
+			}
+		})
+	}
 }
