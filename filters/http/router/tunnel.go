@@ -66,7 +66,8 @@ func (f *filter) startTunnel() {
 	} else {
 		read = f.codec.dec.ReadData // raw bytes after the 101 or 2xx, buffered ones first
 	}
-	f.tunnelDone = make(chan struct{})
+	copied := make(chan struct{}) // the goroutines keep their own: Reset clears f
+	f.tunnelDone = copied
 	idle := f.idle
 	var maxTimer *time.Timer
 	if !f.maxStream.IsZero() { // max_stream_duration ends the tunnel: its upstream side closes
@@ -74,16 +75,16 @@ func (f *filter) startTunnel() {
 	}
 	if d, ok := down.(interface{ Done() <-chan struct{} }); ok {
 		// A stream that ends (a reset, say) stops the upstream copy.
-		go func(ended <-chan struct{}, copied chan struct{}) {
+		go func(ended <-chan struct{}) {
 			select {
 			case <-ended:
 				_ = up.Close()
 			case <-copied:
 			}
-		}(d.Done(), f.tunnelDone)
+		}(d.Done())
 	}
 	go func() {
-		defer close(f.tunnelDone)
+		defer close(copied)
 		defer done()
 		defer free()
 		if maxTimer != nil {
@@ -108,8 +109,9 @@ func (f *filter) startTunnel() {
 	}()
 }
 
-// rawReader reads a terminated CONNECT's upstream connection into a pooled
-// buffer, valid until the next read; free gives it back.
+// rawReader reads the tunnel's own upstream connection (a terminated
+// CONNECT's, an HTTP/2 stream) into a pooled buffer, valid until the next
+// read; free gives it back.
 func rawReader(up net.Conn) (read func() ([]byte, error), free func()) {
 	b := buffer.Get(32 << 10)
 	buf := b.Bytes()
