@@ -23,6 +23,7 @@ import (
 
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/proxy/drain"
+	_ "github.com/outrider-proxy/outrider/proxy/hcm/xconnect" // x/net's server: extended CONNECT
 	"github.com/outrider-proxy/outrider/proxy/http1"
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
@@ -92,7 +93,8 @@ type Config struct {
 	stripMatchingPort     bool
 	accept10              bool
 	accessLogs            *accesslog.Set  // nil logs nothing
-	upgrades              map[string]bool // upgrade_configs: type (lower-case) -> enabled
+	upgrades              map[string]bool // upgrade_configs: type (lower-case, "connect" for CONNECT) -> enabled
+	allowConnect          bool            // http2_protocol_options.allow_connect: extended CONNECT accepted
 	cancelRDS             func()          // stops the RDS watch; nil for inline routes
 	scoped                *scopedRoutes   // scoped_routes; nil for rds and route_config
 	internalCIDRs         []netip.Prefix  // internal_address_config.cidr_ranges
@@ -241,9 +243,6 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 	for i, u := range p.GetUpgradeConfigs() {
 		if len(u.GetFilters()) > 0 {
 			return nil, fmt.Errorf("upgrade_configs[%d].filters: upgrade filter chains are not supported by outrider yet", i)
-		}
-		if strings.EqualFold(u.GetUpgradeType(), "CONNECT") {
-			return nil, fmt.Errorf("upgrade_configs[%d]: CONNECT termination is not supported by outrider yet", i)
 		}
 		if c.upgrades == nil {
 			c.upgrades = map[string]bool{}

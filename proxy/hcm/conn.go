@@ -292,6 +292,7 @@ func (s *stream) downstreamReadFailed(err error) {
 // finish records the stream's stats and writes its access logs.
 func (s *stream) finish(start time.Time) {
 	st := s.cfg.stats
+	s.endTunnel()
 	if s.info.Has(streaminfo.StreamIdleTimeout) {
 		st.rqIdleTimeout.Inc()
 	}
@@ -317,7 +318,7 @@ func (c *conn) writeHeaders(h *headers.Map, end bool) error {
 	if !s.reqDone {
 		s.closeAfter = true // the rest of the request cannot be skipped on HTTP/1
 	}
-	if s.closeAfter {
+	if s.closeAfter && !s.tunnelResponse(h) { // a tunnel's answer keeps its own Connection
 		h.Set("connection", "close")
 	}
 	if !c.dsMsg.KeepAlive {

@@ -438,6 +438,9 @@ func (hs *h2Stream) readData(idle time.Duration, hard time.Time) ([]byte, bool, 
 			return hs.buf[:n], false, nil // an io.EOF comes again on the next read
 		}
 		if err != nil {
+			if hs.tunnelEOF.Load() {
+				return nil, false, io.EOF // the upstream ended the tunnel (h2Tunnel.CloseWrite)
+			}
 			return nil, !hard.IsZero() && !time.Now().Before(hard), err
 		}
 	}

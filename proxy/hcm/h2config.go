@@ -51,7 +51,12 @@ type h2Server struct {
 // which is Envoy's stream_error_on_invalid_http_messaging: true behaviour;
 // the field is accepted either way.
 //
-// Refused: allow_connect (extended CONNECT needs upgrades), allow_metadata,
+// allow_connect accepts extended CONNECT (RFC 8441: WebSocket over HTTP/2):
+// x/net advertises SETTINGS_ENABLE_CONNECT_PROTOCOL on every connection of
+// the process (package xconnect), and a stream with :protocol is refused
+// with 400 when the field is off.
+//
+// Refused: allow_metadata,
 // custom_settings_parameters, connection_keepalive.connection_idle_interval
 // (an upstream option) and every field not listed here.
 func (c *Config) compileHTTP2(p *corev3.Http2ProtocolOptions) error {
@@ -66,9 +71,7 @@ func (c *Config) compileHTTP2(p *corev3.Http2ProtocolOptions) error {
 			"connection_keepalive"); err != nil {
 			return err
 		}
-		if p.GetAllowConnect() {
-			return fmt.Errorf("%s.allow_connect: extended CONNECT (upgrades over HTTP/2) is not supported by outrider yet", path)
-		}
+		c.allowConnect = p.GetAllowConnect()
 		if v := p.GetHpackTableSize(); v != nil {
 			if v.GetValue() == 0 {
 				return fmt.Errorf("%s.hpack_table_size: 0 (no dynamic table) is not supported by outrider yet", path)

@@ -1,6 +1,7 @@
 package hcm
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +41,12 @@ func TestHTTP2ProtocolOptions(t *testing.T) {
 				t.Fatalf("server %+v", s)
 			}
 		}},
-		{name: "allow_connect", opts: &corev3.Http2ProtocolOptions{AllowConnect: true}, wantErr: "http2_protocol_options.allow_connect"},
+		{name: "allow_connect", opts: &corev3.Http2ProtocolOptions{AllowConnect: true}, check: func(t *testing.T, c *Config) {
+			// x/net reads its extended CONNECT switch from GODEBUG (package xconnect).
+			if !c.allowConnect || !strings.Contains(os.Getenv("GODEBUG"), "http2xconnect=1") {
+				t.Fatalf("allowConnect %v, GODEBUG %q", c.allowConnect, os.Getenv("GODEBUG"))
+			}
+		}},
 		{name: "metadata", opts: &corev3.Http2ProtocolOptions{AllowMetadata: true}, wantErr: "http2_protocol_options.allow_metadata"},
 		{name: "hpack 0", opts: &corev3.Http2ProtocolOptions{HpackTableSize: u32(0)}, wantErr: "http2_protocol_options.hpack_table_size"},
 		{name: "window", opts: &corev3.Http2ProtocolOptions{InitialStreamWindowSize: u32(100)}, wantErr: "http2_protocol_options.initial_stream_window_size"},

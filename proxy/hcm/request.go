@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"strconv"
-	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
@@ -44,23 +43,9 @@ func (s *stream) prepareRequest() *requestError {
 	if s.cfg.underscores != corev3.HttpProtocolOptions_ALLOW && s.underscoreHeaders(h) {
 		return &requestError{400, "unexpected_underscore"}
 	}
-	upgrade := false
-	if s.msg.Upgrade {
-		t, _ := h.Get("upgrade")
-		allowed, configured := s.cfg.upgrades[strings.ToLower(string(t))]
-		if r := s.Route(); r != nil {
-			for _, u := range r.Action().GetUpgradeConfigs() { // a route may turn an upgrade on or off
-				if strings.EqualFold(u.GetUpgradeType(), string(t)) {
-					allowed, configured = u.GetEnabled() == nil || u.GetEnabled().GetValue(), true
-				}
-			}
-		}
-		s.ClearRouteCache() // the route is chosen again once the path is final
-		if !configured || !allowed {
-			return &requestError{403, "upgrade_failed"}
-		}
-		upgrade = true
-		s.cfg.stats.cxUpgradesTotal.Inc()
+	upgrade, rerr := s.checkUpgrade(h)
+	if rerr != nil {
+		return rerr
 	}
 	http1.StripHopByHop(h, upgrade)
 	h.Del("http2-settings")

@@ -3,6 +3,7 @@ package hcm
 import (
 	"math/rand/v2"
 	"net"
+	"sync/atomic"
 	"time"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -80,6 +81,14 @@ type stream struct {
 	localHdrs       headers.Map  // added to local replies (AddLocalReplyHeader)
 	logCtx          formatter.Context
 	writeErr        bool
+	// Tunnels: extConnect marks an HTTP/2 extended CONNECT served as an
+	// upgrade; tunnel is the HTTP/2 stream's tunnel once started (nil:
+	// none), h1tunnel the HTTP/1 connection's; tunnelEOF tells the body
+	// reader that the upstream ended it.
+	extConnect bool
+	tunnel     *h2Tunnel
+	h1tunnel   *h1Tunnel
+	tunnelEOF  atomic.Bool
 }
 
 func (s *stream) init(cfg *Config, nc *netfilter.Conn, ds downstream) {
@@ -101,6 +110,8 @@ func (s *stream) begin(now time.Time) {
 	}
 	s.route, s.routeSet = nil, false
 	s.localReplied, s.responseStarted, s.responseDone, s.reset, s.closeAfter, s.writeErr, s.reqDone = false, false, false, false, false, false, false
+	s.extConnect, s.tunnel, s.h1tunnel = false, nil, nil
+	s.tunnelEOF.Store(false)
 	s.resp.Reset()
 	s.reqTrl.Reset()
 	s.respTrailers = nil
@@ -162,15 +173,30 @@ func (s *stream) DecodingBuffer() *[]byte { return &s.dec.buf }
 // Tunnel hands the terminal filter the raw HTTP/1 connection once an
 // upgrade (101) was sent: what the client sends keeps arriving through
 // DecodeData; the filter writes the upstream's bytes to the returned conn
-// and calls done when the tunnel is over. nil on HTTP/2.
+// and calls done when the tunnel is over. On HTTP/2 the conn writes the
+// stream's DATA frames (see h2Tunnel).
 func (s *stream) Tunnel() (net.Conn, func()) {
-	c, ok := s.ds.(*conn)
-	if !ok || c.enc.Flush() != nil {
+	var down net.Conn
+	switch ds := s.ds.(type) {
+	case *conn:
+		if ds.enc.Flush() != nil {
+			return nil, nil
+		}
+		s.closeAfter = true
+		s.h1tunnel = &h1Tunnel{Conn: ds.nc.Conn, done: make(chan struct{})}
+		down = s.h1tunnel
+	case *h2Stream:
+		if down = s.h2TunnelFor(ds); down == nil {
+			return nil, nil
+		}
+	default:
 		return nil, nil
 	}
-	s.closeAfter = true
+	// request_timeout is disarmed once the response starts, as Envoy's: a
+	// tunnel is bounded by the stream idle timeout instead.
+	s.requestDeadline = time.Time{}
 	s.cfg.stats.cxUpgradesActive.Inc()
-	return c.nc.Conn, func() { s.cfg.stats.cxUpgradesActive.Dec() }
+	return down, func() { s.cfg.stats.cxUpgradesActive.Dec() }
 }
 func (s *stream) EncodingBuffer() *[]byte { return &s.enc.buf }
 
@@ -299,6 +325,7 @@ func (s *stream) writeHeaders(h *headers.Map, end bool) {
 	if s.info.FirstDownstreamTxByte == 0 {
 		s.info.FirstDownstreamTxByte = s.info.Since(time.Now())
 	}
+	s.extConnectStatus(h)
 	if err := s.ds.writeHeaders(h, end); err != nil {
 		s.downstreamWriteFailed()
 		return

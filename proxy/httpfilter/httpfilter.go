@@ -87,10 +87,13 @@ type Callbacks interface {
 	// content-length in the headers it still holds).
 	DecodingBuffer() *[]byte
 	EncodingBuffer() *[]byte
-	// Tunnel hands over the raw client connection after an upgrade (101)
-	// was encoded: client bytes keep coming through DecodeData, the filter
-	// writes upstream bytes to conn and calls done at the end. nil when the
-	// downstream cannot tunnel (HTTP/2).
+	// Tunnel hands over the client side of a tunnel once its answer (an
+	// upgrade's 101, a CONNECT's 2xx) was encoded: client bytes keep coming
+	// through DecodeData, the filter writes upstream bytes to conn (the raw
+	// HTTP/1 connection, or the HTTP/2 stream's DATA frames), half-closes it
+	// with CloseWrite, and calls done at the end. conn may also have a
+	// Done() <-chan struct{} method, closed when the stream has ended. nil
+	// when the stream cannot tunnel.
 	Tunnel() (conn net.Conn, done func())
 	// ResponseHeaders is an empty map owned by the stream, for the terminal
 	// filter to fill before EncodeHeaders.

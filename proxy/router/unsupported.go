@@ -2,6 +2,8 @@ package router
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 )
@@ -83,6 +85,26 @@ func checkRouteActionUnsupported(a *routev3.RouteAction) error {
 		return errors.New("grpc_timeout_offset: not supported (use max_stream_duration)")
 	case a.GetFlushTimeout() != nil:
 		return errors.New("flush_timeout: not supported")
+	}
+	return upgradeUnsupported(a.GetUpgradeConfigs())
+}
+
+// upgradeUnsupported refuses connect_config fields the router filter does
+// not honour: it terminates CONNECT (and only CONNECT) as a raw TCP tunnel.
+func upgradeUnsupported(us []*routev3.RouteAction_UpgradeConfig) error {
+	for i, u := range us {
+		cc := u.GetConnectConfig()
+		if cc == nil {
+			continue
+		}
+		switch {
+		case !strings.EqualFold(u.GetUpgradeType(), "CONNECT"):
+			return fmt.Errorf("upgrade_configs[%d].connect_config: only valid for upgrade_type CONNECT", i)
+		case cc.GetAllowPost():
+			return fmt.Errorf("upgrade_configs[%d].connect_config.allow_post: not supported", i)
+		case cc.GetProxyProtocolConfig() != nil:
+			return fmt.Errorf("upgrade_configs[%d].connect_config.proxy_protocol_config: not supported", i)
+		}
 	}
 	return nil
 }

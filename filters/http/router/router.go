@@ -105,6 +105,7 @@ type filter struct {
 	// tunnelDone is closed when the upstream-to-client copy ends.
 	upgrade    bool
 	tunnelDone chan struct{}
+	tun        tunnel // CONNECT and the upstream side of a tunnel (tunnel.go)
 	setCookie  string // a generated hash-policy cookie to set on the response
 	// maxStream is the end of the route's max_stream_duration; zero: none.
 	maxStream time.Time
@@ -221,14 +222,22 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	if end && len(r.Action().GetRequestMirrorPolicies()) > 0 {
 		f.mirror(h)
 	}
+	if f.tun.connect = string(f.method) == "CONNECT"; f.tun.connect && r.TerminatesConnect() {
+		f.terminateConnect()
+		return httpfilter.Stop
+	}
 	if f.h2on = f.cluster.UseHTTP2(info.Protocol == "HTTP/2", f.host); f.h2on {
+		if f.tun.connect || h.Has("upgrade") { // a tunnel over an HTTP/2 stream (connect_h2.go)
+			f.h2Upgrade(h)
+			return httpfilter.Stop
+		}
 		f.h2Send(h, end)
 		return httpfilter.Stop
 	}
 	if !f.connect() {
 		return httpfilter.Stop
 	}
-	if f.upgrade = h.Has("upgrade"); f.upgrade {
+	if f.upgrade = h.Has("upgrade") || f.tun.connect; f.upgrade {
 		// The connection manager kept Upgrade only for an allowed upgrade:
 		// send the headers alone and wait for the 101 before any bytes.
 		end = true
@@ -393,7 +402,7 @@ func (f *filter) awaitResponse() {
 	if f.responseStatus(code) {
 		return
 	}
-	http1.StripHopByHop(resp, code == 101 && f.upgrade)
+	http1.StripHopByHop(resp, f.tunnelResponse(code))
 	if !f.cfg.suppressHeaders {
 		resp.SetInt("x-envoy-upstream-service-time", time.Since(f.start).Milliseconds())
 	}
@@ -403,7 +412,7 @@ func (f *filter) awaitResponse() {
 		f.release(false)
 		return
 	}
-	if code == 101 && f.upgrade {
+	if f.tunnelResponse(code) {
 		f.startTunnel()
 		return
 	}
@@ -467,7 +476,9 @@ func (f *filter) finished(reusable bool) {
 
 // release returns the upstream connection, once.
 func (f *filter) release(reusable bool) {
-	if f.h2 != nil {
+	if f.tun.raw != nil {
+		f.closeRaw()
+	} else if f.h2 != nil {
 		f.h2Release()
 	} else if f.pc == nil {
 		return
