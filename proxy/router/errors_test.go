@@ -46,6 +46,14 @@ func TestCompileErrors(t *testing.T) {
 			"route.regex_rewrite: substitution", nil},
 		{"vhds", "vhds: {config_source: {ads: {}}}\n", "vhds: not supported", nil},
 		{"no action", wrap(`{match: {prefix: "/"}}`), "action: one of", nil},
+		{"hash policy empty", wrap(`{match: {prefix: "/"}, route: {cluster: c, hash_policy: [{header: {header_name: x}}, {terminal: true}]}}`),
+			"route.hash_policy[1].policy_specifier: must be set", nil},
+		{"hash filter_state key", wrap(`{match: {prefix: "/"}, route: {cluster: c, hash_policy: [{filter_state: {key: ""}}]}}`),
+			"route.hash_policy[0].filter_state.key: must not be empty", nil},
+		{"hash cookie attributes", wrap(`{match: {prefix: "/"}, route: {cluster: c, hash_policy: [{cookie: {name: s, attributes: [{name: a}]}}]}}`),
+			"route.hash_policy[0].cookie.attributes: not supported", nil},
+		{"hash header rewrite", wrap(`{match: {prefix: "/"}, route: {cluster: c, hash_policy: [{header: {header_name: x, regex_rewrite: {pattern: {regex: "("}, substitution: ""}}}]}}`),
+			"route.hash_policy[0].header.regex_rewrite: ", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,7 +3,6 @@ package router
 import (
 	"context"
 	"math/rand/v2"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,7 +14,6 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/matcher"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
-	"github.com/outrider-proxy/outrider/proxy/upstream"
 )
 
 // retryOn is a set of Envoy retry conditions.
@@ -298,104 +296,6 @@ func (f *filter) keepForReplay(p []byte, end bool) {
 		return
 	}
 	f.body = append(f.body, p...)
-}
-
-// lbContext fills the hash key from the route's hash_policy (header,
-// source IP, query parameter), for RING_HASH and MAGLEV clusters.
-func (f *filter) lbContext() *upstream.LBContext {
-	f.lb = upstream.LBContext{DownstreamConn: f.cb.Info().Conn}
-	h := f.cb.RequestHeaders()
-	var key uint64
-	for _, p := range f.route.HashPolicy() {
-		var v uint64
-		var ok bool
-		switch {
-		case p.GetHeader() != nil:
-			if b, found := h.Get(strings.ToLower(p.GetHeader().GetHeaderName())); found {
-				v, ok = upstream.XXHash64(string(b), 0), true
-			}
-		case p.GetConnectionProperties().GetSourceIp():
-			if a := f.cb.Info().Conn.RemoteAddr.Addr(); a.IsValid() {
-				v, ok = hashAddr(a), true
-			}
-		case p.GetCookie() != nil:
-			c := p.GetCookie()
-			if val, found := cookieValue(h, c.GetName()); found {
-				v, ok = upstream.XXHash64(val, 0), true
-			} else if c.GetTtl() != nil {
-				// Envoy makes the cookie from the client's address and sets it
-				// on the response, so the next requests stick.
-				var b [46]byte
-				val := strconv.FormatUint(upstream.XXHash64(string(f.cb.Info().Conn.RemoteAddr.Addr().AppendTo(b[:0])), 0), 16)
-				v, ok = upstream.XXHash64(val, 0), true
-				f.setCookie = setCookieValue(c.GetName(), val, c.GetPath(), c.GetTtl().AsDuration())
-			}
-		case p.GetQueryParameter() != nil:
-			if val, found := queryParam(h, p.GetQueryParameter().GetName()); found {
-				v, ok = upstream.XXHash64(val, 0), true
-			}
-		}
-		if !ok {
-			continue
-		}
-		key = (key<<1 | key>>63) ^ v // Envoy's rotate-and-xor combination
-		f.lb.HasHash = true
-		if p.GetTerminal() {
-			break
-		}
-	}
-	f.lb.HashKey = key
-	return &f.lb
-}
-
-func hashAddr(a netip.Addr) uint64 {
-	var b [46]byte
-	return upstream.XXHash64(string(a.Unmap().AppendTo(b[:0])), 0)
-}
-
-// setCookieValue is the Set-Cookie header Envoy sends for a generated
-// hash-policy cookie.
-func setCookieValue(name, value, path string, ttl time.Duration) string {
-	v := name + "=\"" + value + "\""
-	if ttl > 0 {
-		v += "; Max-Age=" + strconv.FormatInt(int64(ttl/time.Second), 10)
-	}
-	if path != "" {
-		v += "; Path=" + path
-	}
-	return v + "; HttpOnly"
-}
-
-// cookieValue finds a cookie in the request's cookie headers.
-func cookieValue(h *headers.Map, name string) (string, bool) {
-	var val string
-	var found bool
-	h.Values("cookie", func(v []byte) bool {
-		for _, kv := range strings.Split(string(v), ";") {
-			k, cv, _ := strings.Cut(strings.TrimSpace(kv), "=")
-			if k == name {
-				val, found = strings.Trim(cv, `"`), true
-				return false
-			}
-		}
-		return true
-	})
-	return val, found
-}
-
-func queryParam(h *headers.Map, name string) (string, bool) {
-	path, _ := h.Get(headers.Path)
-	i := strings.IndexByte(string(path), '?')
-	if i < 0 {
-		return "", false
-	}
-	for _, kv := range strings.Split(string(path[i+1:]), "&") {
-		k, v, _ := strings.Cut(kv, "=")
-		if k == name {
-			return v, true
-		}
-	}
-	return "", false
 }
 
 // lazyCtx is a request's context for the connection pool: free on the
