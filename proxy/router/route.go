@@ -185,6 +185,9 @@ func (r *Route) compileRouteAction(a *routev3.RouteAction, cc *compileCtx) error
 	if d := a.GetIdleTimeout(); d != nil {
 		r.idleTimeout = d.AsDuration()
 	}
+	if err := checkRetryPolicy(a.GetRetryPolicy()); err != nil {
+		return fmt.Errorf("route.%w", err)
+	}
 	hp, err := compileHashPolicies(a.GetHashPolicy())
 	if err != nil {
 		return err

@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,6 +32,7 @@ const (
 	retryGRPCInternal
 	retryGRPCResourceExhausted
 	retryGRPCUnavailable
+	retryEnvoyRateLimited
 )
 
 var retryOnNames = map[string]retryOn{
@@ -40,6 +40,7 @@ var retryOnNames = map[string]retryOn{
 	"retriable-4xx": retryRetriable4xx, "refused-stream": retryRefusedStream, "retriable-status-codes": retryRetriableStatusCodes,
 	"retriable-headers": retryRetriableHeaders, "cancelled": retryGRPCCancelled, "deadline-exceeded": retryGRPCDeadlineExceeded,
 	"internal": retryGRPCInternal, "resource-exhausted": retryGRPCResourceExhausted, "unavailable": retryGRPCUnavailable,
+	"envoy-ratelimited": retryEnvoyRateLimited,
 }
 
 // grpcRetry maps the gRPC retry_on conditions to grpc-status codes.
@@ -70,6 +71,10 @@ type retryPolicy struct {
 	// avoids the hosts already tried, within hostAttempts picks.
 	previousHosts bool
 	hostAttempts  int
+	// rate_limited_retry_back_off: the response headers giving the back-off
+	// (nil: none) and its max_interval.
+	resetHeaders []resetHeader
+	rlMax        time.Duration
 }
 
 // policies caches compiled retry policies by their proto, which route
@@ -89,12 +94,16 @@ func compileRetry(p *routev3.RetryPolicy) *retryPolicy {
 	}
 	rp.perTry = p.GetPerTryTimeout().AsDuration()
 	if b := p.GetRetryBackOff(); b != nil {
-		rp.base = b.GetBaseInterval().AsDuration()
-		rp.max = b.GetMaxInterval().AsDuration()
+		// Envoy counts whole milliseconds, at least one.
+		rp.base = max(b.GetBaseInterval().AsDuration().Truncate(time.Millisecond), time.Millisecond)
+		if b.GetMaxInterval() != nil {
+			rp.max = max(b.GetMaxInterval().AsDuration().Truncate(time.Millisecond), time.Millisecond)
+		}
 	}
 	if rp.max == 0 {
 		rp.max = 10 * rp.base
 	}
+	rp.compileRateLimited(p.GetRateLimitedRetryBackOff())
 	for _, c := range p.GetRetriableStatusCodes() {
 		rp.statuses = append(rp.statuses, int(c))
 	}
@@ -116,6 +125,11 @@ func compileRetry(p *routev3.RetryPolicy) *retryPolicy {
 // retriableResponse reports whether an upstream response (its code, a
 // trailers-only grpc-status, or retriable_headers) calls for a retry.
 func (p *retryPolicy) retriableResponse(code int, resp *headers.Map, on retryOn) bool {
+	if resp.Has("x-envoy-ratelimited") {
+		// An upstream Envoy rate limited the request: retried only under
+		// envoy-ratelimited, whatever the status.
+		return on&retryEnvoyRateLimited != 0
+	}
 	if p.retriableStatus(code, on) {
 		return true
 	}
@@ -198,7 +212,7 @@ func (f *filter) responseStatus(code int) (retried bool) {
 		f.cb.ResponseHeaders().Add("set-cookie", f.setCookie)
 	}
 	if f.policy != nil && f.policy.retriableResponse(code, f.cb.ResponseHeaders(), f.retryOnSet) &&
-		f.tryRetry(f.retryOnSet, func() { f.cluster.Stats.RecordResponse(code); f.release(false) }) {
+		f.noteRateLimited(f.cb.ResponseHeaders()) && f.tryRetry(f.retryOnSet, func() { f.cluster.Stats.RecordResponse(code); f.release(false) }) {
 		return true
 	}
 	if f.attempts > 1 {
@@ -234,12 +248,8 @@ func (f *filter) tryRetry(why retryOn, before func()) bool {
 	f.retriesLeft--
 	f.attempts++
 	st.UpstreamRqRetry.Inc()
-	// Fully jittered exponential back-off, as Envoy's.
-	backoff := f.policy.base << min(f.attempts-2, 10)
-	backoff = min(backoff, f.policy.max)
-	if backoff > 0 {
-		st.UpstreamRqRetryBackoffExp.Inc()
-		time.Sleep(time.Duration(rand.Int64N(int64(backoff) + 1)))
+	if !f.backOff() {
+		return true
 	}
 	f.tried = append(f.tried, f.host)
 	f.host = f.cluster.ChooseHost(f.lbContext())

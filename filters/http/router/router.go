@@ -129,6 +129,7 @@ type filter struct {
 	h2on  bool
 	h2    *h2Up
 	h2buf []byte
+	res   resilience // retry back-off, hedging and mirroring state (backoff.go)
 }
 
 // Reset implements httpfilter.Resetter.

@@ -1,0 +1,3 @@
+package router
+
+type shadow struct{}
