@@ -134,6 +134,7 @@ type filter struct {
 
 // Reset implements httpfilter.Resetter.
 func (f *filter) Reset() {
+	f.abandonShadows()
 	f.release(false)
 	f.lctx.reset(time.Time{})
 	trl, buf := f.trl, f.h2buf
@@ -219,8 +220,8 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 		f.deadline = f.start.Add(f.timeout) // the route timeout runs from the end of the request
 	}
 	f.deadline = f.capByMaxStream(f.deadline)
-	if end && len(r.Action().GetRequestMirrorPolicies()) > 0 {
-		f.mirror(h)
+	if len(r.Action().GetRequestMirrorPolicies()) > 0 && !h.Has("upgrade") {
+		f.mirror(h, end)
 	}
 	if f.h2on = f.cluster.UseHTTP2(info.Protocol == "HTTP/2", f.host); f.h2on {
 		f.h2Send(h, end)
@@ -245,6 +246,9 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 }
 
 func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
+	if len(f.res.shadows) > 0 {
+		f.mirrorData(p, end)
+	}
 	if f.h2 != nil && f.h2.pw != nil {
 		f.h2Data(p, end)
 		return httpfilter.Stop
@@ -284,6 +288,9 @@ func (f *filter) bodyWriteFailed(err error) {
 }
 
 func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
+	if len(f.res.shadows) > 0 {
+		f.mirrorTrailers(t)
+	}
 	if f.h2 != nil && f.h2.pw != nil {
 		f.h2Trailers(t)
 		return httpfilter.Stop
