@@ -21,6 +21,8 @@ type resilience struct {
 	// rateLimited is the interval a reset header of the last response
 	// asked for, used by the next retry only; zero: none.
 	rateLimited time.Duration
+	// hedge: the request hedges on per-try timeouts (hedge.go).
+	hedge bool
 	// shadows are the mirrored requests whose bodies are being streamed.
 	shadows []*shadow
 }

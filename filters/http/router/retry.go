@@ -197,6 +197,7 @@ func (f *filter) setupRetries(h *headers.Map) {
 			f.retriesLeft = n
 		}
 	}
+	f.setupHedging()
 }
 
 // tryRetry starts another attempt when the policy allows one for why: no

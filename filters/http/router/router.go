@@ -387,6 +387,9 @@ func (f *filter) awaitResponse() {
 				}
 				return
 			}
+			if f.hedge(err) {
+				return
+			}
 			f.upstreamFailed(err, false)
 			return
 		}
