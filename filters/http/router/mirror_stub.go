@@ -1,3 +1,0 @@
-package router
-
-type shadow struct{}
