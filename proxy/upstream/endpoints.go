@@ -23,7 +23,7 @@ type endpointSpec struct {
 	hcHost   string // health_check_config.hostname
 	hcPort   uint16 // health_check_config.port_value
 	hcOff    bool   // health_check_config.disable_active_health_check
-	li, ei   int // indexes of its locality and of it there, for error paths
+	li, ei   int    // indexes of its locality and of it there, for error paths
 }
 
 // pathOf is the field path of lb_endpoints[ei] of endpoints[li], for errors.
