@@ -52,6 +52,7 @@ func faultHandler(aborted chan bool) http.HandlerFunc {
 			w.Header().Set("Content-Length", fmt.Sprint(faultBodyLen))
 			w.Write(bytes.Repeat([]byte("r"), 1000))
 			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond) // HTTP/2 writes the frames on another goroutine
 			if c, ok := r.Context().Value(connKey{}).(*net.TCPConn); ok {
 				c.SetLinger(0) // HTTP/1: an RST for the whole connection
 				c.Close()
@@ -63,6 +64,7 @@ func faultHandler(aborted chan bool) http.HandlerFunc {
 			w.Header().Set("Content-Length", fmt.Sprint(faultBodyLen))
 			w.WriteHeader(200)
 			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond) // HTTP/2 writes the frame on another goroutine
 			if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
 				c.Close()
 			}
