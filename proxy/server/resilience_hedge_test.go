@@ -106,3 +106,51 @@ func TestPerTryTimeoutWithoutHedge(t *testing.T) {
 	}
 	p.WaitStat("cluster.pool.upstream_rq_per_try_timeout", 1)
 }
+
+// A hedged request with a body sends the same body on every try, and a
+// virtual host's hedge_policy applies to its routes.
+func TestHedgeWithBodyFromVirtualHost(t *testing.T) {
+	var calls atomic.Int32
+	bodies := make(chan string, 4)
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		b, _ := io.ReadAll(r.Body)
+		bodies <- string(b)
+		if n == 1 {
+			select {
+			case <-time.After(3 * time.Second):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		fmt.Fprintf(w, "call %d", n)
+	})
+	yaml := resilienceBootstrap(`, retry_policy: {retry_on: 5xx, num_retries: 1, per_try_timeout: 0.2s, retry_back_off: {base_interval: 0.001s}}`, "", up.port())
+	yaml = strings.Replace(yaml, `domains: ["*"]`, `domains: ["*"]
+              hedge_policy: {hedge_on_per_try_timeout: true}`, 1)
+	p := servertest.Start(t, yaml)
+	resp, err := http.Post(p.URL("front", "/"), "text/plain", strings.NewReader("the body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "call 2" {
+		t.Fatalf("got %d %q, want the hedged try's answer", resp.StatusCode, b)
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case got := <-bodies:
+			if got != "the body" {
+				t.Errorf("try %d got body %q", i+1, got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("try %d never arrived", i+1)
+		}
+	}
+	p.WaitStat("cluster.pool.upstream_rq_retry", 1)
+	// Hedged, not cancelled: the per-try timeout was soft.
+	if n := p.Stat("cluster.pool.upstream_rq_per_try_timeout"); n != 0 {
+		t.Errorf("upstream_rq_per_try_timeout = %d, want 0 for a hedged try", n)
+	}
+}
