@@ -26,7 +26,7 @@ func TestHedgeOnPerTryTimeout(t *testing.T) {
 	}{
 		{"the second try wins", []time.Duration{2 * time.Second, 0}, "", 200, "call 2",
 			map[string]int64{"upstream_rq_retry": 1, "upstream_rq_per_try_timeout": 0, "upstream_rq_200": 1}, 1},
-		{"the first try still wins", []time.Duration{400 * time.Millisecond, 3 * time.Second}, "", 200, "call 1",
+		{"the first try still wins", []time.Duration{350 * time.Millisecond, 3 * time.Second}, "", 200, "call 1",
 			map[string]int64{"upstream_rq_retry": 1, "upstream_rq_per_try_timeout": 0}, 1},
 		{"two hedges, the third wins", []time.Duration{3 * time.Second, 3 * time.Second, 0}, "", 200, "call 3",
 			map[string]int64{"upstream_rq_retry": 2}, 2},
@@ -52,7 +52,7 @@ func TestHedgeOnPerTryTimeout(t *testing.T) {
 					canceled <- n
 				}
 			})
-			route := `, timeout: 1.5s, retry_policy: {retry_on: 5xx, ` + tt.route + `num_retries: 2, per_try_timeout: 0.2s, retry_back_off: {base_interval: 0.001s}},
+			route := `, timeout: 1.5s, retry_policy: {retry_on: 5xx, ` + tt.route + `num_retries: 2, per_try_timeout: 0.25s, retry_back_off: {base_interval: 0.001s}},
     hedge_policy: {hedge_on_per_try_timeout: true}`
 			if strings.Contains(tt.route, "num_retries") {
 				route = strings.Replace(route, "num_retries: 2, ", "", 1)

@@ -81,10 +81,22 @@ type hedging struct {
 	backoff  *time.Timer // the next try's back-off; nil: none pending
 	last     *hedgeTry   // the try that failed last, for the final answer
 	lastErr  error
+	// admitted are the retry circuit breaker's releases of the hedged
+	// tries, called when the race ends.
+	admitted []func()
+}
+
+// end releases the retry circuit breaker's admissions.
+func (h *hedging) end() {
+	for _, done := range h.admitted {
+		done()
+	}
+	h.admitted = nil
 }
 
 func (h *hedging) run(first *hedgeTry) {
 	f := h.f
+	defer h.end()
 	h.softTimeout(first)
 	for h.inflight > 0 || h.backoff != nil {
 		var fire <-chan time.Time
@@ -155,7 +167,7 @@ func (h *hedging) softTimeout(t *hedgeTry) {
 		f.cb.Info().SetFlag(streaminfo.UpstreamOverflow)
 		return
 	}
-	done()
+	h.admitted = append(h.admitted, done)
 	f.retriesLeft--
 	f.attempts++
 	st.UpstreamRqRetry.Inc()
@@ -255,6 +267,7 @@ func (h *hedging) win(t *hedgeTry) {
 	if h.last != nil {
 		h.last.pc.Release(false)
 	}
+	h.end()
 	f.pc, f.codec, f.host = t.pc, t.codec, t.host
 	f.cb.Info().UpstreamHost = t.host.String()
 	f.tryDeadline = time.Time{}
