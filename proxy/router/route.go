@@ -61,6 +61,7 @@ type Route struct {
 	appendXFH     bool
 	timeout       time.Duration
 	idleTimeout   time.Duration
+	hashPolicies  []HashPolicy
 
 	redirect *redirect // ActionRedirect
 
@@ -184,6 +185,14 @@ func (r *Route) compileRouteAction(a *routev3.RouteAction, cc *compileCtx) error
 	if d := a.GetIdleTimeout(); d != nil {
 		r.idleTimeout = d.AsDuration()
 	}
+	if err := checkRetryPolicy(a.GetRetryPolicy()); err != nil {
+		return fmt.Errorf("route.%w", err)
+	}
+	hp, err := compileHashPolicies(a.GetHashPolicy())
+	if err != nil {
+		return err
+	}
+	r.hashPolicies = hp
 	return nil
 }
 
@@ -293,9 +302,6 @@ func (r *Route) RetryPolicy() *routev3.RetryPolicy {
 	}
 	return r.vh.retryPolicy
 }
-
-// HashPolicy is the route's hash policy list (nil when none).
-func (r *Route) HashPolicy() []*routev3.RouteAction_HashPolicy { return r.action.GetHashPolicy() }
 
 // ClusterNotFoundResponseCode is the status for a missing cluster: 503 unless
 // cluster_not_found_response_code says otherwise.

@@ -40,8 +40,8 @@ func checkVirtualHostUnsupported(c *routev3.VirtualHost) error {
 		return errors.New("cors: not supported (use typed_per_filter_config)")
 	case c.GetRetryPolicyTypedConfig() != nil:
 		return errors.New("retry_policy_typed_config: not supported")
-	case c.GetHedgePolicy() != nil:
-		return errors.New("hedge_policy: not supported")
+	case checkHedgePolicy(c.GetHedgePolicy()) != nil:
+		return checkHedgePolicy(c.GetHedgePolicy())
 	case len(c.GetRequestMirrorPolicies()) > 0:
 		return errors.New("request_mirror_policies: not supported")
 	case len(c.GetRouteSpecifiers()) > 0:
@@ -77,8 +77,8 @@ func checkRouteActionUnsupported(a *routev3.RouteAction) error {
 		return errors.New("internal_redirect_action: not supported")
 	case a.GetMaxInternalRedirects() != nil:
 		return errors.New("max_internal_redirects: not supported")
-	case a.GetHedgePolicy() != nil:
-		return errors.New("hedge_policy: not supported")
+	case checkHedgePolicy(a.GetHedgePolicy()) != nil:
+		return checkHedgePolicy(a.GetHedgePolicy())
 	case a.GetMaxGrpcTimeout() != nil:
 		return errors.New("max_grpc_timeout: not supported (use max_stream_duration)")
 	case a.GetGrpcTimeoutOffset() != nil:

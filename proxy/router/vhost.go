@@ -45,6 +45,9 @@ func compileVirtualHost(t *Table, c *routev3.VirtualHost, where string, cc *comp
 	if err := checkVirtualHostUnsupported(c); err != nil {
 		return nil, fmt.Errorf("%s.%w", where, err)
 	}
+	if err := checkRetryPolicy(c.GetRetryPolicy()); err != nil {
+		return nil, fmt.Errorf("%s.%w", where, err)
+	}
 	vh := &VirtualHost{
 		Name:        c.GetName(),
 		table:       t,

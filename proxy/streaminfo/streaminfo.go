@@ -84,6 +84,9 @@ type Conn struct {
 	FilterChainName     string
 	// TLS describes the downstream TLS session; nil on plaintext.
 	TLS *TLSInfo
+	// FilterState holds connection-lifespan filter state, visible to every
+	// stream of the connection (empty when no filter set any).
+	FilterState FilterState
 }
 
 // TLSInfo is what a TLS transport learned in the handshake, for access
@@ -135,11 +138,17 @@ type Stream struct {
 	UpstreamLocalAddr              string
 	UpstreamTransportFailureReason string
 	RequestID                      string
+
+	// FilterState holds the stream's filter-state objects (empty when no
+	// filter set any); FilterStateObject also looks in the connection's.
+	FilterState FilterState
 }
 
 // Reset prepares s for the next stream on conn, keeping nothing else.
 func (s *Stream) Reset(conn *Conn, now time.Time) {
-	*s = Stream{Conn: conn, StartTime: now}
+	fs := s.FilterState
+	fs.Clear()
+	*s = Stream{Conn: conn, StartTime: now, FilterState: fs}
 }
 
 // SetFlag adds a response flag.

@@ -346,16 +346,36 @@ func (c *Cluster) UpdateLoadAssignment(cla *endpointv3.ClusterLoadAssignment) er
 	}
 	c.weightedHealth = cla.GetPolicy().GetWeightedPriorityHealth()
 	c.hostMu.Unlock()
-	hosts := make([]*Host, 0, len(specs))
-	for i := range specs {
-		a, _ := specs[i].staticAddr()
-		hosts = append(hosts, specs[i].host(c, a, ""))
-	}
-	if !c.setHosts(hosts) {
+	if !c.setHosts(c.hostsFor(specs)) {
 		c.Stats.UpdateNoRebuild.Inc()
 	}
 	c.markInitialized()
 	return nil
+}
+
+// hostsFor makes the hosts of an assignment's (valid, IP) specs, reusing
+// the current Host of each endpoint that setHosts would keep anyway, so an
+// update that changes few endpoints allocates few hosts.
+func (c *Cluster) hostsFor(specs []endpointSpec) []*Host {
+	cur := c.set.Load().all
+	byAddr := make(map[netip.AddrPort]*Host, len(cur))
+	for _, h := range cur {
+		if _, dup := byAddr[h.Addr]; !dup {
+			byAddr[h.Addr] = h
+		}
+	}
+	hosts := make([]*Host, 0, len(specs))
+	for i := range specs {
+		e := &specs[i]
+		a, _ := e.staticAddr()
+		if h := byAddr[a]; h != nil && e.sameAs(h) {
+			hosts = append(hosts, h)
+			delete(byAddr, a)
+			continue
+		}
+		hosts = append(hosts, e.host(c, a, ""))
+	}
+	return hosts
 }
 
 // setHosts installs a new host list, keeping existing Host objects for
@@ -368,18 +388,31 @@ func (c *Cluster) setHosts(next []*Host) bool {
 		return false
 	}
 	old := c.set.Load().all
-	byAddr := make(map[netip.AddrPort][]*Host, len(old))
+	// The first old host of each address, then (rarely) the others.
+	first := make(map[netip.AddrPort]*Host, len(old))
+	var more map[netip.AddrPort][]*Host
 	for _, h := range old {
-		byAddr[h.Addr] = append(byAddr[h.Addr], h)
+		if _, dup := first[h.Addr]; !dup {
+			first[h.Addr] = h
+			continue
+		}
+		if more == nil {
+			more = make(map[netip.AddrPort][]*Host)
+		}
+		more[h.Addr] = append(more[h.Addr], h)
 	}
 	changed := len(old) != len(next)
 	for i, n := range next {
-		cands := byAddr[n.Addr]
 		found := false
-		for j, h := range cands {
-			if h != nil && sameEndpoint(h, n) {
-				next[i], cands[j], found = h, nil, true
-				break
+		if h := first[n.Addr]; h != nil && sameEndpoint(h, n) {
+			next[i], first[n.Addr], found = h, nil, true
+		} else {
+			cands := more[n.Addr]
+			for j, h := range cands {
+				if h != nil && sameEndpoint(h, n) {
+					next[i], cands[j], found = h, nil, true
+					break
+				}
 			}
 		}
 		changed = changed || !found
@@ -388,7 +421,12 @@ func (c *Cluster) setHosts(next []*Host) bool {
 	if !changed {
 		return false
 	}
-	for _, cands := range byAddr {
+	for _, h := range first {
+		if h != nil {
+			h.drain()
+		}
+	}
+	for _, cands := range more {
 		for _, h := range cands {
 			if h != nil {
 				h.drain()

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -22,53 +23,40 @@ type endpointSpec struct {
 	hcHost   string // health_check_config.hostname
 	hcPort   uint16 // health_check_config.port_value
 	hcOff    bool   // health_check_config.disable_active_health_check
-	path     string // field path for errors, e.g. "load_assignment.endpoints[0].lb_endpoints[1]"
+	li, ei   int    // indexes of its locality and of it there, for error paths
 }
+
+// pathOf is the field path of lb_endpoints[ei] of endpoints[li], for errors.
+func pathOf(li, ei int) string {
+	return fmt.Sprintf("load_assignment.endpoints[%d].lb_endpoints[%d]", li, ei)
+}
+
+// path is e's field path for errors, e.g.
+// "load_assignment.endpoints[0].lb_endpoints[1]".
+func (e *endpointSpec) path() string { return pathOf(e.li, e.ei) }
 
 // parseAssignment flattens a load assignment into endpoint specs, rejecting
 // what this implementation (or Envoy) cannot use.
 func parseAssignment(cla *endpointv3.ClusterLoadAssignment) ([]endpointSpec, error) {
-	var out []endpointSpec
+	n := 0
+	for _, lle := range cla.GetEndpoints() {
+		n += len(lle.GetLbEndpoints())
+	}
+	out := make([]endpointSpec, 0, n)
 	for i, lle := range cla.GetEndpoints() {
-		lpath := fmt.Sprintf("load_assignment.endpoints[%d]", i)
 		if lle.GetLedsClusterLocalityConfig() != nil {
-			return nil, fmt.Errorf("%s.leds_cluster_locality_config: LEDS is not supported", lpath)
+			return nil, fmt.Errorf("load_assignment.endpoints[%d].leds_cluster_locality_config: LEDS is not supported", i)
 		}
 		for j, le := range lle.GetLbEndpoints() {
-			path := fmt.Sprintf("%s.lb_endpoints[%d]", lpath, j)
-			if le.GetEndpointName() != "" {
-				return nil, fmt.Errorf("%s.endpoint_name: named endpoints are not supported", path)
+			if err := checkEndpoint(le); err != nil {
+				return nil, fmt.Errorf("%s.%w", pathOf(i, j), err)
 			}
 			ep := le.GetEndpoint()
 			sa := ep.GetAddress().GetSocketAddress()
-			if sa == nil {
-				return nil, fmt.Errorf("%s.endpoint.address: only socket_address is supported", path)
-			}
-			if sa.GetProtocol() != corev3.SocketAddress_TCP {
-				return nil, fmt.Errorf("%s.endpoint.address.socket_address.protocol: %s upstreams are not supported", path, sa.GetProtocol())
-			}
-			if sa.GetNamedPort() != "" {
-				return nil, fmt.Errorf("%s.endpoint.address.socket_address.named_port: not supported", path)
-			}
-			if sa.GetResolverName() != "" {
-				return nil, fmt.Errorf("%s.endpoint.address.socket_address.resolver_name: custom resolvers are not supported", path)
-			}
-			if sa.GetPortValue() > 65535 {
-				return nil, fmt.Errorf("%s.endpoint.address.socket_address.port_value: %d out of range", path, sa.GetPortValue())
-			}
+			hcc := ep.GetHealthCheckConfig()
 			w := uint32(1)
 			if lw := le.GetLoadBalancingWeight(); lw != nil {
-				if lw.GetValue() == 0 {
-					return nil, fmt.Errorf("%s.load_balancing_weight: must be at least 1", path)
-				}
 				w = lw.GetValue()
-			}
-			hcc := ep.GetHealthCheckConfig()
-			if hcc.GetAddress() != nil {
-				return nil, fmt.Errorf("%s.endpoint.health_check_config.address: not supported yet", path)
-			}
-			if hcc.GetPortValue() > 65535 {
-				return nil, fmt.Errorf("%s.endpoint.health_check_config.port_value: %d out of range", path, hcc.GetPortValue())
 			}
 			out = append(out, endpointSpec{
 				hcHost:   hcc.GetHostname(),
@@ -83,11 +71,44 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment) ([]endpointSpec, err
 				locW:     lle.GetLoadBalancingWeight().GetValue(),
 				metadata: le.GetMetadata(),
 				health:   le.GetHealthStatus(),
-				path:     path,
+				li:       i,
+				ei:       j,
 			})
 		}
 	}
 	return out, nil
+}
+
+// checkEndpoint refuses what outrider (or Envoy) cannot use in an
+// lb_endpoint; errors start with the field below it.
+func checkEndpoint(le *endpointv3.LbEndpoint) error {
+	if le.GetEndpointName() != "" {
+		return errors.New("endpoint_name: named endpoints are not supported")
+	}
+	ep := le.GetEndpoint()
+	sa := ep.GetAddress().GetSocketAddress()
+	switch {
+	case sa == nil:
+		return errors.New("endpoint.address: only socket_address is supported")
+	case sa.GetProtocol() != corev3.SocketAddress_TCP:
+		return fmt.Errorf("endpoint.address.socket_address.protocol: %s upstreams are not supported", sa.GetProtocol())
+	case sa.GetNamedPort() != "":
+		return errors.New("endpoint.address.socket_address.named_port: not supported")
+	case sa.GetResolverName() != "":
+		return errors.New("endpoint.address.socket_address.resolver_name: custom resolvers are not supported")
+	case sa.GetPortValue() > 65535:
+		return fmt.Errorf("endpoint.address.socket_address.port_value: %d out of range", sa.GetPortValue())
+	case le.GetLoadBalancingWeight() != nil && le.GetLoadBalancingWeight().GetValue() == 0:
+		return errors.New("load_balancing_weight: must be at least 1")
+	}
+	hcc := ep.GetHealthCheckConfig()
+	switch {
+	case hcc.GetAddress() != nil:
+		return errors.New("endpoint.health_check_config.address: not supported yet")
+	case hcc.GetPortValue() > 65535:
+		return fmt.Errorf("endpoint.health_check_config.port_value: %d out of range", hcc.GetPortValue())
+	}
+	return nil
 }
 
 // staticAddr parses an endpoint's address as an IP literal, with Envoy's
@@ -95,7 +116,7 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment) ([]endpointSpec, err
 func (e *endpointSpec) staticAddr() (netip.AddrPort, error) {
 	ip, err := netip.ParseAddr(e.address)
 	if err != nil || ip.Zone() != "" {
-		return netip.AddrPort{}, fmt.Errorf("%s: malformed IP address: %s. Consider setting resolver_name or setting cluster type to 'STRICT_DNS' or 'LOGICAL_DNS'", e.path, e.address)
+		return netip.AddrPort{}, fmt.Errorf("%s: malformed IP address: %s. Consider setting resolver_name or setting cluster type to 'STRICT_DNS' or 'LOGICAL_DNS'", e.path(), e.address)
 	}
 	return netip.AddrPortFrom(ip.Unmap(), e.port), nil
 }
@@ -110,4 +131,11 @@ func (e *endpointSpec) host(c *Cluster, addr netip.AddrPort, dnsName string) *Ho
 	h.hcHostname, h.hcPort, h.hcDisabled = e.hcHost, e.hcPort, e.hcOff
 	h.localityWeight = e.locW
 	return h
+}
+
+// sameAs reports whether h already stands for e (the fields sameEndpoint
+// compares), so that h can be kept without making a new Host.
+func (e *endpointSpec) sameAs(h *Host) bool {
+	return h.Weight == max(e.weight, 1) && h.Priority == e.priority && h.edsHealth == e.health &&
+		h.Hostname == e.hostname && h.localityWeight == e.locW && keyOf(h.Locality) == keyOf(e.locality)
 }

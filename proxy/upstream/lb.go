@@ -154,10 +154,8 @@ func newPicker(l *lbConfig, hosts []*Host, seed uint64) picker {
 	switch l.kind {
 	case lbRandom:
 		return &randomPicker{hosts: hosts}
-	case lbRingHash:
-		return newRingPicker(hosts, l)
-	case lbMaglev:
-		return newMaglevPicker(hosts, l)
+	case lbRingHash, lbMaglev:
+		return newHashPicker(l, hosts, hosts)
 	}
 	for _, h := range hosts[1:] {
 		if h.Weight != hosts[0].Weight {

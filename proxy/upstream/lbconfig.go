@@ -209,10 +209,8 @@ func (l *lbConfig) fromTyped(msg proto.Message, path string) error {
 		if m.GetHashBalanceFactor() != nil || m.GetConsistentHashingLbConfig().GetHashBalanceFactor() != nil {
 			return unsupported("hash_balance_factor")
 		}
-		if m.GetLocalityWeightedLbConfig() != nil {
-			return unsupported("locality_weighted_lb_config")
-		}
 		l.kind = lbRingHash
+		l.hashLocalityWeighted(m.GetLocalityWeightedLbConfig() != nil)
 		l.murmur = m.GetHashFunction() == ringv3.RingHash_MURMUR_HASH_2
 		if v := m.GetMinimumRingSize(); v != nil {
 			l.minRing = v.GetValue()
@@ -225,10 +223,8 @@ func (l *lbConfig) fromTyped(msg proto.Message, path string) error {
 		if m.GetConsistentHashingLbConfig().GetHashBalanceFactor() != nil {
 			return unsupported("consistent_hashing_lb_config.hash_balance_factor")
 		}
-		if m.GetLocalityWeightedLbConfig() != nil {
-			return unsupported("locality_weighted_lb_config")
-		}
 		l.kind = lbMaglev
+		l.hashLocalityWeighted(m.GetLocalityWeightedLbConfig() != nil)
 		if v := m.GetTableSize(); v != nil {
 			l.tableSize = v.GetValue()
 		}
@@ -259,9 +255,8 @@ func isPrime(n uint64) bool {
 // zone_aware_lb_config, as Envoy's localityLbConfigFromCommonLbConfig.
 func (l *lbConfig) legacyLocality(cc *clusterv3.Cluster_CommonLbConfig) error {
 	if cc.GetLocalityWeightedLbConfig() != nil {
-		if l.hashed() {
-			return fmt.Errorf("common_lb_config.locality_weighted_lb_config is not supported yet with lb_policy %s", map[lbKind]string{lbRingHash: "RING_HASH", lbMaglev: "MAGLEV"}[l.kind])
-		}
+		// With RING_HASH and MAGLEV the ring (table) weighs each host by its
+		// locality's weight (newHashPicker).
 		l.loc.weighted = true
 	}
 	if z := cc.GetZoneAwareLbConfig(); z != nil {
@@ -300,4 +295,13 @@ func (l *lbConfig) zoneAware(enabled *typev3.Percent, minSize *wrapperspb.UInt64
 		l.loc.minClusterSize = minSize.GetValue()
 	}
 	l.loc.failOnPanic = failOnPanic
+}
+
+// hashLocalityWeighted records a RingHash or Maglev policy's
+// locality_weighted_lb_config: the ring (table) then weighs each host by
+// its locality's weight, as Envoy's normalizeLocalityWeights.
+func (l *lbConfig) hashLocalityWeighted(on bool) {
+	if on {
+		l.loc.weighted = true
+	}
 }

@@ -42,6 +42,64 @@ func normalizedWeights(hosts []*Host) (w []float64, minW, maxW float64) {
 	return w, minW, maxW
 }
 
+// newHashPicker builds a RING_HASH or MAGLEV picker over hosts, which are
+// some of the priority level's hosts (all: every host of the level). With
+// locality_weighted_lb_config each host weighs its share of its locality's
+// host weights times its locality's share of the level's locality weights
+// (Envoy's normalizeLocalityWeights, counting every locality of the level,
+// those without eligible hosts too); hosts in localities of weight zero get
+// no share, and nil is returned when no host has one. Otherwise the weights
+// are the hosts' own (normalizeHostWeights).
+func newHashPicker(l *lbConfig, hosts, all []*Host) picker {
+	var w []float64
+	var minW, maxW float64
+	if l.loc != nil && l.loc.weighted {
+		hosts, w, minW, maxW = localityNormalizedWeights(hosts, all)
+	} else {
+		w, minW, maxW = normalizedWeights(hosts)
+	}
+	if len(hosts) == 0 {
+		return nil
+	}
+	if l.kind == lbMaglev {
+		return newMaglevPicker(hosts, w, maxW, l)
+	}
+	return newRingPicker(hosts, w, minW, l)
+}
+
+// localityNormalizedWeights is Envoy's normalizeLocalityWeights: the hosts
+// with a share, and their weights.
+func localityNormalizedWeights(hosts, all []*Host) (kept []*Host, w []float64, minW, maxW float64) {
+	locSum := uint64(0)
+	seen := make(map[locKey]bool)
+	for _, h := range all {
+		if k := keyOf(h.Locality); !seen[k] {
+			seen[k] = true
+			locSum += uint64(h.localityWeight)
+		}
+	}
+	if locSum == 0 {
+		return nil, nil, 0, 0
+	}
+	hostSum := make(map[locKey]uint64)
+	for _, h := range hosts {
+		if h.localityWeight > 0 {
+			hostSum[keyOf(h.Locality)] += uint64(h.Weight)
+		}
+	}
+	minW, maxW = math.Inf(1), 0
+	for _, h := range hosts {
+		if h.localityWeight == 0 {
+			continue
+		}
+		x := float64(h.Weight) * (float64(h.localityWeight) / float64(locSum)) / float64(hostSum[keyOf(h.Locality)])
+		kept = append(kept, h)
+		w = append(w, x)
+		minW, maxW = min(minW, x), max(maxW, x)
+	}
+	return kept, w, minW, maxW
+}
+
 type ringEntry struct {
 	hash uint64
 	host *Host
@@ -50,8 +108,7 @@ type ringEntry struct {
 // ringPicker is Envoy's RING_HASH (ketama) ring.
 type ringPicker struct{ ring []ringEntry }
 
-func newRingPicker(hosts []*Host, l *lbConfig) *ringPicker {
-	w, minW, _ := normalizedWeights(hosts)
+func newRingPicker(hosts []*Host, w []float64, minW float64, l *lbConfig) *ringPicker {
 	// Scale so that the lightest host gets a whole number of hashes, capped
 	// at the maximum ring size (RingHashLoadBalancer::Ring::Ring).
 	scale := min(math.Ceil(minW*float64(l.minRing))/minW, float64(l.maxRing))
@@ -131,9 +188,8 @@ type maglevEntry struct {
 	next, count  uint64
 }
 
-func newMaglevPicker(hosts []*Host, l *lbConfig) *maglevPicker {
+func newMaglevPicker(hosts []*Host, w []float64, maxW float64, l *lbConfig) *maglevPicker {
 	size := l.tableSize
-	w, _, maxW := normalizedWeights(hosts)
 	es := make([]maglevEntry, len(hosts))
 	for i, h := range hosts {
 		k := hashKey(h, l.useHostname)

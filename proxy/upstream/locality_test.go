@@ -136,12 +136,81 @@ func TestLocalityWeighted(t *testing.T) {
 	}
 }
 
-func TestLocalityWeightedRejectedWithHashing(t *testing.T) {
-	m, _ := newTestManager(t)
-	js := strings.Replace(locCluster("h", weighted, loc{"x", 1, 0, eps(1, 1, 1, "")}), "ROUND_ROBIN", "MAGLEV", 1)
-	if err := m.AddOrUpdate(parseCluster(t, js)); err == nil || !strings.Contains(err.Error(), "locality_weighted_lb_config is not supported yet with lb_policy MAGLEV") {
-		t.Errorf("MAGLEV with locality weights: %v", err)
+// With locality_weighted_lb_config, RING_HASH and MAGLEV give each host
+// its host-weight share of its locality's weight share (Envoy's
+// normalizeLocalityWeights): the ring's and the table's entries follow.
+func TestLocalityWeightedHashing(t *testing.T) {
+	typedRing := `"load_balancing_policy":{"policies":[{"typed_extension_config":{"name":"r","typed_config":{"@type":"type.googleapis.com/envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash","locality_weighted_lb_config":{}}}}]}`
+	typedMaglev := `"load_balancing_policy":{"policies":[{"typed_extension_config":{"name":"m","typed_config":{"@type":"type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev","locality_weighted_lb_config":{}}}}]}`
+	tests := []struct {
+		name, policy, extra string
+		locs                []loc
+		want                map[string]float64 // share of entries per zone
+	}{
+		{"ring 1:3", "RING_HASH", weighted, []loc{{"x", 1, 0, eps(1, 2, 2, "")}, {"y", 3, 0, eps(2, 2, 2, "")}}, map[string]float64{"x": .25, "y": .75}},
+		{"maglev 1:3", "MAGLEV", weighted, []loc{{"x", 1, 0, eps(1, 2, 2, "")}, {"y", 3, 0, eps(2, 2, 2, "")}}, map[string]float64{"x": .25, "y": .75}},
+		{"maglev: host counts do not matter", "MAGLEV", weighted, []loc{{"x", 1, 0, eps(1, 1, 1, "")}, {"y", 1, 0, eps(2, 4, 4, "")}}, map[string]float64{"x": .5, "y": .5}},
+		{"ring without the config: per host", "RING_HASH", "", []loc{{"x", 1, 0, eps(1, 1, 1, "")}, {"y", 3, 0, eps(2, 3, 3, "")}}, map[string]float64{"x": .25, "y": .75}},
+		{"maglev: a zero-weight locality gets nothing", "MAGLEV", weighted, []loc{{"x", 0, 0, eps(1, 2, 2, "")}, {"y", 2, 0, eps(2, 2, 2, "")}}, map[string]float64{"y": 1}},
+		// A locality without healthy hosts keeps its weight in the sum, so
+		// the others keep their relative shares.
+		{"maglev: unhealthy locality", "MAGLEV", weighted, []loc{{"x", 1, 0, eps(1, 2, 2, "")}, {"y", 2, 0, eps(2, 2, 2, "")}, {"z", 5, 0, eps(3, 3, 0, "UNHEALTHY")}, {"w", 5, 0, eps(4, 7, 7, "")}},
+			map[string]float64{"x": 1. / 8, "y": 2. / 8, "w": 5. / 8}},
+		{"typed ring", "", typedRing, []loc{{"x", 1, 0, eps(1, 2, 2, "")}, {"y", 3, 0, eps(2, 2, 2, "")}}, map[string]float64{"x": .25, "y": .75}},
+		{"typed maglev", "", typedMaglev, []loc{{"x", 1, 0, eps(1, 2, 2, "")}, {"y", 3, 0, eps(2, 2, 2, "")}}, map[string]float64{"x": .25, "y": .75}},
 	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, _ := newTestManager(t)
+			js := locCluster("h", tt.extra, tt.locs...)
+			if tt.policy != "" {
+				js = strings.Replace(js, "ROUND_ROBIN", tt.policy, 1)
+			} else {
+				js = strings.Replace(js, `"lb_policy":"ROUND_ROBIN",`, "", 1)
+			}
+			c := mustAdd(t, m, js)
+			count := map[string]int{}
+			total := 0
+			switch p := c.set.Load().levels[0].pHealthy.(type) {
+			case *ringPicker:
+				for _, e := range p.ring {
+					count[e.host.Locality.GetZone()]++
+				}
+				total = len(p.ring)
+			case *maglevPicker:
+				for _, h := range p.table {
+					count[h.Locality.GetZone()]++
+				}
+				total = len(p.table)
+			default:
+				t.Fatalf("picker %T", p)
+			}
+			for z, want := range tt.want {
+				if got := float64(count[z]) / float64(total); math.Abs(got-want) > 0.01 {
+					t.Errorf("zone %s: %.4f of %d entries, want %.4f", z, got, total, want)
+				}
+			}
+			for z := range count {
+				if _, ok := tt.want[z]; !ok {
+					t.Errorf("zone %s has %d entries", z, count[z])
+				}
+			}
+			// Picks by hash land on those hosts too.
+			for i := range 100 {
+				if h := c.ChooseHost(&LBContext{HashKey: uint64(i) * 0x9e3779b97f4a7c15, HasHash: true}); h == nil || tt.want[h.Locality.GetZone()] == 0 {
+					t.Fatalf("pick %d: %v", i, h)
+				}
+			}
+		})
+	}
+	t.Run("all localities weightless: no host", func(t *testing.T) {
+		m, _ := newTestManager(t)
+		js := strings.Replace(locCluster("h", weighted, loc{"x", 0, 0, eps(1, 2, 2, "")}), "ROUND_ROBIN", "RING_HASH", 1)
+		c := mustAdd(t, m, js)
+		if h := c.ChooseHost(nil); h != nil {
+			t.Errorf("picked %v", h)
+		}
+	})
 }
 
 // zoneManager returns a manager whose node is in zone "a" with local

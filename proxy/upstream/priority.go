@@ -48,6 +48,15 @@ type psOptions struct {
 
 var noLocality = &localityLB{}
 
+// levelPicker is newPicker for some of a priority level's hosts (all: the
+// level's); hashing policies weigh localities against the whole level.
+func levelPicker(policy *lbConfig, hosts, all []*Host, seed uint64) picker {
+	if policy.hashed() && len(hosts) > 0 {
+		return newHashPicker(policy, hosts, all)
+	}
+	return newPicker(policy, hosts, seed)
+}
+
 // buildPrioritySet groups hosts by priority (and locality) and computes loads.
 func buildPrioritySet(hosts []*Host, policy *lbConfig, o psOptions) *prioritySet {
 	loc := policy.loc
@@ -81,13 +90,13 @@ func buildPrioritySet(hosts []*Host, policy *lbConfig, o psOptions) *prioritySet
 	byLocality := !ps.hashed && (loc.weighted || ps.zoneOn)
 	health, degr := make([]uint32, n), make([]uint32, n)
 	for i, l := range ps.levels {
-		l.pAll = newPicker(policy, l.hosts, seed)
+		l.pAll = levelPicker(policy, l.hosts, l.hosts, seed)
 		if len(l.healthy) == len(l.hosts) {
 			l.pHealthy = l.pAll // same hosts: share the (possibly costly) picker
 		} else {
-			l.pHealthy = newPicker(policy, l.healthy, seed)
+			l.pHealthy = levelPicker(policy, l.healthy, l.hosts, seed)
 		}
-		l.pDegraded = newPicker(policy, l.degraded, seed)
+		l.pDegraded = levelPicker(policy, l.degraded, l.hosts, seed)
 		if byLocality && len(l.hosts) > 0 {
 			l.locs, l.hasLocal = groupLocalities(l.hosts, loc.node, loc.hasNode)
 			for _, g := range l.locs {

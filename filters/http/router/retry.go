@@ -2,8 +2,6 @@ package router
 
 import (
 	"context"
-	"math/rand/v2"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,7 +13,6 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/matcher"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
-	"github.com/outrider-proxy/outrider/proxy/upstream"
 )
 
 // retryOn is a set of Envoy retry conditions.
@@ -35,6 +32,7 @@ const (
 	retryGRPCInternal
 	retryGRPCResourceExhausted
 	retryGRPCUnavailable
+	retryEnvoyRateLimited
 )
 
 var retryOnNames = map[string]retryOn{
@@ -42,6 +40,7 @@ var retryOnNames = map[string]retryOn{
 	"retriable-4xx": retryRetriable4xx, "refused-stream": retryRefusedStream, "retriable-status-codes": retryRetriableStatusCodes,
 	"retriable-headers": retryRetriableHeaders, "cancelled": retryGRPCCancelled, "deadline-exceeded": retryGRPCDeadlineExceeded,
 	"internal": retryGRPCInternal, "resource-exhausted": retryGRPCResourceExhausted, "unavailable": retryGRPCUnavailable,
+	"envoy-ratelimited": retryEnvoyRateLimited,
 }
 
 // grpcRetry maps the gRPC retry_on conditions to grpc-status codes.
@@ -72,6 +71,10 @@ type retryPolicy struct {
 	// avoids the hosts already tried, within hostAttempts picks.
 	previousHosts bool
 	hostAttempts  int
+	// rate_limited_retry_back_off: the response headers giving the back-off
+	// (nil: none) and its max_interval.
+	resetHeaders []resetHeader
+	rlMax        time.Duration
 }
 
 // policies caches compiled retry policies by their proto, which route
@@ -91,12 +94,16 @@ func compileRetry(p *routev3.RetryPolicy) *retryPolicy {
 	}
 	rp.perTry = p.GetPerTryTimeout().AsDuration()
 	if b := p.GetRetryBackOff(); b != nil {
-		rp.base = b.GetBaseInterval().AsDuration()
-		rp.max = b.GetMaxInterval().AsDuration()
+		// Envoy counts whole milliseconds, at least one.
+		rp.base = max(b.GetBaseInterval().AsDuration().Truncate(time.Millisecond), time.Millisecond)
+		if b.GetMaxInterval() != nil {
+			rp.max = max(b.GetMaxInterval().AsDuration().Truncate(time.Millisecond), time.Millisecond)
+		}
 	}
 	if rp.max == 0 {
 		rp.max = 10 * rp.base
 	}
+	rp.compileRateLimited(p.GetRateLimitedRetryBackOff())
 	for _, c := range p.GetRetriableStatusCodes() {
 		rp.statuses = append(rp.statuses, int(c))
 	}
@@ -118,6 +125,11 @@ func compileRetry(p *routev3.RetryPolicy) *retryPolicy {
 // retriableResponse reports whether an upstream response (its code, a
 // trailers-only grpc-status, or retriable_headers) calls for a retry.
 func (p *retryPolicy) retriableResponse(code int, resp *headers.Map, on retryOn) bool {
+	if resp.Has("x-envoy-ratelimited") {
+		// An upstream Envoy rate limited the request: retried only under
+		// envoy-ratelimited, whatever the status.
+		return on&retryEnvoyRateLimited != 0
+	}
 	if p.retriableStatus(code, on) {
 		return true
 	}
@@ -185,6 +197,7 @@ func (f *filter) setupRetries(h *headers.Map) {
 			f.retriesLeft = n
 		}
 	}
+	f.setupHedging()
 }
 
 // tryRetry starts another attempt when the policy allows one for why: no
@@ -200,7 +213,7 @@ func (f *filter) responseStatus(code int) (retried bool) {
 		f.cb.ResponseHeaders().Add("set-cookie", f.setCookie)
 	}
 	if f.policy != nil && f.policy.retriableResponse(code, f.cb.ResponseHeaders(), f.retryOnSet) &&
-		f.tryRetry(f.retryOnSet, func() { f.cluster.Stats.RecordResponse(code); f.release(false) }) {
+		f.noteRateLimited(f.cb.ResponseHeaders()) && f.tryRetry(f.retryOnSet, func() { f.cluster.Stats.RecordResponse(code); f.release(false) }) {
 		return true
 	}
 	if f.attempts > 1 {
@@ -236,12 +249,8 @@ func (f *filter) tryRetry(why retryOn, before func()) bool {
 	f.retriesLeft--
 	f.attempts++
 	st.UpstreamRqRetry.Inc()
-	// Fully jittered exponential back-off, as Envoy's.
-	backoff := f.policy.base << min(f.attempts-2, 10)
-	backoff = min(backoff, f.policy.max)
-	if backoff > 0 {
-		st.UpstreamRqRetryBackoffExp.Inc()
-		time.Sleep(time.Duration(rand.Int64N(int64(backoff) + 1)))
+	if !f.backOff() {
+		return true
 	}
 	f.tried = append(f.tried, f.host)
 	f.host = f.cluster.ChooseHost(f.lbContext())
@@ -298,104 +307,6 @@ func (f *filter) keepForReplay(p []byte, end bool) {
 		return
 	}
 	f.body = append(f.body, p...)
-}
-
-// lbContext fills the hash key from the route's hash_policy (header,
-// source IP, query parameter), for RING_HASH and MAGLEV clusters.
-func (f *filter) lbContext() *upstream.LBContext {
-	f.lb = upstream.LBContext{DownstreamConn: f.cb.Info().Conn}
-	h := f.cb.RequestHeaders()
-	var key uint64
-	for _, p := range f.route.HashPolicy() {
-		var v uint64
-		var ok bool
-		switch {
-		case p.GetHeader() != nil:
-			if b, found := h.Get(strings.ToLower(p.GetHeader().GetHeaderName())); found {
-				v, ok = upstream.XXHash64(string(b), 0), true
-			}
-		case p.GetConnectionProperties().GetSourceIp():
-			if a := f.cb.Info().Conn.RemoteAddr.Addr(); a.IsValid() {
-				v, ok = hashAddr(a), true
-			}
-		case p.GetCookie() != nil:
-			c := p.GetCookie()
-			if val, found := cookieValue(h, c.GetName()); found {
-				v, ok = upstream.XXHash64(val, 0), true
-			} else if c.GetTtl() != nil {
-				// Envoy makes the cookie from the client's address and sets it
-				// on the response, so the next requests stick.
-				var b [46]byte
-				val := strconv.FormatUint(upstream.XXHash64(string(f.cb.Info().Conn.RemoteAddr.Addr().AppendTo(b[:0])), 0), 16)
-				v, ok = upstream.XXHash64(val, 0), true
-				f.setCookie = setCookieValue(c.GetName(), val, c.GetPath(), c.GetTtl().AsDuration())
-			}
-		case p.GetQueryParameter() != nil:
-			if val, found := queryParam(h, p.GetQueryParameter().GetName()); found {
-				v, ok = upstream.XXHash64(val, 0), true
-			}
-		}
-		if !ok {
-			continue
-		}
-		key = (key<<1 | key>>63) ^ v // Envoy's rotate-and-xor combination
-		f.lb.HasHash = true
-		if p.GetTerminal() {
-			break
-		}
-	}
-	f.lb.HashKey = key
-	return &f.lb
-}
-
-func hashAddr(a netip.Addr) uint64 {
-	var b [46]byte
-	return upstream.XXHash64(string(a.Unmap().AppendTo(b[:0])), 0)
-}
-
-// setCookieValue is the Set-Cookie header Envoy sends for a generated
-// hash-policy cookie.
-func setCookieValue(name, value, path string, ttl time.Duration) string {
-	v := name + "=\"" + value + "\""
-	if ttl > 0 {
-		v += "; Max-Age=" + strconv.FormatInt(int64(ttl/time.Second), 10)
-	}
-	if path != "" {
-		v += "; Path=" + path
-	}
-	return v + "; HttpOnly"
-}
-
-// cookieValue finds a cookie in the request's cookie headers.
-func cookieValue(h *headers.Map, name string) (string, bool) {
-	var val string
-	var found bool
-	h.Values("cookie", func(v []byte) bool {
-		for _, kv := range strings.Split(string(v), ";") {
-			k, cv, _ := strings.Cut(strings.TrimSpace(kv), "=")
-			if k == name {
-				val, found = strings.Trim(cv, `"`), true
-				return false
-			}
-		}
-		return true
-	})
-	return val, found
-}
-
-func queryParam(h *headers.Map, name string) (string, bool) {
-	path, _ := h.Get(headers.Path)
-	i := strings.IndexByte(string(path), '?')
-	if i < 0 {
-		return "", false
-	}
-	for _, kv := range strings.Split(string(path[i+1:]), "&") {
-		k, v, _ := strings.Cut(kv, "=")
-		if k == name {
-			return v, true
-		}
-	}
-	return "", false
 }
 
 // lazyCtx is a request's context for the connection pool: free on the

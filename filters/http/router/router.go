@@ -130,10 +130,12 @@ type filter struct {
 	h2on  bool
 	h2    *h2Up
 	h2buf []byte
+	res   resilience // retry back-off, hedging and mirroring state (backoff.go)
 }
 
 // Reset implements httpfilter.Resetter.
 func (f *filter) Reset() {
+	f.abandonShadows()
 	f.release(false)
 	f.lctx.reset(time.Time{})
 	trl, buf := f.trl, f.h2buf
@@ -219,8 +221,8 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 		f.deadline = f.start.Add(f.timeout) // the route timeout runs from the end of the request
 	}
 	f.deadline = f.capByMaxStream(f.deadline)
-	if end && len(r.Action().GetRequestMirrorPolicies()) > 0 {
-		f.mirror(h)
+	if len(r.Action().GetRequestMirrorPolicies()) > 0 && !h.Has("upgrade") {
+		f.mirror(h, end)
 	}
 	if f.tun.connect = string(f.method) == "CONNECT"; f.tun.connect && r.TerminatesConnect() {
 		f.terminateConnect()
@@ -253,6 +255,9 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 }
 
 func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
+	if len(f.res.shadows) > 0 {
+		f.mirrorData(p, end)
+	}
 	if f.h2 != nil && f.h2.pw != nil {
 		f.h2Data(p, end)
 		return httpfilter.Stop
@@ -292,6 +297,9 @@ func (f *filter) bodyWriteFailed(err error) {
 }
 
 func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
+	if len(f.res.shadows) > 0 {
+		f.mirrorTrailers(t)
+	}
 	if f.h2 != nil && f.h2.pw != nil {
 		f.h2Trailers(t)
 		return httpfilter.Stop
@@ -386,6 +394,9 @@ func (f *filter) awaitResponse() {
 				if f.pc != nil {
 					f.sendAndAwait()
 				}
+				return
+			}
+			if f.hedge(err) {
 				return
 			}
 			f.upstreamFailed(err, false)
