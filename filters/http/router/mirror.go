@@ -8,25 +8,24 @@ import (
 	"sync"
 	"time"
 
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-
 	"github.com/outrider-proxy/outrider/proxy/buffer"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/http1"
+	"github.com/outrider-proxy/outrider/proxy/runtime"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
 )
 
 // mirror starts fire-and-forget copies of the request to the route's
 // request_mirror_policies clusters, with "-shadow" appended to the host as
-// Envoy does; runtime_fraction samples them by its default_value (outrider
-// has no runtime, so the default is what Envoy would use). A shadow never
+// Envoy does; runtime_fraction samples them through the process runtime
+// (its runtime_key, else its default_value). A shadow never
 // affects the primary: it runs on its own goroutine with its own copy of the
 // headers, and its answer is read and dropped. When the request has a body
 // (end false), mirrorData and mirrorTrailers copy it to every shadow as it
 // is forwarded, without ever waiting for one.
 func (f *filter) mirror(h *headers.Map, end bool) {
 	for _, p := range f.route.Action().GetRequestMirrorPolicies() {
-		if rf := p.GetRuntimeFraction().GetDefaultValue(); rf != nil && !sampled(rf) {
+		if rf := p.GetRuntimeFraction(); rf != nil && !runtime.Process().FeatureEnabled(rf.GetRuntimeKey(), rf.GetDefaultValue(), rand.Uint64()) {
 			continue
 		}
 		cl := f.cfg.clusters.Get(p.GetCluster())
@@ -168,17 +167,6 @@ func (c *shadowChunk) release() {
 		c.buf.Release()
 		c.buf = nil
 	}
-}
-
-func sampled(fp *typev3.FractionalPercent) bool {
-	den := uint64(100)
-	switch fp.GetDenominator() {
-	case typev3.FractionalPercent_TEN_THOUSAND:
-		den = 10000
-	case typev3.FractionalPercent_MILLION:
-		den = 1000000
-	}
-	return rand.Uint64N(den) < uint64(fp.GetNumerator())
 }
 
 // shadowHost appends "-shadow" to the host part, before any port.
