@@ -246,7 +246,11 @@ func (d *dynamic) onClusters(_ string, u client.Update) error {
 			staged, err = d.s.clusters.Stage(c)
 		}
 		if err != nil {
-			errs = append(errs, fmt.Sprintf("cluster %q: %v", name, err))
+			msg := err.Error()
+			if prefix := fmt.Sprintf("cluster %q: ", name); !strings.HasPrefix(msg, prefix) {
+				msg = prefix + msg // the cluster compiler names the cluster itself
+			}
+			errs = append(errs, msg)
 			continue
 		}
 		if staged == nil {

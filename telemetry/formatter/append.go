@@ -131,6 +131,11 @@ func (f *Formatter) appendPart(dst []byte, p *part, ctx *Context) ([]byte, bool)
 		return appendStr(dst, s.UpstreamLocalAddr)
 	case kUpstreamTransportFailureReason:
 		return appendStr(dst, s.UpstreamTransportFailureReason)
+	case kConnectionTerminationDetails:
+		// Envoy fills it only when a network filter closes the connection
+		// for an L4 reason of its own (e.g. an RBAC denial); outrider's
+		// filters record none, so it is always "-".
+		return dst, false
 	case kRouteName:
 		return appendStr(dst, s.RouteName)
 	case kRequestedServerName:

@@ -77,6 +77,7 @@ const (
 	kUpstreamCluster
 	kUpstreamLocalAddr
 	kUpstreamTransportFailureReason
+	kConnectionTerminationDetails
 	kRouteName
 	kRequestedServerName
 	kHostname
@@ -131,15 +132,19 @@ var simpleCommands = map[string]kind{
 	"RESPONSE_DURATION":                             kResponseDuration,
 	"UPSTREAM_HOST":                                 kUpstreamHost,
 	"UPSTREAM_CLUSTER":                              kUpstreamCluster,
-	"UPSTREAM_LOCAL_ADDRESS":                        kUpstreamLocalAddr,
-	"UPSTREAM_TRANSPORT_FAILURE_REASON":             kUpstreamTransportFailureReason,
-	"ROUTE_NAME":                                    kRouteName,
-	"REQUESTED_SERVER_NAME":                         kRequestedServerName,
-	"HOSTNAME":                                      kHostname,
-	"CONNECTION_ID":                                 kConnectionID,
-	"UPSTREAM_REQUEST_ATTEMPT_COUNT":                kUpstreamAttemptCount,
-	"STREAM_ID":                                     kStreamID,
-	"ACCESS_LOG_TYPE":                               kAccessLogType,
+	// UPSTREAM_CLUSTER_RAW is the cluster's name even when it has an
+	// alt_stat_name; outrider's UPSTREAM_CLUSTER is already the name.
+	"UPSTREAM_CLUSTER_RAW":              kUpstreamCluster,
+	"UPSTREAM_LOCAL_ADDRESS":            kUpstreamLocalAddr,
+	"UPSTREAM_TRANSPORT_FAILURE_REASON": kUpstreamTransportFailureReason,
+	"CONNECTION_TERMINATION_DETAILS":    kConnectionTerminationDetails,
+	"ROUTE_NAME":                        kRouteName,
+	"REQUESTED_SERVER_NAME":             kRequestedServerName,
+	"HOSTNAME":                          kHostname,
+	"CONNECTION_ID":                     kConnectionID,
+	"UPSTREAM_REQUEST_ATTEMPT_COUNT":    kUpstreamAttemptCount,
+	"STREAM_ID":                         kStreamID,
+	"ACCESS_LOG_TYPE":                   kAccessLogType,
 }
 
 // Compile parses format in Envoy's access-log form: a missing value renders
