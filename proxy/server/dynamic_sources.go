@@ -207,7 +207,7 @@ func (d *dynamic) dialer(path string, g *corev3.GrpcService) (func(context.Conte
 					if err != nil {
 						return nil, err
 					}
-					if tr := cl.Transport(); tr != nil { // TLS to the management server
+					if tr := cl.TransportFor(h); tr != nil { // TLS to the management server
 						tc, err := tr.Wrap(ctx, uc, "")
 						if err != nil {
 							uc.Close()
@@ -291,7 +291,7 @@ func clusterTransport(m *upstream.Manager, name string) *http.Transport {
 			if err != nil {
 				return nil, err
 			}
-			if tr := cl.Transport(); tr != nil {
+			if tr := cl.TransportFor(h); tr != nil {
 				tc, err := tr.Wrap(ctx, uc, "")
 				if err != nil {
 					uc.Close()

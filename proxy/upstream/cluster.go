@@ -66,16 +66,20 @@ type Cluster struct {
 	TransportSocket               *corev3.TransportSocket
 	TypedExtensionProtocolOptions map[string]*anypb.Any
 
-	transport      transport.Upstream // nil: plaintext
-	protocol       protocolOptions
-	policy         *lbConfig
-	hc             *healthChecker   // nil without health_checks
-	outlier        *outlierDetector // nil without outlier_detection
-	res            *resources       // DEFAULT priority circuit breakers; never nil
-	overprovision  uint32
-	panicThreshold float64
-	weightedHealth bool // load_assignment.policy.weighted_priority_health
-	dialer         net.Dialer
+	transport transport.Upstream // nil: plaintext
+	// socketMatches are transport_socket_matches in order (see
+	// TransportFor); defaultMatchCount counts hosts none matched.
+	socketMatches     []socketMatch
+	defaultMatchCount *stats.Counter
+	protocol          protocolOptions
+	policy            *lbConfig
+	hc                *healthChecker   // nil without health_checks
+	outlier           *outlierDetector // nil without outlier_detection
+	res               *resources       // DEFAULT priority circuit breakers; never nil
+	overprovision     uint32
+	panicThreshold    float64
+	weightedHealth    bool // load_assignment.policy.weighted_priority_health
+	dialer            net.Dialer
 
 	// Discovery.
 	specs       []endpointSpec // STATIC/DNS endpoints

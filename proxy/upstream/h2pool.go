@@ -234,8 +234,8 @@ func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
 		return nil, err
 	}
 	var conn net.Conn = uc
-	if c.transport != nil {
-		if conn, err = c.transport.Wrap(ctx, uc, ""); err != nil {
+	if tr := c.TransportFor(p.host); tr != nil {
+		if conn, err = tr.Wrap(ctx, uc, ""); err != nil {
 			uc.Close()
 			c.res.releaseCx()
 			return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}

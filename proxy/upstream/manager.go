@@ -127,6 +127,10 @@ func (m *Manager) build(c *clusterv3.Cluster) (*Cluster, error) {
 			return nil, fmt.Errorf("cluster %q: transport_socket: %w", c.GetName(), err)
 		}
 	}
+	if err := m.compileSocketMatches(c, nc); err != nil {
+		nc.drain()
+		return nil, fmt.Errorf("cluster %q: %w", c.GetName(), err)
+	}
 	return nc, nil
 }
 

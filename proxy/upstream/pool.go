@@ -197,8 +197,8 @@ func (p *Pool) dial(ctx context.Context) (*PooledConn, error) {
 		return nil, err
 	}
 	var conn net.Conn = uc
-	if c.transport != nil {
-		if conn, err = c.transport.Wrap(ctx, uc, ""); err != nil {
+	if tr := c.TransportFor(p.host); tr != nil {
+		if conn, err = tr.Wrap(ctx, uc, ""); err != nil {
 			uc.Close()
 			release()
 			if done != nil {

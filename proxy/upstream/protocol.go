@@ -7,6 +7,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 )
@@ -179,7 +180,25 @@ func (c *Cluster) UseHTTP2(downstreamH2 bool, h *Host) bool {
 	case ProtocolDownstream:
 		return downstreamH2 // as Envoy: the downstream's version
 	case ProtocolAuto:
-		return c.transport != nil && !h.h1Only.Load()
+		return c.UsesTLS(h) && !h.h1Only.Load()
 	}
 	return false
+}
+
+// UsesTLS reports whether connections to h use a transport socket, without
+// counting a transport_socket_matches resolution.
+func (c *Cluster) UsesTLS(h *Host) bool {
+	if len(c.socketMatches) == 0 {
+		return c.transport != nil
+	}
+	var md map[string]*structpb.Value
+	if h != nil {
+		md = h.Metadata.GetFilterMetadata()[transportMatchKey].GetFields()
+	}
+	for i := range c.socketMatches {
+		if matchesFields(c.socketMatches[i].fields, md) {
+			return c.socketMatches[i].transport != nil
+		}
+	}
+	return c.transport != nil
 }

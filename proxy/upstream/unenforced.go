@@ -16,7 +16,6 @@ func Unenforced(c *clusterv3.Cluster) []string {
 			out = append(out, path)
 		}
 	}
-	add(len(c.GetTransportSocketMatches()) > 0, "transport_socket_matches")
 	add(c.GetTransportSocketMatcher() != nil, "transport_socket_matcher")
 	add(c.GetStatsMatcher() != nil, "stats_matcher")
 	add(c.GetPerConnectionBufferHighWatermarkTimeout() != nil, "per_connection_buffer_high_watermark_timeout")

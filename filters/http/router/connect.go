@@ -89,7 +89,7 @@ func (f *filter) terminateConnect() {
 		return
 	}
 	f.tun = tunnel{up: raw, raw: raw, connect: true}
-	if tr := f.cluster.Transport(); tr != nil {
+	if tr := f.cluster.TransportFor(f.host); tr != nil {
 		wrapped, err := tr.Wrap(ctx, raw, "")
 		if err != nil {
 			f.closeRaw()

@@ -84,7 +84,7 @@ func (f *filter) h2Upgrade(h *headers.Map) {
 	pool := f.cluster.H2Pool(f.host)
 	ctx, cancel := context.WithCancel(context.Background())
 	scheme := "http"
-	if f.cluster.Transport() != nil {
+	if f.cluster.UsesTLS(f.host) {
 		scheme = "https"
 	}
 	req := &http.Request{Method: http.MethodConnect, Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, h.Len()),

@@ -64,7 +64,7 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 	f.h2 = u
 	req := &http.Request{Method: "GET", Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, h.Len()),
 		URL: &url.URL{Scheme: "http", Host: f.host.Addr.String(), Path: "/"}}
-	if f.cluster.Transport() != nil {
+	if f.cluster.UsesTLS(f.host) {
 		req.URL.Scheme = "https"
 	}
 	req.ContentLength = -1

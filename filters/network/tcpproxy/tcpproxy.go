@@ -229,7 +229,7 @@ func (f *filter) pump(down *netfilter.Conn, up *upstream.UpstreamConn) (rx, tx i
 	if t := up.TCP(); t != nil {
 		upConn = t // plain TCP: splice, counting bytes through rx and tx
 	}
-	if tr := up.Cluster().Transport(); tr != nil {
+	if tr := up.Cluster().TransportFor(up.Host()); tr != nil {
 		wrapped, err := tr.Wrap(context.Background(), up, "")
 		if err != nil {
 			closeBoth()

@@ -204,7 +204,7 @@ func ClusterDialer(m *upstream.Manager, name, authority string) func(ctx context
 				if err != nil {
 					return nil, err
 				}
-				if tr := cl.Transport(); tr != nil {
+				if tr := cl.TransportFor(h); tr != nil {
 					tc, err := tr.Wrap(ctx, uc, "")
 					if err != nil {
 						uc.Close()
