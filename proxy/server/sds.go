@@ -236,7 +236,11 @@ func listenerSDSRefs(path string, lp *listenerv3.Listener) []sdsRef {
 }
 
 func clusterSDSRefs(path string, c *clusterv3.Cluster) []sdsRef {
-	return transportSDSRefs(path, c.GetTransportSocket())
+	refs := transportSDSRefs(path, c.GetTransportSocket())
+	for i, m := range c.GetTransportSocketMatches() {
+		refs = append(refs, transportSDSRefs(fmt.Sprintf("%s.transport_socket_matches[%d]", path, i), m.GetTransportSocket())...)
+	}
+	return refs
 }
 
 // expectAll registers the SDS names of refs before the contexts using them
