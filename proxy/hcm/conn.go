@@ -1,6 +1,7 @@
 package hcm
 
 import (
+	"context"
 	"errors"
 
 	"io"
@@ -210,6 +211,7 @@ func (s *stream) run() {
 	st.rqTotal.Inc()
 	st.rqActive.Inc()
 	defer st.rqActive.Dec()
+	defer s.destroy()
 	s.reqDone = s.msg.NoBody
 	if rerr := s.prepareRequest(); rerr != nil {
 		s.sendLocalReply(rerr.status, "", rerr.details, streaminfo.InvalidEnvoyRequestHeaders)
@@ -226,32 +228,14 @@ func (s *stream) run() {
 	// HTTP/2 stops reading once the response is complete: the codec resets
 	// the rest of the request. HTTP/1 must read it to find the next request.
 	for !s.reqDone && !s.localReplied && !s.reset && !(s.h2 && s.responseDone) {
-		p, requestTimerFirst, err := s.ds.readData(s.StreamIdleTimeout(), s.requestDeadline)
-		if err != nil && requestTimerFirst && errors.Is(err, os.ErrDeadlineExceeded) {
-			st.rqTimeout.Inc()
-			if !s.responseStarted {
-				s.sendLocalReply(408, "request timeout", "request_overall_timeout", 0)
-			}
-			s.reset, s.closeAfter = true, true
-			return
-		}
-		if err == io.EOF {
-			s.reqDone = true
-			s.info.LastDownstreamRxByte = s.info.Since(time.Now())
-			s.ds.readTrailers(&s.reqTrl)
-			if s.reqTrl.Len() > 0 {
-				s.iterTrailers(&s.dec, 0, &s.reqTrl)
-			} else {
-				s.iterData(&s.dec, 0, nil, true)
-			}
+		if s.async != nil {
+			s.duplexBody() // the response streams while the body does
 			break
 		}
-		if err != nil {
-			s.downstreamReadFailed(err)
-			return
+		p, requestTimerFirst, err := s.ds.readData(s.StreamIdleTimeout(), s.requestDeadline)
+		if !s.bodyPiece(p, requestTimerFirst, err) {
+			break
 		}
-		s.info.BytesReceived += uint64(len(p))
-		s.iterData(&s.dec, 0, p, false)
 	}
 	if !s.reqDone {
 		// Answered before the request ended: the rest of it cannot be
@@ -356,3 +340,11 @@ func (c *conn) readData(idle time.Duration, hard time.Time) ([]byte, bool, error
 }
 
 func (c *conn) readTrailers(h *headers.Map) { c.dec.Trailers(h) }
+
+// interrupt makes a blocked readData return: the connection closes after
+// this stream, so the decoder's state no longer matters.
+func (c *conn) interrupt() { _ = c.nc.SetReadDeadline(time.Now()) }
+
+// context is nil: nothing watches an HTTP/1 client while a response is
+// awaited.
+func (c *conn) context() context.Context { return nil }

@@ -453,3 +453,15 @@ func (hs *h2Stream) readTrailers(h *headers.Map) {
 		}
 	}
 }
+
+// interrupt makes a blocked body read fail with a deadline error (x/net
+// closes the body for good: the stream is over).
+func (hs *h2Stream) interrupt() {
+	if rd, ok := hs.w.(readDeadliner); ok {
+		_ = rd.SetReadDeadline(time.Now())
+	}
+}
+
+// context is the request's: x/net cancels it when the client resets the
+// stream or the connection goes.
+func (hs *h2Stream) context() context.Context { return hs.r.Context() }

@@ -1,6 +1,7 @@
 package hcm
 
 import (
+	"context"
 	"math/rand/v2"
 	"net"
 	"time"
@@ -35,6 +36,11 @@ type downstream interface {
 	readData(idle time.Duration, hard time.Time) (p []byte, hardFired bool, err error)
 	// readTrailers adds the request trailers, once the body ended, to h.
 	readTrailers(h *headers.Map)
+	// interrupt makes a readData blocked on another goroutine return soon
+	// with an error; reading the body is over after it.
+	interrupt()
+	// context is done when the client reset the stream; nil: never told.
+	context() context.Context
 }
 
 // activeFilter is one filter instance of a stream.
@@ -44,6 +50,7 @@ type activeFilter struct {
 	dec      httpfilter.DecoderFilter
 	enc      httpfilter.EncoderFilter
 	reusable bool
+	destroy  bool // inst implements destroyer
 }
 
 // stream is one request/response exchange. On HTTP/1 a connection has one
@@ -79,6 +86,7 @@ type stream struct {
 	localHdrs       headers.Map  // added to local replies (AddLocalReplyHeader)
 	logCtx          formatter.Context
 	writeErr        bool
+	async           <-chan func() // the terminal filter's events (Duplex); nil: none
 }
 
 func (s *stream) init(cfg *Config, nc *netfilter.Conn, ds downstream) {
@@ -95,6 +103,7 @@ func (s *stream) begin(now time.Time) {
 	s.info.Reset(s.nc.Info, now)
 	s.routes = s.cfg.routes.Load()
 	s.route, s.routeSet = nil, false
+	s.async = nil
 	s.localReplied, s.responseStarted, s.responseDone, s.reset, s.closeAfter, s.writeErr, s.reqDone = false, false, false, false, false, false, false
 	s.resp.Reset()
 	s.reqTrl.Reset()
@@ -112,6 +121,7 @@ func (s *stream) begin(now time.Time) {
 		f.dec, _ = f.inst.(httpfilter.DecoderFilter)
 		f.enc, _ = f.inst.(httpfilter.EncoderFilter)
 		_, f.reusable = f.inst.(httpfilter.Resetter)
+		_, f.destroy = f.inst.(destroyer)
 	}
 }
 
@@ -217,6 +227,10 @@ func (s *stream) resetStream(flag streaminfo.ResponseFlag) {
 	s.info.SetFlag(flag)
 	s.reset = true
 	s.closeAfter = true
+	if flag == streaminfo.DownstreamConnectionTermination {
+		s.cfg.stats.rqRxReset.Inc() // the client reset it; the filter only noticed
+		return
+	}
 	s.cfg.stats.rqTxReset.Inc()
 }
 

@@ -276,6 +276,8 @@ func (f *filter) tryRetry(why retryOn, before func()) bool {
 		if !f.reqComplete {
 			if err := f.codec.enc.Flush(); err != nil {
 				f.upstreamFailed(err, false)
+			} else {
+				f.h1StartReader() // the rest of the body follows while the response may start
 			}
 			return true
 		}

@@ -6,6 +6,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -129,14 +130,27 @@ type filter struct {
 	h2on  bool
 	h2    *h2Up
 	h2buf []byte
+	// Full duplex (duplex.go): pump reads an HTTP/1 upstream's response on a
+	// helper goroutine (nil: none, the response is read synchronously);
+	// upResp is its parse target, kept across streams; upMsg the response
+	// framing and bodyOn that its body streams; upWriteFailed that the
+	// upstream stopped taking the request body. downCtx is the client's
+	// stream (nil: the downstream codec cannot tell a reset).
+	pump          *pump
+	upResp        headers.Map
+	upMsg         http1.Message
+	bodyOn        bool
+	upWriteFailed bool
+	downCtx       context.Context
 }
 
 // Reset implements httpfilter.Resetter.
 func (f *filter) Reset() {
 	f.release(false)
 	f.lctx.reset(time.Time{})
-	trl, buf := f.trl, f.h2buf
-	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf}
+	f.upResp.Reset()
+	trl, buf, up := f.trl, f.h2buf, f.upResp
+	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf, upResp: up}
 }
 
 func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
@@ -148,6 +162,9 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	}
 	f.route = r
 	f.fctx = formatter.Context{Stream: info, Request: h}
+	if dc, ok := f.cb.(duplexCallbacks); ok {
+		f.downCtx = dc.DownstreamContext()
+	}
 	switch r.Kind() {
 	case router.ActionRedirect:
 		status, loc := r.Redirect(h)
@@ -239,6 +256,15 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	}
 	if end {
 		f.sendAndAwait()
+	} else if f.downCtx != nil {
+		// HTTP/2 client: the headers go now and the response may start
+		// before the body. An HTTP/1 request's headers go with its first body
+		// piece (a malformed body never reaches the upstream).
+		if err := f.codec.enc.Flush(); err != nil {
+			f.upstreamFailed(err, false)
+		} else {
+			f.h1StartReader()
+		}
 	}
 	return httpfilter.Stop
 }
@@ -256,6 +282,10 @@ func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
 		return httpfilter.Stop
 	}
 	f.keepForReplay(p, end)
+	if f.pump != nil {
+		f.duplexData(p, end)
+		return httpfilter.Stop
+	}
 	if err := f.codec.enc.WriteData(p, end); err != nil {
 		f.bodyWriteFailed(err)
 		return httpfilter.Stop
@@ -264,6 +294,8 @@ func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
 		f.sendAndAwait()
 	} else if err := f.codec.enc.Flush(); err != nil {
 		f.bodyWriteFailed(err)
+	} else if !f.upgrade {
+		f.h1StartReader() // full duplex when the connection manager offers it
 	}
 	return httpfilter.Stop
 }
@@ -291,6 +323,13 @@ func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
 		return httpfilter.Stop
 	}
 	f.replay, f.reqComplete = false, true // trailers are not replayed
+	if f.pump != nil {
+		if !f.upWriteFailed && f.codec.enc.WriteTrailers(t) != nil {
+			f.upWriteFailed = true
+		}
+		f.h1Sent()
+		return httpfilter.Stop
+	}
 	if err := f.codec.enc.WriteTrailers(t); err != nil {
 		f.bodyWriteFailed(err)
 		return httpfilter.Stop
@@ -343,13 +382,37 @@ func (f *filter) connectFailed(err error) {
 		"upstream_reset_before_response_started{remote_connection_failure}", streaminfo.UpstreamConnectionFailure)
 }
 
+// duplexData sends a body piece while the response is pumped; at the
+// request's end it runs the response to its end.
+func (f *filter) duplexData(p []byte, end bool) {
+	if !f.upWriteFailed {
+		if f.codec.enc.WriteData(p, end) != nil || !end && f.codec.enc.Flush() != nil {
+			f.upWriteFailed = true // the upstream's answer (or error) comes from the reader
+		}
+	}
+	if end {
+		f.h1Sent()
+		return
+	}
+	if f.pump != nil && !f.pump.stopped {
+		f.armRead() // request activity resets the stream idle timer
+	}
+}
+
 // sendAndAwait flushes the request and streams the response back.
 func (f *filter) sendAndAwait() {
-	info := f.cb.Info()
 	if err := f.codec.enc.Flush(); err != nil {
 		f.upstreamFailed(err, false)
 		return
 	}
+	f.requestSent()
+	f.awaitResponse()
+}
+
+// requestSent starts the timers that run from the end of the request: the
+// route timeout and the per-try timeout.
+func (f *filter) requestSent() {
+	info := f.cb.Info()
 	info.LastUpstreamTxByte = info.Since(time.Now())
 	if f.timeout > 0 && f.deadline.IsZero() {
 		f.deadline = time.Now().Add(f.timeout)
@@ -359,7 +422,6 @@ func (f *filter) sendAndAwait() {
 	if f.policy != nil && f.policy.perTry > 0 {
 		f.tryDeadline = time.Now().Add(f.policy.perTry)
 	}
-	f.awaitResponse()
 }
 
 // awaitResponse reads the upstream response and streams it back.
@@ -367,6 +429,11 @@ func (f *filter) awaitResponse() {
 	info := f.cb.Info()
 	f.idle = f.cb.StreamIdleTimeout()
 	f.armRead()
+	if f.downCtx != nil && f.downCtx.Done() != nil {
+		// The client resetting the stream interrupts the upstream read.
+		conn := f.pc.Conn
+		defer context.AfterFunc(f.downCtx, func() { _ = conn.SetReadDeadline(time.Now()) })()
+	}
 	resp := f.cb.ResponseHeaders()
 	var msg http1.Message
 	for {
@@ -472,6 +539,9 @@ func (f *filter) release(reusable bool) {
 	} else if f.pc == nil {
 		return
 	} else {
+		if f.pump != nil {
+			f.stopH1Reader()
+		}
 		_ = f.pc.Conn.SetReadDeadline(time.Time{})
 		f.pc.Release(reusable)
 		f.pc = nil
@@ -497,13 +567,23 @@ func (f *filter) armRead() {
 			d, f.idleArmed = t, true
 		}
 	}
+	if f.downstreamDone() {
+		d = time.Now() // the client is gone: stop waiting for the upstream
+	}
 	_ = f.pc.Conn.SetReadDeadline(d)
 }
 
 // upstreamFailed maps an upstream error to Envoy's local reply or reset.
 func (f *filter) upstreamFailed(err error, started bool) {
 	st := f.cluster.Stats
+	if f.downstreamDone() {
+		f.downstreamGone()
+		return
+	}
 	timedOut := errors.Is(err, os.ErrDeadlineExceeded)
+	if !timedOut {
+		st.UpstreamRqRxReset.Inc() // the upstream reset the stream or closed the connection
+	}
 	f.release(false)
 	if timedOut && f.idleArmed {
 		// The stream idle timeout: 408 before response headers, else a reset.
@@ -545,6 +625,10 @@ func (f *filter) upstreamFailed(err error, started bool) {
 		return
 	}
 	if f.cb.ResponseStarted() || started {
+		if isStreamReset(err) {
+			f.cb.ResetStream(streaminfo.UpstreamRemoteReset)
+			return
+		}
 		f.cb.ResetStream(streaminfo.UpstreamConnectionTermination)
 		return
 	}
