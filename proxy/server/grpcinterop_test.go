@@ -17,8 +17,10 @@ import (
 )
 
 // grpcInteropCases are grpc-go's interop cases run through the proxy:
-// every case of grpc-go's interop client that needs no credentials, cloud
-// service or load-balancing setup.
+// every case of grpc-go's interop client that needs no credentials or cloud
+// service. Left out: pick_first_unary (it needs a server that fills
+// server_id, which interop.NewTestServer does not) and orca_per_rpc /
+// orca_oob (they need an ORCA-reporting server and a client LB policy).
 var grpcInteropCases = map[string]func(context.Context, *grpc.ClientConn){
 	"empty_unary": func(ctx context.Context, cc *grpc.ClientConn) {
 		interop.DoEmptyUnaryCall(ctx, testgrpc.NewTestServiceClient(cc))
@@ -56,10 +58,33 @@ var grpcInteropCases = map[string]func(context.Context, *grpc.ClientConn){
 	"custom_metadata": func(ctx context.Context, cc *grpc.ClientConn) {
 		interop.DoCustomMetadata(ctx, testgrpc.NewTestServiceClient(cc))
 	},
+	"rpc_soak": func(ctx context.Context, cc *grpc.ClientConn) {
+		cfg := soakConfig()
+		cfg.ChannelForTest = func() (*grpc.ClientConn, func()) { return cc, func() {} }
+		interop.DoSoakTest(ctx, cfg)
+	},
+	"channel_soak": func(ctx context.Context, cc *grpc.ClientConn) {
+		cfg := soakConfig()
+		cfg.ChannelForTest = func() (*grpc.ClientConn, func()) {
+			c, err := grpc.NewClient(cfg.ServerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				panic(err)
+			}
+			return c, func() { c.Close() }
+		}
+		interop.DoSoakTest(ctx, cfg)
+	},
 	"unimplemented_method": func(ctx context.Context, cc *grpc.ClientConn) { interop.DoUnimplementedMethod(ctx, cc) },
 	"unimplemented_service": func(ctx context.Context, cc *grpc.ClientConn) {
 		interop.DoUnimplementedService(ctx, testgrpc.NewUnimplementedServiceClient(cc))
 	},
+}
+
+// soakConfig is the interop client's default soak (10 large unary RPCs, no
+// failure allowed), with a latency bound loose enough for -race runs.
+func soakConfig() interop.SoakTestConfig {
+	return interop.SoakTestConfig{RequestSize: 271828, ResponseSize: 314159, PerIterationMaxAcceptableLatency: 5 * time.Second,
+		OverallTimeout: 15 * time.Second, ServerAddr: os.Getenv("OUTRIDER_INTEROP_ADDR"), NumWorkers: 1, Iterations: 10}
 }
 
 // TestGRPCInteropClient is the client half of TestGRPCInterop, run in a
