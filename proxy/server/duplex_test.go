@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -38,6 +40,23 @@ func pingPongUpstream(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("X-Echo-Trl", r.Trailer.Get("X-Req-Trl"))
+}
+
+// flagLog is an HCM access log of the response flags alone.
+func flagLog(path string) string {
+	return "access_log:\n" + indent(fileLog(path, "%RESPONSE_FLAGS%\n"), 2)
+}
+
+// loggedFlags stops the proxy (flushing its access logs) and returns the
+// one stream's logged response flags.
+func loggedFlags(t *testing.T, p *servertest.Proxy, path string) string {
+	t.Helper()
+	p.Srv.Shutdown()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // duplexCombos are the four downstream × upstream protocol combinations.
@@ -241,7 +260,8 @@ func TestFullDuplexDownstreamReset(t *testing.T) {
 				case <-time.After(10 * time.Second):
 				}
 			}
-			p := duplexProxy(t, tc.upH2, tc.upstreamFn, h, "")
+			logPath := filepath.Join(t.TempDir(), "access.log")
+			p := duplexProxy(t, tc.upH2, tc.upstreamFn, h, flagLog(logPath))
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			var ds *duplexStream
@@ -263,6 +283,9 @@ func TestFullDuplexDownstreamReset(t *testing.T) {
 			}
 			p.WaitStat("http.ingress.downstream_rq_rx_reset", 1)
 			p.WaitStat("cluster.up.upstream_rq_tx_reset", 1)
+			if got := loggedFlags(t, p, logPath); got != "DC" {
+				t.Errorf("response flags %q, want DC", got)
+			}
 		})
 	}
 }
@@ -291,7 +314,8 @@ func TestFullDuplexUpstreamReset(t *testing.T) {
 				}
 				panic(http.ErrAbortHandler) // RST_STREAM
 			}
-			p := duplexProxy(t, tc.upH2, tc.upstreamFn, h, "")
+			logPath := filepath.Join(t.TempDir(), "access.log")
+			p := duplexProxy(t, tc.upH2, tc.upstreamFn, h, flagLog(logPath))
 			var ds *duplexStream
 			if tc.downH2 {
 				ds = openH2Duplex(t, context.Background(), p.URL("front", "/upreset"))
@@ -309,6 +333,13 @@ func TestFullDuplexUpstreamReset(t *testing.T) {
 			}
 			p.WaitStat("cluster.up.upstream_rq_rx_reset", 1)
 			p.WaitStat("http.ingress.downstream_rq_tx_reset", 1)
+			want := "UC" // an HTTP/1 upstream closed its connection
+			if tc.upH2 {
+				want = "UR" // an HTTP/2 upstream reset the stream
+			}
+			if got := loggedFlags(t, p, logPath); got != want {
+				t.Errorf("response flags %q, want %s", got, want)
+			}
 		})
 	}
 }
