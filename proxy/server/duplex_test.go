@@ -392,3 +392,61 @@ func TestFullDuplexBackpressure(t *testing.T) {
 		})
 	}
 }
+
+// An upstream that answers 503 while the request body is still streaming
+// is retried, as Envoy does while the body so far is buffered: the body
+// read so far is replayed to the next attempt and the rest follows.
+func TestFullDuplexRetryReplaysBody(t *testing.T) {
+	routes := `- match: {prefix: "/"}
+  route: {cluster: up, retry_policy: {retry_on: "5xx", num_retries: 1, retry_back_off: {base_interval: 0.001s}}}`
+	for _, tc := range duplexCombos {
+		t.Run(tc.name, func(t *testing.T) {
+			var attempts atomic.Int32
+			refused := make(chan struct{}, 1)
+			h := func(w http.ResponseWriter, r *http.Request) {
+				if r.ProtoMajor == 1 {
+					// Answer without reading the body first.
+					_ = http.NewResponseController(w).EnableFullDuplex()
+				}
+				if attempts.Add(1) == 1 {
+					w.WriteHeader(503)
+					w.(http.Flusher).Flush()
+					refused <- struct{}{}
+					return
+				}
+				b, _ := io.ReadAll(r.Body)
+				w.Write(b)
+			}
+			up := tc.upstreamFn(t, h)
+			y := httpBootstrap(up.port(), routes, "")
+			if tc.upH2 {
+				y = h2Cluster(y, "{}")
+			}
+			p := servertest.Start(t, y)
+			var ds *duplexStream
+			if tc.downH2 {
+				ds = openH2Duplex(t, context.Background(), p.URL("front", "/retry"))
+			} else {
+				ds = openH1Duplex(t, p.Addr("front"))
+			}
+			defer ds.close()
+			ds.send("one\n")
+			select {
+			case <-refused:
+			case <-time.After(5 * time.Second):
+				_, st := p.Admin("GET", "/stats?filter=cluster.up.upstream_rq")
+				t.Fatalf("the first attempt never reached the upstream (%d attempts)\n%s", attempts.Load(), st)
+			}
+			p.WaitStat("cluster.up.upstream_rq_retry", 1)
+			ds.send("two\n")
+			ds.finish("t")
+			body, err := io.ReadAll(ds.lines)
+			if string(body) != "one\ntwo\n" {
+				t.Fatalf("body %q, %v; want both pieces from the retried attempt", body, err)
+			}
+			if n := attempts.Load(); n != 2 {
+				t.Fatalf("%d attempts, want 2", n)
+			}
+		})
+	}
+}

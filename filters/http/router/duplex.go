@@ -92,15 +92,22 @@ func (p *pump) stop(interrupt func()) {
 	}
 }
 
-// drain runs the pump's events after the request ended, until the
-// response is over or the client reset the stream.
-func (f *filter) drain(p *pump) {
+// drain runs the pumps' events after the request ended, until the
+// response is over or the client reset the stream. A retry inside an event
+// starts another attempt whose pump it then follows.
+func (f *filter) drain() {
+	if f.draining {
+		return // the drain below on the stack follows the new attempt
+	}
+	f.draining = true
+	defer func() { f.draining = false }()
 	var gone <-chan struct{}
 	if f.downCtx != nil {
 		gone = f.downCtx.Done()
 	}
 	for range 1 << 40 { // bounded by the response; each round takes one event
-		if p.stopped {
+		p := f.livePump()
+		if p == nil {
 			return
 		}
 		select {
@@ -111,6 +118,18 @@ func (f *filter) drain(p *pump) {
 			return
 		}
 	}
+}
+
+// livePump is the attempt's running pump, nil when none.
+func (f *filter) livePump() *pump {
+	p := f.pump
+	if p == nil && f.h2 != nil {
+		p = f.h2.pump
+	}
+	if p == nil || p.stopped {
+		return nil
+	}
+	return p
 }
 
 // downstreamGone resets the upstream request after the client reset the
@@ -246,7 +265,7 @@ func (f *filter) h1Sent() {
 	if !p.stopped {
 		f.armRead()
 	}
-	f.drain(p)
+	f.drain()
 }
 
 // stopH1Reader ends the HTTP/1 reader: its read fails at once.

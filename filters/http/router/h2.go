@@ -155,6 +155,31 @@ func (f *filter) h2Reader(u *h2Up, p *pump, buf []byte) {
 	}
 }
 
+// h2Replay is a retry of a request with a body: the body kept so far is
+// sent again; the rest follows from the client unless the request ended.
+func (f *filter) h2Replay() {
+	f.h2Send(f.cb.RequestHeaders(), false)
+	u := f.h2
+	if len(f.body) > 0 {
+		if _, err := u.pw.Write(f.body); err != nil {
+			u.broken = true
+		}
+	}
+	if !f.reqComplete {
+		return
+	}
+	if u.pump == nil {
+		u.sent = true
+		u.pw.Close()
+		f.h2Await()
+		return
+	}
+	u.sent = true
+	u.pw.Close()
+	f.h2Timers()
+	f.drain() // returns at once when a drain is already running
+}
+
 // h2Duplex ends a full-duplex request: the timers that run from the
 // request's end start and the response is pumped to its end.
 func (f *filter) h2Duplex() {
@@ -164,7 +189,7 @@ func (f *filter) h2Duplex() {
 		u.pw.Close()
 	}
 	f.h2Timers()
-	f.drain(u.pump)
+	f.drain()
 }
 
 // h2Data streams a piece of the request body.
@@ -202,6 +227,7 @@ func (f *filter) h2Trailers(t *headers.Map) {
 		n := string(fl.Name)
 		u.req.Trailer[n] = append(u.req.Trailer[n], string(fl.Value))
 	}
+	f.replay, f.reqComplete = false, true // trailers are not replayed
 	if u.pump != nil {
 		f.h2Duplex()
 		return

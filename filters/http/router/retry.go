@@ -216,7 +216,7 @@ func (f *filter) responseStatus(code int) (retried bool) {
 }
 
 func (f *filter) tryRetry(why retryOn, before func()) bool {
-	if f.policy == nil || f.retryOnSet&why == 0 || !(f.noBody || f.replay && !f.h2on) {
+	if f.policy == nil || f.retryOnSet&why == 0 || !(f.noBody || f.replay) {
 		return false
 	}
 	st := f.cluster.Stats
@@ -255,7 +255,11 @@ func (f *filter) tryRetry(why retryOn, before func()) bool {
 	}
 	f.cb.Info().UpstreamHost = f.host.String()
 	if f.h2on {
-		f.h2Send(f.cb.RequestHeaders(), true)
+		if f.noBody {
+			f.h2Send(f.cb.RequestHeaders(), true)
+		} else {
+			f.h2Replay()
+		}
 		return true
 	}
 	if !f.connect() {

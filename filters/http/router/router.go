@@ -142,6 +142,7 @@ type filter struct {
 	bodyOn        bool
 	upWriteFailed bool
 	downCtx       context.Context
+	draining      bool // drain is on the stack
 }
 
 // Reset implements httpfilter.Resetter.
@@ -271,6 +272,7 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 
 func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
 	if f.h2 != nil && f.h2.pw != nil {
+		f.keepForReplay(p, end)
 		f.h2Data(p, end)
 		return httpfilter.Stop
 	}
