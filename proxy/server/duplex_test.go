@@ -450,3 +450,50 @@ func TestFullDuplexRetryReplaysBody(t *testing.T) {
 		})
 	}
 }
+
+// A client that resets its stream while the request waits for an upstream
+// connection (max_connections reached) cancels the pending request:
+// upstream_rq_cancelled, and the request never reaches the upstream.
+func TestPendingRequestCancelled(t *testing.T) {
+	up, arrived, release := gatedUpstream(t)
+	y := strings.Replace(httpBootstrap(up.port(), routeToUp, ""), "    connect_timeout: 1s\n",
+		"    connect_timeout: 1s\n    circuit_breakers: {thresholds: [{max_connections: 1}]}\n", 1)
+	p := servertest.Start(t, y)
+	client := h2Client(t)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := client.Get(p.URL("front", "/holder"))
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	waitArrived(t, arrived, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	waiting := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", p.URL("front", "/waiting"), nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		waiting <- err
+	}()
+	p.WaitStat("cluster.up.upstream_cx_overflow", 1) // the second request waits for the connection
+	cancel()
+	if err := <-waiting; err == nil {
+		t.Fatal("the cancelled request succeeded")
+	}
+	p.WaitStat("cluster.up.upstream_rq_cancelled", 1)
+	p.WaitStat("http.ingress.downstream_rq_rx_reset", 1)
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("the request holding the connection: %v", err)
+	}
+	select {
+	case path := <-arrived:
+		t.Fatalf("the cancelled request reached the upstream (%s)", path)
+	default:
+	}
+}

@@ -409,16 +409,21 @@ func queryParam(h *headers.Map, name string) (string, bool) {
 // with the route's deadline once the pool waits or dials.
 type lazyCtx struct {
 	deadline time.Time
+	parent   context.Context // the client's stream; nil: Background
 	ctx      context.Context
 	cancel   context.CancelFunc
 }
 
 func (c *lazyCtx) real() context.Context {
 	if c.ctx == nil {
+		parent := c.parent
+		if parent == nil {
+			parent = context.Background()
+		}
 		if c.deadline.IsZero() {
-			c.ctx, c.cancel = context.WithCancel(context.Background())
+			c.ctx, c.cancel = context.WithCancel(parent)
 		} else {
-			c.ctx, c.cancel = context.WithDeadline(context.Background(), c.deadline)
+			c.ctx, c.cancel = context.WithDeadline(parent, c.deadline)
 		}
 	}
 	return c.ctx
@@ -429,9 +434,11 @@ func (c *lazyCtx) Done() <-chan struct{}       { return c.real().Done() }
 func (c *lazyCtx) Err() error                  { return c.real().Err() }
 func (c *lazyCtx) Value(k any) any             { return c.real().Value(k) }
 
-func (c *lazyCtx) reset(deadline time.Time) {
+// reset prepares the context for a pool wait bounded by deadline (zero:
+// none) and cancelled with parent (nil: never).
+func (c *lazyCtx) reset(deadline time.Time, parent context.Context) {
 	if c.cancel != nil {
 		c.cancel()
 	}
-	*c = lazyCtx{deadline: deadline}
+	*c = lazyCtx{deadline: deadline, parent: parent}
 }

@@ -148,7 +148,7 @@ type filter struct {
 // Reset implements httpfilter.Resetter.
 func (f *filter) Reset() {
 	f.release(false)
-	f.lctx.reset(time.Time{})
+	f.lctx.reset(time.Time{}, nil)
 	f.upResp.Reset()
 	trl, buf, up := f.trl, f.h2buf, f.upResp
 	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf, upResp: up}
@@ -342,9 +342,16 @@ func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
 
 // connect takes a pooled connection to the chosen host.
 func (f *filter) connect() bool {
-	f.lctx.reset(f.deadline)
+	f.lctx.reset(f.deadline, f.downCtx)
 	pc, err := f.cluster.Pool(f.host).Get(&f.lctx)
 	if err != nil {
+		if f.downstreamDone() {
+			// The client reset the stream while the request waited for a
+			// connection: Envoy's cancelled pending request.
+			f.cluster.Stats.UpstreamRqCancelled.Inc()
+			f.cb.ResetStream(streaminfo.DownstreamConnectionTermination)
+			return false
+		}
 		var overflow *upstream.OverflowError
 		if errors.As(err, &overflow) {
 			f.overflowed()
