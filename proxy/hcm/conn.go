@@ -32,6 +32,7 @@ type conn struct {
 	dsMsg   http1.Message
 	s       stream
 	counted bool // the connection was counted as HTTP/1 (its first byte arrived)
+	watch   closeWatch
 }
 
 // ServeConn implements netfilter.Terminal: it serves HTTP/1.1 or HTTP/2
@@ -70,6 +71,7 @@ func (cfg *Config) serveHTTP1(nc *netfilter.Conn, r io.Reader) {
 	c := &conn{cfg: cfg, nc: nc, dec: http1.NewDecoder(r, cfg.limits), enc: http1.NewEncoder(nc.Conn)}
 	c.s.init(cfg, nc, c)
 	defer func() {
+		c.s.WatchClose(nil)
 		c.dec.Release()
 		c.enc.Release()
 		if c.counted {

@@ -497,3 +497,50 @@ func TestPendingRequestCancelled(t *testing.T) {
 	default:
 	}
 }
+
+// An HTTP/1 client that closes its connection while its body-less request
+// waits for the upstream's answer resets the upstream request (the
+// connection manager watches the client's socket while the router waits).
+func TestHTTP1ClientCloseResetsUpstream(t *testing.T) {
+	for _, upH2 := range []bool{false, true} {
+		name, start := "h1-h1", startUpstream
+		if upH2 {
+			name, start = "h1-h2", startH2Upstream
+		}
+		t.Run(name, func(t *testing.T) {
+			cancelled := make(chan struct{}, 1)
+			arrived := make(chan struct{}, 1)
+			h := func(w http.ResponseWriter, r *http.Request) {
+				arrived <- struct{}{}
+				select {
+				case <-r.Context().Done():
+					cancelled <- struct{}{}
+				case <-time.After(10 * time.Second):
+				}
+			}
+			logPath := filepath.Join(t.TempDir(), "access.log")
+			p := duplexProxy(t, upH2, start, h, flagLog(logPath))
+			c, err := net.DialTimeout("tcp", p.Addr("front"), 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
+			select {
+			case <-arrived:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the request never reached the upstream")
+			}
+			c.Close()
+			select {
+			case <-cancelled:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the upstream request was not reset after the client closed")
+			}
+			p.WaitStat("http.ingress.downstream_rq_rx_reset", 1)
+			p.WaitStat("cluster.up.upstream_rq_tx_reset", 1)
+			if got := loggedFlags(t, p, logPath); got != "DC" {
+				t.Errorf("response flags %q, want DC", got)
+			}
+		})
+	}
+}

@@ -27,6 +27,42 @@ type duplexCallbacks interface {
 	DownstreamContext() context.Context
 }
 
+// closeWatcher is the HTTP/1 connection manager's watch for a client that
+// closes its connection while the response is awaited (proxy/hcm): fn runs
+// once, on another goroutine, if it does; nil disarms.
+type closeWatcher interface{ WatchClose(fn func()) }
+
+// watchClient arms the client-close watch while the stream's goroutine
+// waits for the upstream on HTTP/1; interrupt makes that wait end. It
+// returns the disarm to defer, nil when nothing was armed.
+func (f *filter) watchClient(interrupt func()) bool {
+	if f.downCtx != nil {
+		return false // HTTP/2: the stream's context says it
+	}
+	cw, ok := f.cb.(closeWatcher)
+	if !ok {
+		return false
+	}
+	f.onGone = interrupt
+	if f.goneFn == nil {
+		f.goneFn = f.clientClosed // bound once: arming allocates nothing
+	}
+	cw.WatchClose(f.goneFn)
+	return true
+}
+
+// unwatchClient disarms the watch armed by watchClient.
+func (f *filter) unwatchClient() {
+	f.cb.(closeWatcher).WatchClose(nil)
+}
+
+// clientClosed runs on the watch's goroutine: the client closed its HTTP/1
+// connection while the upstream's answer was awaited.
+func (f *filter) clientClosed() {
+	f.clientGone.Store(true)
+	f.onGone()
+}
+
 // pump carries an upstream response read on a helper goroutine to the
 // stream's goroutine. Only the stream's goroutine calls stop and reads
 // stopped.
@@ -156,8 +192,11 @@ func (f *filter) OnDestroy() {
 	f.release(false)
 }
 
-// downstreamDone reports whether the client reset the stream.
-func (f *filter) downstreamDone() bool { return f.downCtx != nil && f.downCtx.Err() != nil }
+// downstreamDone reports whether the client reset the stream (HTTP/2) or
+// closed its connection while the response was awaited (HTTP/1).
+func (f *filter) downstreamDone() bool {
+	return f.downCtx != nil && f.downCtx.Err() != nil || f.clientGone.Load()
+}
 
 // HTTP/1 upstream.
 

@@ -288,6 +288,7 @@ func (f *filter) h2Timers() {
 func (f *filter) h2Await() {
 	u := f.h2
 	f.h2Timers()
+	watching := f.watchClient(func() { u.cancel(errAborted) })
 	var resp *http.Response
 	var err error
 	if u.result != nil {
@@ -295,6 +296,9 @@ func (f *filter) h2Await() {
 		u.got, resp, err = true, r.resp, r.err
 	} else {
 		resp, err = u.pool.RoundTrip(u.req)
+	}
+	if watching {
+		f.unwatchClient()
 	}
 	if err == nil {
 		u.resp, u.started = resp, true

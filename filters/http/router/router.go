@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -143,6 +144,14 @@ type filter struct {
 	upWriteFailed bool
 	downCtx       context.Context
 	draining      bool // drain is on the stack
+	// The HTTP/1 client-close watch (duplex.go): goneFn is clientClosed,
+	// bound once; onGone interrupts the wait in progress; clientGone is set
+	// by the watch's goroutine.
+	goneFn      func()
+	onGone      func()
+	clientGone  atomic.Bool
+	upInterrupt func()                   // interruptUpstream, bound once
+	watchConn   atomic.Pointer[net.Conn] // the HTTP/1 upstream connection awaited
 }
 
 // Reset implements httpfilter.Resetter.
@@ -150,8 +159,9 @@ func (f *filter) Reset() {
 	f.release(false)
 	f.lctx.reset(time.Time{}, nil)
 	f.upResp.Reset()
-	trl, buf, up := f.trl, f.h2buf, f.upResp
-	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf, upResp: up}
+	f.clientGone.Store(false)
+	trl, buf, up, gone, intr := f.trl, f.h2buf, f.upResp, f.goneFn, f.upInterrupt
+	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf, upResp: up, goneFn: gone, upInterrupt: intr}
 }
 
 func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
@@ -443,11 +453,21 @@ func (f *filter) awaitResponse() {
 		conn := f.pc.Conn
 		defer context.AfterFunc(f.downCtx, func() { _ = conn.SetReadDeadline(time.Now()) })()
 	}
+	if f.upInterrupt == nil {
+		f.upInterrupt = f.interruptUpstream
+	}
+	f.watchConn.Store(&f.pc.Conn)
+	watching := f.watchClient(f.upInterrupt)
 	resp := f.cb.ResponseHeaders()
 	var msg http1.Message
 	for {
 		resp.Reset()
 		m, err := f.codec.dec.ReadResponseHeaders(resp, f.method)
+		if watching {
+			watching = false
+			f.unwatchClient()
+			f.watchConn.Store(nil)
+		}
 		if err != nil {
 			if f.retryStale(err) {
 				if f.pc != nil {
@@ -515,6 +535,14 @@ func (f *filter) awaitResponse() {
 			f.release(false)
 			return
 		}
+	}
+}
+
+// interruptUpstream ends the wait on the HTTP/1 upstream (the client-close
+// watch's goroutine calls it).
+func (f *filter) interruptUpstream() {
+	if c := f.watchConn.Load(); c != nil {
+		_ = (*c).SetReadDeadline(time.Now())
 	}
 }
 
