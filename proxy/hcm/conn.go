@@ -300,8 +300,11 @@ func (c *conn) writeHeaders(h *headers.Map, end bool) error {
 		s.closeAfter = true
 		s.cfg.stats.cxDrainClose.Inc()
 	}
-	if !s.reqDone {
-		s.closeAfter = true // the rest of the request cannot be skipped on HTTP/1
+	if !s.reqDone && s.async == nil {
+		// The rest of the request cannot be skipped on HTTP/1. A full-duplex
+		// response decides at its end instead, as Envoy does: the request
+		// may well end first.
+		s.closeAfter = true
 	}
 	if s.closeAfter {
 		h.Set("connection", "close")

@@ -91,6 +91,9 @@ type duplexStream struct {
 	lines   *bufio.Reader
 	trailer func() string
 	close   func()
+	// connClosed (HTTP/1) reports whether the proxy closed the connection
+	// after the response.
+	connClosed func() bool
 }
 
 // openH1Duplex sends a chunked HTTP/1.1 request with a declared trailer on
@@ -111,6 +114,11 @@ func openH1Duplex(t *testing.T, addr string) *duplexStream {
 			fmt.Fprintf(c, "0\r\nx-req-trl: %s\r\n\r\n", trl)
 		},
 		close: func() { c.Close() },
+		connClosed: func() bool {
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			_, err := br.ReadByte()
+			return err == io.EOF
+		},
 	}
 	var resp *http.Response
 	ds.lines = bufio.NewReader(readerFunc(func(p []byte) (int, error) {
@@ -228,6 +236,9 @@ func TestFullDuplexEarlyResponse(t *testing.T) {
 			body, err := io.ReadAll(ds.lines)
 			if string(body) != "done: first\n" {
 				t.Fatalf("body %q, %v", body, err)
+			}
+			if !tc.downH2 && !ds.connClosed() {
+				t.Error("the HTTP/1 connection stayed open with its request unread")
 			}
 			p.WaitStat("http.ingress.downstream_rq_completed", 1)
 		})
@@ -542,5 +553,30 @@ func TestHTTP1ClientCloseResetsUpstream(t *testing.T) {
 				t.Errorf("response flags %q, want DC", got)
 			}
 		})
+	}
+}
+
+// Requests with a body keep their HTTP/1 connection alive: the response
+// pump does not make the connection close when the request ends first.
+func TestHTTP1BodyKeepAlive(t *testing.T) {
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	})
+	p := servertest.Start(t, httpBootstrap(up.port(), routeToUp, ""))
+	client := &http.Client{Timeout: 5 * time.Second}
+	for i := range 20 {
+		resp, err := client.Post(p.URL("front", "/echo"), "text/plain", strings.NewReader(fmt.Sprint("body ", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != fmt.Sprint("body ", i) || resp.Close {
+			t.Fatalf("request %d: %q, connection close %v", i, b, resp.Close)
+		}
+	}
+	if n := p.Stat("http.ingress.downstream_cx_total"); n != 1 {
+		t.Fatalf("%d client connections for 20 keep-alive requests, want 1", n)
 	}
 }
