@@ -230,7 +230,7 @@ func (s *stream) run() {
 	// HTTP/2 stops reading once the response is complete: the codec resets
 	// the rest of the request. HTTP/1 must read it to find the next request.
 	for !s.reqDone && !s.localReplied && !s.reset && !(s.h2 && s.responseDone) {
-		if s.async != nil {
+		if s.async != nil && !s.ds.bodyRead() {
 			s.duplexBody() // the response streams while the body does
 			break
 		}
@@ -300,11 +300,8 @@ func (c *conn) writeHeaders(h *headers.Map, end bool) error {
 		s.closeAfter = true
 		s.cfg.stats.cxDrainClose.Inc()
 	}
-	if !s.reqDone && s.async == nil {
-		// The rest of the request cannot be skipped on HTTP/1. A full-duplex
-		// response decides at its end instead, as Envoy does: the request
-		// may well end first.
-		s.closeAfter = true
+	if !s.reqDone {
+		s.closeAfter = true // the rest of the request cannot be skipped on HTTP/1
 	}
 	if s.closeAfter {
 		h.Set("connection", "close")
@@ -345,6 +342,12 @@ func (c *conn) readData(idle time.Duration, hard time.Time) ([]byte, bool, error
 }
 
 func (c *conn) readTrailers(h *headers.Map) { c.dec.Trailers(h) }
+
+// bodyRead reports that a Content-Length body was read whole: the next
+// readData returns its end without waiting.
+func (c *conn) bodyRead() bool {
+	return c.dsMsg.ContentLength >= 0 && int64(c.s.info.BytesReceived) >= c.dsMsg.ContentLength
+}
 
 // interrupt makes a blocked readData return: the connection closes after
 // this stream, so the decoder's state no longer matters.

@@ -57,15 +57,21 @@ func (s *stream) duplexBody() {
 	}()
 	pending := true // the helper is reading and owes a piece
 	for pending && !s.reqDone && !s.localReplied && !s.reset && !s.responseDone {
+		var pc bodyPiece
 		select {
-		case fn := <-s.async:
-			fn()
-		case pc := <-pieces:
-			pending = false
-			if s.bodyPiece(pc.p, pc.hard, pc.err) && pc.err == nil {
-				more <- true
-				pending = true
+		case pc = <-pieces: // a ready piece goes first: the request may be ending
+		default:
+			select {
+			case fn := <-s.async:
+				fn()
+				continue
+			case pc = <-pieces:
 			}
+		}
+		pending = false
+		if s.bodyPiece(pc.p, pc.hard, pc.err) && pc.err == nil {
+			more <- true
+			pending = true
 		}
 	}
 	if !pending {

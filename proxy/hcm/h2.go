@@ -460,6 +460,9 @@ func (hs *h2Stream) readTrailers(h *headers.Map) {
 	}
 }
 
+// bodyRead is false: x/net reports the end only with END_STREAM.
+func (hs *h2Stream) bodyRead() bool { return false }
+
 // interrupt makes a blocked body read fail with a deadline error (x/net
 // closes the body for good: the stream is over).
 func (hs *h2Stream) interrupt() {

@@ -36,6 +36,9 @@ type downstream interface {
 	readData(idle time.Duration, hard time.Time) (p []byte, hardFired bool, err error)
 	// readTrailers adds the request trailers, once the body ended, to h.
 	readTrailers(h *headers.Map)
+	// bodyRead reports that the next readData returns the body's end
+	// without waiting (a Content-Length body read whole).
+	bodyRead() bool
 	// interrupt makes a readData blocked on another goroutine return soon
 	// with an error; reading the body is over after it.
 	interrupt()
