@@ -106,6 +106,9 @@ type Config struct {
 	h2pool  sync.Pool            // of *h2Stream
 	h2mu    sync.Mutex           // guards h2conns
 	h2conns map[*h2Conn]struct{} // live HTTP/2 connections, for the drain
+	// drainTimeout is drain_timeout: the time between the HTTP/2 shutdown
+	// notice and the real GOAWAY (goaway.go); Envoy's default is 5 s.
+	drainTimeout time.Duration
 }
 
 type filterEntry struct {
@@ -178,6 +181,10 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		stripAnyHostPort:   p.GetStripAnyHostPort(),
 		stripMatchingPort:  p.GetStripMatchingHostPort(),
 		accept10:           p.GetHttpProtocolOptions().GetAcceptHttp_10(),
+		drainTimeout:       5 * time.Second,
+	}
+	if d := p.GetDrainTimeout(); d != nil {
+		c.drainTimeout = d.AsDuration()
 	}
 	if c.log == nil {
 		c.log = slog.Default()

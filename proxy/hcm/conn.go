@@ -1,6 +1,7 @@
 package hcm
 
 import (
+	"context"
 	"errors"
 
 	"io"
@@ -31,6 +32,7 @@ type conn struct {
 	dsMsg   http1.Message
 	s       stream
 	counted bool // the connection was counted as HTTP/1 (its first byte arrived)
+	watch   closeWatch
 }
 
 // ServeConn implements netfilter.Terminal: it serves HTTP/1.1 or HTTP/2
@@ -69,6 +71,7 @@ func (cfg *Config) serveHTTP1(nc *netfilter.Conn, r io.Reader) {
 	c := &conn{cfg: cfg, nc: nc, dec: http1.NewDecoder(r, cfg.limits), enc: http1.NewEncoder(nc.Conn)}
 	c.s.init(cfg, nc, c)
 	defer func() {
+		c.s.WatchClose(nil)
 		c.dec.Release()
 		c.enc.Release()
 		if c.counted {
@@ -210,6 +213,7 @@ func (s *stream) run() {
 	st.rqTotal.Inc()
 	st.rqActive.Inc()
 	defer st.rqActive.Dec()
+	defer s.destroy()
 	s.reqDone = s.msg.NoBody
 	if rerr := s.prepareRequest(); rerr != nil {
 		s.sendLocalReply(rerr.status, "", rerr.details, streaminfo.InvalidEnvoyRequestHeaders)
@@ -226,32 +230,14 @@ func (s *stream) run() {
 	// HTTP/2 stops reading once the response is complete: the codec resets
 	// the rest of the request. HTTP/1 must read it to find the next request.
 	for !s.reqDone && !s.localReplied && !s.reset && !(s.h2 && s.responseDone) {
-		p, requestTimerFirst, err := s.ds.readData(s.StreamIdleTimeout(), s.requestDeadline)
-		if err != nil && requestTimerFirst && errors.Is(err, os.ErrDeadlineExceeded) {
-			st.rqTimeout.Inc()
-			if !s.responseStarted {
-				s.sendLocalReply(408, "request timeout", "request_overall_timeout", 0)
-			}
-			s.reset, s.closeAfter = true, true
-			return
-		}
-		if err == io.EOF {
-			s.reqDone = true
-			s.info.LastDownstreamRxByte = s.info.Since(time.Now())
-			s.ds.readTrailers(&s.reqTrl)
-			if s.reqTrl.Len() > 0 {
-				s.iterTrailers(&s.dec, 0, &s.reqTrl)
-			} else {
-				s.iterData(&s.dec, 0, nil, true)
-			}
+		if s.async != nil && !s.ds.bodyRead() {
+			s.duplexBody() // the response streams while the body does
 			break
 		}
-		if err != nil {
-			s.downstreamReadFailed(err)
-			return
+		p, requestTimerFirst, err := s.ds.readData(s.StreamIdleTimeout(), s.requestDeadline)
+		if !s.bodyPiece(p, requestTimerFirst, err) {
+			break
 		}
-		s.info.BytesReceived += uint64(len(p))
-		s.iterData(&s.dec, 0, p, false)
 	}
 	if !s.reqDone {
 		// Answered before the request ended: the rest of it cannot be
@@ -357,3 +343,17 @@ func (c *conn) readData(idle time.Duration, hard time.Time) ([]byte, bool, error
 }
 
 func (c *conn) readTrailers(h *headers.Map) { c.dec.Trailers(h) }
+
+// bodyRead reports that a Content-Length body was read whole: the next
+// readData returns its end without waiting.
+func (c *conn) bodyRead() bool {
+	return c.dsMsg.ContentLength >= 0 && int64(c.s.info.BytesReceived) >= c.dsMsg.ContentLength
+}
+
+// interrupt makes a blocked readData return: the connection closes after
+// this stream, so the decoder's state no longer matters.
+func (c *conn) interrupt() { _ = c.nc.SetReadDeadline(time.Now()) }
+
+// context is nil: nothing watches an HTTP/1 client while a response is
+// awaited.
+func (c *conn) context() context.Context { return nil }

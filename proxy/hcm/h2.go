@@ -100,6 +100,12 @@ type h2Conn struct {
 	prematureResets atomic.Uint64 // of which the client reset early
 	abusive         atomic.Bool   // closed by the premature-reset defense
 
+	// Two-step GOAWAY (goaway.go): fc writes the frames, drainTimer fires
+	// the real GOAWAY (nil: not draining), goneAway is set once it went.
+	fc         *frameConn
+	drainTimer *time.Timer
+	goneAway   atomic.Bool
+
 	mu     sync.Mutex
 	active int    // open streams
 	gen    uint64 // bumped by each stream start, so a stale idle timer does nothing
@@ -114,17 +120,23 @@ func (cfg *Config) serveH2(nc *netfilter.Conn, c net.Conn) {
 	st.cxHTTP2Active.Inc()
 	defer st.cxHTTP2Active.Dec()
 	_ = c.SetDeadline(time.Time{})
-	hc := &h2Conn{cfg: cfg, nc: nc}
+	hc := &h2Conn{cfg: cfg, nc: nc, fc: newFrameConn(c)}
 	cfg.trackH2(hc, true)
 	defer cfg.trackH2(hc, false)
+	if cfg.drain != nil && cfg.drain.Draining() {
+		go hc.startDrain() // accepted as the drain started: goAwayAll may have missed it
+	}
 	if cfg.maxConnDuration > 0 {
 		t := time.AfterFunc(time.Until(nc.Info.StartTime.Add(cfg.maxConnDuration)), hc.expire)
 		defer t.Stop()
 	}
 	hc.setIdle(true)
-	cfg.h2.srv.ServeConn(c, &http2.ServeConnOpts{BaseConfig: cfg.h2.base, Handler: hc})
+	cfg.h2.srv.ServeConn(hc.fc, &http2.ServeConnOpts{BaseConfig: cfg.h2.base, Handler: hc})
 	hc.mu.Lock()
 	hc.done = true
+	if hc.drainTimer != nil {
+		hc.drainTimer.Stop()
+	}
 	hc.mu.Unlock()
 }
 
@@ -186,40 +198,34 @@ func (hc *h2Conn) leave() {
 			return
 		}
 		hc.setIdle(true)
-		if hc.expired.Load() {
+		if hc.expired.Load() || hc.goneAway.Load() {
 			_ = hc.nc.Close()
 		}
 	})
 }
 
 // goAway reports whether this response should start the connection's
-// graceful GOAWAY (x/net does so for "connection: close"): the drain, the
-// connection's max duration, or its max_requests_per_connection.
+// graceful GOAWAY (x/net does so for "connection: close"): the connection's
+// max duration, or its max_requests_per_connection. The drain starts the
+// two-step GOAWAY instead (startDrain).
 func (hc *h2Conn) goAway() bool {
 	cfg := hc.cfg
 	if cfg.drain != nil && cfg.drain.ShouldClose() {
-		if !hc.drained.Swap(true) {
-			cfg.stats.cxDrainClose.Inc()
-		}
-		return true
+		hc.startDrain()
+		return false
 	}
 	return hc.expired.Load() || (cfg.maxRequestsPerConn > 0 && hc.served.Load() >= cfg.maxRequestsPerConn)
 }
 
-// goAwayAll starts the graceful GOAWAY on every HTTP/2 connection of the
-// config (the drain): streams in flight finish, new ones go to another
-// connection. It does not block.
+// goAwayAll starts the two-step GOAWAY on every HTTP/2 connection of the
+// config (the drain): streams in flight and those opened before the real
+// GOAWAY finish, later ones go to another connection. It does not block.
 func (cfg *Config) goAwayAll() {
 	cfg.h2mu.Lock()
 	for hc := range cfg.h2conns {
-		if !hc.drained.Swap(true) {
-			cfg.stats.cxDrainClose.Inc()
-		}
+		go hc.startDrain()
 	}
 	cfg.h2mu.Unlock()
-	// Shutdown runs x/net's GOAWAY hook and returns at once: net/http
-	// tracks no connection of its own here.
-	_ = cfg.h2.base.Shutdown(context.Background())
 }
 
 // h2Stream is one HTTP/2 stream: the connection manager's stream plus its
@@ -456,3 +462,18 @@ func (hs *h2Stream) readTrailers(h *headers.Map) {
 		}
 	}
 }
+
+// bodyRead is false: x/net reports the end only with END_STREAM.
+func (hs *h2Stream) bodyRead() bool { return false }
+
+// interrupt makes a blocked body read fail with a deadline error (x/net
+// closes the body for good: the stream is over).
+func (hs *h2Stream) interrupt() {
+	if rd, ok := hs.w.(readDeadliner); ok {
+		_ = rd.SetReadDeadline(time.Now())
+	}
+}
+
+// context is the request's: x/net cancels it when the client resets the
+// stream or the connection goes.
+func (hs *h2Stream) context() context.Context { return hs.r.Context() }

@@ -1,6 +1,7 @@
 package hcm
 
 import (
+	"context"
 	"math/rand/v2"
 	"net"
 	"sync/atomic"
@@ -36,6 +37,14 @@ type downstream interface {
 	readData(idle time.Duration, hard time.Time) (p []byte, hardFired bool, err error)
 	// readTrailers adds the request trailers, once the body ended, to h.
 	readTrailers(h *headers.Map)
+	// bodyRead reports that the next readData returns the body's end
+	// without waiting (a Content-Length body read whole).
+	bodyRead() bool
+	// interrupt makes a readData blocked on another goroutine return soon
+	// with an error; reading the body is over after it.
+	interrupt()
+	// context is done when the client reset the stream; nil: never told.
+	context() context.Context
 }
 
 // activeFilter is one filter instance of a stream.
@@ -45,6 +54,7 @@ type activeFilter struct {
 	dec      httpfilter.DecoderFilter
 	enc      httpfilter.EncoderFilter
 	reusable bool
+	destroy  bool // inst implements destroyer
 }
 
 // stream is one request/response exchange. On HTTP/1 a connection has one
@@ -89,6 +99,7 @@ type stream struct {
 	tunnel     *h2Tunnel
 	h1tunnel   *h1Tunnel
 	tunnelEOF  atomic.Bool
+	async      <-chan func() // the terminal filter's events (Duplex); nil: none
 }
 
 func (s *stream) init(cfg *Config, nc *netfilter.Conn, ds downstream) {
@@ -109,6 +120,7 @@ func (s *stream) begin(now time.Time) {
 		s.scopes = s.cfg.scoped.current.Load()
 	}
 	s.route, s.routeSet = nil, false
+	s.async = nil
 	s.localReplied, s.responseStarted, s.responseDone, s.reset, s.closeAfter, s.writeErr, s.reqDone = false, false, false, false, false, false, false
 	s.extConnect, s.tunnel, s.h1tunnel = false, nil, nil
 	s.tunnelEOF.Store(false)
@@ -128,6 +140,7 @@ func (s *stream) begin(now time.Time) {
 		f.dec, _ = f.inst.(httpfilter.DecoderFilter)
 		f.enc, _ = f.inst.(httpfilter.EncoderFilter)
 		_, f.reusable = f.inst.(httpfilter.Resetter)
+		_, f.destroy = f.inst.(destroyer)
 	}
 }
 
@@ -251,6 +264,10 @@ func (s *stream) resetStream(flag streaminfo.ResponseFlag) {
 	s.info.SetFlag(flag)
 	s.reset = true
 	s.closeAfter = true
+	if flag == streaminfo.DownstreamConnectionTermination {
+		s.cfg.stats.rqRxReset.Inc() // the client reset it; the filter only noticed
+		return
+	}
 	s.cfg.stats.rqTxReset.Inc()
 }
 

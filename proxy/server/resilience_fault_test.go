@@ -33,16 +33,6 @@ type connKey struct{}
 
 const faultBodyLen = 100000
 
-// hcmReleasesAbandonedRequests says whether proxy/hcm resets its filters
-// when a stream or connection ends. Until it does, a request the client
-// abandons mid-body keeps its upstream connection (and the upstream's
-// handler) forever, since the router is only reset by the connection's next
-// stream: the client-disconnect faults below fail, so they are skipped.
-// The fix (verified with these tests) is to call Reset on the reusable
-// filters in serveHTTP1's deferred cleanup and after s.finish in the
-// HTTP/2 stream handler.
-const hcmReleasesAbandonedRequests = false
-
 func faultHandler(aborted chan bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -260,9 +250,6 @@ func TestUpstreamFaultsLeakNothing(t *testing.T) {
 			}
 			for _, f := range faults {
 				t.Run(f.name, func(t *testing.T) {
-					if f.needsHCMFix && !hcmReleasesAbandonedRequests {
-						t.Skip("proxy/hcm does not reset its filters when a stream ends: the upstream request leaks")
-					}
 					f.run(t)
 					for k, v := range f.stats {
 						p.WaitStat(k, v)

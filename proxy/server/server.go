@@ -487,7 +487,7 @@ func (s *Server) updateGauges() {
 // upstream.Unenforced lists only change behaviour under failure and are
 // logged.
 var refusedClusterFields = map[string]bool{
-	"transport_socket_matcher": true,
+	"transport_socket_matcher":       true,
 	"upstream_http_protocol_options": true, "lb_subset_config": true,
 }
 

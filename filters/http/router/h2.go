@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
 )
@@ -32,6 +34,11 @@ type h2Up struct {
 	timer   *time.Timer
 	kind    atomic.Int32 // which deadline the timer is armed for
 	started bool         // RoundTrip succeeded: pool.Done pending
+	// pump reads the response on a helper goroutine while the request body
+	// streams (full duplex); nil: the response is read synchronously.
+	pump   *pump
+	sent   bool // the request ended (pw closed)
+	broken bool // the request body pipe failed: the stream ended early
 }
 
 type h2Result struct {
@@ -60,7 +67,11 @@ var h2Skip = map[string]bool{
 // waits for and streams back the response.
 func (f *filter) h2Send(h *headers.Map, end bool) {
 	u := &h2Up{pool: f.cluster.H2Pool(f.host)}
-	u.ctx, u.cancel = context.WithCancelCause(context.Background())
+	parent := context.Background()
+	if f.downCtx != nil {
+		parent = f.downCtx // a client reset cancels the upstream stream (RST_STREAM CANCEL)
+	}
+	u.ctx, u.cancel = context.WithCancelCause(parent)
 	f.h2 = u
 	req := &http.Request{Method: "GET", Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, h.Len()),
 		URL: &url.URL{Scheme: "http", Host: f.host.Addr.String(), Path: "/"}}
@@ -106,6 +117,16 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 	pr, pw := io.Pipe()
 	req.Body, req.Trailer = pr, http.Header{}
 	u.pw, u.req = pw, req.WithContext(u.ctx)
+	if p := f.startPump(); p != nil {
+		u.pump = p
+		if f.h2buf == nil {
+			f.h2buf = make([]byte, 32<<10)
+		}
+		f.idle = f.cb.StreamIdleTimeout()
+		f.h2Arm()
+		go f.h2Reader(u, p, f.h2buf)
+		return
+	}
 	u.result = make(chan h2Result, 1)
 	go func() {
 		resp, err := u.pool.RoundTrip(u.req)
@@ -113,9 +134,80 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 	}()
 }
 
+// h2Reader is the pump's reader: the response headers, then each read of
+// the body, handed to the stream's goroutine (h2Head, h2Piece). buf is the
+// filter's h2buf, used by nothing else meanwhile.
+func (f *filter) h2Reader(u *h2Up, p *pump, buf []byte) {
+	defer close(p.exited)
+	resp, err := u.pool.RoundTrip(u.req)
+	if err == nil {
+		u.resp, u.started = resp, true // the stream's goroutine reads them after the event or exit
+	}
+	more := false
+	if !p.post(func() { more = f.h2Head(resp, err) }) || !more {
+		return
+	}
+	for {
+		n, err := resp.Body.Read(buf)
+		if !p.post(func() { f.h2Piece(buf[:n], err) }) || err != nil {
+			return
+		}
+	}
+}
+
+// h2Replay is a retry of a request with a body: the body kept so far is
+// sent again; the rest follows from the client unless the request ended.
+func (f *filter) h2Replay() {
+	f.h2Send(f.cb.RequestHeaders(), false)
+	u := f.h2
+	if len(f.body) > 0 {
+		if _, err := u.pw.Write(f.body); err != nil {
+			u.broken = true
+		}
+	}
+	if !f.reqComplete {
+		return
+	}
+	if u.pump == nil {
+		u.sent = true
+		u.pw.Close()
+		f.h2Await()
+		return
+	}
+	u.sent = true
+	u.pw.Close()
+	f.h2Timers()
+	f.drain() // returns at once when a drain is already running
+}
+
+// h2Duplex ends a full-duplex request: the timers that run from the
+// request's end start and the response is pumped to its end.
+func (f *filter) h2Duplex() {
+	u := f.h2
+	if !u.sent {
+		u.sent = true
+		u.pw.Close()
+	}
+	f.h2Timers()
+	f.drain()
+}
+
 // h2Data streams a piece of the request body.
 func (f *filter) h2Data(p []byte, end bool) {
 	u := f.h2
+	if u.pump != nil {
+		if len(p) > 0 && !u.broken {
+			if _, err := u.pw.Write(p); err != nil {
+				u.broken = true // the stream ended early: the reader reports how
+			}
+		}
+		if end {
+			f.h2Duplex()
+		} else if !u.pump.stopped {
+			f.h2Arm() // request activity resets the stream idle timer
+		}
+		return
+	}
 	if len(p) > 0 {
 		if _, err := u.pw.Write(p); err != nil {
 			f.h2Await() // the stream ended early: its response or error
@@ -134,6 +226,11 @@ func (f *filter) h2Trailers(t *headers.Map) {
 	for _, fl := range t.Fields() {
 		n := string(fl.Name)
 		u.req.Trailer[n] = append(u.req.Trailer[n], string(fl.Value))
+	}
+	f.replay, f.reqComplete = false, true // trailers are not replayed
+	if u.pump != nil {
+		f.h2Duplex()
+		return
 	}
 	u.pw.Close()
 	f.h2Await()
@@ -169,9 +266,9 @@ func (f *filter) h2Arm() {
 	}
 }
 
-// h2Await waits for the response and streams it back.
-func (f *filter) h2Await() {
-	u := f.h2
+// h2Timers starts the timers that run from the request's end (the route
+// and per-try timeouts) and arms the attempt's timer.
+func (f *filter) h2Timers() {
 	info := f.cb.Info()
 	info.LastUpstreamTxByte = info.Since(time.Now())
 	if f.timeout > 0 && f.deadline.IsZero() {
@@ -182,7 +279,16 @@ func (f *filter) h2Await() {
 		f.tryDeadline = time.Now().Add(f.policy.perTry)
 	}
 	f.idle = f.cb.StreamIdleTimeout()
-	f.h2Arm()
+	if f.h2 != nil {
+		f.h2Arm()
+	}
+}
+
+// h2Await waits for the response and streams it back.
+func (f *filter) h2Await() {
+	u := f.h2
+	f.h2Timers()
+	watching := f.watchClient(func() { u.cancel(errAborted) })
 	var resp *http.Response
 	var err error
 	if u.result != nil {
@@ -191,6 +297,35 @@ func (f *filter) h2Await() {
 	} else {
 		resp, err = u.pool.RoundTrip(u.req)
 	}
+	if watching {
+		f.unwatchClient()
+	}
+	if err == nil {
+		u.resp, u.started = resp, true
+	}
+	if !f.h2Head(resp, err) {
+		return
+	}
+	if f.h2buf == nil {
+		f.h2buf = make([]byte, 32<<10)
+	}
+	for range 1 << 40 { // bounded by the body; each round reads or fails
+		if !f.cb.Flush() {
+			f.release(false)
+			return
+		}
+		f.h2Arm()
+		n, err := resp.Body.Read(f.h2buf)
+		if !f.h2Piece(f.h2buf[:n], err) {
+			return
+		}
+	}
+}
+
+// h2Head handles the RoundTrip's outcome: a failure, a retry, or the
+// response headers sent on. It reports whether the body is to be read.
+func (f *filter) h2Head(resp *http.Response, err error) bool {
+	info := f.cb.Info()
 	if err != nil {
 		if errors.Is(err, upstream.ErrNoH2) && f.noBody {
 			f.release(false)
@@ -198,20 +333,19 @@ func (f *filter) h2Await() {
 			if f.connect() {
 				if err := f.codec.enc.WriteRequestHeaders(f.cb.RequestHeaders(), true); err != nil {
 					f.upstreamFailed(err, false)
-					return
+					return false
 				}
 				f.sendAndAwait()
 			}
-			return
+			return false
 		}
 		f.h2Failed(err, false)
-		return
+		return false
 	}
-	u.resp, u.started = resp, true
 	info.FirstUpstreamRxByte = info.Since(time.Now())
 	code := resp.StatusCode
 	if f.responseStatus(code) {
-		return
+		return false
 	}
 	rh := f.cb.ResponseHeaders()
 	rh.Reset()
@@ -227,42 +361,45 @@ func (f *filter) h2Await() {
 	noBody := resp.Body == http.NoBody || resp.ContentLength == 0
 	if !f.cb.EncodeHeaders(rh, noBody) {
 		f.release(false)
-		return
+		return false
 	}
 	if noBody {
 		f.finished(true)
-		return
+		return false
 	}
-	if f.h2buf == nil {
-		f.h2buf = make([]byte, 32<<10)
-	}
-	for range 1 << 40 { // bounded by the body; each round reads or fails
-		if !f.cb.Flush() {
-			f.release(false)
-			return
-		}
+	if f.h2 != nil && f.h2.pump != nil {
 		f.h2Arm()
-		n, err := resp.Body.Read(f.h2buf)
-		if n > 0 && !f.cb.EncodeData(f.h2buf[:n], false) {
-			f.release(false)
-			return
-		}
-		if err == io.EOF {
-			if len(resp.Trailer) > 0 {
-				f.trl.Reset()
-				copyHeader(&f.trl, resp.Trailer)
-				f.cb.EncodeTrailers(&f.trl)
-			} else {
-				f.cb.EncodeData(nil, true)
-			}
-			f.finished(true)
-			return
-		}
-		if err != nil {
-			f.h2Failed(err, true)
-			return
-		}
 	}
+	return true
+}
+
+// h2Piece handles one read of the response body; false: the response is
+// over (ended, failed or abandoned).
+func (f *filter) h2Piece(p []byte, err error) bool {
+	if len(p) > 0 && !f.cb.EncodeData(p, false) {
+		f.release(false)
+		return false
+	}
+	if err == io.EOF {
+		u := f.h2
+		if len(u.resp.Trailer) > 0 {
+			f.trl.Reset()
+			copyHeader(&f.trl, u.resp.Trailer)
+			f.cb.EncodeTrailers(&f.trl)
+		} else {
+			f.cb.EncodeData(nil, true)
+		}
+		f.finished(true)
+		return false
+	}
+	if err != nil {
+		f.h2Failed(err, true)
+		return false
+	}
+	if f.h2.pump != nil {
+		f.h2Arm()
+	}
+	return true
 }
 
 // copyHeader adds x/net's fields to m with lower-case names, leaving out
@@ -283,6 +420,10 @@ func copyHeader(m *headers.Map, h http.Header) {
 // retry, as for HTTP/1.
 func (f *filter) h2Failed(err error, started bool) {
 	u := f.h2
+	if f.downstreamDone() {
+		f.downstreamGone()
+		return
+	}
 	if context.Cause(u.ctx) == errUpTimeout {
 		kind := u.kind.Load()
 		f.idleArmed, f.perTryArmed = kind == armIdle, kind == armPerTry
@@ -315,6 +456,13 @@ func (f *filter) h2Release() {
 		u.pw.CloseWithError(errAborted)
 	}
 	u.cancel(errAborted)
+	if u.pump != nil {
+		u.pump.stop(func() {
+			if u.resp != nil {
+				u.resp.Body.Close() // a blocked read returns
+			}
+		})
+	}
 	if u.result != nil && !u.got {
 		r := <-u.result // returns promptly once cancelled
 		u.resp, u.started = r.resp, r.err == nil
@@ -328,3 +476,10 @@ func (f *filter) h2Release() {
 }
 
 var errAborted = errors.New("upstream stream finished")
+
+// isStreamReset reports whether err is the upstream resetting the stream
+// (RST_STREAM), Envoy's UR.
+func isStreamReset(err error) bool {
+	var se http2.StreamError
+	return errors.As(err, &se)
+}

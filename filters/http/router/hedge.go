@@ -189,7 +189,7 @@ func (h *hedging) startTry() {
 		f.cluster.Stats.UpstreamCxNoneHealthy.Inc()
 		return
 	}
-	f.lctx.reset(f.deadline)
+	f.lctx.reset(f.deadline, f.downCtx)
 	pc, err := f.cluster.Pool(host).Get(&f.lctx)
 	if err != nil {
 		var overflow *upstream.OverflowError

@@ -229,7 +229,7 @@ func (f *filter) responseStatus(code int) (retried bool) {
 }
 
 func (f *filter) tryRetry(why retryOn, before func()) bool {
-	if f.policy == nil || f.retryOnSet&why == 0 || !(f.noBody || f.replay && !f.h2on) {
+	if f.policy == nil || f.retryOnSet&why == 0 || !(f.noBody || f.replay) {
 		return false
 	}
 	st := f.cluster.Stats
@@ -264,7 +264,11 @@ func (f *filter) tryRetry(why retryOn, before func()) bool {
 	}
 	f.cb.Info().UpstreamHost = f.host.String()
 	if f.h2on {
-		f.h2Send(f.cb.RequestHeaders(), true)
+		if f.noBody {
+			f.h2Send(f.cb.RequestHeaders(), true)
+		} else {
+			f.h2Replay()
+		}
 		return true
 	}
 	if !f.connect() {
@@ -285,6 +289,8 @@ func (f *filter) tryRetry(why retryOn, before func()) bool {
 		if !f.reqComplete {
 			if err := f.codec.enc.Flush(); err != nil {
 				f.upstreamFailed(err, false)
+			} else {
+				f.h1StartReader() // the rest of the body follows while the response may start
 			}
 			return true
 		}
@@ -314,16 +320,21 @@ func (f *filter) keepForReplay(p []byte, end bool) {
 // with the route's deadline once the pool waits or dials.
 type lazyCtx struct {
 	deadline time.Time
+	parent   context.Context // the client's stream; nil: Background
 	ctx      context.Context
 	cancel   context.CancelFunc
 }
 
 func (c *lazyCtx) real() context.Context {
 	if c.ctx == nil {
+		parent := c.parent
+		if parent == nil {
+			parent = context.Background()
+		}
 		if c.deadline.IsZero() {
-			c.ctx, c.cancel = context.WithCancel(context.Background())
+			c.ctx, c.cancel = context.WithCancel(parent)
 		} else {
-			c.ctx, c.cancel = context.WithDeadline(context.Background(), c.deadline)
+			c.ctx, c.cancel = context.WithDeadline(parent, c.deadline)
 		}
 	}
 	return c.ctx
@@ -334,9 +345,11 @@ func (c *lazyCtx) Done() <-chan struct{}       { return c.real().Done() }
 func (c *lazyCtx) Err() error                  { return c.real().Err() }
 func (c *lazyCtx) Value(k any) any             { return c.real().Value(k) }
 
-func (c *lazyCtx) reset(deadline time.Time) {
+// reset prepares the context for a pool wait bounded by deadline (zero:
+// none) and cancelled with parent (nil: never).
+func (c *lazyCtx) reset(deadline time.Time, parent context.Context) {
 	if c.cancel != nil {
 		c.cancel()
 	}
-	*c = lazyCtx{deadline: deadline}
+	*c = lazyCtx{deadline: deadline, parent: parent}
 }

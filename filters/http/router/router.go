@@ -6,12 +6,13 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
-	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -131,15 +132,38 @@ type filter struct {
 	h2    *h2Up
 	h2buf []byte
 	res   resilience // retry back-off, hedging and mirroring state (backoff.go)
+	// Full duplex (duplex.go): pump reads an HTTP/1 upstream's response on a
+	// helper goroutine (nil: none, the response is read synchronously);
+	// upResp is its parse target, kept across streams; upMsg the response
+	// framing and bodyOn that its body streams; upWriteFailed that the
+	// upstream stopped taking the request body. downCtx is the client's
+	// stream (nil: the downstream codec cannot tell a reset).
+	pump          *pump
+	upResp        headers.Map
+	upMsg         http1.Message
+	bodyOn        bool
+	upWriteFailed bool
+	downCtx       context.Context
+	draining      bool // drain is on the stack
+	// The HTTP/1 client-close watch (duplex.go): goneFn is clientClosed,
+	// bound once; onGone interrupts the wait in progress; clientGone is set
+	// by the watch's goroutine.
+	goneFn      func()
+	onGone      func()
+	clientGone  atomic.Bool
+	upInterrupt func()                   // interruptUpstream, bound once
+	watchConn   atomic.Pointer[net.Conn] // the HTTP/1 upstream connection awaited
 }
 
 // Reset implements httpfilter.Resetter.
 func (f *filter) Reset() {
 	f.abandonShadows()
 	f.release(false)
-	f.lctx.reset(time.Time{})
-	trl, buf := f.trl, f.h2buf
-	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf}
+	f.lctx.reset(time.Time{}, nil)
+	f.upResp.Reset()
+	f.clientGone.Store(false)
+	trl, buf, up, gone, intr := f.trl, f.h2buf, f.upResp, f.goneFn, f.upInterrupt
+	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf, upResp: up, goneFn: gone, upInterrupt: intr}
 }
 
 func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
@@ -151,6 +175,9 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	}
 	f.route = r
 	f.fctx = formatter.Context{Stream: info, Request: h}
+	if dc, ok := f.cb.(duplexCallbacks); ok {
+		f.downCtx = dc.DownstreamContext()
+	}
 	switch r.Kind() {
 	case router.ActionRedirect:
 		status, loc := r.Redirect(h)
@@ -250,6 +277,15 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	}
 	if end {
 		f.sendAndAwait()
+	} else if f.downCtx != nil {
+		// HTTP/2 client: the headers go now and the response may start
+		// before the body. An HTTP/1 request's headers go with its first body
+		// piece (a malformed body never reaches the upstream).
+		if err := f.codec.enc.Flush(); err != nil {
+			f.upstreamFailed(err, false)
+		} else {
+			f.h1StartReader()
+		}
 	}
 	return httpfilter.Stop
 }
@@ -259,6 +295,7 @@ func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
 		f.mirrorData(p, end)
 	}
 	if f.h2 != nil && f.h2.pw != nil {
+		f.keepForReplay(p, end)
 		f.h2Data(p, end)
 		return httpfilter.Stop
 	}
@@ -270,6 +307,10 @@ func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
 		return httpfilter.Stop
 	}
 	f.keepForReplay(p, end)
+	if f.pump != nil {
+		f.duplexData(p, end)
+		return httpfilter.Stop
+	}
 	if err := f.codec.enc.WriteData(p, end); err != nil {
 		f.bodyWriteFailed(err)
 		return httpfilter.Stop
@@ -278,22 +319,10 @@ func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
 		f.sendAndAwait()
 	} else if err := f.codec.enc.Flush(); err != nil {
 		f.bodyWriteFailed(err)
+	} else if !f.upgrade {
+		f.h1StartReader() // full duplex when the connection manager offers it
 	}
 	return httpfilter.Stop
-}
-
-// bodyWriteFailed handles an upstream that stopped reading the request
-// body: when it answered first (a 413, say) that answer is proxied; the
-// client connection then closes because its request was not read to the end.
-func (f *filter) bodyWriteFailed(err error) {
-	if f.codec.dec.Buffered() == 0 {
-		_ = f.pc.Conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		if f.codec.dec.WaitData() != nil {
-			f.upstreamFailed(err, false)
-			return
-		}
-	}
-	f.awaitResponse()
 }
 
 func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
@@ -308,6 +337,13 @@ func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
 		return httpfilter.Stop
 	}
 	f.replay, f.reqComplete = false, true // trailers are not replayed
+	if f.pump != nil {
+		if !f.upWriteFailed && f.codec.enc.WriteTrailers(t) != nil {
+			f.upWriteFailed = true
+		}
+		f.h1Sent()
+		return httpfilter.Stop
+	}
 	if err := f.codec.enc.WriteTrailers(t); err != nil {
 		f.bodyWriteFailed(err)
 		return httpfilter.Stop
@@ -318,9 +354,16 @@ func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
 
 // connect takes a pooled connection to the chosen host.
 func (f *filter) connect() bool {
-	f.lctx.reset(f.deadline)
+	f.lctx.reset(f.deadline, f.downCtx)
 	pc, err := f.cluster.Pool(f.host).Get(&f.lctx)
 	if err != nil {
+		if f.downstreamDone() {
+			// The client reset the stream while the request waited for a
+			// connection: Envoy's cancelled pending request.
+			f.cluster.Stats.UpstreamRqCancelled.Inc()
+			f.cb.ResetStream(streaminfo.DownstreamConnectionTermination)
+			return false
+		}
 		var overflow *upstream.OverflowError
 		if errors.As(err, &overflow) {
 			f.overflowed()
@@ -339,34 +382,37 @@ func (f *filter) connect() bool {
 	return true
 }
 
-// overflowed answers a circuit breaker's refusal: 503 UO.
-func (f *filter) overflowed() {
-	f.cb.AddLocalReplyHeader("x-envoy-overloaded", "true")
-	f.cb.SendLocalReply(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-		"upstream_reset_before_response_started{overflow}", streaminfo.UpstreamOverflow)
-}
-
-// connectFailed reports the failed connect to outlier detection, then
-// retries or answers 503 UF.
-func (f *filter) connectFailed(err error) {
-	f.host.ReportResult(upstream.ResultConnectFailed)
-	if f.tryRetry(failConnect, nil) {
+// duplexData sends a body piece while the response is pumped; at the
+// request's end it runs the response to its end.
+func (f *filter) duplexData(p []byte, end bool) {
+	if !f.upWriteFailed {
+		if f.codec.enc.WriteData(p, end) != nil || !end && f.codec.enc.Flush() != nil {
+			f.upWriteFailed = true // the upstream's answer (or error) comes from the reader
+		}
+	}
+	if end {
+		f.h1Sent()
 		return
 	}
-	info := f.cb.Info()
-	info.UpstreamTransportFailureReason = err.Error()
-	f.cb.SendLocalReply(503,
-		"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: "+err.Error(),
-		"upstream_reset_before_response_started{remote_connection_failure}", streaminfo.UpstreamConnectionFailure)
+	if f.pump != nil && !f.pump.stopped {
+		f.armRead() // request activity resets the stream idle timer
+	}
 }
 
 // sendAndAwait flushes the request and streams the response back.
 func (f *filter) sendAndAwait() {
-	info := f.cb.Info()
 	if err := f.codec.enc.Flush(); err != nil {
 		f.upstreamFailed(err, false)
 		return
 	}
+	f.requestSent()
+	f.awaitResponse()
+}
+
+// requestSent starts the timers that run from the end of the request: the
+// route timeout and the per-try timeout.
+func (f *filter) requestSent() {
+	info := f.cb.Info()
 	info.LastUpstreamTxByte = info.Since(time.Now())
 	if f.timeout > 0 && f.deadline.IsZero() {
 		f.deadline = time.Now().Add(f.timeout)
@@ -376,7 +422,6 @@ func (f *filter) sendAndAwait() {
 	if f.policy != nil && f.policy.perTry > 0 {
 		f.tryDeadline = time.Now().Add(f.policy.perTry)
 	}
-	f.awaitResponse()
 }
 
 // awaitResponse reads the upstream response and streams it back.
@@ -384,11 +429,26 @@ func (f *filter) awaitResponse() {
 	info := f.cb.Info()
 	f.idle = f.cb.StreamIdleTimeout()
 	f.armRead()
+	if f.downCtx != nil && f.downCtx.Done() != nil {
+		// The client resetting the stream interrupts the upstream read.
+		conn := f.pc.Conn
+		defer context.AfterFunc(f.downCtx, func() { _ = conn.SetReadDeadline(time.Now()) })()
+	}
+	if f.upInterrupt == nil {
+		f.upInterrupt = f.interruptUpstream
+	}
+	f.watchConn.Store(&f.pc.Conn)
+	watching := f.watchClient(f.upInterrupt)
 	resp := f.cb.ResponseHeaders()
 	var msg http1.Message
 	for {
 		resp.Reset()
 		m, err := f.codec.dec.ReadResponseHeaders(resp, f.method)
+		if watching {
+			watching = false
+			f.unwatchClient()
+			f.watchConn.Store(nil)
+		}
 		if err != nil {
 			if f.retryStale(err) {
 				if f.pc != nil {
@@ -462,6 +522,14 @@ func (f *filter) awaitResponse() {
 	}
 }
 
+// interruptUpstream ends the wait on the HTTP/1 upstream (the client-close
+// watch's goroutine calls it).
+func (f *filter) interruptUpstream() {
+	if c := f.watchConn.Load(); c != nil {
+		_ = (*c).SetReadDeadline(time.Now())
+	}
+}
+
 // retryStale resends a body-less request once on a new connection when a
 // reused keep-alive connection turns out to have been closed by the upstream
 // before it answered: the request cannot have been processed.
@@ -494,6 +562,9 @@ func (f *filter) release(reusable bool) {
 	} else if f.pc == nil {
 		return
 	} else {
+		if f.pump != nil {
+			f.stopH1Reader()
+		}
 		_ = f.pc.Conn.SetReadDeadline(time.Time{})
 		f.pc.Release(reusable)
 		f.pc = nil
@@ -519,72 +590,8 @@ func (f *filter) armRead() {
 			d, f.idleArmed = t, true
 		}
 	}
+	if f.downstreamDone() {
+		d = time.Now() // the client is gone: stop waiting for the upstream
+	}
 	_ = f.pc.Conn.SetReadDeadline(d)
-}
-
-// upstreamFailed maps an upstream error to Envoy's local reply or reset.
-func (f *filter) upstreamFailed(err error, started bool) {
-	st := f.cluster.Stats
-	timedOut := errors.Is(err, os.ErrDeadlineExceeded)
-	f.release(false)
-	if timedOut && f.idleArmed {
-		// The stream idle timeout: 408 before response headers, else a reset.
-		if f.cb.ResponseStarted() {
-			f.cb.ResetStream(streaminfo.StreamIdleTimeout)
-			return
-		}
-		f.cb.SendLocalReply(408, "stream timeout", "stream_idle_timeout", streaminfo.StreamIdleTimeout)
-		return
-	}
-	if timedOut && f.perTryArmed && !f.cb.ResponseStarted() {
-		st.UpstreamRqPerTryTimeout.Inc()
-		f.host.ReportResult(upstream.ResultTimeout)
-		if f.tryRetry(failReset, nil) {
-			return
-		}
-	}
-	if timedOut && !f.maxStream.IsZero() && !time.Now().Before(f.maxStream) {
-		// max_stream_duration: 408, and DEADLINE_EXCEEDED to gRPC clients.
-		if f.cb.ResponseStarted() {
-			f.cb.ResetStream(streaminfo.UpstreamMaxStreamDurationReached)
-			return
-		}
-		if ct, _ := f.cb.RequestHeaders().Get("content-type"); headers.IsGRPC(ct) {
-			f.cb.AddLocalReplyHeader("grpc-status", "4") // DEADLINE_EXCEEDED
-		}
-		f.cb.SendLocalReply(408, "upstream max stream duration reached", "upstream_max_stream_duration_reached", streaminfo.UpstreamMaxStreamDurationReached)
-		return
-	}
-	if timedOut {
-		st.UpstreamRqTimeout.Inc()
-		f.host.Stats.RqTimeout.Add(1)
-		f.host.ReportResult(upstream.ResultTimeout)
-		if f.cb.ResponseStarted() {
-			f.cb.ResetStream(streaminfo.UpstreamRequestTimeout)
-			return
-		}
-		f.cb.SendLocalReply(504, "upstream request timeout", "upstream_response_timeout", streaminfo.UpstreamRequestTimeout)
-		return
-	}
-	if f.cb.ResponseStarted() || started {
-		f.cb.ResetStream(streaminfo.UpstreamConnectionTermination)
-		return
-	}
-	f.host.ReportResult(upstream.ResultRequestFailed)
-	if f.tryRetry(failReset, nil) {
-		return
-	}
-	var perr *http1.Error
-	if errors.As(err, &perr) {
-		f.cb.SendLocalReply(503, "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
-			"upstream_reset_before_response_started{protocol_error}", streaminfo.UpstreamProtocolError)
-		return
-	}
-	reason := "connection termination"
-	var ne net.Error
-	if !errors.Is(err, io.EOF) && !errors.As(err, &ne) {
-		reason = fmt.Sprint(err)
-	}
-	f.cb.SendLocalReply(503, "upstream connect error or disconnect/reset before headers. reset reason: "+reason,
-		"upstream_reset_before_response_started{connection_termination}", streaminfo.UpstreamConnectionTermination)
 }
