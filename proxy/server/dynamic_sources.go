@@ -185,6 +185,9 @@ func (d *dynamic) dialer(path string, g *corev3.GrpcService) (func(context.Conte
 	switch {
 	case g.GetEnvoyGrpc() != nil:
 		name := g.GetEnvoyGrpc().GetClusterName()
+		if p, ok := d.s.pipes[name]; ok {
+			return pipeDialer(p), nil
+		}
 		if d.s.clusters.Get(name) == nil {
 			return nil, fmt.Errorf("%s.envoy_grpc.cluster_name: unknown static cluster %q", path, name)
 		}

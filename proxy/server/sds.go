@@ -2,7 +2,7 @@ package server
 
 import (
 	"crypto/tls"
-
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -30,6 +30,8 @@ type secretProvider struct {
 	subs map[int]func()
 	next int
 	ctxs []tlsctx.CertSource // every compiled TLS context, for /certs
+
+	wl *workloadSource // --spiffe-workload-api; nil: none
 }
 
 // sdsSecret is one secret name subscribed through an sds_config.
@@ -54,7 +56,11 @@ func newSecretProvider(static *tlsctx.Secrets) *secretProvider {
 // TLSCertificate implements tlsctx.SecretProvider.
 func (p *secretProvider) TLSCertificate(name string) (*tls.Certificate, error) {
 	if !p.isSDS(name) {
-		return p.static.TLSCertificate(name)
+		c, err := p.static.TLSCertificate(name)
+		if err != nil && p.wl != nil && errors.Is(err, tlsctx.ErrSecretNotFound) {
+			return p.wl.TLSCertificate(name)
+		}
+		return c, err
 	}
 	c, err := p.dyn.TLSCertificate(name)
 	if err != nil {
@@ -66,7 +72,11 @@ func (p *secretProvider) TLSCertificate(name string) (*tls.Certificate, error) {
 // ValidationContext implements tlsctx.SecretProvider.
 func (p *secretProvider) ValidationContext(name string) (*tlsv3.CertificateValidationContext, error) {
 	if !p.isSDS(name) {
-		return p.static.ValidationContext(name)
+		v, err := p.static.ValidationContext(name)
+		if err != nil && p.wl != nil && errors.Is(err, tlsctx.ErrSecretNotFound) {
+			return p.wl.ValidationContext(name)
+		}
+		return v, err
 	}
 	v, err := p.dyn.ValidationContext(name)
 	if err != nil {
