@@ -151,11 +151,24 @@ func (w *workloadSource) ValidationContext(name string) (*tlsv3.CertificateValid
 	return w.secrets.ValidationContext(name)
 }
 
+// spiffeValidation is a validation context with Envoy's SPIFFE certificate
+// validator over the trust domains, as SPIRE's SDS builds it.
+func spiffeValidation(tds ...*tlsv3.SPIFFECertValidatorConfig_TrustDomain) (*tlsv3.CertificateValidationContext, error) {
+	a, err := anypb.New(&tlsv3.SPIFFECertValidatorConfig{TrustDomains: tds})
+	if err != nil {
+		return nil, err
+	}
+	return &tlsv3.CertificateValidationContext{CustomValidatorConfig: &corev3.TypedExtensionConfig{
+		Name: tlsctx.SPIFFEValidatorName, TypedConfig: a,
+	}}, nil
+}
+
 // x509ContextSecrets converts a Workload API X.509 context into the secrets
 // SPIRE's SDS would serve: "default" and each SPIFFE ID for the SVIDs (the
 // first SVID is the default one), "ROOTCA" for the bundle of the default
 // SVID's trust domain, each trust domain's ID for its bundle, and "ALL" for
-// a SPIFFE validator over every bundle.
+// every bundle. Bundles are SPIFFE certificate validator configs, as SPIRE
+// serves them to Envoy 1.18 and later.
 func x509ContextSecrets(xc *workloadapi.X509Context) ([]*tlsv3.Secret, error) {
 	if len(xc.SVIDs) == 0 {
 		return nil, errors.New("X.509 context without SVIDs")
@@ -184,23 +197,22 @@ func x509ContextSecrets(xc *workloadapi.X509Context) ([]*tlsv3.Secret, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bundle %s: %w", b.TrustDomain(), err)
 		}
-		vc := &tlsv3.CertificateValidationContext{TrustedCa: inline(pem)}
+		td := &tlsv3.SPIFFECertValidatorConfig_TrustDomain{Name: b.TrustDomain().Name(), TrustBundle: inline(pem)}
+		vc, err := spiffeValidation(td)
+		if err != nil {
+			return nil, err
+		}
 		out = append(out, &tlsv3.Secret{Name: b.TrustDomain().IDString(), Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}})
 		if b.TrustDomain() == own {
 			out = append(out, &tlsv3.Secret{Name: SPIFFEDefaultBundleName, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}})
 		}
-		all.TrustDomains = append(all.TrustDomains, &tlsv3.SPIFFECertValidatorConfig_TrustDomain{
-			Name: b.TrustDomain().Name(), TrustBundle: inline(pem),
-		})
+		all.TrustDomains = append(all.TrustDomains, td)
 	}
 	if len(all.TrustDomains) > 0 {
-		a, err := anypb.New(all)
+		vc, err := spiffeValidation(all.TrustDomains...)
 		if err != nil {
 			return nil, err
 		}
-		vc := &tlsv3.CertificateValidationContext{CustomValidatorConfig: &corev3.TypedExtensionConfig{
-			Name: tlsctx.SPIFFEValidatorName, TypedConfig: a,
-		}}
 		out = append(out, &tlsv3.Secret{Name: SPIFFEAllBundlesName, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}})
 	}
 	return out, nil
