@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -14,6 +15,13 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"google.golang.org/grpc"
 
@@ -269,5 +277,61 @@ func TestSPIFFEWorkloadAPIDirect(t *testing.T) {
 	}, want.SerialNumber.String())
 	if code, body := getThrough(cli.URL("out", "/")); code != 200 {
 		t.Fatalf("after rotation: %d %s", code, body)
+	}
+}
+
+// TestSDSOverPipeCluster: the SDS config Envoy+SPIRE bootstraps use (an
+// envoy_grpc cluster whose endpoint is a pipe address) reaches an SDS server
+// on a unix socket (go-control-plane's, standing in for SPIRE's agent); the
+// secret arrives, and a new version reaches new handshakes.
+func TestSDSOverPipeCluster(t *testing.T) {
+	dir, err := os.MkdirTemp("", "sds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps := cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil)
+	gs := grpc.NewServer()
+	secretv3.RegisterSecretDiscoveryServiceServer(gs, serverv3.NewServer(context.Background(), snaps, nil))
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+
+	ca := servertest.NewCA(t, "example.org")
+	const clientID, serverID = "spiffe://example.org/client", "spiffe://example.org/server"
+	publish := func(version string, srvLeaf *servertest.Leaf) {
+		t.Helper()
+		bundle := &tlsv3.Secret{Name: "ROOTCA", Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: ca.PEM}}}}}
+		snap, err := cachev3.NewSnapshot(version, map[resourcev3.Type][]types.Resource{
+			resourcev3.SecretType: {certSecret(serverID, srvLeaf), bundle},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := snaps.SetSnapshot(context.Background(), xdsNode, snap); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leaf1 := ca.Issue(t, nil, serverID)
+	publish("1", leaf1)
+	yaml := fmt.Sprintf("node: {id: %s, cluster: test}\n", xdsNode) +
+		serverSidecarYAML(serverID, "ROOTCA", spireSDSConfig, clientID, appServer(t), spireAgentCluster(sock))
+	srv := servertest.Start(t, yaml)
+	client := ca.Issue(t, nil, clientID)
+	serial := func(l *servertest.Leaf) string {
+		c, _ := x509.ParseCertificate(l.TLS.Certificate[0])
+		return c.SerialNumber.String()
+	}
+	eventually(t, "SDS secret over the pipe cluster", func() string { return peerLeafSerial(srv.Addr("mtls"), client.TLS) }, serial(leaf1))
+	leaf2 := ca.Issue(t, nil, serverID)
+	publish("2", leaf2)
+	eventually(t, "rotated secret over the pipe cluster", func() string { return peerLeafSerial(srv.Addr("mtls"), client.TLS) }, serial(leaf2))
+	if v := srv.Stat("sds." + serverID + ".update_success"); v < 2 {
+		t.Errorf("sds.%s.update_success = %d, want 2", serverID, v)
 	}
 }
