@@ -272,7 +272,7 @@ func TestSPIREEndToEnd(t *testing.T) {
 	// server requires.
 	const sanFail = "listener.127.0.0.1_0.ssl.fail_verify_san"
 	eventually(t, "intruder's SVID arrived", func() string {
-		return fmt.Sprint(intruder.Stat("sds." + intruderID + ".update_success") > 0)
+		return fmt.Sprint(intruder.Stat("sds."+intruderID+".update_success") > 0)
 	}, "true")
 	before := srv.Stat(sanFail)
 	if code, body := getThrough(intruder.URL("out", "/")); code != 503 {
