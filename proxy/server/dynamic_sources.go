@@ -68,10 +68,12 @@ func (d *dynamic) configure() error {
 			return err
 		}
 	}
-	if d.cds == nil {
+	// d.ads is a *client.Client: assigned only when set, so that a nil one
+	// does not become a non-nil source (a CDS-only bootstrap crashed).
+	if d.cds == nil && d.ads != nil {
 		d.cds = d.ads
 	}
-	if d.lds == nil {
+	if d.lds == nil && d.ads != nil {
 		d.lds = d.ads
 	}
 	if d.cds == nil && d.lds == nil {
