@@ -68,6 +68,7 @@ type Cluster struct {
 
 	transport      transport.Upstream // nil: plaintext
 	protocol       protocolOptions
+	autoSNI        autoSNI // upstream_http_protocol_options
 	policy         *lbConfig
 	hc             *healthChecker   // nil without health_checks
 	outlier        *outlierDetector // nil without outlier_detection

@@ -59,7 +59,7 @@ var h2Skip = map[string]bool{
 // h2Send starts the request upstream as an HTTP/2 stream; with end it
 // waits for and streams back the response.
 func (f *filter) h2Send(h *headers.Map, end bool) {
-	u := &h2Up{pool: f.cluster.H2Pool(f.host)}
+	u := &h2Up{pool: f.cluster.H2PoolFor(f.host, f.cluster.TLSOverride(h))}
 	u.ctx, u.cancel = context.WithCancelCause(context.Background())
 	f.h2 = u
 	req := &http.Request{Method: "GET", Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, h.Len()),

@@ -302,7 +302,7 @@ func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
 // connect takes a pooled connection to the chosen host.
 func (f *filter) connect() bool {
 	f.lctx.reset(f.deadline)
-	pc, err := f.cluster.Pool(f.host).Get(&f.lctx)
+	pc, err := f.cluster.PoolFor(f.host, f.cluster.TLSOverride(f.cb.RequestHeaders())).Get(&f.lctx)
 	if err != nil {
 		var overflow *upstream.OverflowError
 		if errors.As(err, &overflow) {
