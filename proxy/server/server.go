@@ -314,7 +314,9 @@ func (s *Server) Start(ctx context.Context) error {
 		s.secrets.wl.start()
 	}
 	for _, l := range s.Listeners() {
-		if names := s.lsecrets[l]; len(names) > 0 && s.dyn != nil {
+		if s.secrets.wl != nil && s.usesWorkloadAPI(l) {
+			go s.serveAfterWorkloadAPI(l) // warming until the first SVIDs (spiffe.go)
+		} else if names := s.lsecrets[l]; len(names) > 0 && s.dyn != nil {
 			// As a warming listener: bound, but not accepting until its
 			// SDS secrets arrived or their initial fetch timed out.
 			go func() {

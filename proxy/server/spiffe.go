@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/outrider-proxy/outrider/proxy/listener"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 	tlsctx "github.com/outrider-proxy/outrider/tls"
 )
@@ -216,4 +218,42 @@ func x509ContextSecrets(xc *workloadapi.X509Context) ([]*tlsv3.Secret, error) {
 		out = append(out, &tlsv3.Secret{Name: SPIFFEAllBundlesName, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}})
 	}
 	return out, nil
+}
+
+// workloadWarmTimeout bounds how long a static listener whose secrets come
+// from the Workload API waits for the first SVIDs before accepting anyway
+// (as Envoy's initial_fetch_timeout default ends SDS warming).
+const workloadWarmTimeout = 15 * time.Second
+
+// usesWorkloadAPI reports whether a static listener names a secret without
+// an sds_config that static_resources.secrets lacks: one the Workload API
+// serves.
+func (s *Server) usesWorkloadAPI(l *listener.Listener) bool {
+	for _, r := range listenerSDSRefs("", l.Proto) {
+		if r.cs != nil || r.name == "" {
+			continue
+		}
+		_, cerr := s.secrets.static.TLSCertificate(r.name)
+		_, verr := s.secrets.static.ValidationContext(r.name)
+		if cerr != nil && verr != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// serveAfterWorkloadAPI starts accepting on l once the Workload API's first
+// X.509 context arrived, or after workloadWarmTimeout; not at all when the
+// server shuts down first.
+func (s *Server) serveAfterWorkloadAPI(l *listener.Listener) {
+	t := time.NewTimer(workloadWarmTimeout)
+	defer t.Stop()
+	select {
+	case <-s.secrets.wl.ready:
+	case <-t.C:
+		s.log.Warn("SPIFFE Workload API: no SVIDs yet; listener accepts without them", "listener", l.Name)
+	case <-s.stopGauges:
+		return
+	}
+	l.Serve()
 }

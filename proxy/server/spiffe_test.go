@@ -335,3 +335,27 @@ func TestSDSOverPipeCluster(t *testing.T) {
 		t.Errorf("sds.%s.update_success = %d, want 2", serverID, v)
 	}
 }
+
+// A static listener whose secrets come from the Workload API is warming
+// until the first SVIDs arrive: bound, but no handshake completes; then it
+// serves them.
+func TestSPIFFEWorkloadAPIListenerWarming(t *testing.T) {
+	const clientID, serverID = "spiffe://example.org/client", "spiffe://example.org/server"
+	ca := servertest.NewCA(t, "example.org")
+	wl := startFakeWorkloadAPI(t)
+	srv := servertest.StartOpts(t, serverSidecarYAML("default", "ROOTCA", "", clientID, appServer(t), ""),
+		server.Options{DrainTime: time.Second, DrainImmediate: true, SPIFFEWorkloadAPI: wl.addr})
+	client := ca.Issue(t, nil, clientID)
+	for range 3 {
+		c, err := tls.DialWithDialer(&net.Dialer{Deadline: time.Now().Add(300 * time.Millisecond)}, "tcp",
+			srv.Addr("mtls"), &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{client.TLS}})
+		if err == nil {
+			c.Close()
+			t.Fatal("handshake completed before the Workload API delivered an SVID")
+		}
+	}
+	leaf := ca.Issue(t, nil, serverID)
+	wl.set(t, ca, []string{serverID}, []*servertest.Leaf{leaf})
+	want, _ := x509.ParseCertificate(leaf.TLS.Certificate[0])
+	eventually(t, "served after the first SVID", func() string { return peerLeafSerial(srv.Addr("mtls"), client.TLS) }, want.SerialNumber.String())
+}
