@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"time"
+	"weak"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -21,14 +22,30 @@ type CertSource interface {
 
 // Tracker is implemented by secret providers that collect every context
 // compiled with them, for /certs and server.days_until_first_cert_expiring.
+// The provider gets a weak reference: ref returns nil once the context is
+// no longer used (its listener or cluster is gone and garbage collected),
+// and the provider should then drop it.
 type Tracker interface {
-	Track(CertSource)
+	Track(ref func() CertSource)
 }
 
-func track(secrets SecretProvider, c CertSource) {
-	if t, ok := secrets.(Tracker); ok {
-		t.Track(c)
+// track hands secrets a weak reference to c, so that tracking does not keep
+// a removed listener's or cluster's context alive.
+func track[T any, P interface {
+	*T
+	CertSource
+}](secrets SecretProvider, c P) {
+	t, ok := secrets.(Tracker)
+	if !ok {
+		return
 	}
+	wp := weak.Make((*T)(c))
+	t.Track(func() CertSource {
+		if v := wp.Value(); v != nil {
+			return P(v)
+		}
+		return nil
+	})
 }
 
 // CertificateDetails implements CertSource.

@@ -98,8 +98,31 @@ func (c *Client) ServerName(host string) string {
 // configured sni. The peer is verified by the validation context only
 // (no validation context: any server certificate is accepted, as Envoy).
 func (c *Client) Config(host string) *tls.Config {
-	st := c.state.Load()
 	sni := c.ServerName(host)
+	san := ""
+	if c.autoSANCheck {
+		san = sni
+	}
+	return c.config(sni, san)
+}
+
+// ConfigOverride is the client TLS config for one connection whose SNI and
+// SAN check come from the request (the cluster's auto_sni and
+// auto_san_validation): sni, when set, replaces the configured one; san,
+// when set, replaces the SAN matchers (with auto_sni_san_validation the
+// SNI sent is checked as well, as Config does).
+func (c *Client) ConfigOverride(sni, san string) *tls.Config {
+	if sni == "" {
+		sni = c.sni
+	}
+	if san == "" && c.autoSANCheck {
+		san = sni
+	}
+	return c.config(sni, san)
+}
+
+func (c *Client) config(sni, wantSAN string) *tls.Config {
+	st := c.state.Load()
 	if st == nil {
 		return &tls.Config{ServerName: sni, InsecureSkipVerify: true,
 			VerifyConnection: func(tls.ConnectionState) error { return errNotReady }}
@@ -117,10 +140,6 @@ func (c *Client) Config(host string) *tls.Config {
 	if st.cert != nil {
 		cert := st.cert
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
-	}
-	wantSAN := ""
-	if c.autoSANCheck && sni != "" {
-		wantSAN = sni
 	}
 	val := st.val
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {

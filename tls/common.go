@@ -4,7 +4,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
+	"weak"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
@@ -144,7 +146,17 @@ func (r *reloader[T]) init(secrets SecretProvider, compile func() (*T, error)) e
 		r.state.Store(st)
 	}
 	if notifies {
-		r.cancel = n.Subscribe(func() { _ = r.Reload() })
+		// The subscription holds r weakly and is cancelled once r is
+		// garbage collected: a context dropped with its listener or cluster
+		// stops following secrets without anyone having to close it.
+		wr := weak.Make(r)
+		cancel := n.Subscribe(func() {
+			if r := wr.Value(); r != nil {
+				_ = r.Reload()
+			}
+		})
+		r.cancel = cancel
+		runtime.AddCleanup(r, func(cancel func()) { cancel() }, cancel)
 	}
 	return nil
 }

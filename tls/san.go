@@ -117,3 +117,23 @@ func matchDNSName(sans []string, name string) bool {
 	}
 	return false
 }
+
+// matchOverrideSAN is Envoy's verifySubjectAltName for one name of a SAN
+// list override: a DNS SAN matching name (wildcards allowed), or a URI or
+// IP SAN whose text equals it.
+func matchOverrideSAN(leaf *x509.Certificate, name string) bool {
+	if matchDNSName(leaf.DNSNames, name) {
+		return true
+	}
+	for _, u := range leaf.URIs {
+		if u.String() == name {
+			return true
+		}
+	}
+	for _, ip := range leaf.IPAddresses {
+		if ip.String() == name {
+			return true
+		}
+	}
+	return false
+}

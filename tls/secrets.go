@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -68,6 +69,7 @@ func CheckSecret(sec *tlsv3.Secret) error {
 // value is an empty, usable set.
 type Secrets struct {
 	set atomic.Pointer[secretSet]
+	wmu sync.Mutex // serializes Update and Remove
 
 	mu   sync.Mutex
 	subs map[int]func()
@@ -91,6 +93,7 @@ func NewSecrets(secrets []*tlsv3.Secret) (*Secrets, error) {
 // Update adds or replaces the given secrets (by name), compiling certificates
 // first so a bad secret changes nothing, then notifies subscribers.
 func (s *Secrets) Update(secrets ...*tlsv3.Secret) error {
+	s.wmu.Lock()
 	old := s.set.Load()
 	ns := &secretSet{certs: map[string]*tls.Certificate{}, vcs: map[string]*tlsv3.CertificateValidationContext{}}
 	if old != nil {
@@ -103,6 +106,7 @@ func (s *Secrets) Update(secrets ...*tlsv3.Secret) error {
 	}
 	for i, sec := range secrets {
 		if sec.GetName() == "" {
+			s.wmu.Unlock()
 			return fmt.Errorf("secrets[%d].name: required", i)
 		}
 		path := fmt.Sprintf("secret %q", sec.GetName())
@@ -110,18 +114,38 @@ func (s *Secrets) Update(secrets ...*tlsv3.Secret) error {
 		case *tlsv3.Secret_TlsCertificate:
 			c, err := loadCertificate(t.TlsCertificate, path+".tls_certificate")
 			if err != nil {
+				s.wmu.Unlock()
 				return err
 			}
 			ns.certs[sec.GetName()] = c
 		case *tlsv3.Secret_ValidationContext:
 			ns.vcs[sec.GetName()] = proto.Clone(t.ValidationContext).(*tlsv3.CertificateValidationContext)
 		default:
+			s.wmu.Unlock()
 			return fmt.Errorf("%s: secret type %T not supported by outrider yet", path, t)
 		}
 	}
 	s.set.Store(ns)
+	s.wmu.Unlock()
 	s.notify()
 	return nil
+}
+
+// Remove drops the named secrets (no longer subscribed) without notifying:
+// contexts that still use them keep their compiled copies.
+func (s *Secrets) Remove(names ...string) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	old := s.set.Load()
+	if old == nil || len(names) == 0 {
+		return
+	}
+	ns := &secretSet{certs: maps.Clone(old.certs), vcs: maps.Clone(old.vcs)}
+	for _, n := range names {
+		delete(ns.certs, n)
+		delete(ns.vcs, n)
+	}
+	s.set.Store(ns)
 }
 
 func (s *Secrets) notify() {

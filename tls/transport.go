@@ -117,7 +117,22 @@ func (u *upstream) Wrap(ctx context.Context, c net.Conn, host string) (net.Conn,
 		u.notReady.Inc()
 		return nil, errNotReady
 	}
-	tc := tls.Client(c, u.cli.Config(host))
+	return u.handshake(ctx, c, u.cli.Config(host))
+}
+
+// WrapOverride is Wrap with the SNI and the SAN to verify taken from the
+// request (the cluster's auto_sni and auto_san_validation); "" keeps the
+// context's own.
+func (u *upstream) WrapOverride(ctx context.Context, c net.Conn, sni, san string) (net.Conn, error) {
+	if !u.cli.Ready() {
+		u.notReady.Inc()
+		return nil, errNotReady
+	}
+	return u.handshake(ctx, c, u.cli.ConfigOverride(sni, san))
+}
+
+func (u *upstream) handshake(ctx context.Context, c net.Conn, cfg *tls.Config) (net.Conn, error) {
+	tc := tls.Client(c, cfg)
 	err := tc.HandshakeContext(ctx)
 	u.stats.Record(tc.ConnectionState(), err)
 	if err != nil {

@@ -183,8 +183,10 @@ func (v *validator) hasChecks() bool {
 }
 
 // verify checks a peer chain (leaf first) as Envoy's default (or SPIFFE)
-// certificate validator does. dnsSAN, when set, is an extra exact DNS SAN
-// requirement (auto_sni_san_validation).
+// certificate validator does. dnsSAN, when set, replaces the configured SAN
+// matchers (Envoy's SAN list override: auto_sni_san_validation, or the
+// cluster's auto_san_validation): a DNS SAN matching it (wildcards as
+// Envoy), a URI SAN equal to it or an IP SAN equal to it must be present.
 func (v *validator) verify(chain []*x509.Certificate, dnsSAN string, now time.Time) error {
 	if len(chain) == 0 {
 		return &VerifyError{FailVerifyNoCert, errors.New("peer did not present a certificate")}
@@ -212,11 +214,12 @@ func (v *validator) verifyChecked(chain []*x509.Certificate, dnsSAN string, now 
 			return &VerifyError{FailVerifyError, err}
 		}
 	}
-	if len(v.sans) > 0 && !matchAnySAN(v.sans, leaf) {
+	if dnsSAN != "" {
+		if !matchOverrideSAN(leaf, dnsSAN) {
+			return &VerifyError{FailVerifySAN, fmt.Errorf("certificate does not have SAN %q", dnsSAN)}
+		}
+	} else if len(v.sans) > 0 && !matchAnySAN(v.sans, leaf) {
 		return &VerifyError{FailVerifySAN, errors.New("no subject alternative name matches")}
-	}
-	if dnsSAN != "" && !matchDNSName(leaf.DNSNames, dnsSAN) {
-		return &VerifyError{FailVerifySAN, fmt.Errorf("certificate does not have DNS SAN %q", dnsSAN)}
 	}
 	if len(v.spki) > 0 || len(v.hashes) > 0 {
 		h := sha256.Sum256(leaf.Raw)

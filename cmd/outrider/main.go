@@ -27,6 +27,7 @@ type flags struct {
 	localAddressIPVersion                                                         string
 	drainTimeS, parentShutdownTimeS, concurrency, baseID, restartEpoch            int
 	cpusetThreads, disableHotRestart, version                                     bool
+	spiffeWorkloadAPI                                                             string
 	ignored                                                                       map[string]*string
 	ignoredBool                                                                   map[string]*bool
 }
@@ -53,6 +54,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	str(&f.drainStrategy, "gradual", "gradual or immediate", "drain-strategy")
 	str(&f.adminAddressPath, "", "write the bound admin address to this file", "admin-address-path")
 	str(&f.localAddressIPVersion, "v4", "v4 or v6", "local-address-ip-version")
+	str(&f.spiffeWorkloadAPI, "", "SPIFFE Workload API address (unix:///path): its SVIDs and bundles serve SDS secret configs without an sds_config, by SPIRE's names (default, ROOTCA, ALL, spiffe://...)", "spiffe-workload-api")
 	fs.IntVar(&f.drainTimeS, "drain-time-s", 600, "seconds to drain connections on shutdown")
 	fs.IntVar(&f.parentShutdownTimeS, "parent-shutdown-time-s", 900, "hot restart only; accepted")
 	fs.IntVar(&f.concurrency, "concurrency", 0, "worker parallelism (GOMAXPROCS); 0 = all CPUs")
@@ -154,6 +156,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		AdminAddressPath: f.adminAddressPath,
 		ServiceCluster:   f.serviceCluster, ServiceNode: f.serviceNode, ServiceZone: f.serviceZone,
 		Concurrency: runtime.GOMAXPROCS(0), CommandLine: args,
+		SPIFFEWorkloadAPI: f.spiffeWorkloadAPI,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "outrider: %s: %v\n", configName(f), err)

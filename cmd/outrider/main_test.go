@@ -126,6 +126,13 @@ func TestFlags(t *testing.T) {
 		"--local-address-ip-version", "v4", "--log-format", "%v"); code != 0 {
 		t.Errorf("compatibility flags rejected: %s", errs)
 	}
+	// --spiffe-workload-api takes a Workload API address; a bad one is named.
+	if code, _, errs := runCmd(t, "--mode", "validate", "-c", "../../examples/quickstart.yaml", "--spiffe-workload-api", "unix:///tmp/agent.sock"); code != 0 {
+		t.Errorf("--spiffe-workload-api rejected: %s", errs)
+	}
+	if code, _, errs := runCmd(t, "--mode", "validate", "-c", "../../examples/quickstart.yaml", "--spiffe-workload-api", "ftp://x"); code == 0 || !strings.Contains(errs, "--spiffe-workload-api") {
+		t.Errorf("bad --spiffe-workload-api: %d %q", code, errs)
+	}
 }
 
 // A port already bound by another process fails start-up with one line

@@ -284,6 +284,7 @@ func (d *dynamic) onClusters(_ string, u client.Update) error {
 		}
 		d.mu.Unlock()
 	}
+	d.pruneSecrets() // SDS names only removed resources used (sds.go)
 	d.clusterGauges()
 	return joinErrs(errs)
 }
@@ -598,6 +599,7 @@ func (d *dynamic) onListeners(_ string, u client.Update) error {
 		d.ldsVersion = u.Version
 		d.mu.Unlock()
 	}
+	d.pruneSecrets() // SDS names only removed resources used (sds.go)
 	d.listenerGauges()
 	return joinErrs(errs)
 }

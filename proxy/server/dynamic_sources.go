@@ -69,10 +69,12 @@ func (d *dynamic) configure() error {
 			return err
 		}
 	}
-	if d.cds == nil {
+	// d.ads is a *client.Client: assigned only when set, so that a nil one
+	// does not become a non-nil source (a CDS-only bootstrap crashed).
+	if d.cds == nil && d.ads != nil {
 		d.cds = d.ads
 	}
-	if d.lds == nil {
+	if d.lds == nil && d.ads != nil {
 		d.lds = d.ads
 	}
 	if d.cds == nil && d.lds == nil {
@@ -188,6 +190,9 @@ func (d *dynamic) dialer(path string, g *corev3.GrpcService) (func(context.Conte
 	switch {
 	case g.GetEnvoyGrpc() != nil:
 		name := g.GetEnvoyGrpc().GetClusterName()
+		if p, ok := d.s.pipes[name]; ok {
+			return pipeDialer(p), nil
+		}
 		if d.s.clusters.Get(name) == nil {
 			return nil, fmt.Errorf("%s.envoy_grpc.cluster_name: unknown static cluster %q", path, name)
 		}

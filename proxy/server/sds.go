@@ -2,7 +2,7 @@ package server
 
 import (
 	"crypto/tls"
-
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -29,7 +29,9 @@ type secretProvider struct {
 	sds  map[string]*sdsSecret // names with an sds_config
 	subs map[int]func()
 	next int
-	ctxs []tlsctx.CertSource // every compiled TLS context, for /certs
+	ctxs []func() tlsctx.CertSource // weak references to every compiled TLS context, for /certs
+
+	wl *workloadSource // --spiffe-workload-api; nil: none
 }
 
 // sdsSecret is one secret name subscribed through an sds_config.
@@ -54,7 +56,11 @@ func newSecretProvider(static *tlsctx.Secrets) *secretProvider {
 // TLSCertificate implements tlsctx.SecretProvider.
 func (p *secretProvider) TLSCertificate(name string) (*tls.Certificate, error) {
 	if !p.isSDS(name) {
-		return p.static.TLSCertificate(name)
+		c, err := p.static.TLSCertificate(name)
+		if err != nil && p.wl != nil && errors.Is(err, tlsctx.ErrSecretNotFound) {
+			return p.wl.TLSCertificate(name)
+		}
+		return c, err
 	}
 	c, err := p.dyn.TLSCertificate(name)
 	if err != nil {
@@ -66,7 +72,11 @@ func (p *secretProvider) TLSCertificate(name string) (*tls.Certificate, error) {
 // ValidationContext implements tlsctx.SecretProvider.
 func (p *secretProvider) ValidationContext(name string) (*tlsv3.CertificateValidationContext, error) {
 	if !p.isSDS(name) {
-		return p.static.ValidationContext(name)
+		v, err := p.static.ValidationContext(name)
+		if err != nil && p.wl != nil && errors.Is(err, tlsctx.ErrSecretNotFound) {
+			return p.wl.ValidationContext(name)
+		}
+		return v, err
 	}
 	v, err := p.dyn.ValidationContext(name)
 	if err != nil {
@@ -113,16 +123,35 @@ func (p *secretProvider) notify() {
 }
 
 // Track implements tlsctx.Tracker.
-func (p *secretProvider) Track(c tlsctx.CertSource) {
+func (p *secretProvider) Track(ref func() tlsctx.CertSource) {
 	p.mu.Lock()
-	p.ctxs = append(p.ctxs, c)
+	p.ctxs = append(p.ctxs, ref)
 	p.mu.Unlock()
 }
 
+// contexts is every TLS context still in use; those collected since (their
+// listener or cluster was removed) are dropped from the list.
 func (p *secretProvider) contexts() []tlsctx.CertSource {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]tlsctx.CertSource(nil), p.ctxs...)
+	var out []tlsctx.CertSource
+	live := p.ctxs[:0]
+	for _, ref := range p.ctxs {
+		if c := ref(); c != nil {
+			out = append(out, c)
+			live = append(live, ref)
+		}
+	}
+	clear(p.ctxs[len(live):])
+	p.ctxs = live
+	return out
+}
+
+// subscribers is how many TLS contexts follow the secrets now.
+func (p *secretProvider) subscribers() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.subs)
 }
 
 // expect registers name as an SDS secret (pending until it arrives) and
@@ -331,4 +360,81 @@ func (d *dynamic) staticSecrets() []string {
 	d.sp.mu.Lock()
 	defer d.sp.mu.Unlock()
 	return sortedKeys(d.sp.sds)
+}
+
+// pruneSecrets drops the SDS subscriptions that no listener or cluster
+// references any more, as Envoy unsubscribes a secret when its last TLS
+// context goes: the name leaves its source's subscription, its secret is
+// forgotten and its initial-fetch timer ends. Run after LDS and CDS
+// changes.
+func (d *dynamic) pruneSecrets() {
+	used := map[string]bool{}
+	add := func(refs []sdsRef) {
+		for _, r := range refs {
+			if r.cs != nil {
+				used[r.name] = true
+			}
+		}
+	}
+	sr := d.s.opts.Bootstrap.GetStaticResources()
+	for _, c := range sr.GetClusters() {
+		add(clusterSDSRefs("", c))
+	}
+	for _, l := range sr.GetListeners() {
+		add(listenerSDSRefs("", l))
+	}
+	d.mu.Lock()
+	for _, c := range d.clusters {
+		add(clusterSDSRefs("", c))
+	}
+	for _, w := range d.warmCl {
+		add(clusterSDSRefs("", w.cfg))
+	}
+	for _, l := range d.listeners {
+		add(listenerSDSRefs("", l.Proto))
+	}
+	for _, w := range d.warming {
+		add(listenerSDSRefs("", w.l.Proto))
+	}
+	if b := d.building; b != nil && b.l != nil {
+		add(listenerSDSRefs("", b.l.Proto))
+	}
+	d.mu.Unlock()
+
+	p := d.sp
+	p.mu.Lock()
+	var gone []string
+	touched := map[source]bool{}
+	for name, s := range p.sds {
+		if used[name] {
+			continue
+		}
+		gone = append(gone, name)
+		delete(p.sds, name)
+		if !s.done {
+			s.done = true
+			close(s.ready)
+		}
+		if s.src != nil {
+			touched[s.src] = true
+		}
+	}
+	rest := map[source][]string{}
+	for src := range touched {
+		rest[src] = []string{}
+	}
+	for name, s := range p.sds {
+		if touched[s.src] {
+			rest[s.src] = append(rest[s.src], name)
+		}
+	}
+	p.mu.Unlock()
+	if len(gone) == 0 {
+		return
+	}
+	p.dyn.Remove(gone...)
+	for src, names := range rest {
+		sort.Strings(names)
+		src.SetNames(secretType, names)
+	}
 }

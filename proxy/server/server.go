@@ -52,6 +52,10 @@ type Options struct {
 	ServiceZone      string
 	Concurrency      int
 	CommandLine      []string
+	// SPIFFEWorkloadAPI is --spiffe-workload-api: the SPIFFE Workload API
+	// address ("unix:///path") whose SVIDs and bundles serve SDS secret
+	// configs without an sds_config (see proxy/server/spiffe.go); "" none.
+	SPIFFEWorkloadAPI string
 }
 
 // State is Envoy's server state.
@@ -94,6 +98,7 @@ type Server struct {
 	secrets     *secretProvider
 	lsecrets    map[*listener.Listener][]string // SDS names a static listener waits for before serving
 	connIDs     atomic.Uint64
+	pipes       map[string]string // static clusters whose endpoint is a unix socket (pipe): name → path
 }
 
 // New compiles the bootstrap. Errors name the field path.
@@ -138,7 +143,13 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("static_resources.secrets: %w", err)
 	}
 	s.secrets = newSecretProvider(secrets)
+	if a := opts.SPIFFEWorkloadAPI; a != "" {
+		if err := s.secrets.useWorkloadAPI(a, s.stats, s.log); err != nil {
+			return nil, err
+		}
+	}
 	s.lsecrets = map[*listener.Listener][]string{}
+	s.pipes = map[string]string{}
 	var staticRefs []sdsRef
 	for i, c := range sr.GetClusters() {
 		staticRefs = append(staticRefs, clusterSDSRefs(fmt.Sprintf("static_resources.clusters[%d]", i), c)...)
@@ -171,6 +182,12 @@ func New(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("static_resources.clusters[%d]: cluster name %q is also the name of clusters[%d]: cluster manager: duplicate cluster", i, c.GetName(), j)
 		}
 		seen[c.GetName()] = i
+		if p, err := pipeClusterPath(c); err != nil {
+			return nil, fmt.Errorf("static_resources.clusters[%d] (%s): %w", i, c.GetName(), err)
+		} else if p != "" {
+			s.pipes[c.GetName()] = p // an SDS/xDS gRPC target only (sds_pipe.go)
+			continue
+		}
 		if grpcOnly[c.GetName()] {
 			// grpc-go speaks HTTP/2 to a management server itself.
 		} else if err := checkClusterFields(c, s.log); err != nil {
@@ -301,8 +318,13 @@ func (s *Server) Start(ctx context.Context) error {
 			}
 		}()
 	}
+	if s.secrets.wl != nil {
+		s.secrets.wl.start()
+	}
 	for _, l := range s.Listeners() {
-		if names := s.lsecrets[l]; len(names) > 0 && s.dyn != nil {
+		if s.secrets.wl != nil && s.usesWorkloadAPI(l) {
+			go s.serveAfterWorkloadAPI(l) // warming until the first SVIDs (spiffe.go)
+		} else if names := s.lsecrets[l]; len(names) > 0 && s.dyn != nil {
 			// As a warming listener: bound, but not accepting until its
 			// SDS secrets arrived or their initial fetch timed out.
 			go func() {
@@ -388,6 +410,9 @@ func (s *Server) Shutdown() {
 		close(s.stopGauges)
 	}
 	s.clusters.Close()
+	if s.secrets.wl != nil {
+		s.secrets.wl.stop()
+	}
 }
 
 // StartDrain begins draining without stopping: responses on existing

@@ -72,6 +72,7 @@ type Cluster struct {
 	socketMatches     []socketMatch
 	defaultMatchCount *stats.Counter
 	protocol          protocolOptions
+	autoSNI           autoSNI // upstream_http_protocol_options
 	policy            *lbConfig
 	hc                *healthChecker   // nil without health_checks
 	outlier           *outlierDetector // nil without outlier_detection

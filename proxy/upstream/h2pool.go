@@ -29,6 +29,7 @@ var ErrNoH2 = errors.New("upstream did not negotiate h2 by ALPN")
 type H2Pool struct {
 	cluster *Cluster
 	host    *Host
+	tls     TLSOverride // auto_sni / auto_san_validation of its requests
 	tr      *http2.Transport
 
 	mu      sync.Mutex
@@ -49,6 +50,17 @@ func (c *Cluster) H2Pool(h *Host) *H2Pool {
 	if p := h.h2pool.Load(); p != nil {
 		return p
 	}
+	np := c.newH2Pool(h)
+	if h.h2pool.CompareAndSwap(nil, np) {
+		if h.drained.Load() {
+			np.Close()
+		}
+		return np
+	}
+	return h.h2pool.Load()
+}
+
+func (c *Cluster) newH2Pool(h *Host) *H2Pool {
 	np := &H2Pool{cluster: c, host: h}
 	np.tr = &http2.Transport{
 		ConnPool:           np,
@@ -58,13 +70,7 @@ func (c *Cluster) H2Pool(h *Host) *H2Pool {
 		ReadIdleTimeout:    c.protocol.pingIdle,
 		PingTimeout:        c.protocol.pingTO,
 	}
-	if h.h2pool.CompareAndSwap(nil, np) {
-		if h.drained.Load() {
-			np.Close()
-		}
-		return np
-	}
-	return h.h2pool.Load()
+	return np
 }
 
 // RoundTrip sends req as one stream and returns the response once its
@@ -235,7 +241,7 @@ func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
 	}
 	var conn net.Conn = uc
 	if tr := c.TransportFor(p.host); tr != nil {
-		if conn, err = tr.Wrap(ctx, uc, ""); err != nil {
+		if conn, err = c.wrap(ctx, tr, uc, p.tls); err != nil {
 			uc.Close()
 			c.res.releaseCx()
 			return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -60,9 +61,12 @@ type Host struct {
 	cluster *Cluster
 	pool    atomic.Pointer[Pool]
 	h2pool  atomic.Pointer[H2Pool]
-	h1Only  atomic.Bool // an auto_config host that did not negotiate h2
-	drained atomic.Bool
-	addrStr string
+	// sniPools and sniH2Pools are the pools per TLSOverride (auto_sni):
+	// TLSOverride → *Pool / *H2Pool.
+	sniPools, sniH2Pools sync.Map
+	h1Only               atomic.Bool // an auto_config host that did not negotiate h2
+	drained              atomic.Bool
+	addrStr              string
 }
 
 // String is "ip:port".
@@ -158,6 +162,7 @@ func (h *Host) drain() {
 	if p := h.h2pool.Load(); p != nil {
 		p.Close()
 	}
+	h.closeOverridePools()
 }
 
 // sortHosts orders hosts by priority, keeping config order within one.

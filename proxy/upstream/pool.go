@@ -22,6 +22,7 @@ type Admitter interface {
 type Pool struct {
 	cluster *Cluster
 	host    *Host
+	tls     TLSOverride // auto_sni / auto_san_validation of its requests (PoolFor)
 
 	// Admit, when non-nil, is consulted before dialing (see Admitter).
 	// Set it before the pool is shared.
@@ -198,7 +199,7 @@ func (p *Pool) dial(ctx context.Context) (*PooledConn, error) {
 	}
 	var conn net.Conn = uc
 	if tr := c.TransportFor(p.host); tr != nil {
-		if conn, err = tr.Wrap(ctx, uc, ""); err != nil {
+		if conn, err = c.wrap(ctx, tr, uc, p.tls); err != nil {
 			uc.Close()
 			release()
 			if done != nil {

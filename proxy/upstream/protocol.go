@@ -92,7 +92,10 @@ func (c *Cluster) compileProtocol(cfg *clusterv3.Cluster) error {
 			return fmt.Errorf("%s: %w", base, err)
 		}
 		if err := confcheck.Fields(p, base, "common_http_protocol_options", "explicit_http_config",
-			"use_downstream_protocol_config", "auto_config"); err != nil {
+			"use_downstream_protocol_config", "auto_config", "upstream_http_protocol_options"); err != nil {
+			return err
+		}
+		if err := c.compileAutoSNI(p.GetUpstreamHttpProtocolOptions(), base+".upstream_http_protocol_options"); err != nil {
 			return err
 		}
 		if hpo := p.GetCommonHttpProtocolOptions(); hpo != nil {
@@ -154,6 +157,8 @@ func (c *Cluster) compileProtocol(cfg *clusterv3.Cluster) error {
 				}
 			}
 		}
+	} else if err := c.compileAutoSNI(cfg.GetUpstreamHttpProtocolOptions(), "upstream_http_protocol_options"); err != nil {
+		return err
 	} else if h2 := cfg.GetHttp2ProtocolOptions(); h2 != nil {
 		po.proto = ProtocolHTTP2
 		if err := po.setH2(h2, "http2_protocol_options"); err != nil {

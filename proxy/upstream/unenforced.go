@@ -35,7 +35,6 @@ func Unenforced(c *clusterv3.Cluster) []string {
 		add(high, "circuit_breakers.thresholds[priority=HIGH]")
 		add(pools, "circuit_breakers.thresholds[].max_connection_pools")
 	}
-	add(c.GetUpstreamHttpProtocolOptions() != nil, "upstream_http_protocol_options")
 	if h := c.GetCommonHttpProtocolOptions(); h != nil {
 		add(h.GetMaxConnectionDuration() != nil, "common_http_protocol_options.max_connection_duration")
 		add(h.GetMaxHeadersCount() != nil, "common_http_protocol_options.max_headers_count")

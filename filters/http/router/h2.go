@@ -66,7 +66,7 @@ var h2Skip = map[string]bool{
 // h2Send starts the request upstream as an HTTP/2 stream; with end it
 // waits for and streams back the response.
 func (f *filter) h2Send(h *headers.Map, end bool) {
-	u := &h2Up{pool: f.cluster.H2Pool(f.host)}
+	u := &h2Up{pool: f.cluster.H2PoolFor(f.host, f.cluster.TLSOverride(h))}
 	parent := context.Background()
 	if f.downCtx != nil {
 		parent = f.downCtx // a client reset cancels the upstream stream (RST_STREAM CANCEL)

@@ -355,7 +355,7 @@ func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
 // connect takes a pooled connection to the chosen host.
 func (f *filter) connect() bool {
 	f.lctx.reset(f.deadline, f.downCtx)
-	pc, err := f.cluster.Pool(f.host).Get(&f.lctx)
+	pc, err := f.cluster.PoolFor(f.host, f.cluster.TLSOverride(f.cb.RequestHeaders())).Get(&f.lctx)
 	if err != nil {
 		if f.downstreamDone() {
 			// The client reset the stream while the request waited for a
