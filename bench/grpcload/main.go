@@ -128,17 +128,16 @@ func run(ctx context.Context, c config) (result, error) {
 						}
 					}
 				}
-				if t0.Before(measure) {
-					continue
-				}
-				if err != nil {
+				if err != nil { // counted in the warm-up too: a stream that hangs fails there
 					errs++
 					if errs > 1000 && len(lat) == 0 {
 						break // nothing works: do not spin
 					}
 					continue
 				}
-				lat = append(lat, time.Since(t0))
+				if !t0.Before(measure) {
+					lat = append(lat, time.Since(t0))
+				}
 			}
 			if st != nil {
 				if err := st.CloseSend(); err == nil {
