@@ -11,7 +11,7 @@
 # (default all: "h1 h2 grpc tls mtls tcp lat idle"); lat at LAT_RATE req/s
 # when h1 is not run (default 1000). h2load uses H2_C connections with H2_M
 # streams each (8, 16); bench/grpcload GRPC_C calls over GRPC_CONNS
-# connections (32, 2). Defaults finish in about 20 min.
+# connections (32, 2). Defaults finish in about 17 min.
 #   make bench-compare            or   SECS=3 ROUNDS=2 WORKLOADS="h2 grpc" bash bench/compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
