@@ -1,0 +1,145 @@
+// Package zipkin is Envoy's Zipkin tracer (envoy.tracers.zipkin): B3
+// propagation (x-b3-* and the single b3 header) and spans reported as Zipkin
+// v2 JSON by POST to collector_endpoint through collector_cluster. Spans
+// are buffered and sent by one goroutine, at min_flush_spans or on the flush
+// interval; a full buffer drops spans rather than block a request.
+package zipkin
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/outrider-proxy/outrider/proxy/confcheck"
+	"github.com/outrider-proxy/outrider/telemetry/stats"
+	"github.com/outrider-proxy/outrider/telemetry/tracing"
+)
+
+// Name is the tracer's Envoy name.
+const Name = "envoy.tracers.zipkin"
+
+// Envoy's runtime defaults (tracing.zipkin.min_flush_spans,
+// tracing.zipkin.flush_interval_ms, tracing.zipkin.request_timeout).
+const (
+	defaultMinFlushSpans  = 5
+	defaultFlushInterval  = 5 * time.Second
+	defaultRequestTimeout = 5 * time.Second
+	maxBufferedSpans      = 1000 // outrider's bound; spans past it are dropped
+)
+
+func init() {
+	tracing.Registry.Register(Name, []string{"envoy.config.trace.v3.ZipkinConfig"}, newTracer)
+}
+
+// Options tune the reporter; tests shorten the interval. Zero fields are
+// Envoy's defaults.
+type Options struct {
+	MinFlushSpans int
+	FlushInterval time.Duration
+}
+
+// DefaultOptions apply to tracers made from config.
+var DefaultOptions Options
+
+// Tracer is a configured Zipkin tracer.
+type Tracer struct {
+	shared bool // shared_span_context
+	id128  bool // trace_id_128bit
+	local  *Endpoint
+	rep    *reporter
+}
+
+func newTracer(ctx *tracing.Context, a *anypb.Any) (tracing.Tracer, error) {
+	c := &tracev3.ZipkinConfig{}
+	if err := a.UnmarshalTo(c); err != nil {
+		return nil, err
+	}
+	return New(ctx, c, DefaultOptions)
+}
+
+// New compiles a ZipkinConfig and starts its reporter.
+func New(ctx *tracing.Context, c *tracev3.ZipkinConfig, o Options) (*Tracer, error) {
+	if err := confcheck.Fields(c, "", "collector_cluster", "collector_endpoint", "trace_id_128bit",
+		"shared_span_context", "collector_endpoint_version", "collector_hostname", "trace_context_option"); err != nil {
+		return nil, err
+	}
+	switch c.GetCollectorEndpointVersion() {
+	case tracev3.ZipkinConfig_HTTP_JSON:
+	default:
+		return nil, fmt.Errorf("collector_endpoint_version: %s is not supported by outrider yet (only HTTP_JSON)", c.GetCollectorEndpointVersion())
+	}
+	if c.GetTraceContextOption() != tracev3.ZipkinConfig_USE_B3 {
+		return nil, fmt.Errorf("trace_context_option: %s is not supported by outrider yet", c.GetTraceContextOption())
+	}
+	if c.GetCollectorCluster() == "" {
+		return nil, errors.New("collector_cluster: required")
+	}
+	if c.GetCollectorEndpoint() == "" {
+		return nil, errors.New("collector_endpoint: required")
+	}
+	if ctx.Clusters == nil || ctx.Clusters.Get(c.GetCollectorCluster()) == nil {
+		return nil, fmt.Errorf("collector_cluster: unknown cluster %q", c.GetCollectorCluster())
+	}
+	st := ctx.Stats
+	if st == nil {
+		st = stats.NewStore()
+	}
+	log := ctx.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	t := &Tracer{
+		shared: c.GetSharedSpanContext() == nil || c.GetSharedSpanContext().GetValue(),
+		id128:  c.GetTraceId_128Bit(),
+		local:  &Endpoint{ServiceName: ctx.Node.GetCluster()},
+	}
+	if ip := ctx.LocalAddr; ip != nil {
+		if ip4 := ip.To4(); ip4 != nil {
+			t.local.IPv4 = ip4.String()
+		} else {
+			t.local.IPv6 = ip.String()
+		}
+	}
+	host := c.GetCollectorHostname()
+	if host == "" {
+		host = c.GetCollectorCluster()
+	}
+	t.rep = newReporter(ctx.Clusters, c.GetCollectorCluster(), host, c.GetCollectorEndpoint(), st.Scope("tracing.zipkin"), log, o)
+	return t, nil
+}
+
+// Close flushes the buffered spans and stops the reporter.
+func (t *Tracer) Close() error {
+	t.rep.close()
+	return nil
+}
+
+// StartSpan starts the downstream span, joining the B3 context the request
+// carries. Envoy's Zipkin tracer takes the sender's sampling decision when
+// there is one, else the connection manager's.
+func (t *Tracer) StartSpan(o *tracing.StartOptions) tracing.Span {
+	s := &span{t: t, name: o.Name, kind: o.Kind, start: o.Start}
+	in, ok := extract(o.Request)
+	s.ctx.sampled = o.Decision.Traced
+	if in.sampledSet {
+		s.ctx.sampled = in.sampled
+	}
+	switch {
+	case ok && o.Kind == tracing.KindServer && t.shared:
+		s.ctx.traceHigh, s.ctx.traceLow, s.ctx.id, s.ctx.parent = in.traceHigh, in.traceLow, in.id, in.parent
+		s.shared = true
+	case ok:
+		s.ctx.traceHigh, s.ctx.traceLow, s.ctx.id, s.ctx.parent = in.traceHigh, in.traceLow, nonZero(), in.id
+	default:
+		s.ctx.traceLow, s.ctx.id = nonZero(), 0
+		if t.id128 {
+			s.ctx.traceHigh = nonZero()
+		}
+		s.ctx.id = s.ctx.traceLow // a root span's id is its trace id, as Envoy's
+	}
+	return s
+}
