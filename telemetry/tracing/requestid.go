@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"strconv"
 
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+
 	"github.com/outrider-proxy/outrider/proxy/headers"
 )
 
@@ -68,25 +70,81 @@ func RequestIDInteger(h *headers.Map) (uint64, bool) {
 	return v, err == nil
 }
 
-// Sampling holds the three sampling percentages as numerators over 10000
-// (Envoy converts the HCM's Percent values to TEN_THOUSAND fractions).
+// Fraction is a sampling fraction: Num out of Den (Den 0 is treated as
+// 100, as FractionalPercent's HUNDRED default).
+type Fraction struct{ Num, Den uint32 }
+
+// enabled is Envoy's featureEnabled over a fraction and a value: value
+// modulo the denominator below the numerator.
+func (f Fraction) enabled(value uint64) bool {
+	den := f.Den
+	if den == 0 {
+		den = 100
+	}
+	return uint32(value%uint64(den)) < f.Num
+}
+
+// FromFractional converts a FractionalPercent; nil is def.
+func FromFractional(p *typev3.FractionalPercent, def Fraction) Fraction {
+	if p == nil {
+		return def
+	}
+	den := uint32(100)
+	switch p.GetDenominator() {
+	case typev3.FractionalPercent_TEN_THOUSAND:
+		den = 10000
+	case typev3.FractionalPercent_MILLION:
+		den = 1000000
+	}
+	return Fraction{Num: min(p.GetNumerator(), den), Den: den}
+}
+
+// FromPercent converts a Percent (0..100) to a fraction over 10000, as
+// Envoy converts the connection manager's sampling fields; nil is 100%.
+func FromPercent(p *typev3.Percent) Fraction {
+	if p == nil {
+		return Fraction{Num: 10000, Den: 10000}
+	}
+	v := p.GetValue()
+	switch {
+	case v <= 0:
+		return Fraction{Num: 0, Den: 10000}
+	case v >= 100:
+		return Fraction{Num: 10000, Den: 10000}
+	}
+	return Fraction{Num: uint32(v * 100), Den: 10000}
+}
+
+// Sampling holds the three sampling fractions of a connection manager (or
+// a route's override).
 type Sampling struct {
-	Client, Random, Overall uint32
+	Client, Random, Overall Fraction
 }
 
 // FullSampling is Envoy's default: 100% everywhere.
-var FullSampling = Sampling{Client: 10000, Random: 10000, Overall: 10000}
+var FullSampling = Sampling{Client: Fraction{10000, 10000}, Random: Fraction{10000, 10000}, Overall: Fraction{10000, 10000}}
 
-// PercentToTenThousand converts a Percent value (0..100) to a numerator
-// over 10000.
-func PercentToTenThousand(p float64) uint32 {
-	if p <= 0 {
-		return 0
+// Reason is why a request is traced or not (Envoy's Tracing::Reason).
+type Reason int
+
+// The reasons the connection manager counts (tracing.* stats).
+const (
+	NotTraceable   Reason = iota // no-trace status, or no usable x-request-id
+	RandomSampling               // random_sampling
+	ServiceForced                // x-envoy-force-trace
+	ClientForced                 // x-client-trace-id
+)
+
+func decisionOf(s TraceStatus) Decision {
+	switch s {
+	case Sampled:
+		return Decision{Traced: true, Reason: RandomSampling}
+	case Forced:
+		return Decision{Traced: true, Reason: ServiceForced}
+	case Client:
+		return Decision{Traced: true, Reason: ClientForced}
 	}
-	if p >= 100 {
-		return 10000
-	}
-	return uint32(p * 100)
+	return Decision{Reason: NotTraceable}
 }
 
 // MutateTraceStatus applies Envoy's sampling to the request's x-request-id
@@ -97,25 +155,21 @@ func PercentToTenThousand(p float64) uint32 {
 func MutateTraceStatus(h *headers.Map, s Sampling) Decision {
 	n, ok := RequestIDInteger(h)
 	if !ok {
-		return Decision{Traced: GetTraceStatus(h) != NoTrace}
+		return decisionOf(GetTraceStatus(h))
 	}
-	result := uint32(n % 10000)
+	result := n % 10000
 	if GetTraceStatus(h) == NoTrace {
 		switch {
-		case h.Has("x-client-trace-id") && enabled(s.Client, rand.Uint32N(10000)):
+		case h.Has("x-client-trace-id") && s.Client.enabled(rand.Uint64N(10000)):
 			SetTraceStatus(h, Client)
 		case h.Has("x-envoy-force-trace"):
 			SetTraceStatus(h, Forced)
-		case enabled(s.Random, result):
+		case s.Random.enabled(result):
 			SetTraceStatus(h, Sampled)
 		}
 	}
-	if !enabled(s.Overall, result) {
+	if !s.Overall.enabled(result) {
 		SetTraceStatus(h, NoTrace)
 	}
-	return Decision{Traced: GetTraceStatus(h) != NoTrace}
+	return decisionOf(GetTraceStatus(h))
 }
-
-// enabled is Envoy's featureEnabled over a TEN_THOUSAND fraction: the
-// client percentage uses a random value; the others the request id's.
-func enabled(numerator, value uint32) bool { return value < numerator }

@@ -61,6 +61,8 @@ type Decision struct {
 	// Traced is whether the request is sampled (x-request-id trace status
 	// other than no-trace).
 	Traced bool
+	// Reason is the trace status behind Traced, for the tracing stats.
+	Reason Reason
 }
 
 // StartOptions describe the downstream span a request starts.
