@@ -89,6 +89,7 @@ type stream struct {
 	tunnel     *h2Tunnel
 	h1tunnel   *h1Tunnel
 	tunnelEOF  atomic.Bool
+	trace      streamTrace // tracing.go
 }
 
 func (s *stream) init(cfg *Config, nc *netfilter.Conn, ds downstream) {
@@ -326,6 +327,7 @@ func (s *stream) writeHeaders(h *headers.Map, end bool) {
 		s.info.FirstDownstreamTxByte = s.info.Since(time.Now())
 	}
 	s.extConnectStatus(h)
+	s.traceResponseHeaders(h)
 	if err := s.ds.writeHeaders(h, end); err != nil {
 		s.downstreamWriteFailed()
 		return
