@@ -112,7 +112,7 @@ type recSpan struct {
 }
 
 func (s *recSpan) SetTag(k, v string) { s.tags[k] = v }
-func (s *recSpan) Finish(time.Time)  { s.finished = true }
+func (s *recSpan) Finish(time.Time)   { s.finished = true }
 
 func TestFinalizeDownstreamTags(t *testing.T) {
 	t.Setenv("TRACING_TEST_ENV", "from-env")
