@@ -5,7 +5,9 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tracingv3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
 
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/proxy/headers"
@@ -217,9 +219,31 @@ func (s *stream) finishTrace(end time.Time) {
 		return
 	}
 	tc := s.cfg.tracing
-	if s.trace.upstream != nil {
-		tracing.FinalizeUpstream(s.trace.upstream, &tc.tags, &s.req, &s.resp, s.respTrailers, &s.info, end)
+	tags := &tc.tags
+	if s.route != nil {
+		if rt := s.route.Proto().GetTracing(); rt != nil && len(rt.GetCustomTags()) > 0 {
+			// The route's custom tags are applied after the connection
+			// manager's, so a tag both name takes the route's value.
+			tags = &tracing.TagConfig{MaxPathTagLength: tc.tags.MaxPathTagLength,
+				CustomTags: append(append([]tracing.CustomTag(nil), tc.tags.CustomTags...), routeTags(rt)...)}
+		}
 	}
-	tracing.FinalizeDownstream(s.trace.span, &tc.tags, &s.req, &s.resp, s.respTrailers, &s.info, end)
+	if s.trace.upstream != nil {
+		tracing.FinalizeUpstream(s.trace.upstream, tags, &s.req, &s.resp, s.respTrailers, &s.info, end)
+	}
+	tracing.FinalizeDownstream(s.trace.span, tags, &s.req, &s.resp, s.respTrailers, &s.info, end)
 	s.trace = streamTrace{}
+}
+
+// routeTags compiles a route's custom tags (the route table accepts them
+// without compiling); tags that do not compile (metadata, value) are left
+// out. This runs per traced request only for routes that set custom tags.
+func routeTags(rt *routev3.Tracing) []tracing.CustomTag {
+	var out []tracing.CustomTag
+	for _, t := range rt.GetCustomTags() {
+		if ct, err := tracing.CompileCustomTags([]*tracingv3.CustomTag{t}); err == nil {
+			out = append(out, ct...)
+		}
+	}
+	return out
 }

@@ -122,6 +122,16 @@ static_resources:
             - name: all
               domains: ["*"]
               routes:
+              - match: {prefix: /route-sampled-out}
+                route: {cluster: backend}
+                tracing:
+                  random_sampling: {numerator: 0}
+              - match: {prefix: /route-tagged}
+                route: {cluster: backend}
+                tracing:
+                  custom_tags:
+                  - tag: tenant
+                    literal: {value: route-value}
               - match: {prefix: /}
                 route: {cluster: backend}
                 decorator: {operation: routeToBackend}
@@ -321,4 +331,19 @@ func TestZipkinEgressChildSpan(t *testing.T) {
 	}
 	p.WaitStat("http.egress_http.tracing.not_traceable", 1)
 	p.WaitStat("http.egress_http.tracing.service_forced", 1)
+}
+
+func TestZipkinRouteTracingOverrides(t *testing.T) {
+	p, col, be := setup(t)
+	get(t, p.URL("ingress", "/route-sampled-out"))
+	if up := be.next(t); up.Get("x-b3-sampled") != "0" || up.Get("x-request-id")[14] != '4' {
+		t.Errorf("route random_sampling 0: sampled %q request id %q", up.Get("x-b3-sampled"), up.Get("x-request-id"))
+	}
+	get(t, p.URL("ingress", "/route-tagged"), "x-tenant", "from-header")
+	be.next(t)
+	s := col.next(t) // the sampled-out request reported nothing
+	if s.Tags["tenant"] != "route-value" || s.Name != "ingress" {
+		t.Errorf("route custom tag %q (the route's wins over the connection manager's), name %q", s.Tags["tenant"], s.Name)
+	}
+	p.WaitStat("http.ingress_http.tracing.not_traceable", 1)
 }
