@@ -135,7 +135,12 @@ func (s *stream) startTrace() {
 	}
 	o := tracing.StartOptions{Name: "ingress", Kind: tracing.KindServer, Start: s.info.StartTime, Decision: dec, Request: &s.req}
 	if tc.egress {
-		o.Name, o.Kind = "egress "+s.req.GetString(headers.Authority), tracing.KindClient
+		o.Name = "egress " + s.req.GetString(headers.Authority)
+		// With an upstream span of its own, the downstream span is the
+		// server side of this hop whatever the direction, as Envoy's.
+		if !tc.spawnUpstream {
+			o.Kind = tracing.KindClient
+		}
 	}
 	sp := tc.tracer.StartSpan(&o)
 	if sp == nil {

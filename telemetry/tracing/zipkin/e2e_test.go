@@ -314,8 +314,9 @@ func TestZipkinEgressChildSpan(t *testing.T) {
 	if down.ID == "" || child.ID == "" {
 		t.Fatalf("spans reported: %+v", byName)
 	}
-	if down.Kind != "CLIENT" || child.Kind != "CLIENT" {
-		t.Errorf("kinds %q %q, want CLIENT", down.Kind, child.Kind)
+	// spawn_upstream_span: the downstream span is this hop's server span.
+	if down.Kind != "SERVER" || child.Kind != "CLIENT" || !down.Shared || child.Shared {
+		t.Errorf("kinds %q %q shared %v %v, want SERVER (shared) and CLIENT", down.Kind, child.Kind, down.Shared, child.Shared)
 	}
 	if len(down.TraceID) != 32 || child.TraceID != down.TraceID || child.ParentID != down.ID || down.ParentID != "" {
 		t.Errorf("downstream %s/%s/%s child %s/%s/%s", down.TraceID, down.ID, down.ParentID, child.TraceID, child.ID, child.ParentID)

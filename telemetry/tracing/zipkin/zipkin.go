@@ -119,8 +119,9 @@ func (t *Tracer) Close() error {
 }
 
 // StartSpan starts the downstream span, joining the B3 context the request
-// carries. Envoy's Zipkin tracer takes the sender's sampling decision when
-// there is one, else the connection manager's.
+// carries: a server span shares the caller's span id (shared_span_context),
+// a client span or one with shared_span_context off is its child. The
+// sender's sampling decision wins over the connection manager's.
 func (t *Tracer) StartSpan(o *tracing.StartOptions) tracing.Span {
 	s := &span{t: t, name: o.Name, kind: o.Kind, start: o.Start}
 	in, ok := extract(o.Request)
@@ -128,10 +129,11 @@ func (t *Tracer) StartSpan(o *tracing.StartOptions) tracing.Span {
 	if in.sampledSet {
 		s.ctx.sampled = in.sampled
 	}
+	// Envoy marks every server span shared when shared_span_context is on.
+	s.shared = o.Kind == tracing.KindServer && t.shared
 	switch {
-	case ok && o.Kind == tracing.KindServer && t.shared:
+	case ok && s.shared:
 		s.ctx.traceHigh, s.ctx.traceLow, s.ctx.id, s.ctx.parent = in.traceHigh, in.traceLow, in.id, in.parent
-		s.shared = true
 	case ok:
 		s.ctx.traceHigh, s.ctx.traceLow, s.ctx.id, s.ctx.parent = in.traceHigh, in.traceLow, nonZero(), in.id
 	default:
