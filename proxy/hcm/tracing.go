@@ -71,7 +71,8 @@ func (c *Config) compileTracing(ctx *netfilter.Context, p *hcmv3.HttpConnectionM
 		tc.nodeID, tc.zone = node.GetId(), node.GetLocality().GetZone()
 	}
 	if provider != nil {
-		tc.tracer, err = tracing.New(&tracing.Context{Clusters: ctx.Clusters, Stats: ctx.Stats, Log: c.log, Node: node}, provider)
+		tc.tracer, err = tracing.New(&tracing.Context{Clusters: ctx.Clusters, Stats: ctx.Stats, Log: c.log, Node: node,
+			LocalAddr: tracing.LocalAddress()}, provider)
 		if err != nil {
 			return fmt.Errorf("tracing.provider: %w", err)
 		}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -142,6 +143,31 @@ func ClusterHTTPClient(m *upstream.Manager, name string, timeout time.Duration) 
 	}
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 2}}
 }
+
+// LocalAddress is this host's address as Envoy's local info finds it: the
+// first non-loopback IPv4 address of an interface, else the loopback one.
+// Zipkin puts it in the spans' local endpoint.
+func LocalAddress() net.IP {
+	localOnce.Do(func() {
+		localIP = net.IPv4(127, 0, 0, 1)
+		addrs, err := net.InterfaceAddrs()
+		if err != nil {
+			return
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+				localIP = n.IP.To4()
+				return
+			}
+		}
+	})
+	return localIP
+}
+
+var (
+	localOnce sync.Once
+	localIP   net.IP
+)
 
 // NoopSpan is a span that records nothing and propagates nothing.
 type NoopSpan struct{}

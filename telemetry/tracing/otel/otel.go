@@ -200,7 +200,12 @@ type span struct {
 
 func (s *span) SetOperation(name string) { s.name = name }
 
+// SetTag sets a string attribute (an empty name is dropped, a repeated
+// one overwritten, as Envoy's); error=true also sets the ERROR status.
 func (s *span) SetTag(name, value string) {
+	if name == "" {
+		return
+	}
 	if name == tracing.TagError && value == "true" {
 		s.err = true
 	}

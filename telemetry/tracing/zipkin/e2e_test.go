@@ -222,8 +222,12 @@ func TestZipkinIngressRootSpan(t *testing.T) {
 	if len(s.TraceID) != 16 || s.TraceID != s.ID {
 		t.Errorf("root trace id %q, span id %q: want the same 64-bit id", s.TraceID, s.ID)
 	}
-	if s.Kind != "SERVER" || s.Name != "routeToBackend" || s.LocalEndpoint == nil || s.LocalEndpoint.ServiceName != "front-proxy" {
+	if s.Kind != "SERVER" || s.Name != "routeToBackend" || s.LocalEndpoint == nil || s.LocalEndpoint.ServiceName != "front-proxy" ||
+		(s.LocalEndpoint.IPv4 == "" && s.LocalEndpoint.IPv6 == "") {
 		t.Errorf("span kind %q name %q endpoint %+v", s.Kind, s.Name, s.LocalEndpoint)
+	}
+	if !s.Shared { // Envoy marks server spans shared with shared_span_context (the default)
+		t.Error("server span not marked shared")
 	}
 	rid := up.Get("x-request-id")
 	if len(rid) != 36 || rid[14] != '9' {

@@ -30,7 +30,12 @@ func nonZero() uint64 {
 }
 
 func (s *span) SetOperation(name string) { s.name = name }
+
+// SetTag records a tag; Envoy's Zipkin spans drop empty names and values.
 func (s *span) SetTag(name, value string) {
+	if name == "" || value == "" {
+		return
+	}
 	if s.tags == nil {
 		s.tags = make(map[string]string, 24)
 	}
