@@ -52,7 +52,7 @@ func (c *Config) compileTracing(ctx *netfilter.Context, p *hcmv3.HttpConnectionM
 			Random:  tracing.FromPercent(t.GetRandomSampling()),
 			Overall: tracing.FromPercent(t.GetOverallSampling()),
 		},
-		tags:          tracing.TagConfig{MaxPathTagLength: tracing.DefaultMaxPathTagLength, CustomTags: tags},
+		tags:          tracing.TagConfig{MaxPathTagLength: tracing.DefaultMaxPathTagLength, CustomTags: tags, Verbose: t.GetVerbose()},
 		spawnUpstream: t.GetSpawnUpstreamSpan().GetValue(),
 		noPropagation: t.GetNoContextPropagation(),
 	}
@@ -230,12 +230,12 @@ func (s *stream) finishTrace(end time.Time) {
 		if rt := s.route.Proto().GetTracing(); rt != nil && len(rt.GetCustomTags()) > 0 {
 			// The route's custom tags are applied after the connection
 			// manager's, so a tag both name takes the route's value.
-			tags = &tracing.TagConfig{MaxPathTagLength: tc.tags.MaxPathTagLength,
+			tags = &tracing.TagConfig{MaxPathTagLength: tc.tags.MaxPathTagLength, Verbose: tc.tags.Verbose,
 				CustomTags: append(append([]tracing.CustomTag(nil), tc.tags.CustomTags...), routeTags(rt)...)}
 		}
 	}
 	if s.trace.upstream != nil {
-		tracing.FinalizeUpstream(s.trace.upstream, tags, &s.req, &s.resp, s.respTrailers, &s.info, end)
+		tracing.FinalizeUpstream(s.trace.upstream, tags, &s.req, &s.info, end)
 	}
 	tracing.FinalizeDownstream(s.trace.span, tags, &s.req, &s.resp, s.respTrailers, &s.info, end)
 	s.trace = streamTrace{}

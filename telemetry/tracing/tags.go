@@ -37,6 +37,10 @@ const (
 	TagError               = "error"
 	TagGRPCStatusCode      = "grpc.status_code"
 	TagGRPCMessage         = "grpc.message"
+	TagGRPCPath            = "grpc.path"
+	TagGRPCAuthority       = "grpc.authority"
+	TagGRPCContentType     = "grpc.content_type"
+	TagGRPCTimeout         = "grpc.timeout"
 )
 
 // DefaultMaxPathTagLength is Envoy's max_path_tag_length default.
@@ -102,6 +106,7 @@ func (t *CustomTag) apply(span Span, req *headers.Map) {
 type TagConfig struct {
 	MaxPathTagLength int // 0 is DefaultMaxPathTagLength
 	CustomTags       []CustomTag
+	Verbose          bool // log the stream's timing events on the spans
 }
 
 // BuildURL is Envoy's http.url tag: scheme://host path, the path (the
@@ -143,30 +148,45 @@ func FinalizeDownstream(span Span, cfg *TagConfig, req, resp, trailers *headers.
 		span.SetTag(TagHTTPMethod, req.GetString(headers.Method))
 		span.SetTag(TagDownstreamCluster, orDash(req, "x-envoy-downstream-service-cluster"))
 		span.SetTag(TagUserAgent, orDash(req, "user-agent"))
-		span.SetTag(TagHTTPProtocol, info.Protocol)
+		span.SetTag(TagHTTPProtocol, protocol(info))
 		if a := info.Conn; a != nil && a.DirectRemoteAddr.IsValid() {
 			span.SetTag(TagPeerAddress, a.DirectRemoteAddr.Addr().Unmap().String())
 		}
 		if v, ok := req.Get("x-client-trace-id"); ok {
 			span.SetTag(TagGUIDClientTraceID, string(v))
 		}
+		if ct, _ := req.Get("content-type"); headers.IsGRPC(ct) {
+			span.SetTag(TagGRPCPath, req.GetString(headers.Path))
+			span.SetTag(TagGRPCAuthority, req.GetString(headers.Authority))
+			span.SetTag(TagGRPCContentType, string(ct))
+			span.SetTag(TagGRPCTimeout, req.GetString("grpc-timeout"))
+		}
 	}
 	span.SetTag(TagRequestSize, strconv.FormatUint(info.BytesReceived, 10))
+	span.SetTag(TagResponseSize, strconv.FormatUint(info.BytesSent, 10))
 	setCommonTags(span, cfg, req, info)
-	grpcTags(span, resp, trailers)
+	grpcResponseTags(span, resp)
+	grpcResponseTags(span, trailers)
 	span.Finish(end)
 }
 
 // FinalizeUpstream sets an upstream (router child) span's tags and
 // finishes it (HttpTracerUtility::finalizeUpstreamSpan).
-func FinalizeUpstream(span Span, cfg *TagConfig, req, resp, trailers *headers.Map, info *streaminfo.Stream, end time.Time) {
-	span.SetTag(TagHTTPProtocol, info.Protocol)
+func FinalizeUpstream(span Span, cfg *TagConfig, req *headers.Map, info *streaminfo.Stream, end time.Time) {
+	span.SetTag(TagHTTPProtocol, protocol(info))
 	if info.UpstreamHost != "" {
 		span.SetTag(TagUpstreamAddress, info.UpstreamHost)
+		span.SetTag(TagPeerAddress, info.UpstreamHost)
 	}
 	setCommonTags(span, cfg, req, info)
-	grpcTags(span, resp, trailers)
 	span.Finish(end)
+}
+
+func protocol(info *streaminfo.Stream) string {
+	if info.Protocol == "" {
+		return "-"
+	}
+	return info.Protocol
 }
 
 func setCommonTags(span Span, cfg *TagConfig, req *headers.Map, info *streaminfo.Stream) {
@@ -176,8 +196,10 @@ func setCommonTags(span Span, cfg *TagConfig, req *headers.Map, info *streaminfo
 		span.SetTag(TagUpstreamClusterName, info.UpstreamCluster)
 	}
 	span.SetTag(TagHTTPStatusCode, strconv.Itoa(info.ResponseCode))
-	span.SetTag(TagResponseSize, strconv.FormatUint(info.BytesSent, 10))
 	span.SetTag(TagResponseFlags, info.Flags.String())
+	if cfg.Verbose {
+		annotateVerbose(span, info)
+	}
 	if info.ResponseCode == 0 || info.ResponseCode >= 500 {
 		span.SetTag(TagError, "true")
 	}
@@ -186,24 +208,52 @@ func setCommonTags(span Span, cfg *TagConfig, req *headers.Map, info *streaminfo
 	}
 }
 
-// grpcTags adds grpc.status_code and grpc.message for gRPC responses.
-func grpcTags(span Span, resp, trailers *headers.Map) {
-	if resp == nil {
+// Envoy's verbose span logs (Tracing::Logs).
+const (
+	LogLastDownstreamRxByteReceived = "last_downstream_rx_byte_received"
+	LogFirstUpstreamTxByteSent      = "first_upstream_tx_byte_sent"
+	LogLastUpstreamTxByteSent       = "last_upstream_tx_byte_sent"
+	LogFirstUpstreamRxByteReceived  = "first_upstream_rx_byte_received"
+	LogLastUpstreamRxByteReceived   = "last_upstream_rx_byte_received"
+	LogFirstDownstreamTxByteSent    = "first_downstream_tx_byte_sent"
+	LogLastDownstreamTxByteSent     = "last_downstream_tx_byte_sent"
+)
+
+// annotateVerbose logs the stream's timing events that happened.
+func annotateVerbose(span Span, info *streaminfo.Stream) {
+	for _, e := range [...]struct {
+		at   time.Duration
+		name string
+	}{
+		{info.LastDownstreamRxByte, LogLastDownstreamRxByteReceived},
+		{info.FirstUpstreamTxByte, LogFirstUpstreamTxByteSent},
+		{info.LastUpstreamTxByte, LogLastUpstreamTxByteSent},
+		{info.FirstUpstreamRxByte, LogFirstUpstreamRxByteReceived},
+		{info.LastUpstreamRxByte, LogLastUpstreamRxByteReceived},
+		{info.FirstDownstreamTxByte, LogFirstDownstreamTxByteSent},
+		{info.LastDownstreamTxByte, LogLastDownstreamTxByteSent},
+	} {
+		if e.at != 0 {
+			span.Log(info.StartTime.Add(e.at), e.name)
+		}
+	}
+}
+
+// grpcResponseTags adds grpc.status_code and grpc.message from headers or
+// trailers that carry grpc-status, and error=true for a status other than OK.
+func grpcResponseTags(span Span, h *headers.Map) {
+	if h == nil {
 		return
 	}
-	if ct, _ := resp.Get("content-type"); !headers.IsGRPC(ct) {
+	v, ok := h.Get("grpc-status")
+	if !ok {
 		return
 	}
-	for _, h := range []*headers.Map{trailers, resp} {
-		if h == nil {
-			continue
-		}
-		if v, ok := h.Get("grpc-status"); ok {
-			span.SetTag(TagGRPCStatusCode, string(v))
-			if m, ok := h.Get("grpc-message"); ok {
-				span.SetTag(TagGRPCMessage, string(m))
-			}
-			return
-		}
+	span.SetTag(TagGRPCStatusCode, string(v))
+	if m, ok := h.Get("grpc-message"); ok {
+		span.SetTag(TagGRPCMessage, string(m))
+	}
+	if string(v) != "0" {
+		span.SetTag(TagError, "true")
 	}
 }

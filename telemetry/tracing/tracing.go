@@ -36,6 +36,8 @@ type Span interface {
 	InjectContext(h *headers.Map)
 	// SpawnChild starts a child span (the router's upstream span, CLIENT).
 	SpawnChild(name string, start time.Time) Span
+	// Log records a timestamped event (verbose tracing).
+	Log(at time.Time, event string)
 	// SetSampled overrides the sampling decision (unsampled spans are not
 	// reported but still propagate).
 	SetSampled(sampled bool)
@@ -174,6 +176,7 @@ type NoopSpan struct{}
 
 func (NoopSpan) SetOperation(string)               {}
 func (NoopSpan) SetTag(string, string)             {}
+func (NoopSpan) Log(time.Time, string)             {}
 func (NoopSpan) InjectContext(*headers.Map)        {}
 func (NoopSpan) SpawnChild(string, time.Time) Span { return NoopSpan{} }
 func (NoopSpan) SetSampled(bool)                   {}

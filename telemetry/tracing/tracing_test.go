@@ -111,8 +111,9 @@ type recSpan struct {
 	finished bool
 }
 
-func (s *recSpan) SetTag(k, v string) { s.tags[k] = v }
-func (s *recSpan) Finish(time.Time)   { s.finished = true }
+func (s *recSpan) SetTag(k, v string)        { s.tags[k] = v }
+func (s *recSpan) Finish(time.Time)          { s.finished = true }
+func (s *recSpan) Log(_ time.Time, e string) { s.tags["log:"+e] = "1" }
 
 func TestFinalizeDownstreamTags(t *testing.T) {
 	t.Setenv("TRACING_TEST_ENV", "from-env")
@@ -173,5 +174,51 @@ func TestCustomTagErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("got %v, want %q", err, tc.want)
 		}
+	}
+}
+
+func TestGRPCAndVerboseTags(t *testing.T) {
+	h := req(":method", "POST", ":scheme", "http", ":authority", "svc", ":path", "/pkg.Svc/Call",
+		"content-type", "application/grpc", "grpc-timeout", "1S")
+	info := &streaminfo.Stream{Conn: &streaminfo.Conn{}, Protocol: "HTTP/2", ResponseCode: 200,
+		StartTime: time.Now(), FirstDownstreamTxByte: time.Millisecond, LastDownstreamRxByte: time.Microsecond}
+	s := &recSpan{tags: map[string]string{}}
+	FinalizeDownstream(s, &TagConfig{Verbose: true}, h, req(":status", "200", "content-type", "application/grpc"),
+		req("grpc-status", "14", "grpc-message", "unavailable"), info, time.Now())
+	want := map[string]string{
+		"grpc.path": "/pkg.Svc/Call", "grpc.authority": "svc", "grpc.content_type": "application/grpc", "grpc.timeout": "1S",
+		"grpc.status_code": "14", "grpc.message": "unavailable", "error": "true",
+		"log:" + LogFirstDownstreamTxByteSent: "1", "log:" + LogLastDownstreamRxByteReceived: "1",
+	}
+	for k, v := range want {
+		if s.tags[k] != v {
+			t.Errorf("tag %s = %q, want %q", k, s.tags[k], v)
+		}
+	}
+	if _, ok := s.tags["log:"+LogFirstUpstreamTxByteSent]; ok {
+		t.Error("logged an event that did not happen")
+	}
+	okSpan := &recSpan{tags: map[string]string{}}
+	FinalizeDownstream(okSpan, &TagConfig{}, h, nil, req("grpc-status", "0"), info, time.Now())
+	if _, bad := okSpan.tags["error"]; bad || okSpan.tags["grpc.status_code"] != "0" {
+		t.Errorf("grpc OK tags %v", okSpan.tags)
+	}
+	if _, logged := okSpan.tags["log:"+LogFirstDownstreamTxByteSent]; logged {
+		t.Error("logged without verbose")
+	}
+}
+
+func TestFinalizeUpstreamTags(t *testing.T) {
+	info := &streaminfo.Stream{Protocol: "HTTP/1.1", ResponseCode: 200, UpstreamCluster: "c", UpstreamHost: "10.0.0.1:443", BytesSent: 3}
+	s := &recSpan{tags: map[string]string{}}
+	FinalizeUpstream(s, &TagConfig{}, req(), info, time.Now())
+	for k, v := range map[string]string{"upstream_address": "10.0.0.1:443", "peer.address": "10.0.0.1:443",
+		"http.protocol": "HTTP/1.1", "upstream_cluster": "c", "component": "proxy", "http.status_code": "200"} {
+		if s.tags[k] != v {
+			t.Errorf("tag %s = %q, want %q", k, s.tags[k], v)
+		}
+	}
+	if _, ok := s.tags["response_size"]; ok {
+		t.Error("upstream span has response_size (Envoy sets it on the downstream span only)")
 	}
 }

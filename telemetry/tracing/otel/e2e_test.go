@@ -110,6 +110,7 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress_http
           tracing:
+            verbose: true
             provider:
               name: envoy.tracers.opentelemetry
               typed_config:
@@ -255,6 +256,13 @@ func TestOTLPGRPCJoinsTraceparent(t *testing.T) {
 	}
 	if s.GetEndTimeUnixNano() < s.GetStartTimeUnixNano() || s.GetStartTimeUnixNano() == 0 {
 		t.Errorf("times %d..%d", s.GetStartTimeUnixNano(), s.GetEndTimeUnixNano())
+	}
+	events := map[string]bool{}
+	for _, ev := range s.GetEvents() {
+		events[ev.GetName()] = ev.GetTimeUnixNano() >= s.GetStartTimeUnixNano()
+	}
+	if !events["first_upstream_rx_byte_received"] || !events["first_downstream_tx_byte_sent"] {
+		t.Errorf("verbose events %v", events)
 	}
 	e.p.WaitStat("tracing.opentelemetry.spans_sent", 1)
 

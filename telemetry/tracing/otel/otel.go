@@ -188,14 +188,15 @@ func (t *Tracer) StartSpan(o *tracing.StartOptions) tracing.Span {
 
 // span is one OpenTelemetry span; the stream's goroutine owns it until Finish.
 type span struct {
-	t     *Tracer
-	ctx   spanContext
-	name  string
-	kind  tracing.Kind
-	start time.Time
-	attrs []*commonpb.KeyValue
-	err   bool
-	once  sync.Once
+	t      *Tracer
+	ctx    spanContext
+	name   string
+	kind   tracing.Kind
+	start  time.Time
+	attrs  []*commonpb.KeyValue
+	events []*tracepb.Span_Event
+	err    bool
+	once   sync.Once
 }
 
 func (s *span) SetOperation(name string) { s.name = name }
@@ -216,6 +217,11 @@ func (s *span) SetTag(name, value string) {
 		}
 	}
 	s.attrs = append(s.attrs, strAttr(name, value))
+}
+
+// Log adds a span event (verbose tracing).
+func (s *span) Log(at time.Time, event string) {
+	s.events = append(s.events, &tracepb.Span_Event{TimeUnixNano: uint64(at.UnixNano()), Name: event})
 }
 
 func (s *span) traceparent() string {
@@ -265,6 +271,7 @@ func (s *span) Finish(end time.Time) {
 			StartTimeUnixNano: uint64(s.start.UnixNano()),
 			EndTimeUnixNano:   uint64(end.UnixNano()),
 			Attributes:        s.attrs,
+			Events:            s.events,
 		}
 		if s.kind == tracing.KindClient {
 			p.Kind = tracepb.Span_SPAN_KIND_CLIENT

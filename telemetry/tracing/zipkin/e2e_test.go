@@ -328,7 +328,7 @@ func TestZipkinEgressChildSpan(t *testing.T) {
 	if up.Get("x-b3-spanid") != child.ID || up.Get("x-b3-parentspanid") != down.ID || up.Get("x-b3-traceid") != down.TraceID {
 		t.Errorf("upstream context %q/%q/%q", up.Get("x-b3-traceid"), up.Get("x-b3-spanid"), up.Get("x-b3-parentspanid"))
 	}
-	if !strings.HasPrefix(child.Tags["upstream_address"], "127.0.0.1:") {
+	if !strings.HasPrefix(child.Tags["upstream_address"], "127.0.0.1:") || child.Tags["peer.address"] != child.Tags["upstream_address"] {
 		t.Errorf("child upstream_address %q", child.Tags["upstream_address"])
 	}
 	if child.Tags["component"] != "proxy" || child.Tags["http.status_code"] != "200" {

@@ -1,7 +1,6 @@
 package zipkin
 
 import (
-	"encoding/json"
 	"time"
 
 	"github.com/outrider-proxy/outrider/telemetry/tracing"
@@ -19,7 +18,13 @@ type Span struct {
 	Shared        bool              `json:"shared,omitempty"`
 	LocalEndpoint *Endpoint         `json:"localEndpoint,omitempty"`
 	Tags          map[string]string `json:"tags,omitempty"`
-	Annotations   []json.RawMessage `json:"annotations,omitempty"`
+	Annotations   []Annotation      `json:"annotations,omitempty"`
+}
+
+// Annotation is a timestamped event on a span.
+type Annotation struct {
+	Timestamp int64  `json:"timestamp"`
+	Value     string `json:"value"`
 }
 
 // Endpoint is a Zipkin endpoint.
@@ -40,6 +45,7 @@ func (s *span) json(end time.Time) Span {
 		Shared:        s.shared,
 		LocalEndpoint: s.t.local,
 		Tags:          s.tags,
+		Annotations:   s.logs,
 		Kind:          "SERVER",
 	}
 	if s.kind == tracing.KindClient {

@@ -18,6 +18,7 @@ type span struct {
 	shared bool // a server span that reuses the client's span id
 	start  time.Time
 	tags   map[string]string
+	logs   []Annotation
 	once   sync.Once
 }
 
@@ -41,6 +42,12 @@ func (s *span) SetTag(name, value string) {
 	}
 	s.tags[name] = value
 }
+
+// Log adds an annotation (verbose tracing).
+func (s *span) Log(at time.Time, event string) {
+	s.logs = append(s.logs, Annotation{Timestamp: at.UnixMicro(), Value: event})
+}
+
 func (s *span) InjectContext(h *headers.Map) { s.ctx.inject(h) }
 func (s *span) SetSampled(v bool)            { s.ctx.sampled = v }
 func (s *span) Sampled() bool                { return s.ctx.sampled }
