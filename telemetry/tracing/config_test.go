@@ -53,6 +53,13 @@ func TestProviderConfigErrors(t *testing.T) {
 		{zk(func(c *tracev3.ZipkinConfig) { c.CollectorEndpointVersion = tracev3.ZipkinConfig_HTTP_PROTO }), "collector_endpoint_version: HTTP_PROTO is not supported"},
 		{zk(func(c *tracev3.ZipkinConfig) { c.CollectorEndpoint = "" }), "collector_endpoint: required"},
 		{zk(func(c *tracev3.ZipkinConfig) { c.SplitSpansForRequest = true }), "split_spans_for_request"},
+		{zk(func(c *tracev3.ZipkinConfig) {
+			c.CollectorCluster, c.CollectorEndpoint = "", ""
+			c.CollectorService = &corev3.HttpService{HttpUri: &corev3.HttpUri{Uri: "http://z/api/v2/spans", HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: "c"}}}
+		}), ""},
+		{zk(func(c *tracev3.ZipkinConfig) {
+			c.CollectorService = &corev3.HttpService{HttpUri: &corev3.HttpUri{Uri: "http://z/api/v2/spans", HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: "nope"}}}
+		}), `collector_service.http_uri.cluster: unknown cluster "nope"`},
 		{provider("envoy.tracers.opentelemetry", &tracev3.OpenTelemetryConfig{GrpcService: grpcSvc("c")}), ""},
 		{provider("envoy.tracers.opentelemetry", &tracev3.OpenTelemetryConfig{GrpcService: grpcSvc("nope")}), `grpc_service.envoy_grpc.cluster_name: unknown cluster "nope"`},
 		{provider("envoy.tracers.opentelemetry", &tracev3.OpenTelemetryConfig{}), "one of grpc_service or http_service is required"},

@@ -33,7 +33,7 @@ func startCollector(t *testing.T) (*collector, int) {
 			w.WriteHeader(http.StatusBadRequest)
 			return
 		}
-		c.hosts <- r.Host
+		c.hosts <- strings.TrimSpace(r.Host + " " + r.Header.Get("x-api-key"))
 		for _, s := range spans {
 			c.spans <- s
 		}
@@ -174,10 +174,12 @@ tracing:
     name: envoy.tracers.zipkin
     typed_config:
       "@type": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
-      collector_cluster: zipkin
-      collector_endpoint: /api/v2/spans
       collector_endpoint_version: HTTP_JSON
       trace_id_128bit: true
+      collector_service:
+        http_uri: {uri: "http://zipkin.example:9411/api/v2/spans", cluster: zipkin, timeout: 1s}
+        request_headers_to_add:
+        - header: {key: x-api-key, value: secret}
 `
 
 func get(t *testing.T, url string, hdr ...string) *http.Response {
@@ -333,6 +335,9 @@ func TestZipkinEgressChildSpan(t *testing.T) {
 	}
 	if child.Tags["component"] != "proxy" || child.Tags["http.status_code"] != "200" {
 		t.Errorf("child tags %v", child.Tags)
+	}
+	if h := <-col.hosts; h != "zipkin.example:9411 secret" {
+		t.Errorf("collector_service: collector got Host and x-api-key %q", h)
 	}
 	p.WaitStat("http.egress_http.tracing.not_traceable", 1)
 	p.WaitStat("http.egress_http.tracing.service_forced", 1)

@@ -20,6 +20,7 @@ type reporter struct {
 	cluster  string
 	url      string
 	host     string
+	headers  [][2]string
 	client   *http.Client
 	log      *slog.Logger
 	minFlush int
@@ -37,10 +38,10 @@ type reporter struct {
 	once sync.Once
 }
 
-func newReporter(m *upstream.Manager, cluster, host, path string, sc stats.Scope, log *slog.Logger, o Options) *reporter {
+func newReporter(m *upstream.Manager, d collector, sc stats.Scope, log *slog.Logger, o Options) *reporter {
 	r := &reporter{
-		clusters: m, cluster: cluster, host: host, url: "http://" + cluster + path,
-		client: tracing.ClusterHTTPClient(m, cluster, defaultRequestTimeout), log: log,
+		clusters: m, cluster: d.cluster, host: d.host, url: "http://" + d.cluster + d.path, headers: d.headers,
+		client: tracing.ClusterHTTPClient(m, d.cluster, d.timeout), log: log,
 		minFlush: defaultMinFlushSpans, interval: defaultFlushInterval,
 		spansSent: sc.Counter("spans_sent"), reportsSent: sc.Counter("reports_sent"),
 		reportsDropped: sc.Counter("reports_dropped"), reportsFailed: sc.Counter("reports_failed"),
@@ -126,6 +127,9 @@ func (r *reporter) flush(spans []Span) {
 	}
 	req.Host = r.host
 	req.Header.Set("Content-Type", "application/json")
+	for _, h := range r.headers {
+		req.Header.Set(h[0], h[1])
+	}
 	resp, err := r.client.Do(req)
 	if err != nil {
 		r.reportsFailed.Inc()

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"time"
 
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
@@ -64,7 +65,12 @@ func newTracer(ctx *tracing.Context, a *anypb.Any) (tracing.Tracer, error) {
 // New compiles a ZipkinConfig and starts its reporter.
 func New(ctx *tracing.Context, c *tracev3.ZipkinConfig, o Options) (*Tracer, error) {
 	if err := confcheck.Fields(c, "", "collector_cluster", "collector_endpoint", "trace_id_128bit",
-		"shared_span_context", "collector_endpoint_version", "collector_hostname", "trace_context_option"); err != nil {
+		"shared_span_context", "collector_endpoint_version", "collector_hostname", "trace_context_option",
+		"collector_service"); err != nil {
+		return nil, err
+	}
+	dest, err := destination(ctx, c)
+	if err != nil {
 		return nil, err
 	}
 	switch c.GetCollectorEndpointVersion() {
@@ -74,15 +80,6 @@ func New(ctx *tracing.Context, c *tracev3.ZipkinConfig, o Options) (*Tracer, err
 	}
 	if c.GetTraceContextOption() != tracev3.ZipkinConfig_USE_B3 {
 		return nil, fmt.Errorf("trace_context_option: %s is not supported by outrider yet", c.GetTraceContextOption())
-	}
-	if c.GetCollectorCluster() == "" {
-		return nil, errors.New("collector_cluster: required")
-	}
-	if c.GetCollectorEndpoint() == "" {
-		return nil, errors.New("collector_endpoint: required")
-	}
-	if ctx.Clusters == nil || ctx.Clusters.Get(c.GetCollectorCluster()) == nil {
-		return nil, fmt.Errorf("collector_cluster: unknown cluster %q", c.GetCollectorCluster())
 	}
 	st := ctx.Stats
 	if st == nil {
@@ -104,12 +101,55 @@ func New(ctx *tracing.Context, c *tracev3.ZipkinConfig, o Options) (*Tracer, err
 			t.local.IPv6 = ip.String()
 		}
 	}
-	host := c.GetCollectorHostname()
-	if host == "" {
-		host = c.GetCollectorCluster()
-	}
-	t.rep = newReporter(ctx.Clusters, c.GetCollectorCluster(), host, c.GetCollectorEndpoint(), st.Scope("tracing.zipkin"), log, o)
+	t.rep = newReporter(ctx.Clusters, dest, st.Scope("tracing.zipkin"), log, o)
 	return t, nil
+}
+
+// collector is where reports go: a cluster, the request path, the Host
+// header and extra headers.
+type collector struct {
+	cluster, path, host string
+	timeout             time.Duration
+	headers             [][2]string
+}
+
+// destination reads collector_service when set (Envoy then ignores the
+// collector_cluster, collector_endpoint and collector_hostname fields), else those.
+func destination(ctx *tracing.Context, c *tracev3.ZipkinConfig) (collector, error) {
+	d := collector{cluster: c.GetCollectorCluster(), path: c.GetCollectorEndpoint(), host: c.GetCollectorHostname(), timeout: defaultRequestTimeout}
+	field := "collector_cluster"
+	if cs := c.GetCollectorService(); cs != nil {
+		if err := confcheck.Fields(cs, "collector_service", "http_uri", "request_headers_to_add"); err != nil {
+			return d, err
+		}
+		field = "collector_service.http_uri.cluster"
+		u, err := url.Parse(cs.GetHttpUri().GetUri())
+		if err != nil || u.Path == "" {
+			return d, fmt.Errorf("collector_service.http_uri.uri: %q has no path", cs.GetHttpUri().GetUri())
+		}
+		d.cluster, d.path, d.host = cs.GetHttpUri().GetCluster(), u.RequestURI(), u.Host
+		if t := cs.GetHttpUri().GetTimeout(); t != nil && t.AsDuration() > 0 {
+			d.timeout = t.AsDuration()
+		}
+		for i, h := range cs.GetRequestHeadersToAdd() {
+			if h.GetHeader().GetKey() == "" {
+				return d, fmt.Errorf("collector_service.request_headers_to_add[%d].header.key: required", i)
+			}
+			d.headers = append(d.headers, [2]string{h.GetHeader().GetKey(), h.GetHeader().GetValue()})
+		}
+	} else if d.path == "" {
+		return d, errors.New("collector_endpoint: required")
+	}
+	if d.cluster == "" {
+		return d, errors.New(field + ": required")
+	}
+	if ctx.Clusters == nil || ctx.Clusters.Get(d.cluster) == nil {
+		return d, fmt.Errorf("%s: unknown cluster %q", field, d.cluster)
+	}
+	if d.host == "" {
+		d.host = d.cluster
+	}
+	return d, nil
 }
 
 // Close flushes the buffered spans and stops the reporter.
