@@ -126,17 +126,17 @@ type spanContext struct {
 	state   string // tracestate, propagated as is
 }
 
-// parseTraceparent reads "00-<32 hex>-<16 hex>-<2 hex>"; all-zero ids and
-// version ff are invalid, later versions may carry more fields.
+// parseTraceparent reads "<2 hex>-<32 hex>-<16 hex>-<2 hex>" as Envoy's
+// extractor does: exactly 55 characters, hex fields, ids not all zero
+// (the version is not checked further).
 func parseTraceparent(v []byte) (c spanContext, ok bool) {
-	if len(v) < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' || (len(v) > 55 && v[55] != '-') {
+	if len(v) != 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' {
 		return c, false
 	}
-	var ver [1]byte
-	if _, err := hex.Decode(ver[:], v[:2]); err != nil || ver[0] == 0xff || (ver[0] == 0 && len(v) != 55) {
+	var ver, flags [1]byte
+	if _, err := hex.Decode(ver[:], v[:2]); err != nil {
 		return c, false
 	}
-	var flags [1]byte
 	if _, err := hex.Decode(c.trace[:], v[3:35]); err != nil {
 		return c, false
 	}
@@ -167,16 +167,19 @@ func randomBytes(b []byte) {
 }
 
 // StartSpan starts the downstream span: a child of the traceparent the
-// request carries (whose sampled flag then wins), else a new trace.
+// request carries (whose sampled flag then wins), else a new trace; a
+// malformed traceparent traces nothing (nil), as Envoy's.
 func (t *Tracer) StartSpan(o *tracing.StartOptions) tracing.Span {
 	s := &span{t: t, name: o.Name, kind: o.Kind, start: o.Start}
 	s.ctx.sampled = o.Decision.Traced
 	if v, ok := o.Request.Get("traceparent"); ok {
-		if in, ok := parseTraceparent(v); ok {
-			s.ctx.trace, s.ctx.parent, s.ctx.sampled = in.trace, in.id, in.sampled
-			if st, ok := o.Request.Get("tracestate"); ok {
-				s.ctx.state = string(st)
-			}
+		in, ok := parseTraceparent(v)
+		if !ok {
+			return nil // Envoy's null span: nothing traced, nothing propagated
+		}
+		s.ctx.trace, s.ctx.parent, s.ctx.sampled = in.trace, in.id, in.sampled
+		if st, ok := o.Request.Get("tracestate"); ok {
+			s.ctx.state = string(st)
 		}
 	}
 	if s.ctx.trace == [16]byte{} {

@@ -1,6 +1,11 @@
 package otel
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/outrider-proxy/outrider/proxy/headers"
+	"github.com/outrider-proxy/outrider/telemetry/tracing"
+)
 
 func TestParseTraceparent(t *testing.T) {
 	const trace, span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
@@ -12,9 +17,9 @@ func TestParseTraceparent(t *testing.T) {
 		{"00-" + trace + "-" + span + "-01", true, true},
 		{"00-" + trace + "-" + span + "-00", true, false},
 		{"00-" + trace + "-" + span + "-03", true, true},         // other flags kept out
-		{"01-" + trace + "-" + span + "-01-extra", true, true},   // a later version may add fields
-		{"00-" + trace + "-" + span + "-01-extra", false, false}, // version 00 has exactly four
-		{"ff-" + trace + "-" + span + "-01", false, false},       // version ff is invalid
+		{"01-" + trace + "-" + span + "-01-extra", false, false}, // Envoy takes exactly 55 characters
+		{"ff-" + trace + "-" + span + "-01", true, true},         // and does not check the version
+		{"zz-" + trace + "-" + span + "-01", false, false},
 		{"00-00000000000000000000000000000000-" + span + "-01", false, false},
 		{"00-" + trace + "-0000000000000000-01", false, false},
 		{"00-" + trace + "-" + span + "-0x", false, false},
@@ -26,5 +31,14 @@ func TestParseTraceparent(t *testing.T) {
 		if ok != tc.ok || (ok && c.sampled != tc.sampled) {
 			t.Errorf("%q: ok %v sampled %v, want %v %v", tc.in, ok, c.sampled, tc.ok, tc.sampled)
 		}
+	}
+}
+
+func TestMalformedTraceparentIsNull(t *testing.T) {
+	tr := &Tracer{}
+	h := &headers.Map{}
+	h.Set("traceparent", "00-nothex")
+	if s := tr.StartSpan(&tracing.StartOptions{Request: h}); s != nil {
+		t.Errorf("malformed traceparent started %T", s)
 	}
 }

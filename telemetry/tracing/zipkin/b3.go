@@ -3,6 +3,7 @@ package zipkin
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"strconv"
 
 	"github.com/outrider-proxy/outrider/proxy/headers"
@@ -40,63 +41,80 @@ func parseTraceID(b []byte) (hi, lo uint64, ok bool) {
 	return 0, 0, false
 }
 
+// parseSampled reads the b3 header's sampling state: 0, 1 or d (debug).
 func parseSampled(b []byte) (sampled, ok bool) {
 	switch string(b) {
-	case "1", "true", "d":
+	case "1", "d":
 		return true, true
-	case "0", "false":
+	case "0":
 		return false, true
 	}
 	return false, false
 }
 
-// extract reads the B3 context from h: the single b3 header first, then
-// the x-b3-* headers. ok is false when h carries no (valid) trace and span
-// id; a lone sampling decision (b3: 0, x-b3-sampled) is still returned.
-func extract(h *headers.Map) (c spanContext, ok bool) {
+// errMalformed is a B3 context that is present but does not parse: Envoy
+// then traces nothing for the request (a null span).
+var errMalformed = errors.New("malformed B3 context")
+
+// extract reads the B3 context from h, as Envoy's SpanContextExtractor: the
+// single b3 header first, then x-b3-traceid and x-b3-spanid (with
+// x-b3-parentspanid). found is false when h carries no trace and span id;
+// a sampling decision alone (b3: 0, x-b3-sampled) is still returned. A
+// context that is there but malformed is errMalformed.
+func extract(h *headers.Map) (c spanContext, found bool, err error) {
 	if v, has := h.Get("b3"); has {
 		parts := bytes.Split(v, []byte{'-'})
 		if len(parts) == 1 { // sampling state only
 			c.sampled, c.sampledSet = parseSampled(parts[0])
-			return c, false
+			if !c.sampledSet {
+				return spanContext{}, false, errMalformed
+			}
+			return c, false, nil
 		}
 		if len(parts) > 4 {
-			return spanContext{}, false
+			return spanContext{}, false, errMalformed
 		}
 		var okT, okS bool
 		c.traceHigh, c.traceLow, okT = parseTraceID(parts[0])
 		c.id, okS = parseID(parts[1])
-		if !okT || !okS {
-			return spanContext{}, false
+		if !okT || !okS || len(parts[1]) != 16 {
+			return spanContext{}, false, errMalformed
 		}
 		if len(parts) > 2 {
-			c.sampled, c.sampledSet = parseSampled(parts[2])
+			if c.sampled, c.sampledSet = parseSampled(parts[2]); !c.sampledSet || len(parts[2]) != 1 {
+				return spanContext{}, false, errMalformed
+			}
 		}
 		if len(parts) > 3 {
-			c.parent, _ = parseID(parts[3])
+			var ok bool
+			if c.parent, ok = parseID(parts[3]); !ok || len(parts[3]) != 16 {
+				return spanContext{}, false, errMalformed
+			}
 		}
-		return c, true
+		return c, true, nil
 	}
-	if v, has := h.Get("x-b3-flags"); has && string(v) == "1" {
-		c.sampled, c.sampledSet = true, true // debug implies sampled
-	} else if v, has := h.Get("x-b3-sampled"); has {
-		c.sampled, c.sampledSet = parseSampled(v)
+	if v, has := h.Get("x-b3-sampled"); has {
+		// "true" is what some old Zipkin tracers send.
+		c.sampled, c.sampledSet = string(v) == "1" || string(v) == "true", true
 	}
 	tid, hasT := h.Get("x-b3-traceid")
 	sid, hasS := h.Get("x-b3-spanid")
 	if !hasT || !hasS {
-		return c, false
+		return c, false, nil
 	}
 	var okT, okS bool
 	c.traceHigh, c.traceLow, okT = parseTraceID(tid)
 	c.id, okS = parseID(sid)
 	if !okT || !okS {
-		return spanContext{sampled: c.sampled, sampledSet: c.sampledSet}, false
+		return spanContext{}, false, errMalformed
 	}
 	if p, has := h.Get("x-b3-parentspanid"); has {
-		c.parent, _ = parseID(p)
+		var ok bool
+		if c.parent, ok = parseID(p); !ok {
+			return spanContext{}, false, errMalformed
+		}
 	}
-	return c, true
+	return c, true, nil
 }
 
 func appendHex64(dst []byte, v uint64) []byte {

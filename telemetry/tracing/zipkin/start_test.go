@@ -54,3 +54,14 @@ func TestStartSpanContexts(t *testing.T) {
 		})
 	}
 }
+
+func TestStartSpanMalformedIsNull(t *testing.T) {
+	tr := &Tracer{shared: true}
+	if s := tr.StartSpan(&tracing.StartOptions{Request: hdrs("b3", "garbage-1")}); s != nil {
+		t.Errorf("malformed b3 started %T", s)
+	}
+	s := tr.StartSpan(&tracing.StartOptions{Request: hdrs(":authority", "example.com")}).(*span)
+	if s.name != "example.com" {
+		t.Errorf("span named %q, want the host", s.name)
+	}
+}

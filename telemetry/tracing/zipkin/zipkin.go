@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
+	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 	"github.com/outrider-proxy/outrider/telemetry/tracing"
 )
@@ -163,8 +164,13 @@ func (t *Tracer) Close() error {
 // a client span or one with shared_span_context off is its child. The
 // sender's sampling decision wins over the connection manager's.
 func (t *Tracer) StartSpan(o *tracing.StartOptions) tracing.Span {
-	s := &span{t: t, name: o.Name, kind: o.Kind, start: o.Start}
-	in, ok := extract(o.Request)
+	in, ok, err := extract(o.Request)
+	if err != nil {
+		return nil // Envoy's null span: nothing traced, nothing propagated
+	}
+	// Envoy's Zipkin driver names the span after the request's host; the
+	// route decorator may rename it.
+	s := &span{t: t, name: o.Request.GetString(headers.Authority), kind: o.Kind, start: o.Start}
 	s.ctx.sampled = o.Decision.Traced
 	if in.sampledSet {
 		s.ctx.sampled = in.sampled
