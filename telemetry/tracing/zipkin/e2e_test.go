@@ -1,6 +1,8 @@
 package zipkin_test
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 	"github.com/outrider-proxy/outrider/telemetry/tracing/zipkin"
@@ -351,9 +355,33 @@ func TestZipkinRouteTracingOverrides(t *testing.T) {
 	}
 	get(t, p.URL("ingress", "/route-tagged"), "x-tenant", "from-header")
 	be.next(t)
-	s := col.next(t) // the sampled-out request reported nothing
+	s := col.next(t)                                                      // the sampled-out request reported nothing
 	if s.Tags["tenant"] != "route-value" || s.Name != p.Addr("ingress") { // Zipkin names undecorated spans after the host
 		t.Errorf("route custom tag %q (the route's wins over the connection manager's), name %q", s.Tags["tenant"], s.Name)
 	}
 	p.WaitStat("http.ingress_http.tracing.not_traceable", 1)
+}
+
+func TestZipkinHTTP2Downstream(t *testing.T) {
+	p, col, be := setup(t)
+	h2 := &http.Client{Transport: &http2.Transport{AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}}
+	defer h2.CloseIdleConnections()
+	for i := range 3 { // pooled HTTP/2 streams keep no trace state between requests
+		resp, err := h2.Get(p.URL("ingress", fmt.Sprintf("/h2/%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		up := be.next(t)
+		s := col.next(t)
+		if s.Tags["http.protocol"] != "HTTP/2" || s.ID != up.Get("x-b3-spanid") || s.ParentID != "" ||
+			s.Tags["http.url"] != fmt.Sprintf("http://%s/h2/%d", p.Addr("ingress"), i) {
+			t.Errorf("request %d: span %s (parent %q) protocol %q url %q, upstream span %q", i, s.ID, s.ParentID,
+				s.Tags["http.protocol"], s.Tags["http.url"], up.Get("x-b3-spanid"))
+		}
+	}
 }
