@@ -319,6 +319,7 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 	}
 	if sr := p.GetScopedRoutes(); sr != nil {
 		if c.scoped, err = compileScoped(ctx, c.statPrefix, sr); err != nil {
+			c.tracing.close() // its reporter goroutine
 			return nil, err
 		}
 	}
