@@ -172,6 +172,9 @@ func newExporter(s sender, res []*commonpb.KeyValue, maxSpans int, sc stats.Scop
 		timerFlushed: sc.Counter("timer_flushed"), httpFailed: sc.Counter("export_failed"),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
 	if o.MinFlushSpans > 0 {
 		e.minFlush = o.MinFlushSpans
 	}

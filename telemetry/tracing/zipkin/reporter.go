@@ -48,6 +48,9 @@ func newReporter(m *upstream.Manager, d collector, sc stats.Scope, log *slog.Log
 		timerFlushed: sc.Counter("timer_flushed"), skippedNoCluster: sc.Counter("reports_skipped_no_cluster"),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
+	if r.log == nil {
+		r.log = slog.Default()
+	}
 	if o.MinFlushSpans > 0 {
 		r.minFlush = o.MinFlushSpans
 	}
