@@ -1,8 +1,8 @@
-// Package tracing is Envoy's HTTP tracing: the tracer registry (providers by
-// Envoy name such as envoy.tracers.zipkin), the Span and Tracer contracts the
-// connection manager and router drive, and the provider-independent parts
-// (x-request-id trace status, sampling, span tags). A Tracer never blocks a
-// request: spans are queued and reported by the provider's own goroutine.
+// Package tracing is Envoy's HTTP tracing core: the tracer registry (by Envoy
+// name, such as envoy.tracers.zipkin), the Span and Tracer contracts the
+// connection manager and router drive, x-request-id sampling and span tags.
+// A Tracer never blocks a request: finished spans are queued and reported by
+// the provider's own goroutine, and dropped when the queue is full.
 package tracing
 
 import (

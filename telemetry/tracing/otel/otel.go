@@ -1,8 +1,8 @@
 // Package otel is Envoy's OpenTelemetry tracer (envoy.tracers.opentelemetry):
 // W3C traceparent/tracestate propagation and spans exported as OTLP, by gRPC
 // through an envoy_grpc cluster or by HTTP through an http_service cluster.
-// Spans are batched and exported by one goroutine; a full batch drops spans
-// rather than block a request.
+// One goroutine per tracer exports batches; a full queue drops spans rather
+// than block a request.
 package otel
 
 import (

@@ -1,8 +1,8 @@
 // Package zipkin is Envoy's Zipkin tracer (envoy.tracers.zipkin): B3
 // propagation (x-b3-* and the single b3 header) and spans reported as Zipkin
-// v2 JSON by POST to collector_endpoint through collector_cluster. Spans
-// are buffered and sent by one goroutine, at min_flush_spans or on the flush
-// interval; a full buffer drops spans rather than block a request.
+// v2 JSON by POST to collector_endpoint through collector_cluster. One
+// goroutine per tracer sends batches; a full buffer drops spans rather than
+// block a request.
 package zipkin
 
 import (
