@@ -100,7 +100,8 @@ type Config struct {
 	internalCIDRs         []netip.Prefix  // internal_address_config.cidr_ranges
 	underscores           corev3.HttpProtocolOptions_HeadersWithUnderscoresAction
 	xfcc                  hcmv3.HttpConnectionManager_ForwardClientCertDetails
-	xfccDetails           xfccDetail // set_current_client_cert_details, for APPEND_FORWARD and SANITIZE_SET
+	xfccDetails           xfccDetail     // set_current_client_cert_details, for APPEND_FORWARD and SANITIZE_SET
+	tracing               *tracingConfig // nil: no tracing (tracing.go)
 
 	h2      h2Server             // HTTP/2 server shared by the config's connections
 	h2pool  sync.Pool            // of *h2Stream
@@ -131,6 +132,7 @@ func (c *Config) Close() error {
 	if c.scoped != nil {
 		c.scoped.close()
 	}
+	c.tracing.close()
 	for _, f := range c.filters {
 		if cl, ok := f.cfg.(io.Closer); ok {
 			_ = cl.Close()
@@ -151,7 +153,7 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		"preserve_external_request_id", "always_set_request_id_in_response", "normalize_path", "merge_slashes",
 		"route_specifier", "strip_port_mode", "stream_error_on_invalid_http_message", "internal_address_config",
 		"path_with_escaped_slashes_action", "http2_protocol_options", "upgrade_configs", "forward_client_cert_details",
-		"set_current_client_cert_details"); err != nil {
+		"set_current_client_cert_details", "tracing"); err != nil {
 		return nil, err
 	}
 	switch p.GetCodecType() {
@@ -316,11 +318,15 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		return nil, fmt.Errorf("http_filters: the chain must end with a terminal filter such as envoy.filters.http.router")
 	}
 	c.stats = newHCMStats(ctx.Stats, c.statPrefix)
+	if err := c.compileTracing(ctx, p); err != nil {
+		return nil, err
+	}
 	if c.drain != nil {
 		c.drain.OnStart(c.goAwayAll) // HTTP/2 connections get GOAWAY
 	}
 	if sr := p.GetScopedRoutes(); sr != nil {
 		if c.scoped, err = compileScoped(ctx, c.statPrefix, sr); err != nil {
+			c.tracing.close() // its reporter goroutine
 			return nil, err
 		}
 	}

@@ -219,6 +219,7 @@ func (s *stream) run() {
 		s.sendLocalReply(rerr.status, "", rerr.details, streaminfo.InvalidEnvoyRequestHeaders)
 		return
 	}
+	s.startTrace()
 	if s.msg.Expect100 {
 		s.req.Del("expect")
 		if err := s.ds.write100Continue(); err != nil || s.ds.flush() != nil {
@@ -285,7 +286,9 @@ func (s *stream) finish(start time.Time) {
 	st.response(s.info.ResponseCode)
 	st.rqCompleted.Inc()
 	st.rqTime.Record(uint64(time.Since(start).Milliseconds()))
-	s.info.LastDownstreamTxByte = s.info.Since(time.Now())
+	now := time.Now()
+	s.info.LastDownstreamTxByte = s.info.Since(now)
+	s.finishTrace(now)
 	if s.cfg.accessLogs != nil {
 		s.logCtx = formatter.Context{Stream: &s.info, Request: &s.req, Response: &s.resp, Trailers: s.respTrailers,
 			LogType: accesslogdatav3.AccessLogType_DownstreamEnd}

@@ -100,6 +100,7 @@ type stream struct {
 	h1tunnel   *h1Tunnel
 	tunnelEOF  atomic.Bool
 	async      <-chan func() // the terminal filter's events (Duplex); nil: none
+	trace      streamTrace   // tracing.go
 }
 
 func (s *stream) init(cfg *Config, nc *netfilter.Conn, ds downstream) {
@@ -343,6 +344,7 @@ func (s *stream) writeHeaders(h *headers.Map, end bool) {
 		s.info.FirstDownstreamTxByte = s.info.Since(time.Now())
 	}
 	s.extConnectStatus(h)
+	s.traceResponseHeaders(h)
 	if err := s.ds.writeHeaders(h, end); err != nil {
 		s.downstreamWriteFailed()
 		return

@@ -159,6 +159,7 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 	tctx := &transport.Context{Stats: ctx.Stats, Scope: scope, Log: ctx.Log, Secrets: ctx.Secrets}
 	fctx := *ctx
 	fctx.ListenerName = l.Name
+	fctx.TrafficDirection = p.GetTrafficDirection()
 	l.drain = &drain.Manager{Gradual: ctx.DrainGradual, Time: ctx.DrainTime}
 	fctx.Drain = l.drain
 	for i, fc := range p.GetFilterChains() {

@@ -11,6 +11,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrider-proxy/outrider/proxy/drain"
@@ -65,6 +66,12 @@ type Context struct {
 	Log   *slog.Logger
 	// ListenerName names the listener the chain belongs to.
 	ListenerName string
+	// TrafficDirection is the listener's traffic_direction (tracing names
+	// OUTBOUND spans "egress"); UNSPECIFIED when not set.
+	TrafficDirection corev3.TrafficDirection
+	// Tracing is the bootstrap's tracing.http provider, used by connection
+	// managers whose tracing sets no provider; nil when there is none.
+	Tracing *tracev3.Tracing_Http
 	// DrainTime bounds how long a draining connection is given
 	// (--drain-time-s); DrainGradual is --drain-strategy gradual.
 	DrainTime    time.Duration

@@ -122,7 +122,7 @@ func New(opts Options) (*Server, error) {
 	if err := confcheck.Fields(b, "", "node", "static_resources", "dynamic_resources", "admin", "cluster_manager", "layered_runtime",
 		"stats_config", "stats_flush_interval", "overload_manager", "watchdog", "watchdogs",
 		"enable_dispatcher_stats", "header_prefix", "use_tcp_for_dns_lookups", "dns_resolution_config",
-		"typed_dns_resolver_config", "fatal_actions", "default_regex_engine", "application_log_config"); err != nil {
+		"typed_dns_resolver_config", "fatal_actions", "default_regex_engine", "application_log_config", "tracing"); err != nil {
 		return nil, err
 	}
 	if hp := b.GetHeaderPrefix(); hp != "" && hp != "x-envoy" {
@@ -169,6 +169,12 @@ func New(opts Options) (*Server, error) {
 	s.clusters.LocalClusterName, s.clusters.LocalLocality = b.GetClusterManager().GetLocalClusterName(), s.node().GetLocality()
 	s.clusters.Node = s.node()
 	nctx := &netfilter.Context{Clusters: s.clusters, Stats: s.stats, Log: s.log, DrainTime: s.drainTime(), DrainGradual: !opts.DrainImmediate, Secrets: s.secrets}
+	if t := b.GetTracing(); t != nil {
+		if err := confcheck.Fields(t, "tracing", "http"); err != nil {
+			return nil, err
+		}
+		nctx.Tracing = t.GetHttp()
+	}
 	grpcOnly := grpcOnlyClusters(b)
 	if b.GetDynamicResources() != nil || hasSDS || hasRTDS(b) {
 		s.dyn = newDynamic(s, nctx)

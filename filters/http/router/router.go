@@ -44,6 +44,7 @@ type config struct {
 	clusters        *upstream.Manager
 	suppressHeaders bool           // suppress_envoy_headers
 	upstreamLogs    *accesslog.Set // upstream_log; nil logs nothing
+	startChildSpan  bool           // start_child_span: the upstream request gets its own span (tracing.go)
 }
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
@@ -58,6 +59,7 @@ func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 			return nil, err
 		}
 		c.suppressHeaders = p.GetSuppressEnvoyHeaders()
+		c.startChildSpan = p.GetStartChildSpan()
 		logs, err := accesslog.Compile(p.GetUpstreamLog(), accesslog.Options{Stats: ctx.Stats, Log: ctx.Log, Clusters: ctx.Clusters})
 		if err != nil {
 			return nil, fmt.Errorf("upstream_log: %w", err)
@@ -231,6 +233,7 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 		h.Set(headers.Authority, f.host.Hostname)
 	}
 	r.ApplyRequestHeaders(h, &f.fctx)
+	f.traceUpstream(h, name)
 	f.timeout = r.Timeout()
 	f.applyMaxStreamDuration(h)
 	if f.timeout > 0 && !f.cfg.suppressHeaders {
