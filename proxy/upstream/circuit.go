@@ -96,20 +96,13 @@ func newResources(scope stats.Scope, prio string, t *clusterv3.CircuitBreakers_T
 			r.minRetryConcurrency = int64(m.GetValue())
 		}
 	}
-	for _, x := range []struct {
-		r          *resource
-		open, rest string
-	}{{&r.cx, "cx_open", "remaining_cx"}, {&r.pending, "rq_pending_open", "remaining_pending"},
-		{&r.rq, "rq_open", "remaining_rq"}, {&r.retries, "rq_retry_open", "remaining_retries"}} {
-		x.r.open = s.Gauge(x.open)
-		if t.GetTrackRemaining() {
-			x.r.remaining = s.Gauge(x.rest)
-			x.r.remaining.Set(x.r.max)
-		}
-	}
-	s.Gauge("cx_pool_open")
 	if t.GetTrackRemaining() {
-		s.Gauge("remaining_cx_pools")
+		s.Block(breakerLayoutRemaining).Fill(r.fillGauges(true))
+		for _, x := range []*resource{&r.cx, &r.pending, &r.rq, &r.retries} {
+			x.remaining.Set(x.max)
+		}
+	} else {
+		s.Block(breakerLayout).Fill(r.fillGauges(false))
 	}
 	r.releaseCx = func() {
 		r.cx.release()
@@ -117,6 +110,32 @@ func newResources(scope stats.Scope, prio string, t *clusterv3.CircuitBreakers_T
 	}
 	r.releaseRetry = r.retries.release
 	return r
+}
+
+// The gauges of one priority's breakers, without and with track_remaining.
+var (
+	breakerLayout          = stats.LayoutOf((&resources{}).fillGauges(false))
+	breakerLayoutRemaining = stats.LayoutOf((&resources{}).fillGauges(true))
+)
+
+// fillGauges sets the open (and with remaining, the remaining_*) gauges.
+func (r *resources) fillGauges(remaining bool) stats.FillFunc {
+	return func(_ func(string) *stats.Counter, g func(string) *stats.Gauge) {
+		for _, x := range []struct {
+			r          *resource
+			open, rest string
+		}{{&r.cx, "cx_open", "remaining_cx"}, {&r.pending, "rq_pending_open", "remaining_pending"},
+			{&r.rq, "rq_open", "remaining_rq"}, {&r.retries, "rq_retry_open", "remaining_retries"}} {
+			x.r.open = g(x.open)
+			if remaining {
+				x.r.remaining = g(x.rest)
+			}
+		}
+		g("cx_pool_open")
+		if remaining {
+			g("remaining_cx_pools")
+		}
+	}
 }
 
 // compileCircuitBreakers builds the DEFAULT and HIGH priority breakers
