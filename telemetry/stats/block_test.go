@@ -300,3 +300,23 @@ func TestLayoutOfAndFill(t *testing.T) {
 	}()
 	s.Scope("q").Block(l).Fill(func(c func(string) *Counter, g func(string) *Gauge) { c("sub.b"); c("a"); g("g") })
 }
+
+func TestUsed(t *testing.T) {
+	b := NewStore().Scope("u").Block(testLayout)
+	for _, tc := range []struct {
+		name string
+		op   func() bool // changes a fresh stat, returns its Used
+		want bool
+	}{
+		{"untouched counter", func() bool { return b.Counter(0).Used() }, false},
+		{"counter Inc", func() bool { c := b.Counter(1); c.Inc(); return c.Used() && c.Value() == 1 }, true},
+		{"counter Add(0)", func() bool { c := b.Counter(2); c.Add(0); return c.Used() && c.Value() == 0 }, true},
+		{"untouched gauge", func() bool { return b.Gauge(0).Used() }, false},
+		{"gauge Set(0)", func() bool { g := b.Gauge(1); g.Set(0); return g.Used() && g.Value() == 0 }, true},
+		{"lone gauge Inc Dec", func() bool { g := NewStore().Gauge("g"); g.Inc(); g.Dec(); return g.Used() && g.Value() == 0 }, true},
+	} {
+		if got := tc.op(); got != tc.want {
+			t.Errorf("%s: Used = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

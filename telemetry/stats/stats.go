@@ -19,11 +19,17 @@ type Counter struct {
 	used atomic.Bool
 }
 
-// Inc adds one.
-func (c *Counter) Inc() { c.v.Add(1); c.used.Store(true) }
+// Inc adds one: a single atomic add.
+func (c *Counter) Inc() { c.v.Add(1) }
 
-// Add adds n.
-func (c *Counter) Add(n uint64) { c.v.Add(n); c.used.Store(true) }
+// Add adds n; adding 0 still marks the counter used, as in Envoy.
+func (c *Counter) Add(n uint64) {
+	if n == 0 {
+		c.used.Store(true)
+		return
+	}
+	c.v.Add(n)
+}
 
 // Value is the current count.
 func (c *Counter) Value() uint64 { return c.v.Load() }
@@ -32,8 +38,9 @@ func (c *Counter) Value() uint64 { return c.v.Load() }
 // call.
 func (c *Counter) Name() string { return c.id.name(c.idx) }
 
-// Used reports whether the counter was ever changed.
-func (c *Counter) Used() bool { return c.used.Load() }
+// Used reports whether the counter was ever changed (a counter only grows,
+// so any count but 0 means used).
+func (c *Counter) Used() bool { return c.v.Load() != 0 || c.used.Load() }
 
 // Gauge goes up and down. Its name is shared as a Counter's.
 type Gauge struct {
@@ -44,16 +51,24 @@ type Gauge struct {
 }
 
 // Inc adds one.
-func (g *Gauge) Inc() { g.v.Add(1); g.used.Store(true) }
+func (g *Gauge) Inc() { g.v.Add(1); g.markUsed() }
 
 // Dec subtracts one.
-func (g *Gauge) Dec() { g.v.Add(-1); g.used.Store(true) }
+func (g *Gauge) Dec() { g.v.Add(-1); g.markUsed() }
 
 // Add adds n (which may be negative).
-func (g *Gauge) Add(n int64) { g.v.Add(n); g.used.Store(true) }
+func (g *Gauge) Add(n int64) { g.v.Add(n); g.markUsed() }
 
 // Set replaces the value.
-func (g *Gauge) Set(n int64) { g.v.Store(n); g.used.Store(true) }
+func (g *Gauge) Set(n int64) { g.v.Store(n); g.markUsed() }
+
+// markUsed sets the used flag, writing it (a locked instruction) only the
+// first time.
+func (g *Gauge) markUsed() {
+	if !g.used.Load() {
+		g.used.Store(true)
+	}
+}
 
 // Value is the current value.
 func (g *Gauge) Value() int64 { return g.v.Load() }
