@@ -141,7 +141,7 @@ func (s *Store) block(prefix string, l *Layout) *Block {
 	for i := range b.gauges {
 		b.gauges[i].id, b.gauges[i].idx = &b.gname, uint32(i)
 	}
-	if s.taken(prefix) || l.dotted {
+	if s.taken(prefix) { // some stat already has a name under prefix: maybe one of ours
 		s.adopt(b)
 	}
 	b.next = s.blocks[prefix]
