@@ -2,6 +2,7 @@ package stats
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -12,7 +13,7 @@ import (
 type Layout struct {
 	counters, gauges []string
 	cidx, gidx       map[string]int
-	dotted           bool // some name contains a '.'
+	subs             []string // the distinct dot-ended prefixes of names with a '.': "a.b.c" gives "a.b."
 }
 
 // NewLayout returns the layout of the counter and gauge names, in that order
@@ -36,7 +37,9 @@ func NewLayout(counters, gauges []string) *Layout {
 				panic(fmt.Sprintf("stats.NewLayout: duplicate %s name %q", kind, n))
 			}
 			idx[n] = i
-			l.dotted = l.dotted || strings.IndexByte(n, '.') >= 0
+			if d := strings.LastIndexByte(n, '.'); d >= 0 && !slices.Contains(l.subs, n[:d+1]) {
+				l.subs = append(l.subs, n[:d+1])
+			}
 		}
 	}
 	return l
@@ -149,10 +152,8 @@ func (s *Store) block(prefix string, l *Layout) *Block {
 	s.nblockC += len(l.counters)
 	s.nblockG += len(l.gauges)
 	s.markUnder(prefix)
-	if l.dotted {
-		for _, n := range append(append([]string(nil), l.counters...), l.gauges...) {
-			s.markUnder(prefix + n)
-		}
+	for _, sub := range l.subs {
+		s.markUnder(prefix + sub)
 	}
 	return b
 }
