@@ -71,8 +71,9 @@ type resources struct {
 	freed                   broadcast
 }
 
-func newResources(scope stats.Scope, prio string, t *clusterv3.CircuitBreakers_Thresholds) *resources {
-	s := scope.Scope("circuit_breakers").Scope(prio)
+// newResources is the breakers of one priority's thresholds t (nil: the
+// defaults), without their gauges (see fillGauges).
+func newResources(t *clusterv3.CircuitBreakers_Thresholds) *resources {
 	r := &resources{budgetPercent: -1}
 	r.cx.max, r.pending.max, r.rq.max, r.retries.max = DefaultMaxConnections, DefaultMaxPendingRequests, DefaultMaxRequests, DefaultMaxRetries
 	if v := t.GetMaxConnections(); v != nil {
@@ -96,27 +97,59 @@ func newResources(scope stats.Scope, prio string, t *clusterv3.CircuitBreakers_T
 			r.minRetryConcurrency = int64(m.GetValue())
 		}
 	}
-	for _, x := range []struct {
-		r          *resource
-		open, rest string
-	}{{&r.cx, "cx_open", "remaining_cx"}, {&r.pending, "rq_pending_open", "remaining_pending"},
-		{&r.rq, "rq_open", "remaining_rq"}, {&r.retries, "rq_retry_open", "remaining_retries"}} {
-		x.r.open = s.Gauge(x.open)
-		if t.GetTrackRemaining() {
-			x.r.remaining = s.Gauge(x.rest)
-			x.r.remaining.Set(x.r.max)
-		}
-	}
-	s.Gauge("cx_pool_open")
-	if t.GetTrackRemaining() {
-		s.Gauge("remaining_cx_pools")
-	}
 	r.releaseCx = func() {
 		r.cx.release()
 		r.freed.notify()
 	}
 	r.releaseRetry = r.retries.release
 	return r
+}
+
+// breakerLayouts[d][h] are the circuit_breakers.{default,high}.* gauges of a
+// cluster, d and h telling whether that priority tracks remaining: one block
+// per cluster for both priorities.
+var breakerLayouts = func() (out [2][2]*stats.Layout) {
+	for d := range 2 {
+		for h := range 2 {
+			out[d][h] = stats.LayoutOf(fillBreakers(&resources{}, d == 1, &resources{}, h == 1))
+		}
+	}
+	return out
+}()
+
+// fillBreakers sets the gauges of the DEFAULT (def) and HIGH (high)
+// breakers: the open ones, and with track_remaining the remaining_* ones.
+func fillBreakers(def *resources, defRemaining bool, high *resources, highRemaining bool) stats.FillFunc {
+	return func(_ func(string) *stats.Counter, g func(string) *stats.Gauge) {
+		def.fillGauges(&breakerGaugeNames[0], defRemaining, g)
+		high.fillGauges(&breakerGaugeNames[1], highRemaining, g)
+	}
+}
+
+// breakerGaugeNames[p][i] are the open and remaining gauge names of
+// priority p (default, high) for cx, pending, rq, retries and (i = 4) pools.
+var breakerGaugeNames = func() (out [2][5][2]string) {
+	names := [5][2]string{{"cx_open", "remaining_cx"}, {"rq_pending_open", "remaining_pending"},
+		{"rq_open", "remaining_rq"}, {"rq_retry_open", "remaining_retries"}, {"cx_pool_open", "remaining_cx_pools"}}
+	for p, prio := range []string{"default.", "high."} {
+		for i, n := range names {
+			out[p][i] = [2]string{prio + n[0], prio + n[1]}
+		}
+	}
+	return out
+}()
+
+func (r *resources) fillGauges(names *[5][2]string, remaining bool, g func(string) *stats.Gauge) {
+	for i, x := range [...]*resource{&r.cx, &r.pending, &r.rq, &r.retries, nil} {
+		open := g(names[i][0])
+		var rest *stats.Gauge
+		if remaining {
+			rest = g(names[i][1])
+		}
+		if x != nil { // the connection pool gauges are not tracked yet
+			x.open, x.remaining = open, rest
+		}
+	}
 }
 
 // compileCircuitBreakers builds the DEFAULT and HIGH priority breakers
@@ -135,8 +168,21 @@ func compileCircuitBreakers(c *Cluster, cb *clusterv3.CircuitBreakers) {
 			}
 		}
 	}
-	c.res = newResources(c.Stats.Scope(), "default", def)
-	newResources(c.Stats.Scope(), "high", high)
+	c.res = newResources(def)
+	hi := newResources(high)
+	b2i := func(b bool) int {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	dr, hr := def.GetTrackRemaining(), high.GetTrackRemaining()
+	c.Stats.Scope().Scope("circuit_breakers").Block(breakerLayouts[b2i(dr)][b2i(hr)]).Fill(fillBreakers(c.res, dr, hi, hr))
+	for _, x := range [...]*resource{&c.res.cx, &c.res.pending, &c.res.rq, &c.res.retries, &hi.cx, &hi.pending, &hi.rq, &hi.retries} {
+		if x.remaining != nil {
+			x.remaining.Set(x.max)
+		}
+	}
 	for _, t := range cb.GetPerHostThresholds() {
 		if t.GetPriority() == corev3.RoutingPriority_DEFAULT && t.GetMaxConnections() != nil {
 			c.res.perHostCx = int64(t.GetMaxConnections().GetValue())

@@ -48,12 +48,20 @@ type HealthCheckStats struct {
 	Healthy, Degraded                                                        *stats.Gauge
 }
 
+var healthCheckLayout = stats.LayoutOf((&HealthCheckStats{}).fill)
+
 func newHealthCheckStats(s stats.Scope) *HealthCheckStats {
-	return &HealthCheckStats{
-		Attempt: s.Counter("attempt"), Success: s.Counter("success"), Failure: s.Counter("failure"),
-		NetworkFailure: s.Counter("network_failure"), PassiveFailure: s.Counter("passive_failure"),
-		VerifyCluster: s.Counter("verify_cluster"),
-		Healthy:       s.Gauge("healthy"), Degraded: s.Gauge("degraded"),
+	h := &HealthCheckStats{}
+	s.Block(healthCheckLayout).Fill(h.fill)
+	return h
+}
+
+func (h *HealthCheckStats) fill(c func(string) *stats.Counter, g func(string) *stats.Gauge) {
+	*h = HealthCheckStats{
+		Attempt: c("attempt"), Success: c("success"), Failure: c("failure"),
+		NetworkFailure: c("network_failure"), PassiveFailure: c("passive_failure"),
+		VerifyCluster: c("verify_cluster"),
+		Healthy:       g("healthy"), Degraded: g("degraded"),
 	}
 }
 

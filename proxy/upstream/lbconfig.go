@@ -93,16 +93,28 @@ func compileLB(cfg *clusterv3.Cluster, scope stats.Scope) (*lbConfig, error) {
 		if l.minRing > l.maxRing {
 			return nil, fmt.Errorf("ring hash: minimum_ring_size (%d) > maximum_ring_size (%d)", l.minRing, l.maxRing)
 		}
-		s := scope.Scope("ring_hash_lb")
-		l.ringSize, l.ringMin, l.ringMax = s.Gauge("size"), s.Gauge("min_hashes_per_host"), s.Gauge("max_hashes_per_host")
+		scope.Scope("ring_hash_lb").Block(ringHashLayout).Fill(l.fillRingHash)
 	case lbMaglev:
 		if !isPrime(l.tableSize) {
 			return nil, fmt.Errorf("The table size of maglev must be prime number")
 		}
-		s := scope.Scope("maglev_lb")
-		l.maglevMin, l.maglevMax = s.Gauge("min_entries_per_host"), s.Gauge("max_entries_per_host")
+		scope.Scope("maglev_lb").Block(maglevLayout).Fill(l.fillMaglev)
 	}
 	return l, nil
+}
+
+// The ring_hash_lb.* and maglev_lb.* gauges of a cluster.
+var (
+	ringHashLayout = stats.LayoutOf((&lbConfig{}).fillRingHash)
+	maglevLayout   = stats.LayoutOf((&lbConfig{}).fillMaglev)
+)
+
+func (l *lbConfig) fillRingHash(_ func(string) *stats.Counter, g func(string) *stats.Gauge) {
+	l.ringSize, l.ringMin, l.ringMax = g("size"), g("min_hashes_per_host"), g("max_hashes_per_host")
+}
+
+func (l *lbConfig) fillMaglev(_ func(string) *stats.Counter, g func(string) *stats.Gauge) {
+	l.maglevMin, l.maglevMax = g("min_entries_per_host"), g("max_entries_per_host")
 }
 
 func (l *lbConfig) legacy(cfg *clusterv3.Cluster) error {

@@ -71,19 +71,32 @@ type OutlierStats struct {
 	Detected, Enforced     [numEjectTypes]*stats.Counter
 }
 
+var outlierLayout = stats.LayoutOf((&OutlierStats{}).fill) // after ejectStatNames: Go orders package initialisation by dependency
+
 func newOutlierStats(s stats.Scope) *OutlierStats {
-	o := &OutlierStats{
-		EjectionsActive:        s.Gauge("ejections_active"),
-		EjectionsEnforcedTotal: s.Counter("ejections_enforced_total"),
-		EjectionsOverflow:      s.Counter("ejections_overflow"),
-		EjectionsTotal:         s.Counter("ejections_total"),
-	}
-	for i, n := range ejectNames {
-		o.Detected[i] = s.Counter("ejections_detected_" + n[0])
-		o.Enforced[i] = s.Counter("ejections_enforced_" + n[1])
-	}
+	o := &OutlierStats{}
+	s.Block(outlierLayout).Fill(o.fill)
 	return o
 }
+
+func (o *OutlierStats) fill(c func(string) *stats.Counter, g func(string) *stats.Gauge) {
+	o.EjectionsActive = g("ejections_active")
+	o.EjectionsEnforcedTotal = c("ejections_enforced_total")
+	o.EjectionsOverflow = c("ejections_overflow")
+	o.EjectionsTotal = c("ejections_total")
+	for i, n := range ejectStatNames {
+		o.Detected[i] = c(n[0])
+		o.Enforced[i] = c(n[1])
+	}
+}
+
+// ejectStatNames are the ejections_detected_* and ejections_enforced_* names.
+var ejectStatNames = func() (out [numEjectTypes][2]string) {
+	for i, n := range ejectNames {
+		out[i] = [2]string{"ejections_detected_" + n[0], "ejections_enforced_" + n[1]}
+	}
+	return out
+}()
 
 // srBucket counts requests of one interval.
 type srBucket struct{ total, success atomic.Uint64 }

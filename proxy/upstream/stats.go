@@ -108,14 +108,31 @@ type ClusterStats struct {
 	Version      *stats.Gauge
 	WarmingState *stats.Gauge
 
-	// byCode[c] is upstream_rq_<c>, created on first use.
-	byCode [600]atomic.Pointer[stats.Counter]
+	// byCode[c-100] is upstream_rq_<c>, created on first use; the table
+	// itself is made on the first response.
+	byCode atomic.Pointer[[500]atomic.Pointer[stats.Counter]]
 }
 
+// clusterLayout is the counters and gauges of every cluster, in fill order.
+var clusterLayout = stats.LayoutOf((&ClusterStats{}).fill)
+
 func newClusterStats(scope stats.Scope) *ClusterStats {
-	c, g := scope.Counter, scope.Gauge
-	return &ClusterStats{
-		scope: scope,
+	s := &ClusterStats{
+		scope:               scope,
+		UpstreamCxConnectMs: scope.Histogram("upstream_cx_connect_ms", stats.Milliseconds),
+		UpstreamCxLengthMs:  scope.Histogram("upstream_cx_length_ms", stats.Milliseconds),
+	}
+	scope.Block(clusterLayout).Fill(s.fill)
+	return s
+}
+
+// fill sets the counters and gauges (every stat but the histograms) from c
+// and g, always in the same order.
+func (s *ClusterStats) fill(c func(string) *stats.Counter, g func(string) *stats.Gauge) {
+	*s = ClusterStats{
+		scope:               s.scope,
+		UpstreamCxConnectMs: s.UpstreamCxConnectMs,
+		UpstreamCxLengthMs:  s.UpstreamCxLengthMs,
 
 		UpstreamCxTotal:                     c("upstream_cx_total"),
 		UpstreamCxHttp1Total:                c("upstream_cx_http1_total"),
@@ -145,9 +162,6 @@ func newClusterStats(scope stats.Scope) *ClusterStats {
 		UpstreamCxActive:          g("upstream_cx_active"),
 		UpstreamCxRxBytesBuffered: g("upstream_cx_rx_bytes_buffered"),
 		UpstreamCxTxBytesBuffered: g("upstream_cx_tx_bytes_buffered"),
-
-		UpstreamCxConnectMs: scope.Histogram("upstream_cx_connect_ms", stats.Milliseconds),
-		UpstreamCxLengthMs:  scope.Histogram("upstream_cx_length_ms", stats.Milliseconds),
 
 		UpstreamRqTotal:                c("upstream_rq_total"),
 		UpstreamRqCompleted:            c("upstream_rq_completed"),
@@ -237,7 +251,12 @@ func (s *ClusterStats) RecordResponse(code int) {
 	case 5:
 		s.UpstreamRq5xx.Inc()
 	}
-	p := &s.byCode[code]
+	tab := s.byCode.Load()
+	if tab == nil {
+		s.byCode.CompareAndSwap(nil, new([500]atomic.Pointer[stats.Counter]))
+		tab = s.byCode.Load()
+	}
+	p := &tab[code-100]
 	ctr := p.Load()
 	if ctr == nil {
 		ctr = s.scope.Counter("upstream_rq_" + strconv.Itoa(code))

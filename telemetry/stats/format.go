@@ -36,14 +36,14 @@ type scalar struct {
 
 func (s *Store) scalars(f Filter) []scalar {
 	var out []scalar
-	for _, c := range s.Counters() {
-		if f.show("Counters", c.name, c.Used()) {
-			out = append(out, scalar{c.name, strconv.FormatUint(c.Value(), 10)})
+	for _, c := range s.namedCounters() {
+		if f.show("Counters", c.name, c.c.Used()) {
+			out = append(out, scalar{c.name, strconv.FormatUint(c.c.Value(), 10)})
 		}
 	}
-	for _, g := range s.Gauges() {
-		if f.show("Gauges", g.name, g.Used()) {
-			out = append(out, scalar{g.name, strconv.FormatInt(g.Value(), 10)})
+	for _, g := range s.namedGauges() {
+		if f.show("Gauges", g.name, g.g.Used()) {
+			out = append(out, scalar{g.name, strconv.FormatInt(g.g.Value(), 10)})
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].name < out[j].name })
@@ -159,14 +159,14 @@ type promMetric struct {
 func (s *Store) WritePrometheus(w io.Writer, f Filter) error {
 	bw := bufio.NewWriter(w)
 	var counters, gauges, hists []promMetric
-	for _, c := range s.Counters() {
-		if f.show("Counters", c.name, c.Used()) {
-			counters = append(counters, promMetric{name: c.name, value: strconv.FormatUint(c.Value(), 10)})
+	for _, c := range s.namedCounters() {
+		if f.show("Counters", c.name, c.c.Used()) {
+			counters = append(counters, promMetric{name: c.name, value: strconv.FormatUint(c.c.Value(), 10)})
 		}
 	}
-	for _, g := range s.Gauges() {
-		if f.show("Gauges", g.name, g.Used()) {
-			gauges = append(gauges, promMetric{name: g.name, value: strconv.FormatInt(g.Value(), 10)})
+	for _, g := range s.namedGauges() {
+		if f.show("Gauges", g.name, g.g.Used()) {
+			gauges = append(gauges, promMetric{name: g.name, value: strconv.FormatInt(g.g.Value(), 10)})
 		}
 	}
 	for _, h := range s.shownHistograms(f) {

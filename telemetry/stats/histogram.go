@@ -36,7 +36,7 @@ type Histogram struct {
 	name  string
 	unit  Unit
 	zero  atomic.Uint64
-	live  [decades]atomic.Pointer[[90]atomic.Uint64] // live[exp][val-10]; nil = no value yet in that decade
+	live  atomic.Pointer[liveBins] // nil until the first value above 0
 	count atomic.Uint64
 	sum   atomic.Uint64
 
@@ -45,6 +45,10 @@ type Histogram struct {
 	cumulative []bin // bins recorded since start, as of the last merge
 	merged     bool
 }
+
+// liveBins are the unmerged counts: [exp][val-10]; nil = no value yet in
+// that decade. Made on the first value, so an unused histogram stays small.
+type liveBins [decades]atomic.Pointer[[90]atomic.Uint64]
 
 // bin is one circllhist bucket: val (10..99, or 0 for the zero bin) times
 // 10^(exp-1), holding count values.
@@ -89,11 +93,16 @@ func (h *Histogram) Record(v uint64) {
 		h.zero.Add(1)
 		return
 	}
-	d := h.live[exp].Load()
+	live := h.live.Load()
+	if live == nil {
+		h.live.CompareAndSwap(nil, new(liveBins))
+		live = h.live.Load()
+	}
+	d := live[exp].Load()
 	if d == nil {
 		d = new([90]atomic.Uint64)
-		if !h.live[exp].CompareAndSwap(nil, d) {
-			d = h.live[exp].Load()
+		if !live[exp].CompareAndSwap(nil, d) {
+			d = live[exp].Load()
 		}
 	}
 	d[val-10].Add(1)
@@ -130,8 +139,12 @@ func (h *Histogram) collect(reset bool) []bin {
 	if n := read(&h.zero); n > 0 {
 		out = append(out, bin{0, 0, n})
 	}
-	for exp := range h.live {
-		d := h.live[exp].Load()
+	live := h.live.Load()
+	if live == nil {
+		return out
+	}
+	for exp := range live {
+		d := live[exp].Load()
 		if d == nil {
 			continue
 		}
