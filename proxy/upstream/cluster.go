@@ -79,6 +79,7 @@ type Cluster struct {
 
 	// Discovery.
 	specs       []endpointSpec // STATIC/DNS endpoints
+	origDst     *originalDst   // ORIGINAL_DST's host cache; nil for other types
 	resolver    Resolver
 	family      clusterv3.Cluster_DnsLookupFamily
 	dnsRefresh  time.Duration
@@ -263,6 +264,12 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 		if c.edsService == "" {
 			c.edsService = c.Name
 		}
+	case clusterv3.Cluster_ORIGINAL_DST:
+		od, err := compileOriginalDst(c, cfg)
+		if err != nil {
+			return err
+		}
+		c.origDst = od
 	default:
 		return fmt.Errorf("type %s: unsupported cluster type", c.Type)
 	}
@@ -299,7 +306,14 @@ func (c *Cluster) tryInitialized() {
 // Hashing policies (RING_HASH, MAGLEV) use ctx.HashKey when ctx.HasHash and a
 // random hash otherwise, as Envoy does; LEAST_REQUEST reads the hosts'
 // active request counts (HostStats.RqActive).
+//
+// An ORIGINAL_DST cluster's host is the destination ctx names (its
+// downstream connection's restored local address, or the configured request
+// header), created on demand.
 func (c *Cluster) ChooseHost(ctx *LBContext) *Host {
+	if c.origDst != nil {
+		return c.origDst.choose(ctx)
+	}
 	h, panicked := c.set.Load().choose(ctx)
 	if panicked {
 		c.Stats.LbHealthyPanic.Inc()
