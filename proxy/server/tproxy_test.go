@@ -102,6 +102,7 @@ func tproxyChild(t *testing.T) {
 	}
 	t.Run("static", tproxyStatic)
 	t.Run("xds", tproxyXDS)
+	t.Run("ipv6", tproxyIPv6)
 }
 
 // tproxyStatic: static listeners and clusters.
@@ -339,4 +340,83 @@ func tpMessage[M proto.Message](t *testing.T, m M, js string) M {
 		t.Fatalf("bad test resource: %v\n%s", err, js)
 	}
 	return m
+}
+
+// tproxyIPv6: the same passthrough over IPv6 (ip6tables' REDIRECT, read back
+// with IP6T_SO_ORIGINAL_DST).
+func tproxyIPv6(t *testing.T) {
+	const target, source = "2001:db8:18::11", "2001:db8:18::20"
+	for _, a := range []string{target, source} {
+		if out, err := exec.Command("ip", "-6", "addr", "add", a+"/128", "dev", "lo", "nodad").CombinedOutput(); err != nil {
+			t.Skipf("no IPv6 in the namespace: %v: %s", err, out)
+		}
+	}
+	ln, err := net.Listen("tcp", "["+target+"]:9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for i := 0; i < 4; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				io.WriteString(c, "echo6 from "+c.RemoteAddr().String()+" "+line)
+			}()
+		}
+	}()
+	logPath := filepath.Join(t.TempDir(), "out6.log")
+	p := servertest.Start(t, fmt.Sprintf(`
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
+static_resources:
+  listeners:
+  - name: virtualOutbound6
+    address: {socket_address: {address: "::", port_value: 0}}
+    use_original_dst: true
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: PassthroughCluster
+          cluster: PassthroughCluster
+          access_log:
+%s
+  clusters:
+  - name: PassthroughCluster
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+    connect_timeout: 2s
+    upstream_bind_config: {source_address: {address: "%s", port_value: 0}}
+`, indent(fileLog(logPath, "%DOWNSTREAM_LOCAL_ADDRESS% %UPSTREAM_HOST%\n"), 10), source))
+	_, port, _ := net.SplitHostPort(p.Addr("virtualOutbound6"))
+	tpRun(t, "ip6tables", "-t", "nat", "-F", "OUTPUT")
+	tpRun(t, "ip6tables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-s", source, "-j", "RETURN")
+	tpRun(t, "ip6tables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "2001:db8:18::/64", "-j", "REDIRECT", "--to-ports", port)
+
+	c, err := net.DialTimeout("tcp", "["+target+"]:9000", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "ping\n")
+	got, err := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if want := "echo6 from [" + source + "]:"; err != nil || !strings.HasPrefix(got, want) || !strings.HasSuffix(got, " ping\n") {
+		t.Fatalf("passthrough echo = %q, %v; want %q... ping", got, err, want)
+	}
+	time.Sleep(100 * time.Millisecond) // tcp_proxy logs as its connection ends
+	p.Srv.Shutdown()
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("[%s]:9000 [%s]:9000\n", target, target); string(data) != want {
+		t.Errorf("access log = %q, want %q", data, want)
+	}
 }
