@@ -225,8 +225,11 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 }
 
 func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
-	if cfg.GetClusterType() != nil {
-		return fmt.Errorf("cluster_type %q: unsupported cluster type", cfg.GetClusterType().GetName())
+	if ct := cfg.GetClusterType(); ct != nil {
+		if ct.GetName() != originalDstClusterType {
+			return fmt.Errorf("cluster_type %q: unsupported cluster type", ct.GetName())
+		}
+		c.Type = clusterv3.Cluster_ORIGINAL_DST // its typed form, as Envoy names the factory
 	}
 	if d := cfg.GetDnsRefreshRate(); d != nil {
 		c.dnsRefresh = d.AsDuration()

@@ -19,6 +19,19 @@ import (
 // with use_http_header reads when http_header_name is unset.
 const defaultOriginalDstHeader = "x-envoy-original-dst-host"
 
+// originalDstClusterType is the cluster_type name of ORIGINAL_DST's typed
+// form (Envoy's cluster factory name).
+const originalDstClusterType = "envoy.cluster.original_dst"
+
+// isOriginalDst reports whether cfg is an ORIGINAL_DST cluster, by type or
+// by cluster_type.
+func isOriginalDst(cfg *clusterv3.Cluster) bool {
+	if ct := cfg.GetClusterType(); ct != nil {
+		return ct.GetName() == originalDstClusterType
+	}
+	return cfg.GetType() == clusterv3.Cluster_ORIGINAL_DST
+}
+
 // defaultCleanupInterval is cleanup_interval's default.
 const defaultCleanupInterval = 5 * time.Second
 

@@ -63,6 +63,8 @@ func TestOriginalDstChoose(t *testing.T) {
 			&LBContext{DownstreamConn: restored("10.0.0.1:80"), Headers: hdr("x-envoy-original-dst-host", "example.com:80")}, "10.0.0.1:80", 1},
 		{"custom header name", `{"name":"od","type":"ORIGINAL_DST","lbPolicy":"CLUSTER_PROVIDED","originalDstLbConfig":{"useHttpHeader":true,"httpHeaderName":"X-Dst"}}`,
 			&LBContext{Headers: hdr("x-dst", "10.0.0.3:8080")}, "10.0.0.3:8080", 0},
+		{"typed cluster_type", `{"name":"od","clusterType":{"name":"envoy.cluster.original_dst"},"lbPolicy":"CLUSTER_PROVIDED"}`,
+			&LBContext{DownstreamConn: restored("10.0.0.9:80")}, "10.0.0.9:80", 0},
 		{"port override", `{"name":"od","type":"ORIGINAL_DST","lbPolicy":"CLUSTER_PROVIDED","originalDstLbConfig":{"upstreamPortOverride":8443}}`,
 			&LBContext{DownstreamConn: restored("10.0.0.1:80")}, "10.0.0.1:8443", 0},
 	}
