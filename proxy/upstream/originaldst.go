@@ -96,15 +96,30 @@ func compileOriginalDst(c *Cluster, cfg *clusterv3.Cluster) (*originalDst, error
 	return o, nil
 }
 
-// destination is where ctx says to connect: the request header when
-// configured and valid, else the downstream connection's restored local
-// address, with the port override applied.
+// OriginalDstFilterStateKey is the filter-state name whose "ip:port" value
+// overrides an ORIGINAL_DST cluster's destination, as Envoy's
+// envoy.network.transport_socket.original_dst_address.
+const OriginalDstFilterStateKey = "envoy.network.transport_socket.original_dst_address"
+
+// destination is where ctx says to connect, in Envoy's order: the
+// connection's filter-state override, the request header when configured
+// and valid, else the downstream connection's restored local address; the
+// port override applies to each.
 func (o *originalDst) destination(ctx *LBContext) (netip.AddrPort, bool) {
 	if ctx == nil {
 		return netip.AddrPort{}, false
 	}
 	var dst netip.AddrPort
-	if o.header != "" && ctx.Headers != nil {
+	if dc := ctx.DownstreamConn; dc != nil {
+		if obj := dc.FilterState.Get(OriginalDstFilterStateKey); obj != nil {
+			if v, ok := obj.String(); ok {
+				if ap, err := netip.ParseAddrPort(v); err == nil {
+					dst = ap
+				}
+			}
+		}
+	}
+	if !dst.IsValid() && o.header != "" && ctx.Headers != nil {
 		if v, ok := ctx.Headers.Get(o.header); ok {
 			ap, err := netip.ParseAddrPort(strings.TrimSpace(string(v)))
 			if err != nil {

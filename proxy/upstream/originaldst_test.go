@@ -65,6 +65,11 @@ func TestOriginalDstChoose(t *testing.T) {
 			&LBContext{Headers: hdr("x-dst", "10.0.0.3:8080")}, "10.0.0.3:8080", 0},
 		{"typed cluster_type", `{"name":"od","clusterType":{"name":"envoy.cluster.original_dst"},"lbPolicy":"CLUSTER_PROVIDED"}`,
 			&LBContext{DownstreamConn: restored("10.0.0.9:80")}, "10.0.0.9:80", 0},
+		{"filter state first", useHeader, &LBContext{DownstreamConn: func() *streaminfo.Conn {
+			c := restored("10.0.0.1:80")
+			c.FilterState.Set(OriginalDstFilterStateKey, streaminfo.StringObject("10.0.0.7:7000"))
+			return c
+		}(), Headers: hdr("x-envoy-original-dst-host", "10.0.0.2:81")}, "10.0.0.7:7000", 0},
 		{"port override", `{"name":"od","type":"ORIGINAL_DST","lbPolicy":"CLUSTER_PROVIDED","originalDstLbConfig":{"upstreamPortOverride":8443}}`,
 			&LBContext{DownstreamConn: restored("10.0.0.1:80")}, "10.0.0.1:8443", 0},
 	}
