@@ -10,6 +10,9 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	originaldstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/original_dst/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
@@ -76,8 +79,27 @@ func compileOriginalDst(c *Cluster, cfg *clusterv3.Cluster) (*originalDst, error
 			return nil, fmt.Errorf("cleanup_interval: must be greater than 0")
 		}
 	}
-	if lc := cfg.GetOriginalDstLbConfig(); lc != nil {
-		if err := confcheck.Fields(lc, "original_dst_lb_config", "use_http_header", "http_header_name", "upstream_port_override"); err != nil {
+	// original_dst_lb_config, or the same fields in the typed cluster_type's
+	// OriginalDstCluster.
+	var lc interface {
+		proto.Message
+		GetUseHttpHeader() bool
+		GetHttpHeaderName() string
+		GetUpstreamPortOverride() *wrapperspb.UInt32Value
+	}
+	path := "original_dst_lb_config"
+	if c := cfg.GetOriginalDstLbConfig(); c != nil {
+		lc = c
+	}
+	if tc := cfg.GetClusterType().GetTypedConfig(); tc != nil {
+		m := &originaldstv3.OriginalDstCluster{}
+		if err := tc.UnmarshalTo(m); err != nil {
+			return nil, fmt.Errorf("cluster_type.typed_config: %w", err)
+		}
+		lc, path = m, "cluster_type.typed_config"
+	}
+	if lc != nil {
+		if err := confcheck.Fields(lc, path, "use_http_header", "http_header_name", "upstream_port_override"); err != nil {
 			return nil, err
 		}
 		if lc.GetUseHttpHeader() {
@@ -88,7 +110,7 @@ func compileOriginalDst(c *Cluster, cfg *clusterv3.Cluster) (*originalDst, error
 		}
 		if p := lc.GetUpstreamPortOverride(); p != nil {
 			if p.GetValue() == 0 || p.GetValue() > 65535 {
-				return nil, fmt.Errorf("original_dst_lb_config.upstream_port_override: %d is not a valid port", p.GetValue())
+				return nil, fmt.Errorf("%s.upstream_port_override: %d is not a valid port", path, p.GetValue())
 			}
 			o.port = uint16(p.GetValue())
 		}

@@ -70,6 +70,8 @@ func TestOriginalDstChoose(t *testing.T) {
 			c.FilterState.Set(OriginalDstFilterStateKey, streaminfo.StringObject("10.0.0.7:7000"))
 			return c
 		}(), Headers: hdr("x-envoy-original-dst-host", "10.0.0.2:81")}, "10.0.0.7:7000", 0},
+		{"typed cluster_type config", `{"name":"od","clusterType":{"name":"envoy.cluster.original_dst","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.clusters.original_dst.v3.OriginalDstCluster","useHttpHeader":true,"upstreamPortOverride":81}},"lbPolicy":"CLUSTER_PROVIDED"}`,
+			&LBContext{Headers: hdr("x-envoy-original-dst-host", "10.0.0.2:80")}, "10.0.0.2:81", 0},
 		{"port override", `{"name":"od","type":"ORIGINAL_DST","lbPolicy":"CLUSTER_PROVIDED","originalDstLbConfig":{"upstreamPortOverride":8443}}`,
 			&LBContext{DownstreamConn: restored("10.0.0.1:80")}, "10.0.0.1:8443", 0},
 	}
