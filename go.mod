@@ -39,6 +39,6 @@ require (
 	github.com/spiffe/go-spiffe/v2 v2.8.1
 	golang.org/x/crypto v0.55.0
 	golang.org/x/net v0.58.0
-	golang.org/x/sys v0.47.0 // indirect
+	golang.org/x/sys v0.47.0
 	golang.org/x/text v0.41.0 // indirect
 )

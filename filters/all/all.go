@@ -5,6 +5,8 @@ package all
 import (
 	_ "github.com/outrider-proxy/outrider/filters/http/rbac"
 	_ "github.com/outrider-proxy/outrider/filters/http/router"
+	_ "github.com/outrider-proxy/outrider/filters/listener/httpinspector"
+	_ "github.com/outrider-proxy/outrider/filters/listener/originaldst"
 	_ "github.com/outrider-proxy/outrider/filters/listener/tlsinspector"
 	_ "github.com/outrider-proxy/outrider/filters/network/rbac"
 	_ "github.com/outrider-proxy/outrider/filters/network/tcpproxy"

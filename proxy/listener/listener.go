@@ -53,10 +53,17 @@ type Listener struct {
 	opts    sockopt.ListenOptions
 
 	listenerFilters []listenerfilter.Filter
-	matcher         *filterchain.Matcher
-	chains          []*chain
-	defaultChain    *chain
-	bufferLimit     int
+	// bindToPort is false for bind_to_port: false: no socket of its own,
+	// connections only come handed over. useOriginalDst hands connections
+	// whose original destination is another listener's to that listener,
+	// found in handoff (nil: none is).
+	bindToPort     bool
+	useOriginalDst bool
+	handoff        *Table
+	matcher        *filterchain.Matcher
+	chains         []*chain
+	defaultChain   *chain
+	bufferLimit    int
 	// filtersTimeout is listener_filters_timeout (Envoy's default 15s; 0
 	// disables it); continueOnTimeout is continue_on_listener_filters_timeout.
 	filtersTimeout    time.Duration
@@ -101,11 +108,8 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 		"tcp_backlog_size", "socket_options", "freebind", "transparent", "stat_prefix", "traffic_direction",
 		"metadata", "drain_type", "listener_filters_timeout", "continue_on_listener_filters_timeout",
 		"ignore_global_conn_limit", "bind_to_port", "enable_mptcp", "max_connections_to_accept_per_socket_event",
-		"access_log"); err != nil {
+		"access_log", "use_original_dst"); err != nil {
 		return nil, err
-	}
-	if !p.GetBindToPort().GetValue() && p.GetBindToPort() != nil {
-		return nil, fmt.Errorf("bind_to_port: false (listeners reached only through original_dst) is not supported by outrider yet")
 	}
 	network, address, err := sockopt.AddrFromProto(p.GetAddress())
 	if err != nil {
@@ -118,7 +122,9 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 		log:         ctx.Log,
 		nextID:      ids,
 		conns:       map[*tracked]struct{}{},
+		bindToPort:  p.GetBindToPort() == nil || p.GetBindToPort().GetValue(),
 	}
+	l.useOriginalDst = p.GetUseOriginalDst().GetValue()
 	if l.Name == "" {
 		l.Name = address
 	}
@@ -142,6 +148,18 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 		prefix = strings.ReplaceAll(address, ":", "_")
 	}
 	scope := ctx.Stats.Scope("listener." + prefix)
+	if l.useOriginalDst {
+		// As Envoy, use_original_dst implies an original_dst listener filter first.
+		f, err := listenerfilter.Registry.Lookup(originalDstFilter, "")
+		if err != nil {
+			return nil, fmt.Errorf("use_original_dst: %w", err)
+		}
+		inst, err := f(nil, scope)
+		if err != nil {
+			return nil, fmt.Errorf("use_original_dst: %w", err)
+		}
+		l.listenerFilters = append(l.listenerFilters, inst)
+	}
 	for i, lf := range p.GetListenerFilters() {
 		f, err := listenerfilter.Registry.Lookup(lf.GetName(), lf.GetTypedConfig().GetTypeUrl())
 		if err != nil {
@@ -243,8 +261,15 @@ func buildChain(fc *listenerv3.FilterChain, ctx *netfilter.Context, tctx *transp
 	return c, nil
 }
 
-// Bind opens the listening socket.
+// originalDstFilter is the listener filter use_original_dst implies.
+const originalDstFilter = "envoy.filters.listener.original_dst"
+
+// Bind opens the listening socket; it does nothing for a bind_to_port:
+// false listener.
 func (l *Listener) Bind(ctx context.Context) error {
+	if !l.bindToPort {
+		return nil
+	}
 	ln, err := sockopt.Listen(ctx, l.network, l.address, l.opts)
 	if err != nil {
 		return fmt.Errorf("listener %q: %w", l.Name, err)
@@ -254,8 +279,12 @@ func (l *Listener) Bind(ctx context.Context) error {
 	return nil
 }
 
-// Addr is the bound address; nil before Bind.
+// Addr is the bound address; nil before Bind. A bind_to_port: false
+// listener's is its configured address.
 func (l *Listener) Addr() net.Addr {
+	if !l.bindToPort {
+		return l.configuredAddr()
+	}
 	if l.sock == nil {
 		return nil
 	}
@@ -266,7 +295,7 @@ func (l *Listener) Addr() net.Addr {
 // listener whose accept loop runs already, it returns at once: that loop
 // hands connections to l from now on.
 func (l *Listener) Serve() {
-	if l.sock.serving.Swap(true) {
+	if l.sock == nil || l.sock.serving.Swap(true) {
 		return
 	}
 	l.sock.serve()
@@ -288,11 +317,29 @@ func (l *Listener) serveConn(c net.Conn) {
 // runtime shrink the goroutine's stack.
 func (l *Listener) handle(t *tracked) {
 	start := time.Now()
+	info := l.connInfo(t.conn, start)
+	l.serve(t, t.conn, info, start, true)
+}
+
+// serve runs the listener filters on c (t.conn, or what earlier listener
+// filters made of it), hands the connection over to the listener of its
+// original destination when mayHandOff, and otherwise runs it to its end.
+func (l *Listener) serve(t *tracked, c net.Conn, info *streaminfo.Conn, start time.Time, mayHandOff bool) {
+	c, ok := l.runListenerFilters(c, info)
+	if ok && mayHandOff {
+		if to := l.handoffTarget(info); to != nil {
+			l.untrack(t)
+			to.adopt(t.conn, c, info, start)
+			return
+		}
+	}
 	l.st.cxTotal.Inc()
 	l.st.cxActive.Inc()
-	info := l.connInfo(t.conn, start)
 	defer l.finish(t, info, start)
-	nc, terminal, wrapped := l.accept(t, info)
+	if !ok {
+		return
+	}
+	nc, terminal, wrapped := l.accept(t, c, info)
 	if wrapped != nil {
 		defer wrapped.Close()
 	}
@@ -330,19 +377,21 @@ func (l *Listener) finish(t *tracked, info *streaminfo.Conn, start time.Time) {
 	l.st.cxActive.Dec()
 	l.st.cxDestroy.Inc()
 	l.st.cxLength.Record(uint64(time.Since(start).Milliseconds()))
+	l.untrack(t)
+}
+
+// untrack forgets t, which ended or was handed over to another listener.
+func (l *Listener) untrack(t *tracked) {
 	l.mu.Lock()
 	delete(l.conns, t)
 	l.mu.Unlock()
 	l.wg.Done()
 }
 
-// accept runs the listener filters, picks the filter chain, runs its
-// transport socket handshake and its non-terminal network filters. It
-// returns the connection for the chain's terminal filter, nil terminal when
-// the connection is to be closed, and the transport-wrapped connection to
-// close at the end (nil when none).
-func (l *Listener) accept(t *tracked, info *streaminfo.Conn) (_ *netfilter.Conn, _ netfilter.Terminal, wrapped net.Conn) {
-	c := t.conn
+// runListenerFilters runs the listener filters on c under
+// listener_filters_timeout. It returns the connection as they left it, and
+// false when the connection is to be closed.
+func (l *Listener) runListenerFilters(c net.Conn, info *streaminfo.Conn) (net.Conn, bool) {
 	if len(l.listenerFilters) > 0 && l.filtersTimeout > 0 {
 		_ = c.SetReadDeadline(time.Now().Add(l.filtersTimeout))
 	}
@@ -356,13 +405,22 @@ func (l *Listener) accept(t *tracked, info *streaminfo.Conn) (_ *netfilter.Conn,
 			}
 			l.log.Debug("listener filter closed connection", "listener", l.Name, "err", err)
 			if !errors.Is(err, os.ErrDeadlineExceeded) || !l.continueOnTimeout {
-				return nil, nil, nil
+				return c, false
 			}
 		}
 	}
 	if len(l.listenerFilters) > 0 && l.filtersTimeout > 0 {
 		_ = c.SetReadDeadline(time.Time{})
 	}
+	return c, true
+}
+
+// accept picks the filter chain, runs its transport socket handshake and
+// its non-terminal network filters. It returns the connection for the
+// chain's terminal filter, nil terminal when the connection is to be
+// closed, and the transport-wrapped connection to close at the end (nil
+// when none).
+func (l *Listener) accept(t *tracked, c net.Conn, info *streaminfo.Conn) (_ *netfilter.Conn, _ netfilter.Terminal, wrapped net.Conn) {
 	ch := l.pick(info)
 	if ch == nil {
 		l.st.noChain.Inc()

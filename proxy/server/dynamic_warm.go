@@ -158,6 +158,7 @@ func (d *dynamic) addWarming(name string, lp *listenerv3.Listener, old *listener
 		return fmt.Errorf("listener %q: %v", name, err)
 	}
 	w.l = l
+	l.UseHandoff(&d.s.handoff)
 	if old == nil {
 		if err := l.Bind(context.Background()); err != nil {
 			l.Close()

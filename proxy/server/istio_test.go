@@ -43,6 +43,9 @@ var updateGolden = flag.Bool("update", false, "rewrite golden files")
 // accepted shows up as a diff there.
 func TestIstioBookinfoSidecar(t *testing.T) {
 	dir := "../../../shared/istio-bookinfo/resources"
+	if d := os.Getenv("OUTRIDER_ISTIO_BOOKINFO"); d != "" { // a worktree elsewhere
+		dir = filepath.Join(d, "resources")
+	}
 	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
 	if len(files) == 0 {
 		t.Skip("istio-bookinfo resources not present")

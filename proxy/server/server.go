@@ -99,6 +99,9 @@ type Server struct {
 	lsecrets    map[*listener.Listener][]string // SDS names a static listener waits for before serving
 	connIDs     atomic.Uint64
 	pipes       map[string]string // static clusters whose endpoint is a unix socket (pipe): name → path
+	// handoff finds the active listener of an original destination for
+	// use_original_dst listeners; kept current with listeners.
+	handoff listener.Table
 }
 
 // New compiles the bootstrap. Errors name the field path.
@@ -224,6 +227,7 @@ func New(opts Options) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("static_resources.listeners[%d] (%s): %w", i, lp.GetName(), err)
 		}
+		l.UseHandoff(&s.handoff)
 		s.listeners = append(s.listeners, l)
 		for _, r := range lrefs[i] {
 			if r.cs != nil {
@@ -231,6 +235,7 @@ func New(opts Options) (*Server, error) {
 			}
 		}
 	}
+	s.handoff.Set(s.listeners)
 	if a := b.GetAdmin(); a != nil {
 		if err := confcheck.Fields(a, "admin", "address", "access_log", "access_log_path", "profile_path", "socket_options", "ignore_global_conn_limit"); err != nil {
 			return nil, err
@@ -562,6 +567,7 @@ func (s *Server) addListener(l, old *listener.Listener) {
 	if l != nil {
 		s.listeners = append(s.listeners, l)
 	}
+	s.handoff.Set(s.listeners)
 	active, draining := len(s.listeners), len(s.draining)
 	s.listenersMu.Unlock()
 	lm := s.stats.Scope("listener_manager")

@@ -82,6 +82,10 @@ type Conn struct {
 	StartTime           time.Time
 	ListenerName        string
 	FilterChainName     string
+	// LocalAddrRestored tells that a listener filter (original_dst) set
+	// LocalAddr to the connection's original destination; false means
+	// LocalAddr is the socket's own local address.
+	LocalAddrRestored bool
 	// TLS describes the downstream TLS session; nil on plaintext.
 	TLS *TLSInfo
 	// FilterState holds connection-lifespan filter state, visible to every

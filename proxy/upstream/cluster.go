@@ -84,6 +84,7 @@ type Cluster struct {
 
 	// Discovery.
 	specs       []endpointSpec // STATIC/DNS endpoints
+	origDst     *originalDst   // ORIGINAL_DST's host cache; nil for other types
 	resolver    Resolver
 	family      clusterv3.Cluster_DnsLookupFamily
 	dnsRefresh  time.Duration
@@ -229,8 +230,11 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 }
 
 func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
-	if cfg.GetClusterType() != nil {
-		return fmt.Errorf("cluster_type %q: unsupported cluster type", cfg.GetClusterType().GetName())
+	if ct := cfg.GetClusterType(); ct != nil {
+		if ct.GetName() != originalDstClusterType {
+			return fmt.Errorf("cluster_type %q: unsupported cluster type", ct.GetName())
+		}
+		c.Type = clusterv3.Cluster_ORIGINAL_DST // its typed form, as Envoy names the factory
 	}
 	if d := cfg.GetDnsRefreshRate(); d != nil {
 		c.dnsRefresh = d.AsDuration()
@@ -268,6 +272,12 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 		if c.edsService == "" {
 			c.edsService = c.Name
 		}
+	case clusterv3.Cluster_ORIGINAL_DST:
+		od, err := compileOriginalDst(c, cfg)
+		if err != nil {
+			return err
+		}
+		c.origDst = od
 	default:
 		return fmt.Errorf("type %s: unsupported cluster type", c.Type)
 	}
@@ -304,7 +314,14 @@ func (c *Cluster) tryInitialized() {
 // Hashing policies (RING_HASH, MAGLEV) use ctx.HashKey when ctx.HasHash and a
 // random hash otherwise, as Envoy does; LEAST_REQUEST reads the hosts'
 // active request counts (HostStats.RqActive).
+//
+// An ORIGINAL_DST cluster's host is the destination ctx names (its
+// downstream connection's restored local address, or the configured request
+// header), created on demand.
 func (c *Cluster) ChooseHost(ctx *LBContext) *Host {
+	if c.origDst != nil {
+		return c.origDst.choose(ctx)
+	}
 	h, panicked := c.set.Load().choose(ctx)
 	if panicked {
 		c.Stats.LbHealthyPanic.Inc()

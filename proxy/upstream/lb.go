@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
 )
 
@@ -18,6 +19,8 @@ type LBContext struct {
 	HasHash bool
 	// DownstreamConn is the downstream connection, nil when unknown.
 	DownstreamConn *streaminfo.Conn
+	// Headers are the request's headers; nil for TCP or when unknown.
+	Headers *headers.Map
 }
 
 // picker chooses one host out of a fixed, non-empty list. Implementations are

@@ -155,6 +155,13 @@ func (l *lbConfig) legacy(cfg *clusterv3.Cluster) error {
 		if v := cfg.GetMaglevLbConfig().GetTableSize(); v != nil {
 			l.tableSize = v.GetValue()
 		}
+	case clusterv3.Cluster_CLUSTER_PROVIDED:
+		// The cluster chooses its hosts itself (ORIGINAL_DST); the host
+		// set's round robin is never asked.
+		if !isOriginalDst(cfg) {
+			return fmt.Errorf("lb_policy: LB policy CLUSTER_PROVIDED is not valid for Cluster type %s. 'CLUSTER_PROVIDED' is allowed only with cluster type 'ORIGINAL_DST'", cfg.GetType())
+		}
+		l.kind = lbRoundRobin
 	default:
 		return fmt.Errorf("lb_policy %s is not supported yet", p)
 	}

@@ -169,6 +169,10 @@ func (c *Cluster) start(src EndpointSource) {
 	case clusterv3.Cluster_EDS:
 		c.publishIfEmpty()
 		c.startEDS(src)
+	case clusterv3.Cluster_ORIGINAL_DST:
+		c.publishIfEmpty()
+		c.markInitialized()
+		c.origDst.start()
 	}
 }
 

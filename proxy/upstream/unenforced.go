@@ -50,7 +50,7 @@ func Unenforced(c *clusterv3.Cluster) []string {
 	add(c.GetDnsResolutionConfig() != nil, "dns_resolution_config")
 	add(c.GetTypedDnsResolverConfig() != nil, "typed_dns_resolver_config")
 	add(c.GetWaitForWarmOnInit() != nil, "wait_for_warm_on_init")
-	add(c.GetCleanupInterval() != nil, "cleanup_interval")
+	add(c.GetCleanupInterval() != nil && !isOriginalDst(c), "cleanup_interval")
 	if b := c.GetUpstreamBindConfig(); b != nil {
 		add(b.GetFreebind() != nil, "upstream_bind_config.freebind")
 		add(len(b.GetSocketOptions()) > 0, "upstream_bind_config.socket_options")
@@ -58,7 +58,7 @@ func Unenforced(c *clusterv3.Cluster) []string {
 		add(b.GetLocalAddressSelector() != nil, "upstream_bind_config.local_address_selector")
 	}
 	add(c.GetLbSubsetConfig() != nil, "lb_subset_config")
-	add(c.GetOriginalDstLbConfig() != nil, "original_dst_lb_config")
+	add(c.GetOriginalDstLbConfig() != nil && !isOriginalDst(c), "original_dst_lb_config")
 	if l := c.GetCommonLbConfig(); l != nil {
 		add(l.GetUpdateMergeWindow() != nil, "common_lb_config.update_merge_window")
 		add(l.GetIgnoreNewHostsUntilFirstHc(), "common_lb_config.ignore_new_hosts_until_first_hc")

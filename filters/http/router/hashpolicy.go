@@ -20,7 +20,7 @@ import (
 // stops the walk once any hash exists (even when it gave none itself).
 func (f *filter) lbContext() *upstream.LBContext {
 	info := f.cb.Info()
-	f.lb = upstream.LBContext{DownstreamConn: info.Conn}
+	f.lb = upstream.LBContext{DownstreamConn: info.Conn, Headers: f.cb.RequestHeaders()}
 	var key uint64
 	for i := range f.route.HashPolicies() {
 		p := &f.route.HashPolicies()[i]

@@ -174,7 +174,7 @@ func (f *filter) ServeConn(c *netfilter.Conn) {
 func (f *filter) connect(cl *upstream.Cluster, c *netfilter.Conn) (*upstream.UpstreamConn, error) {
 	var lastErr error
 	for i := 0; i < max(f.attempts, 1); i++ {
-		h := cl.ChooseHost(&upstream.LBContext{})
+		h := cl.ChooseHost(&upstream.LBContext{DownstreamConn: c.Info})
 		if h == nil {
 			cl.Stats.UpstreamCxNoneHealthy.Inc()
 			return nil, fmt.Errorf("cluster %q: no healthy upstream", cl.Name)
