@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	uuidv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/request_id/uuid/v3"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -110,6 +112,10 @@ type Config struct {
 	// drainTimeout is drain_timeout: the time between the HTTP/2 shutdown
 	// notice and the real GOAWAY (goaway.go); Envoy's default is 5 s.
 	drainTimeout time.Duration
+	// proxy100 is proxy_100_continue: an HTTP/1.1 client's Expect:
+	// 100-continue goes upstream and the upstream's 100 Continue comes back,
+	// instead of the connection manager answering it (see Continue100).
+	proxy100 bool
 }
 
 type filterEntry struct {
@@ -153,7 +159,10 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		"preserve_external_request_id", "always_set_request_id_in_response", "normalize_path", "merge_slashes",
 		"route_specifier", "strip_port_mode", "stream_error_on_invalid_http_message", "internal_address_config",
 		"path_with_escaped_slashes_action", "http2_protocol_options", "upgrade_configs", "forward_client_cert_details",
-		"set_current_client_cert_details", "tracing"); err != nil {
+		"set_current_client_cert_details", "tracing", "proxy_100_continue", "request_id_extension"); err != nil {
+		return nil, err
+	}
+	if err := checkRequestIDExtension(p.GetRequestIdExtension()); err != nil {
 		return nil, err
 	}
 	switch p.GetCodecType() {
@@ -184,6 +193,7 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		stripMatchingPort:  p.GetStripMatchingHostPort(),
 		accept10:           p.GetHttpProtocolOptions().GetAcceptHttp_10(),
 		drainTimeout:       5 * time.Second,
+		proxy100:           p.GetProxy_100Continue(),
 	}
 	if d := p.GetDrainTimeout(); d != nil {
 		c.drainTimeout = d.AsDuration()
@@ -347,4 +357,30 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		})
 	}
 	return c, nil
+}
+
+// checkRequestIDExtension accepts request_id_extension when it is Envoy's
+// default, envoy.request_id.uuid with the trace reason packed into the
+// UUID and trace sampling by request id: what outrider does (see
+// telemetry/tracing's trace status). Anything else is refused by name.
+func checkRequestIDExtension(e *hcmv3.RequestIDExtension) error {
+	if e == nil {
+		return nil
+	}
+	cfg := &uuidv3.UuidRequestIdConfig{}
+	if tc := e.GetTypedConfig(); tc == nil || tc.MessageIs(cfg) {
+		if tc != nil {
+			if err := tc.UnmarshalTo(cfg); err != nil {
+				return fmt.Errorf("request_id_extension.typed_config: %w", err)
+			}
+		}
+		if v := cfg.GetPackTraceReason(); v != nil && !v.GetValue() {
+			return fmt.Errorf("request_id_extension: pack_trace_reason: false is not supported by outrider yet")
+		}
+		if v := cfg.GetUseRequestIdForTraceSampling(); v != nil && !v.GetValue() {
+			return fmt.Errorf("request_id_extension: use_request_id_for_trace_sampling: false is not supported by outrider yet")
+		}
+		return nil
+	}
+	return fmt.Errorf("request_id_extension: %s is not supported by outrider yet (only envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig)", e.GetTypedConfig().GetTypeUrl())
 }

@@ -221,10 +221,14 @@ func (s *stream) run() {
 	}
 	s.startTrace()
 	if s.msg.Expect100 {
-		s.req.Del("expect")
-		if err := s.ds.write100Continue(); err != nil || s.ds.flush() != nil {
-			s.downstreamWriteFailed()
-			return
+		if s.cfg.proxy100 {
+			s.pending100 = true // the upstream's 100 Continue answers it (Continue100)
+		} else {
+			s.req.Del("expect")
+			if err := s.ds.write100Continue(); err != nil || s.ds.flush() != nil {
+				s.downstreamWriteFailed()
+				return
+			}
 		}
 	}
 	s.iterHeaders(&s.dec, 0, s.reqDone)

@@ -29,6 +29,22 @@ func (s *stream) Duplex(ch <-chan func()) { s.async = ch }
 // (HTTP/2); nil when the downstream cannot tell (HTTP/1).
 func (s *stream) DownstreamContext() context.Context { return s.ds.context() }
 
+// Continue100 answers the client's Expect: 100-continue, once, when
+// proxy_100_continue left it to the upstream: the router calls it when the
+// upstream's 100 Continue arrives, or at once when the upstream cannot
+// relay one (HTTP/2, whose client transport answers it itself). It reports
+// whether the client was waiting for it; a write failure resets the stream.
+func (s *stream) Continue100() bool {
+	if !s.pending100 {
+		return false
+	}
+	s.pending100 = false
+	if err := s.ds.write100Continue(); err != nil || s.ds.flush() != nil {
+		s.downstreamWriteFailed()
+	}
+	return true
+}
+
 // bodyPiece is one result of the downstream codec's readData.
 type bodyPiece struct {
 	p    []byte

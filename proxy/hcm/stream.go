@@ -81,6 +81,7 @@ type stream struct {
 	dec, enc side
 
 	localReplied    bool         // a local reply replaced the response
+	pending100      bool         // proxy_100_continue: the client's Expect: 100-continue is not answered yet
 	responseStarted bool         // headers went to the codec
 	responseDone    bool         // the last byte went to the codec
 	reset           bool         // the stream was abandoned; close the connection
@@ -123,6 +124,7 @@ func (s *stream) begin(now time.Time) {
 	s.route, s.routeSet = nil, false
 	s.async = nil
 	s.localReplied, s.responseStarted, s.responseDone, s.reset, s.closeAfter, s.writeErr, s.reqDone = false, false, false, false, false, false, false
+	s.pending100 = false
 	s.extConnect, s.tunnel, s.h1tunnel = false, nil, nil
 	s.tunnelEOF.Store(false)
 	s.resp.Reset()

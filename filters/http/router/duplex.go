@@ -219,7 +219,10 @@ func (f *filter) h1StartReader() bool {
 			resp.Reset()
 			msg, err = dec.ReadResponseHeaders(resp, method)
 			if err != nil || !(msg.Status >= 100 && msg.Status < 200 && msg.Status != 101) {
-				break // 1xx from upstream are not proxied
+				break // 1xx from upstream are not proxied, but for 100 Continue (below)
+			}
+			if msg.Status == 100 && !p.post(f.continue100) {
+				return
 			}
 		}
 		if !p.post(func() { f.h1Head(msg, err) }) || err != nil || msg.NoBody || !f.bodyOn {
@@ -316,4 +319,13 @@ func (f *filter) stopH1Reader() {
 	p, conn := f.pump, f.pc.Conn
 	f.pump = nil
 	p.stop(func() { _ = conn.SetReadDeadline(time.Now()) })
+}
+
+// continue100 relays an upstream's 100 Continue to a client whose Expect:
+// 100-continue the connection manager left to the upstream
+// (proxy_100_continue); it does nothing otherwise.
+func (f *filter) continue100() {
+	if c, ok := f.cb.(interface{ Continue100() bool }); ok {
+		c.Continue100()
+	}
 }

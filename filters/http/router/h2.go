@@ -66,6 +66,9 @@ var h2Skip = map[string]bool{
 // h2Send starts the request upstream as an HTTP/2 stream; with end it
 // waits for and streams back the response.
 func (f *filter) h2Send(h *headers.Map, end bool) {
+	// x/net's client transport answers Expect: 100-continue itself and
+	// never shows the upstream's 100: the client is told to go on now.
+	f.continue100()
 	u := &h2Up{pool: f.cluster.H2PoolFor(f.host, f.cluster.TLSOverride(h))}
 	parent := context.Background()
 	if f.downCtx != nil {

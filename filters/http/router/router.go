@@ -280,10 +280,12 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	}
 	if end {
 		f.sendAndAwait()
-	} else if f.downCtx != nil {
-		// HTTP/2 client: the headers go now and the response may start
-		// before the body. An HTTP/1 request's headers go with its first body
-		// piece (a malformed body never reaches the upstream).
+	} else if f.downCtx != nil || h.Has("expect") {
+		// HTTP/2 client, or an Expect: 100-continue the connection manager
+		// left to the upstream (proxy_100_continue): the headers go now and
+		// the response (or the 100) may start before the body. Otherwise an
+		// HTTP/1 request's headers go with its first body piece (a malformed
+		// body never reaches the upstream).
 		if err := f.codec.enc.Flush(); err != nil {
 			f.upstreamFailed(err, false)
 		} else {
@@ -466,6 +468,9 @@ func (f *filter) awaitResponse() {
 			return
 		}
 		if code := resp.StatusCode(); code >= 100 && code < 200 && code != 101 {
+			if code == 100 {
+				f.continue100()
+			}
 			continue // 1xx from upstream are not proxied (proxy_100_continue is off)
 		}
 		msg = m
