@@ -4,7 +4,7 @@ BIN := bin/outrider
 RACE_PKGS := ./proxy/... ./filters/... ./telemetry/... ./xds/...
 FUZZTIME ?= 30s
 
-.PHONY: all build run run-xds test test-race vet fuzz bench bench-compare conformance conformance-xds clean
+.PHONY: all build run run-xds test test-race vet fuzz bench bench-check bench-compare conformance conformance-xds clean
 
 all: build
 
@@ -35,6 +35,13 @@ fuzz:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./bench/ ./proxy/http1/
+
+# The allocation goals of issue 7 as a gate (never part of make test): 0 allocs/op on the
+# HTTP/1.1 and TCP proxy paths, counted over the whole process.
+bench-check:
+	$(GO) test -run='^$$' -bench='^Benchmark(HTTP1Proxy|TCPProxy)$$' -benchmem -benchtime=20000x ./bench/ | tee /tmp/outrider-bench-check.txt
+	@awk '/^Benchmark/ { for (i = 1; i <= NF; i++) if ($$i == "allocs/op" && $$(i-1) + 0 > 0) { print "bench-check: " $$1 " makes " $$(i-1) " allocs/op, want 0"; bad = 1 } } END { exit bad }' /tmp/outrider-bench-check.txt
+	@echo "bench-check: 0 allocs/op on the HTTP/1.1 and TCP paths"
 
 # Outrider against nginx, HAProxy, Caddy and httputil on loopback (about 9 min;
 # SECS, TCP_SECS, LAT_SECS, ROUNDS, IDLE_N shorten it). Installs the peers if missing.
