@@ -255,6 +255,9 @@ func (f *filter) h2Arm() {
 			d, kind = t, armIdle
 		}
 	}
+	if t, ok := f.tryIdleEnd(d); ok {
+		d, kind = t, armTryIdle
+	}
 	u.kind.Store(kind)
 	if kind == armNone {
 		if u.timer != nil {
@@ -281,6 +284,7 @@ func (f *filter) h2Timers() {
 	if f.policy != nil && f.policy.perTry > 0 {
 		f.tryDeadline = time.Now().Add(f.policy.perTry)
 	}
+	f.startTryIdle()
 	f.idle = f.cb.StreamIdleTimeout()
 	if f.h2 != nil {
 		f.h2Arm()
@@ -430,6 +434,7 @@ func (f *filter) h2Failed(err error, started bool) {
 	if context.Cause(u.ctx) == errUpTimeout {
 		kind := u.kind.Load()
 		f.idleArmed, f.perTryArmed = kind == armIdle, kind == armPerTry
+		f.ti.armed = kind == armTryIdle
 		f.upstreamFailed(os.ErrDeadlineExceeded, started)
 		return
 	}

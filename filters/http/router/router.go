@@ -124,6 +124,7 @@ type filter struct {
 	attempts    int
 	tryDeadline time.Time // per_try_timeout's end for this attempt; zero: none
 	perTryArmed bool
+	ti          tryIdle // per_try_idle_timeout (pertryidle.go)
 	lb          upstream.LBContext
 	lctx        lazyCtx
 	trl         headers.Map // response trailers, kept across streams
@@ -427,6 +428,7 @@ func (f *filter) requestSent() {
 	if f.policy != nil && f.policy.perTry > 0 {
 		f.tryDeadline = time.Now().Add(f.policy.perTry)
 	}
+	f.startTryIdle()
 }
 
 // awaitResponse reads the upstream response and streams it back.
@@ -597,6 +599,9 @@ func (f *filter) armRead() {
 		if t := time.Now().Add(f.idle); d.IsZero() || t.Before(d) {
 			d, f.idleArmed = t, true
 		}
+	}
+	if t, ok := f.tryIdleEnd(d); ok {
+		d, f.idleArmed, f.perTryArmed = t, false, false
 	}
 	if f.downstreamDone() {
 		d = time.Now() // the client is gone: stop waiting for the upstream
