@@ -74,6 +74,9 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 	if f.downCtx != nil {
 		parent = f.downCtx // a client reset cancels the upstream stream (RST_STREAM CANCEL)
 	}
+	if f.highPriority() {
+		parent = upstream.WithHighPriority(parent) // the cluster's HIGH circuit breakers
+	}
 	u.ctx, u.cancel = context.WithCancelCause(parent)
 	f.h2 = u
 	req := &http.Request{Method: "GET", Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, h.Len()),
@@ -479,7 +482,7 @@ func (f *filter) h2Release() {
 		u.resp.Body.Close()
 	}
 	if u.started {
-		u.pool.Done()
+		u.pool.DoneCtx(u.ctx)
 	}
 }
 

@@ -241,7 +241,7 @@ func (f *filter) tryRetry(why retryOn, before func()) bool {
 		f.cb.Info().SetFlag(streaminfo.UpstreamRetryLimitExceeded)
 		return false
 	}
-	ok, done := f.cluster.AdmitRetry()
+	ok, done := f.cluster.AdmitRetryPriority(f.highPriority())
 	if !ok {
 		return false
 	}
@@ -326,7 +326,12 @@ type lazyCtx struct {
 	parent   context.Context // the client's stream; nil: Background
 	ctx      context.Context
 	cancel   context.CancelFunc
+	high     bool // the route's priority is HIGH (upstream.Prioritized)
 }
+
+// HighPriority implements upstream.Prioritized: the pool applies the
+// cluster's HIGH circuit breakers to a route of priority HIGH.
+func (c *lazyCtx) HighPriority() bool { return c.high }
 
 func (c *lazyCtx) real() context.Context {
 	if c.ctx == nil {

@@ -361,6 +361,7 @@ func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
 // connect takes a pooled connection to the chosen host.
 func (f *filter) connect() bool {
 	f.lctx.reset(f.deadline, f.downCtx)
+	f.lctx.high = f.highPriority()
 	pc, err := f.cluster.PoolFor(f.host, f.cluster.TLSOverride(f.cb.RequestHeaders())).Get(&f.lctx)
 	if err != nil {
 		if f.downstreamDone() {
