@@ -69,6 +69,50 @@ type resources struct {
 
 	releaseCx, releaseRetry func() // bound once: handing them out does not allocate
 	freed                   broadcast
+
+	// high is the HIGH priority breakers, set on the DEFAULT ones (the
+	// cluster's res); nil on the HIGH ones.
+	high *resources
+}
+
+// Prioritized is implemented by a request context that carries its route's
+// priority (the router's pool context); Pool.Get and H2Pool use the
+// cluster's HIGH circuit breakers when HighPriority is true.
+type Prioritized interface{ HighPriority() bool }
+
+type highPriorityKey struct{}
+
+// WithHighPriority marks ctx as a request of a route with priority HIGH, for
+// contexts that cannot implement Prioritized (HTTP/2 request contexts).
+func WithHighPriority(ctx context.Context) context.Context {
+	return context.WithValue(ctx, highPriorityKey{}, true)
+}
+
+// resFor is the circuit breakers of the priority ctx carries (nil: DEFAULT).
+// It does not allocate.
+func (c *Cluster) resFor(ctx context.Context) *resources {
+	if ctx == nil {
+		return c.res
+	}
+	if p, ok := ctx.(Prioritized); ok {
+		if p.HighPriority() {
+			return c.res.high
+		}
+		return c.res
+	}
+	if hi, _ := ctx.Value(highPriorityKey{}).(bool); hi {
+		return c.res.high
+	}
+	return c.res
+}
+
+// notifyFreed wakes the waiters of both priorities: connections and their
+// idle lists are shared, so room freed by one can serve the other.
+func (r *resources) notifyFreed() {
+	r.freed.notify()
+	if r.high != nil {
+		r.high.freed.notify()
+	}
 }
 
 // newResources is the breakers of one priority's thresholds t (nil: the
@@ -153,7 +197,8 @@ func (r *resources) fillGauges(names *[5][2]string, remaining bool, g func(strin
 }
 
 // compileCircuitBreakers builds the DEFAULT and HIGH priority breakers
-// (Envoy creates the gauges of both); only DEFAULT is used for traffic.
+// (Envoy creates the gauges of both). Requests of routes with priority HIGH
+// use the HIGH ones (resFor, AdmitRetryPriority).
 func compileCircuitBreakers(c *Cluster, cb *clusterv3.CircuitBreakers) {
 	var def, high *clusterv3.CircuitBreakers_Thresholds
 	for _, t := range cb.GetThresholds() {
@@ -170,6 +215,13 @@ func compileCircuitBreakers(c *Cluster, cb *clusterv3.CircuitBreakers) {
 	}
 	c.res = newResources(def)
 	hi := newResources(high)
+	c.res.high = hi
+	for _, r := range [...]*resources{c.res, hi} {
+		r.releaseCx = func() {
+			r.cx.release()
+			c.res.notifyFreed()
+		}
+	}
 	b2i := func(b bool) int {
 		if b {
 			return 1
@@ -210,8 +262,15 @@ func (r *resources) retryLimit() int64 {
 // breaker for one retry. When ok, the caller must call done once the retry
 // attempt finishes; when refused it counts upstream_rq_retry_overflow and
 // the router must not retry. It does not allocate.
-func (c *Cluster) AdmitRetry() (ok bool, done func()) {
+func (c *Cluster) AdmitRetry() (ok bool, done func()) { return c.AdmitRetryPriority(false) }
+
+// AdmitRetryPriority is AdmitRetry for a route of priority HIGH (high) or
+// DEFAULT: each priority has its own max_retries and retry_budget.
+func (c *Cluster) AdmitRetryPriority(high bool) (ok bool, done func()) {
 	r := c.res
+	if high {
+		r = r.high
+	}
 	if !r.retries.tryAcquire(r.retryLimit()) {
 		c.Stats.UpstreamRqRetryOverflow.Inc()
 		return false, nil

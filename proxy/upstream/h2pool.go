@@ -80,7 +80,7 @@ func (c *Cluster) newH2Pool(h *Host) *H2Pool {
 // it). Set req.URL to http://<any>/path; the authority is req.Host.
 func (p *H2Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := p.cluster
-	r := c.res
+	r := c.resFor(req.Context())
 	if !r.rq.tryAcquire(r.rq.max) {
 		c.Stats.UpstreamRqPendingOverflow.Inc()
 		return nil, &OverflowError{Cluster: c.Name, Limit: "max_requests"}
@@ -92,20 +92,24 @@ func (p *H2Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	p.host.Stats.RqActive.Add(1)
 	resp, err := p.tr.RoundTrip(req)
 	if err != nil {
-		p.Done()
+		p.DoneCtx(req.Context())
 		return nil, err
 	}
 	return resp, nil
 }
 
-// Done ends a stream that RoundTrip started successfully.
-func (p *H2Pool) Done() {
+// Done ends a stream that RoundTrip started successfully (DEFAULT priority).
+func (p *H2Pool) Done() { p.DoneCtx(nil) }
+
+// DoneCtx is Done for a stream whose request context was ctx: the max_requests
+// slot goes back to the breakers of its priority.
+func (p *H2Pool) DoneCtx(ctx context.Context) {
 	c := p.cluster
 	c.Stats.UpstreamRqActive.Dec()
 	p.host.Stats.RqActive.Add(-1)
-	c.res.rq.release()
+	c.resFor(ctx).rq.release()
 	p.sweep()
-	c.res.freed.notify()
+	c.res.notifyFreed()
 }
 
 // sweep forgets closed connections and closes exhausted idle ones.
@@ -139,7 +143,7 @@ func (p *H2Pool) sweep() {
 func (p *H2Pool) GetClientConn(req *http.Request, _ string) (*http2.ClientConn, error) {
 	ctx := req.Context()
 	c := p.cluster
-	r := c.res
+	r := c.resFor(ctx)
 	pending := false
 	defer func() {
 		if pending {
@@ -234,16 +238,17 @@ func (p *H2Pool) reserve() *http2.ClientConn {
 // holding one max_connections slot until it closes.
 func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
 	c := p.cluster
+	release := c.resFor(ctx).releaseCx
 	uc, err := c.Dial(ctx, p.host)
 	if err != nil {
-		c.res.releaseCx()
+		release()
 		return nil, err
 	}
 	var conn net.Conn = uc
 	if tr := c.TransportFor(p.host); tr != nil {
 		if conn, err = c.wrap(ctx, tr, uc, p.tls); err != nil {
 			uc.Close()
-			c.res.releaseCx()
+			release()
 			return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}
 		}
 		if c.protocol.proto == ProtocolAuto {
@@ -251,12 +256,12 @@ func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
 				cs.ConnectionState().NegotiatedProtocol != "h2" {
 				p.host.h1Only.Store(true)
 				conn.Close()
-				c.res.releaseCx()
+				release()
 				return nil, ErrNoH2
 			}
 		}
 	}
-	cc, err := p.tr.NewClientConn(&closeConn{Conn: conn, uc: uc, done: c.res.releaseCx})
+	cc, err := p.tr.NewClientConn(&closeConn{Conn: conn, uc: uc, done: release})
 	if err != nil {
 		conn.Close()
 		return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}

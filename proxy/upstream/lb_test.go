@@ -258,22 +258,3 @@ func TestChooseHostNoAlloc(t *testing.T) {
 		}
 	}
 }
-
-func BenchmarkChooseHost(b *testing.B) {
-	for _, tc := range []struct{ name, js string }{
-		{"rr", staticCluster("u", "ROUND_ROBIN", "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80")},
-		{"weighted", staticCluster("w", "ROUND_ROBIN", "10.0.0.1:80/3", "10.0.0.2:80/2", "10.0.0.3:80")},
-		{"random", staticCluster("r", "RANDOM", "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80")},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			m, _ := newTestManager(b)
-			c := mustAdd(b, m, tc.js)
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					c.ChooseHost(nil)
-				}
-			})
-		})
-	}
-}

@@ -290,24 +290,6 @@ func benchHosts(n int) []string {
 	return out
 }
 
-func BenchmarkPick(b *testing.B) {
-	for _, policy := range []string{"ROUND_ROBIN", "RANDOM", "LEAST_REQUEST", "RING_HASH", "MAGLEV"} {
-		for _, n := range []int{10, 1000, 10000} {
-			b.Run(fmt.Sprintf("%s/%d", policy, n), func(b *testing.B) {
-				m, _ := newTestManager(b)
-				c := mustAdd(b, m, staticCluster("b", policy, benchHosts(n)...))
-				ctx := &LBContext{HasHash: true}
-				b.ReportAllocs()
-				b.ResetTimer()
-				for i := 0; b.Loop(); i++ {
-					ctx.HashKey = uint64(i) * 0x9e3779b97f4a7c15
-					c.ChooseHost(ctx)
-				}
-			})
-		}
-	}
-}
-
 func BenchmarkHashRebuild10k(b *testing.B) {
 	for _, policy := range []string{"RING_HASH", "MAGLEV"} {
 		b.Run(policy, func(b *testing.B) {

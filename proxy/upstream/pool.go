@@ -49,6 +49,7 @@ type PooledConn struct {
 	admitDone func()
 	cxDone    func() // releases the max_connections slot; nil once done
 	peek      peeker
+	rqRes     *resources // the breakers holding this request's max_requests slot
 }
 
 // Pool is the HTTP/1 connection pool of host h (one per host per cluster,
@@ -86,7 +87,7 @@ func (p *Pool) Host() *Host { return p.host }
 // failures are *ConnectError; a cancelled wait returns ctx.Err().
 func (p *Pool) Get(ctx context.Context) (*PooledConn, error) {
 	c := p.cluster
-	r := c.res
+	r := c.resFor(ctx)
 	if !r.rq.tryAcquire(r.rq.max) {
 		c.Stats.UpstreamRqPendingOverflow.Inc()
 		return nil, &OverflowError{Cluster: c.Name, Limit: "max_requests"}
@@ -96,6 +97,7 @@ func (p *Pool) Get(ctx context.Context) (*PooledConn, error) {
 		r.rq.release()
 		return nil, err
 	}
+	pc.rqRes = r
 	return pc, nil
 }
 
@@ -104,7 +106,7 @@ func (p *Pool) get(ctx context.Context) (*PooledConn, error) {
 		return pc, nil
 	}
 	c := p.cluster
-	r := c.res
+	r := c.resFor(ctx)
 	if !r.pending.tryAcquire(r.pending.max) {
 		c.Stats.UpstreamRqPendingOverflow.Inc()
 		return nil, &OverflowError{Cluster: c.Name, Limit: "max_pending_requests"}
@@ -178,7 +180,7 @@ func (p *Pool) takeIdle() *PooledConn {
 // dial opens a new connection holding one max_connections slot.
 func (p *Pool) dial(ctx context.Context) (*PooledConn, error) {
 	c := p.cluster
-	release := c.res.releaseCx
+	release := c.resFor(ctx).releaseCx
 	var done func()
 	if p.Admit != nil {
 		ok, d := p.Admit.AdmitConnection()
@@ -257,7 +259,7 @@ func (pc *PooledConn) Release(reusable bool) {
 	c := p.cluster
 	c.Stats.UpstreamRqActive.Dec()
 	p.host.Stats.RqActive.Add(-1)
-	c.res.rq.release()
+	pc.rqRes.rq.release()
 	if reusable && c.MaxRequestsPerConnection > 0 && pc.requests >= c.MaxRequestsPerConnection {
 		c.Stats.UpstreamCxMaxRequests.Inc()
 		reusable = false
@@ -283,7 +285,7 @@ func (pc *PooledConn) Release(reusable bool) {
 		}
 	}
 	p.mu.Unlock()
-	c.res.freed.notify()
+	c.res.notifyFreed()
 }
 
 // onIdleTimeout closes the connection if it is still idle and has been for

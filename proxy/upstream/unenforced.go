@@ -26,13 +26,10 @@ func Unenforced(c *clusterv3.Cluster) []string {
 				t.GetMaxRequests() != nil || t.GetMaxRetries() != nil || t.GetRetryBudget() != nil
 		}
 		add(perHostOther, "circuit_breakers.per_host_thresholds (other than DEFAULT max_connections)")
-		pools, high := false, false
+		pools := false
 		for _, t := range cb.GetThresholds() {
 			pools = pools || t.GetMaxConnectionPools() != nil
-			high = high || t.GetPriority() == corev3.RoutingPriority_HIGH
 		}
-		// HIGH thresholds get their gauges but all traffic runs at DEFAULT.
-		add(high, "circuit_breakers.thresholds[priority=HIGH]")
 		add(pools, "circuit_breakers.thresholds[].max_connection_pools")
 	}
 	if h := c.GetCommonHttpProtocolOptions(); h != nil {

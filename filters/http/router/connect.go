@@ -37,7 +37,7 @@ func (f *filter) connectRetry() bool {
 		f.cb.Info().SetFlag(streaminfo.UpstreamRetryLimitExceeded)
 		return false
 	}
-	ok, done := f.cluster.AdmitRetry()
+	ok, done := f.cluster.AdmitRetryPriority(f.highPriority())
 	if !ok {
 		return false
 	}

@@ -29,6 +29,10 @@ func (f *filter) upstreamFailed(err error, started bool) {
 		st.UpstreamRqRxReset.Inc() // the upstream reset the stream or closed the connection
 	}
 	f.release(false)
+	if timedOut && f.ti.armed {
+		f.perTryIdleExpired()
+		return
+	}
 	if timedOut && f.idleArmed {
 		// The stream idle timeout: 408 before response headers, else a reset.
 		if f.cb.ResponseStarted() {

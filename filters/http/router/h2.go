@@ -74,6 +74,9 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 	if f.downCtx != nil {
 		parent = f.downCtx // a client reset cancels the upstream stream (RST_STREAM CANCEL)
 	}
+	if f.highPriority() {
+		parent = upstream.WithHighPriority(parent) // the cluster's HIGH circuit breakers
+	}
 	u.ctx, u.cancel = context.WithCancelCause(parent)
 	f.h2 = u
 	req := &http.Request{Method: "GET", Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, h.Len()),
@@ -255,6 +258,9 @@ func (f *filter) h2Arm() {
 			d, kind = t, armIdle
 		}
 	}
+	if t, ok := f.tryIdleEnd(d); ok {
+		d, kind = t, armTryIdle
+	}
 	u.kind.Store(kind)
 	if kind == armNone {
 		if u.timer != nil {
@@ -281,6 +287,7 @@ func (f *filter) h2Timers() {
 	if f.policy != nil && f.policy.perTry > 0 {
 		f.tryDeadline = time.Now().Add(f.policy.perTry)
 	}
+	f.startTryIdle()
 	f.idle = f.cb.StreamIdleTimeout()
 	if f.h2 != nil {
 		f.h2Arm()
@@ -430,6 +437,7 @@ func (f *filter) h2Failed(err error, started bool) {
 	if context.Cause(u.ctx) == errUpTimeout {
 		kind := u.kind.Load()
 		f.idleArmed, f.perTryArmed = kind == armIdle, kind == armPerTry
+		f.ti.armed = kind == armTryIdle
 		f.upstreamFailed(os.ErrDeadlineExceeded, started)
 		return
 	}
@@ -474,7 +482,7 @@ func (f *filter) h2Release() {
 		u.resp.Body.Close()
 	}
 	if u.started {
-		u.pool.Done()
+		u.pool.DoneCtx(u.ctx)
 	}
 }
 

@@ -162,7 +162,7 @@ func (h *hedging) softTimeout(t *hedgeTry) {
 		f.cb.Info().SetFlag(streaminfo.UpstreamRetryLimitExceeded)
 		return
 	}
-	ok, done := f.cluster.AdmitRetry()
+	ok, done := f.cluster.AdmitRetryPriority(f.highPriority())
 	if !ok {
 		f.cb.Info().SetFlag(streaminfo.UpstreamOverflow)
 		return
@@ -190,6 +190,7 @@ func (h *hedging) startTry() {
 		return
 	}
 	f.lctx.reset(f.deadline, f.downCtx)
+	f.lctx.high = f.highPriority()
 	pc, err := f.cluster.Pool(host).Get(&f.lctx)
 	if err != nil {
 		var overflow *upstream.OverflowError

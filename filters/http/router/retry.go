@@ -60,13 +60,15 @@ func parseRetryOn(s string) retryOn {
 
 // retryPolicy is a compiled route retry_policy.
 type retryPolicy struct {
-	on       retryOn
-	retries  int
-	perTry   time.Duration
-	base     time.Duration
-	max      time.Duration
-	statuses []int
-	headers  []*matcher.Header // retriable_headers
+	on      retryOn
+	retries int
+	perTry  time.Duration
+	// perTryIdle is per_try_idle_timeout (pertryidle.go); zero: none.
+	perTryIdle time.Duration
+	base       time.Duration
+	max        time.Duration
+	statuses   []int
+	headers    []*matcher.Header // retriable_headers
 	// previousHosts is the previous_hosts retry host predicate: a retry
 	// avoids the hosts already tried, within hostAttempts picks.
 	previousHosts bool
@@ -93,6 +95,7 @@ func compileRetry(p *routev3.RetryPolicy) *retryPolicy {
 		rp.retries = int(n.GetValue())
 	}
 	rp.perTry = p.GetPerTryTimeout().AsDuration()
+	rp.perTryIdle = p.GetPerTryIdleTimeout().AsDuration()
 	if b := p.GetRetryBackOff(); b != nil {
 		// Envoy counts whole milliseconds, at least one.
 		rp.base = max(b.GetBaseInterval().AsDuration().Truncate(time.Millisecond), time.Millisecond)
@@ -238,7 +241,7 @@ func (f *filter) tryRetry(why retryOn, before func()) bool {
 		f.cb.Info().SetFlag(streaminfo.UpstreamRetryLimitExceeded)
 		return false
 	}
-	ok, done := f.cluster.AdmitRetry()
+	ok, done := f.cluster.AdmitRetryPriority(f.highPriority())
 	if !ok {
 		return false
 	}
@@ -323,7 +326,12 @@ type lazyCtx struct {
 	parent   context.Context // the client's stream; nil: Background
 	ctx      context.Context
 	cancel   context.CancelFunc
+	high     bool // the route's priority is HIGH (upstream.Prioritized)
 }
+
+// HighPriority implements upstream.Prioritized: the pool applies the
+// cluster's HIGH circuit breakers to a route of priority HIGH.
+func (c *lazyCtx) HighPriority() bool { return c.high }
 
 func (c *lazyCtx) real() context.Context {
 	if c.ctx == nil {

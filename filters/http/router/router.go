@@ -124,6 +124,7 @@ type filter struct {
 	attempts    int
 	tryDeadline time.Time // per_try_timeout's end for this attempt; zero: none
 	perTryArmed bool
+	ti          tryIdle // per_try_idle_timeout (pertryidle.go)
 	lb          upstream.LBContext
 	lctx        lazyCtx
 	trl         headers.Map // response trailers, kept across streams
@@ -360,6 +361,7 @@ func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
 // connect takes a pooled connection to the chosen host.
 func (f *filter) connect() bool {
 	f.lctx.reset(f.deadline, f.downCtx)
+	f.lctx.high = f.highPriority()
 	pc, err := f.cluster.PoolFor(f.host, f.cluster.TLSOverride(f.cb.RequestHeaders())).Get(&f.lctx)
 	if err != nil {
 		if f.downstreamDone() {
@@ -427,6 +429,7 @@ func (f *filter) requestSent() {
 	if f.policy != nil && f.policy.perTry > 0 {
 		f.tryDeadline = time.Now().Add(f.policy.perTry)
 	}
+	f.startTryIdle()
 }
 
 // awaitResponse reads the upstream response and streams it back.
@@ -597,6 +600,9 @@ func (f *filter) armRead() {
 		if t := time.Now().Add(f.idle); d.IsZero() || t.Before(d) {
 			d, f.idleArmed = t, true
 		}
+	}
+	if t, ok := f.tryIdleEnd(d); ok {
+		d, f.idleArmed, f.perTryArmed = t, false, false
 	}
 	if f.downstreamDone() {
 		d = time.Now() // the client is gone: stop waiting for the upstream
