@@ -22,7 +22,9 @@ func TestCarryOverHealthCheck(t *testing.T) {
 		change  func(js string) string
 		carried bool
 	}{
-		{"connect_timeout", func(js string) string { return strings.Replace(js, `"connect_timeout":"1s"`, `"connect_timeout":"2s"`, 1) }, true},
+		{"connect_timeout", func(js string) string {
+			return strings.Replace(js, `"connect_timeout":"1s"`, `"connect_timeout":"2s"`, 1)
+		}, true},
 		{"check path", func(js string) string { return strings.Replace(js, `"path":"/"`, `"path":"/other"`, 1) }, false},
 		{"check hostname", func(js string) string {
 			return strings.Replace(js, `"endpoint":{`, `"endpoint":{"health_check_config":{"hostname":"other.example"},`, 1)
@@ -288,5 +290,31 @@ func TestCarryOverH2Pool(t *testing.T) {
 					old.Hosts()[0].Stats.CxActive.Load() == 0
 			})
 		})
+	}
+}
+
+// TestDrainEndsHangingCheck: a replaced or removed cluster's check that
+// hangs ends with the cluster, so draining (which the xDS applier waits
+// for) and closing its pools do not wait for the check's timeout.
+func TestDrainEndsHangingCheck(t *testing.T) {
+	for _, kind := range []string{`"http_health_check":{"path":"/"}`, `"tcp_health_check":{"send":{"text":"00"},"receive":[{"text":"01"}]}`} {
+		srv := newHCServer(t)
+		srv.stall.Store(true)
+		m, _ := newTestManager(t)
+		js := strings.Replace(hcCluster("hang", srv.addr, kind, ""), `"timeout":"1s"`, `"timeout":"30s"`, 1)
+		c := mustAdd(t, m, js)
+		if strings.Contains(kind, "http") {
+			waitFor(t, "a check in flight", func() bool { return srv.requests.Load() > 0 })
+		} else {
+			waitFor(t, "a check in flight", func() bool { return c.HealthCheck.Attempt.Value() > 0 })
+			time.Sleep(50 * time.Millisecond) // connected and waiting for its answer
+		}
+		done := make(chan struct{})
+		go func() { m.Remove("hang"); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: draining waits for the hanging check's 30 s timeout", kind)
+		}
 	}
 }
