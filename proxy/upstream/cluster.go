@@ -97,6 +97,9 @@ type Cluster struct {
 
 	hostMu sync.Mutex // serializes host-set updates
 	set    atomic.Pointer[prioritySet]
+	// prev is the cluster this staged one replaces, whose hosts' state new
+	// hosts take over (carryover.go); nil when none or once activated.
+	prev atomic.Pointer[Cluster]
 
 	stopCtx  context.Context // cancelled by drain
 	stop     context.CancelFunc
@@ -424,6 +427,7 @@ func (c *Cluster) setHosts(next []*Host) bool {
 		more[h.Addr] = append(more[h.Addr], h)
 	}
 	changed := len(old) != len(next)
+	var added []*Host
 	for i, n := range next {
 		found := false
 		if h := first[n.Addr]; h != nil && sameEndpoint(h, n) {
@@ -438,6 +442,9 @@ func (c *Cluster) setHosts(next []*Host) bool {
 			}
 		}
 		changed = changed || !found
+		if !found {
+			added = append(added, n)
+		}
 	}
 	sortHosts(next)
 	if !changed {
@@ -455,6 +462,7 @@ func (c *Cluster) setHosts(next []*Host) bool {
 			}
 		}
 	}
+	c.inherit(added)
 	if c.outlier != nil {
 		c.outlier.sync(next)
 	}

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -41,6 +40,7 @@ type H2Pool struct {
 // h2Conn is one pooled HTTP/2 connection.
 type h2Conn struct {
 	cc       *http2.ClientConn
+	conn     *closeConn // the connection under cc
 	requests uint32
 	full     bool // max_requests_per_connection reached: closes when idle
 }
@@ -261,13 +261,14 @@ func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
 			}
 		}
 	}
-	cc, err := p.tr.NewClientConn(&closeConn{Conn: conn, uc: uc, done: release})
+	cl := &closeConn{Conn: conn, uc: uc, done: release}
+	cc, err := p.tr.NewClientConn(cl)
 	if err != nil {
 		conn.Close()
 		return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}
 	}
 	c.Stats.UpstreamCxHttp2Total.Inc()
-	return &h2Conn{cc: cc}, nil
+	return &h2Conn{cc: cc, conn: cl}, nil
 }
 
 // MarkDead implements http2.ClientConnPool: the connection takes no new
@@ -307,16 +308,40 @@ func (p *H2Pool) Conns() int {
 type closeConn struct {
 	net.Conn
 	uc     *UpstreamConn
-	done   func()
-	closed atomic.Bool
+	mu     sync.Mutex
+	done   func() // guarded by mu
+	closed bool   // guarded by mu
 }
 
 func (c *closeConn) Close() error {
 	err := c.Conn.Close()
-	if !c.closed.Swap(true) {
-		c.done()
+	c.mu.Lock()
+	done := c.done
+	if c.closed {
+		done = nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	if done != nil {
+		done()
 	}
 	return err
+}
+
+// swapDone replaces the release run on the first Close and runs the old
+// one now (a connection moving to another cluster's pool). It reports false,
+// changing nothing, when the connection is closed already.
+func (c *closeConn) swapDone(done func()) bool {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false
+	}
+	old := c.done
+	c.done = done
+	c.mu.Unlock()
+	old()
+	return true
 }
 
 // SetReadDeadline is left to x/net; the pool never sets deadlines itself.

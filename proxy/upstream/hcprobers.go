@@ -29,10 +29,15 @@ var (
 	hcActive  = hcResult{failure: datacorev3.HealthCheckFailureType_ACTIVE}
 )
 
-func setDeadline(ctx context.Context, c net.Conn) {
+// setDeadline bounds c by ctx: its deadline, and its cancellation. Call stop
+// before ctx is cancelled once the check is over.
+func setDeadline(ctx context.Context, c net.Conn) (stop func() bool) {
 	if d, ok := ctx.Deadline(); ok {
 		c.SetDeadline(d)
 	}
+	// A check in flight ends when its session does (the host is removed
+	// or the cluster drains), not at its timeout.
+	return context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 }
 
 // hostHeader is the authority of a check: health_check_config.hostname, then
@@ -158,7 +163,7 @@ func (p *httpProber) probe(ctx context.Context, s *hcSession) hcResult {
 			}
 			s.conn, s.state = c, bufio.NewReader(c)
 		}
-		setDeadline(ctx, s.conn)
+		defer setDeadline(ctx, s.conn)()
 		br := s.state.(*bufio.Reader)
 		_, err := s.conn.Write(p.request(s))
 		var resp *http.Response
@@ -265,7 +270,7 @@ func (p *tcpProber) probe(ctx context.Context, s *hcSession) hcResult {
 			}
 			s.conn = c
 		}
-		setDeadline(ctx, s.conn)
+		defer setDeadline(ctx, s.conn)()
 		if len(p.send) > 0 {
 			if _, err := s.conn.Write(p.send); err != nil {
 				p.closeSession(s)

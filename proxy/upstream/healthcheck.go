@@ -193,7 +193,7 @@ func (h *healthChecker) sync(hosts []*Host) {
 	if initial {
 		n := int64(0)
 		for _, host := range hosts {
-			if !host.hcDisabled {
+			if !host.hcDisabled && !host.hcCarried {
 				n++
 			}
 		}
@@ -208,10 +208,19 @@ func (h *healthChecker) sync(hosts []*Host) {
 		if h.sessions[host] != nil || host.hcDisabled {
 			continue
 		}
-		host.failedActiveHC.Store(true)
 		ctx, cancel := context.WithCancel(h.c.stopCtx)
-		s := &hcSession{hc: h, host: host, cancel: cancel, first: true}
-		s.warming.Store(initial)
+		s := &hcSession{hc: h, host: host, cancel: cancel, first: !host.hcCarried}
+		if host.hcCarried { // flags taken from the replaced cluster's host
+			if !host.failedActiveHC.Load() {
+				h.stats.Healthy.Set(h.healthy.Add(1))
+			}
+			if host.degradedActiveHC.Load() {
+				h.stats.Degraded.Set(h.degraded.Add(1))
+			}
+		} else {
+			host.failedActiveHC.Store(true)
+			s.warming.Store(initial)
+		}
 		h.sessions[host] = s
 		h.c.wg.Add(1)
 		go s.run(ctx)

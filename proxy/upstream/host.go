@@ -54,6 +54,10 @@ type Host struct {
 	// hcDisabled is health_check_config.disable_active_health_check: the
 	// host is never actively checked and never fails active health checks.
 	hcDisabled bool
+	// hcCarried is set when the host took its active health check flags
+	// from the replaced cluster's host (carryover.go): it is not reset to
+	// failed and does not hold up warming.
+	hcCarried bool
 	// outlier is the host's outlier detection state; nil when the cluster
 	// has no outlier_detection.
 	outlier *outlierHost

@@ -88,13 +88,16 @@ func (m *Manager) AddOrUpdate(c *clusterv3.Cluster) error {
 		nc.drain()
 		return nil
 	}
+	nc.setPredecessor(m.Get(nc.Name))
 	nc.start(m.Endpoints)
 	old := m.install(nc)
 	m.mu.Unlock()
 	if old != nil {
 		nc.Stats.ConfigReload.Inc()
+		nc.adoptConns(old)
 		old.drain()
 	}
+	nc.setPredecessor(nil)
 	return nil
 }
 

@@ -268,6 +268,12 @@ func (d *outlierDetector) sync(hosts []*Host) {
 			o.srLocal.Store(minusOne)
 			h.outlier = o
 			d.hosts[h] = o
+		} else if d.hosts[h] == nil { // state taken from the replaced cluster
+			d.hosts[h] = h.outlier
+			if h.failedOutlier.Load() {
+				d.active++
+				d.stats.EjectionsActive.Set(d.active)
+			}
 		}
 	}
 	for h := range d.hosts {

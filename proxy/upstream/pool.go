@@ -31,6 +31,10 @@ type Pool struct {
 	mu     sync.Mutex
 	idle   []*PooledConn
 	closed bool
+	// next is the pool of the cluster that replaced this one, which takes
+	// the connections released reusable after the handover (carryover.go);
+	// nil when the connections close instead.
+	next *Pool
 }
 
 // PooledConn is one connection handed out by Pool.Get. The holder owns it
@@ -270,6 +274,14 @@ func (pc *PooledConn) Release(reusable bool) {
 	}
 	pc.idleSince = time.Now()
 	p.mu.Lock()
+	if next := p.next; p.closed && next != nil {
+		p.mu.Unlock()
+		if pc.timer != nil {
+			pc.timer.Stop() // stopped already while in use; adopt resets it
+		}
+		next.adopt(pc)
+		return
+	}
 	if p.closed || len(p.idle) >= max(c.MaxIdlePerHost, 1) {
 		p.mu.Unlock()
 		pc.destroy()

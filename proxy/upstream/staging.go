@@ -23,6 +23,7 @@ func (m *Manager) Stage(c *clusterv3.Cluster) (*Cluster, error) {
 		nc.drain()
 		return nil, nil
 	}
+	nc.setPredecessor(m.Get(nc.Name))
 	nc.start(m.Endpoints)
 	return nc, nil
 }
@@ -36,7 +37,7 @@ func (m *Manager) Activate(nc *Cluster) bool { return m.ActivateAll([]*Cluster{n
 // cluster map for all of them (installing 10,000 clusters one by one would
 // copy the map 10,000 times). It returns how many were installed.
 func (m *Manager) ActivateAll(ncs []*Cluster) int {
-	var olds, dropped []*Cluster
+	var olds, news, dropped []*Cluster
 	m.mu.Lock()
 	cur := *m.clusters.Load()
 	next := make(map[string]*Cluster, len(cur)+len(ncs))
@@ -50,6 +51,7 @@ func (m *Manager) ActivateAll(ncs []*Cluster) int {
 		}
 		if old := next[nc.Name]; old != nil && old != nc {
 			olds = append(olds, old)
+			news = append(news, nc)
 			nc.Stats.ConfigReload.Inc()
 		}
 		next[nc.Name] = nc
@@ -59,8 +61,12 @@ func (m *Manager) ActivateAll(ncs []*Cluster) int {
 	for _, c := range dropped {
 		c.drain()
 	}
-	for _, c := range olds {
+	for i, c := range olds {
+		news[i].adoptConns(c)
 		c.drain()
+	}
+	for _, nc := range ncs {
+		nc.setPredecessor(nil)
 	}
 	return len(ncs) - len(dropped)
 }
