@@ -44,7 +44,9 @@ type frameConn struct {
 	fFrames, fControl uint64 // frames (control frames) in the write in flight
 	outFn             func(h *[9]byte)
 	dataSent          atomic.Uint64 // DATA frames x/net wrote, for the WINDOW_UPDATE limit
+	opened            atomic.Uint64 // HEADERS frames x/net wrote: Envoy's downstream opened_streams
 	flooded           atomic.Bool
+	goAwaySent        atomic.Bool // x/net wrote a GOAWAY
 
 	rd    inboundState // read side; only the reading goroutine touches it
 	maxID atomic.Uint32
@@ -103,8 +105,15 @@ func newFrameConn(c net.Conn, lim h2Limits, st *floodStats) *frameConn {
 
 func (c *frameConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if c.goAwaySent.Load() {
+		return n, err // x/net is closing the connection: Envoy would have closed it already
+	}
 	if s := c.inbound(p[:n]); s != nil {
-		c.flood(s)
+		// Inbound floods let x/net close the connection, which flushes
+		// what it queued (Envoy's FlushWriteAndDelay).
+		if !c.flooded.Swap(true) {
+			s.Inc()
+		}
 		return 0, errFlood
 	}
 	return n, err

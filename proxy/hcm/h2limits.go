@@ -76,6 +76,10 @@ func newFloodStats(st *stats.Store) *floodStats {
 	}
 }
 
+// Envoy's opened_streams, downstream, counts the response headers it sent
+// (not the requests); frameConn counts every HEADERS frame x/net writes,
+// which also takes in 1xx headers and trailers: slightly more lenient.
+
 // inboundState is the read side: a frame parser that also looks at the
 // first payload byte (the pad length of padded frames), and Envoy's
 // counters. Only the reading goroutine touches it.
@@ -86,7 +90,7 @@ type inboundState struct {
 	left    int
 	padWait bool // the current frame is padded: its first payload byte decides emptiness
 
-	opened, empty, priority, windowUpdate uint64
+	empty, priority, windowUpdate uint64
 }
 
 // read parses p; it returns the stat of the first limit exceeded, or nil.
@@ -139,7 +143,6 @@ func (c *frameConn) frameHeader() *stats.Counter {
 		if typ == 0x1 {
 			if id := binary.BigEndian.Uint32(t.hdr[5:9]) & maxStreamID; id > c.maxID.Load() {
 				c.maxID.Store(id)
-				t.opened++
 			}
 		}
 		if typ != 0x9 && flags&0x8 != 0 && t.left > 0 { // PADDED
@@ -152,12 +155,12 @@ func (c *frameConn) frameHeader() *stats.Counter {
 		return c.countEmpty(t.left == 0 && flags&0x1 == 0)
 	case 0x2: // PRIORITY
 		t.priority++
-		if t.priority > uint64(c.lim.maxPriority)*(1+t.opened) {
+		if t.priority > uint64(c.lim.maxPriority)*(1+c.opened.Load()) {
 			return c.st.priority
 		}
 	case 0x8: // WINDOW_UPDATE
 		t.windowUpdate++
-		if t.windowUpdate > 5+2*(t.opened+uint64(c.lim.maxWindowUpdate)*c.dataSent.Load()) {
+		if t.windowUpdate > 5+2*(c.opened.Load()+uint64(c.lim.maxWindowUpdate)*c.dataSent.Load()) {
 			return c.st.windowUpdate
 		}
 	}
@@ -186,8 +189,16 @@ func (c *frameConn) outFrame(h *[9]byte) {
 	switch h[3] {
 	case 0x0:
 		c.dataSent.Add(1)
-	case 0x3, 0x4, 0x6: // RST_STREAM, SETTINGS, PING
+	case 0x1:
+		c.opened.Add(1)
+	case 0x7:
+		c.goAwaySent.Store(true)
+	case 0x3: // RST_STREAM
 		c.qControl++
+	case 0x4, 0x6: // SETTINGS and PING: their ACKs are control frames
+		if h[4]&0x1 != 0 {
+			c.qControl++
+		}
 	}
 }
 
@@ -203,7 +214,8 @@ func (c *frameConn) outboundFlood() *stats.Counter {
 	return nil
 }
 
-// flood closes the connection for the limit whose stat is s, once.
+// flood closes the connection for the outbound limit whose stat is s,
+// once, without flushing: the client is not reading.
 func (c *frameConn) flood(s *stats.Counter) {
 	if c.flooded.Swap(true) {
 		return

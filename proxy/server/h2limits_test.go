@@ -126,11 +126,11 @@ func drGets(r *atkH2, n int) func(i int) error {
 
 func TestH2FloodLimits(t *testing.T) {
 	type attack struct {
-		send  func(t *testing.T, r *atkH2) // the flood
-		after uint32                       // a free stream id for the check that the connection lives
+		send  func(t *testing.T, p *servertest.Proxy, r *atkH2) // the flood
+		after uint32                                            // a free stream id for the check that the connection lives
 	}
 	emptyData := func(n int) attack {
-		return attack{func(t *testing.T, r *atkH2) {
+		return attack{func(t *testing.T, _ *servertest.Proxy, r *atkH2) {
 			if err := r.headers(1, true); err != nil {
 				t.Fatal(err)
 			}
@@ -138,7 +138,7 @@ func TestH2FloodLimits(t *testing.T) {
 		}, 3}
 	}
 	priority := func(n int) attack {
-		return attack{func(t *testing.T, r *atkH2) {
+		return attack{func(t *testing.T, _ *servertest.Proxy, r *atkH2) {
 			flood(r, n, func(int) error {
 				return r.fr.WritePriority(101, http2.PriorityParam{StreamDep: 0, Weight: 16})
 			})
@@ -146,7 +146,7 @@ func TestH2FloodLimits(t *testing.T) {
 	}
 	// One request answered (its DATA frames count), then n WINDOW_UPDATEs.
 	windowUpdate := func(n int) attack {
-		return attack{func(t *testing.T, r *atkH2) {
+		return attack{func(t *testing.T, _ *servertest.Proxy, r *atkH2) {
 			if !r.servedOn(t, 1) {
 				t.Fatal("first request not served")
 			}
@@ -157,12 +157,21 @@ func TestH2FloodLimits(t *testing.T) {
 		}, 3}
 	}
 	pings := func(n int) attack {
-		return attack{func(t *testing.T, r *atkH2) {
+		return attack{func(t *testing.T, _ *servertest.Proxy, r *atkH2) {
 			flood(r, n, func(i int) error { return r.fr.WritePing(false, [8]byte{byte(i), byte(i >> 8)}) })
 		}, 1}
 	}
 	gets := func(n int) attack {
-		return attack{func(t *testing.T, r *atkH2) { flood(r, n, drGets(r, n)) }, uint32(2*n + 1)}
+		return attack{func(t *testing.T, p *servertest.Proxy, r *atkH2) {
+			sent := flood(r, n, drGets(r, n))
+			// Let the proxy answer them all (or give up on the connection)
+			// before reading anything.
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if p.Stat("http.ingress.downstream_rq_total") >= int64(sent) || p.Stat("http2.outbound_flood") > 0 {
+					break
+				}
+			}
+		}, uint32(2*n + 1)}
 	}
 	cases := []struct {
 		name   string
@@ -181,10 +190,9 @@ func TestH2FloodLimits(t *testing.T) {
 		{"WINDOW_UPDATE higher limit", "max_inbound_window_update_frames_per_data_frame_sent: 1000", windowUpdate(100), ""},
 		{"PING default", "", pings(60000), "outbound_control_flood"},
 		{"PING configured", "max_outbound_control_frames: 100", pings(20000), "outbound_control_flood"},
-		// PING ACKs count as outbound frames too: with control frames
-		// unbounded, the default max_outbound_frames trips.
-		{"outbound default", "max_outbound_control_frames: 1000000", pings(60000), "outbound_flood"},
+		{"outbound default", "max_concurrent_streams: 100000", gets(20000), "outbound_flood"},
 		{"outbound higher limit (PING)", "max_outbound_frames: 1000000, max_outbound_control_frames: 1000000", pings(50000), ""},
+		{"outbound higher limit (GET)", "max_outbound_frames: 1000000, max_concurrent_streams: 100000", gets(20000), ""},
 		{"outbound configured", "max_outbound_frames: 200, max_concurrent_streams: 100000", gets(3000), "outbound_flood"},
 		{"outbound higher limit", "max_outbound_frames: 100000, max_concurrent_streams: 100000", gets(3000), ""},
 	}
@@ -192,7 +200,7 @@ func TestH2FloodLimits(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := floodProxy(t, tc.h2opts)
 			r := dialSlowH2(t, p.Addr("front"))
-			tc.atk.send(t, r)
+			tc.atk.send(t, p, r)
 			if tc.stat == "" {
 				if !r.servedOn(t, tc.atk.after) {
 					t.Fatal("traffic within the configured limit: the connection no longer serves")
