@@ -93,7 +93,8 @@ type inboundState struct {
 	empty, priority, windowUpdate uint64
 }
 
-// read parses p; it returns the stat of the first limit exceeded, or nil.
+// inbound parses p as it goes to x/net; it returns the stat of the first
+// limit exceeded, or nil.
 func (c *frameConn) inbound(p []byte) *stats.Counter {
 	t := &c.rd
 	for len(p) > 0 {
