@@ -21,17 +21,34 @@ import (
 const maxStreamID = 1<<31 - 1
 
 // frameConn is an HTTP/2 server connection that tracks frame boundaries in
-// both directions: it can inject whole frames between x/net's, and it knows
-// the highest stream id the client opened.
+// both directions: it can inject whole frames between x/net's, it knows
+// the highest stream id the client opened, and it enforces Envoy's flood
+// limits (h2limits.go). x/net's writes go to an outbound queue that a
+// goroutine moves to the socket, so that the frames the socket has not
+// taken yet can be counted.
 type frameConn struct {
 	net.Conn
+	lim h2Limits
+	st  *floodStats
 
 	wmu     sync.Mutex
+	wcond   sync.Cond
 	out     frameTracker
-	pending []byte // frames to write at the next outgoing frame boundary
+	pending []byte // frames to queue at the next outgoing frame boundary
 	werr    error
+	closing bool
+	wdone   chan struct{} // closed when writeLoop ends; nil: not started
 
-	in    frameTracker // read side; only the reading goroutine touches it
+	queue, spare      []byte // bytes not yet handed to the socket; a reused buffer
+	qFrames, qControl uint64 // frames (control frames) in queue
+	fFrames, fControl uint64 // frames (control frames) in the write in flight
+	outFn             func(h *[9]byte)
+	dataSent          atomic.Uint64 // DATA frames x/net wrote, for the WINDOW_UPDATE limit
+	opened            atomic.Uint64 // HEADERS frames x/net wrote: Envoy's downstream opened_streams
+	flooded           atomic.Bool
+	goAwaySent        atomic.Bool // x/net wrote a GOAWAY
+
+	rd    inboundState // read side; only the reading goroutine touches it
 	maxID atomic.Uint32
 }
 
@@ -79,31 +96,63 @@ func (t *frameTracker) advance(p []byte, header func(h *[9]byte)) {
 	}
 }
 
-func newFrameConn(c net.Conn) *frameConn {
-	return &frameConn{Conn: c, in: frameTracker{skip: len(h2Preface)}}
+func newFrameConn(c net.Conn, lim h2Limits, st *floodStats) *frameConn {
+	fc := &frameConn{Conn: c, lim: lim, st: st, rd: inboundState{skip: len(h2Preface)}}
+	fc.wcond.L = &fc.wmu
+	fc.outFn = fc.outFrame
+	return fc
 }
 
 func (c *frameConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	c.in.advance(p[:n], func(h *[9]byte) {
-		if h[3] == 0x1 { // HEADERS opens a stream
-			if id := binary.BigEndian.Uint32(h[5:9]) & maxStreamID; id > c.maxID.Load() {
-				c.maxID.Store(id)
-			}
+	if c.goAwaySent.Load() {
+		return n, err // x/net is closing the connection: Envoy would have closed it already
+	}
+	if s := c.inbound(p[:n]); s != nil {
+		// Inbound floods let x/net close the connection, which flushes
+		// what it queued (Envoy's FlushWriteAndDelay).
+		if !c.flooded.Swap(true) {
+			s.Inc()
 		}
-	})
+		return 0, errFlood
+	}
 	return n, err
 }
 
 func (c *frameConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	n, err := c.Conn.Write(p)
-	c.out.advance(p[:n], nil)
-	if err == nil && len(c.pending) > 0 && c.out.boundary() {
-		c.flushPending()
+	for c.werr == nil && !c.closing && len(c.queue) >= outHighWater {
+		c.wcond.Wait()
 	}
-	return n, err
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	if c.closing {
+		return 0, net.ErrClosed
+	}
+	c.queue = append(c.queue, p...)
+	c.out.advance(p, c.outFn)
+	if len(c.pending) > 0 && c.out.boundary() {
+		c.queuePending()
+	}
+	if s := c.outboundFlood(); s != nil {
+		c.werr = errFlood
+		c.wcond.Broadcast()
+		c.flood(s)
+		return 0, errFlood
+	}
+	c.kick()
+	return len(p), nil
+}
+
+// kick wakes the write loop, starting it on first use; wmu held.
+func (c *frameConn) kick() {
+	if c.wdone == nil {
+		c.wdone = make(chan struct{})
+		go c.writeLoop()
+	}
+	c.wcond.Broadcast()
 }
 
 // inject writes a frame at the next frame boundary: at once when x/net is
@@ -113,15 +162,15 @@ func (c *frameConn) inject(frame []byte) {
 	defer c.wmu.Unlock()
 	c.pending = append(c.pending, frame...)
 	if c.out.boundary() {
-		c.flushPending()
+		c.queuePending()
 	}
 }
 
-func (c *frameConn) flushPending() {
-	if c.werr == nil {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_, c.werr = c.Conn.Write(c.pending)
-		_ = c.Conn.SetWriteDeadline(time.Time{})
+func (c *frameConn) queuePending() {
+	if c.werr == nil && !c.closing {
+		c.queue = append(c.queue, c.pending...)
+		c.qFrames++
+		c.kick()
 	}
 	c.pending = c.pending[:0]
 }

@@ -120,7 +120,7 @@ func (cfg *Config) serveH2(nc *netfilter.Conn, c net.Conn) {
 	st.cxHTTP2Active.Inc()
 	defer st.cxHTTP2Active.Dec()
 	_ = c.SetDeadline(time.Time{})
-	hc := &h2Conn{cfg: cfg, nc: nc, fc: newFrameConn(c)}
+	hc := &h2Conn{cfg: cfg, nc: nc, fc: newFrameConn(c, cfg.h2.lim, cfg.stats.flood)}
 	cfg.trackH2(hc, true)
 	defer cfg.trackH2(hc, false)
 	if cfg.drain != nil && cfg.drain.Draining() {

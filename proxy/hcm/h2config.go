@@ -30,6 +30,7 @@ const (
 type h2Server struct {
 	srv  *http2.Server
 	base *http.Server
+	lim  h2Limits // flood limits (h2limits.go)
 }
 
 // compileHTTP2 maps http2_protocol_options onto x/net/http2.Server.
@@ -41,9 +42,9 @@ type h2Server struct {
 // the connection buffer limit), connection_keepalive.interval/timeout (PING
 // after that long without a frame; close when unanswered).
 //
-// Accepted and left to x/net's built-in limits (it bounds queued control
-// frames at 10000, counts window updates and empty frames its own way):
-// max_outbound_frames, max_outbound_control_frames,
+// Flood limits, enforced as Envoy's codec does (h2limits.go; defaults
+// 10000, 1000, 1, 100, 10): max_outbound_frames,
+// max_outbound_control_frames,
 // max_consecutive_inbound_frames_with_empty_payload,
 // max_inbound_priority_frames_per_stream,
 // max_inbound_window_update_frames_per_data_frame_sent. x/net answers a
@@ -125,6 +126,6 @@ func (c *Config) compileHTTP2(p *corev3.Http2ProtocolOptions) error {
 	if err := http2.ConfigureServer(base, s); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	c.h2 = h2Server{srv: s, base: base}
+	c.h2 = h2Server{srv: s, base: base, lim: compileLimits(p)}
 	return nil
 }

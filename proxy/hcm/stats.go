@@ -14,6 +14,7 @@ type hcmStats struct {
 	droppedUnderscores, rejectedUnderscores                                                                            *stats.Counter
 	rqTooManyPrematureResets                                                                                           *stats.Counter
 	rqTime                                                                                                             *stats.Histogram
+	flood                                                                                                              *floodStats // http2.*, the codec's flood stats
 }
 
 func newHCMStats(st *stats.Store, prefix string) *hcmStats {
@@ -53,6 +54,7 @@ func newHCMStats(st *stats.Store, prefix string) *hcmStats {
 		rejectedUnderscores:  s.Counter("requests_rejected_with_underscores_in_headers"),
 
 		rqTooManyPrematureResets: s.Counter("downstream_rq_too_many_premature_resets"),
+		flood:                    newFloodStats(st),
 	}
 	for i, n := range []string{"", "downstream_rq_1xx", "downstream_rq_2xx", "downstream_rq_3xx", "downstream_rq_4xx", "downstream_rq_5xx"} {
 		if n != "" {
