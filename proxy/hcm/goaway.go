@@ -2,10 +2,13 @@ package hcm
 
 import (
 	"encoding/binary"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
 // Two-step GOAWAY, Envoy's drain sequence for HTTP/2: a first GOAWAY with
@@ -46,7 +49,8 @@ type frameConn struct {
 	dataSent          atomic.Uint64 // DATA frames x/net wrote, for the WINDOW_UPDATE limit
 	opened            atomic.Uint64 // HEADERS frames x/net wrote: Envoy's downstream opened_streams
 	flooded           atomic.Bool
-	goAwaySent        atomic.Bool // x/net wrote a GOAWAY
+	floodAt           *stats.Counter // an inbound flood found past the bytes last returned; owned by Read
+	goAwaySent        atomic.Bool    // x/net wrote a GOAWAY
 
 	rd    inboundState // read side; only the reading goroutine touches it
 	maxID atomic.Uint32
@@ -104,19 +108,48 @@ func newFrameConn(c net.Conn, lim h2Limits, st *floodStats) *frameConn {
 }
 
 func (c *frameConn) Read(p []byte) (int, error) {
+	if s := c.floodAt; s != nil {
+		// The frames before the one over the limit went to x/net first, as
+		// Envoy processes frames in order: unless one of them made x/net
+		// end the connection (a FLOW_CONTROL_ERROR GOAWAY), this is a flood.
+		c.floodAt = nil
+		if !c.goAwaySent.Load() {
+			return 0, c.floodErr(s)
+		}
+	}
 	n, err := c.Conn.Read(p)
 	if c.goAwaySent.Load() {
 		return n, err // x/net is closing the connection: Envoy would have closed it already
 	}
-	if s := c.inbound(p[:n]); s != nil {
-		// Inbound floods let x/net close the connection, which flushes
-		// what it queued (Envoy's FlushWriteAndDelay).
-		if !c.flooded.Swap(true) {
-			s.Inc()
+	if s, start := c.inbound(p[:n]); s != nil {
+		if start > 0 {
+			// x/net reads frame by frame, each only once the one before is
+			// handled: hand it the frames before the offending one now.
+			c.floodAt = s
+			return start, nil
 		}
-		return 0, errFlood
+		return 0, c.floodErr(s)
 	}
 	return n, err
+}
+
+// floodErr counts an inbound flood once and returns the error that makes
+// x/net close the connection, flushing what it queued (Envoy's
+// FlushWriteAndDelay). x/net handles frames in order but writes its answer
+// from another goroutine: when a frame before the offending one made it
+// end the connection (a FLOW_CONTROL_ERROR GOAWAY), that GOAWAY is let out
+// first, as in Envoy, where processing stops at the error.
+func (c *frameConn) floodErr(s *stats.Counter) error {
+	for i := 0; i < 50 && !c.goAwaySent.Load(); i++ {
+		time.Sleep(time.Millisecond)
+	}
+	if c.goAwaySent.Load() {
+		return io.EOF // x/net is ending the connection already
+	}
+	if !c.flooded.Swap(true) {
+		s.Inc()
+	}
+	return errFlood
 }
 
 func (c *frameConn) Write(p []byte) (int, error) {

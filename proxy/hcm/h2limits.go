@@ -95,8 +95,9 @@ type inboundState struct {
 
 // inbound parses p as it goes to x/net; it returns the stat of the first
 // limit exceeded, or nil.
-func (c *frameConn) inbound(p []byte) *stats.Counter {
+func (c *frameConn) inbound(p []byte) (bad *stats.Counter, start int) {
 	t := &c.rd
+	total := len(p)
 	for len(p) > 0 {
 		switch {
 		case t.skip > 0:
@@ -104,6 +105,9 @@ func (c *frameConn) inbound(p []byte) *stats.Counter {
 			t.skip -= n
 			p = p[n:]
 		case t.hn < 9:
+			if t.hn == 0 {
+				start = total - len(p) // this frame begins here
+			}
 			n := copy(t.hdr[t.hn:], p)
 			t.hn += n
 			p = p[n:]
@@ -112,7 +116,7 @@ func (c *frameConn) inbound(p []byte) *stats.Counter {
 			}
 			t.left = int(t.hdr[0])<<16 | int(t.hdr[1])<<8 | int(t.hdr[2])
 			if bad := c.frameHeader(); bad != nil {
-				return bad
+				return bad, start
 			}
 			if t.left == 0 {
 				t.hn = 0
@@ -121,7 +125,7 @@ func (c *frameConn) inbound(p []byte) *stats.Counter {
 			if t.padWait {
 				t.padWait = false
 				if bad := c.countEmpty(t.left == 1+int(p[0])); bad != nil {
-					return bad
+					return bad, start
 				}
 			}
 			n := min(t.left, len(p))
@@ -132,7 +136,7 @@ func (c *frameConn) inbound(p []byte) *stats.Counter {
 			}
 		}
 	}
-	return nil
+	return nil, 0
 }
 
 // frameHeader accounts for the frame header in c.rd.hdr.
