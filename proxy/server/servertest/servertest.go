@@ -5,10 +5,15 @@ package servertest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -136,8 +141,30 @@ func ServeTCP(tb testing.TB, handle func(net.Conn)) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// DeadPort is a loopback port with nothing listening on it.
+// DeadPort is a loopback port with nothing listening on it, for a listener
+// the test configures later (xDS listeners name their port in advance). It
+// is picked below the kernel's ephemeral range (ip_local_port_range), which
+// port-0 binds and outgoing connections of every other process draw from,
+// so none of them can take it between this call and the proxy's bind; a
+// bind proves it free. It falls back to a kernel-picked port.
 func DeadPort(tb testing.TB) int {
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				lo = n
+			}
+		}
+	}
+	if lo > 11000 {
+		for range 100 {
+			port := 10000 + rand.IntN(lo-11000)
+			if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+				ln.Close()
+				return port
+			}
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
