@@ -1,10 +1,8 @@
 package server_test
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -15,57 +13,12 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
-
-// startRouteControlPlane is startControlPlane with the per-type route
-// services too (RDS, SRDS and VHDS, which is delta only), as go-control-plane's
-// conformance run serves them.
-func startRouteControlPlane(t *testing.T) *controlPlane {
-	cp := &controlPlane{cache: cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)}
-	record := func(detail string) {
-		cp.mu.Lock()
-		cp.nacks = append(cp.nacks, detail)
-		cp.mu.Unlock()
-	}
-	cb := serverv3.CallbackFuncs{
-		StreamRequestFunc: func(_ int64, r *discoveryv3.DiscoveryRequest) error {
-			if r.GetErrorDetail() != nil {
-				record(r.GetErrorDetail().GetMessage())
-			}
-			return nil
-		},
-		StreamDeltaRequestFunc: func(_ int64, r *discoveryv3.DeltaDiscoveryRequest) error {
-			if r.GetErrorDetail() != nil {
-				record(r.GetErrorDetail().GetMessage())
-			}
-			return nil
-		},
-	}
-	srv := serverv3.NewServer(context.Background(), cp.cache, cb)
-	gs := grpc.NewServer()
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, srv)
-	routeservice.RegisterRouteDiscoveryServiceServer(gs, srv)
-	routeservice.RegisterScopedRoutesDiscoveryServiceServer(gs, srv)
-	routeservice.RegisterVirtualHostDiscoveryServiceServer(gs, srv)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp.port = ln.Addr().(*net.TCPAddr).Port
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
-	return cp
-}
 
 var adsSource = &corev3.ConfigSource{ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}, ResourceApiVersion: corev3.ApiVersion_V3}
 
@@ -152,7 +105,7 @@ func waitNACK(t *testing.T, cp *controlPlane, want string) {
 func TestScopedRoutesFromControlPlane(t *testing.T) {
 	for _, apiType := range []string{"GRPC", "DELTA_GRPC"} {
 		t.Run(apiType, func(t *testing.T) {
-			cp := startRouteControlPlane(t)
+			cp := startControlPlane(t)
 			port := servertest.DeadPort(t)
 			lis := hcmListener(t, "scoped", port, func(h *hcmv3.HttpConnectionManager) {
 				h.RouteSpecifier = &hcmv3.HttpConnectionManager_ScopedRoutes{ScopedRoutes: &hcmv3.ScopedRoutes{
@@ -217,7 +170,7 @@ func TestScopedRoutesFromControlPlane(t *testing.T) {
 // (only those), as go-control-plane's conformance run serves them. A VHDS
 // update applies to new requests; vhds over ADS is refused as Envoy does.
 func TestVHDSFromControlPlane(t *testing.T) {
-	cp := startRouteControlPlane(t)
+	cp := startControlPlane(t)
 	port := servertest.DeadPort(t)
 	lis := hcmListener(t, "vhds", port, func(h *hcmv3.HttpConnectionManager) {
 		h.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: "vr", ConfigSource: deltaSource}}
@@ -264,7 +217,7 @@ func TestVHDSFromControlPlane(t *testing.T) {
 // A listener with scoped routes warms, as Envoy's does, until SRDS has
 // answered and every scope's route configuration has arrived.
 func TestScopedRoutesWarming(t *testing.T) {
-	cp := startRouteControlPlane(t)
+	cp := startControlPlane(t)
 	port := servertest.DeadPort(t)
 	lis := hcmListener(t, "scoped", port, func(h *hcmv3.HttpConnectionManager) {
 		h.RouteSpecifier = &hcmv3.HttpConnectionManager_ScopedRoutes{ScopedRoutes: &hcmv3.ScopedRoutes{

@@ -22,6 +22,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -72,6 +73,11 @@ func startControlPlane(t *testing.T, opts ...grpc.ServerOption) *controlPlane {
 	gs := grpc.NewServer(opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, srv)
 	secretv3.RegisterSecretDiscoveryServiceServer(gs, srv)
+	// The per-type route services too (RDS, SRDS and VHDS, which is delta
+	// only), as go-control-plane's conformance run serves them.
+	routeservice.RegisterRouteDiscoveryServiceServer(gs, srv)
+	routeservice.RegisterScopedRoutesDiscoveryServiceServer(gs, srv)
+	routeservice.RegisterVirtualHostDiscoveryServiceServer(gs, srv)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
