@@ -90,10 +90,7 @@ type Client struct {
 	wg     sync.WaitGroup // stream runners
 	done   chan struct{}  // closed when the loop has exited
 
-	mu     sync.Mutex
-	queue  []func()
-	wake   chan struct{}
-	closed bool
+	serial // the loop goroutine's queue
 
 	connected   *stats.Gauge
 	rateLimited *stats.Counter
@@ -133,7 +130,7 @@ func New(cfg Config) *Client {
 	c := &Client{
 		cfg: cfg, node: node, log: cfg.Log,
 		done:        make(chan struct{}),
-		wake:        make(chan struct{}, 1),
+		serial:      newSerial(),
 		connected:   cp.Gauge("connected_state"),
 		rateLimited: cp.Counter("rate_limit_enforced"),
 		pending:     cp.Gauge("pending_requests"),
@@ -174,56 +171,19 @@ func (c *Client) SetNames(t ResourceType, names []string) {
 // Close stops every stream and the loop and waits for their goroutines. It must not be called from a
 // Watcher. Watchers are not called after Close returns.
 func (c *Client) Close() {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+	if !c.close() {
 		return
 	}
-	c.closed = true
-	c.queue = nil
-	c.mu.Unlock()
 	c.cancel()
 	<-c.done
 	c.wg.Wait()
 	c.connected.Set(0)
 }
 
-// enqueue runs f on the loop goroutine; it never blocks. After Close it drops f.
-func (c *Client) enqueue(f func()) {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return
-	}
-	c.queue = append(c.queue, f)
-	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
 func (c *Client) loop() {
 	defer close(c.done)
 	defer c.stopTimers()
-	var batch []func()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-c.wake:
-		}
-		c.mu.Lock()
-		batch, c.queue = c.queue, batch[:0]
-		c.mu.Unlock()
-		for i, f := range batch {
-			if c.ctx.Err() != nil {
-				return
-			}
-			f()
-			batch[i] = nil
-		}
-	}
+	c.runQueue(c.ctx)
 }
 
 func (c *Client) stopTimers() {

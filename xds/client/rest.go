@@ -72,10 +72,7 @@ type REST struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	queue  []func()
-	wake   chan struct{}
-	closed bool
+	serial // the loop goroutine's queue
 	done   chan struct{}
 
 	types map[string]*restType // owned by the loop
@@ -128,7 +125,7 @@ func NewREST(cfg RESTConfig) *REST {
 			Version: &typev3.SemanticVersion{MajorNumber: Version[0], MinorNumber: Version[1], Patch: Version[2]},
 		}}
 	}
-	r := &REST{cfg: cfg, node: node, log: cfg.Log, wake: make(chan struct{}, 1), done: make(chan struct{}),
+	r := &REST{cfg: cfg, node: node, log: cfg.Log, serial: newSerial(), done: make(chan struct{}),
 		types: map[string]*restType{}}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	go r.loop()
@@ -196,14 +193,9 @@ func (r *REST) SetNames(t ResourceType, names []string) {
 
 // Close stops every poller and the loop and waits for them. It must not be called from a Watcher.
 func (r *REST) Close() {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
+	if !r.close() {
 		return
 	}
-	r.closed = true
-	r.queue = nil
-	r.mu.Unlock()
 	r.cancel()
 	<-r.done
 	r.wg.Wait()
@@ -229,20 +221,6 @@ func (r *REST) typeOf(t ResourceType) *restType {
 	return rt
 }
 
-func (r *REST) enqueue(f func()) {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return
-	}
-	r.queue = append(r.queue, f)
-	r.mu.Unlock()
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
-}
-
 func (r *REST) loop() {
 	defer close(r.done)
 	defer func() {
@@ -252,24 +230,7 @@ func (r *REST) loop() {
 			}
 		}
 	}()
-	var batch []func()
-	for {
-		select {
-		case <-r.ctx.Done():
-			return
-		case <-r.wake:
-		}
-		r.mu.Lock()
-		batch, r.queue = r.queue, batch[:0]
-		r.mu.Unlock()
-		for i, f := range batch {
-			if r.ctx.Err() != nil {
-				return
-			}
-			f()
-			batch[i] = nil
-		}
-	}
+	r.runQueue(r.ctx)
 }
 
 func (p *poller) stop() {
