@@ -28,6 +28,7 @@ type flags struct {
 	drainTimeS, parentShutdownTimeS, concurrency, baseID, restartEpoch            int
 	cpusetThreads, disableHotRestart, version                                     bool
 	spiffeWorkloadAPI                                                             string
+	keepStartupPages                                                              bool
 	ignored                                                                       map[string]*string
 	ignoredBool                                                                   map[string]*bool
 }
@@ -63,6 +64,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.BoolVar(&f.cpusetThreads, "cpuset-threads", false, "size concurrency by the CPU set (Go does this by default)")
 	fs.BoolVar(&f.disableHotRestart, "disable-hot-restart", false, "outrider has no hot restart; accepted")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	fs.BoolVar(&f.keepStartupPages, "keep-startup-pages", false, "keep the executable's pages that start-up read resident (by default they are given back once listening)")
 	for _, n := range []string{"file-flush-interval-msec", "hot-restart-version", "socket-path", "socket-mode",
 		"base-id-path", "stats-tag", "disable-extensions", "bootstrap-version", "drain-strategy-interval"} {
 		p := new(string)
@@ -182,6 +184,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if f.mode == "init_only" {
 		srv.Shutdown()
 		return 0
+	}
+	if !f.keepStartupPages {
+		before, after, err := trimStartupPages()
+		log.Debug("start-up pages given back", "executable_rss_kb_before", before, "executable_rss_kb_after", after, "err", err)
 	}
 	log.Info("outrider started", "version", server.Version, "admin", srv.AdminAddr())
 	srv.Run(ctx)
