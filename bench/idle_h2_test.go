@@ -73,41 +73,5 @@ func BenchmarkIdleHTTP2Conns(b *testing.B) {
 	for _, c := range holdIdleH2(b, addr, 32) { // warm pools
 		c.Close()
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan []net.Conn, 1)
-	go func() {
-		var held []net.Conn
-		for range idleConns {
-			c, err := ln.Accept()
-			if err != nil {
-				break
-			}
-			held = append(held, c)
-		}
-		accepted <- held
-	}()
-	before := sampleMem()
-	bare := holdIdle(b, ln.Addr().String(), idleConns, false)
-	held := <-accepted
-	mid := sampleMem()
-	for _, c := range append(bare, held...) {
-		c.Close()
-	}
-	time.Sleep(50 * time.Millisecond)
-	base := sampleMem()
-	conns := holdIdleH2(b, addr, idleConns)
-	time.Sleep(200 * time.Millisecond) // idleGrace and parking
-	after := sampleMem()
-	n := float64(idleConns)
-	b.ReportMetric((after.heap-base.heap)/n-(mid.heap-before.heap)/n, "heap-B/conn")
-	b.ReportMetric((after.stacks-base.stacks)/n, "stack-B/conn")
-	b.ReportMetric((after.inUse-base.inUse)/n-(mid.inUse-before.inUse)/n, "inuse-B/conn")
-	b.ReportMetric((after.goroutines-base.goroutines)/n, "goroutines/conn")
-	for _, c := range conns {
-		c.Close()
-	}
+	measureIdle(b, func(n int) []net.Conn { return holdIdleH2(b, addr, n) }, 200*time.Millisecond) // idleGrace and parking
 }

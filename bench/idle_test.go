@@ -111,8 +111,16 @@ func BenchmarkIdleHTTP1Conns(b *testing.B) {
 	p := startServer(b)
 	addr := p.Addr("front")
 	holdIdle(b, addr, 64, true) // warm the upstream pool and the buffer pools
+	measureIdle(b, func(n int) []net.Conn { return holdIdle(b, addr, n, true) }, 50*time.Millisecond)
+}
 
-	// Baseline: connections accepted and held without a goroutine.
+// measureIdle reports, once whatever b.N, what each of idleConns connections
+// made by hold costs the process once idle (after settle), over the
+// baseline of as many bare connections to a listener that parks them
+// without a goroutine: heap, goroutine stacks, runtime in-use memory and
+// goroutines per connection, and the bare pair's own cost.
+// IDLE_HEAPPROFILE=file writes a heap profile while the connections are held.
+func measureIdle(b *testing.B, hold func(n int) []net.Conn, settle time.Duration) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -131,33 +139,31 @@ func BenchmarkIdleHTTP1Conns(b *testing.B) {
 		accepted <- held
 	}()
 
-	{ // once, whatever b.N: the numbers are per connection, not per op
-		before := sampleMem()
-		bare := holdIdle(b, ln.Addr().String(), idleConns, false)
-		held := <-accepted
-		mid := sampleMem()
-		for _, c := range append(bare, held...) {
-			c.Close()
-		}
-		time.Sleep(50 * time.Millisecond)
-		base := sampleMem()
-		conns := holdIdle(b, addr, idleConns, true)
-		time.Sleep(50 * time.Millisecond) // let the proxy goroutines park
-		after := sampleMem()
-		if path := os.Getenv("IDLE_HEAPPROFILE"); path != "" {
-			writeHeapProfile(b, path)
-		}
-		n := float64(idleConns)
-		bareHeap := (mid.heap - before.heap) / n
-		bareInUse := (mid.inUse - before.inUse) / n
-		b.ReportMetric((after.heap-base.heap)/n-bareHeap, "heap-B/conn")
-		b.ReportMetric((after.stacks-base.stacks)/n, "stack-B/conn")
-		b.ReportMetric((after.inUse-base.inUse)/n-bareInUse, "inuse-B/conn")
-		b.ReportMetric((after.goroutines-base.goroutines)/n, "goroutines/conn")
-		b.ReportMetric(bareInUse, "bare-pair-B")
-		for _, c := range conns {
-			c.Close()
-		}
+	before := sampleMem()
+	bare := holdIdle(b, ln.Addr().String(), idleConns, false)
+	held := <-accepted
+	mid := sampleMem()
+	for _, c := range append(bare, held...) {
+		c.Close()
+	}
+	time.Sleep(50 * time.Millisecond)
+	base := sampleMem()
+	conns := hold(idleConns)
+	time.Sleep(settle) // let the proxy goroutines park
+	after := sampleMem()
+	if path := os.Getenv("IDLE_HEAPPROFILE"); path != "" {
+		writeHeapProfile(b, path)
+	}
+	n := float64(idleConns)
+	bareHeap := (mid.heap - before.heap) / n
+	bareInUse := (mid.inUse - before.inUse) / n
+	b.ReportMetric((after.heap-base.heap)/n-bareHeap, "heap-B/conn")
+	b.ReportMetric((after.stacks-base.stacks)/n, "stack-B/conn")
+	b.ReportMetric((after.inUse-base.inUse)/n-bareInUse, "inuse-B/conn")
+	b.ReportMetric((after.goroutines-base.goroutines)/n, "goroutines/conn")
+	b.ReportMetric(bareInUse, "bare-pair-B")
+	for _, c := range conns {
+		c.Close()
 	}
 }
 
