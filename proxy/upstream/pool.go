@@ -164,12 +164,13 @@ func (p *Pool) takeIdle() *PooledConn {
 		if pc.timer != nil {
 			pc.timer.Stop()
 		}
-		if c.IdleTimeout > 0 && time.Since(pc.idleSince) >= c.IdleTimeout {
+		idle := time.Since(pc.idleSince)
+		if c.IdleTimeout > 0 && idle >= c.IdleTimeout {
 			c.Stats.UpstreamCxIdleTimeout.Inc()
 			pc.destroy()
 			continue
 		}
-		if !pc.peek.alive() {
+		if idle >= peekAfter && !pc.peek.alive() {
 			pc.uc.MarkRemoteClose()
 			pc.destroy()
 			continue
@@ -363,6 +364,15 @@ func (p *Pool) Close() {
 		pc.destroy()
 	}
 }
+
+// peekAfter is how long a connection must have been idle before takeIdle
+// peeks at it. A connection released a moment ago after a complete keep-alive
+// response was open then; under load most are reused within microseconds and
+// the peek would be one more syscall per request. An upstream that closes
+// within this window is the race every pool has (the close can also come
+// just after a peek), and a body-less request that meets it is resent once
+// on a new connection (the router's retryStale).
+const peekAfter = 5 * time.Millisecond
 
 // peeker checks, without blocking, whether an idle connection is still
 // usable: the peer has not closed it and has sent nothing unsolicited.
