@@ -4,7 +4,7 @@ BIN := bin/outrider
 RACE_PKGS := ./proxy/... ./filters/... ./telemetry/... ./xds/...
 FUZZTIME ?= 30s
 
-.PHONY: all build run run-xds test test-race vet fuzz bench bench-check bench-compare conformance conformance-xds clean
+.PHONY: all build run run-xds test test-race vet fuzz bench bench-smoke bench-check bench-compare conformance conformance-xds clean
 
 all: build
 
@@ -35,6 +35,10 @@ fuzz:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./bench/ ./proxy/http1/
+
+# Every benchmark once, as CI runs them: they must still run; their numbers are not judged.
+bench-smoke:
+	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout 15m ./...
 
 # The allocation goals of issue 7 as a gate (never part of make test): 0 allocs/op on the
 # HTTP/1.1 and TCP proxy paths, counted over the whole process.
