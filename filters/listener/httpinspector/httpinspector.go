@@ -231,36 +231,11 @@ func (f *Filter) OnAccept(conn *net.Conn, info *streaminfo.Conn) error {
 				continue
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				*conn = newReplayConn(*conn, buf) // continue_on_listener_filters_timeout goes on with them
+				*conn = listenerfilter.Replay(*conn, buf) // continue_on_listener_filters_timeout goes on with them
 			}
 			return fmt.Errorf("http_inspector: %w", err)
 		}
-		*conn = newReplayConn(*conn, buf)
+		*conn = listenerfilter.Replay(*conn, buf)
 		return nil
 	}
 }
-
-// replayConn returns the peeked bytes before reading the connection again.
-type replayConn struct {
-	net.Conn
-	pending []byte
-}
-
-func newReplayConn(c net.Conn, b []byte) net.Conn {
-	if len(b) == 0 {
-		return c
-	}
-	return &replayConn{Conn: c, pending: b}
-}
-
-func (c *replayConn) Read(p []byte) (int, error) {
-	if len(c.pending) > 0 {
-		n := copy(p, c.pending)
-		c.pending = c.pending[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
-
-// Unwrap returns the underlying connection.
-func (c *replayConn) Unwrap() net.Conn { return c.Conn }

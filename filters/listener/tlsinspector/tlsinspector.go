@@ -139,7 +139,7 @@ func (f *Filter) OnAccept(conn *net.Conn, info *streaminfo.Conn) error {
 			} else {
 				inc(st.ALPNNotFound)
 			}
-			*conn = newReplayConn(*conn, buf)
+			*conn = listenerfilter.Replay(*conn, buf)
 			return nil
 		case NotTLS:
 			inc(st.TLSNotFound)
@@ -147,7 +147,7 @@ func (f *Filter) OnAccept(conn *net.Conn, info *streaminfo.Conn) error {
 				return ErrParse
 			}
 			info.TransportProtocol = "raw_buffer"
-			*conn = newReplayConn(*conn, buf)
+			*conn = listenerfilter.Replay(*conn, buf)
 			return nil
 		case TooLarge:
 			inc(st.ClientHelloTooLarge)
@@ -159,28 +159,3 @@ func (f *Filter) OnAccept(conn *net.Conn, info *streaminfo.Conn) error {
 		}
 	}
 }
-
-// replayConn returns the peeked bytes before reading the connection again.
-type replayConn struct {
-	net.Conn
-	pending []byte
-}
-
-func newReplayConn(c net.Conn, b []byte) net.Conn {
-	if len(b) == 0 {
-		return c
-	}
-	return &replayConn{Conn: c, pending: b}
-}
-
-func (c *replayConn) Read(p []byte) (int, error) {
-	if len(c.pending) > 0 {
-		n := copy(p, c.pending)
-		c.pending = c.pending[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
-
-// Unwrap returns the underlying connection once the peeked bytes are consumed.
-func (c *replayConn) Unwrap() net.Conn { return c.Conn }
