@@ -284,27 +284,7 @@ func clusterTransport(m *upstream.Manager, name string) *http.Transport {
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     time.Minute,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			cl := m.Get(name)
-			if cl == nil {
-				return nil, fmt.Errorf("xds cluster %q is gone", name)
-			}
-			h := cl.ChooseHost(&upstream.LBContext{})
-			if h == nil {
-				return nil, fmt.Errorf("xds cluster %q: no healthy upstream", name)
-			}
-			uc, err := cl.Dial(ctx, h)
-			if err != nil {
-				return nil, err
-			}
-			if tr := cl.TransportFor(h); tr != nil {
-				tc, err := tr.Wrap(ctx, uc, "")
-				if err != nil {
-					uc.Close()
-					return nil, err
-				}
-				return tc, nil
-			}
-			return uc, nil
+			return m.DialCluster(ctx, name)
 		},
 	}
 }

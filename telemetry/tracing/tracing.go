@@ -121,27 +121,7 @@ func New(ctx *Context, p *tracev3.Tracing_Http) (Tracer, error) {
 // named cluster's load balancer picks, through its transport socket.
 func ClusterHTTPClient(m *upstream.Manager, name string, timeout time.Duration) *http.Client {
 	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
-		cl := m.Get(name)
-		if cl == nil {
-			return nil, fmt.Errorf("cluster %q is gone", name)
-		}
-		h := cl.ChooseHost(&upstream.LBContext{})
-		if h == nil {
-			return nil, fmt.Errorf("cluster %q: no healthy upstream", name)
-		}
-		uc, err := cl.Dial(ctx, h)
-		if err != nil {
-			return nil, err
-		}
-		if tr := cl.Transport(); tr != nil {
-			tc, err := tr.Wrap(ctx, uc, "")
-			if err != nil {
-				uc.Close()
-				return nil, err
-			}
-			return tc, nil
-		}
-		return uc, nil
+		return m.DialCluster(ctx, name)
 	}
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 2}}
 }

@@ -192,27 +192,7 @@ func ClusterDialer(m *upstream.Manager, name, authority string) func(ctx context
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithAuthority(authority),
 			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-				cl := m.Get(name)
-				if cl == nil {
-					return nil, fmt.Errorf("cluster %q is gone", name)
-				}
-				h := cl.ChooseHost(&upstream.LBContext{})
-				if h == nil {
-					return nil, fmt.Errorf("cluster %q: no healthy upstream", name)
-				}
-				uc, err := cl.Dial(ctx, h)
-				if err != nil {
-					return nil, err
-				}
-				if tr := cl.TransportFor(h); tr != nil {
-					tc, err := tr.Wrap(ctx, uc, "")
-					if err != nil {
-						uc.Close()
-						return nil, err
-					}
-					return tc, nil
-				}
-				return uc, nil
+				return m.DialCluster(ctx, name)
 			}))
 	}
 }
