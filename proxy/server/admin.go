@@ -37,6 +37,7 @@ func (s *Server) mountAdmin() {
 	a.Handle("/runtime", "print runtime values", false, s.handleRuntime)
 	a.Handle("/runtime_modify", "Adds or modifies runtime values as passed in query parameters. To delete a previously added key, use an empty string as the value. Note that deletion only applies to overrides added via this endpoint; values loaded from disk can be modified via override but not deleted. E.g. ?key1=value1&key2=value2...", true, s.handleRuntimeModify)
 	a.Handle("/drain_listeners", "drain listeners (?graceful, ?inboundonly)", true, s.handleDrainListeners)
+	a.HandleProfiling(s.opts.Bootstrap.GetAdmin().GetProfilePath())
 	a.Handle("/quitquitquit", "exit the server", true, func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "OK\n")
 		s.Quit()
