@@ -29,9 +29,9 @@ type warmListener struct {
 	// inPlace: l was built by listener.BuildInPlace from old, whose
 	// unchanged filter chains it shares; it replaces old in place.
 	inPlace bool
-	since         time.Time
-	watches       []*rdsWatch
-	secrets       []string // SDS names it waits for
+	since   time.Time
+	watches []*rdsWatch
+	secrets []string // SDS names it waits for
 }
 
 func (w *warmListener) ready() bool {

@@ -95,14 +95,14 @@ type Server struct {
 	// the connections of their removed filter chains while these drain
 	// (inplace.go); config_dump does not show them, as Envoy.
 	chainDraining []*listener.Listener
-	stopped     bool     // listeners no longer accept
-	dyn         *dynamic // xDS; nil without dynamic_resources, SDS or RTDS
-	runtime     *xruntime.Loader
-	rtds        []rtdsSub
-	secrets     *secretProvider
-	lsecrets    map[*listener.Listener][]string // SDS names a static listener waits for before serving
-	connIDs     atomic.Uint64
-	pipes       map[string]string // static clusters whose endpoint is a unix socket (pipe): name → path
+	stopped       bool     // listeners no longer accept
+	dyn           *dynamic // xDS; nil without dynamic_resources, SDS or RTDS
+	runtime       *xruntime.Loader
+	rtds          []rtdsSub
+	secrets       *secretProvider
+	lsecrets      map[*listener.Listener][]string // SDS names a static listener waits for before serving
+	connIDs       atomic.Uint64
+	pipes         map[string]string // static clusters whose endpoint is a unix socket (pipe): name → path
 	// handoff finds the active listener of an original destination for
 	// use_original_dst listeners; kept current with listeners.
 	handoff listener.Table
