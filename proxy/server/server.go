@@ -91,21 +91,23 @@ type Server struct {
 	stopGauges  chan struct{}
 	listenersMu sync.Mutex // guards listeners and draining, which xDS changes
 	draining    []*listener.Listener
-	// chainDraining are listeners an in-place update replaced, left with
-	// the connections of their removed filter chains while these drain
-	// (inplace.go); config_dump does not show them, as Envoy.
-	chainDraining []*listener.Listener
-	stopped       bool     // listeners no longer accept
-	dyn           *dynamic // xDS; nil without dynamic_resources, SDS or RTDS
-	runtime       *xruntime.Loader
-	rtds          []rtdsSub
-	secrets       *secretProvider
-	lsecrets      map[*listener.Listener][]string // SDS names a static listener waits for before serving
-	connIDs       atomic.Uint64
-	pipes         map[string]string // static clusters whose endpoint is a unix socket (pipe): name → path
+	stopped     bool     // listeners no longer accept
+	dyn         *dynamic // xDS; nil without dynamic_resources, SDS or RTDS
+	runtime     *xruntime.Loader
+	rtds        []rtdsSub
+	secrets     *secretProvider
+	lsecrets    map[*listener.Listener][]string // SDS names a static listener waits for before serving
+	connIDs     atomic.Uint64
+	pipes       map[string]string // static clusters whose endpoint is a unix socket (pipe): name → path
 	// handoff finds the active listener of an original destination for
 	// use_original_dst listeners; kept current with listeners.
 	handoff listener.Table
+
+	// chainDraining are listeners an in-place update replaced, left with
+	// the connections of their removed filter chains while these drain
+	// (inplace.go), guarded by listenersMu; config_dump does not show them,
+	// as Envoy.
+	chainDraining []*listener.Listener
 }
 
 // New compiles the bootstrap. Errors name the field path.
