@@ -26,12 +26,13 @@ type warmListener struct {
 	name, version string
 	l, old        *listener.Listener // old: nil for a new listener
 	bound         bool
+	since         time.Time
+	watches       []*rdsWatch
+	secrets       []string // SDS names it waits for
+
 	// inPlace: l was built by listener.BuildInPlace from old, whose
 	// unchanged filter chains it shares; it replaces old in place.
 	inPlace bool
-	since   time.Time
-	watches []*rdsWatch
-	secrets []string // SDS names it waits for
 }
 
 func (w *warmListener) ready() bool {
