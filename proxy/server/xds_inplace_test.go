@@ -19,6 +19,8 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -307,4 +309,55 @@ func TestListenerFullUpdateDrainsAll(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rawH2From is dialRawH2 from source address src.
+func rawH2From(t *testing.T, src string, port int) *rawH2 {
+	t.Helper()
+	k := dialFrom(t, src, port)
+	_ = k.c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := &rawH2{t: t, c: k.c, fr: http2.NewFramer(k.c, k.c)}
+	r.enc = hpack.NewEncoder(&r.hbuf)
+	if _, err := io.WriteString(k.c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// answered reads frames until the response headers of stream id, failing
+// on a GOAWAY before them.
+func (r *rawH2) answered(what string, id uint32) {
+	r.t.Helper()
+	r.next(what, func(f http2.Frame) bool {
+		if isGoAway(f) {
+			r.t.Fatalf("%s: GOAWAY on a connection whose chain did not change", what)
+		}
+		h, ok := f.(*http2.HeadersFrame)
+		return ok && h.StreamID == id
+	})
+}
+
+// Over HTTP/2 the changed chain's connection gets GOAWAY; the unchanged
+// chain's does not and goes on serving new streams.
+func TestListenerInPlaceUpdateH2(t *testing.T) {
+	cp := startControlPlane(t)
+	up := startUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	port := servertest.DeadPort(t)
+	cp.set(t, "1", inplaceResources(t, port, up.port(), "a1", "b1", nil))
+	servertest.Start(t, xdsBootstrap(cp.port, "GRPC"))
+	eventually(t, "chain b", newConnGets("127.0.0.2", port), "b1")
+	onA, onB := rawH2From(t, "127.0.0.1", port), rawH2From(t, "127.0.0.2", port)
+	onA.get(1, "inplace", "/")
+	onA.answered("a before the update", 1)
+	onB.get(1, "inplace", "/")
+	onB.answered("b before the update", 1)
+
+	cp.set(t, "2", inplaceResources(t, port, up.port(), "a1", "b2", nil))
+	eventually(t, "the update", newConnGets("127.0.0.2", port), "b2")
+	onB.next("GOAWAY on the changed chain", isGoAway)
+	onA.get(3, "inplace", "/")
+	onA.answered("a after the update", 3)
 }
