@@ -77,6 +77,7 @@ func (l *Listener) UpdateInPlace(old *Listener) (draining int) {
 	}
 	old.mu.Lock()
 	l.mu.Lock()
+	old.successor.Store(l)
 	for t := range old.conns {
 		if c := t.chain.Load(); c == nil || kept[c] {
 			delete(old.conns, t)
@@ -93,6 +94,24 @@ func (l *Listener) UpdateInPlace(old *Listener) (draining int) {
 	}
 	old.closeIdleFor(old.drainTime)
 	return len(dropped)
+}
+
+// settle takes t, owned by l whose mu is held, on to the listener that
+// replaced l in place, if any (and so on), and returns t's owner then, its
+// mu held: a connection that reached l just as an in-place update replaced
+// l is matched to the new listener's chains.
+func settle(t *tracked, l *Listener) *Listener {
+	for next := l.successor.Load(); next != nil; next = l.successor.Load() {
+		next.mu.Lock()
+		delete(l.conns, t)
+		next.conns[t] = struct{}{}
+		t.owner.Store(next)
+		next.wg.Add(1)
+		l.wg.Done()
+		l.mu.Unlock()
+		l = next
+	}
+	return l
 }
 
 // allChains is l's filter chains and its default chain.

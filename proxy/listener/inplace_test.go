@@ -252,3 +252,42 @@ func TestUpdateInPlaceKeepsUnchangedChains(t *testing.T) {
 		t.Error("the new listener does not close the chain it took over")
 	}
 }
+
+// A connection that reaches the old listener after an in-place update (the
+// accept loop loaded the owner just before) is matched against the new
+// listener's chains and counted by it.
+func TestSettleMovesLateConnections(t *testing.T) {
+	ctx, ids := testContext(), &atomic.Uint64{}
+	old, err := Build(echoListener("la1", "lb1"), ctx, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mid, err := BuildInPlace(echoListener("la1", "lb2"), ctx, ids, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mid.UpdateInPlace(old)
+	l, err := BuildInPlace(echoListener("la3", "lb2"), ctx, ids, mid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.UpdateInPlace(mid)
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	defer c2.Close()
+	tr := &tracked{conn: c1}
+	tr.owner.Store(old)
+	old.mu.Lock()
+	old.conns[tr] = struct{}{}
+	old.wg.Add(1)
+	old.mu.Unlock()
+	owner := settle(tr, tr.lockOwner())
+	owner.mu.Unlock()
+	if owner != l || tr.owner.Load() != l || old.ActiveConns() != 0 || mid.ActiveConns() != 0 || l.ActiveConns() != 1 {
+		t.Fatalf("settled on %p (new %p); conns old %d, mid %d, new %d", owner, l, old.ActiveConns(), mid.ActiveConns(), l.ActiveConns())
+	}
+	l.untrack(tr)
+	old.Wait() // the moved connection is no longer old's to wait for
+	mid.Wait()
+	l.Wait()
+}

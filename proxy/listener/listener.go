@@ -90,6 +90,9 @@ type Listener struct {
 	mu    sync.Mutex
 	conns map[*tracked]struct{}
 	wg    sync.WaitGroup
+	// successor is the listener that replaced l in place (UpdateInPlace);
+	// nil while l is not replaced so.
+	successor atomic.Pointer[Listener]
 }
 
 type listenerStats struct {
@@ -462,7 +465,7 @@ func (l *Listener) runListenerFilters(c net.Conn, info *streaminfo.Conn) (net.Co
 func (l *Listener) accept(t *tracked, c net.Conn, info *streaminfo.Conn) (_ *netfilter.Conn, _ netfilter.Terminal, wrapped net.Conn) {
 	// The chain comes from the listener owning t now: one that an in-place
 	// update moved t to before it was matched has the current chains.
-	owner := t.lockOwner()
+	owner := settle(t, t.lockOwner())
 	ch := owner.pick(info)
 	t.chain.Store(ch)
 	owner.mu.Unlock()
