@@ -83,7 +83,8 @@ type Listener struct {
 	// drain is started by StartDrain (Draining); the chains' own managers
 	// are what their connections drain by.
 	drain *drain.Manager
-	// drainStrategy is what each new chain's drain manager is made from.
+	// drainGradual and drainTime make each new chain's drain manager
+	// (--drain-strategy, --drain-time-s).
 	drainGradual bool
 	drainTime    time.Duration
 

@@ -170,7 +170,8 @@ func (d *dynamic) addWarming(name string, lp *listenerv3.Listener, old *listener
 	w.l = l
 	l.UseHandoff(&d.s.handoff)
 	if w.inPlace {
-		// Counted when decided, as Envoy does, with listener_modified.
+		// Counted when decided, as Envoy does (listener_modified is
+		// counted when the listener goes into service).
 		d.s.stats.Scope("listener_manager").Counter("listener_in_place_updated").Inc()
 	}
 	if old == nil {
