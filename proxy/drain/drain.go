@@ -18,11 +18,12 @@ type Manager struct {
 	Gradual bool
 	Time    time.Duration
 
-	started atomic.Int64 // unix nanoseconds of Start; 0 before
-	once    sync.Once
-	mu      sync.Mutex
-	ch      chan struct{}
-	hooks   []func()
+	started   atomic.Int64 // unix nanoseconds of Start; 0 before
+	immediate atomic.Bool  // StartImmediate was called
+	once      sync.Once
+	mu        sync.Mutex
+	ch        chan struct{}
+	hooks     []func()
 }
 
 func (m *Manager) done() chan struct{} {
@@ -51,6 +52,15 @@ func (m *Manager) Start() {
 	})
 }
 
+// StartImmediate begins draining as Start does, and from now on
+// ShouldClose says yes whatever the strategy, even when a gradual drain had
+// started already: Envoy's drain of a filter chain that an in-place listener
+// update removed, whose connections close on their next response.
+func (m *Manager) StartImmediate() {
+	m.immediate.Store(true)
+	m.Start()
+}
+
 // OnStart registers fn to run once when draining starts, so connections
 // need not poll. fn must not block. When the drain has already started, fn
 // runs at once on the caller's goroutine.
@@ -76,7 +86,7 @@ func (m *Manager) ShouldClose() bool {
 	if start == 0 {
 		return false
 	}
-	if !m.Gradual || m.Time <= 0 {
+	if !m.Gradual || m.Time <= 0 || m.immediate.Load() {
 		return true
 	}
 	elapsed := time.Duration(time.Now().UnixNano() - start)

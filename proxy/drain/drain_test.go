@@ -57,3 +57,25 @@ func TestOnStartRunsOnce(t *testing.T) {
 		t.Fatalf("hook registered after Start ran %d times, want 1 (at once)", after)
 	}
 }
+
+// StartImmediate closes at once even under a gradual strategy, also when a
+// gradual drain had started before it; hooks run once.
+func TestStartImmediateOverridesGradual(t *testing.T) {
+	for _, startedBefore := range []bool{false, true} {
+		m := Manager{Gradual: true, Time: time.Hour}
+		hooks := 0
+		m.OnStart(func() { hooks++ })
+		if startedBefore {
+			m.Start()
+		}
+		m.StartImmediate()
+		for i := 0; i < 100; i++ {
+			if !m.ShouldClose() {
+				t.Fatalf("startedBefore=%v: ShouldClose false after StartImmediate", startedBefore)
+			}
+		}
+		if hooks != 1 {
+			t.Fatalf("startedBefore=%v: hooks ran %d times, want 1", startedBefore, hooks)
+		}
+	}
+}

@@ -99,6 +99,7 @@ func (l *Listener) handoffTarget(info *streaminfo.Conn) *Listener {
 // filters run again, as in Envoy, but it is not handed over a second time.
 func (l *Listener) adopt(raw, c net.Conn, info *streaminfo.Conn, start time.Time) {
 	t := &tracked{conn: raw}
+	t.owner.Store(l)
 	l.mu.Lock()
 	l.conns[t] = struct{}{}
 	l.wg.Add(1)

@@ -2,7 +2,8 @@
 // loop: each accepted connection gets its own goroutine, runs the listener
 // filters, is matched to a filter chain and handed to that chain's network
 // filters. A Listener is immutable once built; a config update builds a new one
-// and drains the old.
+// and drains the old, or, when only filter chains changed, builds one that
+// shares the unchanged chains and their connections (inplace.go).
 package listener
 
 import (
@@ -34,9 +35,14 @@ import (
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
-// chain is a compiled filter chain.
+// chain is a compiled filter chain. An in-place listener update shares it
+// between the old and the new listener; owner is the one that closes it.
 type chain struct {
 	name      string
+	proto     *listenerv3.FilterChain
+	key       string         // proto, marshalled deterministically: finds it again in an update
+	drain     *drain.Manager // the chain's filters drain by it; never nil
+	owner     atomic.Pointer[Listener]
 	transport transport.Downstream // nil: raw bytes
 	// handshakeTimeout is transport_socket_connect_timeout; 0 means none.
 	handshakeTimeout time.Duration
@@ -74,11 +80,20 @@ type Listener struct {
 
 	sock   *socket // nil before Bind or TakeOver
 	nextID *atomic.Uint64
-	drain  *drain.Manager
+	// drain is started by StartDrain (Draining); the chains' own managers
+	// are what their connections drain by.
+	drain *drain.Manager
+	// drainGradual and drainTime make each new chain's drain manager
+	// (--drain-strategy, --drain-time-s).
+	drainGradual bool
+	drainTime    time.Duration
 
 	mu    sync.Mutex
 	conns map[*tracked]struct{}
 	wg    sync.WaitGroup
+	// successor is the listener that replaced l in place (UpdateInPlace);
+	// nil while l is not replaced so.
+	successor atomic.Pointer[Listener]
 }
 
 type listenerStats struct {
@@ -88,21 +103,37 @@ type listenerStats struct {
 }
 
 // tracked is an open connection, with since when it waits idle for a
-// request (Unix nanoseconds; 0 while a request is in progress).
+// request (Unix nanoseconds; 0 while a request is in progress). owner is
+// the listener that counts it (an in-place update moves it to the new
+// listener), chain the filter chain it was matched to (nil before).
 type tracked struct {
 	conn      net.Conn
 	idleSince atomic.Int64
+	owner     atomic.Pointer[Listener]
+	chain     atomic.Pointer[chain]
 }
 
-// drainIdleGrace is how long a connection must have been idle before a
-// drain closes it. A connection in use gets "Connection: close" (or GOAWAY)
-// on its next response instead, so that the drain does not close a socket a
-// client is about to send a request on, a request it could not know to
-// retry.
-const drainIdleGrace = time.Second
+// lockOwner returns t's owner with its mu held: an in-place update may move
+// t while the caller waits for the lock.
+func (t *tracked) lockOwner() *Listener {
+	for {
+		l := t.owner.Load()
+		l.mu.Lock()
+		if t.owner.Load() == l {
+			return l
+		}
+		l.mu.Unlock()
+	}
+}
 
 // Build compiles a listener. Errors name the field path inside the listener.
-func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (_ *Listener, err error) {
+func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (*Listener, error) {
+	return build(p, ctx, ids, nil)
+}
+
+// build compiles p; a filter chain equal to one of origin's (nil: none) is
+// origin's compiled chain, shared.
+func build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64, origin *Listener) (_ *Listener, err error) {
 	if err := confcheck.Fields(p, "", "name", "address", "filter_chains", "default_filter_chain",
 		"per_connection_buffer_limit_bytes", "listener_filters", "enable_reuse_port", "reuse_port",
 		"tcp_backlog_size", "socket_options", "freebind", "transparent", "stat_prefix", "traffic_direction",
@@ -117,12 +148,13 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 	}
 	l := &Listener{
 		Name: p.GetName(), Proto: p, network: network, address: address,
-		opts:        sockopt.OptionsFromListener(p),
-		bufferLimit: 1 << 20,
-		log:         ctx.Log,
-		nextID:      ids,
-		conns:       map[*tracked]struct{}{},
-		bindToPort:  p.GetBindToPort() == nil || p.GetBindToPort().GetValue(),
+		opts:         sockopt.OptionsFromListener(p),
+		bufferLimit:  1 << 20,
+		log:          ctx.Log,
+		nextID:       ids,
+		conns:        map[*tracked]struct{}{},
+		bindToPort:   p.GetBindToPort() == nil || p.GetBindToPort().GetValue(),
+		drainGradual: ctx.DrainGradual, drainTime: ctx.DrainTime,
 	}
 	l.useOriginalDst = p.GetUseOriginalDst().GetValue()
 	if l.Name == "" {
@@ -179,16 +211,23 @@ func Build(p *listenerv3.Listener, ctx *netfilter.Context, ids *atomic.Uint64) (
 	fctx.ListenerName = l.Name
 	fctx.TrafficDirection = p.GetTrafficDirection()
 	l.drain = &drain.Manager{Gradual: ctx.DrainGradual, Time: ctx.DrainTime}
-	fctx.Drain = l.drain
+	var reuse map[string]*chain
+	if origin != nil {
+		reuse = origin.chainsByKey()
+	}
 	for i, fc := range p.GetFilterChains() {
-		c, err := buildChain(fc, &fctx, tctx)
+		c, err := l.chainFor(fc, reuse, &fctx, tctx)
 		if err != nil {
 			return nil, fmt.Errorf("filter_chains[%d]%s: %w", i, chainLabel(fc.GetName()), err)
 		}
 		l.chains = append(l.chains, c)
 	}
 	if dc := p.GetDefaultFilterChain(); dc != nil {
-		if l.defaultChain, err = buildChain(dc, &fctx, tctx); err != nil {
+		var reuseDefault map[string]*chain
+		if origin != nil && origin.defaultChain != nil {
+			reuseDefault = map[string]*chain{origin.defaultChain.key: origin.defaultChain}
+		}
+		if l.defaultChain, err = l.chainFor(dc, reuseDefault, &fctx, tctx); err != nil {
 			return nil, fmt.Errorf("default_filter_chain: %w", err)
 		}
 	}
@@ -304,6 +343,7 @@ func (l *Listener) Serve() {
 // serveConn tracks c and runs it on its own goroutine.
 func (l *Listener) serveConn(c net.Conn) {
 	t := &tracked{conn: c}
+	t.owner.Store(l)
 	l.mu.Lock()
 	l.conns[t] = struct{}{}
 	l.wg.Add(1)
@@ -365,9 +405,11 @@ func (l *Listener) connInfo(c net.Conn, start time.Time) *streaminfo.Conn {
 	return info
 }
 
-// finish closes the connection, writes the listener's access log and
-// records its end.
+// finish closes the connection, writes the access log of the listener that
+// owns it now (l, or the one an in-place update moved it to) and records its
+// end.
 func (l *Listener) finish(t *tracked, info *streaminfo.Conn, start time.Time) {
+	l = t.owner.Load()
 	if l.accessLogs != nil {
 		si := &streaminfo.Stream{Conn: info, StartTime: start}
 		si.LastDownstreamTxByte = si.Since(time.Now())
@@ -380,9 +422,10 @@ func (l *Listener) finish(t *tracked, info *streaminfo.Conn, start time.Time) {
 	l.untrack(t)
 }
 
-// untrack forgets t, which ended or was handed over to another listener.
+// untrack makes t's owner forget t, which ended or was handed over to
+// another listener.
 func (l *Listener) untrack(t *tracked) {
-	l.mu.Lock()
+	l = t.lockOwner()
 	delete(l.conns, t)
 	l.mu.Unlock()
 	l.wg.Done()
@@ -421,7 +464,12 @@ func (l *Listener) runListenerFilters(c net.Conn, info *streaminfo.Conn) (net.Co
 // closed, and the transport-wrapped connection to close at the end (nil
 // when none).
 func (l *Listener) accept(t *tracked, c net.Conn, info *streaminfo.Conn) (_ *netfilter.Conn, _ netfilter.Terminal, wrapped net.Conn) {
-	ch := l.pick(info)
+	// The chain comes from the listener owning t now: one that an in-place
+	// update moved t to before it was matched has the current chains.
+	owner := settle(t, t.lockOwner())
+	ch := owner.pick(info)
+	t.chain.Store(ch)
+	owner.mu.Unlock()
 	if ch == nil {
 		l.st.noChain.Inc()
 		return nil, nil, nil
@@ -496,55 +544,12 @@ func (l *Listener) ActiveConns() int {
 	return len(l.conns)
 }
 
-// StartDrain begins the listener's drain: responses start to carry
-// "Connection: close", and connections idle between requests (for at least
-// drainIdleGrace) are closed,
-// all at once (immediate) or spread over the drain time (gradual). It does
-// not stop accepting.
-func (l *Listener) StartDrain() {
-	if l.drain.Draining() {
-		return
-	}
-	l.drain.Start()
-	l.closeIdle()
-	go func() {
-		end := time.Now().Add(l.drain.Time)
-		for time.Now().Before(end) {
-			time.Sleep(50 * time.Millisecond)
-			l.closeIdle()
-		}
-	}()
-}
-
-// Draining reports whether StartDrain was called.
-func (l *Listener) Draining() bool { return l.drain.Draining() }
-
-// closeIdle closes the idle connections the drain strategy picks now.
-func (l *Listener) closeIdle() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := time.Now().UnixNano()
-	for t := range l.conns {
-		if since := t.idleSince.Load(); since != 0 && now-since >= int64(drainIdleGrace) && l.drain.ShouldClose() {
-			_ = t.conn.Close()
-		}
-	}
-}
-
-// CloseAll closes every connection, at the end of a drain.
-func (l *Listener) CloseAll() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for t := range l.conns {
-		_ = t.conn.Close()
-	}
-}
-
 // Close releases what the listener's filters hold (access log files);
-// call it after every connection has ended.
+// call it after every connection has ended. Chains an in-place update
+// handed to a newer listener are that listener's to close.
 func (l *Listener) Close() {
 	closeAll := func(c *chain) {
-		if c == nil {
+		if c == nil || !c.owner.CompareAndSwap(l, nil) {
 			return
 		}
 		for _, m := range c.middles {

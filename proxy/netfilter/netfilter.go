@@ -60,8 +60,10 @@ type Middle interface {
 type Context struct {
 	Clusters *upstream.Manager
 	Stats    *stats.Store
-	// Drain is the listener's drain manager; each listener has its own, so
-	// /drain_listeners?inboundonly drains only some.
+	// Drain is the filter chain's drain manager: each chain has its own,
+	// started by its listener's drain (so /drain_listeners?inboundonly
+	// drains only some listeners) or alone when an in-place listener update
+	// removes or changes the chain.
 	Drain *drain.Manager
 	Log   *slog.Logger
 	// ListenerName names the listener the chain belongs to.

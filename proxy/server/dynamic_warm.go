@@ -29,6 +29,10 @@ type warmListener struct {
 	since         time.Time
 	watches       []*rdsWatch
 	secrets       []string // SDS names it waits for
+
+	// inPlace: l was built by listener.BuildInPlace from old, whose
+	// unchanged filter chains it shares; it replaces old in place.
+	inPlace bool
 }
 
 func (w *warmListener) ready() bool {
@@ -147,10 +151,16 @@ func (d *dynamic) addWarming(name string, lp *listenerv3.Listener, old *listener
 		return err
 	}
 	w := &warmListener{name: name, version: version, old: old, since: time.Now(), secrets: secrets}
+	w.inPlace = old.SupportsInPlaceUpdate(lp) // a nil old does not
 	d.mu.Lock()
 	d.building = w
 	d.mu.Unlock()
-	l, err := listener.Build(lp, d.nctx, &d.s.connIDs)
+	var l *listener.Listener
+	if w.inPlace {
+		l, err = listener.BuildInPlace(lp, d.nctx, &d.s.connIDs, old)
+	} else {
+		l, err = listener.Build(lp, d.nctx, &d.s.connIDs)
+	}
 	d.mu.Lock()
 	d.building = nil
 	d.mu.Unlock()
@@ -159,6 +169,11 @@ func (d *dynamic) addWarming(name string, lp *listenerv3.Listener, old *listener
 	}
 	w.l = l
 	l.UseHandoff(&d.s.handoff)
+	if w.inPlace {
+		// Counted when decided, as Envoy does (listener_modified is
+		// counted when the listener goes into service).
+		d.s.stats.Scope("listener_manager").Counter("listener_in_place_updated").Inc()
+	}
 	if old == nil {
 		if err := l.Bind(context.Background()); err != nil {
 			l.Close()
@@ -187,6 +202,11 @@ func (d *dynamic) checkWarming() {
 	}
 	d.mu.Unlock()
 	for _, w := range ready {
+		if w.inPlace {
+			d.s.replaceInPlace(w.l, w.old)
+			go w.l.Serve() // returns at once on old's socket, whose accept loop runs
+			continue
+		}
 		if !w.bound && !w.l.TakeOver(w.old) {
 			if err := w.l.Bind(context.Background()); err != nil {
 				d.s.log.Error("listener warmed but cannot bind", "listener", w.name, "err", err)

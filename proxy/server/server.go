@@ -102,6 +102,12 @@ type Server struct {
 	// handoff finds the active listener of an original destination for
 	// use_original_dst listeners; kept current with listeners.
 	handoff listener.Table
+
+	// chainDraining are listeners an in-place update replaced, left with
+	// the connections of their removed filter chains while these drain
+	// (inplace.go), guarded by listenersMu; config_dump does not show them,
+	// as Envoy.
+	chainDraining []*listener.Listener
 }
 
 // New compiles the bootstrap. Errors name the field path.
@@ -269,11 +275,11 @@ func (s *Server) Listeners() []*listener.Listener {
 }
 
 // allListeners is the active listeners and those still draining after an
-// update removed or replaced them.
+// update removed or replaced them, in whole or only some filter chains.
 func (s *Server) allListeners() []*listener.Listener {
 	s.listenersMu.Lock()
 	defer s.listenersMu.Unlock()
-	return append(slices.Clone(s.listeners), s.draining...)
+	return slices.Concat(s.listeners, s.draining, s.chainDraining)
 }
 
 // allDraining is the listeners still draining after an update removed or
@@ -481,6 +487,8 @@ func (s *Server) initStats() {
 	lm.Counter("listener_added").Add(uint64(len(s.listeners)))
 	lm.Gauge("total_listeners_warming")
 	lm.Gauge("total_listeners_draining")
+	lm.Gauge("total_filter_chains_draining")
+	lm.Counter("listener_in_place_updated")
 	cm := s.stats.Scope("cluster_manager")
 	n := len(s.clusters.Names())
 	cm.Gauge("active_clusters").Set(int64(n))
