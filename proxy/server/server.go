@@ -581,10 +581,10 @@ func (s *Server) addListener(l, old *listener.Listener) {
 	lm := s.stats.Scope("listener_manager")
 	lm.Gauge("total_listeners_active").Set(int64(active))
 	lm.Gauge("total_listeners_draining").Set(int64(draining))
-	if l != nil {
-		lm.Counter("listener_added").Inc()
-	}
 	if old == nil {
+		if l != nil {
+			lm.Counter("listener_added").Inc()
+		}
 		return
 	}
 	if l != nil {

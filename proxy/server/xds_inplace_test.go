@@ -259,6 +259,9 @@ func testInPlaceUpdate(t *testing.T, apiType string, immediate bool) {
 	if got := p.Stat("listener_manager.listener_modified"); got != 2 {
 		t.Errorf("listener_modified = %d, want 2", got)
 	}
+	if got := p.Stat("listener_manager.listener_added"); got != 1 {
+		t.Errorf("listener_added = %d, want 1", got)
+	}
 }
 
 // Any change besides the filter chains (listener filters, the buffer limit,
@@ -301,6 +304,9 @@ func TestListenerFullUpdateDrainsAll(t *testing.T) {
 			p.WaitStat("listener_manager.listener_modified", 1)
 			if got := p.Stat("listener_manager.listener_in_place_updated"); got != 0 {
 				t.Errorf("listener_in_place_updated = %d for a full update", got)
+			}
+			if got := p.Stat("listener_manager.listener_added"); got != 1 {
+				t.Errorf("listener_added = %d after one add and one modification, want 1", got)
 			}
 			onA.mustDrain(t, "a (unchanged chain) in a full update")
 			onB.mustDrain(t, "b in a full update")
