@@ -4,7 +4,7 @@ BIN := bin/outrider
 RACE_PKGS := ./proxy/... ./filters/... ./telemetry/... ./xds/...
 FUZZTIME ?= 30s
 
-.PHONY: all build run run-xds test test-race vet fuzz bench bench-smoke bench-check bench-compare conformance conformance-xds clean
+.PHONY: all build run run-xds test test-race vet fuzz bench bench-smoke bench-check bench-compare pgo conformance conformance-xds clean
 
 all: build
 
@@ -51,6 +51,11 @@ bench-check:
 # SECS, TCP_SECS, LAT_SECS, ROUNDS, IDLE_N shorten it). Installs the peers if missing.
 bench-compare:
 	bash bench/compare.sh
+
+# Rewrites cmd/outrider/default.pgo from a CPU profile of outrider under the bench-compare workloads
+# (bench/pgo.sh, about 2 minutes); go build uses it for profile-guided optimisation.
+pgo:
+	bash bench/pgo.sh
 
 # h2spec (installed by .ci/run, or: go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible)
 # against the h2c listener of examples/conformance/h2c.yaml, for the report; x/net's server fails
