@@ -9,6 +9,7 @@ import (
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
+	"github.com/outrider-proxy/outrider/proxy/grpcstatus"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/http1"
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
@@ -296,7 +297,7 @@ func (s *stream) sendLocalReply(status int, body, details string, flag streaminf
 		// gRPC local replies are trailers-only, as Envoy's.
 		s.resp.SetInt(headers.Status, 200)
 		s.resp.Set("content-type", "application/grpc")
-		s.resp.SetInt("grpc-status", int64(grpcStatus(status)))
+		s.resp.SetInt("grpc-status", int64(grpcstatus.FromHTTP(status)))
 		if body != "" {
 			s.resp.Set("grpc-message", grpcEncode(body))
 		}

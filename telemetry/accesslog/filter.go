@@ -10,6 +10,7 @@ import (
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
+	"github.com/outrider-proxy/outrider/proxy/grpcstatus"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/matcher"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
@@ -305,26 +306,9 @@ func grpcStatus(ctx *formatter.Context) (int, bool) {
 		}
 	}
 	if ctx.Stream != nil && ctx.Stream.ResponseCode != 0 {
-		return httpToGRPCStatus(ctx.Stream.ResponseCode), true
+		return grpcstatus.FromHTTP(ctx.Stream.ResponseCode), true
 	}
 	return 2, true // UNKNOWN
-}
-
-// httpToGRPCStatus is Envoy's Grpc::Utility::httpToGrpcStatus.
-func httpToGRPCStatus(code int) int {
-	switch code {
-	case 400:
-		return 13 // INTERNAL
-	case 401:
-		return 16 // UNAUTHENTICATED
-	case 403:
-		return 7 // PERMISSION_DENIED
-	case 404:
-		return 12 // UNIMPLEMENTED
-	case 429, 502, 503, 504:
-		return 14 // UNAVAILABLE
-	}
-	return 2 // UNKNOWN
 }
 
 // logTypeFilter matches the Context's log type.
