@@ -54,26 +54,17 @@ type edfPicker struct {
 	leastRequest bool
 	bias         float64
 
-	mu    sync.Mutex
-	now   float64
-	order uint64
-	heap  []edfEntry
-}
-
-type edfEntry struct {
-	deadline float64
-	order    uint64
-	host     *Host
+	mu sync.Mutex
+	q  edf[*Host]
 }
 
 func newEDFPicker(hosts []*Host, skip uint64, l *lbConfig) *edfPicker {
-	p := &edfPicker{heap: make([]edfEntry, 0, len(hosts))}
+	p := &edfPicker{q: edf[*Host]{heap: make([]edfItem[*Host], 0, len(hosts))}}
 	if l != nil && l.kind == lbLeastRequest {
 		p.leastRequest, p.bias = true, l.bias
 	}
 	for _, h := range hosts {
-		p.push(edfEntry{deadline: 1 / p.weight(h), order: p.order, host: h})
-		p.order++
+		p.q.add(h, p.weight(h))
 	}
 	// Like Envoy's EdfScheduler::createWithPicks, start at a random point
 	// of the sequence so that many proxies do not all hit the same host first.
@@ -96,54 +87,10 @@ func (p *edfPicker) weight(h *Host) float64 {
 	return w / math.Pow(active, p.bias)
 }
 
-func (p *edfPicker) less(i, j int) bool {
-	a, b := &p.heap[i], &p.heap[j]
-	if a.deadline != b.deadline {
-		return a.deadline < b.deadline
-	}
-	return a.order < b.order
-}
-
-func (p *edfPicker) push(e edfEntry) {
-	p.heap = append(p.heap, e)
-	for i := len(p.heap) - 1; i > 0; {
-		parent := (i - 1) / 2
-		if !p.less(i, parent) {
-			break
-		}
-		p.heap[i], p.heap[parent] = p.heap[parent], p.heap[i]
-		i = parent
-	}
-}
-
-func (p *edfPicker) down(i int) {
-	n := len(p.heap)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			return
-		}
-		m := l
-		if r := l + 1; r < n && p.less(r, l) {
-			m = r
-		}
-		if !p.less(m, i) {
-			return
-		}
-		p.heap[i], p.heap[m] = p.heap[m], p.heap[i]
-		i = m
-	}
-}
-
 func (p *edfPicker) pick(*LBContext) *Host {
 	p.mu.Lock()
-	top := &p.heap[0]
-	h := top.host
-	p.now = top.deadline
-	top.deadline = p.now + 1/p.weight(h)
-	top.order = p.order
-	p.order++
-	p.down(0)
+	h := p.q.next()
+	p.q.reschedule(p.weight(h))
 	p.mu.Unlock()
 	return h
 }

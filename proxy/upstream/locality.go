@@ -113,16 +113,14 @@ func effectiveLocalityWeight(weight uint32, eligible, total int, overprovision u
 // localitySched is Envoy's EDF scheduler over localities with fixed
 // effective weights; nil when no locality has a positive weight.
 type localitySched struct {
-	mu    sync.Mutex
-	now   float64
-	order uint64
-	heap  []locEntry
+	mu sync.Mutex
+	q  edf[locEntry]
 }
 
+// locEntry is a locality's index in the groups and its effective weight.
 type locEntry struct {
-	deadline, weight float64
-	order            uint64
-	idx              int
+	idx    int
+	weight float64
 }
 
 // newLocalitySched builds the scheduler of eligible (healthy or degraded)
@@ -139,63 +137,23 @@ func newLocalitySched(groups []*localityGroup, eligible func(*localityGroup) []*
 	for i, g := range groups {
 		w := effectiveLocalityWeight(g.weight, len(eligible(g)), len(g.hosts), overprovision)
 		if w > 0 {
-			s.push(locEntry{deadline: 1 / w, weight: w, order: s.order, idx: i})
-			s.order++
+			s.q.add(locEntry{idx: i, weight: w}, w)
 		}
 	}
-	if len(s.heap) == 0 {
+	if len(s.q.heap) == 0 {
 		return nil
 	}
-	for range seed % uint64(len(s.heap)) {
+	for range seed % uint64(len(s.q.heap)) {
 		s.pick()
 	}
 	return s
 }
 
-func (s *localitySched) less(i, j int) bool {
-	a, b := &s.heap[i], &s.heap[j]
-	if a.deadline != b.deadline {
-		return a.deadline < b.deadline
-	}
-	return a.order < b.order
-}
-
-func (s *localitySched) push(e locEntry) {
-	s.heap = append(s.heap, e)
-	for i := len(s.heap) - 1; i > 0; {
-		p := (i - 1) / 2
-		if !s.less(i, p) {
-			break
-		}
-		s.heap[i], s.heap[p] = s.heap[p], s.heap[i]
-		i = p
-	}
-}
-
 // pick returns the index of the next locality and reschedules it.
 func (s *localitySched) pick() int {
 	s.mu.Lock()
-	top := &s.heap[0]
-	idx := top.idx
-	s.now = top.deadline
-	top.deadline = s.now + 1/top.weight
-	top.order = s.order
-	s.order++
-	for i, n := 0, len(s.heap); ; {
-		l := 2*i + 1
-		if l >= n {
-			break
-		}
-		m := l
-		if r := l + 1; r < n && s.less(r, l) {
-			m = r
-		}
-		if !s.less(m, i) {
-			break
-		}
-		s.heap[i], s.heap[m] = s.heap[m], s.heap[i]
-		i = m
-	}
+	e := s.q.next()
+	s.q.reschedule(e.weight)
 	s.mu.Unlock()
-	return idx
+	return e.idx
 }
