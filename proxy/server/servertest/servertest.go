@@ -116,6 +116,27 @@ func (p *Proxy) Admin(method, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// Get sends a GET to url with the header pairs hdr (name, value, ...), reads
+// the body to its end and returns the response (its Body closed). A
+// transport error fails the test.
+func Get(tb testing.TB, url string, hdr ...string) *http.Response {
+	tb.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("GET %s: %v", url, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
 // ServeTCP accepts on 127.0.0.1:0 until the test ends, running handle on
 // its own goroutine for each connection (which it closes afterwards), and
 // returns the port.

@@ -178,20 +178,6 @@ static_resources:
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
 `
 
-func get(t *testing.T, url string, hdr ...string) {
-	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
-	for i := 0; i < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-}
-
 func next[T any](t *testing.T, c chan T) T {
 	t.Helper()
 	select {
@@ -227,13 +213,13 @@ func TestOTLPGRPCJoinsTraceparent(t *testing.T) {
 	const trace, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 
 	// Not sampled by the caller: propagated, not exported.
-	get(t, e.p.URL("grpc", "/a"), "traceparent", "00-"+trace+"-"+parent+"-00")
+	servertest.Get(t, e.p.URL("grpc", "/a"), "traceparent", "00-"+trace+"-"+parent+"-00")
 	up := next(t, e.backend)
 	if tp := up.Get("traceparent"); len(tp) != 55 || tp[3:35] != trace || tp[53:] != "00" {
 		t.Errorf("unsampled traceparent upstream %q", tp)
 	}
 
-	get(t, e.p.URL("grpc", "/a"), "traceparent", "00-"+trace+"-"+parent+"-01", "tracestate", "vendor=x")
+	servertest.Get(t, e.p.URL("grpc", "/a"), "traceparent", "00-"+trace+"-"+parent+"-01", "tracestate", "vendor=x")
 	up = next(t, e.backend)
 	x := next(t, e.spans) // the first exported span: the unsampled one was not
 	s := x.span
@@ -267,7 +253,7 @@ func TestOTLPGRPCJoinsTraceparent(t *testing.T) {
 	e.p.WaitStat("tracing.opentelemetry.spans_sent", 1)
 
 	// No traceparent: a new root trace, sampled by the connection manager.
-	get(t, e.p.URL("grpc", "/b"))
+	servertest.Get(t, e.p.URL("grpc", "/b"))
 	up = next(t, e.backend)
 	s = next(t, e.spans).span
 	if len(s.GetParentSpanId()) != 0 || up.Get("traceparent") != "00-"+hex.EncodeToString(s.GetTraceId())+"-"+hex.EncodeToString(s.GetSpanId())+"-01" {
@@ -277,7 +263,7 @@ func TestOTLPGRPCJoinsTraceparent(t *testing.T) {
 
 func TestOTLPHTTPChildSpan(t *testing.T) {
 	e := setup(t)
-	get(t, e.p.URL("http", "/c"))
+	servertest.Get(t, e.p.URL("http", "/c"))
 	up := next(t, e.backend)
 	byName := map[string]*tracepb.Span{}
 	for range 2 {

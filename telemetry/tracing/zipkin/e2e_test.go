@@ -186,21 +186,6 @@ tracing:
         - header: {key: x-api-key, value: secret}
 `
 
-func get(t *testing.T, url string, hdr ...string) *http.Response {
-	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
-	for i := 0; i < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp
-}
-
 func setup(t *testing.T) (*servertest.Proxy, *collector, *backend) {
 	zipkin.DefaultOptions = zipkin.Options{MinFlushSpans: 1, FlushInterval: 50 * time.Millisecond}
 	t.Cleanup(func() { zipkin.DefaultOptions = zipkin.Options{} })
@@ -212,7 +197,7 @@ func setup(t *testing.T) (*servertest.Proxy, *collector, *backend) {
 
 func TestZipkinIngressRootSpan(t *testing.T) {
 	p, col, be := setup(t)
-	resp := get(t, p.URL("ingress", "/hello?x=1"), "user-agent", "tester", "x-tenant", "t1")
+	resp := servertest.Get(t, p.URL("ingress", "/hello?x=1"), "user-agent", "tester", "x-tenant", "t1")
 	if got := resp.Header.Get("x-envoy-decorator-operation"); got != "routeToBackend" {
 		t.Errorf("response x-envoy-decorator-operation = %q", got)
 	}
@@ -267,14 +252,14 @@ func TestZipkinJoinsB3Context(t *testing.T) {
 	const trace, span = "463ac35c9f6413ad48485a3953bb6124", "a2fb4a1d1a96d312"
 
 	// Unsampled by the client: propagated with sampled 0, not reported.
-	get(t, p.URL("ingress", "/"), "x-b3-traceid", trace, "x-b3-spanid", span, "x-b3-sampled", "0")
+	servertest.Get(t, p.URL("ingress", "/"), "x-b3-traceid", trace, "x-b3-spanid", span, "x-b3-sampled", "0")
 	up := be.next(t)
 	if up.Get("x-b3-sampled") != "0" || up.Get("x-b3-traceid") != trace {
 		t.Errorf("unsampled: upstream sampled %q trace %q", up.Get("x-b3-sampled"), up.Get("x-b3-traceid"))
 	}
 
 	// Shared span context: the server span takes the client's span id.
-	get(t, p.URL("ingress", "/"), "x-b3-traceid", trace, "x-b3-spanid", span, "x-b3-parentspanid", "0000000000000001", "x-b3-sampled", "1", "x-want-status", "503")
+	servertest.Get(t, p.URL("ingress", "/"), "x-b3-traceid", trace, "x-b3-spanid", span, "x-b3-parentspanid", "0000000000000001", "x-b3-sampled", "1", "x-want-status", "503")
 	up = be.next(t)
 	s := col.next(t) // the first reported span: the unsampled one was not
 	if s.TraceID != trace || s.ID != span || s.ParentID != "0000000000000001" || !s.Shared {
@@ -288,7 +273,7 @@ func TestZipkinJoinsB3Context(t *testing.T) {
 	}
 
 	// The single b3 header.
-	get(t, p.URL("ingress", "/"), "b3", trace+"-"+span+"-1")
+	servertest.Get(t, p.URL("ingress", "/"), "b3", trace+"-"+span+"-1")
 	be.next(t)
 	if s := col.next(t); s.TraceID != trace || s.ID != span {
 		t.Errorf("b3 header: trace %s id %s", s.TraceID, s.ID)
@@ -298,12 +283,12 @@ func TestZipkinJoinsB3Context(t *testing.T) {
 func TestZipkinEgressChildSpan(t *testing.T) {
 	p, col, be := setup(t)
 	// random_sampling 0: only the forced request is sampled.
-	get(t, p.URL("egress", "/x"))
+	servertest.Get(t, p.URL("egress", "/x"))
 	up := be.next(t)
 	if up.Get("x-b3-sampled") != "0" {
 		t.Errorf("random_sampling 0: sampled %q", up.Get("x-b3-sampled"))
 	}
-	resp := get(t, p.URL("egress", "/x"), "x-envoy-force-trace", "true")
+	resp := servertest.Get(t, p.URL("egress", "/x"), "x-envoy-force-trace", "true")
 	up = be.next(t)
 	if resp.Header.Get("x-envoy-decorator-operation") != "" {
 		t.Error("egress answered x-envoy-decorator-operation")
@@ -349,11 +334,11 @@ func TestZipkinEgressChildSpan(t *testing.T) {
 
 func TestZipkinRouteTracingOverrides(t *testing.T) {
 	p, col, be := setup(t)
-	get(t, p.URL("ingress", "/route-sampled-out"))
+	servertest.Get(t, p.URL("ingress", "/route-sampled-out"))
 	if up := be.next(t); up.Get("x-b3-sampled") != "0" || up.Get("x-request-id")[14] != '4' {
 		t.Errorf("route random_sampling 0: sampled %q request id %q", up.Get("x-b3-sampled"), up.Get("x-request-id"))
 	}
-	get(t, p.URL("ingress", "/route-tagged"), "x-tenant", "from-header")
+	servertest.Get(t, p.URL("ingress", "/route-tagged"), "x-tenant", "from-header")
 	be.next(t)
 	s := col.next(t)                                                      // the sampled-out request reported nothing
 	if s.Tags["tenant"] != "route-value" || s.Name != p.Addr("ingress") { // Zipkin names undecorated spans after the host
