@@ -118,6 +118,19 @@ func (s *Server) secretsDump() *adminv3.SecretsConfigDump {
 			out.DynamicWarmingSecrets = append(out.DynamicWarmingSecrets, ds)
 		}
 	}
+	if p.wl != nil {
+		// The Workload API's SVIDs and bundles, as SPIRE's SDS would show
+		// them: dynamic secrets, under the names they are served by.
+		secs, updated, version := p.wl.dump()
+		for _, sec := range secs {
+			if _, viaSDS := p.sds[sec.GetName()]; viaSDS {
+				continue
+			}
+			a, _ := anypb.New(redactSecret(sec))
+			out.DynamicActiveSecrets = append(out.DynamicActiveSecrets, &adminv3.SecretsConfigDump_DynamicSecret{
+				Name: sec.GetName(), VersionInfo: version, LastUpdated: timestamppb.New(updated), Secret: a})
+		}
+	}
 	return out
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,20 @@ type workloadSource struct {
 
 	updates, rejected, errs *stats.Counter
 	svids                   *stats.Gauge
+
+	// The last accepted X.509 context as secrets, for /config_dump.
+	mu      sync.Mutex
+	last    []*tlsv3.Secret
+	updated time.Time
+	version uint64 // accepted updates
+}
+
+// dump returns the last accepted secrets with the time they came and
+// their version (the count of accepted updates); nil before the first.
+func (w *workloadSource) dump() ([]*tlsv3.Secret, time.Time, string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last, w.updated, strconv.FormatUint(w.version, 10)
 }
 
 // useWorkloadAPI makes the Workload API at addr the fallback of p for
@@ -119,6 +134,10 @@ func (w *workloadSource) OnX509ContextUpdate(xc *workloadapi.X509Context) {
 		w.log.Error("SPIFFE Workload API update rejected", "err", err)
 		return
 	}
+	w.mu.Lock()
+	w.last, w.updated = secs, time.Now()
+	w.version++
+	w.mu.Unlock()
 	w.updates.Inc()
 	w.svids.Set(int64(len(xc.SVIDs)))
 	w.arrived.Store(true)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -245,7 +246,8 @@ func TestSPIFFEWorkloadAPIDirect(t *testing.T) {
 	opts := func(addr string) server.Options {
 		return server.Options{DrainTime: time.Second, DrainImmediate: true, SPIFFEWorkloadAPI: addr}
 	}
-	srv := servertest.StartOpts(t, serverSidecarYAML("default", "ROOTCA", "", clientID, appServer(t), ""), opts(srvWL.addr))
+	const admin = "admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}"
+	srv := servertest.StartOpts(t, admin+serverSidecarYAML("default", "ROOTCA", "", clientID, appServer(t), ""), opts(srvWL.addr))
 	cli := servertest.StartOpts(t, clientSidecarYAML("default", "ROOTCA", "", serverID, portOf(t, srv.Addr("mtls")), ""), opts(cliWL.addr))
 
 	eventually(t, "request over SPIFFE mTLS", func() string {
@@ -254,6 +256,43 @@ func TestSPIFFEWorkloadAPIDirect(t *testing.T) {
 	}, "200 app says hi")
 	if v := srv.Stat("spiffe_workload_api.update_success"); v < 1 {
 		t.Errorf("spiffe_workload_api.update_success = %d", v)
+	}
+
+	// config_dump shows the Workload API's SVID and bundle as dynamic
+	// secrets, keys redacted, as Envoy shows what SPIRE's SDS sent.
+	code, body := srv.Admin("GET", "/config_dump?resource=dynamic_active_secrets")
+	var dump struct {
+		Configs []struct {
+			Name        string          `json:"name"`
+			VersionInfo string          `json:"version_info"`
+			LastUpdated string          `json:"last_updated"`
+			Secret      json.RawMessage `json:"secret"`
+		} `json:"configs"`
+	}
+	if err := json.Unmarshal([]byte(body), &dump); code != 200 || err != nil {
+		t.Fatalf("config_dump: %d %v\n%s", code, err, body)
+	}
+	names := map[string]bool{}
+	for _, c := range dump.Configs {
+		names[c.Name] = true
+		var sec struct {
+			TLSCertificate *struct {
+				PrivateKey struct {
+					InlineBytes []byte `json:"inline_bytes"`
+				} `json:"private_key"`
+			} `json:"tls_certificate"`
+		}
+		if err := json.Unmarshal(c.Secret, &sec); err != nil || c.VersionInfo == "" || c.LastUpdated == "" {
+			t.Errorf("secret %q: version %q, last_updated %q, %v", c.Name, c.VersionInfo, c.LastUpdated, err)
+		}
+		if sec.TLSCertificate != nil && string(sec.TLSCertificate.PrivateKey.InlineBytes) != "[redacted]" {
+			t.Errorf("secret %q: private key not redacted", c.Name)
+		}
+	}
+	for _, want := range []string{"default", serverID, "ROOTCA", "ALL", "spiffe://example.org"} {
+		if !names[want] {
+			t.Errorf("dynamic_active_secrets lack %q (have %v)", want, names)
+		}
 	}
 
 	// A workload with another SPIFFE ID (same trust domain) is refused.
