@@ -64,7 +64,9 @@ type resources struct {
 	budgetPercent            float64 // retry_budget.budget_percent; <0 without a budget
 	minRetryConcurrency      int64
 
-	// perHostCx is per_host_thresholds max_connections; 0 means unlimited.
+	// perHostCx is per_host_thresholds max_connections of this priority: the
+	// most connections (of both priorities) one host may have; 0 means
+	// unlimited.
 	perHostCx int64
 
 	releaseCx, releaseRetry func() // bound once: handing them out does not allocate
@@ -235,10 +237,20 @@ func compileCircuitBreakers(c *Cluster, cb *clusterv3.CircuitBreakers) {
 			x.remaining.Set(x.max)
 		}
 	}
+	// per_host_thresholds: only max_connections is supported (as Envoy),
+	// the first entry of each priority counting.
+	seen := [2]bool{}
 	for _, t := range cb.GetPerHostThresholds() {
-		if t.GetPriority() == corev3.RoutingPriority_DEFAULT && t.GetMaxConnections() != nil {
-			c.res.perHostCx = int64(t.GetMaxConnections().GetValue())
-			break
+		r, i := c.res, 0
+		if t.GetPriority() == corev3.RoutingPriority_HIGH {
+			r, i = hi, 1
+		}
+		if seen[i] {
+			continue
+		}
+		seen[i] = true
+		if t.GetMaxConnections() != nil {
+			r.perHostCx = int64(t.GetMaxConnections().GetValue())
 		}
 	}
 }

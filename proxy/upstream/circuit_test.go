@@ -156,6 +156,43 @@ func TestPerHostMaxConnections(t *testing.T) {
 	a.Release(false)
 }
 
+// A HIGH route uses the HIGH per-host max_connections, counting the host's
+// connections of both priorities.
+func TestPerHostMaxConnectionsHigh(t *testing.T) {
+	ls := newLineServer(t, 0)
+	m, st := newTestManager(t)
+	c := cbCluster(t, m, ls, `{"per_host_thresholds":[{"max_connections":1},{"priority":"HIGH","max_connections":2}]}`)
+	p := c.Pool(c.Hosts()[0])
+	a, err := p.Get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := func(ctx context.Context) (context.Context, context.CancelFunc) {
+		return context.WithTimeout(ctx, 30*time.Millisecond)
+	}
+	ctx, cancel := short(context.Background())
+	defer cancel()
+	if _, err := p.Get(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("second DEFAULT connection to the host: %v", err)
+	}
+	hctx, hcancel := short(WithHighPriority(context.Background()))
+	defer hcancel()
+	b, err := p.Get(hctx)
+	if err != nil {
+		t.Fatalf("second connection for a HIGH route (limit 2): %v", err)
+	}
+	hctx2, hcancel2 := short(WithHighPriority(context.Background()))
+	defer hcancel2()
+	if _, err := p.Get(hctx2); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("third connection for a HIGH route (limit 2): %v", err)
+	}
+	if got := st.Counter("cluster.cb.upstream_cx_overflow").Value(); got != 2 || ls.accepts.Load() != 2 {
+		t.Errorf("upstream_cx_overflow %d, %d connections; want 2 and 2", got, ls.accepts.Load())
+	}
+	a.Release(false)
+	b.Release(false)
+}
+
 func TestAdmitRetry(t *testing.T) {
 	ls := newLineServer(t, 0)
 	m, st := newTestManager(t)

@@ -92,10 +92,10 @@ func TestCompileOptions(t *testing.T) {
 
 func TestUnenforced(t *testing.T) {
 	c := parseCluster(t, `{"name":"a","health_checks":[{"timeout":"1s","interval":"1s","unhealthy_threshold":1,"healthy_threshold":1,"tcp_health_check":{}}],
-		"outlier_detection":{},"circuit_breakers":{"thresholds":[{"priority":"HIGH"}],"per_host_thresholds":[{"max_connections":1},{"priority":"HIGH","max_connections":1}]},"transport_socket":{"name":"tls"},
+		"outlier_detection":{},"circuit_breakers":{"thresholds":[{"priority":"HIGH"}],"per_host_thresholds":[{"max_connections":1},{"priority":"HIGH","max_connections":1,"max_requests":5}]},"transport_socket":{"name":"tls"},
 		"respect_dns_ttl":true,"common_http_protocol_options":{"idle_timeout":"1s","max_connection_duration":"1s"}}`)
 	got := Unenforced(c)
-	want := []string{"circuit_breakers.per_host_thresholds (other than DEFAULT max_connections)", "common_http_protocol_options.max_connection_duration",
+	want := []string{"circuit_breakers.per_host_thresholds (other than max_connections)", "common_http_protocol_options.max_connection_duration",
 		"respect_dns_ttl"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Unenforced = %q, want %q", got, want)

@@ -2,7 +2,6 @@ package upstream
 
 import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 )
 
 // Unenforced lists the field paths of c that are set but not yet honoured by
@@ -22,10 +21,10 @@ func Unenforced(c *clusterv3.Cluster) []string {
 	if cb := c.GetCircuitBreakers(); cb != nil {
 		perHostOther := false
 		for _, t := range cb.GetPerHostThresholds() {
-			perHostOther = perHostOther || t.GetPriority() != corev3.RoutingPriority_DEFAULT || t.GetMaxPendingRequests() != nil ||
+			perHostOther = perHostOther || t.GetMaxPendingRequests() != nil ||
 				t.GetMaxRequests() != nil || t.GetMaxRetries() != nil || t.GetRetryBudget() != nil
 		}
-		add(perHostOther, "circuit_breakers.per_host_thresholds (other than DEFAULT max_connections)")
+		add(perHostOther, "circuit_breakers.per_host_thresholds (other than max_connections)")
 		pools := false
 		for _, t := range cb.GetThresholds() {
 			pools = pools || t.GetMaxConnectionPools() != nil
