@@ -46,6 +46,11 @@ type Cluster struct {
 	// (common_http_protocol_options.max_requests_per_connection, or the
 	// deprecated cluster field); zero means unlimited.
 	MaxRequestsPerConnection uint32
+	// MaxConnectionDuration is common_http_protocol_options
+	// .max_connection_duration: a pooled connection this old takes no new
+	// request and closes once idle (upstream_cx_max_duration_reached); zero
+	// means no limit.
+	MaxConnectionDuration time.Duration
 	// MaxIdlePerHost caps each host pool's idle list; zero means the default.
 	MaxIdlePerHost int
 	// SourceAddr is upstream_bind_config.source_address; the zero value lets
@@ -183,6 +188,9 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 		}
 		if v := hpo.GetMaxRequestsPerConnection(); v != nil {
 			c.MaxRequestsPerConnection = v.GetValue()
+		}
+		if d := hpo.GetMaxConnectionDuration(); d != nil {
+			c.MaxConnectionDuration = d.AsDuration()
 		}
 	}
 	if c.MaxRequestsPerConnection == 0 {

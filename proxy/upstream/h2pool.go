@@ -42,7 +42,7 @@ type h2Conn struct {
 	cc       *http2.ClientConn
 	conn     *closeConn // the connection under cc
 	requests uint32
-	full     bool // max_requests_per_connection reached: closes when idle
+	full     bool // max_requests_per_connection or max_connection_duration reached, or dead: closes when idle
 }
 
 // H2Pool is the HTTP/2 pool of host h, created on first use.
@@ -268,7 +268,24 @@ func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
 		return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}
 	}
 	c.Stats.UpstreamCxHttp2Total.Inc()
-	return &h2Conn{cc: cc, conn: cl}, nil
+	hc := &h2Conn{cc: cc, conn: cl}
+	if d := c.MaxConnectionDuration; d > 0 {
+		time.AfterFunc(d, func() { p.expire(hc) })
+	}
+	return hc, nil
+}
+
+// expire stops new streams on hc once it reached max_connection_duration;
+// it closes when its streams end.
+func (p *H2Pool) expire(hc *h2Conn) {
+	p.mu.Lock()
+	counted := !hc.full && !hc.cc.State().Closed
+	hc.full = true
+	p.mu.Unlock()
+	if counted {
+		p.cluster.Stats.UpstreamCxMaxDurationReached.Inc()
+	}
+	p.sweep()
 }
 
 // MarkDead implements http2.ClientConnPool: the connection takes no new

@@ -164,6 +164,11 @@ func (p *Pool) takeIdle() *PooledConn {
 		if pc.timer != nil {
 			pc.timer.Stop()
 		}
+		if pc.expired() {
+			c.Stats.UpstreamCxMaxDurationReached.Inc()
+			pc.destroy()
+			continue
+		}
 		idle := time.Since(pc.idleSince)
 		if c.IdleTimeout > 0 && idle >= c.IdleTimeout {
 			c.Stats.UpstreamCxIdleTimeout.Inc()
@@ -269,6 +274,10 @@ func (pc *PooledConn) Release(reusable bool) {
 		c.Stats.UpstreamCxMaxRequests.Inc()
 		reusable = false
 	}
+	if reusable && pc.expired() {
+		c.Stats.UpstreamCxMaxDurationReached.Inc()
+		reusable = false
+	}
 	if !reusable {
 		pc.destroy()
 		return
@@ -290,29 +299,59 @@ func (pc *PooledConn) Release(reusable bool) {
 	}
 	pc.inIdle = true
 	p.idle = append(p.idle, pc)
-	if c.IdleTimeout > 0 {
+	if d := pc.idleWait(); d > 0 {
 		if pc.timer == nil {
-			pc.timer = time.AfterFunc(c.IdleTimeout, pc.onIdleTimeout)
+			pc.timer = time.AfterFunc(d, pc.onIdleTimeout)
 		} else {
-			pc.timer.Reset(c.IdleTimeout)
+			pc.timer.Reset(d)
 		}
 	}
 	p.mu.Unlock()
 	c.res.notifyFreed()
 }
 
+// expired reports whether the connection has reached max_connection_duration.
+func (pc *PooledConn) expired() bool {
+	d := pc.pool.cluster.MaxConnectionDuration
+	return d > 0 && time.Since(pc.uc.start) >= d
+}
+
+// idleWait is how long an idle connection may wait before onIdleTimeout
+// closes it: idle_timeout, or less when max_connection_duration comes
+// first; zero means never.
+func (pc *PooledConn) idleWait() time.Duration {
+	c := pc.pool.cluster
+	d := c.IdleTimeout
+	if c.MaxConnectionDuration > 0 {
+		if left := max(c.MaxConnectionDuration-time.Since(pc.uc.start), time.Millisecond); d == 0 || left < d {
+			d = left
+		}
+	}
+	return d
+}
+
 // onIdleTimeout closes the connection if it is still idle and has been for
-// idle_timeout (it may have been reused and re-released meanwhile).
+// idle_timeout, or has reached max_connection_duration (it may have been
+// reused and re-released meanwhile).
 func (pc *PooledConn) onIdleTimeout() {
 	p := pc.pool
+	c := p.cluster
 	p.mu.Lock()
-	if !pc.inIdle || time.Since(pc.idleSince) < p.cluster.IdleTimeout {
+	if !pc.inIdle {
 		p.mu.Unlock()
 		return
 	}
+	counter := c.Stats.UpstreamCxMaxDurationReached
+	if !pc.expired() {
+		if c.IdleTimeout == 0 || time.Since(pc.idleSince) < c.IdleTimeout {
+			p.mu.Unlock()
+			return
+		}
+		counter = c.Stats.UpstreamCxIdleTimeout
+	}
 	p.removeIdleLocked(pc)
 	p.mu.Unlock()
-	p.cluster.Stats.UpstreamCxIdleTimeout.Inc()
+	counter.Inc()
 	pc.destroy()
 }
 

@@ -99,7 +99,7 @@ func (c *Cluster) compileProtocol(cfg *clusterv3.Cluster) error {
 			return err
 		}
 		if hpo := p.GetCommonHttpProtocolOptions(); hpo != nil {
-			if err := confcheck.Fields(hpo, base+".common_http_protocol_options", "idle_timeout", "max_requests_per_connection"); err != nil {
+			if err := confcheck.Fields(hpo, base+".common_http_protocol_options", "idle_timeout", "max_requests_per_connection", "max_connection_duration"); err != nil {
 				return err
 			}
 			if d := hpo.GetIdleTimeout(); d != nil {
@@ -107,6 +107,9 @@ func (c *Cluster) compileProtocol(cfg *clusterv3.Cluster) error {
 			}
 			if v := hpo.GetMaxRequestsPerConnection(); v != nil {
 				c.MaxRequestsPerConnection = v.GetValue()
+			}
+			if d := hpo.GetMaxConnectionDuration(); d != nil {
+				c.MaxConnectionDuration = d.AsDuration()
 			}
 		}
 		switch {
