@@ -51,6 +51,9 @@ type Cluster struct {
 	// request and closes once idle (upstream_cx_max_duration_reached); zero
 	// means no limit.
 	MaxConnectionDuration time.Duration
+	// closeOnHealthFailure is close_connections_on_host_health_failure
+	// (Host.CloseOnHealthFailure).
+	closeOnHealthFailure bool
 	// MaxIdlePerHost caps each host pool's idle list; zero means the default.
 	MaxIdlePerHost int
 	// SourceAddr is upstream_bind_config.source_address; the zero value lets
@@ -193,6 +196,7 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 			c.MaxConnectionDuration = d.AsDuration()
 		}
 	}
+	c.closeOnHealthFailure = cfg.GetCloseConnectionsOnHostHealthFailure()
 	if c.MaxRequestsPerConnection == 0 {
 		if v := cfg.GetMaxRequestsPerConnection(); v != nil {
 			c.MaxRequestsPerConnection = v.GetValue()

@@ -348,6 +348,7 @@ func (s *hcSession) handle(r hcResult) time.Duration {
 			s.nFail++
 			if (!network && !r.retriable) || s.nFail >= h.unhealthyThreshold {
 				host.failedActiveHC.Store(true)
+				host.closeOnUnhealthy()
 				h.stats.Healthy.Set(h.healthy.Add(-1))
 				tr = changed
 				h.logEvent(host, func(e *datacorev3.HealthCheckEvent) {

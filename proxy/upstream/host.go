@@ -68,7 +68,8 @@ type Host struct {
 	// sniPools and sniH2Pools are the pools per TLSOverride (auto_sni):
 	// TLSOverride → *Pool / *H2Pool.
 	sniPools, sniH2Pools sync.Map
-	h1Only               atomic.Bool // an auto_config host that did not negotiate h2
+	closers              healthClosers // close_connections_on_host_health_failure
+	h1Only               atomic.Bool   // an auto_config host that did not negotiate h2
 	drained              atomic.Bool
 	addrStr              string
 }

@@ -406,6 +406,7 @@ func (d *outlierDetector) ejectLocked(h *Host, o *outlierHost, t ejectType) bool
 	d.stats.EjectionsEnforcedTotal.Inc()
 	d.stats.Enforced[t].Inc()
 	h.failedOutlier.Store(true)
+	h.closeOnUnhealthy()
 	o.numEjections++
 	o.ejectedAt = d.now()
 	if time.Duration(o.backoff)*d.baseEject < d.maxEject+d.baseEject {

@@ -65,7 +65,6 @@ func Unenforced(c *clusterv3.Cluster) []string {
 		add(o.GetSetLocalInterfaceNameOnUpstreamConnections(), "upstream_connection_options.set_local_interface_name_on_upstream_connections")
 		add(o.GetHappyEyeballsConfig() != nil, "upstream_connection_options.happy_eyeballs_config")
 	}
-	add(c.GetCloseConnectionsOnHostHealthFailure(), "close_connections_on_host_health_failure")
 	add(c.GetIgnoreHealthOnHostRemoval(), "ignore_health_on_host_removal")
 	add(len(c.GetFilters()) > 0, "filters")
 	add(c.GetLrsServer() != nil, "lrs_server")

@@ -159,6 +159,9 @@ func (f *filter) ServeConn(c *netfilter.Conn) {
 		return
 	}
 	defer up.Close()
+	// close_connections_on_host_health_failure: both sides close when the
+	// host turns unhealthy.
+	defer up.Host().CloseOnHealthFailure(func() { _ = c.Close(); _ = up.Close() })()
 	if info != nil {
 		info.UpstreamHost = up.Host().String()
 		if a, ok := up.LocalAddr().(*net.TCPAddr); ok {
