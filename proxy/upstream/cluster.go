@@ -91,12 +91,18 @@ type Cluster struct {
 	dialer            net.Dialer
 
 	// Discovery.
-	specs       []endpointSpec // STATIC/DNS endpoints
-	origDst     *originalDst   // ORIGINAL_DST's host cache; nil for other types
-	resolver    Resolver
-	family      clusterv3.Cluster_DnsLookupFamily
-	dnsRefresh  time.Duration
-	dnsFailure  time.Duration
+	specs      []endpointSpec // STATIC/DNS endpoints
+	origDst    *originalDst   // ORIGINAL_DST's host cache; nil for other types
+	resolver   Resolver
+	family     clusterv3.Cluster_DnsLookupFamily
+	dnsRefresh time.Duration
+	dnsFailure time.Duration
+	// dnsFailureMax is dns_failure_refresh_rate.max_interval: failed rounds
+	// back off exponentially from dnsFailure up to it; zero without
+	// dns_failure_refresh_rate (failures then wait dnsRefresh).
+	dnsFailureMax time.Duration
+	// dnsJitter is dns_jitter: each refresh waits up to this much longer.
+	dnsJitter   time.Duration
 	edsService  string
 	edsCancel   func()
 	initialized chan struct{}
@@ -257,7 +263,15 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 	c.dnsFailure = c.dnsRefresh
 	if d := cfg.GetDnsFailureRefreshRate().GetBaseInterval(); d != nil {
 		c.dnsFailure = d.AsDuration()
+		// Envoy's default max_interval is ten times base_interval.
+		c.dnsFailureMax = 10 * c.dnsFailure
+		if m := cfg.GetDnsFailureRefreshRate().GetMaxInterval(); m != nil {
+			if c.dnsFailureMax = m.AsDuration(); c.dnsFailureMax < c.dnsFailure {
+				return fmt.Errorf("dns_failure_refresh_rate: max_interval %v is less than base_interval %v", c.dnsFailureMax, c.dnsFailure)
+			}
+		}
 	}
+	c.dnsJitter = cfg.GetDnsJitter().AsDuration()
 	switch c.Type {
 	case clusterv3.Cluster_STATIC:
 		specs, err := parseAssignment(cfg.GetLoadAssignment())

@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -74,6 +75,7 @@ func (c *Cluster) startDNS() {
 		last := make([][]netip.Addr, len(c.specs))
 		t := time.NewTimer(0)
 		defer t.Stop()
+		b := dnsBackOff{c: c}
 		for {
 			select {
 			case <-c.stopCtx.Done():
@@ -82,13 +84,47 @@ func (c *Cluster) startDNS() {
 			}
 			ok := c.resolveRound(last)
 			c.markInitialized()
-			if ok {
-				t.Reset(c.dnsRefresh)
-			} else {
-				t.Reset(c.dnsFailure)
-			}
+			t.Reset(b.next(ok))
 		}
 	}()
+}
+
+// dnsBackOff is the wait before a DNS cluster's next resolution round, as
+// Envoy's: dns_refresh_rate plus up to dns_jitter after a successful round;
+// after a failed one, with dns_failure_refresh_rate, Envoy's jittered
+// exponential back-off (a random wait below base·(2^n−1), capped at
+// max_interval), else dns_refresh_rate.
+type dnsBackOff struct {
+	c     *Cluster
+	tries uint // Envoy's current_retry_: 0 after a success, then from 1
+}
+
+func (b *dnsBackOff) next(ok bool) time.Duration {
+	c := b.c
+	if ok || c.dnsFailureMax == 0 {
+		b.tries = 0
+		d := c.dnsRefresh
+		if !ok {
+			d = c.dnsFailure
+		}
+		if c.dnsJitter > 0 {
+			d += rand.N(c.dnsJitter)
+		}
+		return d
+	}
+	if b.tries == 0 {
+		b.tries = 1
+	}
+	ceil := c.dnsFailure * time.Duration(uint64(1)<<b.tries-1)
+	if ceil <= 0 {
+		return max(c.dnsFailure, time.Millisecond)
+	}
+	if ceil <= c.dnsFailureMax {
+		b.tries++ // stops growing past max_interval, so ceil cannot overflow
+	} else {
+		ceil = c.dnsFailureMax
+	}
+	return min(rand.N(ceil)+1, c.dnsFailureMax)
 }
 
 // resolveRound resolves every endpoint once and installs the resulting hosts;

@@ -37,8 +37,6 @@ func Unenforced(c *clusterv3.Cluster) []string {
 		add(h.GetMaxStreamDuration() != nil, "common_http_protocol_options.max_stream_duration")
 		add(h.GetHeadersWithUnderscoresAction() != 0, "common_http_protocol_options.headers_with_underscores_action")
 	}
-	add(c.GetDnsJitter() != nil, "dns_jitter")
-	add(c.GetDnsFailureRefreshRate().GetMaxInterval() != nil, "dns_failure_refresh_rate.max_interval")
 	add(c.GetRespectDnsTtl(), "respect_dns_ttl")
 	add(len(c.GetDnsResolvers()) > 0, "dns_resolvers")
 	add(c.GetUseTcpForDnsLookups(), "use_tcp_for_dns_lookups")

@@ -1,0 +1,51 @@
+package upstream
+
+import (
+	"testing"
+	"time"
+)
+
+// TestDNSBackOff: dns_refresh_rate plus up to dns_jitter after a good round;
+// after failed rounds, Envoy's jittered exponential back-off from
+// dns_failure_refresh_rate.base_interval, its ceiling base·(2^n−1) capped at
+// max_interval, reset by a good round.
+func TestDNSBackOff(t *testing.T) {
+	const base, maxI, refresh, jitter = 100 * time.Millisecond, time.Second, 5 * time.Second, 500 * time.Millisecond
+	c := &Cluster{dnsRefresh: refresh, dnsFailure: base, dnsFailureMax: maxI, dnsJitter: jitter}
+	b := dnsBackOff{c: c}
+	sample := func(ok bool, lo, hi time.Duration) {
+		t.Helper()
+		top := time.Duration(0)
+		for range 200 {
+			save := b.tries
+			d := b.next(ok)
+			b.tries = save // the same step each time
+			if d < lo || d > hi {
+				t.Fatalf("ok=%v tries=%d: %v outside [%v, %v]", ok, b.tries, d, lo, hi)
+			}
+			top = max(top, d)
+		}
+		if top <= lo+(hi-lo)/2 { // 200 uniform samples all in the lower half: not random over the range
+			t.Errorf("ok=%v tries=%d: largest of 200 waits %v, want some above the middle of [%v, %v]", ok, b.tries, top, lo, hi)
+		}
+		b.next(ok) // advance
+	}
+	sample(true, refresh, refresh+jitter)
+	sample(false, 0, base)   // ceiling base·1
+	sample(false, 0, 3*base) // base·3
+	sample(false, 0, 7*base) // base·7
+	sample(false, 0, maxI)   // base·15 > max_interval: capped
+	sample(false, 0, maxI)
+	sample(true, refresh, refresh+jitter)
+	if b.tries != 0 {
+		t.Errorf("a good round did not reset the back-off (tries %d)", b.tries)
+	}
+	sample(false, 0, base)
+
+	// Without dns_failure_refresh_rate a failed round waits dns_refresh_rate.
+	c2 := &Cluster{dnsRefresh: refresh, dnsFailure: refresh}
+	b2 := dnsBackOff{c: c2}
+	if d := b2.next(false); d != refresh {
+		t.Errorf("failure without dns_failure_refresh_rate: %v, want %v", d, refresh)
+	}
+}
