@@ -14,6 +14,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/outrider-proxy/outrider/proxy/sockopt"
 	"github.com/outrider-proxy/outrider/proxy/transport"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
@@ -235,6 +236,9 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 			kc.Count = int(v.GetValue())
 		}
 		c.dialer.KeepAliveConfig = kc
+	}
+	if b := cfg.GetUpstreamBindConfig(); b != nil {
+		c.dialer.Control = sockopt.DialControl(b.GetFreebind().GetValue(), b.GetSocketOptions())
 	}
 	if sa := cfg.GetUpstreamBindConfig().GetSourceAddress(); sa != nil {
 		ip, err := netip.ParseAddr(sa.GetAddress())

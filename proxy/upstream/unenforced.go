@@ -43,10 +43,7 @@ func Unenforced(c *clusterv3.Cluster) []string {
 	add(c.GetDnsResolutionConfig() != nil, "dns_resolution_config")
 	add(c.GetTypedDnsResolverConfig() != nil, "typed_dns_resolver_config")
 	add(c.GetWaitForWarmOnInit() != nil, "wait_for_warm_on_init")
-	add(c.GetCleanupInterval() != nil && !isOriginalDst(c), "cleanup_interval")
 	if b := c.GetUpstreamBindConfig(); b != nil {
-		add(b.GetFreebind() != nil, "upstream_bind_config.freebind")
-		add(len(b.GetSocketOptions()) > 0, "upstream_bind_config.socket_options")
 		add(len(b.GetExtraSourceAddresses()) > 0, "upstream_bind_config.extra_source_addresses")
 		add(b.GetLocalAddressSelector() != nil, "upstream_bind_config.local_address_selector")
 	}
