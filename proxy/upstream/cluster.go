@@ -154,6 +154,13 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 		initialized:                   make(chan struct{}),
 	}
 	c.stopCtx, c.stop = context.WithCancel(context.Background())
+	if c.Type == clusterv3.Cluster_STRICT_DNS || c.Type == clusterv3.Cluster_LOGICAL_DNS {
+		r, err := compileResolver(cfg, res)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", name, err)
+		}
+		c.resolver = r
+	}
 	if err := c.compileOptions(cfg); err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", name, err)
 	}

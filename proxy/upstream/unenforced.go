@@ -38,10 +38,6 @@ func Unenforced(c *clusterv3.Cluster) []string {
 		add(h.GetHeadersWithUnderscoresAction() != 0, "common_http_protocol_options.headers_with_underscores_action")
 	}
 	add(c.GetRespectDnsTtl(), "respect_dns_ttl")
-	add(len(c.GetDnsResolvers()) > 0, "dns_resolvers")
-	add(c.GetUseTcpForDnsLookups(), "use_tcp_for_dns_lookups")
-	add(c.GetDnsResolutionConfig() != nil, "dns_resolution_config")
-	add(c.GetTypedDnsResolverConfig() != nil, "typed_dns_resolver_config")
 	add(c.GetWaitForWarmOnInit() != nil, "wait_for_warm_on_init")
 	if b := c.GetUpstreamBindConfig(); b != nil {
 		add(len(b.GetExtraSourceAddresses()) > 0, "upstream_bind_config.extra_source_addresses")
