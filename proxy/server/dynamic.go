@@ -40,16 +40,16 @@ type dynamic struct {
 	mu          sync.Mutex
 	cancels     []func()
 	subscribed  map[subKey]bool               // (source, type) watched
-	clusters    map[string]*clusterv3.Cluster // dynamic clusters in force
+	clusters    map[string]*activeCluster     // dynamic clusters in force
 	listeners   map[string]*listener.Listener // dynamic listeners in force
 	eds         map[string][]*edsWatch        // by service name
 	edsSrc      map[string]source             // eds_config of a service name
-	edsCache    map[string]*endpointv3.ClusterLoadAssignment
-	edsDirty    map[source]bool        // sources whose EDS names changed in the open batch
-	batching    int                    // open beginBatch calls
-	rds         map[string][]*rdsWatch // by route configuration name
-	rdsSrc      map[string]source      // config_source of a route configuration name
-	rdsStats    map[string]*rdsStats   // by route configuration name
+	edsCache    map[string]string             // by service name: the last applied assignment's wire bytes
+	edsDirty    map[source]bool               // sources whose EDS names changed in the open batch
+	batching    int                           // open beginBatch calls
+	rds         map[string][]*rdsWatch        // by route configuration name
+	rdsSrc      map[string]source             // config_source of a route configuration name
+	rdsStats    map[string]*rdsStats          // by route configuration name
 	rdsCache    map[string]*routev3.RouteConfiguration
 	rdsTimeout  map[string]bool       // names whose initial fetch timed out
 	vhds        map[string]*vhdsState // VHDS of route configurations with vhds, by name
@@ -103,8 +103,8 @@ type rdsWatch struct {
 func newDynamic(s *Server, nctx *netfilter.Context) *dynamic {
 	return &dynamic{
 		s: s, sp: s.secrets, nctx: nctx, clients: map[string]source{}, subscribed: map[subKey]bool{},
-		clusters: map[string]*clusterv3.Cluster{}, listeners: map[string]*listener.Listener{},
-		eds: map[string][]*edsWatch{}, edsSrc: map[string]source{}, edsCache: map[string]*endpointv3.ClusterLoadAssignment{}, edsDirty: map[source]bool{},
+		clusters: map[string]*activeCluster{}, listeners: map[string]*listener.Listener{},
+		eds: map[string][]*edsWatch{}, edsSrc: map[string]source{}, edsCache: map[string]string{}, edsDirty: map[source]bool{},
 		rds: map[string][]*rdsWatch{}, rdsSrc: map[string]source{}, rdsStats: map[string]*rdsStats{},
 		rdsCache: map[string]*routev3.RouteConfiguration{}, rdsTimeout: map[string]bool{}, vhds: map[string]*vhdsState{},
 		versions: map[string]string{}, updated: map[string]time.Time{},
@@ -218,8 +218,9 @@ func (d *dynamic) onClusters(_ string, u client.Update) error {
 	names := sortedKeys(u.Resources)
 	for _, name := range names {
 		c := u.Resources[name].Msg.(*clusterv3.Cluster)
+		var latest *clusterv3.Cluster
 		d.mu.Lock()
-		latest, dynamic := d.clusters[name]
+		active, dynamic := d.clusters[name]
 		if w := d.warmCl[name]; w != nil {
 			latest, dynamic = w.cfg, true
 		}
@@ -228,10 +229,16 @@ func (d *dynamic) onClusters(_ string, u client.Update) error {
 			errs = append(errs, fmt.Sprintf("cluster %q: a static cluster of that name exists", name))
 			continue
 		}
+		if latest == nil && active != nil {
+			latest, _ = active.config() // new bytes may still be the same cluster
+		}
 		if dynamic && proto.Equal(latest, c) {
 			continue
 		}
-		err := checkClusterFields(c, d.s.log)
+		raw, err := wireOf(u.Resources[name])
+		if err == nil {
+			err = checkClusterFields(c, d.s.log)
+		}
 		if err == nil {
 			err = d.scanCluster(c)
 		}
@@ -257,7 +264,7 @@ func (d *dynamic) onClusters(_ string, u client.Update) error {
 			continue // shutting down
 		}
 		d.s.stats.Scope("cluster_manager").Counter(map[bool]string{true: "cluster_modified", false: "cluster_added"}[dynamic]).Inc()
-		d.warmCluster(&warmCluster{name: name, cfg: c, cl: staged, secrets: secrets, version: versionOf(u, name), since: time.Now()})
+		d.warmCluster(&warmCluster{name: name, cfg: c, raw: raw, cl: staged, secrets: secrets, version: versionOf(u, name), since: time.Now()})
 	}
 	for _, name := range u.Removed {
 		d.mu.Lock()
@@ -324,15 +331,17 @@ func (d *dynamic) WatchEndpoints(service string, update func(*endpointv3.Cluster
 	d.mu.Lock()
 	added := len(d.eds[service]) == 0
 	d.eds[service] = append(d.eds[service], w)
-	cached := d.edsCache[service]
+	cached, ok := d.edsCache[service]
 	src := d.edsSrc[service]
 	if src == nil {
 		src = d.cds
 	}
 	names := d.edsNamesChanged(src, added)
 	d.mu.Unlock()
-	if cached != nil {
-		update(cached) // a replaced cluster gets the endpoints its name already has
+	if ok { // a replaced cluster gets the endpoints its name already has
+		if cla, err := decodeCLA(cached); err == nil {
+			update(cla)
+		}
 	}
 	if names != nil {
 		d.setNames(src, client.EndpointType, names, d.onEndpoints)
@@ -407,8 +416,13 @@ func (d *dynamic) onEndpoints(_ string, u client.Update) error {
 	var errs []string
 	for _, name := range sortedKeys(u.Resources) {
 		cla := u.Resources[name].Msg.(*endpointv3.ClusterLoadAssignment)
+		raw, err := wireOf(u.Resources[name])
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("cluster load assignment %q: %v", name, err))
+			continue
+		}
 		d.mu.Lock()
-		d.edsCache[name] = cla
+		d.edsCache[name] = raw
 		d.versions["endpoint/"+name] = versionOf(u, name)
 		d.updated["endpoint/"+name] = time.Now()
 		ws := slices.Clone(d.eds[name])
@@ -502,6 +516,12 @@ func (d *dynamic) watchRoutes(name string, apply func(*routev3.RouteConfiguratio
 
 func (d *dynamic) onRoutes(_ string, u client.Update) error {
 	var errs []string
+	for _, name := range u.Unchanged {
+		d.mu.Lock()
+		st := d.rdsStats[name]
+		d.mu.Unlock()
+		st.unchanged(u.Version)
+	}
 	for _, name := range sortedKeys(u.Resources) {
 		rc := u.Resources[name].Msg.(*routev3.RouteConfiguration)
 		d.mu.Lock()
@@ -609,6 +629,22 @@ func (d *dynamic) routeNames() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return sortedKeys(d.rds)
+}
+
+// wireOf is a resource's wire bytes: as received, or marshalled (deterministically) when its source
+// has none.
+func wireOf(r client.Resource) (string, error) {
+	if r.Raw != "" {
+		return r.Raw, nil
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r.Msg)
+	return string(b), err
+}
+
+// decodeCLA decodes an assignment kept in wire form.
+func decodeCLA(raw string) (*endpointv3.ClusterLoadAssignment, error) {
+	cla := new(endpointv3.ClusterLoadAssignment)
+	return cla, proto.Unmarshal([]byte(raw), cla)
 }
 
 func versionOf(u client.Update, name string) string {

@@ -17,6 +17,7 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/listener"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
+	"github.com/outrider-proxy/outrider/xds/client"
 )
 
 // warmListener is a new or changed listener waiting, as Envoy's warming
@@ -70,6 +71,18 @@ func (r *rdsStats) result(ok bool, version string) {
 	}
 	r.success.Inc()
 	r.reload.Inc()
+	r.version.Set(int64(fnv64(version)))
+}
+
+// unchanged counts a response that carried the route configuration with the
+// bytes last accepted: an accepted update, but no reload, as Envoy's hash
+// check in RdsRouteConfigSubscription.
+func (r *rdsStats) unchanged(version string) {
+	if r == nil {
+		return
+	}
+	r.attemptC.Inc()
+	r.success.Inc()
 	r.version.Set(int64(fnv64(version)))
 }
 
@@ -220,10 +233,35 @@ func (d *dynamic) listenerGauges() {
 type warmCluster struct {
 	name    string
 	cfg     *clusterv3.Cluster
+	raw     string // cfg in wire form, kept once active
 	cl      *upstream.Cluster
 	secrets []string // SDS secrets its transport socket waits for
 	version string
 	since   time.Time
+}
+
+// activeCluster is what the applier keeps of a dynamic cluster in force: its
+// config in wire form (decoded again for a pushed change, shown as is by
+// config_dump), not the decoded message, and the SDS secrets it uses.
+type activeCluster struct {
+	raw string
+	sds []sdsRef // those with a config source; nil for most clusters
+}
+
+func newActiveCluster(w *warmCluster) *activeCluster {
+	var sds []sdsRef
+	for _, r := range clusterSDSRefs("", w.cfg) {
+		if r.cs != nil {
+			sds = append(sds, r)
+		}
+	}
+	return &activeCluster{raw: w.raw, sds: sds}
+}
+
+// config decodes the cluster's config.
+func (a *activeCluster) config() (*clusterv3.Cluster, error) {
+	c := new(clusterv3.Cluster)
+	return c, proto.Unmarshal([]byte(a.raw), c)
 }
 
 // warmCluster activates w once its first host set arrives (or the EDS
@@ -285,7 +323,7 @@ func (d *dynamic) activate(w *warmCluster) {
 		return
 	}
 	delete(d.warmCl, w.name)
-	d.clusters[w.name] = w.cfg
+	d.clusters[w.name] = newActiveCluster(w)
 	d.versions["cluster/"+w.name] = w.version
 	d.updated["cluster/"+w.name] = time.Now()
 	d.activations = append(d.activations, w.cl)
@@ -375,7 +413,8 @@ func (d *dynamic) dump(cl *adminv3.ClustersConfigDump, ls *adminv3.ListenersConf
 	for _, name := range sortedKeys(d.clusters) {
 		key := "cluster/" + name
 		cl.DynamicActiveClusters = append(cl.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{
-			VersionInfo: d.versions[key], Cluster: any(d.clusters[name]), LastUpdated: ts(key)})
+			VersionInfo: d.versions[key], Cluster: &anypb.Any{TypeUrl: client.ClusterURL, Value: []byte(d.clusters[name].raw)},
+			LastUpdated: ts(key)})
 	}
 	for _, name := range sortedKeys(d.warmCl) {
 		w := d.warmCl[name]
@@ -429,6 +468,7 @@ func (d *dynamic) dump(cl *adminv3.ClustersConfigDump, ls *adminv3.ListenersConf
 	for _, name := range sortedKeys(d.edsCache) {
 		key := "endpoint/" + name
 		eps.DynamicEndpointConfigs = append(eps.DynamicEndpointConfigs, &adminv3.EndpointsConfigDump_DynamicEndpointConfig{
-			VersionInfo: d.versions[key], EndpointConfig: any(d.edsCache[name]), LastUpdated: ts(key)})
+			VersionInfo: d.versions[key], EndpointConfig: &anypb.Any{TypeUrl: client.EndpointURL, Value: []byte(d.edsCache[name])},
+			LastUpdated: ts(key)})
 	}
 }

@@ -32,10 +32,9 @@ const (
 // Cluster is one compiled cluster. Its exported fields are set at compile
 // time and read-only afterwards; the host set changes atomically underneath.
 type Cluster struct {
-	Name   string
-	Config *clusterv3.Cluster // the source proto; read-only
-	Stats  *ClusterStats
-	Type   clusterv3.Cluster_DiscoveryType
+	Name  string
+	Stats *ClusterStats
+	Type  clusterv3.Cluster_DiscoveryType
 
 	ConnectTimeout           time.Duration // connect_timeout; default 5s
 	PerConnectionBufferLimit int           // per_connection_buffer_limit_bytes; default 1 MiB
@@ -101,6 +100,10 @@ type Cluster struct {
 	// hosts take over (carryover.go); nil when none or once activated.
 	prev atomic.Pointer[Cluster]
 
+	// connKey is the connection settings (connFields) in deterministic wire form: equal keys mean a
+	// replaced cluster's connections can be adopted. The source proto itself is not kept.
+	connKey string
+
 	stopCtx  context.Context // cancelled by drain
 	stop     context.CancelFunc
 	draining atomic.Bool
@@ -119,7 +122,6 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 	}
 	c := &Cluster{
 		Name:                          name,
-		Config:                        cfg,
 		Stats:                         newClusterStats(root.Scope("cluster").Scope(statName)),
 		Type:                          cfg.GetType(),
 		ConnectTimeout:                DefaultConnectTimeout,
@@ -139,6 +141,7 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 		initialized:                   make(chan struct{}),
 	}
 	c.stopCtx, c.stop = context.WithCancel(context.Background())
+	c.connKey = connKeyOf(cfg)
 	if err := c.compileOptions(cfg); err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", name, err)
 	}

@@ -219,7 +219,12 @@ func (c *Client) addWatch(t ResourceType, names []string, wildcard bool, e *watc
 	if len(ts.cache) > 0 {
 		u := Update{Resources: make(map[string]Resource, len(ts.cache)), Version: ts.version}
 		for name, ce := range ts.cache {
-			u.Resources[name] = ce.res
+			res, err := ts.decode(ce)
+			if err != nil { // it was decoded and validated when it arrived
+				c.log.Error("xds: cached resource no longer decodes", "type", ts.url, "name", name, "err", err)
+				continue
+			}
+			u.Resources[name] = res
 		}
 		_ = e.w.OnUpdate(ts.url, u)
 	}
@@ -326,7 +331,7 @@ func (c *Client) expire(ts *typeState, name string, ce *cacheEntry) {
 	if ts.cache[name] != ce {
 		return
 	}
-	delete(ts.cache, name)
+	ts.drop(name)
 	c.log.Info("xds: resource TTL expired", "type", ts.url, "name", name)
 	ts.notify(Update{Removed: []string{name}})
 }
