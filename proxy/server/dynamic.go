@@ -50,11 +50,11 @@ type dynamic struct {
 	rds         map[string][]*rdsWatch        // by route configuration name
 	rdsSrc      map[string]source             // config_source of a route configuration name
 	rdsStats    map[string]*rdsStats          // by route configuration name
-	rdsCache    map[string]*routev3.RouteConfiguration
-	rdsTimeout  map[string]bool       // names whose initial fetch timed out
-	vhds        map[string]*vhdsState // VHDS of route configurations with vhds, by name
-	scoped      []*scopedWatch        // scoped_routes watches, for config_dump
-	versions    map[string]string     // resource name -> version, for config_dump
+	rdsCache    map[string]string             // by name: the last applied route configuration's wire bytes
+	rdsTimeout  map[string]bool               // names whose initial fetch timed out
+	vhds        map[string]*vhdsState         // VHDS of route configurations with vhds, by name
+	scoped      []*scopedWatch                // scoped_routes watches, for config_dump
+	versions    map[string]string             // resource name -> version, for config_dump
 	updated     map[string]time.Time
 	cdsVersion  string
 	ldsVersion  string
@@ -106,7 +106,7 @@ func newDynamic(s *Server, nctx *netfilter.Context) *dynamic {
 		clusters: map[string]*activeCluster{}, listeners: map[string]*listener.Listener{},
 		eds: map[string][]*edsWatch{}, edsSrc: map[string]source{}, edsCache: map[string]string{}, edsDirty: map[source]bool{},
 		rds: map[string][]*rdsWatch{}, rdsSrc: map[string]source{}, rdsStats: map[string]*rdsStats{},
-		rdsCache: map[string]*routev3.RouteConfiguration{}, rdsTimeout: map[string]bool{}, vhds: map[string]*vhdsState{},
+		rdsCache: map[string]string{}, rdsTimeout: map[string]bool{}, vhds: map[string]*vhdsState{},
 		versions: map[string]string{}, updated: map[string]time.Time{},
 		warming: map[string]*warmListener{}, lstate: map[*listener.Listener]listenerState{}, warmCl: map[string]*warmCluster{},
 		cdsDone: make(chan struct{}), ldsDone: make(chan struct{}), stop: make(chan struct{}),
@@ -474,7 +474,7 @@ func (d *dynamic) watchRoutes(name string, apply func(*routev3.RouteConfiguratio
 	if d.rdsTimeout[name] {
 		w.timedOut = true
 	}
-	cached, ok := d.routesToApply(name, d.rdsCache[name])
+	cached, ok := d.routesToApply(name, d.cachedRoutes(name))
 	if !ok {
 		cached = nil
 	}
@@ -546,10 +546,15 @@ func (d *dynamic) onRoutes(_ string, u client.Update) error {
 				break
 			}
 		}
+		raw, err := wireOf(u.Resources[name])
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("route configuration %q: %v", name, err))
+			failed = true
+		}
 		st.result(!failed, versionOf(u, name))
 		if !failed {
 			d.mu.Lock()
-			d.rdsCache[name] = rc
+			d.rdsCache[name] = raw
 			d.versions["route/"+name] = versionOf(u, name)
 			d.updated["route/"+name] = time.Now()
 			d.mu.Unlock()
@@ -629,22 +634,6 @@ func (d *dynamic) routeNames() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return sortedKeys(d.rds)
-}
-
-// wireOf is a resource's wire bytes: as received, or marshalled (deterministically) when its source
-// has none.
-func wireOf(r client.Resource) (string, error) {
-	if r.Raw != "" {
-		return r.Raw, nil
-	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r.Msg)
-	return string(b), err
-}
-
-// decodeCLA decodes an assignment kept in wire form.
-func decodeCLA(raw string) (*endpointv3.ClusterLoadAssignment, error) {
-	cla := new(endpointv3.ClusterLoadAssignment)
-	return cla, proto.Unmarshal([]byte(raw), cla)
 }
 
 func versionOf(u client.Update, name string) string {

@@ -240,30 +240,6 @@ type warmCluster struct {
 	since   time.Time
 }
 
-// activeCluster is what the applier keeps of a dynamic cluster in force: its
-// config in wire form (decoded again for a pushed change, shown as is by
-// config_dump), not the decoded message, and the SDS secrets it uses.
-type activeCluster struct {
-	raw string
-	sds []sdsRef // those with a config source; nil for most clusters
-}
-
-func newActiveCluster(w *warmCluster) *activeCluster {
-	var sds []sdsRef
-	for _, r := range clusterSDSRefs("", w.cfg) {
-		if r.cs != nil {
-			sds = append(sds, r)
-		}
-	}
-	return &activeCluster{raw: w.raw, sds: sds}
-}
-
-// config decodes the cluster's config.
-func (a *activeCluster) config() (*clusterv3.Cluster, error) {
-	c := new(clusterv3.Cluster)
-	return c, proto.Unmarshal([]byte(a.raw), c)
-}
-
 // warmCluster activates w once its first host set arrives (or the EDS
 // initial fetch timeout passes; zero waits for ever, as in Envoy) and its
 // secrets are ready; until then it counts as warming. A newer version of
