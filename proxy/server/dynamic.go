@@ -64,6 +64,7 @@ type dynamic struct {
 	warmCl      map[string]*warmCluster              // staged clusters waiting for their endpoints and secrets
 	activations []*upstream.Cluster                  // warmed clusters queued for ActivateAll
 	activating  bool                                 // a caller of activate is installing the queue
+	edsApplying int                                  // onEndpoints calls running; activate leaves warmed clusters to them
 	cdsDone     chan struct{}                        // closed by the first CDS update or timeout
 	ldsDone     chan struct{}                        // closed by the first LDS update or timeout
 	cdsOnce     sync.Once
@@ -414,6 +415,9 @@ func (d *dynamic) stopping() bool {
 
 func (d *dynamic) onEndpoints(_ string, u client.Update) error {
 	var errs []string
+	d.mu.Lock()
+	d.edsApplying++ // clusters these endpoints warm are installed together at the end
+	d.mu.Unlock()
 	for _, name := range sortedKeys(u.Resources) {
 		cla := u.Resources[name].Msg.(*endpointv3.ClusterLoadAssignment)
 		raw, err := wireOf(u.Resources[name])
@@ -433,6 +437,10 @@ func (d *dynamic) onEndpoints(_ string, u client.Update) error {
 			}
 		}
 	}
+	d.mu.Lock()
+	d.edsApplying--
+	d.mu.Unlock()
+	d.activateReady()
 	return joinErrs(errs)
 }
 
