@@ -3,7 +3,6 @@ package client
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -156,8 +155,8 @@ func (c *Client) onSotW(ls *liveStream, r *discoveryv3.DiscoveryResponse) {
 	}
 	var (
 		errs  []error
-		items []decoded
-		seen  = map[string]bool{}
+		items = make([]decoded, 0, len(r.GetResources()))
+		seen  = make(map[string]bool, len(r.GetResources()))
 	)
 	for i, a := range r.GetResources() {
 		d, err := decodeAny(ts.rt, a, ts.byRaw)
@@ -178,9 +177,9 @@ func (c *Client) onSotW(ls *liveStream, r *discoveryv3.DiscoveryResponse) {
 		return
 	}
 	u := Update{Version: r.GetVersionInfo()}
-	present := make(map[string]bool, len(items))
+	answered := make([]string, 0, len(items))
 	for _, d := range items {
-		present[d.name] = true
+		answered = append(answered, d.name)
 		if d.heartbeat {
 			continue
 		}
@@ -195,13 +194,12 @@ func (c *Client) onSotW(ls *liveStream, r *discoveryv3.DiscoveryResponse) {
 	}
 	if ts.rt.AllResourcesRequired() {
 		for name := range ts.cache {
-			if !present[name] {
+			if !seen[name] { // the cache holds subscribed names only: seen is present
 				u.Removed = append(u.Removed, name)
 			}
 		}
 		slices.Sort(u.Removed)
 	}
-	answered := slices.Collect(maps.Keys(present))
 	if ts.rt.AllResourcesRequired() {
 		for n := range ts.names {
 			answered = append(answered, n) // the complete state answers for absent names too

@@ -209,7 +209,7 @@ func (ts *typeState) notify(u Update) error {
 func (ts *typeState) answer(names ...string) {
 	ts.gotResponse = true
 	for _, n := range names {
-		if ts.names[n] {
+		if !ts.answered[n] && ts.names[n] {
 			ts.answered[n] = true
 		}
 	}
