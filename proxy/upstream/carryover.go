@@ -71,6 +71,18 @@ func connView(c *clusterv3.Cluster) proto.Message {
 // connKeyOf is c's connection settings (connView) in deterministic wire
 // form: clusters with equal keys can share connections.
 func connKeyOf(c *clusterv3.Cluster) string {
+	src := c.ProtoReflect()
+	fds := src.Descriptor().Fields()
+	set := false
+	for _, n := range connFields {
+		if fd := fds.ByName(n); fd != nil && src.Has(fd) {
+			set = true
+			break
+		}
+	}
+	if !set {
+		return "" // what connView marshals to: no copy made for the common cluster
+	}
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(connView(c))
 	if err != nil {
 		return fmt.Sprintf("\x00%p", c) // unequal to any other cluster's key: connections are not moved
