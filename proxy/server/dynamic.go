@@ -44,7 +44,7 @@ type dynamic struct {
 	listeners   map[string]*listener.Listener // dynamic listeners in force
 	eds         map[string][]*edsWatch        // by service name
 	edsSrc      map[string]source             // eds_config of a service name
-	edsCache    map[string]string             // by service name: the last applied assignment's wire bytes
+	edsCache    map[string]edsEntry           // by service name: the last applied assignment
 	edsDirty    map[source]bool               // sources whose EDS names changed in the open batch
 	batching    int                           // open beginBatch calls
 	rds         map[string][]*rdsWatch        // by route configuration name
@@ -105,7 +105,7 @@ func newDynamic(s *Server, nctx *netfilter.Context) *dynamic {
 	return &dynamic{
 		s: s, sp: s.secrets, nctx: nctx, clients: map[string]source{}, subscribed: map[subKey]bool{},
 		clusters: map[string]*activeCluster{}, listeners: map[string]*listener.Listener{},
-		eds: map[string][]*edsWatch{}, edsSrc: map[string]source{}, edsCache: map[string]string{}, edsDirty: map[source]bool{},
+		eds: map[string][]*edsWatch{}, edsSrc: map[string]source{}, edsCache: map[string]edsEntry{}, edsDirty: map[source]bool{},
 		rds: map[string][]*rdsWatch{}, rdsSrc: map[string]source{}, rdsStats: map[string]*rdsStats{},
 		rdsCache: map[string]string{}, rdsTimeout: map[string]bool{}, vhds: map[string]*vhdsState{},
 		versions: map[string]string{}, updated: map[string]time.Time{},
@@ -271,7 +271,6 @@ func (d *dynamic) onClusters(_ string, u client.Update) error {
 		d.mu.Lock()
 		_, dynamic := d.clusters[name]
 		delete(d.clusters, name)
-		delete(d.versions, "cluster/"+name)
 		w := d.warmCl[name]
 		delete(d.warmCl, name)
 		d.mu.Unlock()
@@ -340,7 +339,7 @@ func (d *dynamic) WatchEndpoints(service string, update func(*endpointv3.Cluster
 	names := d.edsNamesChanged(src, added)
 	d.mu.Unlock()
 	if ok { // a replaced cluster gets the endpoints its name already has
-		if cla, err := decodeCLA(cached); err == nil {
+		if cla, err := decodeCLA(cached.raw); err == nil {
 			update(cla)
 		}
 	}
@@ -426,9 +425,7 @@ func (d *dynamic) onEndpoints(_ string, u client.Update) error {
 			continue
 		}
 		d.mu.Lock()
-		d.edsCache[name] = raw
-		d.versions["endpoint/"+name] = versionOf(u, name)
-		d.updated["endpoint/"+name] = time.Now()
+		d.edsCache[name] = edsEntry{raw: raw, version: versionOf(u, name), updated: time.Now()}
 		ws := slices.Clone(d.eds[name])
 		d.mu.Unlock()
 		for _, w := range ws {

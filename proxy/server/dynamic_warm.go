@@ -352,9 +352,7 @@ func (d *dynamic) activateAll(ws []*warmCluster) {
 			continue
 		}
 		delete(d.warmCl, w.name)
-		d.clusters[w.name] = newActiveCluster(w)
-		d.versions["cluster/"+w.name] = w.version
-		d.updated["cluster/"+w.name] = now
+		d.clusters[w.name] = newActiveCluster(w, now)
 		d.activations = append(d.activations, w.cl)
 	}
 	if d.activating || len(d.activations) == 0 {
@@ -441,10 +439,10 @@ func (d *dynamic) dump(cl *adminv3.ClustersConfigDump, ls *adminv3.ListenersConf
 	cl.VersionInfo = d.cdsVersion
 	ls.VersionInfo = d.ldsVersion
 	for _, name := range sortedKeys(d.clusters) {
-		key := "cluster/" + name
+		c := d.clusters[name]
 		cl.DynamicActiveClusters = append(cl.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{
-			VersionInfo: d.versions[key], Cluster: &anypb.Any{TypeUrl: client.ClusterURL, Value: []byte(d.clusters[name].raw)},
-			LastUpdated: ts(key)})
+			VersionInfo: c.version, Cluster: &anypb.Any{TypeUrl: client.ClusterURL, Value: []byte(c.raw)},
+			LastUpdated: timestamppb.New(c.updated)})
 	}
 	for _, name := range sortedKeys(d.warmCl) {
 		w := d.warmCl[name]
@@ -496,9 +494,9 @@ func (d *dynamic) dump(cl *adminv3.ClustersConfigDump, ls *adminv3.ListenersConf
 			VersionInfo: d.versions[key], RouteConfig: any(d.dumpedRoutes(name)), LastUpdated: ts(key)})
 	}
 	for _, name := range sortedKeys(d.edsCache) {
-		key := "endpoint/" + name
+		e := d.edsCache[name]
 		eps.DynamicEndpointConfigs = append(eps.DynamicEndpointConfigs, &adminv3.EndpointsConfigDump_DynamicEndpointConfig{
-			VersionInfo: d.versions[key], EndpointConfig: &anypb.Any{TypeUrl: client.EndpointURL, Value: []byte(d.edsCache[name])},
-			LastUpdated: ts(key)})
+			VersionInfo: e.version, EndpointConfig: &anypb.Any{TypeUrl: client.EndpointURL, Value: []byte(e.raw)},
+			LastUpdated: timestamppb.New(e.updated)})
 	}
 }

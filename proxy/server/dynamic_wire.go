@@ -1,6 +1,8 @@
 package server
 
 import (
+	"time"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -17,18 +19,27 @@ import (
 // config in wire form (decoded again for a pushed change, shown as is by
 // config_dump), not the decoded message, and the SDS secrets it uses.
 type activeCluster struct {
-	raw string
-	sds []sdsRef // those with a config source; nil for most clusters
+	raw     string
+	sds     []sdsRef // those with a config source; nil for most clusters
+	version string   // of the response that brought it, for config_dump
+	updated time.Time
 }
 
-func newActiveCluster(w *warmCluster) *activeCluster {
+func newActiveCluster(w *warmCluster, now time.Time) *activeCluster {
 	var sds []sdsRef
 	for _, r := range clusterSDSRefs("", w.cfg) {
 		if r.cs != nil {
 			sds = append(sds, r)
 		}
 	}
-	return &activeCluster{raw: w.raw, sds: sds}
+	return &activeCluster{raw: w.raw, sds: sds, version: w.version, updated: now}
+}
+
+// edsEntry is the last assignment applied under a service name, in wire form.
+type edsEntry struct {
+	raw     string
+	version string // of the response that brought it, for config_dump
+	updated time.Time
 }
 
 // config decodes the cluster's config.
