@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,6 +93,8 @@ type Cluster struct {
 	edsCancel   func()
 	initialized chan struct{}
 	initOnce    sync.Once
+	initMu      sync.Mutex
+	onInit      []*func()   // AfterInitialized callbacks not yet run; nil once initialized
 	discovered  atomic.Bool // the first host set is in
 
 	hostMu sync.Mutex // serializes host-set updates
@@ -297,6 +300,34 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 // host of that first set has had its first check.
 func (c *Cluster) Initialized() <-chan struct{} { return c.initialized }
 
+// AfterInitialized runs f on its own goroutine once the cluster is
+// initialized (at once if it is), with no goroutine waiting meanwhile: 10,000
+// warming clusters need no 10,000 goroutines. stop cancels a call not yet
+// started and reports whether it did.
+func (c *Cluster) AfterInitialized(f func()) (stop func() bool) {
+	c.initMu.Lock()
+	select {
+	case <-c.initialized:
+		c.initMu.Unlock()
+		go f()
+		return func() bool { return false }
+	default:
+	}
+	e := &f
+	c.onInit = append(c.onInit, e)
+	c.initMu.Unlock()
+	return func() bool {
+		c.initMu.Lock()
+		defer c.initMu.Unlock()
+		n := len(c.onInit)
+		c.onInit = slices.DeleteFunc(c.onInit, func(x *func()) bool { return x == e })
+		if len(c.onInit) == 0 {
+			c.onInit = nil
+		}
+		return len(c.onInit) < n
+	}
+}
+
 // markInitialized records that discovery produced the first host set.
 func (c *Cluster) markInitialized() {
 	c.discovered.Store(true)
@@ -308,7 +339,16 @@ func (c *Cluster) markInitialized() {
 
 func (c *Cluster) tryInitialized() {
 	if c.discovered.Load() && (c.hc == nil || c.hc.initDone.Load()) {
-		c.initOnce.Do(func() { close(c.initialized) })
+		c.initOnce.Do(func() {
+			close(c.initialized)
+			c.initMu.Lock()
+			fs := c.onInit
+			c.onInit = nil
+			c.initMu.Unlock()
+			for _, f := range fs {
+				go (*f)()
+			}
+		})
 	}
 }
 
