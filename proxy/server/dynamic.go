@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -64,7 +65,7 @@ type dynamic struct {
 	warmCl      map[string]*warmCluster              // staged clusters waiting for their endpoints and secrets
 	activations []*upstream.Cluster                  // warmed clusters queued for ActivateAll
 	activating  bool                                 // a caller of activate is installing the queue
-	edsApplying int                                  // onEndpoints calls running; activate leaves warmed clusters to them
+	edsApplying atomic.Int32                         // onEndpoints calls running; activate leaves warmed clusters to them
 	cdsDone     chan struct{}                        // closed by the first CDS update or timeout
 	ldsDone     chan struct{}                        // closed by the first LDS update or timeout
 	cdsOnce     sync.Once
@@ -170,6 +171,9 @@ func (d *dynamic) close() {
 	d.mu.Lock()
 	warmCl := d.warmCl
 	d.warmCl = map[string]*warmCluster{}
+	for _, w := range warmCl {
+		w.stopWaiting()
+	}
 	d.mu.Unlock()
 	for _, w := range warmCl {
 		d.s.clusters.Discard(w.cl)
@@ -273,6 +277,9 @@ func (d *dynamic) onClusters(_ string, u client.Update) error {
 		delete(d.clusters, name)
 		w := d.warmCl[name]
 		delete(d.warmCl, name)
+		if w != nil {
+			w.stopWaiting()
+		}
 		d.mu.Unlock()
 		if w != nil {
 			d.s.clusters.Discard(w.cl)
@@ -414,9 +421,7 @@ func (d *dynamic) stopping() bool {
 
 func (d *dynamic) onEndpoints(_ string, u client.Update) error {
 	var errs []string
-	d.mu.Lock()
-	d.edsApplying++ // clusters these endpoints warm are installed together at the end
-	d.mu.Unlock()
+	d.edsApplying.Add(1) // clusters these endpoints warm are installed together at the end
 	for _, name := range sortedKeys(u.Resources) {
 		cla := u.Resources[name].Msg.(*endpointv3.ClusterLoadAssignment)
 		raw, err := wireOf(u.Resources[name])
@@ -434,9 +439,7 @@ func (d *dynamic) onEndpoints(_ string, u client.Update) error {
 			}
 		}
 	}
-	d.mu.Lock()
-	d.edsApplying--
-	d.mu.Unlock()
+	d.edsApplying.Add(-1)
 	d.activateReady()
 	return joinErrs(errs)
 }

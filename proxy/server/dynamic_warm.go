@@ -241,6 +241,20 @@ type warmCluster struct {
 	secretsReady bool
 	version      string
 	since        time.Time
+	// Without secrets to wait for: the initialization callback's stop and the
+	// warming timeout's timer (nil without one); set under d.mu.
+	stopInit func() bool
+	timer    *time.Timer
+}
+
+// stopWaiting ends what waits to activate w (under d.mu).
+func (w *warmCluster) stopWaiting() {
+	if w.stopInit != nil {
+		w.stopInit()
+	}
+	if w.timer != nil {
+		w.timer.Stop()
+	}
 }
 
 // warmCluster activates w once its first host set arrives (or the EDS
@@ -251,6 +265,9 @@ func (d *dynamic) warmCluster(w *warmCluster) {
 	d.mu.Lock()
 	prev := d.warmCl[w.name]
 	d.warmCl[w.name] = w
+	if prev != nil {
+		prev.stopWaiting()
+	}
 	d.mu.Unlock()
 	if prev != nil {
 		d.s.clusters.Discard(prev.cl)
@@ -269,6 +286,25 @@ func (d *dynamic) warmCluster(w *warmCluster) {
 		if t := w.cfg.GetEdsClusterConfig().GetEdsConfig().GetInitialFetchTimeout(); t != nil {
 			timeout = t.AsDuration()
 		}
+	}
+	if len(w.secrets) == 0 {
+		// No goroutine per warming cluster (10,000 at a cold start, whose
+		// goroutine structs the runtime would keep for ever): a callback on
+		// initialization and a timer for the timeout, the first one wins.
+		stopInit := w.cl.AfterInitialized(func() {
+			if d.edsApplying.Load() > 0 {
+				return // initialized by an EDS update: its activateReady installs w with the others
+			}
+			d.activate(w)
+		})
+		var timer *time.Timer
+		if timeout > 0 {
+			timer = time.AfterFunc(timeout, func() { d.activate(w) })
+		}
+		d.mu.Lock()
+		w.stopInit, w.timer = stopInit, timer
+		d.mu.Unlock()
+		return
 	}
 	go func() {
 		var expired <-chan time.Time
@@ -296,8 +332,11 @@ func (d *dynamic) warmCluster(w *warmCluster) {
 // installed in batches: the first caller installs what is pending until
 // nothing is, the others only queue.
 func (d *dynamic) activate(w *warmCluster) {
+	if d.stopping() {
+		return
+	}
 	d.mu.Lock()
-	later := d.edsApplying > 0 && isClosed(w.cl.Initialized())
+	later := d.edsApplying.Load() > 0 && isClosed(w.cl.Initialized())
 	if later {
 		w.secretsReady = true
 	}
@@ -352,6 +391,7 @@ func (d *dynamic) activateAll(ws []*warmCluster) {
 			continue
 		}
 		delete(d.warmCl, w.name)
+		w.stopWaiting()
 		d.clusters[w.name] = newActiveCluster(w, now)
 		d.activations = append(d.activations, w.cl)
 	}
