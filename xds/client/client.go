@@ -1,7 +1,9 @@
 // Package client speaks the xDS protocol (SotW and delta, aggregated or one stream per type) to a
 // management server and hands decoded, validated resources to watchers, ACKing or NACKing each response
 // as Envoy does. Watchers run one at a time on one goroutine; Watch, SetNames and Close never wait for
-// the control plane, which may be down for any length of time.
+// the control plane, which may be down for any length of time. Resources are held as their wire bytes:
+// one pushed again with the bytes last accepted is not decoded, and watchers see it in Update.Unchanged
+// rather than among the changed ones.
 //
 // Ordering over ADS is the caller's concern, as in Envoy: watch CDS first, then subscribe EDS names
 // (SetNames) from the clusters a CDS update brings, watch LDS, then subscribe RDS names from the
