@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -40,21 +41,21 @@ type dynamic struct {
 	mu          sync.Mutex
 	cancels     []func()
 	subscribed  map[subKey]bool               // (source, type) watched
-	clusters    map[string]*clusterv3.Cluster // dynamic clusters in force
+	clusters    map[string]*activeCluster     // dynamic clusters in force
 	listeners   map[string]*listener.Listener // dynamic listeners in force
 	eds         map[string][]*edsWatch        // by service name
 	edsSrc      map[string]source             // eds_config of a service name
-	edsCache    map[string]*endpointv3.ClusterLoadAssignment
-	edsDirty    map[source]bool        // sources whose EDS names changed in the open batch
-	batching    int                    // open beginBatch calls
-	rds         map[string][]*rdsWatch // by route configuration name
-	rdsSrc      map[string]source      // config_source of a route configuration name
-	rdsStats    map[string]*rdsStats   // by route configuration name
-	rdsCache    map[string]*routev3.RouteConfiguration
-	rdsTimeout  map[string]bool       // names whose initial fetch timed out
-	vhds        map[string]*vhdsState // VHDS of route configurations with vhds, by name
-	scoped      []*scopedWatch        // scoped_routes watches, for config_dump
-	versions    map[string]string     // resource name -> version, for config_dump
+	edsCache    map[string]edsEntry           // by service name: the last applied assignment
+	edsDirty    map[source]bool               // sources whose EDS names changed in the open batch
+	batching    int                           // open beginBatch calls
+	rds         map[string][]*rdsWatch        // by route configuration name
+	rdsSrc      map[string]source             // config_source of a route configuration name
+	rdsStats    map[string]*rdsStats          // by route configuration name
+	rdsCache    map[string]string             // by name: the last applied route configuration's wire bytes
+	rdsTimeout  map[string]bool               // names whose initial fetch timed out
+	vhds        map[string]*vhdsState         // VHDS of route configurations with vhds, by name
+	scoped      []*scopedWatch                // scoped_routes watches, for config_dump
+	versions    map[string]string             // resource name -> version, for config_dump
 	updated     map[string]time.Time
 	cdsVersion  string
 	ldsVersion  string
@@ -64,6 +65,7 @@ type dynamic struct {
 	warmCl      map[string]*warmCluster              // staged clusters waiting for their endpoints and secrets
 	activations []*upstream.Cluster                  // warmed clusters queued for ActivateAll
 	activating  bool                                 // a caller of activate is installing the queue
+	edsApplying atomic.Int32                         // onEndpoints calls running; activate leaves warmed clusters to them
 	cdsDone     chan struct{}                        // closed by the first CDS update or timeout
 	ldsDone     chan struct{}                        // closed by the first LDS update or timeout
 	cdsOnce     sync.Once
@@ -103,10 +105,10 @@ type rdsWatch struct {
 func newDynamic(s *Server, nctx *netfilter.Context) *dynamic {
 	return &dynamic{
 		s: s, sp: s.secrets, nctx: nctx, clients: map[string]source{}, subscribed: map[subKey]bool{},
-		clusters: map[string]*clusterv3.Cluster{}, listeners: map[string]*listener.Listener{},
-		eds: map[string][]*edsWatch{}, edsSrc: map[string]source{}, edsCache: map[string]*endpointv3.ClusterLoadAssignment{}, edsDirty: map[source]bool{},
+		clusters: map[string]*activeCluster{}, listeners: map[string]*listener.Listener{},
+		eds: map[string][]*edsWatch{}, edsSrc: map[string]source{}, edsCache: map[string]edsEntry{}, edsDirty: map[source]bool{},
 		rds: map[string][]*rdsWatch{}, rdsSrc: map[string]source{}, rdsStats: map[string]*rdsStats{},
-		rdsCache: map[string]*routev3.RouteConfiguration{}, rdsTimeout: map[string]bool{}, vhds: map[string]*vhdsState{},
+		rdsCache: map[string]string{}, rdsTimeout: map[string]bool{}, vhds: map[string]*vhdsState{},
 		versions: map[string]string{}, updated: map[string]time.Time{},
 		warming: map[string]*warmListener{}, lstate: map[*listener.Listener]listenerState{}, warmCl: map[string]*warmCluster{},
 		cdsDone: make(chan struct{}), ldsDone: make(chan struct{}), stop: make(chan struct{}),
@@ -169,6 +171,9 @@ func (d *dynamic) close() {
 	d.mu.Lock()
 	warmCl := d.warmCl
 	d.warmCl = map[string]*warmCluster{}
+	for _, w := range warmCl {
+		w.stopWaiting()
+	}
 	d.mu.Unlock()
 	for _, w := range warmCl {
 		d.s.clusters.Discard(w.cl)
@@ -218,8 +223,9 @@ func (d *dynamic) onClusters(_ string, u client.Update) error {
 	names := sortedKeys(u.Resources)
 	for _, name := range names {
 		c := u.Resources[name].Msg.(*clusterv3.Cluster)
+		var latest *clusterv3.Cluster
 		d.mu.Lock()
-		latest, dynamic := d.clusters[name]
+		active, dynamic := d.clusters[name]
 		if w := d.warmCl[name]; w != nil {
 			latest, dynamic = w.cfg, true
 		}
@@ -228,10 +234,16 @@ func (d *dynamic) onClusters(_ string, u client.Update) error {
 			errs = append(errs, fmt.Sprintf("cluster %q: a static cluster of that name exists", name))
 			continue
 		}
+		if latest == nil && active != nil {
+			latest, _ = active.config() // new bytes may still be the same cluster
+		}
 		if dynamic && proto.Equal(latest, c) {
 			continue
 		}
-		err := checkClusterFields(c, d.s.log)
+		raw, err := wireOf(u.Resources[name])
+		if err == nil {
+			err = checkClusterFields(c, d.s.log)
+		}
 		if err == nil {
 			err = d.scanCluster(c)
 		}
@@ -257,15 +269,17 @@ func (d *dynamic) onClusters(_ string, u client.Update) error {
 			continue // shutting down
 		}
 		d.s.stats.Scope("cluster_manager").Counter(map[bool]string{true: "cluster_modified", false: "cluster_added"}[dynamic]).Inc()
-		d.warmCluster(&warmCluster{name: name, cfg: c, cl: staged, secrets: secrets, version: versionOf(u, name), since: time.Now()})
+		d.warmCluster(&warmCluster{name: name, cfg: c, raw: raw, cl: staged, secrets: secrets, version: versionOf(u, name), since: time.Now()})
 	}
 	for _, name := range u.Removed {
 		d.mu.Lock()
 		_, dynamic := d.clusters[name]
 		delete(d.clusters, name)
-		delete(d.versions, "cluster/"+name)
 		w := d.warmCl[name]
 		delete(d.warmCl, name)
+		if w != nil {
+			w.stopWaiting()
+		}
 		d.mu.Unlock()
 		if w != nil {
 			d.s.clusters.Discard(w.cl)
@@ -324,15 +338,17 @@ func (d *dynamic) WatchEndpoints(service string, update func(*endpointv3.Cluster
 	d.mu.Lock()
 	added := len(d.eds[service]) == 0
 	d.eds[service] = append(d.eds[service], w)
-	cached := d.edsCache[service]
+	cached, ok := d.edsCache[service]
 	src := d.edsSrc[service]
 	if src == nil {
 		src = d.cds
 	}
 	names := d.edsNamesChanged(src, added)
 	d.mu.Unlock()
-	if cached != nil {
-		update(cached) // a replaced cluster gets the endpoints its name already has
+	if ok { // a replaced cluster gets the endpoints its name already has
+		if cla, err := decodeCLA(cached.raw); err == nil {
+			update(cla)
+		}
 	}
 	if names != nil {
 		d.setNames(src, client.EndpointType, names, d.onEndpoints)
@@ -405,12 +421,16 @@ func (d *dynamic) stopping() bool {
 
 func (d *dynamic) onEndpoints(_ string, u client.Update) error {
 	var errs []string
+	d.edsApplying.Add(1) // clusters these endpoints warm are installed together at the end
 	for _, name := range sortedKeys(u.Resources) {
 		cla := u.Resources[name].Msg.(*endpointv3.ClusterLoadAssignment)
+		raw, err := wireOf(u.Resources[name])
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("cluster load assignment %q: %v", name, err))
+			continue
+		}
 		d.mu.Lock()
-		d.edsCache[name] = cla
-		d.versions["endpoint/"+name] = versionOf(u, name)
-		d.updated["endpoint/"+name] = time.Now()
+		d.edsCache[name] = edsEntry{raw: raw, version: versionOf(u, name), updated: time.Now()}
 		ws := slices.Clone(d.eds[name])
 		d.mu.Unlock()
 		for _, w := range ws {
@@ -419,6 +439,8 @@ func (d *dynamic) onEndpoints(_ string, u client.Update) error {
 			}
 		}
 	}
+	d.edsApplying.Add(-1)
+	d.activateReady()
 	return joinErrs(errs)
 }
 
@@ -460,7 +482,7 @@ func (d *dynamic) watchRoutes(name string, apply func(*routev3.RouteConfiguratio
 	if d.rdsTimeout[name] {
 		w.timedOut = true
 	}
-	cached, ok := d.routesToApply(name, d.rdsCache[name])
+	cached, ok := d.routesToApply(name, d.cachedRoutes(name))
 	if !ok {
 		cached = nil
 	}
@@ -502,6 +524,12 @@ func (d *dynamic) watchRoutes(name string, apply func(*routev3.RouteConfiguratio
 
 func (d *dynamic) onRoutes(_ string, u client.Update) error {
 	var errs []string
+	for _, name := range u.Unchanged {
+		d.mu.Lock()
+		st := d.rdsStats[name]
+		d.mu.Unlock()
+		st.unchanged(u.Version)
+	}
 	for _, name := range sortedKeys(u.Resources) {
 		rc := u.Resources[name].Msg.(*routev3.RouteConfiguration)
 		d.mu.Lock()
@@ -526,10 +554,15 @@ func (d *dynamic) onRoutes(_ string, u client.Update) error {
 				break
 			}
 		}
+		raw, err := wireOf(u.Resources[name])
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("route configuration %q: %v", name, err))
+			failed = true
+		}
 		st.result(!failed, versionOf(u, name))
 		if !failed {
 			d.mu.Lock()
-			d.rdsCache[name] = rc
+			d.rdsCache[name] = raw
 			d.versions["route/"+name] = versionOf(u, name)
 			d.updated["route/"+name] = time.Now()
 			d.mu.Unlock()

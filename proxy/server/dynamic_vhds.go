@@ -138,7 +138,7 @@ func (d *dynamic) onVirtualHosts(vs *vhdsState, u client.Update) error {
 		}
 	}
 	first := !vs.received
-	rc := d.rdsCache[vs.name]
+	rc := d.cachedRoutes(vs.name)
 	ws := slices.Clone(d.rds[vs.name])
 	d.mu.Unlock()
 	if !changed && !first {
@@ -175,7 +175,7 @@ func (d *dynamic) onVirtualHosts(vs *vhdsState, u client.Update) error {
 // route configuration yet).
 func (d *dynamic) vhdsCatchUp(name string) {
 	d.mu.Lock()
-	vs, rc := d.vhds[name], d.rdsCache[name]
+	vs, rc := d.vhds[name], d.cachedRoutes(name)
 	if vs == nil || !vs.received || rc == nil {
 		d.mu.Unlock()
 		return
@@ -210,7 +210,7 @@ func (d *dynamic) routesToApply(name string, rc *routev3.RouteConfiguration) (*r
 // dumpedRoutes is the route configuration config_dump shows (under d.mu):
 // with VHDS, the virtual hosts received are included, as Envoy shows them.
 func (d *dynamic) dumpedRoutes(name string) *routev3.RouteConfiguration {
-	rc := d.rdsCache[name]
+	rc := d.cachedRoutes(name)
 	if vs := d.vhds[name]; vs != nil && rc.GetVhds() != nil {
 		m := mergeVhosts(rc, vs.vhosts)
 		m.Vhds = rc.GetVhds()

@@ -17,6 +17,7 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/listener"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
+	"github.com/outrider-proxy/outrider/xds/client"
 )
 
 // warmListener is a new or changed listener waiting, as Envoy's warming
@@ -74,6 +75,18 @@ func (r *rdsStats) result(ok bool, version string) {
 	}
 	r.success.Inc()
 	r.reload.Inc()
+	r.version.Set(int64(fnv64(version)))
+}
+
+// unchanged counts a response that carried the route configuration with the
+// bytes last accepted: an accepted update, but no reload, as Envoy's hash
+// check in RdsRouteConfigSubscription.
+func (r *rdsStats) unchanged(version string) {
+	if r == nil {
+		return
+	}
+	r.attemptC.Inc()
+	r.success.Inc()
 	r.version.Set(int64(fnv64(version)))
 }
 
@@ -240,10 +253,28 @@ func (d *dynamic) listenerGauges() {
 type warmCluster struct {
 	name    string
 	cfg     *clusterv3.Cluster
+	raw     string // cfg in wire form, kept once active
 	cl      *upstream.Cluster
 	secrets []string // SDS secrets its transport socket waits for
-	version string
-	since   time.Time
+	// secretsReady is set (under d.mu) when its goroutine, past the wait for
+	// secrets, left the activation to onEndpoints' activateReady.
+	secretsReady bool
+	version      string
+	since        time.Time
+	// Without secrets to wait for: the initialization callback's stop and the
+	// warming timeout's timer (nil without one); set under d.mu.
+	stopInit func() bool
+	timer    *time.Timer
+}
+
+// stopWaiting ends what waits to activate w (under d.mu).
+func (w *warmCluster) stopWaiting() {
+	if w.stopInit != nil {
+		w.stopInit()
+	}
+	if w.timer != nil {
+		w.timer.Stop()
+	}
 }
 
 // warmCluster activates w once its first host set arrives (or the EDS
@@ -254,6 +285,9 @@ func (d *dynamic) warmCluster(w *warmCluster) {
 	d.mu.Lock()
 	prev := d.warmCl[w.name]
 	d.warmCl[w.name] = w
+	if prev != nil {
+		prev.stopWaiting()
+	}
 	d.mu.Unlock()
 	if prev != nil {
 		d.s.clusters.Discard(prev.cl)
@@ -272,6 +306,25 @@ func (d *dynamic) warmCluster(w *warmCluster) {
 		if t := w.cfg.GetEdsClusterConfig().GetEdsConfig().GetInitialFetchTimeout(); t != nil {
 			timeout = t.AsDuration()
 		}
+	}
+	if len(w.secrets) == 0 {
+		// No goroutine per warming cluster (10,000 at a cold start, whose
+		// goroutine structs the runtime would keep for ever): a callback on
+		// initialization and a timer for the timeout, the first one wins.
+		stopInit := w.cl.AfterInitialized(func() {
+			if d.edsApplying.Load() > 0 {
+				return // initialized by an EDS update: its activateReady installs w with the others
+			}
+			d.activate(w)
+		})
+		var timer *time.Timer
+		if timeout > 0 {
+			timer = time.AfterFunc(timeout, func() { d.activate(w) })
+		}
+		d.mu.Lock()
+		w.stopInit, w.timer = stopInit, timer
+		d.mu.Unlock()
+		return
 	}
 	go func() {
 		var expired <-chan time.Time
@@ -299,17 +352,70 @@ func (d *dynamic) warmCluster(w *warmCluster) {
 // installed in batches: the first caller installs what is pending until
 // nothing is, the others only queue.
 func (d *dynamic) activate(w *warmCluster) {
-	d.mu.Lock()
-	if d.warmCl[w.name] != w {
-		d.mu.Unlock()
+	if d.stopping() {
 		return
 	}
-	delete(d.warmCl, w.name)
-	d.clusters[w.name] = w.cfg
-	d.versions["cluster/"+w.name] = w.version
-	d.updated["cluster/"+w.name] = time.Now()
-	d.activations = append(d.activations, w.cl)
-	if d.activating {
+	d.mu.Lock()
+	later := d.edsApplying.Load() > 0 && isClosed(w.cl.Initialized())
+	if later {
+		w.secretsReady = true
+	}
+	d.mu.Unlock()
+	if later {
+		return // onEndpoints is applying: its activateReady installs w with the others it warms
+	}
+	d.activateAll([]*warmCluster{w})
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// activateReady installs every warming cluster whose hosts and secrets are
+// ready, in one batch: an EDS response that warms 10,000 clusters installs
+// them with one ActivateAll instead of one per woken warmCluster goroutine.
+func (d *dynamic) activateReady() {
+	d.mu.Lock()
+	var ready, check []*warmCluster
+	for _, w := range d.warmCl {
+		switch {
+		case !isClosed(w.cl.Initialized()):
+		case w.secretsReady:
+			ready = append(ready, w)
+		default:
+			check = append(check, w)
+		}
+	}
+	d.mu.Unlock()
+	for _, w := range check {
+		if d.sp.allReady(w.secrets) {
+			ready = append(ready, w)
+		}
+	}
+	if len(ready) > 0 {
+		d.activateAll(ready)
+	}
+}
+
+// activateAll is activate for many clusters.
+func (d *dynamic) activateAll(ws []*warmCluster) {
+	now := time.Now()
+	d.mu.Lock()
+	for _, w := range ws {
+		if d.warmCl[w.name] != w {
+			continue
+		}
+		delete(d.warmCl, w.name)
+		w.stopWaiting()
+		d.clusters[w.name] = newActiveCluster(w, now)
+		d.activations = append(d.activations, w.cl)
+	}
+	if d.activating || len(d.activations) == 0 {
 		d.mu.Unlock()
 		return
 	}
@@ -393,9 +499,10 @@ func (d *dynamic) dump(cl *adminv3.ClustersConfigDump, ls *adminv3.ListenersConf
 	cl.VersionInfo = d.cdsVersion
 	ls.VersionInfo = d.ldsVersion
 	for _, name := range sortedKeys(d.clusters) {
-		key := "cluster/" + name
+		c := d.clusters[name]
 		cl.DynamicActiveClusters = append(cl.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{
-			VersionInfo: d.versions[key], Cluster: any(d.clusters[name]), LastUpdated: ts(key)})
+			VersionInfo: c.version, Cluster: &anypb.Any{TypeUrl: client.ClusterURL, Value: []byte(c.raw)},
+			LastUpdated: timestamppb.New(c.updated)})
 	}
 	for _, name := range sortedKeys(d.warmCl) {
 		w := d.warmCl[name]
@@ -447,8 +554,9 @@ func (d *dynamic) dump(cl *adminv3.ClustersConfigDump, ls *adminv3.ListenersConf
 			VersionInfo: d.versions[key], RouteConfig: any(d.dumpedRoutes(name)), LastUpdated: ts(key)})
 	}
 	for _, name := range sortedKeys(d.edsCache) {
-		key := "endpoint/" + name
+		e := d.edsCache[name]
 		eps.DynamicEndpointConfigs = append(eps.DynamicEndpointConfigs, &adminv3.EndpointsConfigDump_DynamicEndpointConfig{
-			VersionInfo: d.versions[key], EndpointConfig: any(d.edsCache[name]), LastUpdated: ts(key)})
+			VersionInfo: e.version, EndpointConfig: &anypb.Any{TypeUrl: client.EndpointURL, Value: []byte(e.raw)},
+			LastUpdated: timestamppb.New(e.updated)})
 	}
 }

@@ -385,7 +385,7 @@ func (d *dynamic) pruneSecrets() {
 	}
 	d.mu.Lock()
 	for _, c := range d.clusters {
-		add(clusterSDSRefs("", c))
+		add(c.sds)
 	}
 	for _, w := range d.warmCl {
 		add(clusterSDSRefs("", w.cfg))

@@ -25,6 +25,15 @@ var secretType = client.SecretType
 func (d *dynamic) onSecrets(_ string, u client.Update) error {
 	var errs []string
 	changed := false
+	for _, name := range u.Unchanged { // the bytes in force: counted and versioned, not recompiled
+		d.sp.mu.Lock()
+		if s := d.sp.sds[name]; s != nil && s.arrived {
+			s.attempt.Inc()
+			s.success.Inc()
+			s.version, s.updated = u.Version, time.Now()
+		}
+		d.sp.mu.Unlock()
+	}
 	for _, name := range sortedKeys(u.Resources) {
 		sec, ok := u.Resources[name].Msg.(*tlsv3.Secret)
 		d.sp.mu.Lock()

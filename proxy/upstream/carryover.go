@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -67,10 +68,26 @@ func connView(c *clusterv3.Cluster) proto.Message {
 	return dst.Interface()
 }
 
-// sameConnConfig reports whether connections of a cluster configured as a
-// can serve one configured as b.
-func sameConnConfig(a, b *clusterv3.Cluster) bool {
-	return proto.Equal(connView(a), connView(b))
+// connKeyOf is c's connection settings (connView) in deterministic wire
+// form: clusters with equal keys can share connections.
+func connKeyOf(c *clusterv3.Cluster) string {
+	src := c.ProtoReflect()
+	fds := src.Descriptor().Fields()
+	set := false
+	for _, n := range connFields {
+		if fd := fds.ByName(n); fd != nil && src.Has(fd) {
+			set = true
+			break
+		}
+	}
+	if !set {
+		return "" // what connView marshals to: no copy made for the common cluster
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(connView(c))
+	if err != nil {
+		return fmt.Sprintf("\x00%p", c) // unequal to any other cluster's key: connections are not moved
+	}
+	return string(b)
 }
 
 // setPredecessor records old as the cluster nc replaces, so hosts nc
@@ -137,7 +154,7 @@ func (c *Cluster) inherit(added []*Host) {
 // address when their connection settings are equal; it runs at activation,
 // before old drains. Auto-SNI pools are not moved.
 func (nc *Cluster) adoptConns(old *Cluster) {
-	if !sameConnConfig(old.Config, nc.Config) {
+	if old.connKey != nc.connKey {
 		return
 	}
 	byAddr := oldHostsByAddr(old)

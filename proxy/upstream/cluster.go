@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,10 +34,9 @@ const (
 // Cluster is one compiled cluster. Its exported fields are set at compile
 // time and read-only afterwards; the host set changes atomically underneath.
 type Cluster struct {
-	Name   string
-	Config *clusterv3.Cluster // the source proto; read-only
-	Stats  *ClusterStats
-	Type   clusterv3.Cluster_DiscoveryType
+	Name  string
+	Stats *ClusterStats
+	Type  clusterv3.Cluster_DiscoveryType
 
 	ConnectTimeout           time.Duration // connect_timeout; default 5s
 	PerConnectionBufferLimit int           // per_connection_buffer_limit_bytes; default 1 MiB
@@ -108,6 +108,8 @@ type Cluster struct {
 	edsCancel   func()
 	initialized chan struct{}
 	initOnce    sync.Once
+	initMu      sync.Mutex
+	onInit      []*func()   // AfterInitialized callbacks not yet run; nil once initialized
 	discovered  atomic.Bool // the first host set is in
 
 	hostMu sync.Mutex // serializes host-set updates
@@ -115,6 +117,10 @@ type Cluster struct {
 	// prev is the cluster this staged one replaces, whose hosts' state new
 	// hosts take over (carryover.go); nil when none or once activated.
 	prev atomic.Pointer[Cluster]
+
+	// connKey is the connection settings (connFields) in deterministic wire form: equal keys mean a
+	// replaced cluster's connections can be adopted. The source proto itself is not kept.
+	connKey string
 
 	stopCtx  context.Context // cancelled by drain
 	stop     context.CancelFunc
@@ -134,7 +140,6 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 	}
 	c := &Cluster{
 		Name:                          name,
-		Config:                        cfg,
 		Stats:                         newClusterStats(root.Scope("cluster").Scope(statName)),
 		Type:                          cfg.GetType(),
 		ConnectTimeout:                DefaultConnectTimeout,
@@ -154,6 +159,7 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 		initialized:                   make(chan struct{}),
 	}
 	c.stopCtx, c.stop = context.WithCancel(context.Background())
+	c.connKey = connKeyOf(cfg)
 	if c.Type == clusterv3.Cluster_STRICT_DNS || c.Type == clusterv3.Cluster_LOGICAL_DNS {
 		r, err := compileResolver(cfg, res)
 		if err != nil {
@@ -331,6 +337,34 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 // host of that first set has had its first check.
 func (c *Cluster) Initialized() <-chan struct{} { return c.initialized }
 
+// AfterInitialized runs f on its own goroutine once the cluster is
+// initialized (at once if it is), with no goroutine waiting meanwhile: 10,000
+// warming clusters need no 10,000 goroutines. stop cancels a call not yet
+// started and reports whether it did.
+func (c *Cluster) AfterInitialized(f func()) (stop func() bool) {
+	c.initMu.Lock()
+	select {
+	case <-c.initialized:
+		c.initMu.Unlock()
+		go f()
+		return func() bool { return false }
+	default:
+	}
+	e := &f
+	c.onInit = append(c.onInit, e)
+	c.initMu.Unlock()
+	return func() bool {
+		c.initMu.Lock()
+		defer c.initMu.Unlock()
+		n := len(c.onInit)
+		c.onInit = slices.DeleteFunc(c.onInit, func(x *func()) bool { return x == e })
+		if len(c.onInit) == 0 {
+			c.onInit = nil
+		}
+		return len(c.onInit) < n
+	}
+}
+
 // markInitialized records that discovery produced the first host set.
 func (c *Cluster) markInitialized() {
 	c.discovered.Store(true)
@@ -342,7 +376,16 @@ func (c *Cluster) markInitialized() {
 
 func (c *Cluster) tryInitialized() {
 	if c.discovered.Load() && (c.hc == nil || c.hc.initDone.Load()) {
-		c.initOnce.Do(func() { close(c.initialized) })
+		c.initOnce.Do(func() {
+			close(c.initialized)
+			c.initMu.Lock()
+			fs := c.onInit
+			c.onInit = nil
+			c.initMu.Unlock()
+			for _, f := range fs {
+				go (*f)()
+			}
+		})
 	}
 }
 

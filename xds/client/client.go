@@ -1,7 +1,9 @@
 // Package client speaks the xDS protocol (SotW and delta, aggregated or one stream per type) to a
 // management server and hands decoded, validated resources to watchers, ACKing or NACKing each response
 // as Envoy does. Watchers run one at a time on one goroutine; Watch, SetNames and Close never wait for
-// the control plane, which may be down for any length of time.
+// the control plane, which may be down for any length of time. Resources are held as their wire bytes:
+// one pushed again with the bytes last accepted is not decoded, and watchers see it in Update.Unchanged
+// rather than among the changed ones.
 //
 // Ordering over ADS is the caller's concern, as in Envoy: watch CDS first, then subscribe EDS names
 // (SetNames) from the clusters a CDS update brings, watch LDS, then subscribe RDS names from the
@@ -219,7 +221,12 @@ func (c *Client) addWatch(t ResourceType, names []string, wildcard bool, e *watc
 	if len(ts.cache) > 0 {
 		u := Update{Resources: make(map[string]Resource, len(ts.cache)), Version: ts.version}
 		for name, ce := range ts.cache {
-			u.Resources[name] = ce.res
+			res, err := ts.decode(ce)
+			if err != nil { // it was decoded and validated when it arrived
+				c.log.Error("xds: cached resource no longer decodes", "type", ts.url, "name", name, "err", err)
+				continue
+			}
+			u.Resources[name] = res
 		}
 		_ = e.w.OnUpdate(ts.url, u)
 	}
@@ -326,7 +333,7 @@ func (c *Client) expire(ts *typeState, name string, ce *cacheEntry) {
 	if ts.cache[name] != ce {
 		return
 	}
-	delete(ts.cache, name)
+	ts.drop(name)
 	c.log.Info("xds: resource TTL expired", "type", ts.url, "name", name)
 	ts.notify(Update{Removed: []string{name}})
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // sendDeltaSubscription tells the server what changed in the type's subscription on this stream; the
@@ -24,8 +25,8 @@ func (c *Client) sendDeltaSubscription(ls *liveStream, ts *typeState) {
 		}
 		req.InitialResourceVersions = map[string]string{}
 		for name, ce := range ts.cache {
-			if ce.res.Version != "" {
-				req.InitialResourceVersions[name] = ce.res.Version
+			if ce.version != "" {
+				req.InitialResourceVersions[name] = ce.version
 			}
 		}
 	}
@@ -74,6 +75,12 @@ func (c *Client) sendDeltaAck(ls *liveStream, ts *typeState, nack error) {
 	ls.q.push("", req)
 }
 
+// sameBytes reports whether a is the cached resource name as last accepted.
+func sameBytes(ts *typeState, name string, a *anypb.Any) bool {
+	ce := ts.cache[name]
+	return ce != nil && a.GetTypeUrl() == ts.url && ce.raw == string(a.GetValue())
+}
+
 func (c *Client) onDelta(ls *liveStream, r *discoveryv3.DeltaDiscoveryResponse) {
 	ts := c.types[r.GetTypeUrl()]
 	if ts == nil || c.keyOf(ts) != ls.s.key {
@@ -101,6 +108,8 @@ func (c *Client) onDelta(ls *liveStream, r *discoveryv3.DeltaDiscoveryResponse) 
 			err = errors.New("duplicate resource name")
 		case res.GetResource() == nil:
 			d.heartbeat = true
+		case sameBytes(ts, d.name, res.GetResource()):
+			d.unchanged, d.res.Version = true, res.GetVersion()
 		default:
 			var name string
 			name, d.res.Msg, err = ts.rt.Decode(res.GetResource())
@@ -108,6 +117,7 @@ func (c *Client) onDelta(ls *liveStream, r *discoveryv3.DeltaDiscoveryResponse) 
 				err = fmt.Errorf("name %q does not match the resource's name %q", d.name, name)
 			}
 			d.res.Version = res.GetVersion()
+			d.res.Raw = string(res.GetResource().GetValue())
 		}
 		if err != nil {
 			errs = append(errs, resourceErr(i, d.name, err))
@@ -129,6 +139,10 @@ func (c *Client) onDelta(ls *liveStream, r *discoveryv3.DeltaDiscoveryResponse) 
 		if d.heartbeat {
 			continue
 		}
+		if d.unchanged {
+			u.Unchanged = append(u.Unchanged, d.name)
+			continue
+		}
 		if u.Resources == nil {
 			u.Resources = map[string]Resource{}
 		}
@@ -141,7 +155,7 @@ func (c *Client) onDelta(ls *liveStream, r *discoveryv3.DeltaDiscoveryResponse) 
 		}
 	}
 	var err error
-	if u.Resources != nil || u.Removed != nil {
+	if u.Resources != nil || u.Removed != nil || u.Unchanged != nil {
 		err = ts.notify(u)
 	}
 	if err != nil {
@@ -151,26 +165,9 @@ func (c *Client) onDelta(ls *liveStream, r *discoveryv3.DeltaDiscoveryResponse) 
 		return
 	}
 	for _, name := range u.Removed {
-		if ce := ts.cache[name]; ce != nil {
-			c.setTTL(ts, name, ce, 0)
-			delete(ts.cache, name)
-		}
+		ts.drop(name)
 	}
-	for _, d := range items {
-		ce := ts.cache[d.name]
-		if d.heartbeat {
-			if ce != nil {
-				c.setTTL(ts, d.name, ce, d.ttl)
-			}
-			continue
-		}
-		if ce == nil {
-			ce = &cacheEntry{}
-			ts.cache[d.name] = ce
-		}
-		ce.res = d.res
-		c.setTTL(ts, d.name, ce, d.ttl)
-	}
+	c.store(ts, items)
 	ts.answer(answered...)
 	c.ack(ts)
 	ts.version = r.GetSystemVersionInfo()

@@ -414,7 +414,7 @@ func (r *REST) apply(rt *restType, p *poller, resp *discoveryv3.DiscoveryRespons
 	u := Update{Version: resp.GetVersionInfo()}
 	seen := map[string]bool{}
 	for i, a := range resp.GetResources() {
-		d, err := decodeAny(rt.rt, a)
+		d, err := decodeAny(rt.rt, a, nil)
 		if err == nil && seen[d.name] {
 			err = errors.New("duplicate resource name")
 		}

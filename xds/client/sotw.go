@@ -3,7 +3,6 @@ package client
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -80,10 +79,12 @@ type decoded struct {
 	res       Resource
 	ttl       time.Duration
 	heartbeat bool // a TTL refresh with no body
+	unchanged bool // the bytes last accepted; res is empty
 }
 
-// decodeAny decodes one SotW resource, unwrapping a Resource wrapper (TTL, heartbeat).
-func decodeAny(rt ResourceType, a *anypb.Any) (decoded, error) {
+// decodeAny decodes one SotW resource, unwrapping a Resource wrapper (TTL, heartbeat). A resource whose
+// bytes are a key of known (the cache's byRaw; nil for none) is not decoded but marked unchanged.
+func decodeAny(rt ResourceType, a *anypb.Any, known map[string]string) (decoded, error) {
 	var d decoded
 	if a.GetTypeUrl() == resourceWrapperURL {
 		w := new(discoveryv3.Resource)
@@ -100,6 +101,12 @@ func decodeAny(rt ResourceType, a *anypb.Any) (decoded, error) {
 		}
 		a = w.GetResource()
 	}
+	if known != nil && a.GetTypeUrl() == rt.TypeURL() {
+		if name, ok := known[string(a.GetValue())]; ok && (d.name == "" || d.name == name) {
+			d.name, d.unchanged = name, true
+			return d, nil
+		}
+	}
 	name, msg, err := rt.Decode(a)
 	if err != nil {
 		if name == "" {
@@ -110,7 +117,7 @@ func decodeAny(rt ResourceType, a *anypb.Any) (decoded, error) {
 	if d.name != "" && d.name != name {
 		return d, fmt.Errorf("Resource wrapper name %q does not match the resource name %q", d.name, name)
 	}
-	d.name, d.res = name, Resource{Msg: msg}
+	d.name, d.res = name, Resource{Msg: msg, Raw: string(a.GetValue())}
 	return d, nil
 }
 
@@ -148,11 +155,11 @@ func (c *Client) onSotW(ls *liveStream, r *discoveryv3.DiscoveryResponse) {
 	}
 	var (
 		errs  []error
-		items []decoded
-		seen  = map[string]bool{}
+		items = make([]decoded, 0, len(r.GetResources()))
+		seen  = make(map[string]bool, len(r.GetResources()))
 	)
 	for i, a := range r.GetResources() {
-		d, err := decodeAny(ts.rt, a)
+		d, err := decodeAny(ts.rt, a, ts.byRaw)
 		if err == nil && seen[d.name] {
 			err = errors.New("duplicate resource name")
 		}
@@ -170,10 +177,14 @@ func (c *Client) onSotW(ls *liveStream, r *discoveryv3.DiscoveryResponse) {
 		return
 	}
 	u := Update{Version: r.GetVersionInfo()}
-	present := map[string]bool{}
+	answered := make([]string, 0, len(items))
 	for _, d := range items {
-		present[d.name] = true
+		answered = append(answered, d.name)
 		if d.heartbeat {
+			continue
+		}
+		if d.unchanged {
+			u.Unchanged = append(u.Unchanged, d.name)
 			continue
 		}
 		if u.Resources == nil {
@@ -183,13 +194,12 @@ func (c *Client) onSotW(ls *liveStream, r *discoveryv3.DiscoveryResponse) {
 	}
 	if ts.rt.AllResourcesRequired() {
 		for name := range ts.cache {
-			if !present[name] {
+			if !seen[name] { // the cache holds subscribed names only: seen is present
 				u.Removed = append(u.Removed, name)
 			}
 		}
 		slices.Sort(u.Removed)
 	}
-	answered := slices.Collect(maps.Keys(present))
 	if ts.rt.AllResourcesRequired() {
 		for n := range ts.names {
 			answered = append(answered, n) // the complete state answers for absent names too
@@ -206,30 +216,33 @@ func (c *Client) onSotW(ls *liveStream, r *discoveryv3.DiscoveryResponse) {
 		return
 	}
 	for _, name := range u.Removed {
-		if ce := ts.cache[name]; ce != nil {
-			c.setTTL(ts, name, ce, 0)
-			delete(ts.cache, name)
-		}
+		ts.drop(name)
 	}
-	for _, d := range items {
-		ce := ts.cache[d.name]
-		if d.heartbeat {
-			if ce != nil {
-				c.setTTL(ts, d.name, ce, d.ttl)
-			}
-			continue
-		}
-		if ce == nil {
-			ce = &cacheEntry{}
-			ts.cache[d.name] = ce
-		}
-		ce.res = d.res
-		c.setTTL(ts, d.name, ce, d.ttl)
-	}
+	c.store(ts, items)
 	ts.answer(answered...)
 	c.ack(ts)
 	ts.version = r.GetVersionInfo()
 	c.sendSotW(ls, ts, nil)
+}
+
+// store caches the accepted resources of a response and (re)arms their TTLs; a heartbeat or an
+// unchanged resource only refreshes its TTL.
+func (c *Client) store(ts *typeState, items []decoded) {
+	for _, d := range items {
+		ce := ts.cache[d.name]
+		switch {
+		case d.heartbeat || d.unchanged:
+			if ce == nil {
+				continue
+			}
+			if d.unchanged {
+				ce.version = d.res.Version // delta: the same bytes may come with a new version
+			}
+		default:
+			ce = ts.put(d.name, d.res.Raw, d.res.Version)
+		}
+		c.setTTL(ts, d.name, ce, d.ttl)
+	}
 }
 
 // ack counts an accepted response.

@@ -3,6 +3,9 @@ package client
 import (
 	"errors"
 	"time"
+	"unsafe"
+
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
@@ -10,11 +13,16 @@ import (
 // watchEntry is one Watch call; its pointer identifies it for cancel.
 type watchEntry struct{ w Watcher }
 
-// cacheEntry is a resource held by the client.
+// cacheEntry is a resource held by the client in wire form: decoded again only for a new watcher, so
+// that the client holds a few hundred bytes per resource instead of the decoded message.
 type cacheEntry struct {
-	res Resource
-	ttl *time.Timer // nil without a TTL
+	raw     string      // the Any's value bytes; also the entry's key in typeState.byRaw
+	version string      // the resource's own version (delta); empty in SotW
+	ttl     *time.Timer // nil without a TTL
 }
+
+// bytesOf views s as bytes without copying; the result must not be modified.
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // fetchBatch is one initial fetch timer: the names (or wildcard) subscribed together.
 type fetchBatch struct {
@@ -54,6 +62,7 @@ type typeState struct {
 	// Resources held, with the last accepted SotW version and the nonce of the last response on the
 	// current stream.
 	cache   map[string]*cacheEntry
+	byRaw   map[string]string // a cached resource's name by its wire bytes, to recognise it undecoded
 	version string
 	nonce   string
 
@@ -78,6 +87,7 @@ func newTypeState(rt ResourceType) *typeState {
 		rt: rt, url: rt.TypeURL(),
 		names:     map[string]bool{},
 		cache:     map[string]*cacheEntry{},
+		byRaw:     map[string]string{},
 		sentNames: map[string]bool{},
 		answered:  map[string]bool{},
 		awaited:   map[string]bool{},
@@ -96,12 +106,9 @@ func (ts *typeState) setNames(names []string, wildcard bool) {
 	for _, n := range names {
 		ts.names[n] = true
 	}
-	for n, ce := range ts.cache {
+	for n := range ts.cache {
 		if !ts.subscribed(n) {
-			if ce.ttl != nil {
-				ce.ttl.Stop()
-			}
-			delete(ts.cache, n)
+			ts.drop(n)
 		}
 	}
 	for n := range ts.answered {
@@ -120,6 +127,7 @@ func (ts *typeState) setNames(names []string, wildcard bool) {
 func (ts *typeState) forget() {
 	ts.stopTimers()
 	ts.cache = map[string]*cacheEntry{}
+	ts.byRaw = map[string]string{}
 	ts.version, ts.nonce = "", ""
 	ts.answered = map[string]bool{}
 	ts.timedOut = map[string]bool{}
@@ -150,6 +158,42 @@ func (ts *typeState) stopTimers() {
 	}
 }
 
+// put caches a resource's wire bytes under name, keeping the entry (and its TTL timer) if there is one.
+func (ts *typeState) put(name, raw, version string) *cacheEntry {
+	ce := ts.cache[name]
+	if ce == nil {
+		ce = &cacheEntry{}
+		ts.cache[name] = ce
+	} else if ts.byRaw[ce.raw] == name {
+		delete(ts.byRaw, ce.raw)
+	}
+	ce.raw, ce.version = raw, version
+	ts.byRaw[raw] = name
+	return ce
+}
+
+// drop forgets a cached resource and stops its TTL timer.
+func (ts *typeState) drop(name string) {
+	ce := ts.cache[name]
+	if ce == nil {
+		return
+	}
+	if ce.ttl != nil {
+		ce.ttl.Stop()
+		ce.ttl = nil
+	}
+	if ts.byRaw[ce.raw] == name {
+		delete(ts.byRaw, ce.raw)
+	}
+	delete(ts.cache, name)
+}
+
+// decode decodes a cached resource again (for a new watcher).
+func (ts *typeState) decode(ce *cacheEntry) (Resource, error) {
+	_, msg, err := ts.rt.Decode(&anypb.Any{TypeUrl: ts.url, Value: bytesOf(ce.raw)})
+	return Resource{Msg: msg, Version: ce.version, Raw: ce.raw}, err
+}
+
 // notify calls every watcher in order and joins their errors.
 func (ts *typeState) notify(u Update) error {
 	var errs []error
@@ -165,7 +209,7 @@ func (ts *typeState) notify(u Update) error {
 func (ts *typeState) answer(names ...string) {
 	ts.gotResponse = true
 	for _, n := range names {
-		if ts.names[n] {
+		if !ts.answered[n] && ts.names[n] {
 			ts.answered[n] = true
 		}
 	}

@@ -47,14 +47,21 @@ type Resource struct {
 	Msg proto.Message
 	// Version is the resource's own version (delta xDS); empty in SotW.
 	Version string
+	// Raw is the wire form Msg was decoded from (the Any's value bytes), to keep instead of Msg; empty
+	// when the source has none (a file source). It is shared with the client's cache.
+	Raw string
 }
 
 // Update is what a watcher is told about one resource type.
 type Update struct {
-	// Resources are the added or changed resources by name. In SotW they are every subscribed resource
-	// the response carried (for AllResourcesRequired types: the complete state); in delta only the
-	// changed ones. Nil when nothing was added or changed.
+	// Resources are the added or changed resources by name: those whose wire bytes differ from the last
+	// accepted ones (a new watcher is first told every resource held). Nil when nothing was added or
+	// changed. A file or REST source may also include unchanged ones.
 	Resources map[string]Resource
+	// Unchanged names, in no order, the subscribed resources the response carried with the very bytes
+	// last accepted: neither decoded nor in Resources. With Resources (and, for AllResourcesRequired
+	// types in SotW, by the omission of Removed) it makes the full set the response carried.
+	Unchanged []string
 	// Removed names resources that are gone: omitted from a SotW response of an AllResourcesRequired
 	// type, listed in delta removed_resources, or whose TTL expired.
 	Removed []string
