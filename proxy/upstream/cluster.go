@@ -52,6 +52,10 @@ type Cluster struct {
 	// request and closes once idle (upstream_cx_max_duration_reached); zero
 	// means no limit.
 	MaxConnectionDuration time.Duration
+	// ignoreHealthOnRemoval is ignore_health_on_host_removal: hosts EDS
+	// removes go at once even when active health checking finds them
+	// healthy.
+	ignoreHealthOnRemoval bool
 	// closeOnHealthFailure is close_connections_on_host_health_failure
 	// (Host.CloseOnHealthFailure).
 	closeOnHealthFailure bool
@@ -217,6 +221,7 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 		}
 	}
 	c.closeOnHealthFailure = cfg.GetCloseConnectionsOnHostHealthFailure()
+	c.ignoreHealthOnRemoval = cfg.GetIgnoreHealthOnHostRemoval()
 	if c.MaxRequestsPerConnection == 0 {
 		if v := cfg.GetMaxRequestsPerConnection(); v != nil {
 			c.MaxRequestsPerConnection = v.GetValue()
@@ -524,7 +529,12 @@ func (c *Cluster) setHosts(next []*Host) bool {
 		changed = changed || !found
 		if !found {
 			added = append(added, n)
+		} else {
+			next[i].pendingRemoval.Store(false) // listed again
 		}
+	}
+	if c.hc != nil && !c.ignoreHealthOnRemoval {
+		next = c.keepHealthyRemoved(next, first, more)
 	}
 	sortHosts(next)
 	if !changed {
@@ -552,6 +562,67 @@ func (c *Cluster) setHosts(next []*Host) bool {
 	c.publish(next)
 	c.Stats.MembershipChange.Inc()
 	return true
+}
+
+// keepHealthyRemoved appends to next the hosts left in first and more (the
+// ones the update removed) that active health checking does not find
+// failing and EDS does not mark unhealthy, flagged pendingRemoval, and
+// takes them out of first and more: Envoy removes such a host only once it
+// fails a check, unless ignore_health_on_host_removal. A removed host whose
+// address is listed again (with other attributes) goes. hostMu held.
+func (c *Cluster) keepHealthyRemoved(next []*Host, first map[netip.AddrPort]*Host, more map[netip.AddrPort][]*Host) []*Host {
+	listed := make(map[netip.AddrPort]bool, len(next))
+	for _, n := range next {
+		listed[n.Addr] = true
+	}
+	keep := func(h *Host) bool {
+		if h == nil || listed[h.Addr] || h.failedActiveHC.Load() || h.edsUnhealthy() {
+			return false
+		}
+		h.pendingRemoval.Store(true)
+		next = append(next, h)
+		return true
+	}
+	for a, h := range first {
+		if keep(h) {
+			first[a] = nil
+		}
+	}
+	for _, cands := range more {
+		for j, h := range cands {
+			if keep(h) {
+				cands[j] = nil
+			}
+		}
+	}
+	return next
+}
+
+// removePending removes h, kept by keepHealthyRemoved, now that it failed
+// active health checking.
+func (c *Cluster) removePending(h *Host) {
+	c.hostMu.Lock()
+	defer c.hostMu.Unlock()
+	if c.draining.Load() || !h.pendingRemoval.Load() {
+		return
+	}
+	old := c.set.Load().all
+	next := make([]*Host, 0, len(old))
+	for _, x := range old {
+		if x != h {
+			next = append(next, x)
+		}
+	}
+	if len(next) == len(old) {
+		return
+	}
+	h.drain()
+	if c.outlier != nil {
+		c.outlier.sync(next)
+	}
+	c.hc.sync(next)
+	c.publish(next)
+	c.Stats.MembershipChange.Inc()
 }
 
 // publish builds and stores the load balancer state for hosts; hostMu held.

@@ -349,6 +349,9 @@ func (s *hcSession) handle(r hcResult) time.Duration {
 			if (!network && !r.retriable) || s.nFail >= h.unhealthyThreshold {
 				host.failedActiveHC.Store(true)
 				host.closeOnUnhealthy()
+				if host.pendingRemoval.Load() {
+					go h.c.removePending(host) // not here: removing it ends this session
+				}
 				h.stats.Healthy.Set(h.healthy.Add(-1))
 				tr = changed
 				h.logEvent(host, func(e *datacorev3.HealthCheckEvent) {

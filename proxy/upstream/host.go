@@ -42,7 +42,11 @@ type Host struct {
 	// outlier detection; either makes the host unhealthy. degradedActiveHC
 	// (an x-envoy-degraded answer) makes a healthy host degraded;
 	// activeHCTimeout marks a failed host whose last check timed out.
-	failedActiveHC   atomic.Bool
+	failedActiveHC atomic.Bool
+	// pendingRemoval is Envoy's PENDING_DYNAMIC_REMOVAL: EDS removed the
+	// host, but active health checking still finds it healthy, so it stays
+	// (and takes traffic) until it fails a check (setHosts, removePending).
+	pendingRemoval   atomic.Bool
 	failedOutlier    atomic.Bool
 	degradedActiveHC atomic.Bool
 	activeHCTimeout  atomic.Bool
@@ -111,6 +115,11 @@ func (h *Host) SetActiveHealthCheckFailed(failed bool) { h.failedActiveHC.Store(
 // Cluster.RefreshHealth so the load balancer sees the change.
 func (h *Host) SetOutlierEjected(ejected bool) { h.failedOutlier.Store(ejected) }
 
+// edsUnhealthy is Envoy's FAILED_EDS_HEALTH: EDS says UNHEALTHY or TIMEOUT.
+func (h *Host) edsUnhealthy() bool {
+	return h.edsHealth == corev3.HealthStatus_UNHEALTHY || h.edsHealth == corev3.HealthStatus_TIMEOUT
+}
+
 // HealthFlags is the host's health as Envoy's /clusters prints it:
 // "healthy", or the set flags each preceded by a slash, e.g.
 // "/failed_active_hc/failed_outlier_check".
@@ -123,9 +132,10 @@ func (h *Host) HealthFlags() string {
 	}
 	add(h.failedActiveHC.Load(), "failed_active_hc")
 	add(h.failedOutlier.Load(), "failed_outlier_check")
-	add(h.edsHealth == corev3.HealthStatus_UNHEALTHY || h.edsHealth == corev3.HealthStatus_TIMEOUT, "failed_eds_health")
+	add(h.edsUnhealthy(), "failed_eds_health")
 	add(h.degradedActiveHC.Load(), "degraded_active_hc")
 	add(h.edsHealth == corev3.HealthStatus_DEGRADED, "degraded_eds_health")
+	add(h.pendingRemoval.Load(), "pending_dynamic_removal")
 	add(h.activeHCTimeout.Load(), "active_hc_timeout")
 	add(h.edsHealth == corev3.HealthStatus_DRAINING, "eds_status_draining")
 	if b.Len() == 0 {

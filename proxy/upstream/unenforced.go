@@ -56,7 +56,6 @@ func Unenforced(c *clusterv3.Cluster) []string {
 		add(o.GetSetLocalInterfaceNameOnUpstreamConnections(), "upstream_connection_options.set_local_interface_name_on_upstream_connections")
 		add(o.GetHappyEyeballsConfig() != nil, "upstream_connection_options.happy_eyeballs_config")
 	}
-	add(c.GetIgnoreHealthOnHostRemoval(), "ignore_health_on_host_removal")
 	add(len(c.GetFilters()) > 0, "filters")
 	add(c.GetLrsServer() != nil, "lrs_server")
 	add(len(c.GetLrsReportEndpointMetrics()) > 0, "lrs_report_endpoint_metrics")
