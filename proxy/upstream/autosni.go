@@ -110,11 +110,11 @@ func (c *Cluster) PoolFor(h *Host, o TLSOverride) *Pool {
 	if o == (TLSOverride{}) {
 		return c.Pool(h)
 	}
-	if p, ok := h.sniPools.Load(o); ok {
+	if p, ok := h.overrides().h1.Load(o); ok {
 		return p.(*Pool)
 	}
 	np := &Pool{cluster: h.cluster, host: h, tls: o}
-	if p, loaded := h.sniPools.LoadOrStore(o, np); loaded {
+	if p, loaded := h.overrides().h1.LoadOrStore(o, np); loaded {
 		return p.(*Pool)
 	}
 	if h.drained.Load() {
@@ -129,12 +129,12 @@ func (c *Cluster) H2PoolFor(h *Host, o TLSOverride) *H2Pool {
 	if o == (TLSOverride{}) {
 		return c.H2Pool(h)
 	}
-	if p, ok := h.sniH2Pools.Load(o); ok {
+	if p, ok := h.overrides().h2.Load(o); ok {
 		return p.(*H2Pool)
 	}
 	np := c.newH2Pool(h)
 	np.tls = o
-	if p, loaded := h.sniH2Pools.LoadOrStore(o, np); loaded {
+	if p, loaded := h.overrides().h2.LoadOrStore(o, np); loaded {
 		return p.(*H2Pool)
 	}
 	if h.drained.Load() {
@@ -145,11 +145,15 @@ func (c *Cluster) H2PoolFor(h *Host, o TLSOverride) *H2Pool {
 
 // closeOverridePools closes the per-override pools of a removed host.
 func (h *Host) closeOverridePools() {
-	h.sniPools.Range(func(_, v any) bool {
+	o := h.sni.Load()
+	if o == nil {
+		return
+	}
+	o.h1.Range(func(_, v any) bool {
 		v.(*Pool).Close()
 		return true
 	})
-	h.sniH2Pools.Range(func(_, v any) bool {
+	o.h2.Range(func(_, v any) bool {
 		v.(*H2Pool).Close()
 		return true
 	})

@@ -69,13 +69,26 @@ type Host struct {
 	cluster *Cluster
 	pool    atomic.Pointer[Pool]
 	h2pool  atomic.Pointer[H2Pool]
-	// sniPools and sniH2Pools are the pools per TLSOverride (auto_sni):
-	// TLSOverride → *Pool / *H2Pool.
-	sniPools, sniH2Pools sync.Map
-	closers              healthClosers // close_connections_on_host_health_failure
-	h1Only               atomic.Bool   // an auto_config host that did not negotiate h2
-	drained              atomic.Bool
-	addrStr              string
+	// sni holds the pools per TLSOverride (auto_sni); nil until the first
+	// (most hosts never have one, and two sync.Maps are ~100 bytes).
+	sni     atomic.Pointer[overridePools]
+	closers healthClosers // close_connections_on_host_health_failure
+	h1Only  atomic.Bool   // an auto_config host that did not negotiate h2
+	drained atomic.Bool
+	addrStr string
+}
+
+// overridePools are a host's pools per TLSOverride: TLSOverride → *Pool in
+// h1, → *H2Pool in h2.
+type overridePools struct{ h1, h2 sync.Map }
+
+// overrides returns h's override pools, making them on first use.
+func (h *Host) overrides() *overridePools {
+	if p := h.sni.Load(); p != nil {
+		return p
+	}
+	h.sni.CompareAndSwap(nil, &overridePools{})
+	return h.sni.Load()
 }
 
 // String is "ip:port".
