@@ -12,6 +12,8 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+
+	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -74,6 +76,9 @@ func TestFetchUpdateRemove(t *testing.T) {
 			}
 			if n := st.Counter("cluster_manager.cds.update_success").Value(); n != 2 {
 				t.Errorf("update_success %d, want 2", n)
+			}
+			if n := st.Histogram("cluster_manager.cds.update_duration", stats.Milliseconds).Count(); n != 2 {
+				t.Errorf("update_duration has %d values, want one per accepted update (2)", n)
 			}
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -95,6 +96,7 @@ func (c *Client) onDelta(ls *liveStream, r *discoveryv3.DeltaDiscoveryResponse) 
 	if ts.stats != nil {
 		ts.stats.attempt.Inc()
 	}
+	start := time.Now()
 	var (
 		errs  []error
 		items []decoded
@@ -169,7 +171,7 @@ func (c *Client) onDelta(ls *liveStream, r *discoveryv3.DeltaDiscoveryResponse) 
 	}
 	c.store(ts, items)
 	ts.answer(answered...)
-	c.ack(ts)
+	c.ack(ts, start)
 	ts.version = r.GetSystemVersionInfo()
 	c.sendDeltaAck(ls, ts, nil)
 }

@@ -397,6 +397,7 @@ func (r *REST) fetch(ctx context.Context, path string, req *discoveryv3.Discover
 
 // apply decodes and hands one response to the watchers; the error is the NACK reason.
 func (r *REST) apply(rt *restType, p *poller, resp *discoveryv3.DiscoveryResponse) error {
+	start := time.Now()
 	if rt.pollers[p.name] != p || len(rt.watchers) == 0 {
 		return nil // unsubscribed meanwhile
 	}
@@ -456,8 +457,10 @@ func (r *REST) apply(rt *restType, p *poller, resp *discoveryv3.DiscoveryRespons
 		rt.cache[n] = res
 	}
 	if rt.stats != nil {
+		now := time.Now()
 		rt.stats.success.Inc()
-		rt.stats.updateTime.Set(time.Now().UnixMilli())
+		rt.stats.updateTime.Set(now.UnixMilli())
+		rt.stats.updateDuration.Record(uint64(now.Sub(start).Milliseconds()))
 	}
 	return nil
 }

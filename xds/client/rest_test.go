@@ -177,6 +177,9 @@ func TestRESTWildcardACKAndRemoval(t *testing.T) {
 	if got := st.Root().Counter("cluster_manager.cds.update_success").Value(); got != 2 {
 		t.Errorf("update_success = %d, want 2", got)
 	}
+	if got := st.Root().Histogram("cluster_manager.cds.update_duration", stats.Milliseconds).Count(); got != 2 {
+		t.Errorf("update_duration count = %d, want 2", got)
+	}
 }
 
 func TestRESTRejectionKeepsVersion(t *testing.T) {

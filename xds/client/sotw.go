@@ -153,6 +153,7 @@ func (c *Client) onSotW(ls *liveStream, r *discoveryv3.DiscoveryResponse) {
 	if ts.stats != nil {
 		ts.stats.attempt.Inc()
 	}
+	start := time.Now()
 	var (
 		errs  []error
 		items = make([]decoded, 0, len(r.GetResources()))
@@ -220,7 +221,7 @@ func (c *Client) onSotW(ls *liveStream, r *discoveryv3.DiscoveryResponse) {
 	}
 	c.store(ts, items)
 	ts.answer(answered...)
-	c.ack(ts)
+	c.ack(ts, start)
 	ts.version = r.GetVersionInfo()
 	c.sendSotW(ls, ts, nil)
 }
@@ -245,11 +246,13 @@ func (c *Client) store(ts *typeState, items []decoded) {
 	}
 }
 
-// ack counts an accepted response.
-func (c *Client) ack(ts *typeState) {
+// ack counts an accepted response that arrived at start.
+func (c *Client) ack(ts *typeState, start time.Time) {
 	if ts.stats != nil {
+		now := time.Now()
 		ts.stats.success.Inc()
-		ts.stats.updateTime.Set(time.Now().UnixMilli())
+		ts.stats.updateTime.Set(now.UnixMilli())
+		ts.stats.updateDuration.Record(uint64(now.Sub(start).Milliseconds()))
 	}
 }
 

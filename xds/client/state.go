@@ -35,6 +35,9 @@ type fetchBatch struct {
 type typeStats struct {
 	attempt, success, rejected, failure, initFetchTimeout *stats.Counter
 	updateTime                                            *stats.Gauge
+	// updateDuration is the time from a response's arrival to its
+	// acceptance: decoding, validation and the watchers' applying.
+	updateDuration *stats.Histogram
 }
 
 func newTypeStats(s stats.Scope) *typeStats {
@@ -45,6 +48,7 @@ func newTypeStats(s stats.Scope) *typeStats {
 		failure:          s.Counter("update_failure"),
 		initFetchTimeout: s.Counter("init_fetch_timeout"),
 		updateTime:       s.Gauge("update_time"),
+		updateDuration:   s.Histogram("update_duration", stats.Milliseconds),
 	}
 }
 
