@@ -52,6 +52,9 @@ type Cluster struct {
 	// request and closes once idle (upstream_cx_max_duration_reached); zero
 	// means no limit.
 	MaxConnectionDuration time.Duration
+	// noWarmWait is wait_for_warm_on_init false: a DNS cluster is
+	// initialized at once, before its first resolution.
+	noWarmWait bool
 	// ignoreHealthOnRemoval is ignore_health_on_host_removal: hosts EDS
 	// removes go at once even when active health checking finds them
 	// healthy.
@@ -222,6 +225,7 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 	}
 	c.closeOnHealthFailure = cfg.GetCloseConnectionsOnHostHealthFailure()
 	c.ignoreHealthOnRemoval = cfg.GetIgnoreHealthOnHostRemoval()
+	c.noWarmWait = cfg.GetWaitForWarmOnInit() != nil && !cfg.GetWaitForWarmOnInit().GetValue()
 	if c.MaxRequestsPerConnection == 0 {
 		if v := cfg.GetMaxRequestsPerConnection(); v != nil {
 			c.MaxRequestsPerConnection = v.GetValue()

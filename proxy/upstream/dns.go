@@ -66,8 +66,13 @@ func resolve(ctx context.Context, r Resolver, family clusterv3.Cluster_DnsLookup
 
 // startDNS runs the refresh loop of a STRICT_DNS or LOGICAL_DNS cluster:
 // one resolution round at once, then one every dns_refresh_rate (or
-// dns_failure_refresh_rate.base_interval after a failed round).
+// dns_failure_refresh_rate.base_interval after a failed round). The cluster
+// is initialized after the first round, or at once with
+// wait_for_warm_on_init false.
 func (c *Cluster) startDNS() {
+	if c.noWarmWait {
+		c.markInitialized() // wait_for_warm_on_init: false
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()

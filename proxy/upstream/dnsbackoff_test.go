@@ -1,6 +1,9 @@
 package upstream
 
 import (
+	"context"
+	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -47,5 +50,34 @@ func TestDNSBackOff(t *testing.T) {
 	b2 := dnsBackOff{c: c2}
 	if d := b2.next(false); d != refresh {
 		t.Errorf("failure without dns_failure_refresh_rate: %v, want %v", d, refresh)
+	}
+}
+
+// hangingResolver answers nothing until its lookup's context ends.
+type hangingResolver struct{}
+
+func (hangingResolver) LookupNetIP(ctx context.Context, _, _ string) ([]netip.Addr, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// wait_for_warm_on_init false: a DNS cluster is initialized before its first
+// resolution; by default it waits for it.
+func TestWaitForWarmOnInit(t *testing.T) {
+	for _, wait := range []bool{true, false} {
+		m, _ := newTestManager(t)
+		m.Resolver = hangingResolver{}
+		js := fmt.Sprintf(`{"name":"w","type":"STRICT_DNS","wait_for_warm_on_init":%v,"load_assignment":{"cluster_name":"w","endpoints":[{"lb_endpoints":[{"endpoint":{"address":{"socket_address":{"address":"hang.test","port_value":80}}}}]}]}}`, wait)
+		c := mustAdd(t, m, js)
+		select {
+		case <-c.Initialized():
+			if wait {
+				t.Error("initialized before its first resolution, with wait_for_warm_on_init true")
+			}
+		case <-time.After(100 * time.Millisecond):
+			if !wait {
+				t.Error("not initialized at once, with wait_for_warm_on_init false")
+			}
+		}
 	}
 }

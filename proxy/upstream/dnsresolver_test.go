@@ -21,14 +21,19 @@ type fakeDNS struct {
 
 func startFakeDNS(t *testing.T, name string) *fakeDNS {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
-		t.Skipf("TCP port of the UDP one is taken: %v", err)
+	var pc net.PacketConn
+	var ln net.Listener
+	for try := 0; ln == nil; try++ { // a UDP port whose TCP twin is free
+		var err error
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err != nil {
+			pc.Close()
+			if try == 20 {
+				t.Fatalf("no UDP port with its TCP twin free: %v", err)
+			}
+		}
 	}
 	t.Cleanup(func() { pc.Close(); ln.Close() })
 	f := &fakeDNS{addr: pc.LocalAddr().String()}

@@ -38,7 +38,7 @@ func Unenforced(c *clusterv3.Cluster) []string {
 		add(h.GetHeadersWithUnderscoresAction() != 0, "common_http_protocol_options.headers_with_underscores_action")
 	}
 	add(c.GetRespectDnsTtl(), "respect_dns_ttl")
-	add(c.GetWaitForWarmOnInit() != nil, "wait_for_warm_on_init")
+	add(c.GetWaitForWarmOnInit() != nil && c.GetType() != clusterv3.Cluster_STRICT_DNS && c.GetType() != clusterv3.Cluster_LOGICAL_DNS, "wait_for_warm_on_init (only DNS clusters)")
 	if b := c.GetUpstreamBindConfig(); b != nil {
 		add(len(b.GetExtraSourceAddresses()) > 0, "upstream_bind_config.extra_source_addresses")
 		add(b.GetLocalAddressSelector() != nil, "upstream_bind_config.local_address_selector")
