@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -80,37 +78,12 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 	u.ctx, u.cancel = context.WithCancelCause(parent)
 	f.h2 = u
 	req := &http.Request{Method: "GET", Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, h.Len()),
-		URL: &url.URL{Scheme: "http", Host: f.host.Addr.String(), Path: "/"}}
+		URL: &url.URL{Scheme: "http", Host: f.host.String(), Path: "/"}}
 	if f.cluster.UsesTLS(f.host) {
 		req.URL.Scheme = "https"
 	}
 	req.ContentLength = -1
-	for _, fl := range h.Fields() {
-		name := string(fl.Name)
-		switch {
-		case name == headers.Method:
-			req.Method = string(fl.Value)
-		case name == headers.Path:
-			p := string(fl.Value)
-			if i := strings.IndexByte(p, '?'); i >= 0 {
-				req.URL.RawQuery, p = p[i+1:], p[:i]
-			}
-			req.URL.Opaque = p
-		case name == headers.Authority:
-			req.Host = string(fl.Value)
-		case name == "content-length":
-			if n, err := strconv.ParseInt(string(fl.Value), 10, 64); err == nil {
-				req.ContentLength = n
-			}
-		case name == "te":
-			if strings.EqualFold(strings.TrimSpace(string(fl.Value)), "trailers") {
-				req.Header["te"] = []string{"trailers"}
-			}
-		case len(name) > 0 && name[0] == ':', h2Skip[name]:
-		default:
-			req.Header[name] = append(req.Header[name], string(fl.Value))
-		}
-	}
+	f.h2names.toRequest(req, h)
 	if _, ok := req.Header["user-agent"]; !ok {
 		req.Header["user-agent"] = []string{""} // x/net adds none then, as Envoy
 	}
@@ -360,7 +333,7 @@ func (f *filter) h2Head(resp *http.Response, err error) bool {
 	rh := f.cb.ResponseHeaders()
 	rh.Reset()
 	rh.SetInt(headers.Status, int64(code))
-	copyHeader(rh, resp.Header)
+	f.h2names.fromHeader(rh, resp.Header)
 	if !f.cfg.suppressHeaders {
 		rh.SetInt("x-envoy-upstream-service-time", time.Since(f.start).Milliseconds())
 	}
@@ -394,7 +367,7 @@ func (f *filter) h2Piece(p []byte, err error) bool {
 		u := f.h2
 		if len(u.resp.Trailer) > 0 {
 			f.trl.Reset()
-			copyHeader(&f.trl, u.resp.Trailer)
+			f.h2names.fromHeader(&f.trl, u.resp.Trailer)
 			f.cb.EncodeTrailers(&f.trl)
 		} else {
 			f.cb.EncodeData(nil, true)
@@ -415,15 +388,8 @@ func (f *filter) h2Piece(p []byte, err error) bool {
 // copyHeader adds x/net's fields to m with lower-case names, leaving out
 // the connection-specific ones.
 func copyHeader(m *headers.Map, h http.Header) {
-	for k, vv := range h {
-		name := strings.ToLower(k)
-		if h2Skip[name] && name != "content-length" {
-			continue
-		}
-		for _, v := range vv {
-			m.Add(name, v)
-		}
-	}
+	var n h2Names
+	n.fromHeader(m, h)
 }
 
 // h2Failed maps a failed HTTP/2 attempt to Envoy's local reply, reset or

@@ -131,10 +131,11 @@ type filter struct {
 	// HTTP/2 upstream (h2.go): h2on when the cluster speaks HTTP/2 to this
 	// request, h2 the attempt in flight (nil: none), h2buf the response
 	// read buffer, kept across streams.
-	h2on  bool
-	h2    *h2Up
-	h2buf []byte
-	res   resilience // retry back-off, hedging and mirroring state (backoff.go)
+	h2on    bool
+	h2      *h2Up
+	h2names h2Names // interned field names, kept across streams
+	h2buf   []byte
+	res     resilience // retry back-off, hedging and mirroring state (backoff.go)
 	// Full duplex (duplex.go): pump reads an HTTP/1 upstream's response on a
 	// helper goroutine (nil: none, the response is read synchronously);
 	// upResp is its parse target, kept across streams; upMsg the response
@@ -165,8 +166,8 @@ func (f *filter) Reset() {
 	f.lctx.reset(time.Time{}, nil)
 	f.upResp.Reset()
 	f.clientGone.Store(false)
-	trl, buf, up, gone, intr := f.trl, f.h2buf, f.upResp, f.goneFn, f.upInterrupt
-	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf, upResp: up, goneFn: gone, upInterrupt: intr}
+	trl, buf, up, gone, intr, names := f.trl, f.h2buf, f.upResp, f.goneFn, f.upInterrupt, f.h2names
+	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf, upResp: up, goneFn: gone, upInterrupt: intr, h2names: names}
 }
 
 func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
@@ -437,15 +438,15 @@ func (f *filter) awaitResponse() {
 	info := f.cb.Info()
 	f.idle = f.cb.StreamIdleTimeout()
 	f.armRead()
-	if f.downCtx != nil && f.downCtx.Done() != nil {
-		// The client resetting the stream interrupts the upstream read.
-		conn := f.pc.Conn
-		defer context.AfterFunc(f.downCtx, func() { _ = conn.SetReadDeadline(time.Now()) })()
-	}
 	if f.upInterrupt == nil {
 		f.upInterrupt = f.interruptUpstream
 	}
 	f.watchConn.Store(&f.pc.Conn)
+	if f.downCtx != nil && f.downCtx.Done() != nil {
+		// The client resetting the stream interrupts the upstream read
+		// (interruptUpstream, bound once: no closure per stream).
+		defer context.AfterFunc(f.downCtx, f.upInterrupt)()
+	}
 	watching := f.watchClient(f.upInterrupt)
 	resp := f.cb.ResponseHeaders()
 	var msg http1.Message
