@@ -29,7 +29,8 @@ type h2Up struct {
 	resp    *http.Response // nil until response headers arrived
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
-	timer   *time.Timer
+	url     url.URL      // req.URL
+	at      atomic.Int64 // the timer's deadline (unix ns) for this attempt
 	kind    atomic.Int32 // which deadline the timer is armed for
 	started bool         // RoundTrip succeeded: pool.Done pending
 	// pump reads the response on a helper goroutine while the request body
@@ -54,6 +55,9 @@ const (
 	armIdle
 )
 
+// h2ReqTemplate is what every upstream request starts as.
+var h2ReqTemplate = http.Request{Method: "GET", Proto: "HTTP/2.0", ProtoMajor: 2}
+
 // h2Skip are the request fields HTTP/2 forbids or that travel as
 // pseudo-headers; te is kept only as "trailers".
 var h2Skip = map[string]bool{
@@ -77,8 +81,12 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 	}
 	u.ctx, u.cancel = context.WithCancelCause(parent)
 	f.h2 = u
-	req := &http.Request{Method: "GET", Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, h.Len()),
-		URL: &url.URL{Scheme: "http", Host: f.host.String(), Path: "/"}}
+	// One Request allocation (WithContext copies the template), the URL
+	// inside the attempt.
+	req := h2ReqTemplate.WithContext(u.ctx)
+	req.Header = make(http.Header, h.Len())
+	u.url = url.URL{Scheme: "http", Host: f.host.String(), Path: "/"}
+	req.URL = &u.url
 	if f.cluster.UsesTLS(f.host) {
 		req.URL.Scheme = "https"
 	}
@@ -89,13 +97,13 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 	}
 	if end {
 		req.ContentLength = 0
-		u.req = req.WithContext(u.ctx)
+		u.req = req
 		f.h2Await()
 		return
 	}
 	pr, pw := io.Pipe()
 	req.Body, req.Trailer = pr, http.Header{}
-	u.pw, u.req = pw, req.WithContext(u.ctx)
+	u.pw, u.req = pw, req
 	if p := f.startPump(); p != nil {
 		u.pump = p
 		if f.h2buf == nil {
@@ -235,17 +243,47 @@ func (f *filter) h2Arm() {
 		d, kind = t, armTryIdle
 	}
 	u.kind.Store(kind)
+	t := f.h2t
 	if kind == armNone {
-		if u.timer != nil {
-			u.timer.Stop()
+		if t != nil {
+			t.armed.Store(nil)
+			t.timer.Stop()
 		}
 		return
 	}
-	if u.timer == nil {
-		u.timer = time.AfterFunc(time.Until(d), func() { u.cancel(errUpTimeout) })
-	} else {
-		u.timer.Reset(time.Until(d))
+	u.at.Store(d.UnixNano())
+	if t == nil {
+		t = &h2Timer{}
+		f.h2t = t
+		t.armed.Store(u)
+		t.timer = time.AfterFunc(time.Until(d), t.fire)
+		return
 	}
+	t.armed.Store(u)
+	t.timer.Reset(time.Until(d))
+}
+
+// h2Timer is a filter's timer for its HTTP/2 attempts, kept across
+// streams so that arming it allocates nothing; armed is the attempt it is
+// armed for (nil: none).
+type h2Timer struct {
+	timer *time.Timer
+	armed atomic.Pointer[h2Up]
+}
+
+// fire cancels the attempt the timer was armed for with errUpTimeout once
+// its deadline passed. A firing left over from an earlier arming finds no
+// attempt, or a deadline still ahead and waits for it.
+func (t *h2Timer) fire() {
+	u := t.armed.Load()
+	if u == nil {
+		return
+	}
+	if left := time.Until(time.Unix(0, u.at.Load())); left > 0 {
+		t.timer.Reset(left) // early (or stale): wait for the rest
+		return
+	}
+	u.cancel(errUpTimeout)
 }
 
 // h2Timers starts the timers that run from the request's end (the route
@@ -271,7 +309,10 @@ func (f *filter) h2Timers() {
 func (f *filter) h2Await() {
 	u := f.h2
 	f.h2Timers()
-	watching := f.watchClient(func() { u.cancel(errAborted) })
+	watching := false
+	if f.downCtx == nil { // HTTP/1 downstream: the closure only then
+		watching = f.watchClient(func() { u.cancel(errAborted) })
+	}
 	var resp *http.Response
 	var err error
 	if u.result != nil {
@@ -426,8 +467,8 @@ func (f *filter) h2Failed(err error, started bool) {
 func (f *filter) h2Release() {
 	u := f.h2
 	f.h2 = nil
-	if u.timer != nil {
-		u.timer.Stop()
+	if t := f.h2t; t != nil && t.armed.CompareAndSwap(u, nil) {
+		t.timer.Stop()
 	}
 	if u.pw != nil {
 		u.pw.CloseWithError(errAborted)

@@ -133,7 +133,8 @@ type filter struct {
 	// read buffer, kept across streams.
 	h2on    bool
 	h2      *h2Up
-	h2names h2Names // interned field names, kept across streams
+	h2names h2Names  // interned field names, kept across streams
+	h2t     *h2Timer // the HTTP/2 attempts' timer, kept across streams; nil until armed
 	h2buf   []byte
 	res     resilience // retry back-off, hedging and mirroring state (backoff.go)
 	// Full duplex (duplex.go): pump reads an HTTP/1 upstream's response on a
@@ -166,8 +167,9 @@ func (f *filter) Reset() {
 	f.lctx.reset(time.Time{}, nil)
 	f.upResp.Reset()
 	f.clientGone.Store(false)
-	trl, buf, up, gone, intr, names := f.trl, f.h2buf, f.upResp, f.goneFn, f.upInterrupt, f.h2names
-	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf, upResp: up, goneFn: gone, upInterrupt: intr, h2names: names}
+	trl, buf, up, gone, intr, names, timer := f.trl, f.h2buf, f.upResp, f.goneFn, f.upInterrupt, f.h2names, f.h2t
+	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf, upResp: up, goneFn: gone, upInterrupt: intr, h2names: names,
+		h2t: timer}
 }
 
 func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
