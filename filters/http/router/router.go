@@ -529,6 +529,13 @@ func (f *filter) awaitResponse() {
 			f.upstreamFailed(err, true)
 			return
 		}
+		if f.codec.dec.BodyDone() {
+			// The last piece of a Content-Length body: sent as the end, so
+			// an HTTP/2 client gets it with END_STREAM in one frame.
+			f.cb.EncodeData(p, true)
+			f.finished(msg.KeepAlive && !msg.CloseDelimited)
+			return
+		}
 		if !f.cb.EncodeData(p, false) {
 			f.release(false)
 			return
