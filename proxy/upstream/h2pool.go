@@ -262,7 +262,7 @@ func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
 		}
 	}
 	cl := &closeConn{Conn: conn, uc: uc, done: release}
-	cc, err := p.tr.NewClientConn(cl)
+	cc, err := p.tr.NewClientConn(newBatchConn(cl))
 	if err != nil {
 		conn.Close()
 		return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}
