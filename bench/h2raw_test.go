@@ -145,11 +145,21 @@ func headerBlock(flags byte, p []byte) []byte {
 	return p
 }
 
-// rawH2Upstream is an h2c server answering every stream with 200 and a
-// 2-byte body, from pre-encoded frames, writing its answers in one batch
-// whenever its read buffer runs dry.
-func rawH2Upstream(b *testing.B) int {
-	respHdr := hpackBlock(":status", "200", "content-length", "2")
+// rawH2Upstream is an h2c server answering every stream, once its request
+// ended, with 200 and a 2-byte body, or with grpc a gRPC unary answer
+// (headers, one message, trailers with grpc-status 0), from pre-encoded
+// frames, writing its answers in one batch whenever its read buffer runs
+// dry. It gives the request bodies' flow-control credit back at once.
+func rawH2Upstream(b *testing.B, grpc bool) int {
+	var resp []byte
+	if grpc {
+		resp = appendFrame(resp, frHeaders, flEndHeaders, 0, hpackBlock(":status", "200", "content-type", "application/grpc"))
+		resp = appendFrame(resp, frData, 0, 0, grpcMsg)
+		resp = appendFrame(resp, frHeaders, flEndHeaders|flEndStream, 0, hpackBlock("grpc-status", "0"))
+	} else {
+		resp = appendFrame(resp, frHeaders, flEndHeaders, 0, hpackBlock(":status", "200", "content-length", "2"))
+		resp = appendFrame(resp, frData, flEndStream, 0, okBody)
+	}
 	return servertest.ServeTCP(b, func(c net.Conn) {
 		preface := make([]byte, len(h2ClientPreface))
 		if _, err := io.ReadFull(c, preface); err != nil || string(preface) != h2ClientPreface {
@@ -157,10 +167,14 @@ func rawH2Upstream(b *testing.B) int {
 		}
 		out := appendFrame(make([]byte, 0, 64<<10), frSettings, 0, 0, nil)
 		fr := newFrameReader(c)
+		credit := 0
 		for {
 			typ, flags, id, p, err := fr.next()
 			if err != nil {
 				return
+			}
+			if typ == frData {
+				credit += len(p)
 			}
 			switch {
 			case typ == frSettings && flags&flAck == 0:
@@ -168,20 +182,41 @@ func rawH2Upstream(b *testing.B) int {
 			case typ == frPing && flags&flAck == 0:
 				out = appendFrame(out, frPing, flAck, 0, p)
 			case (typ == frHeaders || typ == frData) && flags&flEndStream != 0:
-				out = appendFrame(out, frHeaders, flEndHeaders, id, respHdr)
-				out = appendFrame(out, frData, flEndStream, id, okBody)
+				out = appendWithStreamID(out, resp, id)
 			case typ == frGoAway:
 				return
 			}
-			if fr.br.Buffered() == 0 && len(out) > 0 {
-				if _, err := c.Write(out); err != nil {
-					return
+			if fr.br.Buffered() == 0 {
+				if credit > 0 {
+					out = appendWindowUpdate(out, 0, uint32(credit))
+					credit = 0
 				}
-				out = out[:0]
+				if len(out) > 0 {
+					if _, err := c.Write(out); err != nil {
+						return
+					}
+					out = out[:0]
+				}
 			}
 		}
 	})
 }
+
+// appendWithStreamID appends frames (stream id 0 in their headers) with
+// their stream id set to id.
+func appendWithStreamID(dst, frames []byte, id uint32) []byte {
+	for len(frames) >= 9 {
+		n := 9 + (int(frames[0])<<16 | int(frames[1])<<8 | int(frames[2]))
+		start := len(dst)
+		dst = append(dst, frames[:n]...)
+		binary.BigEndian.PutUint32(dst[start+5:start+9], id&0x7fffffff)
+		frames = frames[n:]
+	}
+	return dst
+}
+
+// grpcMsg is a length-prefixed gRPC message of 16 bytes.
+var grpcMsg = append([]byte{0, 0, 0, 0, 16}, "0123456789abcdef"...)
 
 const h2ClientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -194,18 +229,19 @@ type rawH2Client struct {
 	c     net.Conn
 	fr    *frameReader
 	out   []byte
-	req   []byte // the request's HEADERS frame; its stream id is patched in
+	req   []byte // the request's frames (stream id 0), sent with each stream's id
 	id    uint32
 	depth int
+	ok200 int // responses that began with :status 200
+	ended int // streams the proxy ended
 }
 
-func dialRawH2(addr string, depth int, block []byte) (*rawH2Client, error) {
+func dialRawH2(addr string, depth int, req []byte) (*rawH2Client, error) {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	cl := &rawH2Client{c: c, fr: newFrameReader(c), out: make([]byte, 0, 64<<10), id: 1, depth: depth,
-		req: appendFrame(nil, frHeaders, flEndHeaders|flEndStream, 1, block)}
+	cl := &rawH2Client{c: c, fr: newFrameReader(c), out: make([]byte, 0, 64<<10), id: 1, depth: depth, req: req}
 	cl.out = append(cl.out, h2ClientPreface...)
 	cl.out = appendFrame(cl.out, frSettings, 0, 0, nil)
 	cl.out = appendWindowUpdate(cl.out, 0, 1<<30)
@@ -219,9 +255,8 @@ func (cl *rawH2Client) run(left *atomic.Int64) error {
 		if left.Add(-1) < 0 {
 			return
 		}
-		binary.BigEndian.PutUint32(cl.req[5:9], cl.id)
+		cl.out = appendWithStreamID(cl.out, cl.req, cl.id)
 		cl.id += 2
-		cl.out = append(cl.out, cl.req...)
 		inflight++
 	}
 	for inflight < cl.depth {
@@ -247,8 +282,11 @@ func (cl *rawH2Client) run(left *atomic.Int64) error {
 		}
 		switch typ {
 		case frHeaders:
-			// The response's first field: :status 200 from the static table.
-			if blk := headerBlock(flags, p); len(blk) == 0 || blk[0] != 0x88 {
+			// A response's first field: :status 200 from the static table;
+			// else these are trailers, which end the stream.
+			if blk := headerBlock(flags, p); len(blk) > 0 && blk[0] == 0x88 {
+				cl.ok200++
+			} else if flags&flEndStream == 0 {
 				return fmt.Errorf("stream %d: response is not 200 (%x)", id, blk)
 			}
 		case frData:
@@ -276,8 +314,12 @@ func (cl *rawH2Client) run(left *atomic.Int64) error {
 		}
 		if flags&flEndStream != 0 && id != 0 {
 			inflight--
+			cl.ended++
 			open()
 		}
+	}
+	if cl.ok200 != cl.ended {
+		return fmt.Errorf("%d streams ended, %d of them with 200", cl.ended, cl.ok200)
 	}
 	if len(cl.out) > 0 {
 		_, err := cl.c.Write(cl.out)
@@ -298,7 +340,8 @@ func processCPU() time.Duration {
 
 // BenchmarkHTTP2ProxyOnly sends b.N GET streams over conns h2c connections
 // with streams in flight on each through the proxy, to an HTTP/1.1 upstream
-// (h2c-http1) or an h2c one (h2c-h2c). Client and upstream allocate nothing
+// (h2c-http1) or an h2c one (h2c-h2c), and gRPC unary calls (one 16-byte
+// message each way, grpc-unary). Client and upstream allocate nothing
 // per stream (direct, without the proxy, shows it): allocs/op and B/op are
 // the proxy's cost per stream.
 func BenchmarkHTTP2ProxyOnly(b *testing.B) {
@@ -306,23 +349,31 @@ func BenchmarkHTTP2ProxyOnly(b *testing.B) {
 	proxy := func(cfg string) func(b *testing.B) string {
 		return func(b *testing.B) string { return servertest.Start(b, cfg).Addr("front") }
 	}
+	get := appendFrame(nil, frHeaders, flEndHeaders|flEndStream, 0, hpackBlock(":method", "GET", ":scheme", "http",
+		":path", "/bench", ":authority", "bench", "user-agent", "bench", "accept", "*/*"))
+	// A gRPC unary call: headers, one 16-byte message ending the request.
+	unary := appendFrame(nil, frHeaders, flEndHeaders, 0, hpackBlock(":method", "POST", ":scheme", "http",
+		":path", "/grpc.testing.BenchmarkService/UnaryCall", ":authority", "bench", "content-type", "application/grpc",
+		"te", "trailers", "user-agent", "grpc-go/1.79.0"))
+	unary = appendFrame(unary, frData, flEndStream, 0, grpcMsg)
 	cases := []struct {
 		name string
 		addr func(b *testing.B) string
+		req  []byte
 	}{
-		{"h2c-http1", func(b *testing.B) string { return proxy(fmt.Sprintf(h2ToH1Config, fixedUpstream(b)))(b) }},
-		{"h2c-h2c", func(b *testing.B) string { return proxy(fmt.Sprintf(h2Config, rawH2Upstream(b)))(b) }},
+		{"h2c-http1", func(b *testing.B) string { return proxy(fmt.Sprintf(h2ToH1Config, fixedUpstream(b)))(b) }, get},
+		{"h2c-h2c", func(b *testing.B) string { return proxy(fmt.Sprintf(h2Config, rawH2Upstream(b, false)))(b) }, get},
+		{"grpc-unary", func(b *testing.B) string { return proxy(fmt.Sprintf(h2Config, rawH2Upstream(b, true)))(b) }, unary},
 		// The harness alone: the client straight to the upstream.
-		{"direct", func(b *testing.B) string { return fmt.Sprintf("127.0.0.1:%d", rawH2Upstream(b)) }},
+		{"direct", func(b *testing.B) string { return fmt.Sprintf("127.0.0.1:%d", rawH2Upstream(b, false)) }, get},
+		{"direct-grpc", func(b *testing.B) string { return fmt.Sprintf("127.0.0.1:%d", rawH2Upstream(b, true)) }, unary},
 	}
-	block := hpackBlock(":method", "GET", ":scheme", "http", ":path", "/bench", ":authority", "bench",
-		"user-agent", "bench", "accept", "*/*")
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			addr := tc.addr(b)
 			clients := make([]*rawH2Client, conns)
 			for i := range clients {
-				cl, err := dialRawH2(addr, depth, block)
+				cl, err := dialRawH2(addr, depth, tc.req)
 				if err != nil {
 					b.Fatal(err)
 				}
