@@ -249,8 +249,9 @@ type h2Stream struct {
 
 	// names interns response field names (h2 keys) across the streams
 	// that use this object; vbuf collects a response's field values.
-	names map[string]string
-	vbuf  []byte
+	names  map[string]string
+	tnames map[string]string // trailer name → x/net's "Trailer:" key
+	vbuf   []byte
 }
 
 // ServeHTTP runs one HTTP/2 stream through the filter chain on x/net's
@@ -467,7 +468,16 @@ func (hs *h2Stream) writeData(p []byte, end bool) error {
 func (hs *h2Stream) writeTrailers(t *headers.Map) error {
 	hdr := hs.w.Header()
 	for _, f := range t.Fields() {
-		k := http.TrailerPrefix + string(f.Name)
+		k, ok := hs.tnames[string(f.Name)]
+		if !ok {
+			k = http.TrailerPrefix + string(f.Name)
+			if len(hs.tnames) < maxInterned {
+				if hs.tnames == nil {
+					hs.tnames = make(map[string]string)
+				}
+				hs.tnames[string(f.Name)] = k
+			}
+		}
 		hdr[k] = append(hdr[k], string(f.Value))
 	}
 	return nil // sent when the handler returns

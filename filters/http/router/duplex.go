@@ -73,6 +73,7 @@ type pump struct {
 	exited  chan struct{} // closed when the reader returned
 	stopped bool
 	dc      duplexCallbacks
+	timer   **time.Timer // stop's wait, the filter's (kept across streams)
 }
 
 // startPump makes a pump and registers its events with the connection
@@ -83,7 +84,7 @@ func (f *filter) startPump() *pump {
 		return nil
 	}
 	p := &pump{events: make(chan func()), ack: make(chan struct{}, 1), quit: make(chan struct{}),
-		exited: make(chan struct{}), dc: dc}
+		exited: make(chan struct{}), dc: dc, timer: &f.stopTimer}
 	dc.Duplex(p.events)
 	return p
 }
@@ -118,12 +119,19 @@ func (p *pump) stop(interrupt func()) {
 	p.stopped = true
 	close(p.quit)
 	p.dc.Duplex(nil)
+	t := p.timer
 	for range 400 {
 		interrupt()
+		if *t == nil {
+			*t = time.NewTimer(25 * time.Millisecond)
+		} else {
+			(*t).Reset(25 * time.Millisecond)
+		}
 		select {
 		case <-p.exited:
+			(*t).Stop()
 			return
-		case <-time.After(25 * time.Millisecond):
+		case <-(*t).C:
 		}
 	}
 }

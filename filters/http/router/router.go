@@ -135,8 +135,10 @@ type filter struct {
 	h2      *h2Up
 	h2names h2Names  // interned field names, kept across streams
 	h2t     *h2Timer // the HTTP/2 attempts' timer, kept across streams; nil until armed
-	h2buf   []byte
-	res     resilience // retry back-off, hedging and mirroring state (backoff.go)
+	// stopTimer bounds a pump's stop (duplex.go), kept across streams.
+	stopTimer *time.Timer
+	h2buf     []byte
+	res       resilience // retry back-off, hedging and mirroring state (backoff.go)
 	// Full duplex (duplex.go): pump reads an HTTP/1 upstream's response on a
 	// helper goroutine (nil: none, the response is read synchronously);
 	// upResp is its parse target, kept across streams; upMsg the response
@@ -168,8 +170,9 @@ func (f *filter) Reset() {
 	f.upResp.Reset()
 	f.clientGone.Store(false)
 	trl, buf, up, gone, intr, names, timer := f.trl, f.h2buf, f.upResp, f.goneFn, f.upInterrupt, f.h2names, f.h2t
+	stopT := f.stopTimer
 	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf, upResp: up, goneFn: gone, upInterrupt: intr, h2names: names,
-		h2t: timer}
+		h2t: timer, stopTimer: stopT}
 }
 
 func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
