@@ -74,6 +74,10 @@ type pump struct {
 	stopped bool
 	dc      duplexCallbacks
 	timer   **time.Timer // stop's wait, the filter's (kept across streams)
+	// fn is the function post is running; run (bound once per pump) runs
+	// it and acknowledges, so a post allocates nothing itself.
+	fn  func()
+	run func()
 }
 
 // startPump makes a pump and registers its events with the connection
@@ -85,6 +89,7 @@ func (f *filter) startPump() *pump {
 	}
 	p := &pump{events: make(chan func()), ack: make(chan struct{}, 1), quit: make(chan struct{}),
 		exited: make(chan struct{}), dc: dc, timer: &f.stopTimer}
+	p.run = func() { p.fn(); p.ack <- struct{}{} }
 	dc.Duplex(p.events)
 	return p
 }
@@ -92,8 +97,9 @@ func (f *filter) startPump() *pump {
 // post runs fn on the stream's goroutine and waits until it ran; false
 // means the attempt is over and the reader must return.
 func (p *pump) post(fn func()) bool {
+	p.fn = fn // read by run on the stream's goroutine, after the send below
 	select {
-	case p.events <- func() { fn(); p.ack <- struct{}{} }:
+	case p.events <- p.run:
 	case <-p.quit:
 		return false
 	}

@@ -84,7 +84,6 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 	// One Request allocation (WithContext copies the template), the URL
 	// inside the attempt.
 	req := h2ReqTemplate.WithContext(u.ctx)
-	req.Header = make(http.Header, h.Len())
 	u.url = url.URL{Scheme: "http", Host: f.host.String(), Path: "/"}
 	req.URL = &u.url
 	if f.cluster.UsesTLS(f.host) {
@@ -130,13 +129,15 @@ func (f *filter) h2Reader(u *h2Up, p *pump, buf []byte) {
 	if err == nil {
 		u.resp, u.started = resp, true // the stream's goroutine reads them after the event or exit
 	}
-	more := false
-	if !p.post(func() { more = f.h2Head(resp, err) }) || !more {
+	// One closure for every piece: the piece is passed in n and rerr.
+	more, n, rerr := false, 0, err
+	if !p.post(func() { more = f.h2Head(resp, rerr) }) || !more {
 		return
 	}
+	piece := func() { f.h2Piece(buf[:n], rerr) }
 	for {
-		n, err := resp.Body.Read(buf)
-		if !p.post(func() { f.h2Piece(buf[:n], err) }) || err != nil {
+		n, rerr = resp.Body.Read(buf)
+		if !p.post(piece) || rerr != nil {
 			return
 		}
 	}

@@ -51,7 +51,7 @@ func (n *h2Names) lowerKey(k string) string {
 	return l
 }
 
-// toRequest fills req from h: method, path (URL.Opaque and RawQuery),
+// toRequest fills req from h (making req.Header): method, path (URL.Opaque and RawQuery),
 // Host from :authority, ContentLength from content-length, and the regular
 // fields, leaving out those HTTP/2 forbids (te is kept only as "trailers").
 func (n *h2Names) toRequest(req *http.Request, h *headers.Map) {
@@ -64,6 +64,7 @@ func (n *h2Names) toRequest(req *http.Request, h *headers.Map) {
 		}
 	}
 	n.vbuf = vb
+	req.Header = make(http.Header, regular+1) // +1: te; a small hint keeps the map in one group
 	all := string(vb)
 	var vals []string
 	if regular > 0 {
