@@ -443,15 +443,18 @@ func (f *filter) awaitResponse() {
 	info := f.cb.Info()
 	f.idle = f.cb.StreamIdleTimeout()
 	f.armRead()
+	if f.downCtx != nil && f.downCtx.Done() != nil {
+		// The client resetting the stream interrupts the upstream read. The
+		// closure holds the connection, not the filter: stopping an
+		// AfterFunc does not wait for a run in progress, and the filter is
+		// reset for its next stream meanwhile.
+		conn := f.pc.Conn
+		defer context.AfterFunc(f.downCtx, func() { _ = conn.SetReadDeadline(time.Now()) })()
+	}
 	if f.upInterrupt == nil {
 		f.upInterrupt = f.interruptUpstream
 	}
 	f.watchConn.Store(&f.pc.Conn)
-	if f.downCtx != nil && f.downCtx.Done() != nil {
-		// The client resetting the stream interrupts the upstream read
-		// (interruptUpstream, bound once: no closure per stream).
-		defer context.AfterFunc(f.downCtx, f.upInterrupt)()
-	}
 	watching := f.watchClient(f.upInterrupt)
 	resp := f.cb.ResponseHeaders()
 	var msg http1.Message
