@@ -129,7 +129,8 @@ func (fr *frameReader) next() (typ, flags byte, id uint32, payload []byte, err e
 	return fr.hdr[3], fr.hdr[4], binary.BigEndian.Uint32(fr.hdr[5:]) & 0x7fffffff, payload, nil
 }
 
-// headerBlock strips the padding and priority of a HEADERS payload.
+// headerBlock strips the padding, priority and leading table size updates
+// of a HEADERS payload.
 func headerBlock(flags byte, p []byte) []byte {
 	if flags&flPadded != 0 && len(p) > 0 {
 		pad := int(p[0])
@@ -141,6 +142,16 @@ func headerBlock(flags byte, p []byte) []byte {
 	}
 	if flags&flPriority != 0 && len(p) >= 5 {
 		p = p[5:]
+	}
+	// Dynamic table size updates (001xxxxx, with continuation bytes when
+	// the 5-bit prefix is full) may start a block.
+	for len(p) > 0 && p[0]&0xe0 == 0x20 {
+		full := p[0]&0x1f == 0x1f
+		p = p[1:]
+		for full && len(p) > 0 {
+			full = p[0]&0x80 != 0
+			p = p[1:]
+		}
 	}
 	return p
 }
