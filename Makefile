@@ -42,10 +42,22 @@ bench-smoke:
 
 # The allocation goals of issue 7 as a gate (never part of make test): 0 allocs/op on the
 # HTTP/1.1 and TCP proxy paths, counted over the whole process.
+# Proxy allocations per HTTP/2 stream (BenchmarkHTTP2ProxyOnly: client and upstream allocate
+# nothing, the direct rows prove it). Issue 7 asks for 2; x/net's server and client take most of
+# these (bench/README.md), so the guard is what the proxy reaches now.
+H2_ALLOC_LIMITS ?= h2c-http1=49 h2c-h2c=81 grpc-unary=134 direct=0 direct-grpc=0
+
 bench-check:
 	$(GO) test -run='^$$' -bench='^Benchmark(HTTP1Proxy|TCPProxy)$$' -benchmem -benchtime=20000x ./bench/ | tee /tmp/outrider-bench-check.txt
 	@awk '/^Benchmark/ { for (i = 1; i <= NF; i++) if ($$i == "allocs/op" && $$(i-1) + 0 > 0) { print "bench-check: " $$1 " makes " $$(i-1) " allocs/op, want 0"; bad = 1 } } END { exit bad }' /tmp/outrider-bench-check.txt
 	@echo "bench-check: 0 allocs/op on the HTTP/1.1 and TCP paths"
+	$(GO) test -run='^$$' -bench='^BenchmarkHTTP2ProxyOnly$$' -benchmem -benchtime=20000x ./bench/ | tee /tmp/outrider-bench-check-h2.txt
+	@awk -v limits="$(H2_ALLOC_LIMITS)" 'BEGIN { n = split(limits, kv, " "); for (i = 1; i <= n; i++) { split(kv[i], p, "="); lim[p[1]] = p[2] } } \
+	  /^BenchmarkHTTP2ProxyOnly\// { name = $$1; sub(/^BenchmarkHTTP2ProxyOnly\//, "", name); sub(/-[0-9]+$$/, "", name); \
+	    for (i = 1; i <= NF; i++) if ($$i == "allocs/op") { seen[name] = 1; if (!(name in lim)) { print "bench-check: no limit for " name; bad = 1 } \
+	      else if ($$(i-1) + 0 > lim[name] + 0) { print "bench-check: HTTP2ProxyOnly/" name " makes " $$(i-1) " allocs/op, limit " lim[name]; bad = 1 } } } \
+	  END { for (k in lim) if (!(k in seen)) { print "bench-check: HTTP2ProxyOnly/" k " did not run"; bad = 1 }; exit bad }' /tmp/outrider-bench-check-h2.txt
+	@echo "bench-check: HTTP/2 and gRPC allocations per stream within $(H2_ALLOC_LIMITS)"
 
 # Outrider against nginx, HAProxy, Caddy and httputil on loopback (about 9 min;
 # SECS, TCP_SECS, LAT_SECS, ROUNDS, IDLE_N shorten it). Installs the peers if missing.

@@ -57,8 +57,13 @@ type bodyPiece struct {
 // ends or the stream is reset. The helper is stopped and waited for before
 // it returns, so the codec is the stream's again.
 func (s *stream) duplexBody() {
-	pieces := make(chan bodyPiece)
-	more := make(chan bool, 1)
+	// The channels are the stream object's, kept across its streams: both
+	// are empty whenever this returns (the helper took its last "more" or
+	// sent its last piece).
+	if s.dxPieces == nil {
+		s.dxPieces, s.dxMore = make(chan bodyPiece), make(chan bool, 1)
+	}
+	pieces, more := s.dxPieces, s.dxMore
 	ds, hard := s.ds, s.requestDeadline
 	go func() {
 		for {
@@ -105,6 +110,9 @@ func (s *stream) duplexBody() {
 		case <-time.After(25 * time.Millisecond):
 		}
 	}
+	// The helper never answered: it keeps these channels, the next stream
+	// gets new ones.
+	s.dxPieces, s.dxMore = nil, nil
 }
 
 // bodyPiece passes one read result to the filters; false means stop reading

@@ -53,6 +53,7 @@ type frameConn struct {
 	goAwaySent        atomic.Bool    // x/net wrote a GOAWAY
 
 	rd    inboundState // read side; only the reading goroutine touches it
+	rbuf  readBuffer   // read side: batches x/net's small reads (h2read.go)
 	maxID atomic.Uint32
 }
 
@@ -117,7 +118,7 @@ func (c *frameConn) Read(p []byte) (int, error) {
 			return 0, c.floodErr(s)
 		}
 	}
-	n, err := c.Conn.Read(p)
+	n, err := c.rbuf.read(c.Conn, p)
 	if c.goAwaySent.Load() {
 		return n, err // x/net is closing the connection: Envoy would have closed it already
 	}

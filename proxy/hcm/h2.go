@@ -238,6 +238,20 @@ type h2Stream struct {
 	buf   []byte
 	armed time.Time // the read deadline in force; zero when none
 	wrote bool      // response headers were handed to x/net
+
+	// The stream_idle_timeout of response writes (armWrite): wtimer fires
+	// at writeBy (zero: no write armed); wmu guards them and w against the
+	// timer's goroutine.
+	wmu     sync.Mutex
+	wtimer  *time.Timer
+	writeBy time.Time
+	wArmed  bool
+
+	// names interns response field names (h2 keys) across the streams
+	// that use this object; vbuf collects a response's field values.
+	names  map[string]string
+	tnames map[string]string // trailer name → x/net's "Trailer:" key
+	vbuf   []byte
 }
 
 // ServeHTTP runs one HTTP/2 stream through the filter chain on x/net's
@@ -257,7 +271,9 @@ func (hc *h2Conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hs.stream.init(cfg, hc.nc, hs)
 		hs.h2 = true
 	}
+	hs.wmu.Lock()
 	hs.hc, hs.w, hs.r, hs.nc = hc, w, r, hc.nc
+	hs.wmu.Unlock()
 	hc.enter()
 	hc.served.Add(1)
 	start := time.Now()
@@ -275,7 +291,8 @@ func (hc *h2Conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.finish(start)
 	hc.streamClosed(r.Context().Err() != nil && time.Since(start) < prematureResetMinLifetime)
 	reset := s.reset
-	hs.hc, hs.w, hs.r, hs.armed, hs.wrote = nil, nil, nil, time.Time{}, false
+	hs.endWrites()
+	hs.hc, hs.r, hs.armed, hs.wrote = nil, nil, time.Time{}, false
 	s.req.Reset()
 	cfg.h2pool.Put(hs)
 	hc.leave()
@@ -336,16 +353,7 @@ func (hs *h2Stream) writeHeaders(h *headers.Map, end bool) error {
 		return errH2Status
 	}
 	hdr := hs.w.Header()
-	for _, f := range h.Fields() {
-		if len(f.Name) == 0 || f.Name[0] == ':' {
-			continue
-		}
-		k := h2ResponseKey(f.Name)
-		if k == "" {
-			continue
-		}
-		hdr[k] = append(hdr[k], string(f.Value))
-	}
+	hs.toHeader(hdr, h)
 	if _, ok := hdr["Content-Type"]; !ok {
 		hdr["Content-Type"] = nil // no sniffing: Envoy adds no content-type
 	}
@@ -359,6 +367,68 @@ func (hs *h2Stream) writeHeaders(h *headers.Map, end bool) error {
 		return nil // the handler's return sends HEADERS with END_STREAM
 	}
 	return hs.flush()
+}
+
+// toHeader adds h's regular fields to hdr with three allocations in all
+// rather than two per field: the values share one string and the
+// single-value slices one array, and names come interned (h2Key).
+func (hs *h2Stream) toHeader(hdr http.Header, h *headers.Map) {
+	fields := h.Fields()
+	vb, n := hs.vbuf[:0], 0
+	for _, f := range fields {
+		if len(f.Name) > 0 && f.Name[0] != ':' {
+			vb = append(vb, f.Value...)
+			n++
+		}
+	}
+	hs.vbuf = vb
+	if n == 0 {
+		return
+	}
+	all := string(vb)
+	vals := make([]string, n)
+	off, i := 0, 0
+	for _, f := range fields {
+		if len(f.Name) == 0 || f.Name[0] == ':' {
+			continue
+		}
+		v := all[off : off+len(f.Value)]
+		off += len(f.Value)
+		k := hs.h2Key(f.Name)
+		if k == "" {
+			continue
+		}
+		if old, ok := hdr[k]; ok {
+			hdr[k] = append(old, v) // a repeated field (set-cookie)
+			continue
+		}
+		vals[i] = v
+		hdr[k] = vals[i : i+1 : i+1]
+		i++
+	}
+}
+
+// maxInterned bounds the names a pooled stream interns.
+const maxInterned = 64
+
+// h2Key is h2ResponseKey, with the lower-case names interned per pooled
+// stream so that a known name costs no allocation.
+func (hs *h2Stream) h2Key(name []byte) string {
+	if k, ok := hs.names[string(name)]; ok {
+		return k
+	}
+	k := h2ResponseKey(name)
+	if k != "" && len(hs.names) < maxInterned {
+		if hs.names == nil {
+			hs.names = make(map[string]string)
+		}
+		lower := k
+		if lower != string(name) {
+			lower = string(name)
+		}
+		hs.names[lower] = k
+	}
+	return k
 }
 
 // h2ResponseKey is the http.Header key for a response field: canonical for
@@ -398,7 +468,16 @@ func (hs *h2Stream) writeData(p []byte, end bool) error {
 func (hs *h2Stream) writeTrailers(t *headers.Map) error {
 	hdr := hs.w.Header()
 	for _, f := range t.Fields() {
-		k := http.TrailerPrefix + string(f.Name)
+		k, ok := hs.tnames[string(f.Name)]
+		if !ok {
+			k = http.TrailerPrefix + string(f.Name)
+			if len(hs.tnames) < maxInterned {
+				if hs.tnames == nil {
+					hs.tnames = make(map[string]string)
+				}
+				hs.tnames[string(f.Name)] = k
+			}
+		}
 		hdr[k] = append(hdr[k], string(f.Value))
 	}
 	return nil // sent when the handler returns

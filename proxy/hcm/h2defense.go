@@ -70,15 +70,55 @@ func readPreface(c net.Conn) (net.Conn, bool) {
 
 type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
 
-// armWrite bounds the next response write by stream_idle_timeout: a client
-// that stops reading (a zero flow-control window) makes the write fail and
-// the stream reset instead of holding the stream forever.
+// armWrite bounds the response writes by stream_idle_timeout from now: a
+// client that stops reading (a zero flow-control window) makes the write
+// fail and the stream reset instead of holding the stream forever. Each
+// write pushes the deadline on; the stream's own timer (made once per
+// pooled stream) fires at the deadline, so a write costs no allocation and
+// no message to x/net's serve loop, as a SetWriteDeadline per write did.
 func (hs *h2Stream) armWrite() {
 	d := hs.stream.cfg.streamIdleTimeout
 	if d <= 0 {
 		return
 	}
-	if wd, ok := hs.w.(writeDeadliner); ok {
-		_ = wd.SetWriteDeadline(time.Now().Add(d))
+	hs.wmu.Lock()
+	hs.writeBy = time.Now().Add(d)
+	if !hs.wArmed {
+		hs.wArmed = true
+		if hs.wtimer == nil {
+			hs.wtimer = time.AfterFunc(d, hs.writeTimeout)
+		} else {
+			hs.wtimer.Reset(d)
+		}
 	}
+	hs.wmu.Unlock()
+}
+
+// writeTimeout runs on the write timer: before the deadline (a later write
+// moved it) it waits for the rest; past it, x/net resets the stream now
+// (a deadline in the past), failing a blocked write. A timer left over from
+// the stream's previous use finds writeBy zero or in the future.
+func (hs *h2Stream) writeTimeout() {
+	hs.wmu.Lock()
+	defer hs.wmu.Unlock()
+	if hs.writeBy.IsZero() || hs.w == nil {
+		return
+	}
+	if left := time.Until(hs.writeBy); left > 0 {
+		hs.wtimer.Reset(left)
+		return
+	}
+	if wd, ok := hs.w.(writeDeadliner); ok {
+		_ = wd.SetWriteDeadline(time.Now().Add(-time.Nanosecond))
+	}
+}
+
+// endWrites stops the write timer as the stream's handler returns.
+func (hs *h2Stream) endWrites() {
+	hs.wmu.Lock()
+	if hs.wArmed {
+		hs.wtimer.Stop()
+	}
+	hs.writeBy, hs.wArmed, hs.w = time.Time{}, false, nil
+	hs.wmu.Unlock()
 }

@@ -102,7 +102,11 @@ type stream struct {
 	h1tunnel   *h1Tunnel
 	tunnelEOF  atomic.Bool
 	async      <-chan func() // the terminal filter's events (Duplex); nil: none
-	trace      streamTrace   // tracing.go
+	// duplexBody's channels to its reader goroutine, kept across streams
+	// (nil until the first full-duplex body).
+	dxPieces chan bodyPiece
+	dxMore   chan bool
+	trace    streamTrace // tracing.go
 }
 
 func (s *stream) init(cfg *Config, nc *netfilter.Conn, ds downstream) {

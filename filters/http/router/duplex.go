@@ -73,6 +73,11 @@ type pump struct {
 	exited  chan struct{} // closed when the reader returned
 	stopped bool
 	dc      duplexCallbacks
+	timer   **time.Timer // stop's wait, the filter's (kept across streams)
+	// fn is the function post is running; run (bound once per pump) runs
+	// it and acknowledges, so a post allocates nothing itself.
+	fn  func()
+	run func()
 }
 
 // startPump makes a pump and registers its events with the connection
@@ -83,7 +88,8 @@ func (f *filter) startPump() *pump {
 		return nil
 	}
 	p := &pump{events: make(chan func()), ack: make(chan struct{}, 1), quit: make(chan struct{}),
-		exited: make(chan struct{}), dc: dc}
+		exited: make(chan struct{}), dc: dc, timer: &f.stopTimer}
+	p.run = func() { p.fn(); p.ack <- struct{}{} }
 	dc.Duplex(p.events)
 	return p
 }
@@ -91,8 +97,9 @@ func (f *filter) startPump() *pump {
 // post runs fn on the stream's goroutine and waits until it ran; false
 // means the attempt is over and the reader must return.
 func (p *pump) post(fn func()) bool {
+	p.fn = fn // read by run on the stream's goroutine, after the send below
 	select {
-	case p.events <- func() { fn(); p.ack <- struct{}{} }:
+	case p.events <- p.run:
 	case <-p.quit:
 		return false
 	}
@@ -118,12 +125,19 @@ func (p *pump) stop(interrupt func()) {
 	p.stopped = true
 	close(p.quit)
 	p.dc.Duplex(nil)
+	t := p.timer
 	for range 400 {
 		interrupt()
+		if *t == nil {
+			*t = time.NewTimer(25 * time.Millisecond)
+		} else {
+			(*t).Reset(25 * time.Millisecond)
+		}
 		select {
 		case <-p.exited:
+			(*t).Stop()
 			return
-		case <-time.After(25 * time.Millisecond):
+		case <-(*t).C:
 		}
 	}
 }

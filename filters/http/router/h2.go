@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -31,7 +29,8 @@ type h2Up struct {
 	resp    *http.Response // nil until response headers arrived
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
-	timer   *time.Timer
+	url     url.URL      // req.URL
+	at      atomic.Int64 // the timer's deadline (unix ns) for this attempt
 	kind    atomic.Int32 // which deadline the timer is armed for
 	started bool         // RoundTrip succeeded: pool.Done pending
 	// pump reads the response on a helper goroutine while the request body
@@ -56,6 +55,9 @@ const (
 	armIdle
 )
 
+// h2ReqTemplate is what every upstream request starts as.
+var h2ReqTemplate = http.Request{Method: "GET", Proto: "HTTP/2.0", ProtoMajor: 2}
+
 // h2Skip are the request fields HTTP/2 forbids or that travel as
 // pseudo-headers; te is kept only as "trailers".
 var h2Skip = map[string]bool{
@@ -79,50 +81,28 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 	}
 	u.ctx, u.cancel = context.WithCancelCause(parent)
 	f.h2 = u
-	req := &http.Request{Method: "GET", Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, h.Len()),
-		URL: &url.URL{Scheme: "http", Host: f.host.Addr.String(), Path: "/"}}
+	// One Request allocation (WithContext copies the template), the URL
+	// inside the attempt.
+	req := h2ReqTemplate.WithContext(u.ctx)
+	u.url = url.URL{Scheme: "http", Host: f.host.String(), Path: "/"}
+	req.URL = &u.url
 	if f.cluster.UsesTLS(f.host) {
 		req.URL.Scheme = "https"
 	}
 	req.ContentLength = -1
-	for _, fl := range h.Fields() {
-		name := string(fl.Name)
-		switch {
-		case name == headers.Method:
-			req.Method = string(fl.Value)
-		case name == headers.Path:
-			p := string(fl.Value)
-			if i := strings.IndexByte(p, '?'); i >= 0 {
-				req.URL.RawQuery, p = p[i+1:], p[:i]
-			}
-			req.URL.Opaque = p
-		case name == headers.Authority:
-			req.Host = string(fl.Value)
-		case name == "content-length":
-			if n, err := strconv.ParseInt(string(fl.Value), 10, 64); err == nil {
-				req.ContentLength = n
-			}
-		case name == "te":
-			if strings.EqualFold(strings.TrimSpace(string(fl.Value)), "trailers") {
-				req.Header["te"] = []string{"trailers"}
-			}
-		case len(name) > 0 && name[0] == ':', h2Skip[name]:
-		default:
-			req.Header[name] = append(req.Header[name], string(fl.Value))
-		}
-	}
+	f.h2names.toRequest(req, h)
 	if _, ok := req.Header["user-agent"]; !ok {
 		req.Header["user-agent"] = []string{""} // x/net adds none then, as Envoy
 	}
 	if end {
 		req.ContentLength = 0
-		u.req = req.WithContext(u.ctx)
+		u.req = req
 		f.h2Await()
 		return
 	}
 	pr, pw := io.Pipe()
 	req.Body, req.Trailer = pr, http.Header{}
-	u.pw, u.req = pw, req.WithContext(u.ctx)
+	u.pw, u.req = pw, req
 	if p := f.startPump(); p != nil {
 		u.pump = p
 		if f.h2buf == nil {
@@ -149,13 +129,15 @@ func (f *filter) h2Reader(u *h2Up, p *pump, buf []byte) {
 	if err == nil {
 		u.resp, u.started = resp, true // the stream's goroutine reads them after the event or exit
 	}
-	more := false
-	if !p.post(func() { more = f.h2Head(resp, err) }) || !more {
+	// One closure for every piece: the piece is passed in n and rerr.
+	more, n, rerr := false, 0, err
+	if !p.post(func() { more = f.h2Head(resp, rerr) }) || !more {
 		return
 	}
+	piece := func() { f.h2Piece(buf[:n], rerr) }
 	for {
-		n, err := resp.Body.Read(buf)
-		if !p.post(func() { f.h2Piece(buf[:n], err) }) || err != nil {
+		n, rerr = resp.Body.Read(buf)
+		if !p.post(piece) || rerr != nil {
 			return
 		}
 	}
@@ -262,17 +244,47 @@ func (f *filter) h2Arm() {
 		d, kind = t, armTryIdle
 	}
 	u.kind.Store(kind)
+	t := f.h2t
 	if kind == armNone {
-		if u.timer != nil {
-			u.timer.Stop()
+		if t != nil {
+			t.armed.Store(nil)
+			t.timer.Stop()
 		}
 		return
 	}
-	if u.timer == nil {
-		u.timer = time.AfterFunc(time.Until(d), func() { u.cancel(errUpTimeout) })
-	} else {
-		u.timer.Reset(time.Until(d))
+	u.at.Store(d.UnixNano())
+	if t == nil {
+		t = &h2Timer{}
+		f.h2t = t
+		t.armed.Store(u)
+		t.timer = time.AfterFunc(time.Until(d), t.fire)
+		return
 	}
+	t.armed.Store(u)
+	t.timer.Reset(time.Until(d))
+}
+
+// h2Timer is a filter's timer for its HTTP/2 attempts, kept across
+// streams so that arming it allocates nothing; armed is the attempt it is
+// armed for (nil: none).
+type h2Timer struct {
+	timer *time.Timer
+	armed atomic.Pointer[h2Up]
+}
+
+// fire cancels the attempt the timer was armed for with errUpTimeout once
+// its deadline passed. A firing left over from an earlier arming finds no
+// attempt, or a deadline still ahead and waits for it.
+func (t *h2Timer) fire() {
+	u := t.armed.Load()
+	if u == nil {
+		return
+	}
+	if left := time.Until(time.Unix(0, u.at.Load())); left > 0 {
+		t.timer.Reset(left) // early (or stale): wait for the rest
+		return
+	}
+	u.cancel(errUpTimeout)
 }
 
 // h2Timers starts the timers that run from the request's end (the route
@@ -298,7 +310,10 @@ func (f *filter) h2Timers() {
 func (f *filter) h2Await() {
 	u := f.h2
 	f.h2Timers()
-	watching := f.watchClient(func() { u.cancel(errAborted) })
+	watching := false
+	if f.downCtx == nil { // HTTP/1 downstream: the closure only then
+		watching = f.watchClient(func() { u.cancel(errAborted) })
+	}
 	var resp *http.Response
 	var err error
 	if u.result != nil {
@@ -360,7 +375,7 @@ func (f *filter) h2Head(resp *http.Response, err error) bool {
 	rh := f.cb.ResponseHeaders()
 	rh.Reset()
 	rh.SetInt(headers.Status, int64(code))
-	copyHeader(rh, resp.Header)
+	f.h2names.fromHeader(rh, resp.Header)
 	if !f.cfg.suppressHeaders {
 		rh.SetInt("x-envoy-upstream-service-time", time.Since(f.start).Milliseconds())
 	}
@@ -394,7 +409,7 @@ func (f *filter) h2Piece(p []byte, err error) bool {
 		u := f.h2
 		if len(u.resp.Trailer) > 0 {
 			f.trl.Reset()
-			copyHeader(&f.trl, u.resp.Trailer)
+			f.h2names.fromHeader(&f.trl, u.resp.Trailer)
 			f.cb.EncodeTrailers(&f.trl)
 		} else {
 			f.cb.EncodeData(nil, true)
@@ -415,15 +430,8 @@ func (f *filter) h2Piece(p []byte, err error) bool {
 // copyHeader adds x/net's fields to m with lower-case names, leaving out
 // the connection-specific ones.
 func copyHeader(m *headers.Map, h http.Header) {
-	for k, vv := range h {
-		name := strings.ToLower(k)
-		if h2Skip[name] && name != "content-length" {
-			continue
-		}
-		for _, v := range vv {
-			m.Add(name, v)
-		}
-	}
+	var n h2Names
+	n.fromHeader(m, h)
 }
 
 // h2Failed maps a failed HTTP/2 attempt to Envoy's local reply, reset or
@@ -460,8 +468,8 @@ func (f *filter) h2Failed(err error, started bool) {
 func (f *filter) h2Release() {
 	u := f.h2
 	f.h2 = nil
-	if u.timer != nil {
-		u.timer.Stop()
+	if t := f.h2t; t != nil && t.armed.CompareAndSwap(u, nil) {
+		t.timer.Stop()
 	}
 	if u.pw != nil {
 		u.pw.CloseWithError(errAborted)

@@ -131,10 +131,14 @@ type filter struct {
 	// HTTP/2 upstream (h2.go): h2on when the cluster speaks HTTP/2 to this
 	// request, h2 the attempt in flight (nil: none), h2buf the response
 	// read buffer, kept across streams.
-	h2on  bool
-	h2    *h2Up
-	h2buf []byte
-	res   resilience // retry back-off, hedging and mirroring state (backoff.go)
+	h2on    bool
+	h2      *h2Up
+	h2names h2Names  // interned field names, kept across streams
+	h2t     *h2Timer // the HTTP/2 attempts' timer, kept across streams; nil until armed
+	// stopTimer bounds a pump's stop (duplex.go), kept across streams.
+	stopTimer *time.Timer
+	h2buf     []byte
+	res       resilience // retry back-off, hedging and mirroring state (backoff.go)
 	// Full duplex (duplex.go): pump reads an HTTP/1 upstream's response on a
 	// helper goroutine (nil: none, the response is read synchronously);
 	// upResp is its parse target, kept across streams; upMsg the response
@@ -165,8 +169,10 @@ func (f *filter) Reset() {
 	f.lctx.reset(time.Time{}, nil)
 	f.upResp.Reset()
 	f.clientGone.Store(false)
-	trl, buf, up, gone, intr := f.trl, f.h2buf, f.upResp, f.goneFn, f.upInterrupt
-	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf, upResp: up, goneFn: gone, upInterrupt: intr}
+	trl, buf, up, gone, intr, names, timer := f.trl, f.h2buf, f.upResp, f.goneFn, f.upInterrupt, f.h2names, f.h2t
+	stopT := f.stopTimer
+	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf, upResp: up, goneFn: gone, upInterrupt: intr, h2names: names,
+		h2t: timer, stopTimer: stopT}
 }
 
 func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
@@ -438,7 +444,10 @@ func (f *filter) awaitResponse() {
 	f.idle = f.cb.StreamIdleTimeout()
 	f.armRead()
 	if f.downCtx != nil && f.downCtx.Done() != nil {
-		// The client resetting the stream interrupts the upstream read.
+		// The client resetting the stream interrupts the upstream read. The
+		// closure holds the connection, not the filter: stopping an
+		// AfterFunc does not wait for a run in progress, and the filter is
+		// reset for its next stream meanwhile.
 		conn := f.pc.Conn
 		defer context.AfterFunc(f.downCtx, func() { _ = conn.SetReadDeadline(time.Now()) })()
 	}
@@ -524,6 +533,13 @@ func (f *filter) awaitResponse() {
 		}
 		if err != nil {
 			f.upstreamFailed(err, true)
+			return
+		}
+		if f.codec.dec.BodyDone() {
+			// The last piece of a Content-Length body: sent as the end, so
+			// an HTTP/2 client gets it with END_STREAM in one frame.
+			f.cb.EncodeData(p, true)
+			f.finished(msg.KeepAlive && !msg.CloseDelimited)
 			return
 		}
 		if !f.cb.EncodeData(p, false) {
