@@ -17,6 +17,7 @@ import (
 
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/http1"
+	"github.com/outrider-proxy/outrider/proxy/listenerfilter"
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
 )
@@ -56,7 +57,7 @@ func (cfg *Config) ServeConn(nc *netfilter.Conn) {
 		sn := &sniffer{r: nc.Conn}
 		cfg.serveHTTP1(nc, sn)
 		if sn.state == 2 {
-			cfg.serveH2(nc, &replayConn{Conn: nc.Conn, buf: sn.saved})
+			cfg.serveH2(nc, listenerfilter.Replay(nc.Conn, sn.saved))
 		}
 	default:
 		cfg.serveHTTP1(nc, nc.Conn)

@@ -71,21 +71,6 @@ func (s *sniffer) Read(p []byte) (int, error) {
 	return n, io.ErrNoProgress
 }
 
-// replayConn returns saved bytes before reading from the connection.
-type replayConn struct {
-	net.Conn
-	buf []byte
-}
-
-func (c *replayConn) Read(p []byte) (int, error) {
-	if len(c.buf) > 0 {
-		n := copy(p, c.buf)
-		c.buf = c.buf[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
-
 // h2Conn is one downstream HTTP/2 connection. x/net runs each stream's
 // handler (ServeHTTP) on its own goroutine; h2Conn counts them so that the
 // listener sees the connection idle only when no stream is open.
@@ -112,7 +97,7 @@ type h2Conn struct {
 	done   bool   // ServeConn returned
 }
 
-// serveH2 serves HTTP/2 on c (nc's connection, or a replayConn) until the
+// serveH2 serves HTTP/2 on c (nc's connection, or one replaying read-ahead bytes) until the
 // client goes away, a GOAWAY completes, or a timeout.
 func (cfg *Config) serveH2(nc *netfilter.Conn, c net.Conn) {
 	st := cfg.stats

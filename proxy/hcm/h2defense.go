@@ -4,6 +4,8 @@ import (
 	"io"
 	"net"
 	"time"
+
+	"github.com/outrider-proxy/outrider/proxy/listenerfilter"
 )
 
 // Envoy's premature-reset defense (CVE-2023-44487, "rapid reset"), with the
@@ -55,7 +57,7 @@ func readPreface(c net.Conn) (net.Conn, bool) {
 	buf := make([]byte, len(h2Preface))
 	n, err := io.ReadFull(c, buf)
 	if err == nil && string(buf) == h2Preface {
-		return &replayConn{Conn: c, buf: buf}, true
+		return listenerfilter.Replay(c, buf), true
 	}
 	if n == 0 && err != nil {
 		return nil, false
