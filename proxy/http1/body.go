@@ -73,12 +73,19 @@ func (d *Decoder) readCounted() ([]byte, error) {
 }
 
 // fillBody reads more body bytes. Unread bytes are kept; consumed ones (all
-// handed out already) are overwritten.
+// handed out already) are overwritten. A small body is read into what the
+// buffer has room for; a large one (more than bodyBuf left, or of unknown
+// length) into a buffer of bigBodyBuf, so that a megabyte costs tens of
+// reads, writes and handoffs, not hundreds.
 func (d *Decoder) fillBody() error {
 	if d.rd == d.wr {
 		d.rd, d.wr = d.keep, d.keep
 	}
-	d.makeRoom(minBodyRead, bodyBuf)
+	if d.mode == bodyLength && d.remaining <= bodyBuf {
+		d.makeRoom(minBodyRead, bodyBuf)
+	} else {
+		d.makeRoom(bigBodyRead, bigBodyBuf)
+	}
 	return d.readMore()
 }
 

@@ -36,6 +36,8 @@ const (
 	initialBuf            = 4 << 10
 	minBodyRead           = 2 << 10
 	bodyBuf               = 16 << 10
+	bigBodyRead           = 16 << 10 // room a read of a large body gets at least
+	bigBodyBuf            = 64 << 10 // the buffer a large body is read into
 	maxChunkLine          = 4 << 10
 	maxEmptyReads         = 100
 )
