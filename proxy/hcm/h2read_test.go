@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 )
 
 // chunkConn returns its chunks one Read at a time, then err; it counts reads.
@@ -102,3 +103,58 @@ func (c *errWithDataConn) Read(p []byte) (int, error) {
 type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// On a plain TCP socket the buffer is pooled only while it holds bytes: an
+// idle connection (everything read, waiting for more) holds none, and the
+// frames sent together still come from one read.
+func TestReadBufferIdleHoldsNone(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	var b readBuffer
+	frames := bytes.Repeat([]byte("f"), 100)
+	if _, err := client.Write(frames); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 9)
+	if n, err := b.read(server, p); n != 9 || err != nil {
+		t.Fatalf("read %d, %v", n, err)
+	}
+	if b.slab == nil || b.w-b.r != 91 {
+		t.Fatalf("after the first 9 bytes: %d buffered (slab %v), want 91", b.w-b.r, b.slab != nil)
+	}
+	rest := make([]byte, 91)
+	if n, err := b.read(server, rest); n != 91 || err != nil {
+		t.Fatalf("read %d, %v", n, err)
+	}
+	if b.slab != nil {
+		t.Error("all bytes read but the buffer is still held: an idle connection would keep it")
+	}
+	// The next read waits on the socket without a buffer, then gets the bytes.
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		client.Write([]byte("0123456789"))
+	}()
+	if n, err := b.read(server, p); n != 9 || err != nil || string(p) != "012345678" {
+		t.Fatalf("read %d %q, %v", n, p[:n], err)
+	}
+	client.Close()
+	if n, err := b.read(server, p); n != 1 || err != nil {
+		t.Fatalf("the last buffered byte: %d, %v", n, err)
+	}
+	if _, err := b.read(server, p); err != io.EOF {
+		t.Fatalf("after the peer closed: %v, want io.EOF", err)
+	}
+}

@@ -1,6 +1,9 @@
 package listenerfilter
 
-import "net"
+import (
+	"net"
+	"syscall"
+)
 
 // replayConn gives back the bytes a listener filter read ahead before
 // reading the connection again.
@@ -31,3 +34,21 @@ func (c *replayConn) Read(p []byte) (int, error) {
 
 // Unwrap returns the underlying connection.
 func (c *replayConn) Unwrap() net.Conn { return c.Conn }
+
+// RawConn is the plain TCP socket underneath once the read-ahead bytes are
+// all read, for readers that wait on the socket itself (the HTTP/1 decoder,
+// the HTTP/2 read buffer); nil before that, or when it is not plain TCP.
+func (c *replayConn) RawConn() syscall.RawConn {
+	if len(c.pending) > 0 {
+		return nil
+	}
+	tc, ok := c.Conn.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
