@@ -21,6 +21,13 @@ import (
 
 // h2Config is an HTTP/2 (prior knowledge) listener routing to an HTTP/2
 // cluster: the sidecar's gRPC path.
+// h2UpstreamOptions makes h2Config's cluster speak HTTP/2.
+const h2UpstreamOptions = `    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+`
+
 const h2Config = `
 static_resources:
   listeners:
@@ -40,11 +47,7 @@ static_resources:
             typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
   clusters:
   - name: up
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}
-    load_assignment:
+` + h2UpstreamOptions + `    load_assignment:
       cluster_name: up
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
 `
