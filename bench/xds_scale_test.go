@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"os"
 	"testing"
 	"time"
 
@@ -170,7 +171,8 @@ func heapInUse() uint64 {
 // and heap bytes per
 // cluster (the proxy's heap growth, endpoints and routes included, divided
 // by the cluster count). Run with -benchtime=1x; state of the world (GRPC)
-// and incremental (DELTA_GRPC) ADS.
+// and incremental (DELTA_GRPC) ADS. SCALE_HEAPPROFILE=file writes a heap
+// profile right after the cold start (go tool pprof -sample_index=inuse_space).
 func BenchmarkXDSScale(b *testing.B) {
 	for _, api := range []string{"GRPC", "DELTA_GRPC"} {
 		b.Run(api, func(b *testing.B) { benchScale(b, api) })
@@ -203,6 +205,9 @@ func benchScale(b *testing.B, apiType string) {
 		cold := time.Since(start)
 		b.StopTimer()
 		after := heapInUse()
+		if path := os.Getenv("SCALE_HEAPPROFILE"); path != "" {
+			writeHeapProfile(b, path) // right after the cold start
+		}
 
 		modified := stat(p, "cluster_manager.cluster_modified")
 		cdsApply := p.Srv.Stats().Histogram("cluster_manager.cds.update_duration", stats.Milliseconds)
