@@ -5,11 +5,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // TestCarryOverHealthCheck: a changed cluster's host takes the health check
@@ -231,27 +228,8 @@ func TestCarryOverH2Pool(t *testing.T) {
 		{"max_concurrent_streams changed", `,"http2_protocol_options":{"max_concurrent_streams":50}`, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			var accepts atomic.Int64
-			h2 := &http2.Server{}
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					accepts.Add(1)
-					go h2.ServeConn(c, &http2.ServeConnOpts{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-						w.WriteHeader(204)
-					})})
-				}
-			}()
-			t.Cleanup(func() { ln.Close() })
+			addr, accepts := startH2C(t)
 			m, st := newTestManager(t)
-			addr := ln.Addr().String()
 			base := `,"http2_protocol_options":{}`
 			old := mustAdd(t, m, poolCluster(addr, base))
 			get := func(c *Cluster) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/outrider-proxy/outrider/telemetry/stats"
@@ -204,4 +206,31 @@ func (f *fakeResolver) LookupNetIP(_ context.Context, network, host string) ([]n
 
 func netip4(last byte) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, 9, last}), 80)
+}
+
+// startH2C serves h2c (prior knowledge) on 127.0.0.1:0 until the test ends,
+// answering every request 204; it returns the address and the count of
+// accepted connections.
+func startH2C(t *testing.T) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepts := new(atomic.Int64)
+	h2 := &http2.Server{}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepts.Add(1)
+			go h2.ServeConn(c, &http2.ServeConnOpts{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(204)
+			})})
+		}
+	}()
+	return ln.Addr().String(), accepts
 }

@@ -2,14 +2,10 @@ package upstream
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // common_http_protocol_options.max_connection_duration: an idle connection
@@ -79,27 +75,9 @@ func TestMaxConnectionDuration(t *testing.T) {
 // An HTTP/2 connection takes no new stream once it reaches
 // max_connection_duration and closes when idle.
 func TestMaxConnectionDurationH2(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	var accepts atomic.Int64
-	h2 := &http2.Server{}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepts.Add(1)
-			go h2.ServeConn(c, &http2.ServeConnOpts{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.WriteHeader(204)
-			})})
-		}
-	}()
+	addr, accepts := startH2C(t)
 	m, st := newTestManager(t)
-	c := mustAdd(t, m, poolCluster(ln.Addr().String(),
+	c := mustAdd(t, m, poolCluster(addr,
 		`,"http2_protocol_options":{},"common_http_protocol_options":{"max_connection_duration":"0.2s"}`))
 	p := c.H2Pool(c.Hosts()[0])
 	get := func() {
