@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"runtime"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
