@@ -5,33 +5,22 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
 
-const healthCloseYAML = `
-static_resources:
-  listeners:
-  - name: tcp
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: tcp
-          cluster: echo
-  clusters:
-  - name: echo
-    connect_timeout: 1s
+// healthCloseYAML is tcpBootstrap's tcp_proxy to the echo cluster with an
+// active TCP health check and close_connections_on_host_health_failure set
+// to the given value.
+func healthCloseYAML(set bool, port int) string {
+	return strings.Replace(tcpBootstrap(port), "    connect_timeout: 1s\n", fmt.Sprintf(`    connect_timeout: 1s
     close_connections_on_host_health_failure: %v
     health_checks: [{timeout: 1s, interval: 0.05s, no_traffic_interval: 0.05s, unhealthy_threshold: 1, healthy_threshold: 1, reuse_connection: false, tcp_health_check: {}}]
-    load_assignment:
-      cluster_name: echo
-      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]
-`
+`, set), 1)
+}
 
 // close_connections_on_host_health_failure: when the only host fails its
 // active health check (its listener closes; the proxied connection itself
@@ -54,7 +43,7 @@ func TestCloseConnectionsOnHostHealthFailure(t *testing.T) {
 					go func() { defer c.Close(); io.Copy(c, c) }()
 				}
 			}()
-			p := servertest.Start(t, fmt.Sprintf(healthCloseYAML, set, ln.Addr().(*net.TCPAddr).Port))
+			p := servertest.Start(t, healthCloseYAML(set, ln.Addr().(*net.TCPAddr).Port))
 			p.WaitStat("cluster.echo.membership_healthy", 1)
 			c, err := net.Dial("tcp", p.Addr("tcp"))
 			if err != nil {
