@@ -213,6 +213,9 @@ func (d *dynamic) checkWarming() {
 			d.lstate[w.l] = listenerState{name: name, version: w.version, updated: time.Now()}
 		}
 	}
+	// Set before the listeners serve, so that whoever is answered by one
+	// sees it counted as no longer warming.
+	d.setWarmingGaugeLocked()
 	d.mu.Unlock()
 	for _, w := range ready {
 		if w.inPlace {
@@ -238,14 +241,18 @@ func (d *dynamic) checkWarming() {
 		d.s.addListener(w.l, w.old)
 		go w.l.Serve()
 	}
-	d.listenerGauges()
 }
 
 func (d *dynamic) listenerGauges() {
 	d.mu.Lock()
-	n := len(d.warming)
+	d.setWarmingGaugeLocked()
 	d.mu.Unlock()
-	d.s.stats.Scope("listener_manager").Gauge("total_listeners_warming").Set(int64(n))
+}
+
+// setWarmingGaugeLocked sets total_listeners_warming; d.mu is held, so that
+// concurrent callers cannot publish their counts out of order.
+func (d *dynamic) setWarmingGaugeLocked() {
+	d.s.stats.Scope("listener_manager").Gauge("total_listeners_warming").Set(int64(len(d.warming)))
 }
 
 // warmCluster is a cluster staged in the cluster manager (upstream.Stage)
