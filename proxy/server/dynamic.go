@@ -38,6 +38,8 @@ type dynamic struct {
 	cds     source // CDS, and EDS of clusters without their own eds_config
 	lds     source // LDS, and RDS of listeners without their own config_source
 
+	gaugeMu sync.Mutex // serializes clusterGauges
+
 	mu          sync.Mutex
 	cancels     []func()
 	subscribed  map[subKey]bool               // (source, type) watched

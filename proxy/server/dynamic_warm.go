@@ -443,7 +443,13 @@ func (d *dynamic) activateAll(ws []*warmCluster) {
 	d.mu.Unlock()
 }
 
+// clusterGauges publishes active_clusters and warming_clusters. gaugeMu
+// makes reading the counts and setting the gauges one step, so a caller
+// that read them before a change cannot overwrite the figures of one that
+// read them after it.
 func (d *dynamic) clusterGauges() {
+	d.gaugeMu.Lock()
+	defer d.gaugeMu.Unlock()
 	d.mu.Lock()
 	warming := len(d.warmCl)
 	d.mu.Unlock()

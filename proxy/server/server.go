@@ -576,11 +576,11 @@ func (s *Server) addListener(l, old *listener.Listener) {
 		s.listeners = append(s.listeners, l)
 	}
 	s.handoff.Set(s.listeners)
-	active, draining := len(s.listeners), len(s.draining)
-	s.listenersMu.Unlock()
+	// Set under the lock, so that concurrent changes publish in order.
 	lm := s.stats.Scope("listener_manager")
-	lm.Gauge("total_listeners_active").Set(int64(active))
-	lm.Gauge("total_listeners_draining").Set(int64(draining))
+	lm.Gauge("total_listeners_active").Set(int64(len(s.listeners)))
+	lm.Gauge("total_listeners_draining").Set(int64(len(s.draining)))
+	s.listenersMu.Unlock()
 	if old == nil {
 		if l != nil {
 			lm.Counter("listener_added").Inc()
@@ -603,8 +603,7 @@ func (s *Server) addListener(l, old *listener.Listener) {
 		old.Close()
 		s.listenersMu.Lock()
 		s.draining = slices.DeleteFunc(s.draining, func(x *listener.Listener) bool { return x == old })
-		n := len(s.draining)
+		lm.Gauge("total_listeners_draining").Set(int64(len(s.draining)))
 		s.listenersMu.Unlock()
-		lm.Gauge("total_listeners_draining").Set(int64(n))
 	}()
 }
