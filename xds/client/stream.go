@@ -244,6 +244,7 @@ func (q *sendQueue) push(key string, m proto.Message) {
 	if key != "" {
 		for i := range q.reqs {
 			if q.reqs[i].key == key {
+				keepNode(q.reqs[i].msg, m)
 				q.reqs[i].msg = m
 				replaced = true
 				break
@@ -257,6 +258,18 @@ func (q *sendQueue) push(key string, m proto.Message) {
 	select {
 	case q.wake <- struct{}{}:
 	default:
+	}
+}
+
+// keepNode gives a request that replaces a queued one the node of the one it
+// replaces: with set_node_on_first_message_only that one may be the stream's
+// first request, the only one to carry the node, and a control plane that
+// never learns the node (go-control-plane's snapshot cache) never answers.
+func keepNode(old, m proto.Message) {
+	o, ok1 := old.(*discoveryv3.DiscoveryRequest)
+	n, ok2 := m.(*discoveryv3.DiscoveryRequest)
+	if ok1 && ok2 && n.Node == nil {
+		n.Node = o.Node
 	}
 }
 
