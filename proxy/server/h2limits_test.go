@@ -87,7 +87,11 @@ func (r *atkH2) closed() bool {
 func (r *atkH2) servedOn(t *testing.T, id uint32) bool {
 	t.Helper()
 	blk := r.pathBlock("/dr")
+	// A fresh write deadline: the flood's may have passed while the proxy
+	// worked through it.
+	_ = r.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: blk, EndStream: true, EndHeaders: true}); err != nil {
+		t.Logf("GET on stream %d: %v", id, err)
 		return false
 	}
 	// The answers to tens of thousands of queued requests come first: allow
