@@ -44,10 +44,11 @@ type Route struct {
 	reqHeaders  *headerMutation
 	respHeaders *headerMutation
 	perFilter   map[string]*anypb.Any
-	proto       *routev3.Route
+	// ext holds the rarely set fields read outside the hot path's compiled
+	// form; nil when the route sets none of them.
+	ext *routeExtras
 
 	// ActionCluster
-	action        *routev3.RouteAction
 	clusterName   string
 	clusterHeader string
 	weighted      *weightedClusters
@@ -81,7 +82,10 @@ func compileRoute(vh *VirtualHost, c *routev3.Route, where string, cc *compileCt
 		where = fmt.Sprintf("%s (%q)", where, c.GetName())
 	}
 	wrap := func(err error) error { return fmt.Errorf("%s.%w", where, err) }
-	r := &Route{Name: c.GetName(), vh: vh, perFilter: c.GetTypedPerFilterConfig(), proto: c}
+	r := &Route{Name: c.GetName(), vh: vh, perFilter: c.GetTypedPerFilterConfig()}
+	if c.GetTracing() != nil || c.GetDecorator() != nil {
+		r.extras().tracing, r.extras().decorator = c.GetTracing(), c.GetDecorator()
+	}
 	if err := checkRouteUnsupported(c); err != nil {
 		return nil, wrap(err)
 	}
@@ -122,7 +126,7 @@ func (r *Route) compileRouteAction(a *routev3.RouteAction, cc *compileCtx) error
 	if err := checkRouteActionUnsupported(a); err != nil {
 		return fmt.Errorf("route.%w", err)
 	}
-	r.action = a
+	r.keepActionExtras(a)
 	switch cs := a.GetClusterSpecifier().(type) {
 	case *routev3.RouteAction_Cluster:
 		if cs.Cluster == "" {
@@ -286,19 +290,13 @@ func (r *Route) Kind() ActionKind { return r.kind }
 // VirtualHost is the virtual host the route belongs to.
 func (r *Route) VirtualHost() *VirtualHost { return r.vh }
 
-// Proto is the route's configuration (nil for the synthetic require_tls
-// redirect). Do not modify it.
-func (r *Route) Proto() *routev3.Route { return r.proto }
-
-// Action is the route action's configuration, nil unless Kind is
-// ActionCluster: retry_policy, hash_policy, upgrade_configs,
-// max_stream_duration and the like are read from it by the router filter.
-func (r *Route) Action() *routev3.RouteAction { return r.action }
-
 // RetryPolicy is the route's retry policy, else the virtual host's, else nil.
 func (r *Route) RetryPolicy() *routev3.RetryPolicy {
-	if p := r.action.GetRetryPolicy(); p != nil {
+	if p := r.ext.getRetryPolicy(); p != nil {
 		return p
+	}
+	if r.vh == nil {
+		return nil
 	}
 	return r.vh.retryPolicy
 }

@@ -258,7 +258,7 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 		f.deadline = f.start.Add(f.timeout) // the route timeout runs from the end of the request
 	}
 	f.deadline = f.capByMaxStream(f.deadline)
-	if len(r.Action().GetRequestMirrorPolicies()) > 0 && !h.Has("upgrade") {
+	if len(r.RequestMirrorPolicies()) > 0 && !h.Has("upgrade") {
 		f.mirror(h, end)
 	}
 	if f.tun.connect = string(f.method) == "CONNECT"; f.tun.connect && r.TerminatesConnect() {
