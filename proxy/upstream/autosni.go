@@ -117,7 +117,7 @@ func (c *Cluster) PoolFor(h *Host, o TLSOverride) *Pool {
 	if p, loaded := h.overrides().h1.LoadOrStore(o, np); loaded {
 		return p.(*Pool)
 	}
-	if h.drained.Load() {
+	if h.flags.load(fDrained) {
 		np.Close()
 	}
 	return np
@@ -137,7 +137,7 @@ func (c *Cluster) H2PoolFor(h *Host, o TLSOverride) *H2Pool {
 	if p, loaded := h.overrides().h2.LoadOrStore(o, np); loaded {
 		return p.(*H2Pool)
 	}
-	if h.drained.Load() {
+	if h.flags.load(fDrained) {
 		np.Close()
 	}
 	return np
@@ -145,10 +145,11 @@ func (c *Cluster) H2PoolFor(h *Host, o TLSOverride) *H2Pool {
 
 // closeOverridePools closes the per-override pools of a removed host.
 func (h *Host) closeOverridePools() {
-	o := h.sni.Load()
-	if o == nil {
+	e := h.ext.Load()
+	if e == nil {
 		return
 	}
+	o := &e.sni
 	o.h1.Range(func(_, v any) bool {
 		v.(*Pool).Close()
 		return true

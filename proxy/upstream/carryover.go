@@ -130,10 +130,10 @@ func (c *Cluster) inherit(added []*Host) {
 		if oh == nil {
 			continue
 		}
-		if sameHC && !h.hcDisabled && !oh.hcDisabled && h.hcPort == oh.hcPort && h.hcHostname == oh.hcHostname {
-			h.failedActiveHC.Store(oh.failedActiveHC.Load())
-			h.degradedActiveHC.Store(oh.degradedActiveHC.Load())
-			h.activeHCTimeout.Store(oh.activeHCTimeout.Load())
+		if sameHC && !h.hcDisabled && !oh.hcDisabled && h.hcPort == oh.hcPort && h.hcHost() == oh.hcHost() {
+			h.flags.store(fFailedActiveHC, oh.flags.load(fFailedActiveHC))
+			h.flags.store(fDegradedActiveHC, oh.flags.load(fDegradedActiveHC))
+			h.flags.store(fActiveHCTimeout, oh.flags.load(fActiveHCTimeout))
 			h.hcCarried = true
 		}
 		if od != nil {
@@ -143,7 +143,7 @@ func (c *Cluster) inherit(added []*Host) {
 				n.srExt.Store(minusOne)
 				n.srLocal.Store(minusOne)
 				h.outlier = n
-				h.failedOutlier.Store(oh.failedOutlier.Load())
+				h.flags.store(fFailedOutlier, oh.flags.load(fFailedOutlier))
 			}
 			od.mu.Unlock()
 		}
@@ -199,7 +199,7 @@ func (p *Pool) handOver(np *Pool) {
 // closes the connection when np cannot take it.
 func (np *Pool) adopt(pc *PooledConn) {
 	c := np.cluster
-	if np.host.drained.Load() || !c.res.cx.tryAcquire(c.res.cx.max) {
+	if np.host.flags.load(fDrained) || !c.res.cx.tryAcquire(c.res.cx.max) {
 		pc.destroy()
 		return
 	}
@@ -255,7 +255,7 @@ func (p *H2Pool) handOver(np *H2Pool) {
 		if st.Closed {
 			continue
 		}
-		if hc.full || st.Closing || hc.conn == nil || np.host.drained.Load() || !c.res.cx.tryAcquire(c.res.cx.max) {
+		if hc.full || st.Closing || hc.conn == nil || np.host.flags.load(fDrained) || !c.res.cx.tryAcquire(c.res.cx.max) {
 			p.mu.Lock()
 			p.conns = append(p.conns, hc) // drains with p
 			hc.full = true

@@ -534,7 +534,7 @@ func (c *Cluster) setHosts(next []*Host) bool {
 		if !found {
 			added = append(added, n)
 		} else {
-			next[i].pendingRemoval.Store(false) // listed again
+			next[i].flags.store(fPendingRemoval, false) // listed again
 		}
 	}
 	if c.hc != nil && !c.ignoreHealthOnRemoval {
@@ -580,10 +580,10 @@ func (c *Cluster) keepHealthyRemoved(next []*Host, first map[netip.AddrPort]*Hos
 		listed[n.Addr] = true
 	}
 	keep := func(h *Host) bool {
-		if h == nil || listed[h.Addr] || h.failedActiveHC.Load() || h.edsUnhealthy() {
+		if h == nil || listed[h.Addr] || h.flags.load(fFailedActiveHC) || h.edsUnhealthy() {
 			return false
 		}
-		h.pendingRemoval.Store(true)
+		h.flags.store(fPendingRemoval, true)
 		next = append(next, h)
 		return true
 	}
@@ -607,7 +607,7 @@ func (c *Cluster) keepHealthyRemoved(next []*Host, first map[netip.AddrPort]*Hos
 func (c *Cluster) removePending(h *Host) {
 	c.hostMu.Lock()
 	defer c.hostMu.Unlock()
-	if c.draining.Load() || !h.pendingRemoval.Load() {
+	if c.draining.Load() || !h.flags.load(fPendingRemoval) {
 		return
 	}
 	old := c.set.Load().all

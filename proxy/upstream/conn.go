@@ -45,7 +45,8 @@ func (c *Cluster) Dial(ctx context.Context, h *Host) (*UpstreamConn, error) {
 	h.Stats.CxActive.Add(1)
 	start := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, c.ConnectTimeout)
-	nc, err := c.dialer.DialContext(dctx, "tcp", h.addrStr)
+	addr := h.Addr.String()
+	nc, err := c.dialer.DialContext(dctx, "tcp", addr)
 	timedOut := err != nil && errors.Is(dctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	cancel()
 	if err != nil {
@@ -60,7 +61,7 @@ func (c *Cluster) Dial(ctx context.Context, h *Host) (*UpstreamConn, error) {
 		s.UpstreamCxDestroy.Inc()
 		s.UpstreamCxActive.Dec()
 		h.Stats.CxActive.Add(-1)
-		return nil, &ConnectError{Cluster: c.Name, Host: h.addrStr, Timeout: timedOut, Err: err}
+		return nil, &ConnectError{Cluster: c.Name, Host: addr, Timeout: timedOut, Err: err}
 	}
 	s.UpstreamCxConnectMs.Record(uint64(time.Since(start).Milliseconds()))
 	return &UpstreamConn{tcp: nc.(*net.TCPConn), cluster: c, host: h, start: start}, nil

@@ -128,7 +128,11 @@ func (e *endpointSpec) host(c *Cluster, addr netip.AddrPort, dnsName string) *Ho
 		hn = dnsName
 	}
 	h := newHost(c, addr, hn, e.weight, e.priority, e.locality, e.metadata, e.health)
-	h.hcHostname, h.hcPort, h.hcDisabled = e.hcHost, e.hcPort, e.hcOff
+	h.hcPort, h.hcDisabled = e.hcPort, e.hcOff
+	if e.hcHost != "" {
+		hn := e.hcHost
+		h.hcHostname = &hn
+	}
 	h.localityWeight = e.locW
 	return h
 }

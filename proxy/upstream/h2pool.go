@@ -52,7 +52,7 @@ func (c *Cluster) H2Pool(h *Host) *H2Pool {
 	}
 	np := c.newH2Pool(h)
 	if h.h2pool.CompareAndSwap(nil, np) {
-		if h.drained.Load() {
+		if h.flags.load(fDrained) {
 			np.Close()
 		}
 		return np
@@ -257,12 +257,12 @@ func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
 		if conn, err = c.wrap(ctx, tr, uc, p.tls); err != nil {
 			uc.Close()
 			release()
-			return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}
+			return nil, &ConnectError{Cluster: c.Name, Host: p.host.String(), Err: err}
 		}
 		if c.protocol.proto == ProtocolAuto {
 			if cs, ok := conn.(interface{ ConnectionState() tls.ConnectionState }); !ok ||
 				cs.ConnectionState().NegotiatedProtocol != "h2" {
-				p.host.h1Only.Store(true)
+				p.host.flags.store(fH1Only, true)
 				conn.Close()
 				release()
 				return nil, ErrNoH2
@@ -273,7 +273,7 @@ func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
 	cc, err := p.tr.NewClientConn(newBatchConn(cl))
 	if err != nil {
 		conn.Close()
-		return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}
+		return nil, &ConnectError{Cluster: c.Name, Host: p.host.String(), Err: err}
 	}
 	c.Stats.UpstreamCxHttp2Total.Inc()
 	hc := &h2Conn{cc: cc, conn: cl}

@@ -23,7 +23,7 @@ func hashKey(h *Host, useHostname bool) string {
 	if useHostname && h.Hostname != "" {
 		return h.Hostname
 	}
-	return h.addrStr
+	return h.Addr.String()
 }
 
 // normalizedWeights are the hosts' weights divided by their sum, with the

@@ -151,7 +151,7 @@ func TestOriginalDstCleanup(t *testing.T) {
 			t.Fatalf("round %d: hosts = %v, want %v", i, got, s.want)
 		}
 	}
-	if !b.drained.Load() {
+	if !b.flags.load(fDrained) {
 		t.Error("removed host not drained")
 	}
 	if again := c.ChooseHost(ctx("10.0.0.2:80")); again == nil || again == b {

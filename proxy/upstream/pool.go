@@ -65,7 +65,7 @@ func (c *Cluster) Pool(h *Host) *Pool {
 	}
 	np := &Pool{cluster: h.cluster, host: h}
 	if h.pool.CompareAndSwap(nil, np) {
-		if h.drained.Load() {
+		if h.flags.load(fDrained) {
 			np.Close()
 		}
 		return np
@@ -217,7 +217,7 @@ func (p *Pool) dial(ctx context.Context) (*PooledConn, error) {
 			if done != nil {
 				done()
 			}
-			return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}
+			return nil, &ConnectError{Cluster: c.Name, Host: p.host.String(), Err: err}
 		}
 	}
 	c.Stats.UpstreamCxHttp1Total.Inc()

@@ -188,7 +188,7 @@ func (c *Cluster) UseHTTP2(downstreamH2 bool, h *Host) bool {
 	case ProtocolDownstream:
 		return downstreamH2 // as Envoy: the downstream's version
 	case ProtocolAuto:
-		return c.UsesTLS(h) && !h.h1Only.Load()
+		return c.UsesTLS(h) && !h.flags.load(fH1Only)
 	}
 	return false
 }
