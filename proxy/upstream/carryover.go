@@ -215,7 +215,7 @@ func (np *Pool) adopt(pc *PooledConn) {
 	left := time.Duration(0)
 	if c.IdleTimeout > 0 {
 		if left = c.IdleTimeout - time.Since(pc.idleSince); left <= 0 {
-			c.Stats.UpstreamCxIdleTimeout.Inc()
+			c.Stats.UpstreamCxIdleTimeout().Inc()
 			pc.destroy()
 			return
 		}

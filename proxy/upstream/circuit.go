@@ -284,7 +284,7 @@ func (c *Cluster) AdmitRetryPriority(high bool) (ok bool, done func()) {
 		r = r.high
 	}
 	if !r.retries.tryAcquire(r.retryLimit()) {
-		c.Stats.UpstreamRqRetryOverflow.Inc()
+		c.Stats.UpstreamRqRetryOverflow().Inc()
 		return false, nil
 	}
 	return true, r.releaseRetry
@@ -296,7 +296,7 @@ func (c *Cluster) AdmitRetryPriority(high bool) (ok bool, done func()) {
 // called once the connection closes. It does not allocate.
 func (c *Cluster) AdmitConnection() (ok bool, done func()) {
 	if !c.res.cx.tryAcquire(c.res.cx.max) {
-		c.Stats.UpstreamCxOverflow.Inc()
+		c.Stats.UpstreamCxOverflow().Inc()
 		return false, nil
 	}
 	return true, c.res.releaseCx

@@ -416,7 +416,7 @@ func (c *Cluster) ChooseHost(ctx *LBContext) *Host {
 	}
 	h, panicked := c.set.Load().choose(ctx)
 	if panicked {
-		c.Stats.LbHealthyPanic.Inc()
+		c.Stats.LbHealthyPanic().Inc()
 	}
 	return h
 }
@@ -437,7 +437,7 @@ func (c *Cluster) RefreshHealth() {
 // assignment's endpoints (IP addresses only). Errors name the field; the old
 // hosts are kept then.
 func (c *Cluster) UpdateLoadAssignment(cla *endpointv3.ClusterLoadAssignment) error {
-	c.Stats.UpdateAttempt.Inc()
+	c.Stats.UpdateAttempt().Inc()
 	specs, err := parseAssignment(cla)
 	if err == nil {
 		for i := range specs {
@@ -447,12 +447,12 @@ func (c *Cluster) UpdateLoadAssignment(cla *endpointv3.ClusterLoadAssignment) er
 		}
 	}
 	if err != nil {
-		c.Stats.UpdateFailure.Inc()
+		c.Stats.UpdateFailure().Inc()
 		return fmt.Errorf("cluster %q: %w", c.Name, err)
 	}
-	c.Stats.UpdateSuccess.Inc()
+	c.Stats.UpdateSuccess().Inc()
 	if len(specs) == 0 {
-		c.Stats.UpdateEmpty.Inc()
+		c.Stats.UpdateEmpty().Inc()
 	}
 	c.hostMu.Lock()
 	if f := cla.GetPolicy().GetOverprovisioningFactor(); f != nil {
@@ -461,7 +461,7 @@ func (c *Cluster) UpdateLoadAssignment(cla *endpointv3.ClusterLoadAssignment) er
 	c.weightedHealth = cla.GetPolicy().GetWeightedPriorityHealth()
 	c.hostMu.Unlock()
 	if !c.setHosts(c.hostsFor(specs)) {
-		c.Stats.UpdateNoRebuild.Inc()
+		c.Stats.UpdateNoRebuild().Inc()
 	}
 	c.markInitialized()
 	return nil
@@ -564,7 +564,7 @@ func (c *Cluster) setHosts(next []*Host) bool {
 		c.hc.sync(next)
 	}
 	c.publish(next)
-	c.Stats.MembershipChange.Inc()
+	c.Stats.MembershipChange().Inc()
 	return true
 }
 
@@ -626,7 +626,7 @@ func (c *Cluster) removePending(h *Host) {
 	}
 	c.hc.sync(next)
 	c.publish(next)
-	c.Stats.MembershipChange.Inc()
+	c.Stats.MembershipChange().Inc()
 }
 
 // publish builds and stores the load balancer state for hosts; hostMu held.
@@ -637,11 +637,11 @@ func (c *Cluster) publish(hosts []*Host) {
 	for _, h := range hosts {
 		maxW = max(maxW, h.Weight)
 	}
-	c.Stats.MembershipTotal.Set(int64(len(hosts)))
-	c.Stats.MembershipHealthy.Set(int64(ps.nHealthy))
-	c.Stats.MembershipDegraded.Set(int64(ps.nDegraded))
-	c.Stats.MembershipExcluded.Set(0)
-	c.Stats.MaxHostWeight.Set(int64(maxW))
+	c.Stats.MembershipTotal().Set(int64(len(hosts)))
+	c.Stats.MembershipHealthy().Set(int64(ps.nHealthy))
+	c.Stats.MembershipDegraded().Set(int64(ps.nDegraded))
+	c.Stats.MembershipExcluded().Set(0)
+	c.Stats.MaxHostWeight().Set(int64(maxW))
 }
 
 func (c *Cluster) psOptions() psOptions {

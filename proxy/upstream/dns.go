@@ -138,18 +138,18 @@ func (b *dnsBackOff) next(ok bool) time.Duration {
 func (c *Cluster) resolveRound(last [][]netip.Addr) bool {
 	allOK := true
 	for i := range c.specs {
-		c.Stats.UpdateAttempt.Inc()
+		c.Stats.UpdateAttempt().Inc()
 		ctx, cancel := context.WithTimeout(c.stopCtx, max(c.dnsRefresh, time.Second))
 		addrs, err := resolve(ctx, c.resolver, c.family, c.specs[i].address)
 		cancel()
 		if err != nil {
 			allOK = false
-			c.Stats.UpdateFailure.Inc()
+			c.Stats.UpdateFailure().Inc()
 			continue
 		}
-		c.Stats.UpdateSuccess.Inc()
+		c.Stats.UpdateSuccess().Inc()
 		if slices.Equal(addrs, last[i]) {
-			c.Stats.UpdateNoRebuild.Inc()
+			c.Stats.UpdateNoRebuild().Inc()
 			continue
 		}
 		last[i] = addrs

@@ -90,12 +90,12 @@ func (p *H2Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := p.cluster
 	r := c.resFor(req.Context())
 	if !r.rq.tryAcquire(r.rq.max) {
-		c.Stats.UpstreamRqPendingOverflow.Inc()
+		c.Stats.UpstreamRqPendingOverflow().Inc()
 		return nil, &OverflowError{Cluster: c.Name, Limit: "max_requests"}
 	}
 	s := c.Stats
-	s.UpstreamRqTotal.Inc()
-	s.UpstreamRqActive.Inc()
+	s.UpstreamRqTotal().Inc()
+	s.UpstreamRqActive().Inc()
 	p.host.Stats.RqTotal.Add(1)
 	p.host.Stats.RqActive.Add(1)
 	resp, err := p.tr.RoundTrip(req)
@@ -113,7 +113,7 @@ func (p *H2Pool) Done() { p.DoneCtx(nil) }
 // slot goes back to the breakers of its priority.
 func (p *H2Pool) DoneCtx(ctx context.Context) {
 	c := p.cluster
-	c.Stats.UpstreamRqActive.Dec()
+	c.Stats.UpstreamRqActive().Dec()
 	p.host.Stats.RqActive.Add(-1)
 	c.resFor(ctx).rq.release()
 	p.sweep()
@@ -155,7 +155,7 @@ func (p *H2Pool) GetClientConn(req *http.Request, _ string) (*http2.ClientConn, 
 	pending := false
 	defer func() {
 		if pending {
-			c.Stats.UpstreamRqPendingActive.Dec()
+			c.Stats.UpstreamRqPendingActive().Dec()
 			r.pending.release()
 		}
 	}()
@@ -166,12 +166,12 @@ func (p *H2Pool) GetClientConn(req *http.Request, _ string) (*http2.ClientConn, 
 		}
 		if !pending {
 			if !r.pending.tryAcquire(r.pending.max) {
-				c.Stats.UpstreamRqPendingOverflow.Inc()
+				c.Stats.UpstreamRqPendingOverflow().Inc()
 				return nil, &OverflowError{Cluster: c.Name, Limit: "max_pending_requests"}
 			}
 			pending = true
-			c.Stats.UpstreamRqPendingTotal.Inc()
-			c.Stats.UpstreamRqPendingActive.Inc()
+			c.Stats.UpstreamRqPendingTotal().Inc()
+			c.Stats.UpstreamRqPendingActive().Inc()
 		}
 		p.mu.Lock()
 		if d := p.dialing; d != nil { // someone dials: wait for that connection
@@ -205,7 +205,7 @@ func (p *H2Pool) GetClientConn(req *http.Request, _ string) (*http2.ClientConn, 
 		p.mu.Unlock()
 		if !overflowed {
 			overflowed = true
-			c.Stats.UpstreamCxOverflow.Inc()
+			c.Stats.UpstreamCxOverflow().Inc()
 		}
 		err := wait(ctx, ch)
 		r.freed.done()
@@ -235,7 +235,7 @@ func (p *H2Pool) reserve() *http2.ClientConn {
 		hc.requests++
 		if c.MaxRequestsPerConnection > 0 && hc.requests >= c.MaxRequestsPerConnection {
 			hc.full = true
-			c.Stats.UpstreamCxMaxRequests.Inc()
+			c.Stats.UpstreamCxMaxRequests().Inc()
 		}
 		return hc.cc
 	}
@@ -275,7 +275,7 @@ func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
 		conn.Close()
 		return nil, &ConnectError{Cluster: c.Name, Host: p.host.String(), Err: err}
 	}
-	c.Stats.UpstreamCxHttp2Total.Inc()
+	c.Stats.UpstreamCxHttp2Total().Inc()
 	hc := &h2Conn{cc: cc, conn: cl}
 	if d := c.MaxConnectionDuration; d > 0 {
 		time.AfterFunc(d, func() { p.expire(hc) })
@@ -291,7 +291,7 @@ func (p *H2Pool) expire(hc *h2Conn) {
 	hc.full = true
 	p.mu.Unlock()
 	if counted {
-		p.cluster.Stats.UpstreamCxMaxDurationReached.Inc()
+		p.cluster.Stats.UpstreamCxMaxDurationReached().Inc()
 	}
 	p.sweep()
 }

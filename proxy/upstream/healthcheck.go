@@ -384,7 +384,7 @@ func (s *hcSession) handle(r hcResult) time.Duration {
 func (h *healthChecker) next(ok bool, tr transition, host *Host) time.Duration {
 	var base time.Duration
 	switch {
-	case h.c.Stats.UpstreamCxTotal.Value() == 0:
+	case h.c.Stats.UpstreamCxTotal().Value() == 0:
 		base = h.noTraffic
 		if h.noTrafficHealthy > 0 && !host.flags.load(fFailedActiveHC) {
 			base = h.noTrafficHealthy

@@ -93,7 +93,7 @@ func (m *Manager) AddOrUpdate(c *clusterv3.Cluster) error {
 	old := m.install(nc)
 	m.mu.Unlock()
 	if old != nil {
-		nc.Stats.ConfigReload.Inc()
+		nc.Stats.ConfigReload().Inc()
 		nc.adoptConns(old)
 		old.drain()
 	}

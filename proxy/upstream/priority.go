@@ -280,7 +280,7 @@ func (ps *prioritySet) chooseLocality(i int, l *priorityLevel, degraded bool) (g
 	}
 	if zs.localPanic {
 		if z.stats != nil {
-			z.stats.LbLocalClusterNotOk.Inc()
+			z.stats.LbLocalClusterNotOk().Inc()
 		}
 		return nil, false, z.failOnPanic
 	}

@@ -60,7 +60,7 @@ func (f *filter) tryIdleEnd(d time.Time) (time.Time, bool) {
 // was released): Envoy's onPerTryIdleTimeout.
 func (f *filter) perTryIdleExpired() {
 	f.ti = tryIdle{}
-	f.cluster.Stats.UpstreamRqPerTryIdleTimeout.Inc()
+	f.cluster.Stats.UpstreamRqPerTryIdleTimeout().Inc()
 	f.host.Stats.RqTimeout.Add(1)
 	f.host.ReportResult(upstream.ResultTimeout)
 	if f.cb.ResponseStarted() {

@@ -229,7 +229,7 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	}
 	f.host = f.cluster.ChooseHost(f.lbContext())
 	if f.host == nil {
-		f.cluster.Stats.UpstreamCxNoneHealthy.Inc()
+		f.cluster.Stats.UpstreamCxNoneHealthy().Inc()
 		f.cb.SendLocalReply(503, "no healthy upstream", "no_healthy_upstream", streaminfo.NoHealthyUpstream)
 		return httpfilter.Stop
 	}
@@ -373,7 +373,7 @@ func (f *filter) connect() bool {
 		if f.downstreamDone() {
 			// The client reset the stream while the request waited for a
 			// connection: Envoy's cancelled pending request.
-			f.cluster.Stats.UpstreamRqCancelled.Inc()
+			f.cluster.Stats.UpstreamRqCancelled().Inc()
 			f.cb.ResetStream(streaminfo.DownstreamConnectionTermination)
 			return false
 		}
