@@ -31,6 +31,24 @@ const (
 	defaultPanicThreshold           = 50.0
 )
 
+// defaultDialer is the dialer of every cluster without tcp_keepalive or
+// upstream_bind_config: Envoy sets no keepalive unless configured.
+var defaultDialer = &net.Dialer{KeepAlive: -1}
+
+// dnsSettings are a DNS cluster's resolver and refresh timing.
+type dnsSettings struct {
+	resolver Resolver
+	family   clusterv3.Cluster_DnsLookupFamily
+	refresh  time.Duration // dns_refresh_rate; default 5s
+	failure  time.Duration // dns_failure_refresh_rate.base_interval, else refresh
+	// failureMax is dns_failure_refresh_rate.max_interval: failed rounds
+	// back off exponentially from failure up to it; zero without
+	// dns_failure_refresh_rate (failures then wait refresh).
+	failureMax time.Duration
+	// jitter is dns_jitter: each refresh waits up to this much longer.
+	jitter time.Duration
+}
+
 // Cluster is one compiled cluster. Its exported fields are set at compile
 // time and read-only afterwards; the host set changes atomically underneath.
 type Cluster struct {
@@ -95,22 +113,15 @@ type Cluster struct {
 	res               *resources       // DEFAULT priority circuit breakers; never nil
 	overprovision     uint32
 	panicThreshold    float64
-	weightedHealth    bool // load_assignment.policy.weighted_priority_health
-	dialer            net.Dialer
+	weightedHealth    bool        // load_assignment.policy.weighted_priority_health
+	dialer            *net.Dialer // defaultDialer unless the cluster sets keepalive or bind options
 
 	// Discovery.
-	specs      []endpointSpec // STATIC/DNS endpoints
-	origDst    *originalDst   // ORIGINAL_DST's host cache; nil for other types
-	resolver   Resolver
-	family     clusterv3.Cluster_DnsLookupFamily
-	dnsRefresh time.Duration
-	dnsFailure time.Duration
-	// dnsFailureMax is dns_failure_refresh_rate.max_interval: failed rounds
-	// back off exponentially from dnsFailure up to it; zero without
-	// dns_failure_refresh_rate (failures then wait dnsRefresh).
-	dnsFailureMax time.Duration
-	// dnsJitter is dns_jitter: each refresh waits up to this much longer.
-	dnsJitter   time.Duration
+	specs   []endpointSpec // STATIC/DNS endpoints
+	origDst *originalDst   // ORIGINAL_DST's host cache; nil for other types
+	// dns is the resolution settings of STRICT_DNS and LOGICAL_DNS
+	// clusters; nil for other types.
+	dns         *dnsSettings
 	edsService  string
 	edsCancel   func()
 	initialized chan struct{}
@@ -160,9 +171,6 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 		TypedExtensionProtocolOptions: cfg.GetTypedExtensionProtocolOptions(),
 		overprovision:                 defaultOverprovisioning,
 		panicThreshold:                defaultPanicThreshold,
-		resolver:                      res,
-		family:                        cfg.GetDnsLookupFamily(),
-		dnsRefresh:                    DefaultDNSRefreshRate,
 		initialized:                   make(chan struct{}),
 	}
 	c.stopCtx, c.stop = context.WithCancel(context.Background())
@@ -172,7 +180,7 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", name, err)
 		}
-		c.resolver = r
+		c.dns = &dnsSettings{resolver: r, family: cfg.GetDnsLookupFamily()}
 	}
 	if err := c.compileOptions(cfg); err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", name, err)
@@ -245,7 +253,14 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 	}
 	c.weightedHealth = cfg.GetLoadAssignment().GetPolicy().GetWeightedPriorityHealth()
 
-	c.dialer = net.Dialer{KeepAlive: -1} // Envoy sets no keepalive unless configured
+	c.dialer = defaultDialer
+	custom := func() *net.Dialer {
+		if c.dialer == defaultDialer {
+			d := *defaultDialer
+			c.dialer = &d
+		}
+		return c.dialer
+	}
 	if ka := cfg.GetUpstreamConnectionOptions().GetTcpKeepalive(); ka != nil {
 		kc := net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count: -1}
 		if v := ka.GetKeepaliveTime(); v != nil {
@@ -257,10 +272,10 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 		if v := ka.GetKeepaliveProbes(); v != nil {
 			kc.Count = int(v.GetValue())
 		}
-		c.dialer.KeepAliveConfig = kc
+		custom().KeepAliveConfig = kc
 	}
 	if b := cfg.GetUpstreamBindConfig(); b != nil {
-		c.dialer.Control = sockopt.DialControl(b.GetFreebind().GetValue(), b.GetSocketOptions())
+		custom().Control = sockopt.DialControl(b.GetFreebind().GetValue(), b.GetSocketOptions())
 	}
 	if sa := cfg.GetUpstreamBindConfig().GetSourceAddress(); sa != nil {
 		ip, err := netip.ParseAddr(sa.GetAddress())
@@ -271,7 +286,7 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 			return fmt.Errorf("upstream_bind_config.source_address.port_value: %d out of range", sa.GetPortValue())
 		}
 		c.SourceAddr = netip.AddrPortFrom(ip.Unmap(), uint16(sa.GetPortValue()))
-		c.dialer.LocalAddr = net.TCPAddrFromAddrPort(c.SourceAddr)
+		custom().LocalAddr = net.TCPAddrFromAddrPort(c.SourceAddr)
 	}
 	return nil
 }
@@ -283,21 +298,26 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 		}
 		c.Type = clusterv3.Cluster_ORIGINAL_DST // its typed form, as Envoy names the factory
 	}
-	if d := cfg.GetDnsRefreshRate(); d != nil {
-		c.dnsRefresh = d.AsDuration()
+	d := dnsSettings{refresh: DefaultDNSRefreshRate}
+	if r := cfg.GetDnsRefreshRate(); r != nil {
+		d.refresh = r.AsDuration()
 	}
-	c.dnsFailure = c.dnsRefresh
-	if d := cfg.GetDnsFailureRefreshRate().GetBaseInterval(); d != nil {
-		c.dnsFailure = d.AsDuration()
+	d.failure = d.refresh
+	if b := cfg.GetDnsFailureRefreshRate().GetBaseInterval(); b != nil {
+		d.failure = b.AsDuration()
 		// Envoy's default max_interval is ten times base_interval.
-		c.dnsFailureMax = 10 * c.dnsFailure
+		d.failureMax = 10 * d.failure
 		if m := cfg.GetDnsFailureRefreshRate().GetMaxInterval(); m != nil {
-			if c.dnsFailureMax = m.AsDuration(); c.dnsFailureMax < c.dnsFailure {
-				return fmt.Errorf("dns_failure_refresh_rate: max_interval %v is less than base_interval %v", c.dnsFailureMax, c.dnsFailure)
+			if d.failureMax = m.AsDuration(); d.failureMax < d.failure {
+				return fmt.Errorf("dns_failure_refresh_rate: max_interval %v is less than base_interval %v", d.failureMax, d.failure)
 			}
 		}
 	}
-	c.dnsJitter = cfg.GetDnsJitter().AsDuration()
+	d.jitter = cfg.GetDnsJitter().AsDuration()
+	if c.dns != nil {
+		d.resolver, d.family = c.dns.resolver, c.dns.family
+		*c.dns = d
+	}
 	switch c.Type {
 	case clusterv3.Cluster_STATIC:
 		specs, err := parseAssignment(cfg.GetLoadAssignment())

@@ -106,30 +106,30 @@ type dnsBackOff struct {
 
 func (b *dnsBackOff) next(ok bool) time.Duration {
 	c := b.c
-	if ok || c.dnsFailureMax == 0 {
+	if ok || c.dns.failureMax == 0 {
 		b.tries = 0
-		d := c.dnsRefresh
+		d := c.dns.refresh
 		if !ok {
-			d = c.dnsFailure
+			d = c.dns.failure
 		}
-		if c.dnsJitter > 0 {
-			d += rand.N(c.dnsJitter)
+		if c.dns.jitter > 0 {
+			d += rand.N(c.dns.jitter)
 		}
 		return d
 	}
 	if b.tries == 0 {
 		b.tries = 1
 	}
-	ceil := c.dnsFailure * time.Duration(uint64(1)<<b.tries-1)
+	ceil := c.dns.failure * time.Duration(uint64(1)<<b.tries-1)
 	if ceil <= 0 {
-		return max(c.dnsFailure, time.Millisecond)
+		return max(c.dns.failure, time.Millisecond)
 	}
-	if ceil <= c.dnsFailureMax {
+	if ceil <= c.dns.failureMax {
 		b.tries++ // stops growing past max_interval, so ceil cannot overflow
 	} else {
-		ceil = c.dnsFailureMax
+		ceil = c.dns.failureMax
 	}
-	return min(rand.N(ceil)+1, c.dnsFailureMax)
+	return min(rand.N(ceil)+1, c.dns.failureMax)
 }
 
 // resolveRound resolves every endpoint once and installs the resulting hosts;
@@ -139,8 +139,8 @@ func (c *Cluster) resolveRound(last [][]netip.Addr) bool {
 	allOK := true
 	for i := range c.specs {
 		c.Stats.UpdateAttempt().Inc()
-		ctx, cancel := context.WithTimeout(c.stopCtx, max(c.dnsRefresh, time.Second))
-		addrs, err := resolve(ctx, c.resolver, c.family, c.specs[i].address)
+		ctx, cancel := context.WithTimeout(c.stopCtx, max(c.dns.refresh, time.Second))
+		addrs, err := resolve(ctx, c.dns.resolver, c.dns.family, c.specs[i].address)
 		cancel()
 		if err != nil {
 			allOK = false

@@ -457,6 +457,5 @@ func checkAddr(host *Host) string {
 // dialCheck connects for a check without counting the cluster's
 // upstream_cx_* stats (Envoy's health check connections do not).
 func (h *healthChecker) dialCheck(ctx context.Context, host *Host) (net.Conn, error) {
-	d := h.c.dialer
-	return d.DialContext(ctx, "tcp", checkAddr(host))
+	return h.c.dialer.DialContext(ctx, "tcp", checkAddr(host))
 }
