@@ -17,6 +17,7 @@ type routeExtras struct {
 	mirrors           []*routev3.RouteAction_RequestMirrorPolicy
 	maxStreamDuration *routev3.RouteAction_MaxStreamDuration
 	priority          corev3.RoutingPriority
+	hashPolicies      []HashPolicy // compiled hash_policy
 }
 
 // extras returns r.ext, allocating it on first use.
