@@ -24,17 +24,17 @@ const (
 // host-set snapshots of the same cluster while their address is unchanged, so
 // their stats and connection pool survive DNS refreshes and EDS updates.
 type Host struct {
-	Addr     netip.AddrPort // resolved address to connect to
-	Hostname string         // endpoint hostname (DNS name or health_check_config/hostname); empty if none
-	Weight   uint32         // load_balancing_weight; 1 when unset
+	Addr     netip.AddrPort   // resolved address to connect to
+	Hostname string           // endpoint hostname (DNS name or health_check_config/hostname); empty if none
+	Weight   uint32           // load_balancing_weight; 1 when unset
+	Priority int32            // locality priority; 0 is the highest
+	Locality *corev3.Locality // nil when the endpoint has none
+	Metadata *corev3.Metadata // endpoint metadata; nil when none
+	Stats    HostStats        // per-host counters for /clusters
+
 	// localityWeight is the load_balancing_weight of the endpoint's
 	// locality (LocalityLbEndpoints); 0 when unset.
 	localityWeight uint32
-	Priority       int              // locality priority; 0 is the highest
-	Locality       *corev3.Locality // nil when the endpoint has none
-	Metadata       *corev3.Metadata // endpoint metadata; nil when none
-	Stats          HostStats        // per-host counters for /clusters
-
 	// edsHealth is the endpoint's configured health_status.
 	edsHealth corev3.HealthStatus
 	// flags are the host's changing states (hostFlag): failed and degraded
@@ -50,9 +50,6 @@ type Host struct {
 	// from the replaced cluster's host (carryover.go): it is not reset to
 	// failed and does not hold up warming.
 	hcCarried bool
-	// hcHostname is endpoint.health_check_config's hostname; nil when unset
-	// (a pointer: most endpoints have none).
-	hcHostname *string
 	// outlier is the host's outlier detection state; nil when the cluster
 	// has no outlier_detection.
 	outlier *outlierHost
@@ -60,16 +57,18 @@ type Host struct {
 	cluster *Cluster
 	pool    atomic.Pointer[Pool]
 	h2pool  atomic.Pointer[H2Pool]
-	// ext holds what only some hosts need at run time: the pools per
-	// TLSOverride (auto_sni) and the close_connections_on_host_health_failure
-	// closers. Nil until the first of them (most hosts never have one).
+	// ext holds what only some hosts need: health_check_config's hostname
+	// (set at creation), the pools per TLSOverride (auto_sni) and the
+	// close_connections_on_host_health_failure closers (made at first use).
+	// Nil while the host needs none of them, as most never do.
 	ext atomic.Pointer[hostExtras]
 }
 
-// hostExtras are a host's rarely used run-time parts (Host.ext).
+// hostExtras are a host's rarely used parts (Host.ext).
 type hostExtras struct {
-	sni     overridePools
-	closers healthClosers
+	hcHostname string // health_check_config.hostname; never changes
+	sni        overridePools
+	closers    healthClosers
 }
 
 // extras returns h.ext, making it on first use.
@@ -83,10 +82,10 @@ func (h *Host) extras() *hostExtras {
 
 // hcHost is health_check_config's hostname, "" when unset.
 func (h *Host) hcHost() string {
-	if h.hcHostname == nil {
-		return ""
+	if e := h.ext.Load(); e != nil {
+		return e.hcHostname
 	}
-	return *h.hcHostname
+	return ""
 }
 
 // hostFlag is one bit of hostFlags.
@@ -204,7 +203,7 @@ func (h *Host) HealthFlags() string {
 // Cluster is the cluster the host belongs to.
 func (h *Host) Cluster() *Cluster { return h.cluster }
 
-func newHost(c *Cluster, addr netip.AddrPort, hostname string, weight uint32, prio int,
+func newHost(c *Cluster, addr netip.AddrPort, hostname string, weight uint32, prio int32,
 	loc *corev3.Locality, md *corev3.Metadata, hs corev3.HealthStatus) *Host {
 	if weight == 0 {
 		weight = 1
@@ -239,5 +238,5 @@ func (h *Host) drain() {
 
 // sortHosts orders hosts by priority, keeping config order within one.
 func sortHosts(hs []*Host) {
-	slices.SortStableFunc(hs, func(a, b *Host) int { return a.Priority - b.Priority })
+	slices.SortStableFunc(hs, func(a, b *Host) int { return int(a.Priority - b.Priority) })
 }

@@ -68,7 +68,7 @@ func buildPrioritySet(hosts []*Host, policy *lbConfig, o psOptions) *prioritySet
 	maxPrio := -1
 	sorted := true // by priority, as hostsFor and setHosts hand them over
 	for i, h := range hosts {
-		maxPrio = max(maxPrio, h.Priority)
+		maxPrio = max(maxPrio, int(h.Priority))
 		sorted = sorted && (i == 0 || hosts[i-1].Priority <= h.Priority)
 	}
 	ps.levels = make([]*priorityLevel, maxPrio+1)
