@@ -41,7 +41,7 @@ func (c *Cluster) compileAutoSNI(o *corev3.UpstreamHttpProtocolOptions, path str
 	if err := confcheck.Fields(o, path, "auto_sni", "auto_san_validation", "override_auto_sni_header"); err != nil {
 		return err
 	}
-	c.autoSNI = autoSNI{sni: o.GetAutoSni(), san: o.GetAutoSanValidation(), header: strings.ToLower(o.GetOverrideAutoSniHeader())}
+	c.extras().autoSNI = autoSNI{sni: o.GetAutoSni(), san: o.GetAutoSanValidation(), header: strings.ToLower(o.GetOverrideAutoSniHeader())}
 	return nil
 }
 
@@ -52,7 +52,7 @@ func (c *Cluster) compileAutoSNI(o *corev3.UpstreamHttpProtocolOptions, path str
 // SAN to verify. Zero when neither is configured or the cluster has no
 // TLS transport.
 func (c *Cluster) TLSOverride(h *headers.Map) TLSOverride {
-	a := c.autoSNI
+	a := c.x.autoSNI
 	if (!a.sni && !a.san) || c.transport == nil || h == nil {
 		return TLSOverride{}
 	}

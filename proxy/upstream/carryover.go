@@ -160,7 +160,7 @@ func (nc *Cluster) adoptConns(old *Cluster) {
 	byAddr := oldHostsByAddr(old)
 	for _, h := range nc.set.Load().all {
 		oh := byAddr[h.Addr]
-		if oh == nil || (len(nc.socketMatches) > 0 && !proto.Equal(h.Metadata, oh.Metadata)) {
+		if oh == nil || (len(nc.x.socketMatches) > 0 && !proto.Equal(h.Metadata, oh.Metadata)) {
 			continue
 		}
 		if op := oh.pool.Load(); op != nil {

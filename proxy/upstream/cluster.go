@@ -49,6 +49,33 @@ type dnsSettings struct {
 	jitter time.Duration
 }
 
+// clusterExtras are the settings only some clusters have. A cluster
+// without any shares noExtras (never written: compile time writes go through
+// Cluster.extras), so readers need no nil check.
+type clusterExtras struct {
+	// socketMatches are transport_socket_matches in order (see
+	// TransportFor); defaultMatchCount counts hosts none matched.
+	socketMatches     []socketMatch
+	defaultMatchCount *stats.Counter
+	autoSNI           autoSNI        // upstream_http_protocol_options
+	specs             []endpointSpec // STATIC/DNS endpoints
+	origDst           *originalDst   // ORIGINAL_DST's host cache; nil for other types
+	// dns is the resolution settings of STRICT_DNS and LOGICAL_DNS
+	// clusters; nil for other types.
+	dns *dnsSettings
+}
+
+var noExtras clusterExtras
+
+// extras returns the cluster's own extras for compile time to fill,
+// replacing the shared noExtras at the first call.
+func (c *Cluster) extras() *clusterExtras {
+	if c.x == nil || c.x == &noExtras {
+		c.x = new(clusterExtras)
+	}
+	return c.x
+}
+
 // Cluster is one compiled cluster. Its exported fields are set at compile
 // time and read-only afterwards; the host set changes atomically underneath.
 type Cluster struct {
@@ -100,28 +127,20 @@ type Cluster struct {
 	TransportSocket               *corev3.TransportSocket
 	TypedExtensionProtocolOptions map[string]*anypb.Any
 
-	transport transport.Upstream // nil: plaintext
-	// socketMatches are transport_socket_matches in order (see
-	// TransportFor); defaultMatchCount counts hosts none matched.
-	socketMatches     []socketMatch
-	defaultMatchCount *stats.Counter
-	protocol          protocolOptions
-	autoSNI           autoSNI // upstream_http_protocol_options
-	policy            *lbConfig
-	hc                *healthChecker   // nil without health_checks
-	outlier           *outlierDetector // nil without outlier_detection
-	res               *resources       // DEFAULT priority circuit breakers; never nil
-	overprovision     uint32
-	panicThreshold    float64
-	weightedHealth    bool        // load_assignment.policy.weighted_priority_health
-	dialer            *net.Dialer // defaultDialer unless the cluster sets keepalive or bind options
+	transport      transport.Upstream // nil: plaintext
+	protocol       protocolOptions
+	policy         *lbConfig
+	hc             *healthChecker   // nil without health_checks
+	outlier        *outlierDetector // nil without outlier_detection
+	res            *resources       // DEFAULT priority circuit breakers; never nil
+	overprovision  uint32
+	panicThreshold float64
+	weightedHealth bool // load_assignment.policy.weighted_priority_health
+	// x holds the rarely configured settings; &noExtras when none.
+	x      *clusterExtras
+	dialer *net.Dialer // defaultDialer unless the cluster sets keepalive or bind options
 
 	// Discovery.
-	specs   []endpointSpec // STATIC/DNS endpoints
-	origDst *originalDst   // ORIGINAL_DST's host cache; nil for other types
-	// dns is the resolution settings of STRICT_DNS and LOGICAL_DNS
-	// clusters; nil for other types.
-	dns         *dnsSettings
 	edsService  string
 	edsCancel   func()
 	initialized chan struct{}
@@ -157,6 +176,7 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 		statName = alt
 	}
 	c := &Cluster{
+		x:                             &noExtras,
 		Name:                          name,
 		Stats:                         newClusterStats(root.Scope("cluster").Scope(statName)),
 		Type:                          cfg.GetType(),
@@ -180,7 +200,7 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", name, err)
 		}
-		c.dns = &dnsSettings{resolver: r, family: cfg.GetDnsLookupFamily()}
+		c.extras().dns = &dnsSettings{resolver: r, family: cfg.GetDnsLookupFamily()}
 	}
 	if err := c.compileOptions(cfg); err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", name, err)
@@ -314,9 +334,9 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 		}
 	}
 	d.jitter = cfg.GetDnsJitter().AsDuration()
-	if c.dns != nil {
-		d.resolver, d.family = c.dns.resolver, c.dns.family
-		*c.dns = d
+	if c.x.dns != nil {
+		d.resolver, d.family = c.x.dns.resolver, c.x.dns.family
+		*c.x.dns = d
 	}
 	switch c.Type {
 	case clusterv3.Cluster_STATIC:
@@ -329,7 +349,7 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 				return err
 			}
 		}
-		c.specs = specs
+		c.extras().specs = specs
 	case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
 		specs, err := parseAssignment(cfg.GetLoadAssignment())
 		if err != nil {
@@ -341,7 +361,7 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 				return fmt.Errorf("load_assignment: LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint")
 			}
 		}
-		c.specs = specs
+		c.extras().specs = specs
 	case clusterv3.Cluster_EDS:
 		c.edsService = cfg.GetEdsClusterConfig().GetServiceName()
 		if c.edsService == "" {
@@ -352,7 +372,7 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 		if err != nil {
 			return err
 		}
-		c.origDst = od
+		c.extras().origDst = od
 	default:
 		return fmt.Errorf("type %s: unsupported cluster type", c.Type)
 	}
@@ -431,8 +451,8 @@ func (c *Cluster) tryInitialized() {
 // downstream connection's restored local address, or the configured request
 // header), created on demand.
 func (c *Cluster) ChooseHost(ctx *LBContext) *Host {
-	if c.origDst != nil {
-		return c.origDst.choose(ctx)
+	if c.x.origDst != nil {
+		return c.x.origDst.choose(ctx)
 	}
 	h, panicked := c.set.Load().choose(ctx)
 	if panicked {

@@ -142,7 +142,7 @@ func TestOriginalDstCleanup(t *testing.T) {
 		if s.busy {
 			busy.Stats.CxActive.Add(1)
 		}
-		c.origDst.sweep()
+		c.x.origDst.sweep()
 		if s.busy {
 			busy.Stats.CxActive.Add(-1)
 		}
