@@ -29,6 +29,14 @@ type priorityLevel struct {
 	hosts, healthy, degraded  []*Host
 	pAll, pHealthy, pDegraded picker
 
+	// The level's localities; &noLevelLocalities (empty, shared, never
+	// written) when the cluster neither weights localities nor routes by
+	// zone, so most levels carry one pointer for them.
+	*levelLocalities
+}
+
+// levelLocalities are a priority level's localities and their schedulers.
+type levelLocalities struct {
 	// Localities of the level, the node's first when hasLocal; nil when the
 	// cluster neither weights localities nor routes by zone.
 	locs     []*localityGroup
@@ -38,6 +46,8 @@ type priorityLevel struct {
 	// effective weight.
 	hSched, dSched *localitySched
 }
+
+var noLevelLocalities levelLocalities
 
 // psOptions are the inputs of the priority load besides the hosts.
 type psOptions struct {
@@ -93,7 +103,7 @@ func buildPrioritySet(hosts []*Host, policy *lbConfig, o psOptions) *prioritySet
 	start := 0
 	for i := range ps.levels {
 		c := counts[i]
-		l := &priorityLevel{}
+		l := &priorityLevel{levelLocalities: &noLevelLocalities}
 		if sorted {
 			l.hosts = hosts[start : start+c.all : start+c.all]
 			start += c.all
@@ -137,6 +147,7 @@ func buildPrioritySet(hosts []*Host, policy *lbConfig, o psOptions) *prioritySet
 		}
 		l.pDegraded = levelPicker(policy, l.degraded, l.hosts, seed)
 		if byLocality && len(l.hosts) > 0 {
+			l.levelLocalities = new(levelLocalities)
 			l.locs, l.hasLocal = groupLocalities(l.hosts, loc.node, loc.hasNode)
 			for _, g := range l.locs {
 				g.pHealthy = newPicker(policy, g.healthy, seed)
