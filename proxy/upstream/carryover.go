@@ -163,10 +163,14 @@ func (nc *Cluster) adoptConns(old *Cluster) {
 		if oh == nil || (len(nc.x.socketMatches) > 0 && !proto.Equal(h.Metadata, oh.Metadata)) {
 			continue
 		}
-		if op := oh.pool.Load(); op != nil {
+		ort := oh.rt.Load()
+		if ort == nil {
+			continue // never used: no pools
+		}
+		if op := ort.pool.Load(); op != nil {
 			op.handOver(nc.Pool(h))
 		}
-		if op := oh.h2pool.Load(); op != nil {
+		if op := ort.h2pool.Load(); op != nil {
 			op.handOver(nc.H2Pool(h))
 		}
 	}
@@ -208,8 +212,8 @@ func (np *Pool) adopt(pc *PooledConn) {
 	}
 	pc.cxDone = c.res.releaseCx
 	oh := pc.pool.host
-	oh.Stats.CxActive.Add(-1)
-	np.host.Stats.CxActive.Add(1)
+	oh.Stats().CxActive.Add(-1)
+	np.host.Stats().CxActive.Add(1)
 	pc.uc.host, pc.uc.cluster = np.host, c
 	pc.pool = np
 	left := time.Duration(0)
@@ -263,17 +267,17 @@ func (p *H2Pool) handOver(np *H2Pool) {
 			continue
 		}
 		oh, nh := p.host, np.host
-		nh.Stats.CxActive.Add(1)
-		oh.Stats.CxActive.Add(-1)
+		nh.Stats().CxActive.Add(1)
+		oh.Stats().CxActive.Add(-1)
 		// UpstreamConn.Close counts the old host; the new release undoes that.
 		if !hc.conn.swapDone(func() {
 			c.res.releaseCx()
-			nh.Stats.CxActive.Add(-1)
-			oh.Stats.CxActive.Add(1)
+			nh.Stats().CxActive.Add(-1)
+			oh.Stats().CxActive.Add(1)
 		}) {
 			c.res.releaseCx()
-			nh.Stats.CxActive.Add(-1)
-			oh.Stats.CxActive.Add(1)
+			nh.Stats().CxActive.Add(-1)
+			oh.Stats().CxActive.Add(1)
 			continue
 		}
 		np.mu.Lock()

@@ -293,7 +293,7 @@ func (c *Cluster) highRes() *resources {
 // hostCxFull reports whether h is at per_host_thresholds max_connections
 // (Envoy compares the host's active connections).
 func (r *resources) hostCxFull(h *Host) bool {
-	return r.perHostCx > 0 && h.Stats.CxActive.Load() >= r.perHostCx
+	return r.perHostCx > 0 && h.StatsView().CxActive.Load() >= r.perHostCx
 }
 
 // retryLimit is max_retries, or the retry budget's share of the active and

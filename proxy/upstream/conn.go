@@ -41,8 +41,8 @@ func (c *Cluster) Dial(ctx context.Context, h *Host) (*UpstreamConn, error) {
 	s := c.Stats
 	s.UpstreamCxTotal().Inc()
 	s.UpstreamCxActive().Inc()
-	h.Stats.CxTotal.Add(1)
-	h.Stats.CxActive.Add(1)
+	h.Stats().CxTotal.Add(1)
+	h.Stats().CxActive.Add(1)
 	start := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, c.ConnectTimeout)
 	addr := h.Addr.String()
@@ -51,7 +51,7 @@ func (c *Cluster) Dial(ctx context.Context, h *Host) (*UpstreamConn, error) {
 	cancel()
 	if err != nil {
 		s.UpstreamCxConnectFail().Inc()
-		h.Stats.CxConnectFail.Add(1)
+		h.Stats().CxConnectFail.Add(1)
 		if timedOut {
 			s.UpstreamCxConnectTimeout().Inc()
 			s.UpstreamCxDestroyLocal().Inc()
@@ -60,7 +60,7 @@ func (c *Cluster) Dial(ctx context.Context, h *Host) (*UpstreamConn, error) {
 		}
 		s.UpstreamCxDestroy().Inc()
 		s.UpstreamCxActive().Dec()
-		h.Stats.CxActive.Add(-1)
+		h.Stats().CxActive.Add(-1)
 		return nil, &ConnectError{Cluster: c.Name, Host: addr, Timeout: timedOut, Err: err}
 	}
 	s.UpstreamCxConnectMs.Record(uint64(time.Since(start).Milliseconds()))
@@ -166,7 +166,7 @@ func (u *UpstreamConn) Close() error {
 	}
 	s.UpstreamCxLengthMs.Record(uint64(time.Since(u.start).Milliseconds()))
 	s.UpstreamCxActive().Dec()
-	u.host.Stats.CxActive.Add(-1)
+	u.host.Stats().CxActive.Add(-1)
 	return err
 }
 

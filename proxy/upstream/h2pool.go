@@ -47,17 +47,18 @@ type h2Conn struct {
 
 // H2Pool is the HTTP/2 pool of host h, created on first use.
 func (c *Cluster) H2Pool(h *Host) *H2Pool {
-	if p := h.h2pool.Load(); p != nil {
+	rt := h.runtime()
+	if p := rt.h2pool.Load(); p != nil {
 		return p
 	}
 	np := c.newH2Pool(h)
-	if h.h2pool.CompareAndSwap(nil, np) {
+	if rt.h2pool.CompareAndSwap(nil, np) {
 		if h.flags.load(fDrained) {
 			np.Close()
 		}
 		return np
 	}
-	return h.h2pool.Load()
+	return rt.h2pool.Load()
 }
 
 func (c *Cluster) newH2Pool(h *Host) *H2Pool {
@@ -96,8 +97,8 @@ func (p *H2Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	s := c.Stats
 	s.UpstreamRqTotal().Inc()
 	s.UpstreamRqActive().Inc()
-	p.host.Stats.RqTotal.Add(1)
-	p.host.Stats.RqActive.Add(1)
+	p.host.Stats().RqTotal.Add(1)
+	p.host.Stats().RqActive.Add(1)
 	resp, err := p.tr.RoundTrip(req)
 	if err != nil {
 		p.DoneCtx(req.Context())
@@ -114,7 +115,7 @@ func (p *H2Pool) Done() { p.DoneCtx(nil) }
 func (p *H2Pool) DoneCtx(ctx context.Context) {
 	c := p.cluster
 	c.Stats.UpstreamRqActive().Dec()
-	p.host.Stats.RqActive.Add(-1)
+	p.host.Stats().RqActive.Add(-1)
 	c.resFor(ctx).rq.release()
 	p.sweep()
 	c.res.notifyFreed()

@@ -30,7 +30,11 @@ type Host struct {
 	Priority int32            // locality priority; 0 is the highest
 	Locality *corev3.Locality // nil when the endpoint has none
 	Metadata *corev3.Metadata // endpoint metadata; nil when none
-	Stats    HostStats        // per-host counters for /clusters
+
+	// rt is the host's counters and connection pools; nil until the
+	// host's first connection or request (runtime, Stats), as most hosts
+	// of a large configuration may never see one.
+	rt atomic.Pointer[hostRuntime]
 
 	// localityWeight is the load_balancing_weight of the endpoint's
 	// locality (LocalityLbEndpoints); 0 when unset.
@@ -55,8 +59,6 @@ type Host struct {
 	outlier *outlierHost
 
 	cluster *Cluster
-	pool    atomic.Pointer[Pool]
-	h2pool  atomic.Pointer[H2Pool]
 	// ext holds what only some hosts need: health_check_config's hostname
 	// (set at creation), the pools per TLSOverride (auto_sni) and the
 	// close_connections_on_host_health_failure closers (made at first use).
@@ -78,6 +80,39 @@ func (h *Host) extras() *hostExtras {
 	}
 	h.ext.CompareAndSwap(nil, new(hostExtras))
 	return h.ext.Load()
+}
+
+// hostRuntime is what a host needs once it is used (Host.rt).
+type hostRuntime struct {
+	stats  HostStats
+	pool   atomic.Pointer[Pool]
+	h2pool atomic.Pointer[H2Pool]
+}
+
+// runtime returns h.rt, making it on first use.
+func (h *Host) runtime() *hostRuntime {
+	if r := h.rt.Load(); r != nil {
+		return r
+	}
+	h.rt.CompareAndSwap(nil, new(hostRuntime))
+	return h.rt.Load()
+}
+
+// Stats is the host's counters, made at the first call: callers that
+// update them use it. Readers that should not make them use StatsView.
+func (h *Host) Stats() *HostStats { return &h.runtime().stats }
+
+// zeroHostStats is what StatsView shows for a host without counters yet.
+var zeroHostStats HostStats
+
+// StatsView is the host's counters for reading (all zero, and shared, while
+// the host has none yet); it never makes them. Do not modify it: update
+// through Stats.
+func (h *Host) StatsView() *HostStats {
+	if r := h.rt.Load(); r != nil {
+		return &r.stats
+	}
+	return &zeroHostStats
 }
 
 // hcHost is health_check_config's hostname, "" when unset.
@@ -227,11 +262,13 @@ func sameEndpoint(h, n *Host) bool {
 // drain marks the host removed and closes its pool's idle connections.
 func (h *Host) drain() {
 	h.flags.store(fDrained, true)
-	if p := h.pool.Load(); p != nil {
-		p.Close()
-	}
-	if p := h.h2pool.Load(); p != nil {
-		p.Close()
+	if r := h.rt.Load(); r != nil {
+		if p := r.pool.Load(); p != nil {
+			p.Close()
+		}
+		if p := r.h2pool.Load(); p != nil {
+			p.Close()
+		}
 	}
 	h.closeOverridePools()
 }

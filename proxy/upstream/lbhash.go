@@ -255,7 +255,7 @@ func (p *lrPicker) pick(*LBContext) *Host {
 				cand, tied = h, 1
 				continue
 			}
-			a, b := h.Stats.RqActive.Load(), cand.Stats.RqActive.Load()
+			a, b := h.StatsView().RqActive.Load(), cand.StatsView().RqActive.Load()
 			if a < b {
 				cand, tied = h, 1
 			} else if a == b {
@@ -270,7 +270,7 @@ func (p *lrPicker) pick(*LBContext) *Host {
 	var cand *Host
 	for range max(p.choices, 1) {
 		h := p.hosts[rand.Uint64N(n)]
-		if cand == nil || h.Stats.RqActive.Load() < cand.Stats.RqActive.Load() {
+		if cand == nil || h.StatsView().RqActive.Load() < cand.StatsView().RqActive.Load() {
 			cand = h
 		}
 	}

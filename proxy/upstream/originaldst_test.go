@@ -140,11 +140,11 @@ func TestOriginalDstCleanup(t *testing.T) {
 			c.ChooseHost(ctx(u))
 		}
 		if s.busy {
-			busy.Stats.CxActive.Add(1)
+			busy.Stats().CxActive.Add(1)
 		}
 		c.x.origDst.sweep()
 		if s.busy {
-			busy.Stats.CxActive.Add(-1)
+			busy.Stats().CxActive.Add(-1)
 		}
 		got := hostStrings(c.Hosts())
 		if strings.Join(got, ",") != strings.Join(s.want, ",") {

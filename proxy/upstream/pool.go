@@ -60,17 +60,18 @@ type PooledConn struct {
 // created on first use). A pool of a removed host is closed: it still dials,
 // but connections close when released.
 func (c *Cluster) Pool(h *Host) *Pool {
-	if p := h.pool.Load(); p != nil {
+	rt := h.runtime()
+	if p := rt.pool.Load(); p != nil {
 		return p
 	}
 	np := &Pool{cluster: h.cluster, host: h}
-	if h.pool.CompareAndSwap(nil, np) {
+	if rt.pool.CompareAndSwap(nil, np) {
 		if h.flags.load(fDrained) {
 			np.Close()
 		}
 		return np
 	}
-	return h.pool.Load()
+	return rt.pool.Load()
 }
 
 // Host is the pool's host.
@@ -249,8 +250,8 @@ func (pc *PooledConn) startRequest() {
 	s.UpstreamRqTotal().Inc()
 	s.UpstreamRqActive().Inc()
 	h := pc.pool.host
-	h.Stats.RqTotal.Add(1)
-	h.Stats.RqActive.Add(1)
+	h.Stats().RqTotal.Add(1)
+	h.Stats().RqActive.Add(1)
 }
 
 // UpstreamConn is the connection with its stats and TCP access.
@@ -268,7 +269,7 @@ func (pc *PooledConn) Release(reusable bool) {
 	p := pc.pool
 	c := p.cluster
 	c.Stats.UpstreamRqActive().Dec()
-	p.host.Stats.RqActive.Add(-1)
+	p.host.Stats().RqActive.Add(-1)
 	pc.rqRes.rq.release()
 	if reusable && c.MaxRequestsPerConnection > 0 && pc.requests >= c.MaxRequestsPerConnection {
 		c.Stats.UpstreamCxMaxRequests().Inc()

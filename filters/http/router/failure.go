@@ -63,7 +63,7 @@ func (f *filter) upstreamFailed(err error, started bool) {
 	}
 	if timedOut {
 		st.UpstreamRqTimeout().Inc()
-		f.host.Stats.RqTimeout.Add(1)
+		f.host.Stats().RqTimeout.Add(1)
 		f.host.ReportResult(upstream.ResultTimeout)
 		if f.cb.ResponseStarted() {
 			f.cb.ResetStream(streaminfo.UpstreamRequestTimeout)

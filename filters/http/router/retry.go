@@ -224,9 +224,9 @@ func (f *filter) responseStatus(code int) (retried bool) {
 	}
 	f.cluster.Stats.RecordResponse(code)
 	if code >= 500 {
-		f.host.Stats.RqError.Add(1)
+		f.host.Stats().RqError.Add(1)
 	} else {
-		f.host.Stats.RqSuccess.Add(1)
+		f.host.Stats().RqSuccess.Add(1)
 	}
 	return false
 }
