@@ -13,7 +13,6 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrider-proxy/outrider/proxy/sockopt"
 	"github.com/outrider-proxy/outrider/proxy/transport"
@@ -82,16 +81,16 @@ type Cluster struct {
 	Name  string
 	Stats *ClusterStats
 	Type  clusterv3.Cluster_DiscoveryType
+	// MaxRequestsPerConnection is the request limit of one pooled connection
+	// (common_http_protocol_options.max_requests_per_connection, or the
+	// deprecated cluster field); zero means unlimited.
+	MaxRequestsPerConnection uint32
 
 	ConnectTimeout           time.Duration // connect_timeout; default 5s
 	PerConnectionBufferLimit int           // per_connection_buffer_limit_bytes; default 1 MiB
 	// IdleTimeout closes pooled connections idle this long
 	// (common_http_protocol_options.idle_timeout); default 1h, zero disables.
 	IdleTimeout time.Duration
-	// MaxRequestsPerConnection is the request limit of one pooled connection
-	// (common_http_protocol_options.max_requests_per_connection, or the
-	// deprecated cluster field); zero means unlimited.
-	MaxRequestsPerConnection uint32
 	// MaxConnectionDuration is common_http_protocol_options
 	// .max_connection_duration: a pooled connection this old takes no new
 	// request and closes once idle (upstream_cx_max_duration_reached); zero
@@ -121,11 +120,8 @@ type Cluster struct {
 	// Outlier are the outlier_detection.* stats; nil without outlier_detection.
 	Outlier *OutlierStats
 
-	// Recorded for later features; TransportSocket is applied by the Manager.
-	OutlierDetection              *clusterv3.OutlierDetection
-	CircuitBreakers               *clusterv3.CircuitBreakers
-	TransportSocket               *corev3.TransportSocket
-	TypedExtensionProtocolOptions map[string]*anypb.Any
+	// TransportSocket is transport_socket, applied by the Manager.
+	TransportSocket *corev3.TransportSocket
 
 	transport      transport.Upstream // nil: plaintext
 	protocol       protocolOptions
@@ -134,8 +130,8 @@ type Cluster struct {
 	outlier        *outlierDetector // nil without outlier_detection
 	res            *resources       // DEFAULT priority circuit breakers; never nil
 	overprovision  uint32
-	panicThreshold float64
 	weightedHealth bool // load_assignment.policy.weighted_priority_health
+	panicThreshold float64
 	// x holds the rarely configured settings; &noExtras when none.
 	x      *clusterExtras
 	dialer *net.Dialer // defaultDialer unless the cluster sets keepalive or bind options
@@ -159,7 +155,10 @@ type Cluster struct {
 	// replaced cluster's connections can be adopted. The source proto itself is not kept.
 	connKey string
 
-	stopCtx  context.Context // cancelled by drain
+	// stopCtx is cancelled by drain; made at the first stopContext (by DNS,
+	// health checking, outlier detection, ORIGINAL_DST cleanup), guarded by
+	// initMu: most EDS clusters never need one.
+	stopCtx  context.Context
 	stop     context.CancelFunc
 	draining atomic.Bool
 	wg       sync.WaitGroup // DNS goroutines
@@ -176,24 +175,20 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 		statName = alt
 	}
 	c := &Cluster{
-		x:                             &noExtras,
-		Name:                          name,
-		Stats:                         newClusterStats(root.Scope("cluster").Scope(statName)),
-		Type:                          cfg.GetType(),
-		ConnectTimeout:                DefaultConnectTimeout,
-		PerConnectionBufferLimit:      DefaultPerConnectionBufferLimit,
-		IdleTimeout:                   DefaultIdleTimeout,
-		MaxIdlePerHost:                DefaultMaxIdlePerHost,
-		HealthChecks:                  cfg.GetHealthChecks(),
-		OutlierDetection:              cfg.GetOutlierDetection(),
-		CircuitBreakers:               cfg.GetCircuitBreakers(),
-		TransportSocket:               cfg.GetTransportSocket(),
-		TypedExtensionProtocolOptions: cfg.GetTypedExtensionProtocolOptions(),
-		overprovision:                 defaultOverprovisioning,
-		panicThreshold:                defaultPanicThreshold,
-		initialized:                   make(chan struct{}),
+		x:                        &noExtras,
+		Name:                     name,
+		Stats:                    newClusterStats(root.Scope("cluster").Scope(statName)),
+		Type:                     cfg.GetType(),
+		ConnectTimeout:           DefaultConnectTimeout,
+		PerConnectionBufferLimit: DefaultPerConnectionBufferLimit,
+		IdleTimeout:              DefaultIdleTimeout,
+		MaxIdlePerHost:           DefaultMaxIdlePerHost,
+		HealthChecks:             cfg.GetHealthChecks(),
+		TransportSocket:          cfg.GetTransportSocket(),
+		overprovision:            defaultOverprovisioning,
+		panicThreshold:           defaultPanicThreshold,
+		initialized:              make(chan struct{}),
 	}
-	c.stopCtx, c.stop = context.WithCancel(context.Background())
 	c.connKey = connKeyOf(cfg)
 	if c.Type == clusterv3.Cluster_STRICT_DNS || c.Type == clusterv3.Cluster_LOGICAL_DNS {
 		r, err := compileResolver(cfg, res)
@@ -688,6 +683,20 @@ func (c *Cluster) psOptions() psOptions {
 	return psOptions{overprovision: c.overprovision, panicThreshold: c.panicThreshold, weightedHealth: c.weightedHealth}
 }
 
+// stopContext is the context drain cancels (already cancelled once the
+// cluster drains).
+func (c *Cluster) stopContext() context.Context {
+	c.initMu.Lock()
+	defer c.initMu.Unlock()
+	if c.stopCtx == nil {
+		c.stopCtx, c.stop = context.WithCancel(context.Background())
+		if c.draining.Load() {
+			c.stop()
+		}
+	}
+	return c.stopCtx
+}
+
 // drain stops discovery and closes idle pooled connections; connections in
 // use are closed when released.
 func (c *Cluster) drain() {
@@ -696,7 +705,11 @@ func (c *Cluster) drain() {
 		c.hostMu.Unlock()
 		return
 	}
-	c.stop()
+	c.initMu.Lock()
+	if c.stop != nil {
+		c.stop()
+	}
+	c.initMu.Unlock()
 	cancel := c.edsCancel
 	c.hostMu.Unlock()
 	if cancel != nil {

@@ -83,7 +83,7 @@ func (c *Cluster) startDNS() {
 		b := dnsBackOff{c: c}
 		for {
 			select {
-			case <-c.stopCtx.Done():
+			case <-c.stopContext().Done():
 				return
 			case <-t.C:
 			}
@@ -139,7 +139,7 @@ func (c *Cluster) resolveRound(last [][]netip.Addr) bool {
 	allOK := true
 	for i := range c.x.specs {
 		c.Stats.UpdateAttempt().Inc()
-		ctx, cancel := context.WithTimeout(c.stopCtx, max(c.x.dns.refresh, time.Second))
+		ctx, cancel := context.WithTimeout(c.stopContext(), max(c.x.dns.refresh, time.Second))
 		addrs, err := resolve(ctx, c.x.dns.resolver, c.x.dns.family, c.x.specs[i].address)
 		cancel()
 		if err != nil {

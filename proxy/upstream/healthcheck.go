@@ -208,7 +208,7 @@ func (h *healthChecker) sync(hosts []*Host) {
 		if h.sessions[host] != nil || host.hcDisabled {
 			continue
 		}
-		ctx, cancel := context.WithCancel(h.c.stopCtx)
+		ctx, cancel := context.WithCancel(h.c.stopContext())
 		s := &hcSession{hc: h, host: host, cancel: cancel, first: !host.hcCarried}
 		if host.hcCarried { // flags taken from the replaced cluster's host
 			if !host.flags.load(fFailedActiveHC) {

@@ -225,7 +225,7 @@ func (o *originalDst) start() {
 		defer t.Stop()
 		for {
 			select {
-			case <-o.c.stopCtx.Done():
+			case <-o.c.stopContext().Done():
 				return
 			case <-t.C:
 				o.sweep()

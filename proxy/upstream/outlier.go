@@ -245,7 +245,7 @@ func (d *outlierDetector) start() {
 		defer t.Stop()
 		for {
 			select {
-			case <-d.c.stopCtx.Done():
+			case <-d.c.stopContext().Done():
 				return
 			case <-t.C:
 				d.onInterval()
