@@ -62,8 +62,7 @@ func (r *resource) update(v, limit int64) {
 // ResourceManager).
 type resources struct {
 	cx, pending, rq, retries resource
-	budgetPercent            float64 // retry_budget.budget_percent; <0 without a budget
-	minRetryConcurrency      int64
+	budget                   *retryBudget // nil without retry_budget
 
 	// perHostCx is per_host_thresholds max_connections of this priority: the
 	// most connections (of both priorities) one host may have; 0 means
@@ -78,6 +77,13 @@ type resources struct {
 	// config it is made at the first HIGH priority request (Cluster.highRes):
 	// most clusters never see one.
 	high atomic.Pointer[resources]
+}
+
+// retryBudget is a priority's retry_budget: budget_percent of the active
+// and pending requests may retry, at least min_retry_concurrency.
+type retryBudget struct {
+	percent        float64
+	minConcurrency int64
 }
 
 // Prioritized is implemented by a request context that carries its route's
@@ -123,7 +129,7 @@ func (r *resources) notifyFreed() {
 // newResources is the breakers of one priority's thresholds t (nil: the
 // defaults), without their gauges (see fillGauges).
 func newResources(t *clusterv3.CircuitBreakers_Thresholds) *resources {
-	r := &resources{budgetPercent: -1}
+	r := &resources{}
 	r.cx.max, r.pending.max, r.rq.max, r.retries.max = DefaultMaxConnections, DefaultMaxPendingRequests, DefaultMaxRequests, DefaultMaxRetries
 	if v := t.GetMaxConnections(); v != nil {
 		r.cx.max = int64(v.GetValue())
@@ -138,12 +144,12 @@ func newResources(t *clusterv3.CircuitBreakers_Thresholds) *resources {
 		r.retries.max = int64(v.GetValue())
 	}
 	if b := t.GetRetryBudget(); b != nil {
-		r.budgetPercent, r.minRetryConcurrency = defaultBudgetPercent, defaultMinRetryConcurrent
+		r.budget = &retryBudget{percent: defaultBudgetPercent, minConcurrency: defaultMinRetryConcurrent}
 		if p := b.GetBudgetPercent(); p != nil {
-			r.budgetPercent = p.GetValue()
+			r.budget.percent = p.GetValue()
 		}
 		if m := b.GetMinRetryConcurrency(); m != nil {
-			r.minRetryConcurrency = int64(m.GetValue())
+			r.budget.minConcurrency = int64(m.GetValue())
 		}
 	}
 	r.releaseRetry = r.retries.release // releaseCx: Cluster.bindRelease
@@ -299,10 +305,11 @@ func (r *resources) hostCxFull(h *Host) bool {
 // retryLimit is max_retries, or the retry budget's share of the active and
 // pending requests (at least min_retry_concurrency).
 func (r *resources) retryLimit() int64 {
-	if r.budgetPercent < 0 {
+	b := r.budget
+	if b == nil {
 		return r.retries.max
 	}
-	return max(int64(r.budgetPercent/100*float64(r.rq.cur.Load()+r.pending.cur.Load())), r.minRetryConcurrency)
+	return max(int64(b.percent/100*float64(r.rq.cur.Load()+r.pending.cur.Load())), b.minConcurrency)
 }
 
 // AdmitRetry asks the cluster's max_retries (or retry_budget) circuit

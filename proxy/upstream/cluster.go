@@ -137,13 +137,17 @@ type Cluster struct {
 	dialer *net.Dialer // defaultDialer unless the cluster sets keepalive or bind options
 
 	// Discovery.
-	edsService  string
-	edsCancel   func()
-	initialized chan struct{}
-	initOnce    sync.Once
-	initMu      sync.Mutex
-	onInit      []*func()   // AfterInitialized callbacks not yet run; nil once initialized
-	discovered  atomic.Bool // the first host set is in
+	edsService string
+	edsCancel  func()
+	// initCh is what Initialized hands out before initialization, closed
+	// then; nil until someone asks (AfterInitialized waits without it).
+	// initDone is set at initialization. Both guarded by initMu.
+	initCh     chan struct{}
+	initDone   bool
+	initOnce   sync.Once
+	initMu     sync.Mutex
+	onInit     []*func()   // AfterInitialized callbacks not yet run; nil once initialized
+	discovered atomic.Bool // the first host set is in
 
 	hostMu sync.Mutex // serializes host-set updates
 	set    atomic.Pointer[prioritySet]
@@ -187,7 +191,6 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 		TransportSocket:          cfg.GetTransportSocket(),
 		overprovision:            defaultOverprovisioning,
 		panicThreshold:           defaultPanicThreshold,
-		initialized:              make(chan struct{}),
 	}
 	c.connKey = connKeyOf(cfg)
 	if c.Type == clusterv3.Cluster_STRICT_DNS || c.Type == clusterv3.Cluster_LOGICAL_DNS {
@@ -379,7 +382,24 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 // assignment for EDS (or at once when the manager has no EndpointSource).
 // With health_checks it also waits, as Envoy's warming does, until every
 // host of that first set has had its first check.
-func (c *Cluster) Initialized() <-chan struct{} { return c.initialized }
+func (c *Cluster) Initialized() <-chan struct{} {
+	c.initMu.Lock()
+	defer c.initMu.Unlock()
+	if c.initDone {
+		return closedChan
+	}
+	if c.initCh == nil {
+		c.initCh = make(chan struct{})
+	}
+	return c.initCh
+}
+
+// closedChan is Initialized's answer once a cluster is initialized.
+var closedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
 
 // AfterInitialized runs f on its own goroutine once the cluster is
 // initialized (at once if it is), with no goroutine waiting meanwhile: 10,000
@@ -387,12 +407,10 @@ func (c *Cluster) Initialized() <-chan struct{} { return c.initialized }
 // started and reports whether it did.
 func (c *Cluster) AfterInitialized(f func()) (stop func() bool) {
 	c.initMu.Lock()
-	select {
-	case <-c.initialized:
+	if c.initDone {
 		c.initMu.Unlock()
 		go f()
 		return func() bool { return false }
-	default:
 	}
 	e := &f
 	c.onInit = append(c.onInit, e)
@@ -421,8 +439,11 @@ func (c *Cluster) markInitialized() {
 func (c *Cluster) tryInitialized() {
 	if c.discovered.Load() && (c.hc == nil || c.hc.initDone.Load()) {
 		c.initOnce.Do(func() {
-			close(c.initialized)
 			c.initMu.Lock()
+			c.initDone = true
+			if c.initCh != nil {
+				close(c.initCh)
+			}
 			fs := c.onInit
 			c.onInit = nil
 			c.initMu.Unlock()

@@ -146,10 +146,10 @@ func newRingPicker(hosts []*Host, w []float64, minW float64, l *lbConfig) *ringP
 		}
 		return 0
 	})
-	if l.ringSize != nil {
-		l.ringSize.Set(int64(size))
-		l.ringMin.Set(int64(minH))
-		l.ringMax.Set(int64(maxH))
+	if g := l.gauges; g != nil {
+		g.size.Set(int64(size))
+		g.min.Set(int64(minH))
+		g.max.Set(int64(maxH))
 	}
 	return p
 }
@@ -221,13 +221,13 @@ func newMaglevPicker(hosts []*Host, w []float64, maxW float64, l *lbConfig) *mag
 			filled++
 		}
 	}
-	if l.maglevMin != nil {
+	if g := l.gauges; g != nil {
 		minE, maxE := size, uint64(0)
 		for i := range es {
 			minE, maxE = min(minE, es[i].count), max(maxE, es[i].count)
 		}
-		l.maglevMin.Set(int64(minE))
-		l.maglevMax.Set(int64(maxE))
+		g.min.Set(int64(minE))
+		g.max.Set(int64(maxE))
 	}
 	return &maglevPicker{table: table}
 }
