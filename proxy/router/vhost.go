@@ -13,16 +13,16 @@ import (
 type VirtualHost struct {
 	Name string
 
-	table       *Table
-	routes      []*Route
-	requireTLS  routev3.VirtualHost_TlsRequirementType
-	tlsRedirect *Route // synthetic route answering require_tls
-	reqHeaders  *headerMutation
-	respHeaders *headerMutation
-	perFilter   map[string]*anypb.Any
-	retryPolicy *routev3.RetryPolicy // nil: none
+	table      *Table
+	routes     []*Route
+	requireTLS routev3.VirtualHost_TlsRequirementType
 	// hedgeOnPerTryTimeout is hedge_policy.hedge_on_per_try_timeout.
 	hedgeOnPerTryTimeout bool
+	tlsRedirect          *Route // synthetic route answering require_tls
+	reqHeaders           *headerMutation
+	respHeaders          *headerMutation
+	perFilter            map[string]*anypb.Any
+	retryPolicy          *routev3.RetryPolicy // nil: none
 }
 
 // Routes lists the compiled routes in match order.
