@@ -394,6 +394,14 @@ func (c *Cluster) Initialized() <-chan struct{} {
 	return c.initCh
 }
 
+// IsInitialized reports whether the cluster is initialized (Initialized
+// is closed), without making Initialized's channel.
+func (c *Cluster) IsInitialized() bool {
+	c.initMu.Lock()
+	defer c.initMu.Unlock()
+	return c.initDone
+}
+
 // closedChan is Initialized's answer once a cluster is initialized.
 var closedChan = func() chan struct{} {
 	ch := make(chan struct{})
