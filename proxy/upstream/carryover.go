@@ -138,11 +138,11 @@ func (c *Cluster) inherit(added []*Host) {
 		}
 		if od != nil {
 			od.mu.Lock()
-			if o := oh.outlier; o != nil {
+			if o := oh.outlierState(); o != nil {
 				n := &outlierHost{numEjections: o.numEjections, backoff: o.backoff, ejectedAt: o.ejectedAt, jitter: o.jitter}
 				n.srExt.Store(minusOne)
 				n.srLocal.Store(minusOne)
-				h.outlier = n
+				h.runtime().outlier = n
 				h.flags.store(fFailedOutlier, oh.flags.load(fFailedOutlier))
 			}
 			od.mu.Unlock()

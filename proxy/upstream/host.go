@@ -54,9 +54,6 @@ type Host struct {
 	// from the replaced cluster's host (carryover.go): it is not reset to
 	// failed and does not hold up warming.
 	hcCarried bool
-	// outlier is the host's outlier detection state; nil when the cluster
-	// has no outlier_detection.
-	outlier *outlierHost
 
 	cluster *Cluster
 	// ext holds what only some hosts need: health_check_config's hostname
@@ -87,6 +84,20 @@ type hostRuntime struct {
 	stats  HostStats
 	pool   atomic.Pointer[Pool]
 	h2pool atomic.Pointer[H2Pool]
+	// outlier is the host's outlier detection state; nil when the cluster
+	// has no outlier_detection. Set before the host is published (the
+	// detector's sync, carry-over), so a host of such a cluster always has
+	// its runtime.
+	outlier *outlierHost
+}
+
+// outlierState is the host's outlier detection state; nil without
+// outlier_detection.
+func (h *Host) outlierState() *outlierHost {
+	if r := h.rt.Load(); r != nil {
+		return r.outlier
+	}
+	return nil
 }
 
 // runtime returns h.rt, making it on first use.

@@ -148,13 +148,14 @@ var minusOne = math.Float64bits(-1)
 // split_external_local_origin_errors); -1 when not computed or without
 // outlier_detection.
 func (h *Host) OutlierSuccessRate(localOrigin bool) float64 {
-	if h.outlier == nil {
+	o := h.outlierState()
+	if o == nil {
 		return -1
 	}
 	if localOrigin {
-		return math.Float64frombits(h.outlier.srLocal.Load())
+		return math.Float64frombits(o.srLocal.Load())
 	}
-	return math.Float64frombits(h.outlier.srExt.Load())
+	return math.Float64frombits(o.srExt.Load())
 }
 
 // OutlierSuccessRateStats are the last interval's success rate average and
@@ -262,14 +263,14 @@ func (d *outlierDetector) sync(hosts []*Host) {
 	keep := make(map[*Host]bool, len(hosts))
 	for _, h := range hosts {
 		keep[h] = true
-		if h.outlier == nil {
+		if ho := h.outlierState(); ho == nil {
 			o := &outlierHost{}
 			o.srExt.Store(minusOne)
 			o.srLocal.Store(minusOne)
-			h.outlier = o
+			h.runtime().outlier = o
 			d.hosts[h] = o
 		} else if d.hosts[h] == nil { // state taken from the replaced cluster
-			d.hosts[h] = h.outlier
+			d.hosts[h] = ho
 			if h.flags.load(fFailedOutlier) {
 				d.active++
 				d.stats.EjectionsActive.Set(d.active)
@@ -294,7 +295,7 @@ func (d *outlierDetector) sync(hosts []*Host) {
 // once per upstream response. It is a no-op without outlier_detection and
 // does not allocate.
 func (h *Host) ReportResponse(code int) {
-	o := h.outlier
+	o := h.outlierState()
 	if o == nil {
 		return
 	}
@@ -327,7 +328,7 @@ func (h *Host) ReportResponse(code int) {
 // ResultRequestFailed as a 503 and ResultRequestSuccess as a 200. It is a
 // no-op without outlier_detection and does not allocate.
 func (h *Host) ReportResult(r OutlierResult) {
-	o := h.outlier
+	o := h.outlierState()
 	if o == nil {
 		return
 	}
