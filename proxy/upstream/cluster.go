@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,51 +28,6 @@ const (
 	defaultOverprovisioning         = 140
 	defaultPanicThreshold           = 50.0
 )
-
-// defaultDialer is the dialer of every cluster without tcp_keepalive or
-// upstream_bind_config: Envoy sets no keepalive unless configured.
-var defaultDialer = &net.Dialer{KeepAlive: -1}
-
-// dnsSettings are a DNS cluster's resolver and refresh timing.
-type dnsSettings struct {
-	resolver Resolver
-	family   clusterv3.Cluster_DnsLookupFamily
-	refresh  time.Duration // dns_refresh_rate; default 5s
-	failure  time.Duration // dns_failure_refresh_rate.base_interval, else refresh
-	// failureMax is dns_failure_refresh_rate.max_interval: failed rounds
-	// back off exponentially from failure up to it; zero without
-	// dns_failure_refresh_rate (failures then wait refresh).
-	failureMax time.Duration
-	// jitter is dns_jitter: each refresh waits up to this much longer.
-	jitter time.Duration
-}
-
-// clusterExtras are the settings only some clusters have. A cluster
-// without any shares noExtras (never written: compile time writes go through
-// Cluster.extras), so readers need no nil check.
-type clusterExtras struct {
-	// socketMatches are transport_socket_matches in order (see
-	// TransportFor); defaultMatchCount counts hosts none matched.
-	socketMatches     []socketMatch
-	defaultMatchCount *stats.Counter
-	autoSNI           autoSNI        // upstream_http_protocol_options
-	specs             []endpointSpec // STATIC/DNS endpoints
-	origDst           *originalDst   // ORIGINAL_DST's host cache; nil for other types
-	// dns is the resolution settings of STRICT_DNS and LOGICAL_DNS
-	// clusters; nil for other types.
-	dns *dnsSettings
-}
-
-var noExtras clusterExtras
-
-// extras returns the cluster's own extras for compile time to fill,
-// replacing the shared noExtras at the first call.
-func (c *Cluster) extras() *clusterExtras {
-	if c.x == nil || c.x == &noExtras {
-		c.x = new(clusterExtras)
-	}
-	return c.x
-}
 
 // Cluster is one compiled cluster. Its exported fields are set at compile
 // time and read-only afterwards; the host set changes atomically underneath.
@@ -377,91 +331,6 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 	return nil
 }
 
-// Initialized is closed once the cluster has its first host set: at once
-// for STATIC, after the first resolution round for DNS types, after the first
-// assignment for EDS (or at once when the manager has no EndpointSource).
-// With health_checks it also waits, as Envoy's warming does, until every
-// host of that first set has had its first check.
-func (c *Cluster) Initialized() <-chan struct{} {
-	c.initMu.Lock()
-	defer c.initMu.Unlock()
-	if c.initDone {
-		return closedChan
-	}
-	if c.initCh == nil {
-		c.initCh = make(chan struct{})
-	}
-	return c.initCh
-}
-
-// IsInitialized reports whether the cluster is initialized (Initialized
-// is closed), without making Initialized's channel.
-func (c *Cluster) IsInitialized() bool {
-	c.initMu.Lock()
-	defer c.initMu.Unlock()
-	return c.initDone
-}
-
-// closedChan is Initialized's answer once a cluster is initialized.
-var closedChan = func() chan struct{} {
-	ch := make(chan struct{})
-	close(ch)
-	return ch
-}()
-
-// AfterInitialized runs f on its own goroutine once the cluster is
-// initialized (at once if it is), with no goroutine waiting meanwhile: 10,000
-// warming clusters need no 10,000 goroutines. stop cancels a call not yet
-// started and reports whether it did.
-func (c *Cluster) AfterInitialized(f func()) (stop func() bool) {
-	c.initMu.Lock()
-	if c.initDone {
-		c.initMu.Unlock()
-		go f()
-		return func() bool { return false }
-	}
-	e := &f
-	c.onInit = append(c.onInit, e)
-	c.initMu.Unlock()
-	return func() bool {
-		c.initMu.Lock()
-		defer c.initMu.Unlock()
-		n := len(c.onInit)
-		c.onInit = slices.DeleteFunc(c.onInit, func(x *func()) bool { return x == e })
-		if len(c.onInit) == 0 {
-			c.onInit = nil
-		}
-		return len(c.onInit) < n
-	}
-}
-
-// markInitialized records that discovery produced the first host set.
-func (c *Cluster) markInitialized() {
-	c.discovered.Store(true)
-	if c.hc != nil && !c.hc.synced.Load() {
-		c.hc.initDone.Store(true) // no hosts to check
-	}
-	c.tryInitialized()
-}
-
-func (c *Cluster) tryInitialized() {
-	if c.discovered.Load() && (c.hc == nil || c.hc.initDone.Load()) {
-		c.initOnce.Do(func() {
-			c.initMu.Lock()
-			c.initDone = true
-			if c.initCh != nil {
-				close(c.initCh)
-			}
-			fs := c.onInit
-			c.onInit = nil
-			c.initMu.Unlock()
-			for _, f := range fs {
-				go (*f)()
-			}
-		})
-	}
-}
-
 // ChooseHost picks a host by the cluster's load balancing policy across
 // priorities (Envoy's priority load with overprovisioning and panic mode).
 // It returns nil only when no host can be chosen, e.g. an empty cluster or a
@@ -710,20 +579,6 @@ func (c *Cluster) publish(hosts []*Host) {
 
 func (c *Cluster) psOptions() psOptions {
 	return psOptions{overprovision: c.overprovision, panicThreshold: c.panicThreshold, weightedHealth: c.weightedHealth}
-}
-
-// stopContext is the context drain cancels (already cancelled once the
-// cluster drains).
-func (c *Cluster) stopContext() context.Context {
-	c.initMu.Lock()
-	defer c.initMu.Unlock()
-	if c.stopCtx == nil {
-		c.stopCtx, c.stop = context.WithCancel(context.Background())
-		if c.draining.Load() {
-			c.stop()
-		}
-	}
-	return c.stopCtx
 }
 
 // drain stops discovery and closes idle pooled connections; connections in
