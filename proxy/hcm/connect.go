@@ -47,7 +47,7 @@ func (s *stream) checkUpgrade(h *headers.Map) (bool, *requestError) {
 	}
 	allowed, configured := s.cfg.upgrades[strings.ToLower(t)]
 	if r := s.Route(); r != nil {
-		for _, u := range r.Action().GetUpgradeConfigs() { // a route may turn an upgrade on or off
+		for _, u := range r.UpgradeConfigs() { // a route may turn an upgrade on or off
 			if strings.EqualFold(u.GetUpgradeType(), t) {
 				allowed, configured = u.GetEnabled() == nil || u.GetEnabled().GetValue(), true
 			}

@@ -114,7 +114,7 @@ func (s *stream) startTrace() {
 	sampling := tc.sampling
 	r := s.Route()
 	if r != nil {
-		if rt := r.Proto().GetTracing(); rt != nil {
+		if rt := r.Tracing(); rt != nil {
 			sampling.Client = tracing.FromFractional(rt.GetClientSampling(), sampling.Client)
 			sampling.Random = tracing.FromFractional(rt.GetRandomSampling(), sampling.Random)
 			sampling.Overall = tracing.FromFractional(rt.GetOverallSampling(), sampling.Overall)
@@ -151,7 +151,7 @@ func (s *stream) startTrace() {
 	sp.SetTag(tracing.TagNodeID, tc.nodeID)
 	sp.SetTag(tracing.TagZone, tc.zone)
 	if r != nil {
-		if d := r.Proto().GetDecorator(); d != nil {
+		if d := r.Decorator(); d != nil {
 			if d.GetOperation() != "" {
 				sp.SetOperation(d.GetOperation())
 				s.trace.decoratedOp = d.GetOperation()
@@ -227,7 +227,7 @@ func (s *stream) finishTrace(end time.Time) {
 	tc := s.cfg.tracing
 	tags := &tc.tags
 	if s.route != nil {
-		if rt := s.route.Proto().GetTracing(); rt != nil && len(rt.GetCustomTags()) > 0 {
+		if rt := s.route.Tracing(); rt != nil && len(rt.GetCustomTags()) > 0 {
 			// The route's custom tags are applied after the connection
 			// manager's, so a tag both name takes the route's value.
 			tags = &tracing.TagConfig{MaxPathTagLength: tc.tags.MaxPathTagLength, Verbose: tc.tags.Verbose,

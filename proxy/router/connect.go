@@ -7,7 +7,7 @@ import "strings"
 // router filter then answers 200 itself and proxies the stream's bytes to
 // the cluster as raw TCP; otherwise a CONNECT is forwarded upstream as is.
 func (r *Route) TerminatesConnect() bool {
-	for _, u := range r.action.GetUpgradeConfigs() {
+	for _, u := range r.UpgradeConfigs() {
 		if strings.EqualFold(u.GetUpgradeType(), "CONNECT") {
 			return u.GetConnectConfig() != nil && (u.GetEnabled() == nil || u.GetEnabled().GetValue())
 		}

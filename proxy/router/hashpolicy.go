@@ -51,7 +51,12 @@ func (p *HashPolicy) Rewrite(v []byte) []byte {
 }
 
 // HashPolicies is the route's compiled hash_policy (nil when none).
-func (r *Route) HashPolicies() []HashPolicy { return r.hashPolicies }
+func (r *Route) HashPolicies() []HashPolicy {
+	if r.ext == nil {
+		return nil
+	}
+	return r.ext.hashPolicies
+}
 
 func compileHashPolicies(ps []*routev3.RouteAction_HashPolicy) ([]HashPolicy, error) {
 	var out []HashPolicy

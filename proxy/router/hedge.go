@@ -25,11 +25,11 @@ func checkHedgePolicy(h *routev3.HedgePolicy) error {
 // route, else of its virtual host (a route's hedge_policy replaces the
 // virtual host's whole).
 func (r *Route) HedgeOnPerTryTimeout() bool {
-	if h := r.action.GetHedgePolicy(); h != nil {
-		return h.GetHedgeOnPerTryTimeout()
+	if r.ext != nil && r.ext.hedgePolicy != nil {
+		return r.ext.hedgePolicy.GetHedgeOnPerTryTimeout()
 	}
 	if r.vh != nil {
-		return r.vh.proto.GetHedgePolicy().GetHedgeOnPerTryTimeout()
+		return r.vh.hedgeOnPerTryTimeout
 	}
 	return false
 }

@@ -28,18 +28,24 @@ const (
 // routeMatch is a compiled RouteMatch.
 type routeMatch struct {
 	kind          pathKind
+	caseSensitive bool
+	grpc          bool
 	value         string // prefix or path
 	re            *regexp.Regexp
-	caseSensitive bool
 	headers       []*matcher.Header
 	query         []queryMatcher
-	hasFraction   bool
-	numerator     uint64
-	denominator   uint64
-	// runtimeKey and fraction: runtime_fraction read from the process runtime when the key is set.
-	runtimeKey string
-	fraction   *typev3.FractionalPercent
-	grpc       bool
+	// frac is runtime_fraction; nil when not set.
+	frac *fractionMatch
+}
+
+// fractionMatch is a route match's runtime_fraction: the default
+// numerator/denominator, read from the process runtime instead when the
+// key is set.
+type fractionMatch struct {
+	numerator   uint64
+	denominator uint64
+	runtimeKey  string
+	fraction    *typev3.FractionalPercent
 }
 
 func compileMatch(m *routev3.RouteMatch) (routeMatch, error) {
@@ -89,16 +95,15 @@ func compileMatch(m *routev3.RouteMatch) (routeMatch, error) {
 	}
 	if rf := m.GetRuntimeFraction(); rf != nil {
 		d := rf.GetDefaultValue()
-		rm.hasFraction = true
-		rm.numerator = uint64(d.GetNumerator())
-		rm.runtimeKey, rm.fraction = rf.GetRuntimeKey(), d
+		f := &fractionMatch{numerator: uint64(d.GetNumerator()), runtimeKey: rf.GetRuntimeKey(), fraction: d}
+		rm.frac = f
 		switch d.GetDenominator() {
 		case typev3.FractionalPercent_HUNDRED:
-			rm.denominator = 100
+			f.denominator = 100
 		case typev3.FractionalPercent_TEN_THOUSAND:
-			rm.denominator = 10000
+			f.denominator = 10000
 		case typev3.FractionalPercent_MILLION:
-			rm.denominator = 1000000
+			f.denominator = 1000000
 		default:
 			return rm, fmt.Errorf("match.runtime_fraction.default_value.denominator: unknown value %v", d.GetDenominator())
 		}
@@ -130,12 +135,12 @@ func compileMatch(m *routev3.RouteMatch) (routeMatch, error) {
 
 // matches reports whether req satisfies every condition of m.
 func (m *routeMatch) matches(req *headers.Map, rnd uint64) bool {
-	if m.hasFraction {
-		if m.runtimeKey != "" {
-			if !runtime.Process().FeatureEnabled(m.runtimeKey, m.fraction, rnd) {
+	if f := m.frac; f != nil {
+		if f.runtimeKey != "" {
+			if !runtime.Process().FeatureEnabled(f.runtimeKey, f.fraction, rnd) {
 				return false
 			}
-		} else if rnd%m.denominator >= m.numerator {
+		} else if rnd%f.denominator >= f.numerator {
 			return false
 		}
 	}

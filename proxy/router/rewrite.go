@@ -44,23 +44,24 @@ func rewritePath(path []byte, m *routeMatch, prefix string, rr *regexRewrite) ([
 // rewrite (prefix_rewrite or regex_rewrite). auto_host_rewrite is left to the
 // caller, which knows the endpoint. x-envoy-original-path is not set.
 func (r *Route) RewriteRequest(req *headers.Map) {
-	if r.kind != ActionCluster {
+	rw := r.rewrite
+	if r.kind != ActionCluster || rw == nil {
 		return
 	}
 	var newHost []byte
 	switch {
-	case r.hostLiteral != "":
-		newHost = []byte(r.hostLiteral)
-	case r.hostHeader != "":
-		if v, ok := req.Get(r.hostHeader); ok && len(v) > 0 {
+	case rw.hostLiteral != "":
+		newHost = []byte(rw.hostLiteral)
+	case rw.hostHeader != "":
+		if v, ok := req.Get(rw.hostHeader); ok && len(v) > 0 {
 			newHost = v
 		}
-	case r.hostPathRegex != nil:
+	case rw.hostPathRegex != nil:
 		p, _ := req.Get(headers.Path)
-		newHost = r.hostPathRegex.replaceAll(stripQuery(p))
+		newHost = rw.hostPathRegex.replaceAll(stripQuery(p))
 	}
 	if newHost != nil {
-		if r.appendXFH {
+		if rw.appendXFH {
 			if orig, ok := req.Get(headers.Authority); ok && len(orig) > 0 {
 				appendXForwardedHost(req, orig)
 			}
@@ -68,7 +69,7 @@ func (r *Route) RewriteRequest(req *headers.Map) {
 		req.SetBytes(headers.Authority, newHost)
 	}
 	if p, ok := req.Get(headers.Path); ok {
-		if np, ok := rewritePath(p, &r.match, r.prefixRewrite, r.regexRewrite); ok {
+		if np, ok := rewritePath(p, &r.match, rw.prefixRewrite, rw.regexRewrite); ok {
 			req.SetBytes(headers.Path, np)
 		}
 	}

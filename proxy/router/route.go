@@ -44,29 +44,39 @@ type Route struct {
 	reqHeaders  *headerMutation
 	respHeaders *headerMutation
 	perFilter   map[string]*anypb.Any
-	proto       *routev3.Route
+	// ext holds the rarely set fields read outside the hot path's compiled
+	// form; nil when the route sets none of them.
+	ext *routeExtras
 
 	// ActionCluster
-	action        *routev3.RouteAction
 	clusterName   string
 	clusterHeader string
 	weighted      *weightedClusters
 	notFoundCode  int
+	// rewrite is the host and path rewrites; nil when the route has none.
+	rewrite     *routeRewrite
+	autoHost    bool
+	timeout     time.Duration
+	idleTimeout time.Duration
+
+	redirect *redirect       // ActionRedirect
+	direct   *directResponse // ActionDirectResponse
+}
+
+// routeRewrite is a route action's host and path rewrites.
+type routeRewrite struct {
 	prefixRewrite string
 	regexRewrite  *regexRewrite
 	hostLiteral   string
 	hostHeader    string
 	hostPathRegex *regexRewrite
-	autoHost      bool
 	appendXFH     bool
-	timeout       time.Duration
-	idleTimeout   time.Duration
-	hashPolicies  []HashPolicy
+}
 
-	redirect *redirect // ActionRedirect
-
-	directStatus int // ActionDirectResponse
-	directBody   []byte
+// directResponse is a direct_response route's answer.
+type directResponse struct {
+	status int
+	body   []byte
 }
 
 // regexRewrite is a compiled RegexMatchAndSubstitute; sub is in Go's
@@ -81,7 +91,10 @@ func compileRoute(vh *VirtualHost, c *routev3.Route, where string, cc *compileCt
 		where = fmt.Sprintf("%s (%q)", where, c.GetName())
 	}
 	wrap := func(err error) error { return fmt.Errorf("%s.%w", where, err) }
-	r := &Route{Name: c.GetName(), vh: vh, perFilter: c.GetTypedPerFilterConfig(), proto: c}
+	r := &Route{Name: c.GetName(), vh: vh, perFilter: c.GetTypedPerFilterConfig()}
+	if c.GetTracing() != nil || c.GetDecorator() != nil {
+		r.extras().tracing, r.extras().decorator = c.GetTracing(), c.GetDecorator()
+	}
 	if err := checkRouteUnsupported(c); err != nil {
 		return nil, wrap(err)
 	}
@@ -122,7 +135,7 @@ func (r *Route) compileRouteAction(a *routev3.RouteAction, cc *compileCtx) error
 	if err := checkRouteActionUnsupported(a); err != nil {
 		return fmt.Errorf("route.%w", err)
 	}
-	r.action = a
+	r.keepActionExtras(a)
 	switch cs := a.GetClusterSpecifier().(type) {
 	case *routev3.RouteAction_Cluster:
 		if cs.Cluster == "" {
@@ -154,30 +167,32 @@ func (r *Route) compileRouteAction(a *routev3.RouteAction, cc *compileCtx) error
 	case routev3.RouteAction_INTERNAL_SERVER_ERROR:
 		r.notFoundCode = 500
 	}
-	r.prefixRewrite = a.GetPrefixRewrite()
+	rw := routeRewrite{prefixRewrite: a.GetPrefixRewrite(), appendXFH: a.GetAppendXForwardedHost()}
 	if rr := a.GetRegexRewrite(); rr != nil {
-		if r.prefixRewrite != "" {
+		if rw.prefixRewrite != "" {
 			return errors.New("route: cannot specify both prefix_rewrite and regex_rewrite")
 		}
 		var err error
-		if r.regexRewrite, err = newRegexRewrite(rr.GetPattern().GetRegex(), rr.GetSubstitution()); err != nil {
+		if rw.regexRewrite, err = newRegexRewrite(rr.GetPattern().GetRegex(), rr.GetSubstitution()); err != nil {
 			return fmt.Errorf("route.regex_rewrite: %w", err)
 		}
 	}
 	switch h := a.GetHostRewriteSpecifier().(type) {
 	case *routev3.RouteAction_HostRewriteLiteral:
-		r.hostLiteral = h.HostRewriteLiteral
+		rw.hostLiteral = h.HostRewriteLiteral
 	case *routev3.RouteAction_AutoHostRewrite:
 		r.autoHost = h.AutoHostRewrite.GetValue()
 	case *routev3.RouteAction_HostRewriteHeader:
-		r.hostHeader = strings.ToLower(h.HostRewriteHeader)
+		rw.hostHeader = strings.ToLower(h.HostRewriteHeader)
 	case *routev3.RouteAction_HostRewritePathRegex:
 		var err error
-		if r.hostPathRegex, err = newRegexRewrite(h.HostRewritePathRegex.GetPattern().GetRegex(), h.HostRewritePathRegex.GetSubstitution()); err != nil {
+		if rw.hostPathRegex, err = newRegexRewrite(h.HostRewritePathRegex.GetPattern().GetRegex(), h.HostRewritePathRegex.GetSubstitution()); err != nil {
 			return fmt.Errorf("route.host_rewrite_path_regex: %w", err)
 		}
 	}
-	r.appendXFH = a.GetAppendXForwardedHost()
+	if rw != (routeRewrite{}) {
+		r.rewrite = &rw
+	}
 	r.timeout = defaultTimeout
 	if d := a.GetTimeout(); d != nil {
 		r.timeout = d.AsDuration()
@@ -192,7 +207,9 @@ func (r *Route) compileRouteAction(a *routev3.RouteAction, cc *compileCtx) error
 	if err != nil {
 		return err
 	}
-	r.hashPolicies = hp
+	if hp != nil {
+		r.extras().hashPolicies = hp
+	}
 	return nil
 }
 
@@ -204,7 +221,7 @@ func (r *Route) compileDirectResponse(d *routev3.DirectResponseAction, maxBody u
 	if s < 200 || s >= 600 {
 		return fmt.Errorf("direct_response.status: %d out of range [200, 600)", s)
 	}
-	r.directStatus = int(s)
+	r.direct = &directResponse{status: int(s)}
 	if b := d.GetBody(); b != nil {
 		body, err := readDataSource(b)
 		if err != nil {
@@ -213,7 +230,7 @@ func (r *Route) compileDirectResponse(d *routev3.DirectResponseAction, maxBody u
 		if uint64(len(body)) > uint64(maxBody) {
 			return fmt.Errorf("direct_response.body: response body size is %d bytes; maximum is %d", len(body), maxBody)
 		}
-		r.directBody = body
+		r.direct.body = body
 	}
 	return nil
 }
@@ -286,19 +303,13 @@ func (r *Route) Kind() ActionKind { return r.kind }
 // VirtualHost is the virtual host the route belongs to.
 func (r *Route) VirtualHost() *VirtualHost { return r.vh }
 
-// Proto is the route's configuration (nil for the synthetic require_tls
-// redirect). Do not modify it.
-func (r *Route) Proto() *routev3.Route { return r.proto }
-
-// Action is the route action's configuration, nil unless Kind is
-// ActionCluster: retry_policy, hash_policy, upgrade_configs,
-// max_stream_duration and the like are read from it by the router filter.
-func (r *Route) Action() *routev3.RouteAction { return r.action }
-
 // RetryPolicy is the route's retry policy, else the virtual host's, else nil.
 func (r *Route) RetryPolicy() *routev3.RetryPolicy {
-	if p := r.action.GetRetryPolicy(); p != nil {
+	if p := r.ext.getRetryPolicy(); p != nil {
 		return p
+	}
+	if r.vh == nil {
+		return nil
 	}
 	return r.vh.retryPolicy
 }
@@ -337,7 +348,7 @@ func (r *Route) AutoHostRewrite() bool { return r.autoHost }
 
 // AppendXForwardedHost reports append_x_forwarded_host (also honoured by
 // RewriteRequest for the rewrites it performs).
-func (r *Route) AppendXForwardedHost() bool { return r.appendXFH }
+func (r *Route) AppendXForwardedHost() bool { return r.rewrite != nil && r.rewrite.appendXFH }
 
 // Timeout is the upstream request timeout: 15s unless configured, 0 when
 // disabled.
@@ -348,7 +359,12 @@ func (r *Route) IdleTimeout() time.Duration { return r.idleTimeout }
 
 // DirectResponse is the status and body of a direct_response route. body is
 // shared: do not modify it.
-func (r *Route) DirectResponse() (status int, body []byte) { return r.directStatus, r.directBody }
+func (r *Route) DirectResponse() (status int, body []byte) {
+	if r.direct == nil {
+		return 0, nil
+	}
+	return r.direct.status, r.direct.body
+}
 
 // PerFilterConfig returns typed_per_filter_config for filterName from the
 // most specific level that has it: route, then virtual host, then route

@@ -13,15 +13,16 @@ import (
 type VirtualHost struct {
 	Name string
 
-	table       *Table
-	routes      []*Route
-	requireTLS  routev3.VirtualHost_TlsRequirementType
-	tlsRedirect *Route // synthetic route answering require_tls
-	reqHeaders  *headerMutation
-	respHeaders *headerMutation
-	perFilter   map[string]*anypb.Any
-	retryPolicy *routev3.RetryPolicy
-	proto       *routev3.VirtualHost
+	table      *Table
+	routes     []*Route
+	requireTLS routev3.VirtualHost_TlsRequirementType
+	// hedgeOnPerTryTimeout is hedge_policy.hedge_on_per_try_timeout.
+	hedgeOnPerTryTimeout bool
+	tlsRedirect          *Route // synthetic route answering require_tls
+	reqHeaders           *headerMutation
+	respHeaders          *headerMutation
+	perFilter            map[string]*anypb.Any
+	retryPolicy          *routev3.RetryPolicy // nil: none
 }
 
 // Routes lists the compiled routes in match order.
@@ -29,10 +30,6 @@ func (vh *VirtualHost) Routes() []*Route { return vh.routes }
 
 // Table is the table vh belongs to.
 func (vh *VirtualHost) Table() *Table { return vh.table }
-
-// Proto is the virtual host's configuration (for fields such as
-// include_request_attempt_count read by other filters). Do not modify it.
-func (vh *VirtualHost) Proto() *routev3.VirtualHost { return vh.proto }
 
 // compileCtx carries table-wide settings into route compilation.
 type compileCtx struct {
@@ -54,7 +51,8 @@ func compileVirtualHost(t *Table, c *routev3.VirtualHost, where string, cc *comp
 		requireTLS:  c.GetRequireTls(),
 		perFilter:   c.GetTypedPerFilterConfig(),
 		retryPolicy: c.GetRetryPolicy(),
-		proto:       c,
+
+		hedgeOnPerTryTimeout: c.GetHedgePolicy().GetHedgeOnPerTryTimeout(),
 	}
 	var err error
 	if vh.reqHeaders, err = compileMutation(c.GetRequestHeadersToAdd(), c.GetRequestHeadersToRemove(), "request_headers_to"); err != nil {

@@ -72,14 +72,14 @@ type hostStat struct {
 func hostStats(h *upstream.Host) []hostStat {
 	c, g := adminv3.SimpleMetric_COUNTER, adminv3.SimpleMetric_GAUGE
 	return []hostStat{
-		{"cx_active", uint64(max(h.Stats.CxActive.Load(), 0)), g},
-		{"cx_connect_fail", h.Stats.CxConnectFail.Load(), c},
-		{"cx_total", h.Stats.CxTotal.Load(), c},
-		{"rq_active", uint64(max(h.Stats.RqActive.Load(), 0)), g},
-		{"rq_error", h.Stats.RqError.Load(), c},
-		{"rq_success", h.Stats.RqSuccess.Load(), c},
-		{"rq_timeout", h.Stats.RqTimeout.Load(), c},
-		{"rq_total", h.Stats.RqTotal.Load(), c},
+		{"cx_active", uint64(max(h.StatsView().CxActive.Load(), 0)), g},
+		{"cx_connect_fail", h.StatsView().CxConnectFail.Load(), c},
+		{"cx_total", h.StatsView().CxTotal.Load(), c},
+		{"rq_active", uint64(max(h.StatsView().RqActive.Load(), 0)), g},
+		{"rq_error", h.StatsView().RqError.Load(), c},
+		{"rq_success", h.StatsView().RqSuccess.Load(), c},
+		{"rq_timeout", h.StatsView().RqTimeout.Load(), c},
+		{"rq_total", h.StatsView().RqTotal.Load(), c},
 	}
 }
 

@@ -299,13 +299,9 @@ func (d *dynamic) warmCluster(w *warmCluster) {
 	if prev != nil {
 		d.s.clusters.Discard(prev.cl)
 	}
-	select {
-	case <-w.cl.Initialized():
-		if d.sp.allReady(w.secrets) {
-			d.activate(w)
-			return
-		}
-	default:
+	if w.cl.IsInitialized() && d.sp.allReady(w.secrets) {
+		d.activate(w)
+		return
 	}
 	d.clusterGauges()
 	timeout := 15 * time.Second

@@ -72,3 +72,62 @@ func TestAfterInitialized(t *testing.T) {
 		t.Errorf("calls: kept %d, stopped %d; want 1, 0", kept.Load(), stopped.Load())
 	}
 }
+
+// Initialized's channel is made only when asked for before initialization
+// and closed then; IsInitialized never makes it, and a cluster asked after
+// initialization hands out a closed channel.
+func TestInitializedChannel(t *testing.T) {
+	m, _ := newTestManager(t)
+	src := &endpointsFunc{}
+	m.Endpoints = src
+	stage := func(name string) *Cluster {
+		c, err := m.Stage(parseCluster(t, `{"name": "`+name+`", "type": "EDS", "connect_timeout": "1s", "eds_cluster_config": {}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Discard(c) })
+		return c
+	}
+	init := func(c *Cluster) {
+		src.mu.Lock()
+		update := src.update
+		src.mu.Unlock()
+		if err := update(&endpointv3.ClusterLoadAssignment{ClusterName: c.Name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	a := stage("a")
+	if a.IsInitialized() {
+		t.Fatal("initialized before its first assignment")
+	}
+	if a.initCh != nil {
+		t.Fatal("IsInitialized made the channel")
+	}
+	ch := a.Initialized()
+	select {
+	case <-ch:
+		t.Fatal("channel closed before initialization")
+	default:
+	}
+	init(a)
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("channel asked for before initialization not closed by it")
+	}
+	if !a.IsInitialized() {
+		t.Error("IsInitialized false after initialization")
+	}
+
+	b := stage("b")
+	init(b)
+	if b.initCh != nil {
+		t.Error("channel made though nobody asked")
+	}
+	select {
+	case <-b.Initialized():
+	default:
+		t.Error("Initialized of an initialized cluster is not closed")
+	}
+}

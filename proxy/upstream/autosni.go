@@ -41,7 +41,7 @@ func (c *Cluster) compileAutoSNI(o *corev3.UpstreamHttpProtocolOptions, path str
 	if err := confcheck.Fields(o, path, "auto_sni", "auto_san_validation", "override_auto_sni_header"); err != nil {
 		return err
 	}
-	c.autoSNI = autoSNI{sni: o.GetAutoSni(), san: o.GetAutoSanValidation(), header: strings.ToLower(o.GetOverrideAutoSniHeader())}
+	c.extras().autoSNI = autoSNI{sni: o.GetAutoSni(), san: o.GetAutoSanValidation(), header: strings.ToLower(o.GetOverrideAutoSniHeader())}
 	return nil
 }
 
@@ -52,7 +52,7 @@ func (c *Cluster) compileAutoSNI(o *corev3.UpstreamHttpProtocolOptions, path str
 // SAN to verify. Zero when neither is configured or the cluster has no
 // TLS transport.
 func (c *Cluster) TLSOverride(h *headers.Map) TLSOverride {
-	a := c.autoSNI
+	a := c.x.autoSNI
 	if (!a.sni && !a.san) || c.transport == nil || h == nil {
 		return TLSOverride{}
 	}
@@ -117,7 +117,7 @@ func (c *Cluster) PoolFor(h *Host, o TLSOverride) *Pool {
 	if p, loaded := h.overrides().h1.LoadOrStore(o, np); loaded {
 		return p.(*Pool)
 	}
-	if h.drained.Load() {
+	if h.flags.load(fDrained) {
 		np.Close()
 	}
 	return np
@@ -137,7 +137,7 @@ func (c *Cluster) H2PoolFor(h *Host, o TLSOverride) *H2Pool {
 	if p, loaded := h.overrides().h2.LoadOrStore(o, np); loaded {
 		return p.(*H2Pool)
 	}
-	if h.drained.Load() {
+	if h.flags.load(fDrained) {
 		np.Close()
 	}
 	return np
@@ -145,10 +145,11 @@ func (c *Cluster) H2PoolFor(h *Host, o TLSOverride) *H2Pool {
 
 // closeOverridePools closes the per-override pools of a removed host.
 func (h *Host) closeOverridePools() {
-	o := h.sni.Load()
-	if o == nil {
+	e := h.ext.Load()
+	if e == nil {
 		return
 	}
+	o := &e.sni
 	o.h1.Range(func(_, v any) bool {
 		v.(*Pool).Close()
 		return true

@@ -130,20 +130,20 @@ func (c *Cluster) inherit(added []*Host) {
 		if oh == nil {
 			continue
 		}
-		if sameHC && !h.hcDisabled && !oh.hcDisabled && h.hcPort == oh.hcPort && h.hcHostname == oh.hcHostname {
-			h.failedActiveHC.Store(oh.failedActiveHC.Load())
-			h.degradedActiveHC.Store(oh.degradedActiveHC.Load())
-			h.activeHCTimeout.Store(oh.activeHCTimeout.Load())
+		if sameHC && !h.hcDisabled && !oh.hcDisabled && h.hcPort == oh.hcPort && h.hcHost() == oh.hcHost() {
+			h.flags.store(fFailedActiveHC, oh.flags.load(fFailedActiveHC))
+			h.flags.store(fDegradedActiveHC, oh.flags.load(fDegradedActiveHC))
+			h.flags.store(fActiveHCTimeout, oh.flags.load(fActiveHCTimeout))
 			h.hcCarried = true
 		}
 		if od != nil {
 			od.mu.Lock()
-			if o := oh.outlier; o != nil {
+			if o := oh.outlierState(); o != nil {
 				n := &outlierHost{numEjections: o.numEjections, backoff: o.backoff, ejectedAt: o.ejectedAt, jitter: o.jitter}
 				n.srExt.Store(minusOne)
 				n.srLocal.Store(minusOne)
-				h.outlier = n
-				h.failedOutlier.Store(oh.failedOutlier.Load())
+				h.runtime().outlier = n
+				h.flags.store(fFailedOutlier, oh.flags.load(fFailedOutlier))
 			}
 			od.mu.Unlock()
 		}
@@ -160,13 +160,17 @@ func (nc *Cluster) adoptConns(old *Cluster) {
 	byAddr := oldHostsByAddr(old)
 	for _, h := range nc.set.Load().all {
 		oh := byAddr[h.Addr]
-		if oh == nil || (len(nc.socketMatches) > 0 && !proto.Equal(h.Metadata, oh.Metadata)) {
+		if oh == nil || (len(nc.x.socketMatches) > 0 && !proto.Equal(h.Metadata, oh.Metadata)) {
 			continue
 		}
-		if op := oh.pool.Load(); op != nil {
+		ort := oh.rt.Load()
+		if ort == nil {
+			continue // never used: no pools
+		}
+		if op := ort.pool.Load(); op != nil {
 			op.handOver(nc.Pool(h))
 		}
-		if op := oh.h2pool.Load(); op != nil {
+		if op := ort.h2pool.Load(); op != nil {
 			op.handOver(nc.H2Pool(h))
 		}
 	}
@@ -199,7 +203,7 @@ func (p *Pool) handOver(np *Pool) {
 // closes the connection when np cannot take it.
 func (np *Pool) adopt(pc *PooledConn) {
 	c := np.cluster
-	if np.host.drained.Load() || !c.res.cx.tryAcquire(c.res.cx.max) {
+	if np.host.flags.load(fDrained) || !c.res.cx.tryAcquire(c.res.cx.max) {
 		pc.destroy()
 		return
 	}
@@ -208,14 +212,14 @@ func (np *Pool) adopt(pc *PooledConn) {
 	}
 	pc.cxDone = c.res.releaseCx
 	oh := pc.pool.host
-	oh.Stats.CxActive.Add(-1)
-	np.host.Stats.CxActive.Add(1)
+	oh.Stats().CxActive.Add(-1)
+	np.host.Stats().CxActive.Add(1)
 	pc.uc.host, pc.uc.cluster = np.host, c
 	pc.pool = np
 	left := time.Duration(0)
 	if c.IdleTimeout > 0 {
 		if left = c.IdleTimeout - time.Since(pc.idleSince); left <= 0 {
-			c.Stats.UpstreamCxIdleTimeout.Inc()
+			c.Stats.UpstreamCxIdleTimeout().Inc()
 			pc.destroy()
 			return
 		}
@@ -255,7 +259,7 @@ func (p *H2Pool) handOver(np *H2Pool) {
 		if st.Closed {
 			continue
 		}
-		if hc.full || st.Closing || hc.conn == nil || np.host.drained.Load() || !c.res.cx.tryAcquire(c.res.cx.max) {
+		if hc.full || st.Closing || hc.conn == nil || np.host.flags.load(fDrained) || !c.res.cx.tryAcquire(c.res.cx.max) {
 			p.mu.Lock()
 			p.conns = append(p.conns, hc) // drains with p
 			hc.full = true
@@ -263,17 +267,17 @@ func (p *H2Pool) handOver(np *H2Pool) {
 			continue
 		}
 		oh, nh := p.host, np.host
-		nh.Stats.CxActive.Add(1)
-		oh.Stats.CxActive.Add(-1)
+		nh.Stats().CxActive.Add(1)
+		oh.Stats().CxActive.Add(-1)
 		// UpstreamConn.Close counts the old host; the new release undoes that.
 		if !hc.conn.swapDone(func() {
 			c.res.releaseCx()
-			nh.Stats.CxActive.Add(-1)
-			oh.Stats.CxActive.Add(1)
+			nh.Stats().CxActive.Add(-1)
+			oh.Stats().CxActive.Add(1)
 		}) {
 			c.res.releaseCx()
-			nh.Stats.CxActive.Add(-1)
-			oh.Stats.CxActive.Add(1)
+			nh.Stats().CxActive.Add(-1)
+			oh.Stats().CxActive.Add(1)
 			continue
 		}
 		np.mu.Lock()

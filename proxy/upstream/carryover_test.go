@@ -197,7 +197,7 @@ func TestCarryOverPool(t *testing.T) {
 			if g := st.Gauge("cluster.p.upstream_cx_active").Value(); g != 2 {
 				t.Errorf("upstream_cx_active = %d, want 2", g)
 			}
-			if a, b := nc.Hosts()[0].Stats.CxActive.Load(), old.Hosts()[0].Stats.CxActive.Load(); a != 2 || b != 0 {
+			if a, b := nc.Hosts()[0].StatsView().CxActive.Load(), old.Hosts()[0].StatsView().CxActive.Load(); a != 2 || b != 0 {
 				t.Errorf("host cx_active new %d old %d, want 2 and 0", a, b)
 			}
 			for _, pc := range got {
@@ -209,7 +209,7 @@ func TestCarryOverPool(t *testing.T) {
 			if g := st.Gauge("cluster.p.upstream_cx_active").Value(); g != 0 {
 				t.Errorf("upstream_cx_active = %d after close, want 0", g)
 			}
-			if n := nc.Hosts()[0].Stats.CxActive.Load(); n != 0 {
+			if n := nc.Hosts()[0].StatsView().CxActive.Load(); n != 0 {
 				t.Errorf("new host cx_active = %d after close, want 0", n)
 			}
 		})
@@ -256,16 +256,16 @@ func TestCarryOverH2Pool(t *testing.T) {
 			if n := accepts.Load(); n != tc.accepts {
 				t.Errorf("upstream accepted %d connections, want %d", n, tc.accepts)
 			}
-			if n := nc.Hosts()[0].Stats.CxActive.Load(); n != 1 {
+			if n := nc.Hosts()[0].StatsView().CxActive.Load(); n != 1 {
 				t.Errorf("new host cx_active = %d, want 1", n)
 			}
 			waitFor(t, "one active connection", func() bool {
-				return st.Gauge("cluster.p.upstream_cx_active").Value() == 1 && old.Hosts()[0].Stats.CxActive.Load() == 0
+				return st.Gauge("cluster.p.upstream_cx_active").Value() == 1 && old.Hosts()[0].StatsView().CxActive.Load() == 0
 			})
 			m.Remove("p")
 			waitFor(t, "connections closed", func() bool {
-				return st.Gauge("cluster.p.upstream_cx_active").Value() == 0 && nc.Hosts()[0].Stats.CxActive.Load() == 0 &&
-					old.Hosts()[0].Stats.CxActive.Load() == 0
+				return st.Gauge("cluster.p.upstream_cx_active").Value() == 0 && nc.Hosts()[0].StatsView().CxActive.Load() == 0 &&
+					old.Hosts()[0].StatsView().CxActive.Load() == 0
 			})
 		})
 	}

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -61,8 +62,7 @@ func (r *resource) update(v, limit int64) {
 // ResourceManager).
 type resources struct {
 	cx, pending, rq, retries resource
-	budgetPercent            float64 // retry_budget.budget_percent; <0 without a budget
-	minRetryConcurrency      int64
+	budget                   *retryBudget // nil without retry_budget
 
 	// perHostCx is per_host_thresholds max_connections of this priority: the
 	// most connections (of both priorities) one host may have; 0 means
@@ -73,8 +73,17 @@ type resources struct {
 	freed                   broadcast
 
 	// high is the HIGH priority breakers, set on the DEFAULT ones (the
-	// cluster's res); nil on the HIGH ones.
-	high *resources
+	// cluster's res); nil on the HIGH ones. Without HIGH thresholds in the
+	// config it is made at the first HIGH priority request (Cluster.highRes):
+	// most clusters never see one.
+	high atomic.Pointer[resources]
+}
+
+// retryBudget is a priority's retry_budget: budget_percent of the active
+// and pending requests may retry, at least min_retry_concurrency.
+type retryBudget struct {
+	percent        float64
+	minConcurrency int64
 }
 
 // Prioritized is implemented by a request context that carries its route's
@@ -98,12 +107,12 @@ func (c *Cluster) resFor(ctx context.Context) *resources {
 	}
 	if p, ok := ctx.(Prioritized); ok {
 		if p.HighPriority() {
-			return c.res.high
+			return c.highRes()
 		}
 		return c.res
 	}
 	if hi, _ := ctx.Value(highPriorityKey{}).(bool); hi {
-		return c.res.high
+		return c.highRes()
 	}
 	return c.res
 }
@@ -112,15 +121,15 @@ func (c *Cluster) resFor(ctx context.Context) *resources {
 // idle lists are shared, so room freed by one can serve the other.
 func (r *resources) notifyFreed() {
 	r.freed.notify()
-	if r.high != nil {
-		r.high.freed.notify()
+	if h := r.high.Load(); h != nil {
+		h.freed.notify()
 	}
 }
 
 // newResources is the breakers of one priority's thresholds t (nil: the
 // defaults), without their gauges (see fillGauges).
 func newResources(t *clusterv3.CircuitBreakers_Thresholds) *resources {
-	r := &resources{budgetPercent: -1}
+	r := &resources{}
 	r.cx.max, r.pending.max, r.rq.max, r.retries.max = DefaultMaxConnections, DefaultMaxPendingRequests, DefaultMaxRequests, DefaultMaxRetries
 	if v := t.GetMaxConnections(); v != nil {
 		r.cx.max = int64(v.GetValue())
@@ -135,19 +144,15 @@ func newResources(t *clusterv3.CircuitBreakers_Thresholds) *resources {
 		r.retries.max = int64(v.GetValue())
 	}
 	if b := t.GetRetryBudget(); b != nil {
-		r.budgetPercent, r.minRetryConcurrency = defaultBudgetPercent, defaultMinRetryConcurrent
+		r.budget = &retryBudget{percent: defaultBudgetPercent, minConcurrency: defaultMinRetryConcurrent}
 		if p := b.GetBudgetPercent(); p != nil {
-			r.budgetPercent = p.GetValue()
+			r.budget.percent = p.GetValue()
 		}
 		if m := b.GetMinRetryConcurrency(); m != nil {
-			r.minRetryConcurrency = int64(m.GetValue())
+			r.budget.minConcurrency = int64(m.GetValue())
 		}
 	}
-	r.releaseCx = func() {
-		r.cx.release()
-		r.freed.notify()
-	}
-	r.releaseRetry = r.retries.release
+	r.releaseRetry = r.retries.release // releaseCx: Cluster.bindRelease
 	return r
 }
 
@@ -216,23 +221,25 @@ func compileCircuitBreakers(c *Cluster, cb *clusterv3.CircuitBreakers) {
 		}
 	}
 	c.res = newResources(def)
-	hi := newResources(high)
-	c.res.high = hi
-	for _, r := range [...]*resources{c.res, hi} {
-		r.releaseCx = func() {
-			r.cx.release()
-			c.res.notifyFreed()
-		}
-	}
-	b2i := func(b bool) int {
-		if b {
-			return 1
-		}
-		return 0
-	}
+	c.bindRelease(c.res)
 	dr, hr := def.GetTrackRemaining(), high.GetTrackRemaining()
-	c.Stats.Scope().Scope("circuit_breakers").Block(breakerLayouts[b2i(dr)][b2i(hr)]).Fill(fillBreakers(c.res, dr, hi, hr))
-	for _, x := range [...]*resource{&c.res.cx, &c.res.pending, &c.res.rq, &c.res.retries, &hi.cx, &hi.pending, &hi.rq, &hi.retries} {
+	var hi *resources
+	highPerHost := slices.ContainsFunc(cb.GetPerHostThresholds(), func(t *clusterv3.CircuitBreakers_Thresholds) bool {
+		return t.GetPriority() == corev3.RoutingPriority_HIGH
+	})
+	if high != nil || highPerHost {
+		hi = newResources(high)
+		c.bindRelease(hi)
+		c.res.high.Store(hi)
+	}
+	// Without HIGH breakers yet, their gauges (which Envoy creates for both
+	// priorities) go to a throwaway: they stay 0 until highRes.
+	hg := hi
+	if hg == nil {
+		hg = &resources{}
+	}
+	c.Stats.Scope().Scope("circuit_breakers").Block(breakerLayouts[b2i(dr)][b2i(hr)]).Fill(fillBreakers(c.res, dr, hg, hr))
+	for _, x := range [...]*resource{&c.res.cx, &c.res.pending, &c.res.rq, &c.res.retries, &hg.cx, &hg.pending, &hg.rq, &hg.retries} {
 		if x.remaining != nil {
 			x.remaining.Set(x.max)
 		}
@@ -241,6 +248,7 @@ func compileCircuitBreakers(c *Cluster, cb *clusterv3.CircuitBreakers) {
 	// the first entry of each priority counting.
 	seen := [2]bool{}
 	for _, t := range cb.GetPerHostThresholds() {
+		// hi is not nil when a HIGH entry exists.
 		r, i := c.res, 0
 		if t.GetPriority() == corev3.RoutingPriority_HIGH {
 			r, i = hi, 1
@@ -255,19 +263,53 @@ func compileCircuitBreakers(c *Cluster, cb *clusterv3.CircuitBreakers) {
 	}
 }
 
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// bindRelease sets r's connection release, which wakes the waiters of both
+// priorities.
+func (c *Cluster) bindRelease(r *resources) {
+	r.releaseCx = func() {
+		r.cx.release()
+		c.res.notifyFreed()
+	}
+}
+
+// highRes is the cluster's HIGH priority breakers, made at the first call
+// when the config has no HIGH thresholds (Envoy's defaults, no
+// track_remaining: the gauges only need their open flags).
+func (c *Cluster) highRes() *resources {
+	if h := c.res.high.Load(); h != nil {
+		return h
+	}
+	h := newResources(nil)
+	c.bindRelease(h)
+	dr := c.res.cx.remaining != nil
+	c.Stats.Scope().Scope("circuit_breakers").Block(breakerLayouts[b2i(dr)][0]).Fill(fillBreakers(&resources{}, dr, h, false))
+	if c.res.high.CompareAndSwap(nil, h) {
+		return h
+	}
+	return c.res.high.Load()
+}
+
 // hostCxFull reports whether h is at per_host_thresholds max_connections
 // (Envoy compares the host's active connections).
 func (r *resources) hostCxFull(h *Host) bool {
-	return r.perHostCx > 0 && h.Stats.CxActive.Load() >= r.perHostCx
+	return r.perHostCx > 0 && h.StatsView().CxActive.Load() >= r.perHostCx
 }
 
 // retryLimit is max_retries, or the retry budget's share of the active and
 // pending requests (at least min_retry_concurrency).
 func (r *resources) retryLimit() int64 {
-	if r.budgetPercent < 0 {
+	b := r.budget
+	if b == nil {
 		return r.retries.max
 	}
-	return max(int64(r.budgetPercent/100*float64(r.rq.cur.Load()+r.pending.cur.Load())), r.minRetryConcurrency)
+	return max(int64(b.percent/100*float64(r.rq.cur.Load()+r.pending.cur.Load())), b.minConcurrency)
 }
 
 // AdmitRetry asks the cluster's max_retries (or retry_budget) circuit
@@ -281,10 +323,10 @@ func (c *Cluster) AdmitRetry() (ok bool, done func()) { return c.AdmitRetryPrior
 func (c *Cluster) AdmitRetryPriority(high bool) (ok bool, done func()) {
 	r := c.res
 	if high {
-		r = r.high
+		r = c.highRes()
 	}
 	if !r.retries.tryAcquire(r.retryLimit()) {
-		c.Stats.UpstreamRqRetryOverflow.Inc()
+		c.Stats.UpstreamRqRetryOverflow().Inc()
 		return false, nil
 	}
 	return true, r.releaseRetry
@@ -296,7 +338,7 @@ func (c *Cluster) AdmitRetryPriority(high bool) (ok bool, done func()) {
 // called once the connection closes. It does not allocate.
 func (c *Cluster) AdmitConnection() (ok bool, done func()) {
 	if !c.res.cx.tryAcquire(c.res.cx.max) {
-		c.Stats.UpstreamCxOverflow.Inc()
+		c.Stats.UpstreamCxOverflow().Inc()
 		return false, nil
 	}
 	return true, c.res.releaseCx

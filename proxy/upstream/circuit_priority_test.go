@@ -111,10 +111,44 @@ func TestResForNoAlloc(t *testing.T) {
 	var ctx context.Context = prioCtx{context.Background(), true}
 	bg := context.Background()
 	if a := testing.AllocsPerRun(100, func() {
-		if c.resFor(ctx) != c.res.high || c.resFor(bg) != c.res {
+		if c.resFor(ctx) != c.res.high.Load() || c.resFor(bg) != c.res {
 			panic("wrong priority")
 		}
 	}); a != 0 {
 		t.Errorf("resFor allocates %v", a)
+	}
+}
+
+// Without HIGH thresholds the HIGH breakers are made at the first HIGH
+// request, with Envoy's defaults (max_retries 3) and the block's high.*
+// gauges, which exist (at 0) from the start.
+func TestCircuitBreakerHighLazy(t *testing.T) {
+	ls := newLineServer(t, 0)
+	m, st := newTestManager(t)
+	c := cbCluster(t, m, ls, `{"thresholds":[{"max_retries":1}]}`)
+	if c.res.high.Load() != nil {
+		t.Fatal("HIGH breakers made before any HIGH request")
+	}
+	if _, ok := st.Value("cluster.cb.circuit_breakers.high.rq_retry_open"); !ok {
+		t.Fatal("circuit_breakers.high.rq_retry_open missing before the first HIGH request")
+	}
+	for i := range 3 {
+		ok, done := c.AdmitRetryPriority(true)
+		if !ok {
+			t.Fatalf("HIGH retry %d refused", i)
+		}
+		defer done()
+	}
+	if ok, _ := c.AdmitRetryPriority(true); ok {
+		t.Error("fourth HIGH retry admitted with the default max_retries 3")
+	}
+	if g := st.Gauge("cluster.cb.circuit_breakers.high.rq_retry_open").Value(); g != 1 {
+		t.Errorf("high.rq_retry_open = %d, want 1", g)
+	}
+	if g := st.Gauge("cluster.cb.circuit_breakers.default.rq_retry_open").Value(); g != 0 {
+		t.Errorf("default.rq_retry_open = %d, want 0", g)
+	}
+	if c.resFor(WithHighPriority(context.Background())) != c.res.high.Load() {
+		t.Error("resFor(HIGH) is not the lazily made HIGH breakers")
 	}
 }

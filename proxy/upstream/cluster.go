@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,7 +12,6 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrider-proxy/outrider/proxy/sockopt"
 	"github.com/outrider-proxy/outrider/proxy/transport"
@@ -37,16 +35,16 @@ type Cluster struct {
 	Name  string
 	Stats *ClusterStats
 	Type  clusterv3.Cluster_DiscoveryType
+	// MaxRequestsPerConnection is the request limit of one pooled connection
+	// (common_http_protocol_options.max_requests_per_connection, or the
+	// deprecated cluster field); zero means unlimited.
+	MaxRequestsPerConnection uint32
 
 	ConnectTimeout           time.Duration // connect_timeout; default 5s
 	PerConnectionBufferLimit int           // per_connection_buffer_limit_bytes; default 1 MiB
 	// IdleTimeout closes pooled connections idle this long
 	// (common_http_protocol_options.idle_timeout); default 1h, zero disables.
 	IdleTimeout time.Duration
-	// MaxRequestsPerConnection is the request limit of one pooled connection
-	// (common_http_protocol_options.max_requests_per_connection, or the
-	// deprecated cluster field); zero means unlimited.
-	MaxRequestsPerConnection uint32
 	// MaxConnectionDuration is common_http_protocol_options
 	// .max_connection_duration: a pooled connection this old takes no new
 	// request and closes once idle (upstream_cx_max_duration_reached); zero
@@ -76,48 +74,34 @@ type Cluster struct {
 	// Outlier are the outlier_detection.* stats; nil without outlier_detection.
 	Outlier *OutlierStats
 
-	// Recorded for later features; TransportSocket is applied by the Manager.
-	OutlierDetection              *clusterv3.OutlierDetection
-	CircuitBreakers               *clusterv3.CircuitBreakers
-	TransportSocket               *corev3.TransportSocket
-	TypedExtensionProtocolOptions map[string]*anypb.Any
+	// TransportSocket is transport_socket, applied by the Manager.
+	TransportSocket *corev3.TransportSocket
 
-	transport transport.Upstream // nil: plaintext
-	// socketMatches are transport_socket_matches in order (see
-	// TransportFor); defaultMatchCount counts hosts none matched.
-	socketMatches     []socketMatch
-	defaultMatchCount *stats.Counter
-	protocol          protocolOptions
-	autoSNI           autoSNI // upstream_http_protocol_options
-	policy            *lbConfig
-	hc                *healthChecker   // nil without health_checks
-	outlier           *outlierDetector // nil without outlier_detection
-	res               *resources       // DEFAULT priority circuit breakers; never nil
-	overprovision     uint32
-	panicThreshold    float64
-	weightedHealth    bool // load_assignment.policy.weighted_priority_health
-	dialer            net.Dialer
+	transport      transport.Upstream // nil: plaintext
+	protocol       protocolOptions
+	policy         *lbConfig
+	hc             *healthChecker   // nil without health_checks
+	outlier        *outlierDetector // nil without outlier_detection
+	res            *resources       // DEFAULT priority circuit breakers; never nil
+	overprovision  uint32
+	weightedHealth bool // load_assignment.policy.weighted_priority_health
+	panicThreshold float64
+	// x holds the rarely configured settings; &noExtras when none.
+	x      *clusterExtras
+	dialer *net.Dialer // defaultDialer unless the cluster sets keepalive or bind options
 
 	// Discovery.
-	specs      []endpointSpec // STATIC/DNS endpoints
-	origDst    *originalDst   // ORIGINAL_DST's host cache; nil for other types
-	resolver   Resolver
-	family     clusterv3.Cluster_DnsLookupFamily
-	dnsRefresh time.Duration
-	dnsFailure time.Duration
-	// dnsFailureMax is dns_failure_refresh_rate.max_interval: failed rounds
-	// back off exponentially from dnsFailure up to it; zero without
-	// dns_failure_refresh_rate (failures then wait dnsRefresh).
-	dnsFailureMax time.Duration
-	// dnsJitter is dns_jitter: each refresh waits up to this much longer.
-	dnsJitter   time.Duration
-	edsService  string
-	edsCancel   func()
-	initialized chan struct{}
-	initOnce    sync.Once
-	initMu      sync.Mutex
-	onInit      []*func()   // AfterInitialized callbacks not yet run; nil once initialized
-	discovered  atomic.Bool // the first host set is in
+	edsService string
+	edsCancel  func()
+	// initCh is what Initialized hands out before initialization, closed
+	// then; nil until someone asks (AfterInitialized waits without it).
+	// initDone is set at initialization. Both guarded by initMu.
+	initCh     chan struct{}
+	initDone   bool
+	initOnce   sync.Once
+	initMu     sync.Mutex
+	onInit     []*func()   // AfterInitialized callbacks not yet run; nil once initialized
+	discovered atomic.Bool // the first host set is in
 
 	hostMu sync.Mutex // serializes host-set updates
 	set    atomic.Pointer[prioritySet]
@@ -129,7 +113,10 @@ type Cluster struct {
 	// replaced cluster's connections can be adopted. The source proto itself is not kept.
 	connKey string
 
-	stopCtx  context.Context // cancelled by drain
+	// stopCtx is cancelled by drain; made at the first stopContext (by DNS,
+	// health checking, outlier detection, ORIGINAL_DST cleanup), guarded by
+	// initMu: most EDS clusters never need one.
+	stopCtx  context.Context
 	stop     context.CancelFunc
 	draining atomic.Bool
 	wg       sync.WaitGroup // DNS goroutines
@@ -146,33 +133,26 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 		statName = alt
 	}
 	c := &Cluster{
-		Name:                          name,
-		Stats:                         newClusterStats(root.Scope("cluster").Scope(statName)),
-		Type:                          cfg.GetType(),
-		ConnectTimeout:                DefaultConnectTimeout,
-		PerConnectionBufferLimit:      DefaultPerConnectionBufferLimit,
-		IdleTimeout:                   DefaultIdleTimeout,
-		MaxIdlePerHost:                DefaultMaxIdlePerHost,
-		HealthChecks:                  cfg.GetHealthChecks(),
-		OutlierDetection:              cfg.GetOutlierDetection(),
-		CircuitBreakers:               cfg.GetCircuitBreakers(),
-		TransportSocket:               cfg.GetTransportSocket(),
-		TypedExtensionProtocolOptions: cfg.GetTypedExtensionProtocolOptions(),
-		overprovision:                 defaultOverprovisioning,
-		panicThreshold:                defaultPanicThreshold,
-		resolver:                      res,
-		family:                        cfg.GetDnsLookupFamily(),
-		dnsRefresh:                    DefaultDNSRefreshRate,
-		initialized:                   make(chan struct{}),
+		x:                        &noExtras,
+		Name:                     name,
+		Stats:                    newClusterStats(root.Scope("cluster").Scope(statName)),
+		Type:                     cfg.GetType(),
+		ConnectTimeout:           DefaultConnectTimeout,
+		PerConnectionBufferLimit: DefaultPerConnectionBufferLimit,
+		IdleTimeout:              DefaultIdleTimeout,
+		MaxIdlePerHost:           DefaultMaxIdlePerHost,
+		HealthChecks:             cfg.GetHealthChecks(),
+		TransportSocket:          cfg.GetTransportSocket(),
+		overprovision:            defaultOverprovisioning,
+		panicThreshold:           defaultPanicThreshold,
 	}
-	c.stopCtx, c.stop = context.WithCancel(context.Background())
 	c.connKey = connKeyOf(cfg)
 	if c.Type == clusterv3.Cluster_STRICT_DNS || c.Type == clusterv3.Cluster_LOGICAL_DNS {
 		r, err := compileResolver(cfg, res)
 		if err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", name, err)
 		}
-		c.resolver = r
+		c.extras().dns = &dnsSettings{resolver: r, family: cfg.GetDnsLookupFamily()}
 	}
 	if err := c.compileOptions(cfg); err != nil {
 		return nil, fmt.Errorf("cluster %q: %w", name, err)
@@ -245,7 +225,14 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 	}
 	c.weightedHealth = cfg.GetLoadAssignment().GetPolicy().GetWeightedPriorityHealth()
 
-	c.dialer = net.Dialer{KeepAlive: -1} // Envoy sets no keepalive unless configured
+	c.dialer = defaultDialer
+	custom := func() *net.Dialer {
+		if c.dialer == defaultDialer {
+			d := *defaultDialer
+			c.dialer = &d
+		}
+		return c.dialer
+	}
 	if ka := cfg.GetUpstreamConnectionOptions().GetTcpKeepalive(); ka != nil {
 		kc := net.KeepAliveConfig{Enable: true, Idle: -1, Interval: -1, Count: -1}
 		if v := ka.GetKeepaliveTime(); v != nil {
@@ -257,10 +244,10 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 		if v := ka.GetKeepaliveProbes(); v != nil {
 			kc.Count = int(v.GetValue())
 		}
-		c.dialer.KeepAliveConfig = kc
+		custom().KeepAliveConfig = kc
 	}
 	if b := cfg.GetUpstreamBindConfig(); b != nil {
-		c.dialer.Control = sockopt.DialControl(b.GetFreebind().GetValue(), b.GetSocketOptions())
+		custom().Control = sockopt.DialControl(b.GetFreebind().GetValue(), b.GetSocketOptions())
 	}
 	if sa := cfg.GetUpstreamBindConfig().GetSourceAddress(); sa != nil {
 		ip, err := netip.ParseAddr(sa.GetAddress())
@@ -271,7 +258,7 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 			return fmt.Errorf("upstream_bind_config.source_address.port_value: %d out of range", sa.GetPortValue())
 		}
 		c.SourceAddr = netip.AddrPortFrom(ip.Unmap(), uint16(sa.GetPortValue()))
-		c.dialer.LocalAddr = net.TCPAddrFromAddrPort(c.SourceAddr)
+		custom().LocalAddr = net.TCPAddrFromAddrPort(c.SourceAddr)
 	}
 	return nil
 }
@@ -283,21 +270,26 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 		}
 		c.Type = clusterv3.Cluster_ORIGINAL_DST // its typed form, as Envoy names the factory
 	}
-	if d := cfg.GetDnsRefreshRate(); d != nil {
-		c.dnsRefresh = d.AsDuration()
+	d := dnsSettings{refresh: DefaultDNSRefreshRate}
+	if r := cfg.GetDnsRefreshRate(); r != nil {
+		d.refresh = r.AsDuration()
 	}
-	c.dnsFailure = c.dnsRefresh
-	if d := cfg.GetDnsFailureRefreshRate().GetBaseInterval(); d != nil {
-		c.dnsFailure = d.AsDuration()
+	d.failure = d.refresh
+	if b := cfg.GetDnsFailureRefreshRate().GetBaseInterval(); b != nil {
+		d.failure = b.AsDuration()
 		// Envoy's default max_interval is ten times base_interval.
-		c.dnsFailureMax = 10 * c.dnsFailure
+		d.failureMax = 10 * d.failure
 		if m := cfg.GetDnsFailureRefreshRate().GetMaxInterval(); m != nil {
-			if c.dnsFailureMax = m.AsDuration(); c.dnsFailureMax < c.dnsFailure {
-				return fmt.Errorf("dns_failure_refresh_rate: max_interval %v is less than base_interval %v", c.dnsFailureMax, c.dnsFailure)
+			if d.failureMax = m.AsDuration(); d.failureMax < d.failure {
+				return fmt.Errorf("dns_failure_refresh_rate: max_interval %v is less than base_interval %v", d.failureMax, d.failure)
 			}
 		}
 	}
-	c.dnsJitter = cfg.GetDnsJitter().AsDuration()
+	d.jitter = cfg.GetDnsJitter().AsDuration()
+	if c.x.dns != nil {
+		d.resolver, d.family = c.x.dns.resolver, c.x.dns.family
+		*c.x.dns = d
+	}
 	switch c.Type {
 	case clusterv3.Cluster_STATIC:
 		specs, err := parseAssignment(cfg.GetLoadAssignment())
@@ -309,7 +301,7 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 				return err
 			}
 		}
-		c.specs = specs
+		c.extras().specs = specs
 	case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
 		specs, err := parseAssignment(cfg.GetLoadAssignment())
 		if err != nil {
@@ -321,7 +313,7 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 				return fmt.Errorf("load_assignment: LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint")
 			}
 		}
-		c.specs = specs
+		c.extras().specs = specs
 	case clusterv3.Cluster_EDS:
 		c.edsService = cfg.GetEdsClusterConfig().GetServiceName()
 		if c.edsService == "" {
@@ -332,70 +324,11 @@ func (c *Cluster) compileDiscovery(cfg *clusterv3.Cluster) error {
 		if err != nil {
 			return err
 		}
-		c.origDst = od
+		c.extras().origDst = od
 	default:
 		return fmt.Errorf("type %s: unsupported cluster type", c.Type)
 	}
 	return nil
-}
-
-// Initialized is closed once the cluster has its first host set: at once
-// for STATIC, after the first resolution round for DNS types, after the first
-// assignment for EDS (or at once when the manager has no EndpointSource).
-// With health_checks it also waits, as Envoy's warming does, until every
-// host of that first set has had its first check.
-func (c *Cluster) Initialized() <-chan struct{} { return c.initialized }
-
-// AfterInitialized runs f on its own goroutine once the cluster is
-// initialized (at once if it is), with no goroutine waiting meanwhile: 10,000
-// warming clusters need no 10,000 goroutines. stop cancels a call not yet
-// started and reports whether it did.
-func (c *Cluster) AfterInitialized(f func()) (stop func() bool) {
-	c.initMu.Lock()
-	select {
-	case <-c.initialized:
-		c.initMu.Unlock()
-		go f()
-		return func() bool { return false }
-	default:
-	}
-	e := &f
-	c.onInit = append(c.onInit, e)
-	c.initMu.Unlock()
-	return func() bool {
-		c.initMu.Lock()
-		defer c.initMu.Unlock()
-		n := len(c.onInit)
-		c.onInit = slices.DeleteFunc(c.onInit, func(x *func()) bool { return x == e })
-		if len(c.onInit) == 0 {
-			c.onInit = nil
-		}
-		return len(c.onInit) < n
-	}
-}
-
-// markInitialized records that discovery produced the first host set.
-func (c *Cluster) markInitialized() {
-	c.discovered.Store(true)
-	if c.hc != nil && !c.hc.synced.Load() {
-		c.hc.initDone.Store(true) // no hosts to check
-	}
-	c.tryInitialized()
-}
-
-func (c *Cluster) tryInitialized() {
-	if c.discovered.Load() && (c.hc == nil || c.hc.initDone.Load()) {
-		c.initOnce.Do(func() {
-			close(c.initialized)
-			c.initMu.Lock()
-			fs := c.onInit
-			c.onInit = nil
-			c.initMu.Unlock()
-			for _, f := range fs {
-				go (*f)()
-			}
-		})
-	}
 }
 
 // ChooseHost picks a host by the cluster's load balancing policy across
@@ -411,12 +344,12 @@ func (c *Cluster) tryInitialized() {
 // downstream connection's restored local address, or the configured request
 // header), created on demand.
 func (c *Cluster) ChooseHost(ctx *LBContext) *Host {
-	if c.origDst != nil {
-		return c.origDst.choose(ctx)
+	if c.x.origDst != nil {
+		return c.x.origDst.choose(ctx)
 	}
 	h, panicked := c.set.Load().choose(ctx)
 	if panicked {
-		c.Stats.LbHealthyPanic.Inc()
+		c.Stats.LbHealthyPanic().Inc()
 	}
 	return h
 }
@@ -437,7 +370,7 @@ func (c *Cluster) RefreshHealth() {
 // assignment's endpoints (IP addresses only). Errors name the field; the old
 // hosts are kept then.
 func (c *Cluster) UpdateLoadAssignment(cla *endpointv3.ClusterLoadAssignment) error {
-	c.Stats.UpdateAttempt.Inc()
+	c.Stats.UpdateAttempt().Inc()
 	specs, err := parseAssignment(cla)
 	if err == nil {
 		for i := range specs {
@@ -447,12 +380,12 @@ func (c *Cluster) UpdateLoadAssignment(cla *endpointv3.ClusterLoadAssignment) er
 		}
 	}
 	if err != nil {
-		c.Stats.UpdateFailure.Inc()
+		c.Stats.UpdateFailure().Inc()
 		return fmt.Errorf("cluster %q: %w", c.Name, err)
 	}
-	c.Stats.UpdateSuccess.Inc()
+	c.Stats.UpdateSuccess().Inc()
 	if len(specs) == 0 {
-		c.Stats.UpdateEmpty.Inc()
+		c.Stats.UpdateEmpty().Inc()
 	}
 	c.hostMu.Lock()
 	if f := cla.GetPolicy().GetOverprovisioningFactor(); f != nil {
@@ -461,7 +394,7 @@ func (c *Cluster) UpdateLoadAssignment(cla *endpointv3.ClusterLoadAssignment) er
 	c.weightedHealth = cla.GetPolicy().GetWeightedPriorityHealth()
 	c.hostMu.Unlock()
 	if !c.setHosts(c.hostsFor(specs)) {
-		c.Stats.UpdateNoRebuild.Inc()
+		c.Stats.UpdateNoRebuild().Inc()
 	}
 	c.markInitialized()
 	return nil
@@ -534,7 +467,7 @@ func (c *Cluster) setHosts(next []*Host) bool {
 		if !found {
 			added = append(added, n)
 		} else {
-			next[i].pendingRemoval.Store(false) // listed again
+			next[i].flags.store(fPendingRemoval, false) // listed again
 		}
 	}
 	if c.hc != nil && !c.ignoreHealthOnRemoval {
@@ -564,7 +497,7 @@ func (c *Cluster) setHosts(next []*Host) bool {
 		c.hc.sync(next)
 	}
 	c.publish(next)
-	c.Stats.MembershipChange.Inc()
+	c.Stats.MembershipChange().Inc()
 	return true
 }
 
@@ -580,10 +513,10 @@ func (c *Cluster) keepHealthyRemoved(next []*Host, first map[netip.AddrPort]*Hos
 		listed[n.Addr] = true
 	}
 	keep := func(h *Host) bool {
-		if h == nil || listed[h.Addr] || h.failedActiveHC.Load() || h.edsUnhealthy() {
+		if h == nil || listed[h.Addr] || h.flags.load(fFailedActiveHC) || h.edsUnhealthy() {
 			return false
 		}
-		h.pendingRemoval.Store(true)
+		h.flags.store(fPendingRemoval, true)
 		next = append(next, h)
 		return true
 	}
@@ -607,7 +540,7 @@ func (c *Cluster) keepHealthyRemoved(next []*Host, first map[netip.AddrPort]*Hos
 func (c *Cluster) removePending(h *Host) {
 	c.hostMu.Lock()
 	defer c.hostMu.Unlock()
-	if c.draining.Load() || !h.pendingRemoval.Load() {
+	if c.draining.Load() || !h.flags.load(fPendingRemoval) {
 		return
 	}
 	old := c.set.Load().all
@@ -626,7 +559,7 @@ func (c *Cluster) removePending(h *Host) {
 	}
 	c.hc.sync(next)
 	c.publish(next)
-	c.Stats.MembershipChange.Inc()
+	c.Stats.MembershipChange().Inc()
 }
 
 // publish builds and stores the load balancer state for hosts; hostMu held.
@@ -637,11 +570,11 @@ func (c *Cluster) publish(hosts []*Host) {
 	for _, h := range hosts {
 		maxW = max(maxW, h.Weight)
 	}
-	c.Stats.MembershipTotal.Set(int64(len(hosts)))
-	c.Stats.MembershipHealthy.Set(int64(ps.nHealthy))
-	c.Stats.MembershipDegraded.Set(int64(ps.nDegraded))
-	c.Stats.MembershipExcluded.Set(0)
-	c.Stats.MaxHostWeight.Set(int64(maxW))
+	c.Stats.MembershipTotal().Set(int64(len(hosts)))
+	c.Stats.MembershipHealthy().Set(int64(ps.nHealthy))
+	c.Stats.MembershipDegraded().Set(int64(ps.nDegraded))
+	c.Stats.MembershipExcluded().Set(0)
+	c.Stats.MaxHostWeight().Set(int64(maxW))
 }
 
 func (c *Cluster) psOptions() psOptions {
@@ -656,7 +589,11 @@ func (c *Cluster) drain() {
 		c.hostMu.Unlock()
 		return
 	}
-	c.stop()
+	c.initMu.Lock()
+	if c.stop != nil {
+		c.stop()
+	}
+	c.initMu.Unlock()
 	cancel := c.edsCancel
 	c.hostMu.Unlock()
 	if cancel != nil {

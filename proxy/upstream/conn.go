@@ -39,28 +39,29 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 // returned conn undoes upstream_cx_active on Close. Failures are *ConnectError.
 func (c *Cluster) Dial(ctx context.Context, h *Host) (*UpstreamConn, error) {
 	s := c.Stats
-	s.UpstreamCxTotal.Inc()
-	s.UpstreamCxActive.Inc()
-	h.Stats.CxTotal.Add(1)
-	h.Stats.CxActive.Add(1)
+	s.UpstreamCxTotal().Inc()
+	s.UpstreamCxActive().Inc()
+	h.Stats().CxTotal.Add(1)
+	h.Stats().CxActive.Add(1)
 	start := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, c.ConnectTimeout)
-	nc, err := c.dialer.DialContext(dctx, "tcp", h.addrStr)
+	addr := h.Addr.String()
+	nc, err := c.dialer.DialContext(dctx, "tcp", addr)
 	timedOut := err != nil && errors.Is(dctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	cancel()
 	if err != nil {
-		s.UpstreamCxConnectFail.Inc()
-		h.Stats.CxConnectFail.Add(1)
+		s.UpstreamCxConnectFail().Inc()
+		h.Stats().CxConnectFail.Add(1)
 		if timedOut {
-			s.UpstreamCxConnectTimeout.Inc()
-			s.UpstreamCxDestroyLocal.Inc()
+			s.UpstreamCxConnectTimeout().Inc()
+			s.UpstreamCxDestroyLocal().Inc()
 		} else {
-			s.UpstreamCxDestroyRemote.Inc()
+			s.UpstreamCxDestroyRemote().Inc()
 		}
-		s.UpstreamCxDestroy.Inc()
-		s.UpstreamCxActive.Dec()
-		h.Stats.CxActive.Add(-1)
-		return nil, &ConnectError{Cluster: c.Name, Host: h.addrStr, Timeout: timedOut, Err: err}
+		s.UpstreamCxDestroy().Inc()
+		s.UpstreamCxActive().Dec()
+		h.Stats().CxActive.Add(-1)
+		return nil, &ConnectError{Cluster: c.Name, Host: addr, Timeout: timedOut, Err: err}
 	}
 	s.UpstreamCxConnectMs.Record(uint64(time.Since(start).Milliseconds()))
 	return &UpstreamConn{tcp: nc.(*net.TCPConn), cluster: c, host: h, start: start}, nil
@@ -103,14 +104,14 @@ func (u *UpstreamConn) Cluster() *Cluster { return u.cluster }
 // AddRxBytes counts n bytes read from upstream outside Read.
 func (u *UpstreamConn) AddRxBytes(n int64) {
 	if n > 0 {
-		u.cluster.Stats.UpstreamCxRxBytesTotal.Add(uint64(n))
+		u.cluster.Stats.UpstreamCxRxBytesTotal().Add(uint64(n))
 	}
 }
 
 // AddTxBytes counts n bytes written upstream outside Write.
 func (u *UpstreamConn) AddTxBytes(n int64) {
 	if n > 0 {
-		u.cluster.Stats.UpstreamCxTxBytesTotal.Add(uint64(n))
+		u.cluster.Stats.UpstreamCxTxBytesTotal().Add(uint64(n))
 	}
 }
 
@@ -157,15 +158,15 @@ func (u *UpstreamConn) Close() error {
 	}
 	err := u.tcp.Close()
 	s := u.cluster.Stats
-	s.UpstreamCxDestroy.Inc()
+	s.UpstreamCxDestroy().Inc()
 	if u.remoteClosed.Load() {
-		s.UpstreamCxDestroyRemote.Inc()
+		s.UpstreamCxDestroyRemote().Inc()
 	} else {
-		s.UpstreamCxDestroyLocal.Inc()
+		s.UpstreamCxDestroyLocal().Inc()
 	}
 	s.UpstreamCxLengthMs.Record(uint64(time.Since(u.start).Milliseconds()))
-	s.UpstreamCxActive.Dec()
-	u.host.Stats.CxActive.Add(-1)
+	s.UpstreamCxActive().Dec()
+	u.host.Stats().CxActive.Add(-1)
 	return err
 }
 

@@ -77,13 +77,13 @@ func (c *Cluster) startDNS() {
 	go func() {
 		defer c.wg.Done()
 		// last[i] are the addresses of spec i from its last successful lookup.
-		last := make([][]netip.Addr, len(c.specs))
+		last := make([][]netip.Addr, len(c.x.specs))
 		t := time.NewTimer(0)
 		defer t.Stop()
 		b := dnsBackOff{c: c}
 		for {
 			select {
-			case <-c.stopCtx.Done():
+			case <-c.stopContext().Done():
 				return
 			case <-t.C:
 			}
@@ -106,30 +106,30 @@ type dnsBackOff struct {
 
 func (b *dnsBackOff) next(ok bool) time.Duration {
 	c := b.c
-	if ok || c.dnsFailureMax == 0 {
+	if ok || c.x.dns.failureMax == 0 {
 		b.tries = 0
-		d := c.dnsRefresh
+		d := c.x.dns.refresh
 		if !ok {
-			d = c.dnsFailure
+			d = c.x.dns.failure
 		}
-		if c.dnsJitter > 0 {
-			d += rand.N(c.dnsJitter)
+		if c.x.dns.jitter > 0 {
+			d += rand.N(c.x.dns.jitter)
 		}
 		return d
 	}
 	if b.tries == 0 {
 		b.tries = 1
 	}
-	ceil := c.dnsFailure * time.Duration(uint64(1)<<b.tries-1)
+	ceil := c.x.dns.failure * time.Duration(uint64(1)<<b.tries-1)
 	if ceil <= 0 {
-		return max(c.dnsFailure, time.Millisecond)
+		return max(c.x.dns.failure, time.Millisecond)
 	}
-	if ceil <= c.dnsFailureMax {
+	if ceil <= c.x.dns.failureMax {
 		b.tries++ // stops growing past max_interval, so ceil cannot overflow
 	} else {
-		ceil = c.dnsFailureMax
+		ceil = c.x.dns.failureMax
 	}
-	return min(rand.N(ceil)+1, c.dnsFailureMax)
+	return min(rand.N(ceil)+1, c.x.dns.failureMax)
 }
 
 // resolveRound resolves every endpoint once and installs the resulting hosts;
@@ -137,26 +137,26 @@ func (b *dnsBackOff) next(ok bool) time.Duration {
 // whether every lookup succeeded.
 func (c *Cluster) resolveRound(last [][]netip.Addr) bool {
 	allOK := true
-	for i := range c.specs {
-		c.Stats.UpdateAttempt.Inc()
-		ctx, cancel := context.WithTimeout(c.stopCtx, max(c.dnsRefresh, time.Second))
-		addrs, err := resolve(ctx, c.resolver, c.family, c.specs[i].address)
+	for i := range c.x.specs {
+		c.Stats.UpdateAttempt().Inc()
+		ctx, cancel := context.WithTimeout(c.stopContext(), max(c.x.dns.refresh, time.Second))
+		addrs, err := resolve(ctx, c.x.dns.resolver, c.x.dns.family, c.x.specs[i].address)
 		cancel()
 		if err != nil {
 			allOK = false
-			c.Stats.UpdateFailure.Inc()
+			c.Stats.UpdateFailure().Inc()
 			continue
 		}
-		c.Stats.UpdateSuccess.Inc()
+		c.Stats.UpdateSuccess().Inc()
 		if slices.Equal(addrs, last[i]) {
-			c.Stats.UpdateNoRebuild.Inc()
+			c.Stats.UpdateNoRebuild().Inc()
 			continue
 		}
 		last[i] = addrs
 	}
 	var hosts []*Host
-	for i := range c.specs {
-		s := &c.specs[i]
+	for i := range c.x.specs {
+		s := &c.x.specs[i]
 		addrs := last[i]
 		if c.Type == clusterv3.Cluster_LOGICAL_DNS && len(addrs) > 1 {
 			addrs = addrs[:1] // the logical host connects to the first address

@@ -14,7 +14,7 @@ import (
 // max_interval, reset by a good round.
 func TestDNSBackOff(t *testing.T) {
 	const base, maxI, refresh, jitter = 100 * time.Millisecond, time.Second, 5 * time.Second, 500 * time.Millisecond
-	c := &Cluster{dnsRefresh: refresh, dnsFailure: base, dnsFailureMax: maxI, dnsJitter: jitter}
+	c := &Cluster{x: &clusterExtras{dns: &dnsSettings{refresh: refresh, failure: base, failureMax: maxI, jitter: jitter}}}
 	b := dnsBackOff{c: c}
 	sample := func(ok bool, lo, hi time.Duration) {
 		t.Helper()
@@ -46,7 +46,7 @@ func TestDNSBackOff(t *testing.T) {
 	sample(false, 0, base)
 
 	// Without dns_failure_refresh_rate a failed round waits dns_refresh_rate.
-	c2 := &Cluster{dnsRefresh: refresh, dnsFailure: refresh}
+	c2 := &Cluster{x: &clusterExtras{dns: &dnsSettings{refresh: refresh, failure: refresh}}}
 	b2 := dnsBackOff{c: c2}
 	if d := b2.next(false); d != refresh {
 		t.Errorf("failure without dns_failure_refresh_rate: %v, want %v", d, refresh)

@@ -3,6 +3,7 @@ package upstream
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -15,7 +16,7 @@ type endpointSpec struct {
 	port     uint16
 	hostname string // endpoint.hostname; empty if unset
 	weight   uint32
-	priority int
+	priority int32
 	locality *corev3.Locality
 	locW     uint32 // the locality's load_balancing_weight; 0 when unset
 	metadata *corev3.Metadata
@@ -47,6 +48,9 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment) ([]endpointSpec, err
 		if lle.GetLedsClusterLocalityConfig() != nil {
 			return nil, fmt.Errorf("load_assignment.endpoints[%d].leds_cluster_locality_config: LEDS is not supported", i)
 		}
+		if lle.GetPriority() > math.MaxInt32 {
+			return nil, fmt.Errorf("load_assignment.endpoints[%d].priority: %d out of range", i, lle.GetPriority())
+		}
 		for j, le := range lle.GetLbEndpoints() {
 			if err := checkEndpoint(le); err != nil {
 				return nil, fmt.Errorf("%s.%w", pathOf(i, j), err)
@@ -66,7 +70,7 @@ func parseAssignment(cla *endpointv3.ClusterLoadAssignment) ([]endpointSpec, err
 				port:     uint16(sa.GetPortValue()),
 				hostname: ep.GetHostname(),
 				weight:   w,
-				priority: int(lle.GetPriority()),
+				priority: int32(lle.GetPriority()),
 				locality: lle.GetLocality(),
 				locW:     lle.GetLoadBalancingWeight().GetValue(),
 				metadata: le.GetMetadata(),
@@ -128,7 +132,10 @@ func (e *endpointSpec) host(c *Cluster, addr netip.AddrPort, dnsName string) *Ho
 		hn = dnsName
 	}
 	h := newHost(c, addr, hn, e.weight, e.priority, e.locality, e.metadata, e.health)
-	h.hcHostname, h.hcPort, h.hcDisabled = e.hcHost, e.hcPort, e.hcOff
+	h.hcPort, h.hcDisabled = e.hcPort, e.hcOff
+	if e.hcHost != "" {
+		h.ext.Store(&hostExtras{hcHostname: e.hcHost})
+	}
 	h.localityWeight = e.locW
 	return h
 }

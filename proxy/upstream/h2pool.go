@@ -47,17 +47,18 @@ type h2Conn struct {
 
 // H2Pool is the HTTP/2 pool of host h, created on first use.
 func (c *Cluster) H2Pool(h *Host) *H2Pool {
-	if p := h.h2pool.Load(); p != nil {
+	rt := h.runtime()
+	if p := rt.h2pool.Load(); p != nil {
 		return p
 	}
 	np := c.newH2Pool(h)
-	if h.h2pool.CompareAndSwap(nil, np) {
-		if h.drained.Load() {
+	if rt.h2pool.CompareAndSwap(nil, np) {
+		if h.flags.load(fDrained) {
 			np.Close()
 		}
 		return np
 	}
-	return h.h2pool.Load()
+	return rt.h2pool.Load()
 }
 
 func (c *Cluster) newH2Pool(h *Host) *H2Pool {
@@ -90,14 +91,14 @@ func (p *H2Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := p.cluster
 	r := c.resFor(req.Context())
 	if !r.rq.tryAcquire(r.rq.max) {
-		c.Stats.UpstreamRqPendingOverflow.Inc()
+		c.Stats.UpstreamRqPendingOverflow().Inc()
 		return nil, &OverflowError{Cluster: c.Name, Limit: "max_requests"}
 	}
 	s := c.Stats
-	s.UpstreamRqTotal.Inc()
-	s.UpstreamRqActive.Inc()
-	p.host.Stats.RqTotal.Add(1)
-	p.host.Stats.RqActive.Add(1)
+	s.UpstreamRqTotal().Inc()
+	s.UpstreamRqActive().Inc()
+	p.host.Stats().RqTotal.Add(1)
+	p.host.Stats().RqActive.Add(1)
 	resp, err := p.tr.RoundTrip(req)
 	if err != nil {
 		p.DoneCtx(req.Context())
@@ -113,8 +114,8 @@ func (p *H2Pool) Done() { p.DoneCtx(nil) }
 // slot goes back to the breakers of its priority.
 func (p *H2Pool) DoneCtx(ctx context.Context) {
 	c := p.cluster
-	c.Stats.UpstreamRqActive.Dec()
-	p.host.Stats.RqActive.Add(-1)
+	c.Stats.UpstreamRqActive().Dec()
+	p.host.Stats().RqActive.Add(-1)
 	c.resFor(ctx).rq.release()
 	p.sweep()
 	c.res.notifyFreed()
@@ -155,7 +156,7 @@ func (p *H2Pool) GetClientConn(req *http.Request, _ string) (*http2.ClientConn, 
 	pending := false
 	defer func() {
 		if pending {
-			c.Stats.UpstreamRqPendingActive.Dec()
+			c.Stats.UpstreamRqPendingActive().Dec()
 			r.pending.release()
 		}
 	}()
@@ -166,12 +167,12 @@ func (p *H2Pool) GetClientConn(req *http.Request, _ string) (*http2.ClientConn, 
 		}
 		if !pending {
 			if !r.pending.tryAcquire(r.pending.max) {
-				c.Stats.UpstreamRqPendingOverflow.Inc()
+				c.Stats.UpstreamRqPendingOverflow().Inc()
 				return nil, &OverflowError{Cluster: c.Name, Limit: "max_pending_requests"}
 			}
 			pending = true
-			c.Stats.UpstreamRqPendingTotal.Inc()
-			c.Stats.UpstreamRqPendingActive.Inc()
+			c.Stats.UpstreamRqPendingTotal().Inc()
+			c.Stats.UpstreamRqPendingActive().Inc()
 		}
 		p.mu.Lock()
 		if d := p.dialing; d != nil { // someone dials: wait for that connection
@@ -205,7 +206,7 @@ func (p *H2Pool) GetClientConn(req *http.Request, _ string) (*http2.ClientConn, 
 		p.mu.Unlock()
 		if !overflowed {
 			overflowed = true
-			c.Stats.UpstreamCxOverflow.Inc()
+			c.Stats.UpstreamCxOverflow().Inc()
 		}
 		err := wait(ctx, ch)
 		r.freed.done()
@@ -235,7 +236,7 @@ func (p *H2Pool) reserve() *http2.ClientConn {
 		hc.requests++
 		if c.MaxRequestsPerConnection > 0 && hc.requests >= c.MaxRequestsPerConnection {
 			hc.full = true
-			c.Stats.UpstreamCxMaxRequests.Inc()
+			c.Stats.UpstreamCxMaxRequests().Inc()
 		}
 		return hc.cc
 	}
@@ -257,12 +258,12 @@ func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
 		if conn, err = c.wrap(ctx, tr, uc, p.tls); err != nil {
 			uc.Close()
 			release()
-			return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}
+			return nil, &ConnectError{Cluster: c.Name, Host: p.host.String(), Err: err}
 		}
 		if c.protocol.proto == ProtocolAuto {
 			if cs, ok := conn.(interface{ ConnectionState() tls.ConnectionState }); !ok ||
 				cs.ConnectionState().NegotiatedProtocol != "h2" {
-				p.host.h1Only.Store(true)
+				p.host.flags.store(fH1Only, true)
 				conn.Close()
 				release()
 				return nil, ErrNoH2
@@ -273,9 +274,9 @@ func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
 	cc, err := p.tr.NewClientConn(newBatchConn(cl))
 	if err != nil {
 		conn.Close()
-		return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}
+		return nil, &ConnectError{Cluster: c.Name, Host: p.host.String(), Err: err}
 	}
-	c.Stats.UpstreamCxHttp2Total.Inc()
+	c.Stats.UpstreamCxHttp2Total().Inc()
 	hc := &h2Conn{cc: cc, conn: cl}
 	if d := c.MaxConnectionDuration; d > 0 {
 		time.AfterFunc(d, func() { p.expire(hc) })
@@ -291,7 +292,7 @@ func (p *H2Pool) expire(hc *h2Conn) {
 	hc.full = true
 	p.mu.Unlock()
 	if counted {
-		p.cluster.Stats.UpstreamCxMaxDurationReached.Inc()
+		p.cluster.Stats.UpstreamCxMaxDurationReached().Inc()
 	}
 	p.sweep()
 }

@@ -44,8 +44,8 @@ func setDeadline(ctx context.Context, c net.Conn) (stop func() bool) {
 // the configured host, then the cluster name (Envoy's getHostname).
 func hostHeader(s *hcSession, configured string) string {
 	switch {
-	case s.host.hcHostname != "":
-		return s.host.hcHostname
+	case s.host.hcHost() != "":
+		return s.host.hcHost()
 	case configured != "":
 		return configured
 	}

@@ -208,17 +208,17 @@ func (h *healthChecker) sync(hosts []*Host) {
 		if h.sessions[host] != nil || host.hcDisabled {
 			continue
 		}
-		ctx, cancel := context.WithCancel(h.c.stopCtx)
+		ctx, cancel := context.WithCancel(h.c.stopContext())
 		s := &hcSession{hc: h, host: host, cancel: cancel, first: !host.hcCarried}
 		if host.hcCarried { // flags taken from the replaced cluster's host
-			if !host.failedActiveHC.Load() {
+			if !host.flags.load(fFailedActiveHC) {
 				h.stats.Healthy.Set(h.healthy.Add(1))
 			}
-			if host.degradedActiveHC.Load() {
+			if host.flags.load(fDegradedActiveHC) {
 				h.stats.Degraded.Set(h.degraded.Add(1))
 			}
 		} else {
-			host.failedActiveHC.Store(true)
+			host.flags.store(fFailedActiveHC, true)
 			s.warming.Store(initial)
 		}
 		h.sessions[host] = s
@@ -230,10 +230,10 @@ func (h *healthChecker) sync(hosts []*Host) {
 			s.cancel()
 			h.warmed(s)
 			delete(h.sessions, host)
-			if !host.failedActiveHC.Load() {
+			if !host.flags.load(fFailedActiveHC) {
 				h.stats.Healthy.Set(h.healthy.Add(-1))
 			}
-			if host.degradedActiveHC.Load() {
+			if host.flags.load(fDegradedActiveHC) {
 				h.stats.Degraded.Set(h.degraded.Add(-1))
 			}
 		}
@@ -308,11 +308,11 @@ func (s *hcSession) handle(r hcResult) time.Duration {
 	tr := unchanged
 	if r.ok {
 		s.nFail = 0
-		if host.failedActiveHC.Load() {
+		if host.flags.load(fFailedActiveHC) {
 			s.nOK++
 			if first || s.nOK >= h.healthyThreshold {
-				host.activeHCTimeout.Store(false)
-				host.failedActiveHC.Store(false)
+				host.flags.store(fActiveHCTimeout, false)
+				host.flags.store(fFailedActiveHC, false)
 				h.stats.Healthy.Set(h.healthy.Add(1))
 				tr = changed
 				h.logEvent(host, func(e *datacorev3.HealthCheckEvent) {
@@ -322,8 +322,8 @@ func (s *hcSession) handle(r hcResult) time.Duration {
 				tr = changePending
 			}
 		}
-		if r.degraded != host.degradedActiveHC.Load() {
-			host.degradedActiveHC.Store(r.degraded)
+		if r.degraded != host.flags.load(fDegradedActiveHC) {
+			host.flags.store(fDegradedActiveHC, r.degraded)
 			if r.degraded {
 				h.stats.Degraded.Set(h.degraded.Add(1))
 				h.logEvent(host, func(e *datacorev3.HealthCheckEvent) {
@@ -344,12 +344,12 @@ func (s *hcSession) handle(r hcResult) time.Duration {
 	} else {
 		s.nOK = 0
 		network := r.failure == datacorev3.HealthCheckFailureType_NETWORK || r.failure == datacorev3.HealthCheckFailureType_NETWORK_TIMEOUT
-		if !host.failedActiveHC.Load() {
+		if !host.flags.load(fFailedActiveHC) {
 			s.nFail++
 			if (!network && !r.retriable) || s.nFail >= h.unhealthyThreshold {
-				host.failedActiveHC.Store(true)
+				host.flags.store(fFailedActiveHC, true)
 				host.closeOnUnhealthy()
-				if host.pendingRemoval.Load() {
+				if host.flags.load(fPendingRemoval) {
 					go h.c.removePending(host) // not here: removing it ends this session
 				}
 				h.stats.Healthy.Set(h.healthy.Add(-1))
@@ -361,7 +361,7 @@ func (s *hcSession) handle(r hcResult) time.Duration {
 				tr = changePending
 			}
 		}
-		host.activeHCTimeout.Store(r.failure == datacorev3.HealthCheckFailureType_NETWORK_TIMEOUT && host.failedActiveHC.Load())
+		host.flags.store(fActiveHCTimeout, r.failure == datacorev3.HealthCheckFailureType_NETWORK_TIMEOUT && host.flags.load(fFailedActiveHC))
 		if first || h.alwaysLogFailures {
 			h.logEvent(host, func(e *datacorev3.HealthCheckEvent) {
 				e.Event = &datacorev3.HealthCheckEvent_HealthCheckFailureEvent{HealthCheckFailureEvent: &datacorev3.HealthCheckFailure{FailureType: r.failure, FirstCheck: first, HttpStatusCode: uint32(r.code)}}
@@ -384,9 +384,9 @@ func (s *hcSession) handle(r hcResult) time.Duration {
 func (h *healthChecker) next(ok bool, tr transition, host *Host) time.Duration {
 	var base time.Duration
 	switch {
-	case h.c.Stats.UpstreamCxTotal.Value() == 0:
+	case h.c.Stats.UpstreamCxTotal().Value() == 0:
 		base = h.noTraffic
-		if h.noTrafficHealthy > 0 && !host.failedActiveHC.Load() {
+		if h.noTrafficHealthy > 0 && !host.flags.load(fFailedActiveHC) {
 			base = h.noTrafficHealthy
 		}
 	case !ok && tr == changePending:
@@ -457,6 +457,5 @@ func checkAddr(host *Host) string {
 // dialCheck connects for a check without counting the cluster's
 // upstream_cx_* stats (Envoy's health check connections do not).
 func (h *healthChecker) dialCheck(ctx context.Context, host *Host) (net.Conn, error) {
-	d := h.c.dialer
-	return d.DialContext(ctx, "tcp", checkAddr(host))
+	return h.c.dialer.DialContext(ctx, "tcp", checkAddr(host))
 }

@@ -253,7 +253,7 @@ func TestHealthCheckInterval(t *testing.T) {
 	c := mustAdd(t, m, `{"name":"i","health_checks":[{"timeout":"1s","interval":"10s","unhealthy_interval":"20s","unhealthy_edge_interval":"30s","healthy_edge_interval":"40s","no_traffic_interval":"50s","no_traffic_healthy_interval":"55s","unhealthy_threshold":3,"healthy_threshold":3,"tcp_health_check":{}}]}`)
 	h := c.hc
 	failed := newHost(c, netip4(1), "", 1, 0, nil, nil, 0)
-	failed.failedActiveHC.Store(true)
+	failed.flags.store(fFailedActiveHC, true)
 	ok := newHost(c, netip4(2), "", 1, 0, nil, nil, 0)
 	if d := h.next(true, changed, failed); d != 50*time.Second {
 		t.Errorf("no traffic, failed host: %v", d)

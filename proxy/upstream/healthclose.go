@@ -20,7 +20,7 @@ func (h *Host) CloseOnHealthFailure(closeFn func()) (cancel func()) {
 	if h.cluster == nil || !h.cluster.closeOnHealthFailure {
 		return func() {}
 	}
-	hc := &h.closers
+	hc := &h.extras().closers
 	hc.mu.Lock()
 	if hc.funcs == nil {
 		hc.funcs = make(map[uint64]func())
@@ -39,7 +39,11 @@ func (h *Host) CloseOnHealthFailure(closeFn func()) (cancel func()) {
 // closeOnUnhealthy runs and forgets the registered closers; health checking
 // and outlier detection call it when the host turns unhealthy.
 func (h *Host) closeOnUnhealthy() {
-	hc := &h.closers
+	e := h.ext.Load()
+	if e == nil {
+		return
+	}
+	hc := &e.closers
 	hc.mu.Lock()
 	funcs := hc.funcs
 	hc.funcs = nil

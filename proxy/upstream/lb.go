@@ -80,7 +80,7 @@ func (p *edfPicker) weight(h *Host) float64 {
 	if !p.leastRequest || p.bias == 0 {
 		return w
 	}
-	active := float64(max(h.Stats.RqActive.Load(), 0) + 1)
+	active := float64(max(h.StatsView().RqActive.Load(), 0) + 1)
 	if p.bias == 1 {
 		return w / active
 	}

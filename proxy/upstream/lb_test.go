@@ -148,7 +148,7 @@ func TestPriorityLoad(t *testing.T) {
 	mk := func(prio int, hs ...corev3.HealthStatus) []*Host {
 		var out []*Host
 		for i, s := range hs {
-			out = append(out, newHost(nil, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(prio), 0, byte(i)}), 80), "", 1, prio, nil, nil, s))
+			out = append(out, newHost(nil, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(prio), 0, byte(i)}), 80), "", 1, int32(prio), nil, nil, s))
 		}
 		return out
 	}

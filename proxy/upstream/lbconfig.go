@@ -60,10 +60,14 @@ type lbConfig struct {
 	// routing); nil means neither, as in unit tests.
 	loc *localityLB
 
-	// Gauges of the hash policies; nil when unused (and in unit tests).
-	ringSize, ringMin, ringMax *stats.Gauge
-	maglevMin, maglevMax       *stats.Gauge
+	// gauges are the hash policy's; nil for other policies (and in unit
+	// tests).
+	gauges *hashGauges
 }
+
+// hashGauges are ring_hash_lb.{size,min_hashes_per_host,max_hashes_per_host}
+// or maglev_lb.{min,max}_entries_per_host (size nil).
+type hashGauges struct{ size, min, max *stats.Gauge }
 
 func (l *lbConfig) hashed() bool { return l.kind == lbRingHash || l.kind == lbMaglev }
 
@@ -93,28 +97,30 @@ func compileLB(cfg *clusterv3.Cluster, scope stats.Scope) (*lbConfig, error) {
 		if l.minRing > l.maxRing {
 			return nil, fmt.Errorf("ring hash: minimum_ring_size (%d) > maximum_ring_size (%d)", l.minRing, l.maxRing)
 		}
-		scope.Scope("ring_hash_lb").Block(ringHashLayout).Fill(l.fillRingHash)
+		l.gauges = new(hashGauges)
+		scope.Scope("ring_hash_lb").Block(ringHashLayout).Fill(l.gauges.fillRingHash)
 	case lbMaglev:
 		if !isPrime(l.tableSize) {
 			return nil, fmt.Errorf("The table size of maglev must be prime number")
 		}
-		scope.Scope("maglev_lb").Block(maglevLayout).Fill(l.fillMaglev)
+		l.gauges = new(hashGauges)
+		scope.Scope("maglev_lb").Block(maglevLayout).Fill(l.gauges.fillMaglev)
 	}
 	return l, nil
 }
 
 // The ring_hash_lb.* and maglev_lb.* gauges of a cluster.
 var (
-	ringHashLayout = stats.LayoutOf((&lbConfig{}).fillRingHash)
-	maglevLayout   = stats.LayoutOf((&lbConfig{}).fillMaglev)
+	ringHashLayout = stats.LayoutOf((&hashGauges{}).fillRingHash)
+	maglevLayout   = stats.LayoutOf((&hashGauges{}).fillMaglev)
 )
 
-func (l *lbConfig) fillRingHash(_ func(string) *stats.Counter, g func(string) *stats.Gauge) {
-	l.ringSize, l.ringMin, l.ringMax = g("size"), g("min_hashes_per_host"), g("max_hashes_per_host")
+func (h *hashGauges) fillRingHash(_ func(string) *stats.Counter, g func(string) *stats.Gauge) {
+	h.size, h.min, h.max = g("size"), g("min_hashes_per_host"), g("max_hashes_per_host")
 }
 
-func (l *lbConfig) fillMaglev(_ func(string) *stats.Counter, g func(string) *stats.Gauge) {
-	l.maglevMin, l.maglevMax = g("min_entries_per_host"), g("max_entries_per_host")
+func (h *hashGauges) fillMaglev(_ func(string) *stats.Counter, g func(string) *stats.Gauge) {
+	h.min, h.max = g("min_entries_per_host"), g("max_entries_per_host")
 }
 
 func (l *lbConfig) legacy(cfg *clusterv3.Cluster) error {

@@ -23,7 +23,7 @@ func hashKey(h *Host, useHostname bool) string {
 	if useHostname && h.Hostname != "" {
 		return h.Hostname
 	}
-	return h.addrStr
+	return h.Addr.String()
 }
 
 // normalizedWeights are the hosts' weights divided by their sum, with the
@@ -146,10 +146,10 @@ func newRingPicker(hosts []*Host, w []float64, minW float64, l *lbConfig) *ringP
 		}
 		return 0
 	})
-	if l.ringSize != nil {
-		l.ringSize.Set(int64(size))
-		l.ringMin.Set(int64(minH))
-		l.ringMax.Set(int64(maxH))
+	if g := l.gauges; g != nil {
+		g.size.Set(int64(size))
+		g.min.Set(int64(minH))
+		g.max.Set(int64(maxH))
 	}
 	return p
 }
@@ -221,13 +221,13 @@ func newMaglevPicker(hosts []*Host, w []float64, maxW float64, l *lbConfig) *mag
 			filled++
 		}
 	}
-	if l.maglevMin != nil {
+	if g := l.gauges; g != nil {
 		minE, maxE := size, uint64(0)
 		for i := range es {
 			minE, maxE = min(minE, es[i].count), max(maxE, es[i].count)
 		}
-		l.maglevMin.Set(int64(minE))
-		l.maglevMax.Set(int64(maxE))
+		g.min.Set(int64(minE))
+		g.max.Set(int64(maxE))
 	}
 	return &maglevPicker{table: table}
 }
@@ -255,7 +255,7 @@ func (p *lrPicker) pick(*LBContext) *Host {
 				cand, tied = h, 1
 				continue
 			}
-			a, b := h.Stats.RqActive.Load(), cand.Stats.RqActive.Load()
+			a, b := h.StatsView().RqActive.Load(), cand.StatsView().RqActive.Load()
 			if a < b {
 				cand, tied = h, 1
 			} else if a == b {
@@ -270,7 +270,7 @@ func (p *lrPicker) pick(*LBContext) *Host {
 	var cand *Host
 	for range max(p.choices, 1) {
 		h := p.hosts[rand.Uint64N(n)]
-		if cand == nil || h.Stats.RqActive.Load() < cand.Stats.RqActive.Load() {
+		if cand == nil || h.StatsView().RqActive.Load() < cand.StatsView().RqActive.Load() {
 			cand = h
 		}
 	}

@@ -48,7 +48,7 @@ func TestLeastRequestP2C(t *testing.T) {
 	m, _ := newTestManager(t)
 	c := mustAdd(t, m, staticCluster("lr", "LEAST_REQUEST", "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"))
 	busy := c.Hosts()[0]
-	busy.Stats.RqActive.Store(5)
+	busy.Stats().RqActive.Store(5)
 	got := counts(pickN(c, 9000))
 	// The busy host wins only when both samples are it: 1/9 of picks.
 	if n := got[busy.String()]; n < 700 || n > 1300 {
@@ -56,7 +56,7 @@ func TestLeastRequestP2C(t *testing.T) {
 	}
 	// choice_count 10: the busy host practically never wins.
 	c = mustAdd(t, m, lbCluster("lr10", "LEAST_REQUEST", `"least_request_lb_config":{"choice_count":10}`, "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"))
-	c.Hosts()[0].Stats.RqActive.Store(5)
+	c.Hosts()[0].Stats().RqActive.Store(5)
 	if n := counts(pickN(c, 3000))["10.0.0.1:80"]; n > 5 {
 		t.Errorf("choice_count 10: busy host picked %d times", n)
 	}
@@ -71,14 +71,14 @@ func TestLeastRequestFullScan(t *testing.T) {
 		`{"endpoint":{"address":{"socket_address":{"address":"10.0.0.3","port_value":80}}}}]}]}}`
 	c := mustAdd(t, m, js)
 	hs := c.Hosts()
-	hs[0].Stats.RqActive.Store(2)
-	hs[1].Stats.RqActive.Store(1)
-	hs[2].Stats.RqActive.Store(3)
+	hs[0].Stats().RqActive.Store(2)
+	hs[1].Stats().RqActive.Store(1)
+	hs[2].Stats().RqActive.Store(3)
 	if got := counts(pickN(c, 100)); got["10.0.0.2:80"] != 100 {
 		t.Errorf("full scan picks %v, want all on the least loaded", got)
 	}
 	// Ties are broken at random among the least loaded.
-	hs[0].Stats.RqActive.Store(1)
+	hs[0].Stats().RqActive.Store(1)
 	got := counts(pickN(c, 2000))
 	if got["10.0.0.3:80"] != 0 || got["10.0.0.1:80"] < 800 || got["10.0.0.2:80"] < 800 {
 		t.Errorf("tied full scan picks %v", got)
@@ -101,7 +101,7 @@ func TestLeastRequestWeighted(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m, _ := newTestManager(t)
 			c := mustAdd(t, m, lbCluster("lrw", "LEAST_REQUEST", tt.extra, "10.0.0.1:80/1", "10.0.0.2:80/2"))
-			c.Hosts()[1].Stats.RqActive.Store(tt.active)
+			c.Hosts()[1].Stats().RqActive.Store(tt.active)
 			c.RefreshHealth() // rebuild the schedule with the current load
 			got := counts(pickN(c, 300))
 			if d := got["10.0.0.1:80"] - tt.want[0]; d < -2 || d > 2 {

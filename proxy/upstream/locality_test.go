@@ -356,7 +356,7 @@ func TestZoneNoCapacityLeft(t *testing.T) {
 	if len(seen) != 3 {
 		t.Errorf("random localities %v, want all 3", seen)
 	}
-	if n := cs.LbZoneNoCapacityLeft.Value(); n != 300 {
+	if n := cs.LbZoneNoCapacityLeft().Value(); n != 300 {
 		t.Errorf("lb_zone_no_capacity_left = %d", n)
 	}
 }

@@ -93,7 +93,7 @@ func (m *Manager) AddOrUpdate(c *clusterv3.Cluster) error {
 	old := m.install(nc)
 	m.mu.Unlock()
 	if old != nil {
-		nc.Stats.ConfigReload.Inc()
+		nc.Stats.ConfigReload().Inc()
 		nc.adoptConns(old)
 		old.drain()
 	}
@@ -158,10 +158,10 @@ func (c *Cluster) start(src EndpointSource) {
 	}
 	switch c.Type {
 	case clusterv3.Cluster_STATIC:
-		hosts := make([]*Host, 0, len(c.specs))
-		for i := range c.specs {
-			a, _ := c.specs[i].staticAddr()
-			hosts = append(hosts, c.specs[i].host(c, a, ""))
+		hosts := make([]*Host, 0, len(c.x.specs))
+		for i := range c.x.specs {
+			a, _ := c.x.specs[i].staticAddr()
+			hosts = append(hosts, c.x.specs[i].host(c, a, ""))
 		}
 		c.setHosts(hosts)
 		c.publishIfEmpty()
@@ -175,7 +175,7 @@ func (c *Cluster) start(src EndpointSource) {
 	case clusterv3.Cluster_ORIGINAL_DST:
 		c.publishIfEmpty()
 		c.markInitialized()
-		c.origDst.start()
+		c.x.origDst.start()
 	}
 }
 

@@ -204,7 +204,7 @@ func (o *originalDst) sweep() {
 		if !ok {
 			continue
 		}
-		if e := v.(*odEntry); e.used.Swap(false) || h.Stats.CxActive.Load() > 0 {
+		if e := v.(*odEntry); e.used.Swap(false) || h.StatsView().CxActive.Load() > 0 {
 			keep = append(keep, h)
 		} else {
 			o.hosts.Delete(h.Addr)
@@ -225,7 +225,7 @@ func (o *originalDst) start() {
 		defer t.Stop()
 		for {
 			select {
-			case <-o.c.stopCtx.Done():
+			case <-o.c.stopContext().Done():
 				return
 			case <-t.C:
 				o.sweep()

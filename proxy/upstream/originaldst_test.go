@@ -140,18 +140,18 @@ func TestOriginalDstCleanup(t *testing.T) {
 			c.ChooseHost(ctx(u))
 		}
 		if s.busy {
-			busy.Stats.CxActive.Add(1)
+			busy.Stats().CxActive.Add(1)
 		}
-		c.origDst.sweep()
+		c.x.origDst.sweep()
 		if s.busy {
-			busy.Stats.CxActive.Add(-1)
+			busy.Stats().CxActive.Add(-1)
 		}
 		got := hostStrings(c.Hosts())
 		if strings.Join(got, ",") != strings.Join(s.want, ",") {
 			t.Fatalf("round %d: hosts = %v, want %v", i, got, s.want)
 		}
 	}
-	if !b.drained.Load() {
+	if !b.flags.load(fDrained) {
 		t.Error("removed host not drained")
 	}
 	if again := c.ChooseHost(ctx("10.0.0.2:80")); again == nil || again == b {

@@ -148,13 +148,14 @@ var minusOne = math.Float64bits(-1)
 // split_external_local_origin_errors); -1 when not computed or without
 // outlier_detection.
 func (h *Host) OutlierSuccessRate(localOrigin bool) float64 {
-	if h.outlier == nil {
+	o := h.outlierState()
+	if o == nil {
 		return -1
 	}
 	if localOrigin {
-		return math.Float64frombits(h.outlier.srLocal.Load())
+		return math.Float64frombits(o.srLocal.Load())
 	}
-	return math.Float64frombits(h.outlier.srExt.Load())
+	return math.Float64frombits(o.srExt.Load())
 }
 
 // OutlierSuccessRateStats are the last interval's success rate average and
@@ -245,7 +246,7 @@ func (d *outlierDetector) start() {
 		defer t.Stop()
 		for {
 			select {
-			case <-d.c.stopCtx.Done():
+			case <-d.c.stopContext().Done():
 				return
 			case <-t.C:
 				d.onInterval()
@@ -262,15 +263,15 @@ func (d *outlierDetector) sync(hosts []*Host) {
 	keep := make(map[*Host]bool, len(hosts))
 	for _, h := range hosts {
 		keep[h] = true
-		if h.outlier == nil {
+		if ho := h.outlierState(); ho == nil {
 			o := &outlierHost{}
 			o.srExt.Store(minusOne)
 			o.srLocal.Store(minusOne)
-			h.outlier = o
+			h.runtime().outlier = o
 			d.hosts[h] = o
 		} else if d.hosts[h] == nil { // state taken from the replaced cluster
-			d.hosts[h] = h.outlier
-			if h.failedOutlier.Load() {
+			d.hosts[h] = ho
+			if h.flags.load(fFailedOutlier) {
 				d.active++
 				d.stats.EjectionsActive.Set(d.active)
 			}
@@ -278,7 +279,7 @@ func (d *outlierDetector) sync(hosts []*Host) {
 	}
 	for h := range d.hosts {
 		if !keep[h] {
-			if h.failedOutlier.Load() {
+			if h.flags.load(fFailedOutlier) {
 				d.active--
 				d.stats.EjectionsActive.Set(d.active)
 			}
@@ -294,7 +295,7 @@ func (d *outlierDetector) sync(hosts []*Host) {
 // once per upstream response. It is a no-op without outlier_detection and
 // does not allocate.
 func (h *Host) ReportResponse(code int) {
-	o := h.outlier
+	o := h.outlierState()
 	if o == nil {
 		return
 	}
@@ -327,7 +328,7 @@ func (h *Host) ReportResponse(code int) {
 // ResultRequestFailed as a 503 and ResultRequestSuccess as a 200. It is a
 // no-op without outlier_detection and does not allocate.
 func (h *Host) ReportResult(r OutlierResult) {
-	o := h.outlier
+	o := h.outlierState()
 	if o == nil {
 		return
 	}
@@ -366,7 +367,7 @@ func (h *Host) ReportResult(r OutlierResult) {
 func (d *outlierDetector) onConsecutive(h *Host, t ejectType) {
 	d.mu.Lock()
 	o := d.hosts[h]
-	if o == nil || h.failedOutlier.Load() {
+	if o == nil || h.flags.load(fFailedOutlier) {
 		d.mu.Unlock()
 		return
 	}
@@ -405,7 +406,7 @@ func (d *outlierDetector) ejectLocked(h *Host, o *outlierHost, t ejectType) bool
 	d.stats.EjectionsActive.Set(d.active)
 	d.stats.EjectionsEnforcedTotal.Inc()
 	d.stats.Enforced[t].Inc()
-	h.failedOutlier.Store(true)
+	h.flags.store(fFailedOutlier, true)
 	h.closeOnUnhealthy()
 	o.numEjections++
 	o.ejectedAt = d.now()
@@ -434,7 +435,7 @@ func (d *outlierDetector) onInterval() {
 	}
 	samples := make([]sample, 0, len(d.hosts))
 	for h, o := range d.hosts {
-		if !h.failedOutlier.Load() {
+		if !h.flags.load(fFailedOutlier) {
 			if o.backoff > 0 {
 				o.backoff--
 			}
@@ -468,7 +469,7 @@ func (d *outlierDetector) onInterval() {
 			if local == 1 {
 				v = s.loc
 			}
-			if s.h.failedOutlier.Load() || v[0] == 0 {
+			if s.h.flags.load(fFailedOutlier) || v[0] == 0 {
 				continue
 			}
 			rate := 100 * float64(v[1]) / float64(v[0])
@@ -506,7 +507,7 @@ func (d *outlierDetector) onInterval() {
 			d.srNums[local][0].Store(math.Float64bits(mean))
 			d.srNums[local][1].Store(math.Float64bits(threshold))
 			for _, e := range sr {
-				if e.rate < threshold && !e.h.failedOutlier.Load() {
+				if e.rate < threshold && !e.h.flags.load(fFailedOutlier) {
 					d.stats.Detected[srType].Inc()
 					changed = d.ejectLocked(e.h, e.o, srType) || changed
 				}
@@ -514,7 +515,7 @@ func (d *outlierDetector) onInterval() {
 		}
 		if len(fp) > 0 && uint64(len(fp)) >= d.fpMinHosts {
 			for _, e := range fp {
-				if 100-e.rate >= d.fpThreshold && !e.h.failedOutlier.Load() {
+				if 100-e.rate >= d.fpThreshold && !e.h.flags.load(fFailedOutlier) {
 					d.stats.Detected[fpType].Inc()
 					changed = d.ejectLocked(e.h, e.o, fpType) || changed
 				}
@@ -530,7 +531,7 @@ func (d *outlierDetector) onInterval() {
 func (d *outlierDetector) unejectLocked(h *Host, o *outlierHost) {
 	d.active--
 	d.stats.EjectionsActive.Set(d.active)
-	h.failedOutlier.Store(false)
+	h.flags.store(fFailedOutlier, false)
 	o.c5xx.Store(0)
 	o.cGateway.Store(0)
 	o.cLocal.Store(0)
@@ -539,13 +540,13 @@ func (d *outlierDetector) unejectLocked(h *Host, o *outlierHost) {
 // onHealthCheckSuccess unejects h after a successful active health check
 // when successful_active_health_check_uneject_host (default true) allows.
 func (d *outlierDetector) onHealthCheckSuccess(h *Host) bool {
-	if !d.hcUneject || !h.failedOutlier.Load() {
+	if !d.hcUneject || !h.flags.load(fFailedOutlier) {
 		return false
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	o := d.hosts[h]
-	if o == nil || !h.failedOutlier.Load() {
+	if o == nil || !h.flags.load(fFailedOutlier) {
 		return false
 	}
 	d.unejectLocked(h, o)

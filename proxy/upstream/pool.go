@@ -60,17 +60,18 @@ type PooledConn struct {
 // created on first use). A pool of a removed host is closed: it still dials,
 // but connections close when released.
 func (c *Cluster) Pool(h *Host) *Pool {
-	if p := h.pool.Load(); p != nil {
+	rt := h.runtime()
+	if p := rt.pool.Load(); p != nil {
 		return p
 	}
 	np := &Pool{cluster: h.cluster, host: h}
-	if h.pool.CompareAndSwap(nil, np) {
-		if h.drained.Load() {
+	if rt.pool.CompareAndSwap(nil, np) {
+		if h.flags.load(fDrained) {
 			np.Close()
 		}
 		return np
 	}
-	return h.pool.Load()
+	return rt.pool.Load()
 }
 
 // Host is the pool's host.
@@ -93,7 +94,7 @@ func (p *Pool) Get(ctx context.Context) (*PooledConn, error) {
 	c := p.cluster
 	r := c.resFor(ctx)
 	if !r.rq.tryAcquire(r.rq.max) {
-		c.Stats.UpstreamRqPendingOverflow.Inc()
+		c.Stats.UpstreamRqPendingOverflow().Inc()
 		return nil, &OverflowError{Cluster: c.Name, Limit: "max_requests"}
 	}
 	pc, err := p.get(ctx)
@@ -112,13 +113,13 @@ func (p *Pool) get(ctx context.Context) (*PooledConn, error) {
 	c := p.cluster
 	r := c.resFor(ctx)
 	if !r.pending.tryAcquire(r.pending.max) {
-		c.Stats.UpstreamRqPendingOverflow.Inc()
+		c.Stats.UpstreamRqPendingOverflow().Inc()
 		return nil, &OverflowError{Cluster: c.Name, Limit: "max_pending_requests"}
 	}
-	c.Stats.UpstreamRqPendingTotal.Inc()
-	c.Stats.UpstreamRqPendingActive.Inc()
+	c.Stats.UpstreamRqPendingTotal().Inc()
+	c.Stats.UpstreamRqPendingActive().Inc()
 	defer func() {
-		c.Stats.UpstreamRqPendingActive.Dec()
+		c.Stats.UpstreamRqPendingActive().Dec()
 		r.pending.release()
 	}()
 	overflowed := false
@@ -135,7 +136,7 @@ func (p *Pool) get(ctx context.Context) (*PooledConn, error) {
 		}
 		if !overflowed {
 			overflowed = true
-			c.Stats.UpstreamCxOverflow.Inc()
+			c.Stats.UpstreamCxOverflow().Inc()
 		}
 		err := wait(ctx, ch)
 		r.freed.done()
@@ -165,13 +166,13 @@ func (p *Pool) takeIdle() *PooledConn {
 			pc.timer.Stop()
 		}
 		if pc.expired() {
-			c.Stats.UpstreamCxMaxDurationReached.Inc()
+			c.Stats.UpstreamCxMaxDurationReached().Inc()
 			pc.destroy()
 			continue
 		}
 		idle := time.Since(pc.idleSince)
 		if c.IdleTimeout > 0 && idle >= c.IdleTimeout {
-			c.Stats.UpstreamCxIdleTimeout.Inc()
+			c.Stats.UpstreamCxIdleTimeout().Inc()
 			pc.destroy()
 			continue
 		}
@@ -196,7 +197,7 @@ func (p *Pool) dial(ctx context.Context) (*PooledConn, error) {
 		ok, d := p.Admit.AdmitConnection()
 		if !ok {
 			release()
-			c.Stats.UpstreamCxOverflow.Inc()
+			c.Stats.UpstreamCxOverflow().Inc()
 			return nil, &OverflowError{Cluster: c.Name, Limit: "admitter"}
 		}
 		done = d
@@ -217,10 +218,10 @@ func (p *Pool) dial(ctx context.Context) (*PooledConn, error) {
 			if done != nil {
 				done()
 			}
-			return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}
+			return nil, &ConnectError{Cluster: c.Name, Host: p.host.String(), Err: err}
 		}
 	}
-	c.Stats.UpstreamCxHttp1Total.Inc()
+	c.Stats.UpstreamCxHttp1Total().Inc()
 	pc := &PooledConn{Conn: conn, pool: p, uc: uc, admitDone: done, cxDone: release}
 	pc.peek = newPeeker(uc.tcp)
 	pc.startRequest()
@@ -246,11 +247,11 @@ func quote(s string) string { return "\"" + s + "\"" }
 func (pc *PooledConn) startRequest() {
 	pc.requests++
 	s := pc.pool.cluster.Stats
-	s.UpstreamRqTotal.Inc()
-	s.UpstreamRqActive.Inc()
+	s.UpstreamRqTotal().Inc()
+	s.UpstreamRqActive().Inc()
 	h := pc.pool.host
-	h.Stats.RqTotal.Add(1)
-	h.Stats.RqActive.Add(1)
+	h.Stats().RqTotal.Add(1)
+	h.Stats().RqActive.Add(1)
 }
 
 // UpstreamConn is the connection with its stats and TCP access.
@@ -267,15 +268,15 @@ func (pc *PooledConn) Requests() uint32 { return pc.requests }
 func (pc *PooledConn) Release(reusable bool) {
 	p := pc.pool
 	c := p.cluster
-	c.Stats.UpstreamRqActive.Dec()
-	p.host.Stats.RqActive.Add(-1)
+	c.Stats.UpstreamRqActive().Dec()
+	p.host.Stats().RqActive.Add(-1)
 	pc.rqRes.rq.release()
 	if reusable && c.MaxRequestsPerConnection > 0 && pc.requests >= c.MaxRequestsPerConnection {
-		c.Stats.UpstreamCxMaxRequests.Inc()
+		c.Stats.UpstreamCxMaxRequests().Inc()
 		reusable = false
 	}
 	if reusable && pc.expired() {
-		c.Stats.UpstreamCxMaxDurationReached.Inc()
+		c.Stats.UpstreamCxMaxDurationReached().Inc()
 		reusable = false
 	}
 	if !reusable {
@@ -341,13 +342,13 @@ func (pc *PooledConn) onIdleTimeout() {
 		p.mu.Unlock()
 		return
 	}
-	counter := c.Stats.UpstreamCxMaxDurationReached
+	counter := c.Stats.UpstreamCxMaxDurationReached()
 	if !pc.expired() {
 		if c.IdleTimeout == 0 || time.Since(pc.idleSince) < c.IdleTimeout {
 			p.mu.Unlock()
 			return
 		}
-		counter = c.Stats.UpstreamCxIdleTimeout
+		counter = c.Stats.UpstreamCxIdleTimeout()
 	}
 	p.removeIdleLocked(pc)
 	p.mu.Unlock()

@@ -29,6 +29,14 @@ type priorityLevel struct {
 	hosts, healthy, degraded  []*Host
 	pAll, pHealthy, pDegraded picker
 
+	// The level's localities; &noLevelLocalities (empty, shared, never
+	// written) when the cluster neither weights localities nor routes by
+	// zone, so most levels carry one pointer for them.
+	*levelLocalities
+}
+
+// levelLocalities are a priority level's localities and their schedulers.
+type levelLocalities struct {
 	// Localities of the level, the node's first when hasLocal; nil when the
 	// cluster neither weights localities nor routes by zone.
 	locs     []*localityGroup
@@ -38,6 +46,8 @@ type priorityLevel struct {
 	// effective weight.
 	hSched, dSched *localitySched
 }
+
+var noLevelLocalities levelLocalities
 
 // psOptions are the inputs of the priority load besides the hosts.
 type psOptions struct {
@@ -66,23 +76,62 @@ func buildPrioritySet(hosts []*Host, policy *lbConfig, o psOptions) *prioritySet
 	threshold := float64(min(100, uint64(math.Round(max(o.panicThreshold, 0)))))
 	ps := &prioritySet{all: hosts, hashed: policy.hashed(), loc: loc, zoneOn: loc.zoneCapable(policy), panicThreshold: threshold}
 	maxPrio := -1
-	for _, h := range hosts {
-		maxPrio = max(maxPrio, h.Priority)
+	sorted := true // by priority, as hostsFor and setHosts hand them over
+	for i, h := range hosts {
+		maxPrio = max(maxPrio, int(h.Priority))
+		sorted = sorted && (i == 0 || hosts[i-1].Priority <= h.Priority)
 	}
 	ps.levels = make([]*priorityLevel, maxPrio+1)
-	for i := range ps.levels {
-		ps.levels[i] = &priorityLevel{}
-	}
-	for _, h := range hosts {
-		l := ps.levels[h.Priority]
-		l.hosts = append(l.hosts, h)
-		switch h.Health() {
+	// Health is read once per host (it may change meanwhile); each level's
+	// slices are then made at their size, and shared where they can be: a
+	// sorted host list's levels are its runs, and a level whose hosts are
+	// all healthy uses its hosts as its healthy ones.
+	hh := make([]Health, len(hosts))
+	type count struct{ all, healthy, degraded int }
+	counts := make([]count, maxPrio+1)
+	for i, h := range hosts {
+		hh[i] = h.Health()
+		c := &counts[h.Priority]
+		c.all++
+		switch hh[i] {
 		case Healthy:
-			l.healthy = append(l.healthy, h)
-			ps.nHealthy++
+			c.healthy++
 		case Degraded:
+			c.degraded++
+		}
+	}
+	start := 0
+	for i := range ps.levels {
+		c := counts[i]
+		l := &priorityLevel{levelLocalities: &noLevelLocalities}
+		if sorted {
+			l.hosts = hosts[start : start+c.all : start+c.all]
+			start += c.all
+		} else if c.all > 0 {
+			l.hosts = make([]*Host, 0, c.all)
+		}
+		if c.healthy == c.all {
+			l.healthy = l.hosts
+		} else if c.healthy > 0 {
+			l.healthy = make([]*Host, 0, c.healthy)
+		}
+		if c.degraded > 0 {
+			l.degraded = make([]*Host, 0, c.degraded)
+		}
+		ps.levels[i] = l
+		ps.nHealthy += c.healthy
+		ps.nDegraded += c.degraded
+	}
+	for i, h := range hosts {
+		l, c := ps.levels[h.Priority], &counts[h.Priority]
+		if !sorted {
+			l.hosts = append(l.hosts, h)
+		}
+		switch {
+		case hh[i] == Healthy && c.healthy != c.all:
+			l.healthy = append(l.healthy, h)
+		case hh[i] == Degraded:
 			l.degraded = append(l.degraded, h)
-			ps.nDegraded++
 		}
 	}
 	n := len(ps.levels)
@@ -98,6 +147,7 @@ func buildPrioritySet(hosts []*Host, policy *lbConfig, o psOptions) *prioritySet
 		}
 		l.pDegraded = levelPicker(policy, l.degraded, l.hosts, seed)
 		if byLocality && len(l.hosts) > 0 {
+			l.levelLocalities = new(levelLocalities)
 			l.locs, l.hasLocal = groupLocalities(l.hosts, loc.node, loc.hasNode)
 			for _, g := range l.locs {
 				g.pHealthy = newPicker(policy, g.healthy, seed)
@@ -280,7 +330,7 @@ func (ps *prioritySet) chooseLocality(i int, l *priorityLevel, degraded bool) (g
 	}
 	if zs.localPanic {
 		if z.stats != nil {
-			z.stats.LbLocalClusterNotOk.Inc()
+			z.stats.LbLocalClusterNotOk().Inc()
 		}
 		return nil, false, z.failOnPanic
 	}

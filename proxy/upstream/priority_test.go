@@ -15,7 +15,7 @@ func level(prio, healthy, degraded, unhealthy int, w uint32) []*Host {
 	add := func(n int, s corev3.HealthStatus) {
 		for range n {
 			a := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(prio), 0, byte(len(out) + 1)}), 80)
-			out = append(out, newHost(nil, a, "", w, prio, nil, nil, s))
+			out = append(out, newHost(nil, a, "", w, int32(prio), nil, nil, s))
 		}
 	}
 	add(healthy, corev3.HealthStatus_HEALTHY)

@@ -188,7 +188,7 @@ func (c *Cluster) UseHTTP2(downstreamH2 bool, h *Host) bool {
 	case ProtocolDownstream:
 		return downstreamH2 // as Envoy: the downstream's version
 	case ProtocolAuto:
-		return c.UsesTLS(h) && !h.h1Only.Load()
+		return c.UsesTLS(h) && !h.flags.load(fH1Only)
 	}
 	return false
 }
@@ -196,16 +196,16 @@ func (c *Cluster) UseHTTP2(downstreamH2 bool, h *Host) bool {
 // UsesTLS reports whether connections to h use a transport socket, without
 // counting a transport_socket_matches resolution.
 func (c *Cluster) UsesTLS(h *Host) bool {
-	if len(c.socketMatches) == 0 {
+	if len(c.x.socketMatches) == 0 {
 		return c.transport != nil
 	}
 	var md map[string]*structpb.Value
 	if h != nil {
 		md = h.Metadata.GetFilterMetadata()[transportMatchKey].GetFields()
 	}
-	for i := range c.socketMatches {
-		if matchesFields(c.socketMatches[i].fields, md) {
-			return c.socketMatches[i].transport != nil
+	for i := range c.x.socketMatches {
+		if matchesFields(c.x.socketMatches[i].fields, md) {
+			return c.x.socketMatches[i].transport != nil
 		}
 	}
 	return c.transport != nil

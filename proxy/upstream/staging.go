@@ -52,7 +52,7 @@ func (m *Manager) ActivateAll(ncs []*Cluster) int {
 		if old := next[nc.Name]; old != nil && old != nc {
 			olds = append(olds, old)
 			news = append(news, nc)
-			nc.Stats.ConfigReload.Inc()
+			nc.Stats.ConfigReload().Inc()
 		}
 		next[nc.Name] = nc
 	}

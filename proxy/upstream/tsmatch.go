@@ -42,9 +42,10 @@ func (m *Manager) compileSocketMatches(cfg *clusterv3.Cluster, c *Cluster) error
 			}
 			sm.transport = tr
 		}
-		c.socketMatches = append(c.socketMatches, sm)
+		x := c.extras()
+		x.socketMatches = append(x.socketMatches, sm)
 	}
-	c.defaultMatchCount = c.Stats.Scope().Counter("default.total_match_count")
+	c.extras().defaultMatchCount = c.Stats.Scope().Counter("default.total_match_count")
 	return nil
 }
 
@@ -52,21 +53,21 @@ func (m *Manager) compileSocketMatches(cfg *clusterv3.Cluster, c *Cluster) error
 // transport_socket_matches entry h's endpoint metadata matches, else the
 // cluster's transport_socket. Nil means plaintext.
 func (c *Cluster) TransportFor(h *Host) transport.Upstream {
-	if len(c.socketMatches) == 0 {
+	if len(c.x.socketMatches) == 0 {
 		return c.transport
 	}
 	var md map[string]*structpb.Value
 	if h != nil {
 		md = h.Metadata.GetFilterMetadata()[transportMatchKey].GetFields()
 	}
-	for i := range c.socketMatches {
-		sm := &c.socketMatches[i]
+	for i := range c.x.socketMatches {
+		sm := &c.x.socketMatches[i]
 		if matchesFields(sm.fields, md) {
 			sm.count.Inc()
 			return sm.transport
 		}
 	}
-	c.defaultMatchCount.Inc()
+	c.x.defaultMatchCount.Inc()
 	return c.transport
 }
 

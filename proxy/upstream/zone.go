@@ -41,10 +41,10 @@ func computeZone(l0 *priorityLevel, local *prioritySet, z *localityLB, panicThre
 		return zs, nil
 	}
 	if !localHasLocal {
-		return zs, func(s *ClusterStats) *stats.Counter { return s.LbLocalClusterNotOk }
+		return zs, func(s *ClusterStats) *stats.Counter { return s.LbLocalClusterNotOk() }
 	}
 	if uint64(len(l0.healthy)) < z.minClusterSize {
-		return zs, func(s *ClusterStats) *stats.Counter { return s.LbZoneClusterTooSmall }
+		return zs, func(s *ClusterStats) *stats.Counter { return s.LbZoneClusterTooSmall() }
 	}
 
 	// Percentages of healthy hosts per locality, local and upstream.
@@ -91,17 +91,17 @@ func computeZone(l0 *priorityLevel, local *prioritySet, z *localityLB, panicThre
 // P0 locality to pick from.
 func (zs *zoneState) zoneLocality(z *localityLB, st *ClusterStats) int {
 	if zs.mode == zoneDirect {
-		inc(st, func(s *ClusterStats) *stats.Counter { return s.LbZoneRoutingAllDirectly })
+		inc(st, func(s *ClusterStats) *stats.Counter { return s.LbZoneRoutingAllDirectly() })
 		return 0
 	}
 	if z.random()%10000 < zs.localPercent {
-		inc(st, func(s *ClusterStats) *stats.Counter { return s.LbZoneRoutingSampled })
+		inc(st, func(s *ClusterStats) *stats.Counter { return s.LbZoneRoutingSampled() })
 		return 0
 	}
-	inc(st, func(s *ClusterStats) *stats.Counter { return s.LbZoneRoutingCrossZone })
+	inc(st, func(s *ClusterStats) *stats.Counter { return s.LbZoneRoutingCrossZone() })
 	n := len(zs.residual)
 	if zs.residual[n-1] == 0 {
-		inc(st, func(s *ClusterStats) *stats.Counter { return s.LbZoneNoCapacityLeft })
+		inc(st, func(s *ClusterStats) *stats.Counter { return s.LbZoneNoCapacityLeft() })
 		return int(z.random() % uint64(n))
 	}
 	threshold := z.random() % zs.residual[n-1]
@@ -135,7 +135,7 @@ func (ps *prioritySet) zone() *zoneState {
 	if ps.zs.CompareAndSwap(cur, next) {
 		// Only the goroutine that installed the state counts it, like
 		// Envoy's one regeneration per update.
-		inc(z.stats, func(s *ClusterStats) *stats.Counter { return s.LbRecalculateZoneStructures })
+		inc(z.stats, func(s *ClusterStats) *stats.Counter { return s.LbRecalculateZoneStructures() })
 		inc(z.stats, stat)
 	}
 	return next

@@ -108,7 +108,7 @@ func (f *filter) nextBackOff(rnd func(int64) int64) time.Duration {
 	st := f.cluster.Stats
 	if rl := f.res.rateLimited; rl > 0 {
 		f.res.rateLimited = 0 // valid for the response that sent it only
-		st.UpstreamRqRetryBackoffRateLim.Inc()
+		st.UpstreamRqRetryBackoffRateLim().Inc()
 		ms := rl.Milliseconds()
 		return time.Duration(ms+rnd(max(ms>>1, 1))) * time.Millisecond
 	}
@@ -122,7 +122,7 @@ func (f *filter) nextBackOff(rnd func(int64) int64) time.Duration {
 	} else {
 		f.res.nextBackoff = cur * 2
 	}
-	st.UpstreamRqRetryBackoffExp.Inc()
+	st.UpstreamRqRetryBackoffExp().Inc()
 	return min(time.Duration(rnd(max(cur.Milliseconds(), 1)))*time.Millisecond, p.max)
 }
 
@@ -133,7 +133,7 @@ func (f *filter) backOff() bool {
 	d := f.nextBackOff(rand.Int64N)
 	if !f.deadline.IsZero() && !time.Now().Add(d).Before(f.deadline) {
 		time.Sleep(time.Until(f.deadline))
-		f.cluster.Stats.UpstreamRqTimeout.Inc()
+		f.cluster.Stats.UpstreamRqTimeout().Inc()
 		f.cb.SendLocalReply(504, "upstream request timeout", "upstream_response_timeout", streaminfo.UpstreamRequestTimeout)
 		return false
 	}

@@ -67,7 +67,7 @@ func TestExponentialBackOff(t *testing.T) {
 					t.Errorf("retry %d: back-off %v", i+1, d)
 				}
 			}
-			if v := cl.Stats.UpstreamRqRetryBackoffExp.Value(); v != uint64(len(tt.ceilings)) {
+			if v := cl.Stats.UpstreamRqRetryBackoffExp().Value(); v != uint64(len(tt.ceilings)) {
 				t.Errorf("upstream_rq_retry_backoff_exponential = %d", v)
 			}
 		})
@@ -135,8 +135,8 @@ func TestRateLimitedBackOff(t *testing.T) {
 	if f.res.rateLimited != 0 {
 		t.Errorf("retry-after 0 kept %v", f.res.rateLimited)
 	}
-	if cl.Stats.UpstreamRqRetryBackoffRateLim.Value() != 1 || cl.Stats.UpstreamRqRetryBackoffExp.Value() != 1 {
-		t.Errorf("ratelimited %d, exponential %d", cl.Stats.UpstreamRqRetryBackoffRateLim.Value(), cl.Stats.UpstreamRqRetryBackoffExp.Value())
+	if cl.Stats.UpstreamRqRetryBackoffRateLim().Value() != 1 || cl.Stats.UpstreamRqRetryBackoffExp().Value() != 1 {
+		t.Errorf("ratelimited %d, exponential %d", cl.Stats.UpstreamRqRetryBackoffRateLim().Value(), cl.Stats.UpstreamRqRetryBackoffExp().Value())
 	}
 }
 

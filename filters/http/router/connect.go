@@ -33,7 +33,7 @@ func (f *filter) connectRetry() bool {
 	}
 	st := f.cluster.Stats
 	if f.retriesLeft <= 0 {
-		st.UpstreamRqRetryLimitExceeded.Inc()
+		st.UpstreamRqRetryLimitExceeded().Inc()
 		f.cb.Info().SetFlag(streaminfo.UpstreamRetryLimitExceeded)
 		return false
 	}
@@ -44,9 +44,9 @@ func (f *filter) connectRetry() bool {
 	defer done()
 	f.retriesLeft--
 	f.attempts++
-	st.UpstreamRqRetry.Inc()
+	st.UpstreamRqRetry().Inc()
 	if backoff := min(p.base<<min(f.attempts-2, 10), p.max); backoff > 0 {
-		st.UpstreamRqRetryBackoffExp.Inc()
+		st.UpstreamRqRetryBackoffExp().Inc()
 		time.Sleep(time.Duration(rand.Int64N(int64(backoff) + 1)))
 	}
 	f.tried = append(f.tried, f.host)

@@ -202,7 +202,7 @@ func (f *filter) h2TunnelFailed(err error, timedOut bool) {
 			"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: "+err.Error(),
 			"upstream_reset_before_response_started{remote_connection_failure}", streaminfo.UpstreamConnectionFailure)
 	case timedOut:
-		f.cluster.Stats.UpstreamRqTimeout.Inc()
+		f.cluster.Stats.UpstreamRqTimeout().Inc()
 		f.cb.SendLocalReply(504, "upstream request timeout", "upstream_response_timeout", streaminfo.UpstreamRequestTimeout)
 	default:
 		f.host.ReportResult(upstream.ResultRequestFailed)

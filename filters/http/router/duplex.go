@@ -187,7 +187,7 @@ func (f *filter) livePump() *pump {
 // connection closed (HTTP/1).
 func (f *filter) downstreamGone() {
 	if f.pc != nil || f.h2 != nil {
-		f.cluster.Stats.UpstreamRqTxReset.Inc()
+		f.cluster.Stats.UpstreamRqTxReset().Inc()
 	}
 	f.release(false)
 	f.cb.ResetStream(streaminfo.DownstreamConnectionTermination)
@@ -202,7 +202,7 @@ func (f *filter) OnDestroy() {
 	if f.tunnelDone != nil {
 		return // an upgraded tunnel ends on its own
 	}
-	f.cluster.Stats.UpstreamRqTxReset.Inc()
+	f.cluster.Stats.UpstreamRqTxReset().Inc()
 	f.release(false)
 }
 

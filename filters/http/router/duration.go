@@ -14,7 +14,7 @@ import (
 // Envoy does. The upstream is told the budget in grpc-timeout.
 func (f *filter) applyMaxStreamDuration(h *headers.Map) {
 	f.maxStream = time.Time{}
-	msd := f.route.Action().GetMaxStreamDuration()
+	msd := f.route.MaxStreamDuration()
 	if msd == nil {
 		return
 	}

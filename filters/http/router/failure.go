@@ -26,7 +26,7 @@ func (f *filter) upstreamFailed(err error, started bool) {
 	}
 	timedOut := errors.Is(err, os.ErrDeadlineExceeded)
 	if !timedOut {
-		st.UpstreamRqRxReset.Inc() // the upstream reset the stream or closed the connection
+		st.UpstreamRqRxReset().Inc() // the upstream reset the stream or closed the connection
 	}
 	f.release(false)
 	if timedOut && f.ti.armed {
@@ -43,7 +43,7 @@ func (f *filter) upstreamFailed(err error, started bool) {
 		return
 	}
 	if timedOut && f.perTryArmed && !f.cb.ResponseStarted() {
-		st.UpstreamRqPerTryTimeout.Inc()
+		st.UpstreamRqPerTryTimeout().Inc()
 		f.host.ReportResult(upstream.ResultTimeout)
 		if f.tryRetry(failReset, nil) {
 			return
@@ -62,8 +62,8 @@ func (f *filter) upstreamFailed(err error, started bool) {
 		return
 	}
 	if timedOut {
-		st.UpstreamRqTimeout.Inc()
-		f.host.Stats.RqTimeout.Add(1)
+		st.UpstreamRqTimeout().Inc()
+		f.host.Stats().RqTimeout.Add(1)
 		f.host.ReportResult(upstream.ResultTimeout)
 		if f.cb.ResponseStarted() {
 			f.cb.ResetStream(streaminfo.UpstreamRequestTimeout)

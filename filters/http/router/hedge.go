@@ -158,7 +158,7 @@ func (h *hedging) softTimeout(t *hedgeTry) {
 	}
 	st := f.cluster.Stats
 	if f.retriesLeft <= 0 {
-		st.UpstreamRqRetryLimitExceeded.Inc()
+		st.UpstreamRqRetryLimitExceeded().Inc()
 		f.cb.Info().SetFlag(streaminfo.UpstreamRetryLimitExceeded)
 		return
 	}
@@ -170,7 +170,7 @@ func (h *hedging) softTimeout(t *hedgeTry) {
 	h.admitted = append(h.admitted, done)
 	f.retriesLeft--
 	f.attempts++
-	st.UpstreamRqRetry.Inc()
+	st.UpstreamRqRetry().Inc()
 	h.backoff = time.NewTimer(f.nextBackOff(rand.Int64N))
 }
 
@@ -186,7 +186,7 @@ func (h *hedging) startTry() {
 		host = f.cluster.ChooseHost(f.lbContext())
 	}
 	if host == nil {
-		f.cluster.Stats.UpstreamCxNoneHealthy.Inc()
+		f.cluster.Stats.UpstreamCxNoneHealthy().Inc()
 		return
 	}
 	f.lctx.reset(f.deadline, f.downCtx)

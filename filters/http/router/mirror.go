@@ -24,7 +24,7 @@ import (
 // (end false), mirrorData and mirrorTrailers copy it to every shadow as it
 // is forwarded, without ever waiting for one.
 func (f *filter) mirror(h *headers.Map, end bool) {
-	for _, p := range f.route.Action().GetRequestMirrorPolicies() {
+	for _, p := range f.route.RequestMirrorPolicies() {
 		if rf := p.GetRuntimeFraction(); rf != nil && !runtime.Process().FeatureEnabled(rf.GetRuntimeKey(), rf.GetDefaultValue(), rand.Uint64()) {
 			continue
 		}

@@ -60,8 +60,8 @@ func (f *filter) tryIdleEnd(d time.Time) (time.Time, bool) {
 // was released): Envoy's onPerTryIdleTimeout.
 func (f *filter) perTryIdleExpired() {
 	f.ti = tryIdle{}
-	f.cluster.Stats.UpstreamRqPerTryIdleTimeout.Inc()
-	f.host.Stats.RqTimeout.Add(1)
+	f.cluster.Stats.UpstreamRqPerTryIdleTimeout().Inc()
+	f.host.Stats().RqTimeout.Add(1)
 	f.host.ReportResult(upstream.ResultTimeout)
 	if f.cb.ResponseStarted() {
 		f.cb.ResetStream(streaminfo.UpstreamRequestTimeout)
@@ -71,6 +71,6 @@ func (f *filter) perTryIdleExpired() {
 		return
 	}
 	f.cluster.Stats.RecordResponse(504)
-	f.host.Stats.RqError.Add(1)
+	f.host.Stats().RqError.Add(1)
 	f.cb.SendLocalReply(504, "upstream request timeout", "upstream_per_try_idle_timeout", streaminfo.UpstreamRequestTimeout)
 }

@@ -9,5 +9,5 @@ import (
 // with priority HIGH) for connections, pending requests, requests and
 // retries, as Envoy's router picks the resource manager by route priority.
 func (f *filter) highPriority() bool {
-	return f.route != nil && f.route.Action().GetPriority() == corev3.RoutingPriority_HIGH
+	return f.route != nil && f.route.Priority() == corev3.RoutingPriority_HIGH
 }

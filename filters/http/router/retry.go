@@ -220,13 +220,13 @@ func (f *filter) responseStatus(code int) (retried bool) {
 		return true
 	}
 	if f.attempts > 1 {
-		f.cluster.Stats.UpstreamRqRetrySuccess.Inc()
+		f.cluster.Stats.UpstreamRqRetrySuccess().Inc()
 	}
 	f.cluster.Stats.RecordResponse(code)
 	if code >= 500 {
-		f.host.Stats.RqError.Add(1)
+		f.host.Stats().RqError.Add(1)
 	} else {
-		f.host.Stats.RqSuccess.Add(1)
+		f.host.Stats().RqSuccess.Add(1)
 	}
 	return false
 }
@@ -237,7 +237,7 @@ func (f *filter) tryRetry(why retryOn, before func()) bool {
 	}
 	st := f.cluster.Stats
 	if f.retriesLeft <= 0 {
-		st.UpstreamRqRetryLimitExceeded.Inc()
+		st.UpstreamRqRetryLimitExceeded().Inc()
 		f.cb.Info().SetFlag(streaminfo.UpstreamRetryLimitExceeded)
 		return false
 	}
@@ -251,7 +251,7 @@ func (f *filter) tryRetry(why retryOn, before func()) bool {
 	}
 	f.retriesLeft--
 	f.attempts++
-	st.UpstreamRqRetry.Inc()
+	st.UpstreamRqRetry().Inc()
 	if !f.backOff() {
 		return true
 	}
@@ -261,7 +261,7 @@ func (f *filter) tryRetry(why retryOn, before func()) bool {
 		f.host = f.cluster.ChooseHost(f.lbContext())
 	}
 	if f.host == nil {
-		f.cluster.Stats.UpstreamCxNoneHealthy.Inc()
+		f.cluster.Stats.UpstreamCxNoneHealthy().Inc()
 		f.cb.SendLocalReply(503, "no healthy upstream", "no_healthy_upstream", streaminfo.NoHealthyUpstream)
 		return true
 	}

@@ -229,7 +229,7 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	}
 	f.host = f.cluster.ChooseHost(f.lbContext())
 	if f.host == nil {
-		f.cluster.Stats.UpstreamCxNoneHealthy.Inc()
+		f.cluster.Stats.UpstreamCxNoneHealthy().Inc()
 		f.cb.SendLocalReply(503, "no healthy upstream", "no_healthy_upstream", streaminfo.NoHealthyUpstream)
 		return httpfilter.Stop
 	}
@@ -258,7 +258,7 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 		f.deadline = f.start.Add(f.timeout) // the route timeout runs from the end of the request
 	}
 	f.deadline = f.capByMaxStream(f.deadline)
-	if len(r.Action().GetRequestMirrorPolicies()) > 0 && !h.Has("upgrade") {
+	if len(r.RequestMirrorPolicies()) > 0 && !h.Has("upgrade") {
 		f.mirror(h, end)
 	}
 	if f.tun.connect = string(f.method) == "CONNECT"; f.tun.connect && r.TerminatesConnect() {
@@ -373,7 +373,7 @@ func (f *filter) connect() bool {
 		if f.downstreamDone() {
 			// The client reset the stream while the request waited for a
 			// connection: Envoy's cancelled pending request.
-			f.cluster.Stats.UpstreamRqCancelled.Inc()
+			f.cluster.Stats.UpstreamRqCancelled().Inc()
 			f.cb.ResetStream(streaminfo.DownstreamConnectionTermination)
 			return false
 		}

@@ -179,7 +179,7 @@ func (f *filter) connect(cl *upstream.Cluster, c *netfilter.Conn) (*upstream.Ups
 	for i := 0; i < max(f.attempts, 1); i++ {
 		h := cl.ChooseHost(&upstream.LBContext{DownstreamConn: c.Info})
 		if h == nil {
-			cl.Stats.UpstreamCxNoneHealthy.Inc()
+			cl.Stats.UpstreamCxNoneHealthy().Inc()
 			return nil, fmt.Errorf("cluster %q: no healthy upstream", cl.Name)
 		}
 		up, err := cl.Dial(context.Background(), h)
