@@ -135,20 +135,13 @@ func (r *reloader[T]) OnReload(fn func()) { r.updated.Store(&fn) }
 
 func (r *reloader[T]) init(secrets SecretProvider, compile func() (*T, error)) error {
 	r.compile = compile
-	st, err := compile()
 	n, notifies := secrets.(Notifier)
-	if err != nil && !(notifies && errors.Is(err, ErrSecretPending)) {
-		return err
-	}
-	if err != nil {
-		r.lastErr.Store(&err)
-	} else {
-		r.state.Store(st)
-	}
 	if notifies {
-		// The subscription holds r weakly and is cancelled once r is
-		// garbage collected: a context dropped with its listener or cluster
-		// stops following secrets without anyone having to close it.
+		// Subscribed before the first compile, so that a secret delivered
+		// meanwhile is not missed. The subscription holds r weakly and is
+		// cancelled once r is garbage collected: a context dropped with its
+		// listener or cluster stops following secrets without anyone having
+		// to close it.
 		wr := weak.Make(r)
 		cancel := n.Subscribe(func() {
 			if r := wr.Value(); r != nil {
@@ -157,6 +150,19 @@ func (r *reloader[T]) init(secrets SecretProvider, compile func() (*T, error)) e
 		})
 		r.cancel = cancel
 		runtime.AddCleanup(r, func(cancel func()) { cancel() }, cancel)
+	}
+	st, err := compile()
+	if err != nil && !(notifies && errors.Is(err, ErrSecretPending)) {
+		r.Close()
+		return err
+	}
+	// A Reload that ran meanwhile compiled secrets at least as new: keep it.
+	if err != nil {
+		if r.state.Load() == nil {
+			r.lastErr.CompareAndSwap(nil, &err)
+		}
+	} else {
+		r.state.CompareAndSwap(nil, st)
 	}
 	return nil
 }

@@ -100,3 +100,42 @@ func TestCheckSecret(t *testing.T) {
 		})
 	}
 }
+
+// racingProvider delivers its secret while the context's first compile is
+// reading it: that read still finds it pending.
+type racingProvider struct {
+	pendingProvider
+	deliver func()
+}
+
+func (p *racingProvider) TLSCertificate(name string) (*tls.Certificate, error) {
+	if d := p.deliver; d != nil {
+		p.deliver = nil
+		d()
+		return nil, fmt.Errorf("%q: %w", name, ErrSecretPending)
+	}
+	return p.pendingProvider.TLSCertificate(name)
+}
+
+// A secret delivered while the context compiles is not missed: the context
+// follows the provider before it first reads it.
+func TestSecretDeliveredDuringCompile(t *testing.T) {
+	ca := newCA(t, "ca")
+	l := ca.issue(t, leafOpts{cn: "srv", dns: []string{"srv.test"}})
+	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: "cert"}}}}
+	p := &racingProvider{pendingProvider: pendingProvider{pending: true}}
+	p.deliver = func() {
+		if err := p.Update(&tlsv3.Secret{Name: "cert", Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+			CertificateChain: inline(l.certPEM), PrivateKey: inline(l.keyPEM)}}}); err != nil {
+			t.Error(err)
+		}
+	}
+	srv, err := CompileDownstream(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !srv.Ready() {
+		t.Fatal("the secret delivered during the first compile was missed")
+	}
+}
