@@ -225,6 +225,7 @@ func (np *Pool) adopt(pc *PooledConn) {
 		}
 	}
 	np.mu.Lock()
+	pc.gen = np.drains
 	if np.closed || len(np.idle) >= max(c.MaxIdlePerHost, 1) {
 		np.mu.Unlock()
 		pc.destroy()

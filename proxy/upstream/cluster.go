@@ -60,6 +60,9 @@ type Cluster struct {
 	// closeOnHealthFailure is close_connections_on_host_health_failure
 	// (Host.CloseOnHealthFailure).
 	closeOnHealthFailure bool
+	// closeOnHostSetChange is common_lb_config's
+	// close_connections_on_host_set_change (hostsetchange.go).
+	closeOnHostSetChange bool
 	// MaxIdlePerHost caps each host pool's idle list; zero means the default.
 	MaxIdlePerHost int
 	// SourceAddr is upstream_bind_config.source_address; the zero value lets
@@ -204,6 +207,7 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 		}
 	}
 	c.closeOnHealthFailure = cfg.GetCloseConnectionsOnHostHealthFailure()
+	c.closeOnHostSetChange = cfg.GetCommonLbConfig().GetCloseConnectionsOnHostSetChange()
 	c.ignoreHealthOnRemoval = cfg.GetIgnoreHealthOnHostRemoval()
 	c.noWarmWait = cfg.GetWaitForWarmOnInit() != nil && !cfg.GetWaitForWarmOnInit().GetValue()
 	if c.MaxRequestsPerConnection == 0 {
@@ -490,6 +494,11 @@ func (c *Cluster) setHosts(next []*Host) bool {
 		}
 	}
 	c.inherit(added)
+	if c.closeOnHostSetChange {
+		for _, h := range next {
+			h.drainConns()
+		}
+	}
 	if c.outlier != nil {
 		c.outlier.sync(next)
 	}

@@ -31,6 +31,9 @@ type Pool struct {
 	mu     sync.Mutex
 	idle   []*PooledConn
 	closed bool
+	// drains counts DrainConns calls: a connection dialled before the
+	// latest one (PooledConn.gen behind) is not reused.
+	drains uint32
 	// next is the pool of the cluster that replaced this one, which takes
 	// the connections released reusable after the handover (carryover.go);
 	// nil when the connections close instead.
@@ -54,6 +57,7 @@ type PooledConn struct {
 	cxDone    func() // releases the max_connections slot; nil once done
 	peek      peeker
 	rqRes     *resources // the breakers holding this request's max_requests slot
+	gen       uint32     // the pool's drains when it was dialled
 }
 
 // Pool is the HTTP/1 connection pool of host h (one per host per cluster,
@@ -222,7 +226,10 @@ func (p *Pool) dial(ctx context.Context) (*PooledConn, error) {
 		}
 	}
 	c.Stats.UpstreamCxHttp1Total().Inc()
-	pc := &PooledConn{Conn: conn, pool: p, uc: uc, admitDone: done, cxDone: release}
+	p.mu.Lock()
+	gen := p.drains
+	p.mu.Unlock()
+	pc := &PooledConn{Conn: conn, pool: p, uc: uc, admitDone: done, cxDone: release, gen: gen}
 	pc.peek = newPeeker(uc.tcp)
 	pc.startRequest()
 	return pc, nil
@@ -293,7 +300,7 @@ func (pc *PooledConn) Release(reusable bool) {
 		next.adopt(pc)
 		return
 	}
-	if p.closed || len(p.idle) >= max(c.MaxIdlePerHost, 1) {
+	if p.closed || pc.gen != p.drains || len(p.idle) >= max(c.MaxIdlePerHost, 1) {
 		p.mu.Unlock()
 		pc.destroy()
 		return

@@ -48,7 +48,6 @@ func Unenforced(c *clusterv3.Cluster) []string {
 	if l := c.GetCommonLbConfig(); l != nil {
 		add(l.GetUpdateMergeWindow() != nil, "common_lb_config.update_merge_window")
 		add(l.GetIgnoreNewHostsUntilFirstHc(), "common_lb_config.ignore_new_hosts_until_first_hc")
-		add(l.GetCloseConnectionsOnHostSetChange(), "common_lb_config.close_connections_on_host_set_change")
 		add(l.GetOverrideHostStatus() != nil, "common_lb_config.override_host_status")
 	}
 	add(c.GetProtocolSelection() != clusterv3.Cluster_USE_CONFIGURED_PROTOCOL, "protocol_selection")
