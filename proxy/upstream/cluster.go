@@ -60,6 +60,11 @@ type Cluster struct {
 	// closeOnHealthFailure is close_connections_on_host_health_failure
 	// (Host.CloseOnHealthFailure).
 	closeOnHealthFailure bool
+	// MaxResponseHeaders and MaxResponseHeaderKB are
+	// common_http_protocol_options' max_headers_count and
+	// max_response_headers_kb, the limits on an upstream response's
+	// headers; zero means Envoy's defaults (ResponseLimits).
+	MaxResponseHeaders, MaxResponseHeaderKB uint16
 	// closeOnHostSetChange is common_lb_config's
 	// close_connections_on_host_set_change (hostsetchange.go).
 	closeOnHostSetChange bool
@@ -188,6 +193,53 @@ func compile(cfg *clusterv3.Cluster, root stats.Scope, res Resolver) (*Cluster, 
 	return c, nil
 }
 
+// applyCommonHTTP reads common_http_protocol_options (of the cluster or of
+// its HttpProtocolOptions extension); nil changes nothing.
+func (c *Cluster) applyCommonHTTP(hpo *corev3.HttpProtocolOptions) {
+	if hpo == nil {
+		return
+	}
+	if d := hpo.GetIdleTimeout(); d != nil {
+		c.IdleTimeout = d.AsDuration()
+	}
+	if v := hpo.GetMaxRequestsPerConnection(); v != nil {
+		c.MaxRequestsPerConnection = v.GetValue()
+	}
+	if d := hpo.GetMaxConnectionDuration(); d != nil {
+		c.MaxConnectionDuration = d.AsDuration()
+	}
+	if v := hpo.GetMaxHeadersCount(); v != nil {
+		c.MaxResponseHeaders = uint16(min(v.GetValue(), 65535))
+	}
+	if v := hpo.GetMaxResponseHeadersKb(); v != nil {
+		c.MaxResponseHeaderKB = uint16(min(v.GetValue(), 8192)) // the proto's own bound
+	}
+}
+
+// Envoy's defaults for an upstream response's headers.
+const (
+	defMaxResponseHeaders    = 100
+	defMaxH1ResponseHeaderKB = 80
+	defMaxH2ResponseHeaderKB = 60
+)
+
+// ResponseLimits is the most fields and bytes an upstream response's header
+// block may have: max_headers_count (default 100) and
+// max_response_headers_kb (default 80 KiB for HTTP/1, 60 KiB for HTTP/2).
+func (c *Cluster) ResponseLimits(http2 bool) (fields, bytes int) {
+	fields, kb := int(c.MaxResponseHeaders), int(c.MaxResponseHeaderKB)
+	if fields == 0 {
+		fields = defMaxResponseHeaders
+	}
+	if kb == 0 {
+		kb = defMaxH1ResponseHeaderKB
+		if http2 {
+			kb = defMaxH2ResponseHeaderKB
+		}
+	}
+	return fields, kb << 10
+}
+
 func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 	if d := cfg.GetConnectTimeout(); d != nil {
 		c.ConnectTimeout = d.AsDuration()
@@ -195,17 +247,7 @@ func (c *Cluster) compileOptions(cfg *clusterv3.Cluster) error {
 	if v := cfg.GetPerConnectionBufferLimitBytes(); v != nil {
 		c.PerConnectionBufferLimit = int(v.GetValue())
 	}
-	if hpo := cfg.GetCommonHttpProtocolOptions(); hpo != nil {
-		if d := hpo.GetIdleTimeout(); d != nil {
-			c.IdleTimeout = d.AsDuration()
-		}
-		if v := hpo.GetMaxRequestsPerConnection(); v != nil {
-			c.MaxRequestsPerConnection = v.GetValue()
-		}
-		if d := hpo.GetMaxConnectionDuration(); d != nil {
-			c.MaxConnectionDuration = d.AsDuration()
-		}
-	}
+	c.applyCommonHTTP(cfg.GetCommonHttpProtocolOptions())
 	c.closeOnHealthFailure = cfg.GetCloseConnectionsOnHostHealthFailure()
 	c.closeOnHostSetChange = cfg.GetCommonLbConfig().GetCloseConnectionsOnHostSetChange()
 	c.ignoreHealthOnRemoval = cfg.GetIgnoreHealthOnHostRemoval()

@@ -63,7 +63,9 @@ func (c *Cluster) H2Pool(h *Host) *H2Pool {
 
 func (c *Cluster) newH2Pool(h *Host) *H2Pool {
 	np := &H2Pool{cluster: c, host: h}
+	_, maxHeaderBytes := c.ResponseLimits(true)
 	np.tr = &http2.Transport{
+		MaxHeaderListSize:  uint32(maxHeaderBytes),
 		ConnPool:           np,
 		AllowHTTP:          true,
 		DisableCompression: true,

@@ -99,18 +99,11 @@ func (c *Cluster) compileProtocol(cfg *clusterv3.Cluster) error {
 			return err
 		}
 		if hpo := p.GetCommonHttpProtocolOptions(); hpo != nil {
-			if err := confcheck.Fields(hpo, base+".common_http_protocol_options", "idle_timeout", "max_requests_per_connection", "max_connection_duration"); err != nil {
+			if err := confcheck.Fields(hpo, base+".common_http_protocol_options", "idle_timeout", "max_requests_per_connection",
+				"max_connection_duration", "max_headers_count", "max_response_headers_kb"); err != nil {
 				return err
 			}
-			if d := hpo.GetIdleTimeout(); d != nil {
-				c.IdleTimeout = d.AsDuration()
-			}
-			if v := hpo.GetMaxRequestsPerConnection(); v != nil {
-				c.MaxRequestsPerConnection = v.GetValue()
-			}
-			if d := hpo.GetMaxConnectionDuration(); d != nil {
-				c.MaxConnectionDuration = d.AsDuration()
-			}
+			c.applyCommonHTTP(hpo)
 		}
 		switch {
 		case p.GetExplicitHttpConfig() != nil:

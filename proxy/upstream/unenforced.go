@@ -32,8 +32,6 @@ func Unenforced(c *clusterv3.Cluster) []string {
 		add(pools, "circuit_breakers.thresholds[].max_connection_pools")
 	}
 	if h := c.GetCommonHttpProtocolOptions(); h != nil {
-		add(h.GetMaxHeadersCount() != nil, "common_http_protocol_options.max_headers_count")
-		add(h.GetMaxResponseHeadersKb() != nil, "common_http_protocol_options.max_response_headers_kb")
 		add(h.GetMaxStreamDuration() != nil, "common_http_protocol_options.max_stream_duration")
 		add(h.GetHeadersWithUnderscoresAction() != 0, "common_http_protocol_options.headers_with_underscores_action")
 	}

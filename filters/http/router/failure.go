@@ -86,7 +86,8 @@ func (f *filter) upstreamFailed(err error, started bool) {
 	}
 	var perr *http1.Error
 	if errors.As(err, &perr) {
-		f.cb.SendLocalReply(503, "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
+		// 502, as Envoy since 1.18 (return_502_for_upstream_protocol_errors).
+		f.cb.SendLocalReply(502, "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
 			"upstream_reset_before_response_started{protocol_error}", streaminfo.UpstreamProtocolError)
 		return
 	}

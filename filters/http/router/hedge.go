@@ -7,7 +7,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/outrider-proxy/outrider/proxy/http1"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
 )
@@ -201,11 +200,7 @@ func (h *hedging) startTry() {
 		}
 		return
 	}
-	codec, ok := pc.Codec.(*upstreamCodec)
-	if !ok {
-		codec = &upstreamCodec{dec: http1.NewDecoder(pc.Conn, http1.Limits{}), enc: http1.NewEncoder(pc.Conn)}
-		pc.Codec = codec
-	}
+	codec := codecOf(pc, f.cluster)
 	t := &hedgeTry{pc: pc, codec: codec, host: host}
 	h.tries = append(h.tries, t)
 	err = codec.enc.WriteRequestHeaders(f.cb.RequestHeaders(), f.noBody)

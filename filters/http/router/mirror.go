@@ -197,11 +197,7 @@ func sendShadow(cl *upstream.Cluster, req *headers.Map, s *shadow, timeout time.
 	}
 	reusable := false
 	defer func() { pc.Release(reusable) }()
-	codec, ok := pc.Codec.(*upstreamCodec)
-	if !ok {
-		codec = &upstreamCodec{dec: http1.NewDecoder(pc.Conn, http1.Limits{}), enc: http1.NewEncoder(pc.Conn)}
-		pc.Codec = codec
-	}
+	codec := codecOf(pc, cl)
 	_ = pc.Conn.SetDeadline(time.Now().Add(timeout))
 	defer pc.Conn.SetDeadline(time.Time{})
 	if codec.enc.WriteRequestHeaders(req, s == nil) != nil || codec.enc.Flush() != nil {

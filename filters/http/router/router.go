@@ -82,6 +82,19 @@ type upstreamCodec struct {
 	enc *http1.Encoder
 }
 
+// codecOf is the HTTP/1 codec kept with pc, made at its first request with
+// cluster c's limits on response headers.
+func codecOf(pc *upstream.PooledConn, c *upstream.Cluster) *upstreamCodec {
+	if codec, ok := pc.Codec.(*upstreamCodec); ok {
+		return codec
+	}
+	fields, bytes := c.ResponseLimits(false)
+	codec := &upstreamCodec{dec: http1.NewDecoder(pc.Conn, http1.Limits{MaxHeaders: fields, MaxHeaderBytes: bytes}),
+		enc: http1.NewEncoder(pc.Conn)}
+	pc.Codec = codec
+	return codec
+}
+
 // filter is the per-stream state. Reset clears it between streams.
 type filter struct {
 	cfg *config
@@ -386,12 +399,7 @@ func (f *filter) connect() bool {
 		return false
 	}
 	f.pc = pc
-	if c, ok := pc.Codec.(*upstreamCodec); ok {
-		f.codec = c
-	} else {
-		f.codec = &upstreamCodec{dec: http1.NewDecoder(pc.Conn, http1.Limits{}), enc: http1.NewEncoder(pc.Conn)}
-		pc.Codec = f.codec
-	}
+	f.codec = codecOf(pc, f.cluster)
 	return true
 }
 
