@@ -1,0 +1,318 @@
+// Package h2 is outrider's server side of an HTTP/2 connection (RFC 9113):
+// one read loop per connection decodes frames and HPACK blocks straight into
+// pooled streams, whose handlers run on pooled worker goroutines. Every
+// stream's frames are appended to one connection write buffer under a mutex
+// and sent by whichever writer finds no write in progress, so the frames of
+// many streams share a syscall.
+package h2
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/outrider-proxy/outrider/proxy/buffer"
+)
+
+// ServerConfig holds a connection's settings; the zero value (or nil) is
+// usable: every zero field takes the default named on it.
+type ServerConfig struct {
+	// MaxConcurrentStreams bounds the streams open at once; a HEADERS frame
+	// past it is refused with RST_STREAM(REFUSED_STREAM). Zero: 1024.
+	MaxConcurrentStreams uint32
+	// InitialStreamWindowSize is the receive window of each stream: the
+	// request body bytes buffered for a handler that has not read them yet.
+	// Zero: 1 MiB.
+	InitialStreamWindowSize uint32
+	// InitialConnWindowSize is the connection's receive window. Zero: 1 MiB.
+	InitialConnWindowSize uint32
+	// MaxFrameSize is the largest frame payload accepted
+	// (SETTINGS_MAX_FRAME_SIZE). Zero: 16384.
+	MaxFrameSize uint32
+	// MaxHeaderListSize bounds a request's header list (names, values and
+	// 32 bytes a field, RFC 9113 section 6.5.2); a larger one is answered
+	// 431. Zero: 60 KiB.
+	MaxHeaderListSize uint32
+	// HeaderTableSize is the HPACK decoder's dynamic table size
+	// (SETTINGS_HEADER_TABLE_SIZE). Zero: 4096.
+	HeaderTableSize uint32
+	// AllowExtendedConnect advertises SETTINGS_ENABLE_CONNECT_PROTOCOL and
+	// accepts :protocol on CONNECT (RFC 8441); false: :protocol is malformed.
+	AllowExtendedConnect bool
+	// PrefaceRead says the client preface was already consumed from the
+	// connection (a sniffer read it); false: Serve reads it.
+	PrefaceRead bool
+}
+
+func (cfg ServerConfig) withDefaults() ServerConfig {
+	def := func(v *uint32, d uint32) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&cfg.MaxConcurrentStreams, 1024)
+	def(&cfg.InitialStreamWindowSize, 1<<20)
+	def(&cfg.InitialConnWindowSize, 1<<20)
+	def(&cfg.MaxFrameSize, minMaxFrame)
+	def(&cfg.MaxHeaderListSize, 60<<10)
+	def(&cfg.HeaderTableSize, 4096)
+	cfg.InitialStreamWindowSize = min(cfg.InitialStreamWindowSize, maxWindow)
+	cfg.InitialConnWindowSize = min(max(cfg.InitialConnWindowSize, defaultWindow), maxWindow)
+	cfg.MaxFrameSize = min(max(cfg.MaxFrameSize, minMaxFrame), maxMaxFrame)
+	return cfg
+}
+
+// Handler serves one stream. ServeStream runs on a pooled goroutine, one
+// per open stream, and the stream is valid only until it returns.
+type Handler interface {
+	ServeStream(s *Stream)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(s *Stream)
+
+// ServeStream calls f(s).
+func (f HandlerFunc) ServeStream(s *Stream) { f(s) }
+
+// ErrConnClosed is what a stream's calls return once its connection ended.
+var ErrConnClosed = errors.New("h2: connection closed")
+
+// Conn is one server-side HTTP/2 connection.
+type Conn struct {
+	nc  net.Conn
+	cfg ServerConfig
+	h   Handler
+
+	// Read loop only.
+	rslab  *buffer.Slice
+	rb     []byte // rslab's bytes; unread ones are rb[r:w]
+	r, w   int
+	dec    *hpack.Decoder
+	hb     hblock
+	maxID  uint32 // highest client stream id seen
+	jobs   chan *Stream
+	quit   chan struct{} // closed when the connection ends
+	scratch []byte        // cookie joining
+
+	mu       sync.Mutex
+	idle     sync.Cond // signalled when handlers reaches 0
+	streams  map[uint32]*Stream
+	handlers int // ServeStream calls running
+	closed   bool
+	closeErr error
+
+	wbuf, wspare []byte
+	flushing     bool
+	werr         error
+	writeWait    int // streams waiting for the write buffer to drain
+	enc          *hpack.Encoder
+	encBuf       bytes.Buffer
+	intern       map[string]string
+
+	peerWindow   int32  // the client's SETTINGS_INITIAL_WINDOW_SIZE
+	peerMaxFrame uint32 // the client's SETTINGS_MAX_FRAME_SIZE
+	sendWindow   int64  // connection-level send window
+	recvWindow   int64  // connection-level bytes the client may still send
+	recvUnacked  int64  // consumed bytes not yet given back
+
+	goAwaySent  bool
+	goAwayLast  uint32 // last stream id of the final GOAWAY; streams above it are ignored
+	goAwayFinal bool   // the real last stream id was sent: close once idle
+	goAwayRecv  bool
+	recentReset [16]uint32 // streams this side reset lately: their late frames are ignored
+	recentIdx   int
+}
+
+// NewConn prepares a connection for Serve. cfg may be nil.
+func NewConn(nc net.Conn, cfg *ServerConfig, h Handler) *Conn {
+	var cf ServerConfig
+	if cfg != nil {
+		cf = *cfg
+	}
+	cf = cf.withDefaults()
+	c := &Conn{
+		nc: nc, cfg: cf, h: h,
+		jobs:         make(chan *Stream),
+		quit:         make(chan struct{}),
+		streams:      make(map[uint32]*Stream),
+		peerWindow:   defaultWindow,
+		peerMaxFrame: minMaxFrame,
+		sendWindow:   defaultWindow,
+		recvWindow:   int64(cf.InitialConnWindowSize),
+		goAwayLast:   maxWindow,
+		intern:       make(map[string]string),
+	}
+	c.idle.L = &c.mu
+	c.enc = hpack.NewEncoder(&c.encBuf)
+	c.dec = hpack.NewDecoder(cf.HeaderTableSize, c.onField)
+	c.dec.SetMaxStringLength(int(cf.MaxHeaderListSize))
+	return c
+}
+
+// Serve runs HTTP/2 on nc until the connection ends, then waits for every
+// handler to return. cfg may be nil.
+func Serve(nc net.Conn, cfg *ServerConfig, h Handler) error {
+	return NewConn(nc, cfg, h).Serve()
+}
+
+// Serve reads the connection until it ends (the client closed it, a
+// connection error, a completed GOAWAY or Close) and returns once every
+// handler returned. The result is nil for a clean end.
+func (c *Conn) Serve() error {
+	c.rslab = buffer.Get(frameHeaderLen + int(c.cfg.MaxFrameSize) + 16<<10)
+	c.rb = c.rslab.Bytes()
+	c.writeSettings()
+	err := c.readLoop()
+	var ce connError
+	if errors.As(err, &ce) {
+		c.mu.Lock()
+		c.wbuf = appendGoAway(c.wbuf, c.maxID, ce.Code, nil)
+		c.flushLocked()
+		c.mu.Unlock()
+	}
+	c.mu.Lock()
+	if errors.Is(err, io.EOF) || (c.goAwayFinal && c.closed) || errors.Is(err, net.ErrClosed) && c.closed && c.closeErr == nil {
+		err = nil
+	}
+	c.closeLocked(ErrConnClosed)
+	for c.handlers > 0 {
+		c.idle.Wait()
+	}
+	c.mu.Unlock()
+	close(c.quit)
+	c.rslab.Release()
+	c.rslab, c.rb = nil, nil
+	return err
+}
+
+// Close ends the connection at once: streams fail with ErrConnClosed.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(nil)
+	return nil
+}
+
+// closeLocked closes the socket and fails every stream; err (nil: a
+// deliberate close) is kept for Serve.
+func (c *Conn) closeLocked(err error) {
+	if c.closed {
+		return
+	}
+	c.closed, c.closeErr = true, err
+	_ = c.nc.Close()
+	for id, s := range c.streams {
+		delete(c.streams, id)
+		s.inMap = false
+		s.failLocked(ErrConnClosed)
+	}
+	c.wakeWritersLocked()
+}
+
+// writeSettings queues the server's SETTINGS and the connection window
+// beyond the initial 65535.
+func (c *Conn) writeSettings() {
+	cf := &c.cfg
+	var p []byte
+	p = appendSetting(p, http2.SettingMaxConcurrentStreams, cf.MaxConcurrentStreams)
+	if cf.InitialStreamWindowSize != defaultWindow {
+		p = appendSetting(p, http2.SettingInitialWindowSize, cf.InitialStreamWindowSize)
+	}
+	if cf.MaxFrameSize != minMaxFrame {
+		p = appendSetting(p, http2.SettingMaxFrameSize, cf.MaxFrameSize)
+	}
+	p = appendSetting(p, http2.SettingMaxHeaderListSize, cf.MaxHeaderListSize)
+	if cf.HeaderTableSize != 4096 {
+		p = appendSetting(p, http2.SettingHeaderTableSize, cf.HeaderTableSize)
+	}
+	if cf.AllowExtendedConnect {
+		p = appendSetting(p, http2.SettingEnableConnectProtocol, 1)
+	}
+	c.mu.Lock()
+	c.wbuf = appendFrame(c.wbuf, frameSettings, 0, 0, p)
+	if cf.InitialConnWindowSize > defaultWindow {
+		c.wbuf = appendWindowUpdate(c.wbuf, 0, cf.InitialConnWindowSize-defaultWindow)
+	}
+	c.mu.Unlock()
+}
+
+// GoAway starts a graceful shutdown as Envoy's drain does: a GOAWAY with
+// the last stream id 2^31-1 (no stream refused yet) followed by a PING. A
+// later GoAwayFinal sends the real last stream id.
+func (c *Conn) GoAway() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.goAwaySent {
+		return
+	}
+	c.goAwaySent = true
+	c.wbuf = appendGoAway(c.wbuf, maxWindow, http2.ErrCodeNo, nil)
+	c.wbuf = appendFrame(c.wbuf, framePing, 0, 0, make([]byte, 8))
+	c.flushLocked()
+}
+
+// GoAwayFinal sends a GOAWAY naming the last stream the read loop accepted,
+// with code and debug data; streams above it are ignored, and the
+// connection closes once its streams are done.
+func (c *Conn) GoAwayFinal(code http2.ErrCode, debug []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.goAwayFinal {
+		return
+	}
+	c.goAwaySent, c.goAwayFinal = true, true
+	c.goAwayLast = c.maxID
+	c.wbuf = appendGoAway(c.wbuf, c.maxID, code, debug)
+	c.flushLocked()
+	c.closeIfIdleLocked()
+}
+
+// closeIfIdleLocked closes the connection after a final GOAWAY once no
+// stream is left.
+func (c *Conn) closeIfIdleLocked() {
+	if c.goAwayFinal && len(c.streams) == 0 && c.handlers == 0 && !c.closed {
+		c.flushLocked()
+		c.closeLocked(nil)
+	}
+}
+
+// ActiveStreams is the number of streams open or still being handled.
+func (c *Conn) ActiveStreams() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return max(len(c.streams), c.handlers)
+}
+
+// GoAwayReceived reports whether the client sent GOAWAY.
+func (c *Conn) GoAwayReceived() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.goAwayRecv
+}
+
+// dispatch runs s's handler on an idle worker, or a new one.
+func (c *Conn) dispatch(s *Stream) {
+	select {
+	case c.jobs <- s:
+	default:
+		go c.worker(s)
+	}
+}
+
+// worker serves streams until the connection ends.
+func (c *Conn) worker(s *Stream) {
+	for {
+		c.h.ServeStream(s)
+		s.finish()
+		select {
+		case s = <-c.jobs:
+		case <-c.quit:
+			return
+		}
+	}
+}
