@@ -89,20 +89,25 @@ type Conn struct {
 	h   Handler
 
 	// Read loop only.
-	rslab  *buffer.Slice
-	rb     []byte // rslab's bytes; unread ones are rb[r:w]
-	r, w   int
-	dec    *hpack.Decoder
-	hb     hblock
-	maxID  uint32 // highest client stream id seen
-	jobs   chan *Stream
-	quit   chan struct{} // closed when the connection ends
+	rslab   *buffer.Slice
+	rb      []byte // rslab's bytes; unread ones are rb[r:w]
+	r, w    int
+	dec     *hpack.Decoder
+	hb      hblock
+	maxID   uint32 // highest client stream id seen
+	jobs    chan *Stream
+	quit    chan struct{} // closed when the connection ends
 	scratch []byte        // cookie joining
 
 	mu       sync.Mutex
 	idle     sync.Cond // signalled when handlers reaches 0
 	streams  map[uint32]*Stream
 	handlers int // ServeStream calls running
+	// open counts streams against MaxConcurrentStreams. Closed streams add
+	// to freed, taken off open only when the read loop goes back to the
+	// socket: as in Envoy's codec, a burst of HEADERS read together counts
+	// whole even when early ones are answered meanwhile.
+	open, freed int
 	closed   bool
 	closeErr error
 

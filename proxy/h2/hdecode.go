@@ -77,7 +77,7 @@ func (c *Conn) onHeaders(f *frame) error {
 	default:
 		c.maxID = id
 		ignore := c.goAwayFinal && id > c.goAwayLast
-		refuse := uint32(len(c.streams)) >= c.cfg.MaxConcurrentStreams
+		refuse := uint32(c.open) >= c.cfg.MaxConcurrentStreams
 		c.mu.Unlock()
 		switch {
 		case ignore:
@@ -239,6 +239,7 @@ func (c *Conn) openStream() {
 	}
 	c.streams[s.id] = s
 	s.inMap = true
+	c.open++
 	c.handlers++
 	c.mu.Unlock()
 	c.dispatch(s)

@@ -19,6 +19,8 @@ func (c *Conn) fill(n int) error {
 	}
 	for c.w < n {
 		c.mu.Lock()
+		c.open -= c.freed
+		c.freed = 0
 		c.flushLocked()
 		c.mu.Unlock()
 		m, err := c.nc.Read(c.rb[c.w:])

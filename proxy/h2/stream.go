@@ -323,6 +323,7 @@ func (c *Conn) forgetLocked(s *Stream) {
 	if s.inMap {
 		delete(c.streams, s.id)
 		s.inMap = false
+		c.freed++
 	}
 }
 

@@ -209,12 +209,14 @@ func (s *Stream) WriteData(p []byte, end bool) error {
 			}
 			break
 		}
-		if len(c.wbuf) >= writeHighWater && !c.flushing {
-			c.flushLocked()
-			continue
-		}
 		avail := min(s.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
 		if avail <= 0 || len(c.wbuf) >= writeHighWater {
+			if len(c.wbuf) > 0 && !c.flushing {
+				// What is queued goes before waiting on the client; the
+				// lock was released meanwhile, so look again.
+				c.flushLocked()
+				continue
+			}
 			if err := s.waitWriteLocked(); err != nil {
 				return err
 			}
