@@ -108,8 +108,8 @@ type Conn struct {
 	// socket: as in Envoy's codec, a burst of HEADERS read together counts
 	// whole even when early ones are answered meanwhile.
 	open, freed int
-	closed   bool
-	closeErr error
+	closed      bool
+	closeErr    error
 
 	wbuf, wspare []byte
 	flushing     bool
