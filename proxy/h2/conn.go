@@ -155,7 +155,7 @@ func NewConn(nc net.Conn, cfg *ServerConfig, h Handler) *Conn {
 	c.idle.L = &c.mu
 	c.enc = hpack.NewEncoder(&c.encBuf)
 	c.dec = hpack.NewDecoder(cf.HeaderTableSize, c.onField)
-	c.dec.SetMaxStringLength(int(cf.MaxHeaderListSize))
+	c.dec.SetMaxStringLength(maxBlockBytes(cf.MaxHeaderListSize))
 	return c
 }
 
@@ -321,3 +321,9 @@ func (c *Conn) worker(s *Stream) {
 		}
 	}
 }
+
+// maxBlockBytes bounds a header block (HEADERS and CONTINUATION frames) and
+// any one string in it: past it the connection is closed
+// (ENHANCE_YOUR_CALM, or COMPRESSION_ERROR for a string). A header list
+// over MaxHeaderListSize but under this is answered 431.
+func maxBlockBytes(maxList uint32) int { return 4*int(maxList) + 64<<10 }

@@ -98,7 +98,7 @@ func (c *Conn) onHeaders(f *frame) error {
 func (c *Conn) onFragment(p []byte, end bool) error {
 	b := &c.hb
 	b.bytes += len(p)
-	if b.bytes > 4*int(c.cfg.MaxHeaderListSize)+64<<10 {
+	if b.bytes > maxBlockBytes(c.cfg.MaxHeaderListSize) {
 		return connError{http2.ErrCodeEnhanceYourCalm, "header block too large"}
 	}
 	if _, err := c.dec.Write(p); err != nil {
@@ -140,6 +140,7 @@ func (c *Conn) onField(f hpack.HeaderField) {
 	}
 	if b.size > int(c.cfg.MaxHeaderListSize) {
 		b.tooLarge = true
+		c.dec.SetEmitEnabled(false) // the rest is decoded for the table only
 		return
 	}
 	name := f.Name
