@@ -169,7 +169,7 @@ func Serve(nc net.Conn, cfg *ServerConfig, h Handler) error {
 // connection error, a completed GOAWAY or Close) and returns once every
 // handler returned. The result is nil for a clean end.
 func (c *Conn) Serve() error {
-	c.rslab = buffer.Get(frameHeaderLen + int(c.cfg.MaxFrameSize) + 16<<10)
+	c.rslab = buffer.Get(16 << 10) // grows for larger frames (fill)
 	c.rb = c.rslab.Bytes()
 	c.writeSettings()
 	err := c.readLoop()

@@ -257,7 +257,9 @@ func TestConnectionErrors(t *testing.T) {
 		{"bad HPACK", func(cl *client) {
 			_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0xff, 0xff, 0xff}, EndHeaders: true, EndStream: true})
 		}, http2.ErrCodeCompression},
-		{"PUSH_PROMISE", func(cl *client) { _ = cl.fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, BlockFragment: []byte{0x82}, EndHeaders: true}) }, http2.ErrCodeProtocol},
+		{"PUSH_PROMISE", func(cl *client) {
+			_ = cl.fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, BlockFragment: []byte{0x82}, EndHeaders: true})
+		}, http2.ErrCodeProtocol},
 		{"bad SETTINGS_MAX_FRAME_SIZE", func(cl *client) { _ = cl.fr.WriteSettings(http2.Setting{ID: http2.SettingMaxFrameSize, Val: 100}) }, http2.ErrCodeProtocol},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"golang.org/x/net/http2"
+
+	"github.com/outrider-proxy/outrider/proxy/buffer"
 )
 
 // fill makes at least n unread bytes available in the read buffer, flushing
@@ -12,6 +14,14 @@ import (
 func (c *Conn) fill(n int) error {
 	if c.w-c.r >= n {
 		return nil
+	}
+	if n > len(c.rb) {
+		// A frame larger than the buffer: move to a larger pooled one.
+		ns := buffer.Get(n)
+		c.w = copy(ns.Bytes(), c.rb[c.r:c.w])
+		c.r = 0
+		c.rslab.Release()
+		c.rslab, c.rb = ns, ns.Bytes()
 	}
 	if c.r > 0 {
 		c.w = copy(c.rb, c.rb[c.r:c.w])

@@ -59,6 +59,7 @@ type Stream struct {
 	done          chan struct{}
 	doneClosed    bool
 	writeWaiting  bool
+	interrupted   bool // Interrupt was called: reads fail from now on
 	writeDeadline time.Time
 	timer         *time.Timer // wakes waits with a deadline; nil until one is needed
 	timerAt       time.Time
@@ -84,7 +85,7 @@ func putStream(s *Stream) {
 	s.inMap, s.remoteEnded, s.localEnded, s.headersSent = false, false, false, false
 	s.err = nil
 	s.received, s.recvUnacked, s.rxN = 0, 0, 0
-	s.writeWaiting = false
+	s.writeWaiting, s.interrupted = false, false
 	s.writeDeadline = time.Time{}
 	if s.doneClosed {
 		s.done, s.doneClosed = nil, false
@@ -146,6 +147,9 @@ func (s *Stream) ReadData(deadline time.Time) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for s.rxN == 0 && !s.remoteEnded && s.err == nil {
+		if s.interrupted {
+			return nil, os.ErrDeadlineExceeded
+		}
 		if err := s.waitLocked(deadline); err != nil {
 			return nil, err
 		}
@@ -162,6 +166,25 @@ func (s *Stream) ReadData(deadline time.Time) ([]byte, error) {
 	c.creditConnLocked(int64(n))
 	c.flushLocked()
 	return s.held.Bytes()[:n], nil
+}
+
+// Interrupt makes a ReadData blocked on another goroutine (and every later
+// one that would wait) return os.ErrDeadlineExceeded.
+func (s *Stream) Interrupt() {
+	c := s.c
+	c.mu.Lock()
+	s.interrupted = true
+	s.cond.Broadcast()
+	c.mu.Unlock()
+}
+
+// BodyEnded reports whether the request body ended and every byte of it
+// was read: the next ReadData returns io.EOF without waiting.
+func (s *Stream) BodyEnded() bool {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return s.remoteEnded && s.rxN == 0 && s.err == nil
 }
 
 // creditLocked gives n bytes of the stream's window back, in batches of half
