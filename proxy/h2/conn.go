@@ -247,8 +247,8 @@ func (c *Conn) writeSettings() {
 }
 
 // GoAway starts a graceful shutdown as Envoy's drain does: a GOAWAY with
-// the last stream id 2^31-1 (no stream refused yet) followed by a PING. A
-// later GoAwayFinal sends the real last stream id.
+// the last stream id 2^31-1 (the shutdown notice: no stream refused yet).
+// A later GoAwayFinal sends the real last stream id.
 func (c *Conn) GoAway() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -257,7 +257,6 @@ func (c *Conn) GoAway() {
 	}
 	c.goAwaySent = true
 	c.wbuf = appendGoAway(c.wbuf, maxWindow, http2.ErrCodeNo, nil)
-	c.wbuf = appendFrame(c.wbuf, framePing, 0, 0, make([]byte, 8))
 	c.flushLocked()
 }
 
