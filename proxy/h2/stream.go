@@ -59,7 +59,8 @@ type Stream struct {
 	done          chan struct{}
 	doneClosed    bool
 	writeWaiting  bool
-	interrupted   bool // Interrupt was called: reads fail from now on
+	interrupted   bool   // Interrupt was called: reads fail from now on
+	onReset       func() // OnReset's function; nil: none
 	writeDeadline time.Time
 	timer         *time.Timer // wakes waits with a deadline; nil until one is needed
 	timerAt       time.Time
@@ -86,6 +87,7 @@ func putStream(s *Stream) {
 	s.err = nil
 	s.received, s.recvUnacked, s.rxN = 0, 0, 0
 	s.writeWaiting, s.interrupted = false, false
+	s.onReset = nil
 	s.writeDeadline = time.Time{}
 	if s.doneClosed {
 		s.done, s.doneClosed = nil, false
@@ -294,7 +296,25 @@ func (s *Stream) failLocked(err error) {
 		close(s.done)
 		s.doneClosed = true
 	}
+	if f := s.onReset; f != nil {
+		s.onReset = nil
+		go f()
+	}
 	s.cond.Broadcast()
+}
+
+// OnReset makes f run, on a goroutine of its own, when the stream is reset
+// (by either side) or its connection ends; at once when that already
+// happened. A stream that ends normally never runs it.
+func (s *Stream) OnReset(f func()) {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.err != nil {
+		go f()
+		return
+	}
+	s.onReset = f
 }
 
 // finish ends the stream after its handler returned: an unfinished

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -74,9 +73,13 @@ func (cfg *Config) serveOwnH2(nc *netfilter.Conn, c net.Conn) {
 // stream and its downstream side. Pooled per Config.
 type ownStream struct {
 	stream
-	hc  *h2Conn
-	s   *h2.Stream
-	ctx ownCtx
+	hc *h2Conn
+	s  *h2.Stream
+	// ctx is the stream's context, made when first asked for: canceled
+	// when the client resets the stream or the connection goes, and when
+	// the stream ends (as x/net's request context is).
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // ServeStream runs one HTTP/2 stream through the filter chain on the
@@ -96,7 +99,6 @@ func (hc *h2Conn) ServeStream(h2s *h2.Stream) {
 		o.h2 = true
 	}
 	o.hc, o.s = hc, h2s
-	o.ctx.start(h2s)
 	hc.enter()
 	hc.served.Add(1)
 	start := time.Now()
@@ -125,55 +127,14 @@ func (hc *h2Conn) ServeStream(h2s *h2.Stream) {
 	if s.reset {
 		h2s.Reset(http2.ErrCodeInternal)
 	}
-	o.ctx.end()
+	if o.cancel != nil {
+		o.cancel()
+		o.ctx, o.cancel = nil, nil
+	}
 	o.hc, o.s = nil, nil
 	s.req.Reset()
 	cfg.h2.ownPool.Put(o)
 	hc.leave()
-}
-
-// ownCtx is the stream's context: done when the client resets the stream
-// or the connection goes. Its channel is taken from the codec only when
-// asked for, so a stream nobody watches costs no channel.
-type ownCtx struct {
-	mu   sync.Mutex
-	s    *h2.Stream
-	done <-chan struct{}
-}
-
-func (c *ownCtx) start(s *h2.Stream) {
-	c.mu.Lock()
-	c.s, c.done = s, nil
-	c.mu.Unlock()
-}
-
-// end detaches the context from the stream, which goes back to the codec's
-// pool: a context never asked for stays never done.
-func (c *ownCtx) end() {
-	c.mu.Lock()
-	c.s = nil
-	c.mu.Unlock()
-}
-
-func (c *ownCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (c *ownCtx) Value(any) any               { return nil }
-
-func (c *ownCtx) Done() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done == nil && c.s != nil {
-		c.done = c.s.Done()
-	}
-	return c.done
-}
-
-func (c *ownCtx) Err() error {
-	select {
-	case <-c.Done():
-		return context.Canceled
-	default:
-		return nil
-	}
 }
 
 // downstream over the own codec.
@@ -247,9 +208,8 @@ func (o *ownStream) readTrailers(h *headers.Map) {
 	}
 }
 
-func (o *ownStream) bodyRead() bool           { return o.s.BodyEnded() }
-func (o *ownStream) interrupt()               { o.s.Interrupt() }
-func (o *ownStream) context() context.Context { return &o.ctx }
+func (o *ownStream) bodyRead() bool { return o.s.BodyEnded() }
+func (o *ownStream) interrupt()     { o.s.Interrupt() }
 
 func (o *ownStream) endTunnelRead() error {
 	o.tunnelEOF.Store(true)
@@ -277,4 +237,12 @@ func (s *stream) ownExtendedConnect(o *ownStream, h *headers.Map) *requestError 
 	s.msg.Upgrade = true
 	s.extConnect = true
 	return nil
+}
+
+func (o *ownStream) context() context.Context {
+	if o.ctx == nil {
+		o.ctx, o.cancel = context.WithCancel(context.Background())
+		o.s.OnReset(o.cancel)
+	}
+	return o.ctx
 }
