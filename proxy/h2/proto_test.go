@@ -2,6 +2,7 @@ package h2
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"strconv"
@@ -481,4 +482,45 @@ func TestPingAndSettingsAck(t *testing.T) {
 		}
 		return ping && ack
 	})
+}
+
+// TestStreamContext: contexts derived from the stream's are canceled by a
+// client reset; a stopped AfterFunc does not run.
+func TestStreamContext(t *testing.T) {
+	type result struct {
+		childErr, parentErr error
+		stopped, ran        bool
+	}
+	got := make(chan result, 1)
+	ready := make(chan struct{}, 1)
+	addr := startServer(t, nil, HandlerFunc(func(s *Stream) {
+		ctx := s.Context()
+		child, cancel := context.WithCancel(ctx)
+		defer cancel()
+		ran := make(chan struct{}, 1)
+		stop := context.AfterFunc(ctx, func() { ran <- struct{}{} })
+		stopped := stop()
+		ready <- struct{}{}
+		var r result
+		select {
+		case <-child.Done():
+			r.childErr = child.Err()
+		case <-time.After(5 * time.Second):
+		}
+		r.parentErr, r.stopped = ctx.Err(), stopped
+		select {
+		case <-ran:
+			r.ran = true
+		case <-time.After(50 * time.Millisecond):
+		}
+		got <- r
+	}))
+	cl := dialRaw(t, addr)
+	cl.headers(1, false, reqFields("/")...)
+	<-ready
+	_ = cl.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	r := <-got
+	if r.childErr != context.Canceled || r.parentErr != context.Canceled || !r.stopped || r.ran {
+		t.Fatalf("%+v", r)
+	}
 }

@@ -59,8 +59,14 @@ type Stream struct {
 	done          chan struct{}
 	doneClosed    bool
 	writeWaiting  bool
-	interrupted   bool   // Interrupt was called: reads fail from now on
-	onReset       func() // OnReset's function; nil: none
+	interrupted   bool // Interrupt was called: reads fail from now on
+
+	// The context's state (ctx.go), under its own lock: stop functions of
+	// AfterFunc may come from any goroutine, even after the stream ended.
+	ctxMu         sync.Mutex
+	ctxGen        uint64   // bumped by each use of the pooled stream
+	ctxCanceled   bool     // the stream failed: the context is done
+	afterFuncs    []func() // registered by AfterFunc, not stopped yet (nil entries are stopped)
 	writeDeadline time.Time
 	timer         *time.Timer // wakes waits with a deadline; nil until one is needed
 	timerAt       time.Time
@@ -87,7 +93,12 @@ func putStream(s *Stream) {
 	s.err = nil
 	s.received, s.recvUnacked, s.rxN = 0, 0, 0
 	s.writeWaiting, s.interrupted = false, false
-	s.onReset = nil
+	s.ctxMu.Lock()
+	s.ctxGen++
+	s.ctxCanceled = false
+	clear(s.afterFuncs)
+	s.afterFuncs = s.afterFuncs[:0]
+	s.ctxMu.Unlock()
 	s.writeDeadline = time.Time{}
 	if s.doneClosed {
 		s.done, s.doneClosed = nil, false
@@ -296,25 +307,8 @@ func (s *Stream) failLocked(err error) {
 		close(s.done)
 		s.doneClosed = true
 	}
-	if f := s.onReset; f != nil {
-		s.onReset = nil
-		go f()
-	}
+	s.cancelContext()
 	s.cond.Broadcast()
-}
-
-// OnReset makes f run, on a goroutine of its own, when the stream is reset
-// (by either side) or its connection ends; at once when that already
-// happened. A stream that ends normally never runs it.
-func (s *Stream) OnReset(f func()) {
-	c := s.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if s.err != nil {
-		go f()
-		return
-	}
-	s.onReset = f
 }
 
 // finish ends the stream after its handler returned: an unfinished

@@ -75,11 +75,6 @@ type ownStream struct {
 	stream
 	hc *h2Conn
 	s  *h2.Stream
-	// ctx is the stream's context, made when first asked for: canceled
-	// when the client resets the stream or the connection goes, and when
-	// the stream ends (as x/net's request context is).
-	ctx    context.Context
-	cancel context.CancelFunc
 }
 
 // ServeStream runs one HTTP/2 stream through the filter chain on the
@@ -126,10 +121,6 @@ func (hc *h2Conn) ServeStream(h2s *h2.Stream) {
 	hc.streamClosed(clientReset && time.Since(start) < prematureResetMinLifetime)
 	if s.reset {
 		h2s.Reset(http2.ErrCodeInternal)
-	}
-	if o.cancel != nil {
-		o.cancel()
-		o.ctx, o.cancel = nil, nil
 	}
 	o.hc, o.s = nil, nil
 	s.req.Reset()
@@ -239,10 +230,7 @@ func (s *stream) ownExtendedConnect(o *ownStream, h *headers.Map) *requestError 
 	return nil
 }
 
-func (o *ownStream) context() context.Context {
-	if o.ctx == nil {
-		o.ctx, o.cancel = context.WithCancel(context.Background())
-		o.s.OnReset(o.cancel)
-	}
-	return o.ctx
-}
+// context is the codec's stream context: done when the client resets the
+// stream or the connection goes. Unlike x/net's request context it is not
+// canceled when the stream ends normally.
+func (o *ownStream) context() context.Context { return o.s.Context() }
