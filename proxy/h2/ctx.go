@@ -36,7 +36,8 @@ func (c streamCtx) AfterFunc(f func()) (stop func() bool) {
 	s.ctxMu.Lock()
 	defer s.ctxMu.Unlock()
 	if s.ctxCanceled {
-		go f()
+		s.ctxWG.Add(1)
+		go s.runAfter(f)
 		return func() bool { return false }
 	}
 	gen, i := s.ctxGen, len(s.afterFuncs)
@@ -52,8 +53,10 @@ func (c streamCtx) AfterFunc(f func()) (stop func() bool) {
 	}
 }
 
-// cancelContext marks the context done and runs its AfterFunc functions
-// (with c.mu held: each on its own goroutine, as they may call Err).
+// cancelContext marks the context done and runs its AfterFunc functions,
+// each on its own goroutine (c.mu is held, and they may call Err); the
+// stream goes back to the pool only once they returned (finish), so their
+// Err still sees this stream's state.
 func (s *Stream) cancelContext() {
 	s.ctxMu.Lock()
 	defer s.ctxMu.Unlock()
@@ -64,7 +67,13 @@ func (s *Stream) cancelContext() {
 	for i, f := range s.afterFuncs {
 		if f != nil {
 			s.afterFuncs[i] = nil
-			go f()
+			s.ctxWG.Add(1)
+			go s.runAfter(f)
 		}
 	}
+}
+
+func (s *Stream) runAfter(f func()) {
+	defer s.ctxWG.Done()
+	f()
 }

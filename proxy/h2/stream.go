@@ -64,9 +64,10 @@ type Stream struct {
 	// The context's state (ctx.go), under its own lock: stop functions of
 	// AfterFunc may come from any goroutine, even after the stream ended.
 	ctxMu         sync.Mutex
-	ctxGen        uint64   // bumped by each use of the pooled stream
-	ctxCanceled   bool     // the stream failed: the context is done
-	afterFuncs    []func() // registered by AfterFunc, not stopped yet (nil entries are stopped)
+	ctxGen        uint64         // bumped by each use of the pooled stream
+	ctxCanceled   bool           // the stream failed: the context is done
+	afterFuncs    []func()       // registered by AfterFunc, not stopped yet (nil entries are stopped)
+	ctxWG         sync.WaitGroup // AfterFunc functions running
 	writeDeadline time.Time
 	timer         *time.Timer // wakes waits with a deadline; nil until one is needed
 	timerAt       time.Time
@@ -352,6 +353,7 @@ func (s *Stream) finish() {
 	}
 	c.closeIfIdleLocked()
 	c.mu.Unlock()
+	s.ctxWG.Wait()
 	putStream(s)
 }
 
