@@ -2,7 +2,6 @@ package hcm
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net"
 	"os"
@@ -116,8 +115,8 @@ func (hc *h2Conn) ServeStream(h2s *h2.Stream) {
 	s.info.Protocol = "HTTP/2"
 	s.run()
 	s.finish(start)
-	var se *h2.StreamError
-	clientReset := errors.As(h2s.Err(), &se) && se.Remote
+	se, _ := h2s.Err().(*h2.StreamError) // a type assertion: errors.As would allocate
+	clientReset := se != nil && se.Remote
 	hc.streamClosed(clientReset && time.Since(start) < prematureResetMinLifetime)
 	if s.reset {
 		h2s.Reset(http2.ErrCodeInternal)
