@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -44,6 +45,9 @@ type ServerConfig struct {
 	// AllowExtendedConnect advertises SETTINGS_ENABLE_CONNECT_PROTOCOL and
 	// accepts :protocol on CONNECT (RFC 8441); false: :protocol is malformed.
 	AllowExtendedConnect bool
+	// IdleTimeout closes a connection that has had no open stream for that
+	// long, after a GOAWAY (NO_ERROR); zero: never.
+	IdleTimeout time.Duration
 	// PrefaceRead says the client preface was already consumed from the
 	// connection (a sniffer read it); false: Serve reads it.
 	PrefaceRead bool
@@ -129,7 +133,8 @@ type Conn struct {
 	goAwayLast  uint32 // last stream id of the final GOAWAY; streams above it are ignored
 	goAwayFinal bool   // the real last stream id was sent: close once idle
 	goAwayRecv  bool
-	recentReset [16]uint32 // streams this side reset lately: their late frames are ignored
+	idleTimer   *time.Timer // IdleTimeout's; nil: none
+	recentReset [16]uint32  // streams this side reset lately: their late frames are ignored
 	recentIdx   int
 }
 
@@ -172,6 +177,12 @@ func (c *Conn) Serve() error {
 	c.rslab = buffer.Get(16 << 10) // grows for larger frames (fill)
 	c.rb = c.rslab.Bytes()
 	c.writeSettings()
+	if d := c.cfg.IdleTimeout; d > 0 {
+		c.mu.Lock()
+		c.idleTimer = time.AfterFunc(d, c.onIdle)
+		c.mu.Unlock()
+		defer c.idleTimer.Stop()
+	}
 	err := c.readLoop()
 	var ce connError
 	if errors.As(err, &ce) {
@@ -274,6 +285,29 @@ func (c *Conn) GoAwayFinal(code http2.ErrCode, debug []byte) {
 	c.wbuf = appendGoAway(c.wbuf, c.maxID, code, debug)
 	c.flushLocked()
 	c.closeIfIdleLocked()
+}
+
+// onIdle is IdleTimeout's timer: GOAWAY and close unless a stream opened
+// meanwhile.
+func (c *Conn) onIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.handlers > 0 || len(c.streams) > 0 {
+		return
+	}
+	if !c.goAwayFinal {
+		c.goAwaySent, c.goAwayFinal = true, true
+		c.goAwayLast = c.maxID
+		c.wbuf = appendGoAway(c.wbuf, c.maxID, http2.ErrCodeNo, nil)
+	}
+	c.closeIfIdleLocked()
+}
+
+// armIdleLocked starts the idle timer once no stream is left.
+func (c *Conn) armIdleLocked() {
+	if c.idleTimer != nil && c.handlers == 0 && len(c.streams) == 0 {
+		c.idleTimer.Reset(c.cfg.IdleTimeout)
+	}
 }
 
 // closeIfIdleLocked closes the connection after a final GOAWAY once no

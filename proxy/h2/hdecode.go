@@ -242,6 +242,9 @@ func (c *Conn) openStream() {
 	s.inMap = true
 	c.open++
 	c.handlers++
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
 	c.mu.Unlock()
 	c.dispatch(s)
 }

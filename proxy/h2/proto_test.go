@@ -524,3 +524,21 @@ func TestStreamContext(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 }
+
+// TestIdleTimeout: a connection without streams for IdleTimeout gets
+// GOAWAY(NO_ERROR) naming its last stream, then closes.
+func TestIdleTimeout(t *testing.T) {
+	addr := startServer(t, &ServerConfig{IdleTimeout: 100 * time.Millisecond}, protoHandler(nil))
+	cl := dialRaw(t, addr)
+	cl.headers(1, true, reqFields("/")...)
+	if h, _ := cl.response(1); h[":status"] != "200" {
+		t.Fatalf("response %v", h)
+	}
+	g := cl.goAway()
+	if g.ErrCode != http2.ErrCodeNo || g.LastStreamID != 1 {
+		t.Fatalf("GOAWAY %v last %d", g.ErrCode, g.LastStreamID)
+	}
+	if _, err := cl.fr.ReadFrame(); err == nil {
+		t.Fatal("connection still open after the idle GOAWAY")
+	}
+}

@@ -351,6 +351,7 @@ func (s *Stream) finish() {
 	if c.handlers == 0 {
 		c.idle.Broadcast()
 	}
+	c.armIdleLocked()
 	c.closeIfIdleLocked()
 	c.mu.Unlock()
 	s.ctxWG.Wait()

@@ -36,6 +36,7 @@ func (cfg *Config) ownConfig() *h2.ServerConfig {
 		MaxHeaderListSize:       uint32(max(cfg.h2.base.MaxHeaderBytes, 0)),
 		HeaderTableSize:         s.MaxDecoderHeaderTableSize,
 		AllowExtendedConnect:    true, // refused with 400 by checkUpgrade unless allow_connect, as on x/net
+		IdleTimeout:             cfg.idleTimeout,
 	}
 }
 
