@@ -81,7 +81,9 @@ type ownStream struct {
 // codec's worker goroutine.
 func (hc *h2Conn) ServeStream(h2s *h2.Stream) {
 	cfg, st := hc.cfg, hc.cfg.stats
-	if hc.abusive.Load() {
+	if h2s.Err() != nil || hc.abusive.Load() {
+		// Reset before its handler ran, or on a connection closed for
+		// premature resets: the stream costs no filter and no upstream.
 		st.rqRxReset.Inc()
 		hc.streamClosed(true)
 		h2s.Reset(http2.ErrCodeRefusedStream)
