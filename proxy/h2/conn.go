@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -48,6 +49,10 @@ type ServerConfig struct {
 	// IdleTimeout closes a connection that has had no open stream for that
 	// long, after a GOAWAY (NO_ERROR); zero: never.
 	IdleTimeout time.Duration
+	// PingInterval sends a PING after that long without a frame from the
+	// client; PingTimeout (zero: 15 s) closes the connection when nothing
+	// arrives within that long after it. Zero: no PINGs.
+	PingInterval, PingTimeout time.Duration
 	// PrefaceRead says the client preface was already consumed from the
 	// connection (a sniffer read it); false: Serve reads it.
 	PrefaceRead bool
@@ -133,8 +138,9 @@ type Conn struct {
 	goAwayLast  uint32 // last stream id of the final GOAWAY; streams above it are ignored
 	goAwayFinal bool   // the real last stream id was sent: close once idle
 	goAwayRecv  bool
-	idleTimer   *time.Timer // IdleTimeout's; nil: none
-	recentReset [16]uint32  // streams this side reset lately: their late frames are ignored
+	idleTimer   *time.Timer  // IdleTimeout's; nil: none
+	lastRead    atomic.Int64 // when the last bytes arrived (unix nanoseconds), for PingInterval
+	recentReset [16]uint32   // streams this side reset lately: their late frames are ignored
 	recentIdx   int
 }
 
@@ -182,6 +188,12 @@ func (c *Conn) Serve() error {
 		c.idleTimer = time.AfterFunc(d, c.onIdle)
 		c.mu.Unlock()
 		defer c.idleTimer.Stop()
+	}
+	if c.cfg.PingInterval > 0 {
+		c.lastRead.Store(time.Now().UnixNano())
+		var t *time.Timer
+		t = time.AfterFunc(c.cfg.PingInterval, func() { c.keepalive(t) })
+		defer t.Stop()
 	}
 	err := c.readLoop()
 	var ce connError
@@ -302,6 +314,33 @@ func (c *Conn) onIdle() {
 	}
 	c.closeIfIdleLocked()
 }
+
+// keepalive runs on the PING timer: a PING once the client has been quiet
+// for PingInterval, and the close when it stays quiet PingTimeout more.
+func (c *Conn) keepalive(t *time.Timer) {
+	quiet := time.Since(time.Unix(0, c.lastRead.Load()))
+	timeout := c.cfg.PingTimeout
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closed:
+		return
+	case quiet >= c.cfg.PingInterval+timeout:
+		c.closeLocked(errors.New("h2: PING not answered"))
+		return
+	case quiet >= c.cfg.PingInterval:
+		c.wbuf = appendFrame(c.wbuf, framePing, 0, 0, pingPayload[:])
+		c.flushLocked()
+		t.Reset(timeout)
+		return
+	}
+	t.Reset(c.cfg.PingInterval - quiet)
+}
+
+var pingPayload = [8]byte{'o', 'u', 't', 'r', 'i', 'd', 'e', 'r'}
 
 // armIdleLocked starts the idle timer once no stream is left.
 func (c *Conn) armIdleLocked() {

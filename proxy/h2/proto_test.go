@@ -542,3 +542,20 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatal("connection still open after the idle GOAWAY")
 	}
 }
+
+// TestKeepalivePing: a quiet client gets a PING; one that answers nothing
+// is closed after PingTimeout.
+func TestKeepalivePing(t *testing.T) {
+	addr := startServer(t, &ServerConfig{PingInterval: 50 * time.Millisecond, PingTimeout: 100 * time.Millisecond}, protoHandler(nil))
+	cl := dialRaw(t, addr)
+	cl.until("PING", func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && !p.IsAck() })
+	for range 200 {
+		if _, err := cl.fr.ReadFrame(); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("connection not closed: %v", err)
+			}
+			return // closed: the PING was never answered
+		}
+	}
+	t.Fatal("connection not closed")
+}

@@ -3,6 +3,7 @@ package h2
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"golang.org/x/net/http2"
 
@@ -35,6 +36,9 @@ func (c *Conn) fill(n int) error {
 		c.mu.Unlock()
 		m, err := c.nc.Read(c.rb[c.w:])
 		c.w += m
+		if m > 0 && c.cfg.PingInterval > 0 {
+			c.lastRead.Store(time.Now().UnixNano())
+		}
 		if err != nil && c.w < n {
 			return err
 		}

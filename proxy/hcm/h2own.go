@@ -37,6 +37,8 @@ func (cfg *Config) ownConfig() *h2.ServerConfig {
 		HeaderTableSize:         s.MaxDecoderHeaderTableSize,
 		AllowExtendedConnect:    true, // refused with 400 by checkUpgrade unless allow_connect, as on x/net
 		IdleTimeout:             cfg.idleTimeout,
+		PingInterval:            s.ReadIdleTimeout,
+		PingTimeout:             s.PingTimeout,
 	}
 }
 
