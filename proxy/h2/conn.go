@@ -139,6 +139,7 @@ type Conn struct {
 	goAwayFinal bool   // the real last stream id was sent: close once idle
 	goAwayRecv  bool
 	idleTimer   *time.Timer  // IdleTimeout's; nil: none
+	pingTimer   *time.Timer  // PingInterval's; nil: none
 	lastRead    atomic.Int64 // when the last bytes arrived (unix nanoseconds), for PingInterval
 	recentReset [16]uint32   // streams this side reset lately: their late frames are ignored
 	recentIdx   int
@@ -191,9 +192,10 @@ func (c *Conn) Serve() error {
 	}
 	if c.cfg.PingInterval > 0 {
 		c.lastRead.Store(time.Now().UnixNano())
-		var t *time.Timer
-		t = time.AfterFunc(c.cfg.PingInterval, func() { c.keepalive(t) })
-		defer t.Stop()
+		c.mu.Lock()
+		c.pingTimer = time.AfterFunc(c.cfg.PingInterval, c.keepalive)
+		c.mu.Unlock()
+		defer c.pingTimer.Stop()
 	}
 	err := c.readLoop()
 	var ce connError
@@ -317,7 +319,7 @@ func (c *Conn) onIdle() {
 
 // keepalive runs on the PING timer: a PING once the client has been quiet
 // for PingInterval, and the close when it stays quiet PingTimeout more.
-func (c *Conn) keepalive(t *time.Timer) {
+func (c *Conn) keepalive() {
 	quiet := time.Since(time.Unix(0, c.lastRead.Load()))
 	timeout := c.cfg.PingTimeout
 	if timeout <= 0 {
@@ -325,6 +327,7 @@ func (c *Conn) keepalive(t *time.Timer) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	t := c.pingTimer
 	switch {
 	case c.closed:
 		return
