@@ -98,15 +98,16 @@ type Conn struct {
 	h   Handler
 
 	// Read loop only.
-	rslab   *buffer.Slice
-	rb      []byte // rslab's bytes; unread ones are rb[r:w]
-	r, w    int
-	dec     *hpack.Decoder
-	hb      hblock
-	maxID   uint32 // highest client stream id seen
-	jobs    chan *Stream
-	quit    chan struct{} // closed when the connection ends
-	scratch []byte        // cookie joining
+	rslab       *buffer.Slice
+	rb          []byte // rslab's bytes; unread ones are rb[r:w]
+	r, w        int
+	dec         *hpack.Decoder
+	hb          hblock
+	maxID       uint32 // highest client stream id seen
+	jobs        chan *Stream
+	idleWorkers atomic.Int32  // workers parked on jobs
+	quit        chan struct{} // closed when the connection ends
+	scratch     []byte        // cookie joining
 
 	mu       sync.Mutex
 	idle     sync.Cond // signalled when handlers reaches 0
@@ -202,7 +203,7 @@ func (c *Conn) Serve() error {
 	if errors.As(err, &ce) {
 		c.mu.Lock()
 		c.wbuf = appendGoAway(c.wbuf, c.maxID, ce.Code, nil)
-		c.flushLocked()
+		c.flushAllLocked()
 		c.mu.Unlock()
 	}
 	c.mu.Lock()
@@ -356,9 +357,20 @@ func (c *Conn) armIdleLocked() {
 // stream is left.
 func (c *Conn) closeIfIdleLocked() {
 	if c.goAwayFinal && len(c.streams) == 0 && c.handlers == 0 && !c.closed {
-		c.flushLocked()
+		c.flushAllLocked()
 		c.closeLocked(nil)
 	}
+}
+
+// flushAllLocked sends the write buffer before the connection closes,
+// waiting (a bounded while) for a write in progress on another goroutine.
+func (c *Conn) flushAllLocked() {
+	for i := 0; c.flushing && i < 1000; i++ {
+		c.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		c.mu.Lock()
+	}
+	c.flushLocked()
 }
 
 // ActiveStreams is the number of streams open or still being handled.
@@ -384,13 +396,23 @@ func (c *Conn) dispatch(s *Stream) {
 	}
 }
 
-// worker serves streams until the connection ends.
+// maxIdleWorkers bounds the worker goroutines a connection keeps parked
+// for its next streams; past it a worker whose stream ended exits.
+const maxIdleWorkers = 32
+
+// worker serves streams until the connection ends, or until enough other
+// workers are idle.
 func (c *Conn) worker(s *Stream) {
 	for {
 		c.h.ServeStream(s)
 		s.finish()
+		if c.idleWorkers.Add(1) > maxIdleWorkers {
+			c.idleWorkers.Add(-1)
+			return
+		}
 		select {
 		case s = <-c.jobs:
+			c.idleWorkers.Add(-1)
 		case <-c.quit:
 			return
 		}
