@@ -103,6 +103,13 @@ func (hc *h2Conn) ServeStream(h2s *h2.Stream) {
 	start := time.Now()
 	s := &o.stream
 	s.req.CopyFrom(h2s.Request())
+	if host, ok := s.req.Get("host"); ok {
+		// As on x/net: Host stands for a missing :authority, and goes.
+		if !s.req.Has(headers.Authority) {
+			s.req.SetBytes(headers.Authority, host)
+		}
+		s.req.Del("host")
+	}
 	s.msg = http1.Message{Major: 2, KeepAlive: true, ContentLength: -1, NoBody: h2s.BodyEnded()}
 	if v, ok := s.req.Get("content-length"); ok {
 		if n, err := strconv.ParseInt(string(v), 10, 64); err == nil {
