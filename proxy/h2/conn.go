@@ -1,9 +1,8 @@
 // Package h2 is outrider's server side of an HTTP/2 connection (RFC 9113):
-// one read loop per connection decodes frames and HPACK blocks straight into
-// pooled streams, whose handlers run on pooled worker goroutines. Every
-// stream's frames are appended to one connection write buffer under a mutex
-// and sent by whichever writer finds no write in progress, so the frames of
-// many streams share a syscall.
+// one read loop decodes frames and HPACK blocks straight into pooled streams
+// whose handlers run on pooled workers. Every stream's frames go to one
+// connection buffer under a mutex, sent by whichever writer finds no write
+// in progress, so frames of many streams share a syscall.
 package h2
 
 import (
