@@ -97,8 +97,9 @@ type Conn struct {
 	h   Handler
 
 	// Read loop only.
-	rslab       *buffer.Slice
-	rb          []byte // rslab's bytes; unread ones are rb[r:w]
+	rslab       *buffer.Slice // nil while idle with nothing unread
+	rb          []byte        // rslab's bytes; unread ones are rb[r:w]
+	small       [256]byte     // what an idle connection reads into (fill)
 	r, w        int
 	dec         *hpack.Decoder
 	hb          hblock
@@ -181,8 +182,6 @@ func Serve(nc net.Conn, cfg *ServerConfig, h Handler) error {
 // connection error, a completed GOAWAY or Close) and returns once every
 // handler returned. The result is nil for a clean end.
 func (c *Conn) Serve() error {
-	c.rslab = buffer.Get(16 << 10) // grows for larger frames (fill)
-	c.rb = c.rslab.Bytes()
 	c.writeSettings()
 	if d := c.cfg.IdleTimeout; d > 0 {
 		c.mu.Lock()
@@ -215,8 +214,10 @@ func (c *Conn) Serve() error {
 	}
 	c.mu.Unlock()
 	close(c.quit)
-	c.rslab.Release()
-	c.rslab, c.rb = nil, nil
+	if c.rslab != nil {
+		c.rslab.Release()
+		c.rslab, c.rb = nil, nil
+	}
 	return err
 }
 

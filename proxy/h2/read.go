@@ -11,12 +11,15 @@ import (
 )
 
 // fill makes at least n unread bytes available in the read buffer, flushing
-// queued writes before it waits for the socket.
+// queued writes before it waits for the socket. The pooled buffer is given
+// back while the connection is idle (no stream) with nothing unread: the
+// wait then reads into the small array, and the buffer is taken again once
+// bytes came.
 func (c *Conn) fill(n int) error {
 	if c.w-c.r >= n {
 		return nil
 	}
-	if n > len(c.rb) {
+	if c.rb != nil && n > len(c.rb) {
 		// A frame larger than the buffer: move to a larger pooled one.
 		ns := buffer.Get(n)
 		c.w = copy(ns.Bytes(), c.rb[c.r:c.w])
@@ -33,9 +36,25 @@ func (c *Conn) fill(n int) error {
 		c.open -= c.freed
 		c.freed = 0
 		c.flushLocked()
+		idle := c.handlers == 0 && len(c.streams) == 0
 		c.mu.Unlock()
-		m, err := c.nc.Read(c.rb[c.w:])
-		c.w += m
+		if idle && c.w == 0 && c.rb != nil {
+			c.rslab.Release()
+			c.rslab, c.rb = nil, nil
+		}
+		var m int
+		var err error
+		if c.rb == nil {
+			m, err = c.nc.Read(c.small[:])
+			if m > 0 {
+				c.rslab = buffer.Get(max(n, 16<<10))
+				c.rb = c.rslab.Bytes()
+				c.w = copy(c.rb, c.small[:m])
+			}
+		} else {
+			m, err = c.nc.Read(c.rb[c.w:])
+			c.w += m
+		}
 		if m > 0 && c.cfg.PingInterval > 0 {
 			c.lastRead.Store(time.Now().UnixNano())
 		}
