@@ -559,3 +559,32 @@ func TestKeepalivePing(t *testing.T) {
 	}
 	t.Fatal("connection not closed")
 }
+
+// TestFramesAfterReset: DATA the client had in flight when this side reset
+// the stream is ignored; DATA after the client's own RST_STREAM is a
+// stream error (STREAM_CLOSED).
+func TestFramesAfterReset(t *testing.T) {
+	addr := startServer(t, nil, HandlerFunc(func(s *Stream) {
+		_ = s.WriteHeaders(okHeaders, false)
+		_ = s.WriteData(okBody, true) // the request is still open: RST_STREAM(NO_ERROR) follows
+	}))
+	cl := dialRaw(t, addr)
+	cl.headers(1, false, reqFields("/")...)
+	if got := cl.rst(1); got != http2.ErrCodeNo {
+		t.Fatalf("RST_STREAM %v, want NO_ERROR", got)
+	}
+	cl.data(1, false, []byte("in flight"))
+	_ = cl.fr.WritePing(false, [8]byte{9})
+	cl.until("PING ack", func(f http2.Frame) bool {
+		if r, ok := f.(*http2.RSTStreamFrame); ok {
+			t.Fatalf("in-flight DATA answered with RST_STREAM %v", r.ErrCode)
+		}
+		p, ok := f.(*http2.PingFrame)
+		return ok && p.IsAck()
+	})
+	_ = cl.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	cl.data(1, true, []byte("after RST_STREAM"))
+	if got := cl.rst(1); got != http2.ErrCodeStreamClosed {
+		t.Fatalf("RST_STREAM %v, want STREAM_CLOSED", got)
+	}
+}

@@ -216,6 +216,10 @@ func (c *Conn) onRST(f *frame) error {
 	c.mu.Lock()
 	if s := c.streams[f.id]; s != nil {
 		s.peerResetLocked(code)
+	} else {
+		// The client closed a stream this side reset: frames it sends on
+		// it from now on are errors again, no longer ones in flight.
+		c.forgetResetLocked(f.id)
 	}
 	c.mu.Unlock()
 	return nil

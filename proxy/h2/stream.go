@@ -374,6 +374,15 @@ func (c *Conn) noteResetLocked(id uint32) {
 	c.recentIdx = (c.recentIdx + 1) % len(c.recentReset)
 }
 
+// forgetResetLocked drops id from the streams this side reset lately.
+func (c *Conn) forgetResetLocked(id uint32) {
+	for i, r := range c.recentReset {
+		if r == id {
+			c.recentReset[i] = 0
+		}
+	}
+}
+
 // Reset sends RST_STREAM(code) unless the stream already ended; later calls
 // fail with a *StreamError.
 func (s *Stream) Reset(code http2.ErrCode) {
