@@ -74,6 +74,12 @@ func (c *Conn) onHeaders(f *frame) error {
 		if !c.wasReset(id) {
 			return connError{http2.ErrCodeProtocol, "HEADERS on a closed stream"}
 		}
+		// Trailers in flight when this side reset the stream: checked,
+		// so a malformed block still gets its RST_STREAM, else ignored.
+		b.trailers, b.target = true, &b.scratch
+		if !b.endStream {
+			b.bad = http2.ErrCodeProtocol
+		}
 	default:
 		c.maxID = id
 		ignore := c.goAwayFinal && id > c.goAwayLast

@@ -588,3 +588,26 @@ func TestFramesAfterReset(t *testing.T) {
 		t.Fatalf("RST_STREAM %v, want STREAM_CLOSED", got)
 	}
 }
+
+// TestLateMalformedTrailers: trailers the client sent before it saw this
+// side's RST_STREAM(NO_ERROR) are ignored, unless malformed.
+func TestLateMalformedTrailers(t *testing.T) {
+	addr := startServer(t, nil, HandlerFunc(func(s *Stream) {
+		_ = s.WriteHeaders(okHeaders, false)
+		_ = s.WriteData(okBody, true)
+	}))
+	cl := dialRaw(t, addr)
+	cl.headers(1, false, reqFields("/")...)
+	cl.headers(3, false, reqFields("/")...)
+	for _, id := range []uint32{1, 3} {
+		if got := cl.rst(id); got != http2.ErrCodeNo {
+			t.Fatalf("stream %d: RST_STREAM %v, want NO_ERROR", id, got)
+		}
+	}
+	cl.headers(1, true, "x-trailer", "ok")
+	cl.headers(3, true, ":path", "/trailer")
+	f := cl.until("RST_STREAM", func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok }).(*http2.RSTStreamFrame)
+	if f.StreamID != 3 || f.ErrCode != http2.ErrCodeProtocol {
+		t.Fatalf("RST_STREAM %v on stream %d, want PROTOCOL_ERROR on 3 only", f.ErrCode, f.StreamID)
+	}
+}
