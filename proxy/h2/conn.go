@@ -139,10 +139,10 @@ type Conn struct {
 	goAwayLast  uint32 // last stream id of the final GOAWAY; streams above it are ignored
 	goAwayFinal bool   // the real last stream id was sent: close once idle
 	goAwayRecv  bool
-	idleTimer   *time.Timer  // IdleTimeout's; nil: none
-	pingTimer   *time.Timer  // PingInterval's; nil: none
-	lastRead    atomic.Int64 // when the last bytes arrived (unix nanoseconds), for PingInterval
-	recentReset [16]uint32   // streams this side reset lately: their late frames are ignored
+	idleTimer   *time.Timer     // IdleTimeout's; nil: none
+	pingTimer   *time.Timer     // PingInterval's; nil: none
+	lastRead    atomic.Int64    // when the last bytes arrived (unix nanoseconds), for PingInterval
+	recentReset [16]resetStream // streams this side reset lately: their late frames are ignored
 	recentIdx   int
 }
 

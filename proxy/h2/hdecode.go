@@ -70,8 +70,9 @@ func (c *Conn) onHeaders(f *frame) error {
 			b.bad = http2.ErrCodeProtocol
 		}
 	case id <= c.maxID:
+		wasReset := c.resetEntryLocked(id) != nil
 		c.mu.Unlock()
-		if !c.wasReset(id) {
+		if !wasReset {
 			return connError{http2.ErrCodeProtocol, "HEADERS on a closed stream"}
 		}
 		// Trailers in flight when this side reset the stream: checked,
@@ -307,7 +308,7 @@ func (c *Conn) refuseTooLarge(id uint32, endStream bool) {
 	c.appendHeaderBlockLocked(id, c.encBuf.Bytes(), true)
 	if !endStream {
 		c.wbuf = appendRST(c.wbuf, id, http2.ErrCodeNo)
-		c.noteResetLocked(id)
+		c.noteResetLocked(id, nil)
 	}
 }
 

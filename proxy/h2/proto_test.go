@@ -611,3 +611,21 @@ func TestLateMalformedTrailers(t *testing.T) {
 		t.Fatalf("RST_STREAM %v on stream %d, want PROTOCOL_ERROR on 3 only", f.ErrCode, f.StreamID)
 	}
 }
+
+// TestLateDataPastContentLength: DATA in flight on a stream this side
+// reset is still checked against the declared content-length.
+func TestLateDataPastContentLength(t *testing.T) {
+	addr := startServer(t, nil, HandlerFunc(func(s *Stream) {
+		_ = s.WriteHeaders(okHeaders, false)
+		_ = s.WriteData(okBody, true)
+	}))
+	cl := dialRaw(t, addr)
+	cl.headers(1, false, reqFields("/", "content-length", "3")...)
+	if got := cl.rst(1); got != http2.ErrCodeNo {
+		t.Fatalf("RST_STREAM %v, want NO_ERROR", got)
+	}
+	cl.data(1, true, []byte("abcd"))
+	if got := cl.rst(1); got != http2.ErrCodeProtocol {
+		t.Fatalf("RST_STREAM %v, want PROTOCOL_ERROR", got)
+	}
+}

@@ -192,16 +192,6 @@ func (c *Conn) streamError(id uint32, code http2.ErrCode) {
 	c.wbuf = appendRST(c.wbuf, id, code)
 }
 
-// wasReset reports whether this side reset stream id lately.
-func (c *Conn) wasReset(id uint32) bool {
-	for _, r := range c.recentReset {
-		if r == id {
-			return true
-		}
-	}
-	return false
-}
-
 func (c *Conn) onRST(f *frame) error {
 	if f.id == 0 {
 		return connError{http2.ErrCodeProtocol, "RST_STREAM on stream 0"}
@@ -331,7 +321,15 @@ func (c *Conn) onData(f *frame) error {
 	s := c.streams[f.id]
 	if s == nil || s.remoteEnded {
 		c.creditConnLocked(n)
-		if s == nil && c.wasReset(f.id) {
+		if e := c.resetEntryLocked(f.id); s == nil && e != nil {
+			// In flight when this side reset the stream: ignored, unless
+			// past the declared content-length (malformed, RFC 9113
+			// section 8.1.1).
+			e.body += int64(len(p))
+			if e.cl >= 0 && (e.body > e.cl || f.has(flagEndStream) && e.body != e.cl) {
+				c.wbuf = appendRST(c.wbuf, f.id, http2.ErrCodeProtocol)
+				*e = resetStream{}
+			}
 			return nil
 		}
 		if s != nil {

@@ -280,7 +280,7 @@ func (s *Stream) resetLocked(code http2.ErrCode, _ bool) {
 	}
 	c := s.c
 	c.wbuf = appendRST(c.wbuf, s.id, code)
-	c.noteResetLocked(s.id)
+	c.noteResetLocked(s.id, s)
 	s.failLocked(&StreamError{Code: code})
 }
 
@@ -367,19 +367,40 @@ func (c *Conn) forgetLocked(s *Stream) {
 	}
 }
 
-// noteResetLocked remembers a stream this side reset, so that frames the
-// client sent before it saw the RST_STREAM are ignored.
-func (c *Conn) noteResetLocked(id uint32) {
-	c.recentReset[c.recentIdx] = id
+// resetStream is a stream this side reset lately: frames the client sent
+// before it saw the RST_STREAM are ignored, but DATA past a declared
+// content-length is still malformed.
+type resetStream struct {
+	id       uint32
+	cl, body int64 // content-length (-1: none) and body bytes received
+}
+
+// noteResetLocked remembers a stream this side reset (s nil: one that
+// never opened).
+func (c *Conn) noteResetLocked(id uint32, s *Stream) {
+	e := resetStream{id: id, cl: -1}
+	if s != nil {
+		e.cl, e.body = s.contentLength, s.received
+	}
+	c.recentReset[c.recentIdx] = e
 	c.recentIdx = (c.recentIdx + 1) % len(c.recentReset)
+}
+
+// resetEntryLocked is id's entry among the streams this side reset lately;
+// nil when it is not one.
+func (c *Conn) resetEntryLocked(id uint32) *resetStream {
+	for i := range c.recentReset {
+		if c.recentReset[i].id == id {
+			return &c.recentReset[i]
+		}
+	}
+	return nil
 }
 
 // forgetResetLocked drops id from the streams this side reset lately.
 func (c *Conn) forgetResetLocked(id uint32) {
-	for i, r := range c.recentReset {
-		if r == id {
-			c.recentReset[i] = 0
-		}
+	if e := c.resetEntryLocked(id); e != nil {
+		*e = resetStream{}
 	}
 }
 
