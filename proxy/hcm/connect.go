@@ -22,6 +22,11 @@ import (
 // connection manager or, overriding it, on the route. A refused one is
 // 403 upgrade_failed.
 func (s *stream) checkUpgrade(h *headers.Map) (bool, *requestError) {
+	if o, ok := s.ds.(*ownStream); ok {
+		if rerr := s.ownExtendedConnect(o, h); rerr != nil {
+			return false, rerr
+		}
+	}
 	if hs, ok := s.ds.(*h2Stream); ok && hs.r.Method == http.MethodConnect {
 		if p := hs.r.Header.Get(":protocol"); p != "" {
 			if !s.cfg.allowConnect {
@@ -73,7 +78,7 @@ var errTunnelClosed = errors.New("hcm: HTTP/2 tunnel stream ended")
 // methods apply to the connection, except deadlines, which are ignored.
 type h2Tunnel struct {
 	net.Conn
-	hs *h2Stream
+	hs tunnelStream
 
 	mu     sync.Mutex
 	closed bool          // the stream ended: no more writes to its ResponseWriter
@@ -107,8 +112,21 @@ func (t *h2Tunnel) CloseWrite() error {
 	if t.closed {
 		return errTunnelClosed
 	}
-	t.hs.tunnelEOF.Store(true)
-	return t.hs.r.Body.Close()
+	return t.hs.endTunnelRead()
+}
+
+// tunnelStream is the HTTP/2 stream under an h2Tunnel: x/net's (h2Stream)
+// or the own codec's (ownStream).
+type tunnelStream interface {
+	writeData(p []byte, end bool) error
+	flush() error
+	// endTunnelRead makes the stream's next body read report the end.
+	endTunnelRead() error
+}
+
+func (hs *h2Stream) endTunnelRead() error {
+	hs.tunnelEOF.Store(true)
+	return hs.r.Body.Close()
 }
 
 func (t *h2Tunnel) Close() error                     { return t.CloseWrite() }
@@ -131,7 +149,7 @@ func (t *h2Tunnel) shutdown() uint64 {
 
 // h2TunnelFor starts the tunnel of an HTTP/2 stream whose response headers
 // were sent.
-func (s *stream) h2TunnelFor(hs *h2Stream) net.Conn {
+func (s *stream) h2TunnelFor(hs tunnelStream) net.Conn {
 	if hs.flush() != nil {
 		return nil
 	}

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
@@ -225,7 +227,11 @@ func (hc *h2Conn) startDrain() {
 		return
 	}
 	hc.cfg.stats.cxDrainClose.Inc()
-	hc.fc.inject(goAwayFrame(maxStreamID))
+	if hc.own != nil {
+		hc.own.GoAway()
+	} else {
+		hc.fc.inject(goAwayFrame(maxStreamID))
+	}
 	t := time.AfterFunc(hc.cfg.drainTimeout, hc.finalGoAway)
 	hc.mu.Lock()
 	hc.drainTimer = t
@@ -235,7 +241,11 @@ func (hc *h2Conn) startDrain() {
 // finalGoAway sends the real GOAWAY, naming the last stream the client
 // opened, and closes the connection once no stream is open.
 func (hc *h2Conn) finalGoAway() {
-	hc.fc.inject(goAwayFrame(hc.fc.maxID.Load()))
+	if hc.own != nil {
+		hc.own.GoAwayFinal(http2.ErrCodeNo, nil)
+	} else {
+		hc.fc.inject(goAwayFrame(hc.fc.maxID.Load()))
+	}
 	hc.goneAway.Store(true)
 	hc.mu.Lock()
 	idle, done := hc.active == 0, hc.done

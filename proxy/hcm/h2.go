@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/outrider-proxy/outrider/proxy/h2"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/http1"
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
@@ -88,6 +89,7 @@ type h2Conn struct {
 	// Two-step GOAWAY (goaway.go): fc writes the frames, drainTimer fires
 	// the real GOAWAY (nil: not draining), goneAway is set once it went.
 	fc         *frameConn
+	own        *h2.Conn // the own codec's connection (h2own.go); nil on x/net
 	drainTimer *time.Timer
 	goneAway   atomic.Bool
 
@@ -100,6 +102,10 @@ type h2Conn struct {
 // serveH2 serves HTTP/2 on c (nc's connection, or one replaying read-ahead bytes) until the
 // client goes away, a GOAWAY completes, or a timeout.
 func (cfg *Config) serveH2(nc *netfilter.Conn, c net.Conn) {
+	if cfg.h2.own {
+		cfg.serveOwnH2(nc, c)
+		return
+	}
 	st := cfg.stats
 	st.cxHTTP2Total.Inc()
 	st.cxHTTP2Active.Inc()

@@ -6,6 +6,7 @@ import (
 	"log"
 	"math"
 	"net/http"
+	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"golang.org/x/net/http2"
@@ -31,6 +32,10 @@ type h2Server struct {
 	srv  *http2.Server
 	base *http.Server
 	lim  h2Limits // flood limits (h2limits.go)
+	// own selects outrider's own codec (OUTRIDER_H2_CODEC=own, h2own.go)
+	// over x/net's; ownPool holds its *ownStream objects.
+	own     bool
+	ownPool *sync.Pool
 }
 
 // compileHTTP2 maps http2_protocol_options onto x/net/http2.Server.
@@ -126,6 +131,6 @@ func (c *Config) compileHTTP2(p *corev3.Http2ProtocolOptions) error {
 	if err := http2.ConfigureServer(base, s); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	c.h2 = h2Server{srv: s, base: base, lim: compileLimits(p)}
+	c.h2 = h2Server{srv: s, base: base, lim: compileLimits(p), own: ownH2Codec(), ownPool: new(sync.Pool)}
 	return nil
 }

@@ -1,0 +1,272 @@
+package h2
+
+import (
+	"errors"
+
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/outrider-proxy/outrider/proxy/headers"
+)
+
+// writeHighWater is the write buffer size past which writers send it (or
+// wait for the writer sending it) before queueing more body bytes.
+const writeHighWater = 64 << 10
+
+// internMax bounds the strings kept for the HPACK encoder.
+const internMax = 512
+
+var errNoStatus = errors.New("h2: response headers without :status")
+
+// flushLocked sends the write buffer unless another goroutine is already
+// sending it (that one sends what was queued meanwhile too). c.mu is
+// released during the write.
+func (c *Conn) flushLocked() {
+	if c.flushing || len(c.wbuf) == 0 || c.closed || c.werr != nil {
+		return
+	}
+	c.flushing = true
+	for len(c.wbuf) > 0 && c.werr == nil && !c.closed {
+		buf := c.wbuf
+		c.wbuf = c.wspare[:0]
+		c.mu.Unlock()
+		_, err := c.nc.Write(buf)
+		c.mu.Lock()
+		if cap(buf) <= 4*writeHighWater {
+			c.wspare = buf[:0]
+		} else {
+			c.wspare = nil
+		}
+		if err != nil {
+			c.werr = err
+			c.closeLocked(err)
+		}
+		c.wakeWritersLocked()
+	}
+	c.flushing = false
+}
+
+// wakeWritersLocked wakes the streams waiting to write.
+func (c *Conn) wakeWritersLocked() {
+	if c.writeWait == 0 {
+		return
+	}
+	for _, s := range c.streams {
+		if s.writeWaiting {
+			s.cond.Broadcast()
+		}
+	}
+}
+
+// str returns b as a string the HPACK encoder may keep in its dynamic
+// table, reusing one made before for the same bytes.
+func (c *Conn) str(b []byte) string {
+	if s, ok := c.intern[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(c.intern) >= internMax {
+		clear(c.intern)
+	}
+	c.intern[s] = s
+	return s
+}
+
+// encodeLocked HPACK-encodes h into c.encBuf: :status first for a
+// response, then every regular field but the connection-specific ones.
+func (c *Conn) encodeLocked(h *headers.Map, trailers bool) error {
+	c.encBuf.Reset()
+	if !trailers {
+		v, ok := h.Get(headers.Status)
+		if !ok {
+			return errNoStatus
+		}
+		_ = c.enc.WriteField(hpack.HeaderField{Name: headers.Status, Value: c.str(v)})
+	}
+	for _, f := range h.Fields() {
+		if len(f.Name) == 0 || f.Name[0] == ':' || connectionSpecific(f.Name) {
+			continue
+		}
+		_ = c.enc.WriteField(hpack.HeaderField{Name: c.str(f.Name), Value: c.str(f.Value)})
+	}
+	return nil
+}
+
+func connectionSpecific(name []byte) bool {
+	switch string(name) {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		return true
+	}
+	return false
+}
+
+// appendHeaderBlockLocked queues a HEADERS frame, and CONTINUATION frames
+// when the block is larger than the client's max frame size.
+func (c *Conn) appendHeaderBlockLocked(id uint32, block []byte, end bool) {
+	typ, flags := frameHeaders, byte(0)
+	if end {
+		flags = flagEndStream
+	}
+	for first := true; first || len(block) > 0; first = false {
+		n := min(len(block), int(c.peerMaxFrame))
+		f := flags
+		if n == len(block) {
+			f |= flagEndHeaders
+		}
+		c.wbuf = appendFrame(c.wbuf, typ, f, id, block[:n])
+		block = block[n:]
+		typ, flags = frameContinuation, 0
+	}
+}
+
+// writableLocked is the error a write gets now; nil: it may go ahead.
+func (s *Stream) writableLocked() error {
+	switch {
+	case s.err != nil:
+		return s.err
+	case s.localEnded:
+		return errEnded
+	}
+	return nil
+}
+
+// WriteHeaders queues the response headers (":status" from h, 1xx allowed
+// before the final ones) and sends them at once when end, else with the
+// next write or Flush.
+func (s *Stream) WriteHeaders(h *headers.Map, end bool) error {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := s.writableLocked(); err != nil {
+		return err
+	}
+	status := h.StatusCode()
+	info := status >= 100 && status < 200
+	if info && end {
+		return errors.New("h2: a 1xx response cannot end the stream")
+	}
+	if s.headersSent {
+		return errors.New("h2: response headers already sent")
+	}
+	if err := c.encodeLocked(h, false); err != nil {
+		return err
+	}
+	c.appendHeaderBlockLocked(s.id, c.encBuf.Bytes(), end)
+	if !info {
+		s.headersSent = true
+	}
+	if end || info {
+		if end {
+			s.localEndLocked()
+		}
+		c.flushLocked()
+	}
+	return nil
+}
+
+// WriteTrailers ends the response with trailers (an empty map: an empty
+// DATA frame with END_STREAM).
+func (s *Stream) WriteTrailers(t *headers.Map) error {
+	if t == nil || t.Len() == 0 {
+		return s.WriteData(nil, true)
+	}
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := s.writableLocked(); err != nil {
+		return err
+	}
+	if !s.headersSent {
+		return errors.New("h2: trailers before response headers")
+	}
+	_ = c.encodeLocked(t, true)
+	c.appendHeaderBlockLocked(s.id, c.encBuf.Bytes(), true)
+	s.localEndLocked()
+	c.flushLocked()
+	return nil
+}
+
+// WriteData sends p as DATA frames (ending the stream after it when end),
+// waiting for the client's flow-control window and for room in the
+// connection's write buffer, at most until the write deadline.
+func (s *Stream) WriteData(p []byte, end bool) error {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := s.writableLocked(); err != nil {
+		return err
+	}
+	if !s.headersSent {
+		return errors.New("h2: data before response headers")
+	}
+	for {
+		if err := s.writableLocked(); err != nil {
+			return err
+		}
+		if len(p) == 0 {
+			if end {
+				c.wbuf = appendFrameHeader(c.wbuf, 0, frameData, flagEndStream, s.id)
+				s.localEndLocked()
+			}
+			break
+		}
+		avail := min(s.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
+		if avail <= 0 || len(c.wbuf) >= writeHighWater {
+			if len(c.wbuf) > 0 && !c.flushing {
+				// What is queued goes before waiting on the client; the
+				// lock was released meanwhile, so look again.
+				c.flushLocked()
+				continue
+			}
+			if err := s.waitWriteLocked(); err != nil {
+				return err
+			}
+			continue
+		}
+		n := int(min(int64(len(p)), avail))
+		last := end && n == len(p)
+		var flags byte
+		if last {
+			flags = flagEndStream
+		}
+		c.wbuf = appendFrame(c.wbuf, frameData, flags, s.id, p[:n])
+		s.sendWindow -= int64(n)
+		c.sendWindow -= int64(n)
+		p = p[n:]
+		if last {
+			s.localEndLocked()
+			break
+		}
+	}
+	c.flushLocked()
+	return s.errAfterFlushLocked()
+}
+
+// errAfterFlushLocked reports a write failure of the connection.
+func (s *Stream) errAfterFlushLocked() error {
+	if s.c.werr != nil {
+		return ErrConnClosed
+	}
+	return nil
+}
+
+func (s *Stream) waitWriteLocked() error {
+	c := s.c
+	s.writeWaiting = true
+	c.writeWait++
+	err := s.waitLocked(s.writeDeadline)
+	c.writeWait--
+	s.writeWaiting = false
+	return err
+}
+
+// Flush sends what the stream queued (headers written without end).
+func (s *Stream) Flush() error {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	c.flushLocked()
+	return s.errAfterFlushLocked()
+}
