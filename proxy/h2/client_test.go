@@ -323,8 +323,12 @@ func TestClientMaxConcurrent(t *testing.T) {
 		if _, err := cc.NewStream(reqHeaders("GET", "/"), true); !errors.Is(err, ErrCannotTakeStream) || !IsRefused(err) {
 			t.Errorf("own %d: NewStream past the limit: %v", tc.own, err)
 		}
+		go func() {
+			for range open {
+				release <- struct{}{}
+			}
+		}()
 		for _, s := range open {
-			release <- struct{}{}
 			if _, err := s.ReadHeaders(time.Now().Add(10 * time.Second)); err != nil {
 				t.Fatal(err)
 			}
