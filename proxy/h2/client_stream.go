@@ -280,6 +280,7 @@ func (s *ClientStream) ReadHeaders(deadline time.Time) (*headers.Map, error) {
 	cc := s.cc
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
+	cc.flushLocked() // headers queued without end go out before the wait
 	for !s.gotHeaders && s.err == nil {
 		if err := s.waitLocked(deadline); err != nil {
 			return nil, err
@@ -309,7 +310,7 @@ func (s *ClientStream) ResponseEnded() bool {
 // ReadData returns the next piece of the response body, valid until the
 // next call, waiting until deadline (zero: no limit; then
 // os.ErrDeadlineExceeded). It returns io.EOF after the last piece and the
-// stream's error once it failed. The bytes handed out go back to the
+// stream's error once it failed (after the bytes received before). The bytes handed out go back to the
 // server's flow-control windows (WINDOW_UPDATE in batches).
 func (s *ClientStream) ReadData(deadline time.Time) ([]byte, error) {
 	cc := s.cc
@@ -382,8 +383,8 @@ func (s *ClientStream) Release() {
 	}
 	cc.forgetLocked(s)
 	if s.rx != nil {
-		if s.err == nil && !cc.closed {
-			cc.creditConnLocked(int64(s.rxN))
+		if !cc.closed {
+			cc.creditConnLocked(int64(s.rxN)) // unread bytes go back to the connection window
 		}
 		s.rx.Release()
 		s.rx, s.rxN = nil, 0
@@ -524,21 +525,15 @@ func (s *ClientStream) resetLocked(code http2.ErrCode) {
 	s.failLocked(&StreamError{Code: code})
 }
 
-// failLocked ends the stream with err: it leaves the connection's table,
-// its unread bytes go back to the connection window, and waiters wake.
+// failLocked ends the stream with err: it leaves the connection's table
+// and waiters wake. Body bytes received before stay readable (ReadData
+// returns them before err), as they would have been forwarded in order.
 func (s *ClientStream) failLocked(err error) {
 	if s.err == nil {
 		s.err = err
 	}
 	cc := s.cc
 	cc.forgetLocked(s)
-	if s.rx != nil {
-		if !cc.closed {
-			cc.creditConnLocked(int64(s.rxN))
-		}
-		s.rx.Release()
-		s.rx, s.rxN = nil, 0
-	}
 	if s.done != nil && !s.doneClosed {
 		close(s.done)
 		s.doneClosed = true
