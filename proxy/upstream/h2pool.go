@@ -33,7 +33,7 @@ type H2Pool struct {
 
 	mu      sync.Mutex
 	conns   []*h2Conn
-	oconns  []*ownConn // the own codec's connections (h2own.go)
+	oconns  []*ownConn    // the own codec's connections (h2own.go)
 	dialing chan struct{} // closed when the dial in progress ends; nil: none
 	closed  bool
 }

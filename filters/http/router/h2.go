@@ -37,8 +37,8 @@ type h2Up struct {
 	// streams (full duplex); nil: the response is read synchronously.
 	pump   *pump
 	own    *ownUp // the own codec's stream (h2own.go); nil: x/net's
-	sent   bool // the request ended (pw closed)
-	broken bool // the request body pipe failed: the stream ended early
+	sent   bool   // the request ended (pw closed)
+	broken bool   // the request body pipe failed: the stream ended early
 }
 
 type h2Result struct {
