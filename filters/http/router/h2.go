@@ -80,12 +80,12 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 	if f.highPriority() {
 		parent = upstream.WithHighPriority(parent) // the cluster's HIGH circuit breakers
 	}
-	u.ctx, u.cancel = context.WithCancelCause(parent)
-	f.h2 = u
 	if u.pool.OwnCodec() {
-		f.h2oSend(h, end)
+		f.h2oSend(u, parent, h, end)
 		return
 	}
+	u.ctx, u.cancel = context.WithCancelCause(parent)
+	f.h2 = u
 	// One Request allocation (WithContext copies the template), the URL
 	// inside the attempt.
 	req := h2ReqTemplate.WithContext(u.ctx)
@@ -465,7 +465,7 @@ func (f *filter) h2Failed(err error, started bool) {
 		f.downstreamGone()
 		return
 	}
-	if context.Cause(u.ctx) == errUpTimeout {
+	if u.cause() == errUpTimeout {
 		kind := u.kind.Load()
 		f.idleArmed, f.perTryArmed = kind == armIdle, kind == armPerTry
 		f.ti.armed = kind == armTryIdle

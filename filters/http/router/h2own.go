@@ -21,35 +21,61 @@ import (
 // reader in full duplex. Timers and a client reset cancel the attempt's
 // context, which resets the stream; the failure paths are x/net's (h2.go).
 
-// ownUp is the own-codec part of an h2Up.
+// ownUp is the own-codec part of an h2Up. The attempt's context is the
+// parent's own (no derived context): its cancel (h2Up.cancel) records the
+// cause here and resets the stream.
 type ownUp struct {
-	mu      sync.Mutex       // guards s against cancel on another goroutine
+	mu      sync.Mutex       // guards s and cause against cancel on another goroutine
 	s       *h2.ClientStream // nil: not open (openErr) or released
+	cause   error            // why the attempt was cancelled; nil: it was not
 	openErr error            // why the stream could not be opened
-	stop    func() bool      // stops the context hook; nil: none
+	stop    func() bool      // stops the parent context's hook; nil: none
 	hasBody bool             // the request had a body to stream
-	req     headers.Map      // the request as sent upstream
+	req     *headers.Map     // the request as sent upstream (pooled)
 }
 
-// cancel resets the stream (RST_STREAM CANCEL): a blocked read or write
-// on it returns. It runs when the attempt's context is done.
-func (o *ownUp) cancel() {
+var reqMapPool = sync.Pool{New: func() any { return new(headers.Map) }}
+
+// cancelCause records why the attempt ends (the first cause) and resets
+// the stream (RST_STREAM CANCEL): a blocked read or write on it returns.
+func (o *ownUp) cancelCause(err error) {
 	o.mu.Lock()
+	if o.cause == nil {
+		o.cause = err
+	}
 	if o.s != nil {
 		o.s.Reset(http2.ErrCodeCancel)
 	}
 	o.mu.Unlock()
 }
 
+// cancel is cancelCause for the pump's interrupt and a client reset.
+func (o *ownUp) cancel() { o.cancelCause(context.Canceled) }
+
+func (o *ownUp) cancelled() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.cause
+}
+
+// cause is why the attempt was cancelled (errUpTimeout for a timer).
+func (u *h2Up) cause() error {
+	if u.own != nil {
+		return u.own.cancelled()
+	}
+	return context.Cause(u.ctx)
+}
+
 // hasBody reports whether the request body of the attempt goes through
 // h2Data and h2Trailers.
 func (u *h2Up) hasBody() bool { return u.pw != nil || (u.own != nil && u.own.hasBody) }
 
-// h2oSend opens the attempt's stream (f.h2, its context set) with h.
-func (f *filter) h2oSend(h *headers.Map, end bool) {
-	u := f.h2
-	o := &ownUp{hasBody: !end}
-	u.own = o
+// h2oSend opens the attempt u's stream with h; parent is the context the
+// attempt ends with (a client reset).
+func (f *filter) h2oSend(u *h2Up, parent context.Context, h *headers.Map, end bool) {
+	o := &ownUp{hasBody: !end, req: reqMapPool.Get().(*headers.Map)}
+	u.own, u.ctx, u.cancel = o, parent, o.cancelCause
+	f.h2 = u
 	o.req.CopyFrom(h)
 	scheme := "http"
 	if f.cluster.UsesTLS(f.host) {
@@ -59,7 +85,7 @@ func (f *filter) h2oSend(h *headers.Map, end bool) {
 	if !o.req.Has(headers.Authority) {
 		o.req.Set(headers.Authority, f.host.String())
 	}
-	s, err := u.pool.OpenStream(u.ctx, &o.req, end)
+	s, err := u.pool.OpenStream(u.ctx, o.req, end)
 	if err != nil {
 		o.openErr = err
 		if end {
@@ -67,8 +93,12 @@ func (f *filter) h2oSend(h *headers.Map, end bool) {
 		}
 		return // with a body, the failure is reported when the body is sent (h2oData)
 	}
+	o.mu.Lock()
 	o.s, u.started = s, true
-	o.stop = context.AfterFunc(u.ctx, o.cancel)
+	o.mu.Unlock()
+	if parent.Done() != nil {
+		o.stop = context.AfterFunc(parent, o.cancel)
+	}
 	if end {
 		f.h2oAwait()
 		return
@@ -209,7 +239,7 @@ func (f *filter) h2oAwait() {
 		watching = f.watchClient(func() { u.cancel(errAborted) })
 	}
 	h, err := o.s.ReadHeaders(time.Time{})
-	for i := 0; err != nil && h2.IsRefused(err) && !o.hasBody && i < 5 && u.ctx.Err() == nil; i++ {
+	for i := 0; err != nil && h2.IsRefused(err) && !o.hasBody && i < 5 && o.cancelled() == nil; i++ {
 		h, err = f.h2oReopen()
 	}
 	if watching {
@@ -242,14 +272,14 @@ func (f *filter) h2oReopen() (*headers.Map, error) {
 	o.mu.Unlock()
 	u.pool.DoneStream(u.ctx, s)
 	u.started = false
-	s, err := u.pool.OpenStream(u.ctx, &o.req, true)
+	s, err := u.pool.OpenStream(u.ctx, o.req, true)
 	if err != nil {
 		return nil, err
 	}
 	o.mu.Lock()
 	o.s, u.started = s, true
 	o.mu.Unlock()
-	if u.ctx.Err() != nil {
+	if o.cancelled() != nil || u.ctx.Err() != nil {
 		o.cancel() // cancelled while no stream was open
 	}
 	return s.ReadHeaders(time.Time{})
@@ -347,6 +377,9 @@ func (f *filter) h2oRelease() {
 	if s != nil {
 		u.pool.DoneStream(u.ctx, s)
 	}
+	o.req.Reset()
+	reqMapPool.Put(o.req)
+	o.req = nil
 }
 
 // isOwnReset reports whether err is the upstream resetting an own-codec
