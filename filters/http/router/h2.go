@@ -36,9 +36,10 @@ type h2Up struct {
 	// pump reads the response on a helper goroutine while the request body
 	// streams (full duplex); nil: the response is read synchronously.
 	pump   *pump
-	own    *ownUp // the own codec's stream (h2own.go); nil: x/net's
-	sent   bool   // the request ended (pw closed)
-	broken bool   // the request body pipe failed: the stream ended early
+	own    *ownUp // the own codec's stream (h2own.go): &ownBuf; nil: x/net's
+	ownBuf ownUp
+	sent   bool // the request ended (pw closed)
+	broken bool // the request body pipe failed: the stream ended early
 }
 
 type h2Result struct {
@@ -307,7 +308,7 @@ func (t *h2Timer) fire() {
 		t.timer.Reset(left) // early (or stale): wait for the rest
 		return
 	}
-	u.cancel(errUpTimeout)
+	u.cancelWith(errUpTimeout)
 }
 
 // h2Timers starts the timers that run from the request's end (the route

@@ -22,7 +22,7 @@ import (
 // context, which resets the stream; the failure paths are x/net's (h2.go).
 
 // ownUp is the own-codec part of an h2Up. The attempt's context is the
-// parent's own (no derived context): its cancel (h2Up.cancel) records the
+// parent's own (no derived context): h2Up.cancelWith records the
 // cause here and resets the stream.
 type ownUp struct {
 	mu      sync.Mutex       // guards s and cause against cancel on another goroutine
@@ -58,6 +58,21 @@ func (o *ownUp) cancelled() error {
 	return o.cause
 }
 
+// afterFuncer is a context that runs functions when done by itself
+// (proxy/h2's stream context).
+type afterFuncer interface {
+	AfterFunc(f func()) (stop func() bool)
+}
+
+// cancelWith cancels the attempt with cause.
+func (u *h2Up) cancelWith(cause error) {
+	if u.own != nil {
+		u.own.cancelCause(cause)
+		return
+	}
+	u.cancel(cause)
+}
+
 // cause is why the attempt was cancelled (errUpTimeout for a timer).
 func (u *h2Up) cause() error {
 	if u.own != nil {
@@ -73,8 +88,9 @@ func (u *h2Up) hasBody() bool { return u.pw != nil || (u.own != nil && u.own.has
 // h2oSend opens the attempt u's stream with h; parent is the context the
 // attempt ends with (a client reset).
 func (f *filter) h2oSend(u *h2Up, parent context.Context, h *headers.Map, end bool) {
-	o := &ownUp{hasBody: !end, req: reqMapPool.Get().(*headers.Map)}
-	u.own, u.ctx, u.cancel = o, parent, o.cancelCause
+	o := &u.ownBuf
+	o.hasBody, o.req = !end, reqMapPool.Get().(*headers.Map)
+	u.own, u.ctx = o, parent
 	f.h2 = u
 	o.req.CopyFrom(h)
 	scheme := "http"
@@ -96,7 +112,9 @@ func (f *filter) h2oSend(u *h2Up, parent context.Context, h *headers.Map, end bo
 	o.mu.Lock()
 	o.s, u.started = s, true
 	o.mu.Unlock()
-	if parent.Done() != nil {
+	if af, ok := parent.(afterFuncer); ok {
+		o.stop = af.AfterFunc(o.cancel) // the downstream stream's own registry: no goroutine or context
+	} else if parent.Done() != nil {
 		o.stop = context.AfterFunc(parent, o.cancel)
 	}
 	if end {
@@ -236,7 +254,7 @@ func (f *filter) h2oAwait() {
 	}
 	watching := false
 	if f.downCtx == nil {
-		watching = f.watchClient(func() { u.cancel(errAborted) })
+		watching = f.watchClient(func() { u.cancelWith(errAborted) })
 	}
 	h, err := o.s.ReadHeaders(time.Time{})
 	for i := 0; err != nil && h2.IsRefused(err) && !o.hasBody && i < 5 && o.cancelled() == nil; i++ {
@@ -366,7 +384,7 @@ func (f *filter) h2oRelease() {
 	if o.stop != nil {
 		o.stop()
 	}
-	u.cancel(errAborted)
+	u.cancelWith(errAborted)
 	if u.pump != nil {
 		u.pump.stop(o.cancel)
 	}
