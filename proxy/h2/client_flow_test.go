@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -291,5 +292,24 @@ func TestClientRequestEncoding(t *testing.T) {
 	case <-cc.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("not closed after Shutdown without streams")
+	}
+}
+
+// TestClientKeepalive: after PingInterval without a frame the client sends
+// a PING; an answer keeps the connection, silence closes it after
+// PingTimeout.
+func TestClientKeepalive(t *testing.T) {
+	fs, cc := newFake(t, &ClientConfig{PingInterval: 30 * time.Millisecond, PingTimeout: 100 * time.Millisecond})
+	ping := fs.until("PING", func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && !p.IsAck() }).(*http2.PingFrame)
+	_ = fs.fr.WritePing(true, ping.Data)
+	fs.until("second PING", func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && !p.IsAck() })
+	select {
+	case <-cc.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection kept without PING answers")
+	}
+	var ce *ClientConnError
+	if err := cc.Err(); !errors.As(err, &ce) || ce.Remote || !strings.Contains(ce.Reason, "PING") {
+		t.Fatalf("Err: %v", err)
 	}
 }
