@@ -21,13 +21,16 @@ import (
 // reader in full duplex. Timers and a client reset cancel the attempt's
 // context, which resets the stream; the failure paths are x/net's (h2.go).
 
-// ownUp is the own-codec part of an h2Up. The attempt's context is the
-// parent's own (no derived context): h2Up.cancelWith records the
-// cause here and resets the stream.
+// ownUp is the own-codec part of an h2Up, and the attempt's context
+// (h2Up.ctx): done once h2Up.cancelWith or the parent (a client reset)
+// cancelled it, which also resets the stream. Its Done channel is made
+// only when something waits on it (the pool waiting for a connection).
 type ownUp struct {
-	mu      sync.Mutex       // guards s and cause against cancel on another goroutine
+	parent  context.Context
+	mu      sync.Mutex       // guards s, cause and done against cancel on another goroutine
 	s       *h2.ClientStream // nil: not open (openErr) or released
 	cause   error            // why the attempt was cancelled; nil: it was not
+	done    chan struct{}    // Done's; nil until asked for
 	openErr error            // why the stream could not be opened
 	stop    func() bool      // stops the parent context's hook; nil: none
 	hasBody bool             // the request had a body to stream
@@ -42,6 +45,9 @@ func (o *ownUp) cancelCause(err error) {
 	o.mu.Lock()
 	if o.cause == nil {
 		o.cause = err
+		if o.done != nil {
+			close(o.done)
+		}
 	}
 	if o.s != nil {
 		o.s.Reset(http2.ErrCodeCancel)
@@ -56,6 +62,28 @@ func (o *ownUp) cancelled() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.cause
+}
+
+func (o *ownUp) Deadline() (time.Time, bool) { return o.parent.Deadline() }
+func (o *ownUp) Value(key any) any           { return o.parent.Value(key) }
+
+func (o *ownUp) Done() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.done == nil {
+		o.done = make(chan struct{})
+		if o.cause != nil {
+			close(o.done)
+		}
+	}
+	return o.done
+}
+
+func (o *ownUp) Err() error {
+	if o.cancelled() != nil {
+		return context.Canceled
+	}
+	return nil
 }
 
 // afterFuncer is a context that runs functions when done by itself
@@ -89,9 +117,17 @@ func (u *h2Up) hasBody() bool { return u.pw != nil || (u.own != nil && u.own.has
 // attempt ends with (a client reset).
 func (f *filter) h2oSend(u *h2Up, parent context.Context, h *headers.Map, end bool) {
 	o := &u.ownBuf
-	o.hasBody, o.req = !end, reqMapPool.Get().(*headers.Map)
-	u.own, u.ctx = o, parent
+	o.parent, o.hasBody, o.req = parent, !end, reqMapPool.Get().(*headers.Map)
+	u.own, u.ctx = o, o
 	f.h2 = u
+	if af, ok := parent.(afterFuncer); ok {
+		o.stop = af.AfterFunc(o.cancel) // the downstream stream's own registry: no goroutine or context
+	} else if parent.Done() != nil {
+		o.stop = context.AfterFunc(parent, o.cancel)
+	}
+	if end {
+		f.h2Timers() // the route timeout covers the wait for a connection too
+	}
 	o.req.CopyFrom(h)
 	scheme := "http"
 	if f.cluster.UsesTLS(f.host) {
@@ -105,20 +141,19 @@ func (f *filter) h2oSend(u *h2Up, parent context.Context, h *headers.Map, end bo
 	if err != nil {
 		o.openErr = err
 		if end {
-			f.h2oAwait()
+			f.h2oAwait(false)
 		}
 		return // with a body, the failure is reported when the body is sent (h2oData)
 	}
 	o.mu.Lock()
 	o.s, u.started = s, true
+	cancelled := o.cause != nil
 	o.mu.Unlock()
-	if af, ok := parent.(afterFuncer); ok {
-		o.stop = af.AfterFunc(o.cancel) // the downstream stream's own registry: no goroutine or context
-	} else if parent.Done() != nil {
-		o.stop = context.AfterFunc(parent, o.cancel)
+	if cancelled {
+		o.cancel() // cancelled while the stream was being opened
 	}
 	if end {
-		f.h2oAwait()
+		f.h2oAwait(false)
 		return
 	}
 	if p := f.startPump(); p != nil {
@@ -157,7 +192,7 @@ func (f *filter) h2oData(p []byte, end bool) {
 	u := f.h2
 	o := u.own
 	if o.s == nil {
-		f.h2oAwait() // the stream could not be opened: say why now
+		f.h2oAwait(true) // the stream could not be opened: say why now
 		return
 	}
 	if u.pump != nil {
@@ -177,12 +212,12 @@ func (f *filter) h2oData(p []byte, end bool) {
 	}
 	if len(p) > 0 || end {
 		if err := o.s.WriteData(p, end); err != nil {
-			f.h2oAwait() // the stream ended early: its response or error
+			f.h2oAwait(true) // the stream ended early: its response or error
 			return
 		}
 	}
 	if end {
-		f.h2oAwait()
+		f.h2oAwait(true)
 	}
 }
 
@@ -192,7 +227,7 @@ func (f *filter) h2oTrailers(t *headers.Map) {
 	o := u.own
 	f.replay, f.reqComplete = false, true // trailers are not replayed
 	if o.s == nil {
-		f.h2oAwait()
+		f.h2oAwait(true)
 		return
 	}
 	if err := o.s.WriteTrailers(t); err != nil {
@@ -204,7 +239,7 @@ func (f *filter) h2oTrailers(t *headers.Map) {
 		f.drain()
 		return
 	}
-	f.h2oAwait()
+	f.h2oAwait(true)
 }
 
 // h2oEnd ends the request (h2Replay, h2Duplex): an empty DATA frame with
@@ -234,7 +269,7 @@ func (f *filter) h2oReplay() {
 	}
 	f.h2oEnd()
 	if u.pump == nil {
-		f.h2oAwait()
+		f.h2oAwait(true)
 		return
 	}
 	f.h2Timers()
@@ -243,11 +278,14 @@ func (f *filter) h2oReplay() {
 
 // h2oAwait waits for the response and streams it back; a stream the
 // server refused before processing it is opened again when it has no
-// body, as x/net's client does.
-func (f *filter) h2oAwait() {
+// body, as x/net's client does. timers: start the timers that run from
+// the request's end (false: they run already).
+func (f *filter) h2oAwait(timers bool) {
 	u := f.h2
 	o := u.own
-	f.h2Timers()
+	if timers {
+		f.h2Timers()
+	}
 	if o.s == nil {
 		f.h2Head(nil, o.openErr)
 		return
@@ -297,7 +335,7 @@ func (f *filter) h2oReopen() (*headers.Map, error) {
 	o.mu.Lock()
 	o.s, u.started = s, true
 	o.mu.Unlock()
-	if o.cancelled() != nil || u.ctx.Err() != nil {
+	if o.cancelled() != nil {
 		o.cancel() // cancelled while no stream was open
 	}
 	return s.ReadHeaders(time.Time{})
