@@ -28,7 +28,11 @@ type ownConn struct {
 	cc       *h2.ClientConn
 	conn     *closeConn
 	requests uint32
-	full     bool // max_requests_per_connection or max_connection_duration reached: closes when idle
+	full     bool // max_requests_per_connection, max_connection_duration or idle_timeout reached: closes when idle
+	// idleSince is when the connection was last seen without a stream
+	// (zero: busy); idleTimer closes it after the cluster's idle_timeout.
+	idleSince time.Time
+	idleTimer *time.Timer
 }
 
 // OpenStream sends req's headers as a new stream on a connection with room
@@ -153,6 +157,7 @@ func (p *H2Pool) pickOwn() *ownConn {
 			continue
 		}
 		oc.requests++
+		oc.idleSince = time.Time{}
 		if c.MaxRequestsPerConnection > 0 && oc.requests >= c.MaxRequestsPerConnection {
 			oc.full = true
 			c.Stats.UpstreamCxMaxRequests.Inc()
@@ -221,6 +226,31 @@ func (p *H2Pool) expireOwn(oc *ownConn) {
 	p.sweepOwn()
 }
 
+// idleOwn is a connection's idle timer: one idle for the cluster's
+// idle_timeout closes (upstream_cx_idle_timeout); a busy one waits for the
+// next idle period.
+func (p *H2Pool) idleOwn(oc *ownConn) {
+	c := p.cluster
+	p.mu.Lock()
+	since := oc.idleSince
+	select {
+	case <-oc.cc.Done():
+		since = time.Time{} // closed meanwhile: nothing to expire
+	default:
+	}
+	expired := !since.IsZero() && !oc.full && oc.cc.ActiveStreams() == 0 && time.Since(since) >= c.IdleTimeout
+	if expired {
+		oc.full = true
+	} else if !since.IsZero() && !oc.full {
+		oc.idleTimer.Reset(c.IdleTimeout - time.Since(since))
+	}
+	p.mu.Unlock()
+	if expired {
+		c.Stats.UpstreamCxIdleTimeout.Inc()
+		p.sweepOwn()
+	}
+}
+
 // sweepOwn forgets ended connections and shuts down exhausted idle ones.
 func (p *H2Pool) sweepOwn() {
 	var closeNow []*h2.ClientConn
@@ -229,12 +259,29 @@ func (p *H2Pool) sweepOwn() {
 	for _, oc := range p.oconns {
 		select {
 		case <-oc.cc.Done():
+			if oc.idleTimer != nil {
+				oc.idleTimer.Stop()
+			}
 			continue
 		default:
 		}
-		if (oc.full || p.closed) && oc.cc.ActiveStreams() == 0 {
+		idle := oc.cc.ActiveStreams() == 0
+		if (oc.full || p.closed) && idle {
+			if oc.idleTimer != nil {
+				oc.idleTimer.Stop()
+			}
 			closeNow = append(closeNow, oc.cc)
 			continue
+		}
+		if !idle {
+			oc.idleSince = time.Time{}
+		} else if oc.idleSince.IsZero() {
+			oc.idleSince = time.Now()
+			if d := p.cluster.IdleTimeout; d > 0 && oc.idleTimer == nil {
+				oc.idleTimer = time.AfterFunc(d, func() { p.idleOwn(oc) })
+			} else if d > 0 {
+				oc.idleTimer.Reset(d)
+			}
 		}
 		kept = append(kept, oc)
 	}

@@ -110,3 +110,39 @@ func TestH2PoolOwnCodec(t *testing.T) {
 		return p.Conns() == 0 && st.Gauge("cluster.p.upstream_cx_active").Value() == 0
 	})
 }
+
+// TestH2PoolOwnIdleTimeout: an own-codec connection idle for the cluster's
+// idle_timeout closes and counts upstream_cx_idle_timeout; a busy one
+// stays.
+func TestH2PoolOwnIdleTimeout(t *testing.T) {
+	old := ownH2
+	ownH2 = true
+	defer func() { ownH2 = old }()
+	release := make(chan struct{})
+	addr, _ := startH2CHold(t, release)
+	m, st := newTestManager(t)
+	c := mustAdd(t, m, poolCluster(addr, `,"http2_protocol_options":{},"common_http_protocol_options":{"idle_timeout":"0.1s"}`))
+	p := c.H2Pool(c.Hosts()[0])
+	var req headers.Map
+	req.Set(":method", "GET")
+	req.Set(":scheme", "http")
+	req.Set(":authority", "x")
+	req.Set(":path", "/")
+	s, err := p.OpenStream(context.Background(), &req, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(250 * time.Millisecond) // busy past the idle timeout
+	if p.Conns() != 1 || st.Counter("cluster.p.upstream_cx_idle_timeout").Value() != 0 {
+		t.Fatal("a busy connection was closed for idleness")
+	}
+	release <- struct{}{}
+	if _, err := s.ReadHeaders(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	p.DoneStream(context.Background(), s)
+	waitFor(t, "the idle connection closed", func() bool {
+		return p.Conns() == 0 && st.Counter("cluster.p.upstream_cx_idle_timeout").Value() == 1 &&
+			st.Gauge("cluster.p.upstream_cx_active").Value() == 0
+	})
+}
