@@ -33,6 +33,7 @@ type H2Pool struct {
 
 	mu      sync.Mutex
 	conns   []*h2Conn
+	oconns  []*ownConn    // the own codec's connections (h2own.go)
 	dialing chan struct{} // closed when the dial in progress ends; nil: none
 	closed  bool
 }
@@ -320,15 +321,17 @@ func (p *H2Pool) Close() {
 	for _, hc := range p.conns {
 		hc.full = true
 	}
+	p.closeOwnLocked()
 	p.mu.Unlock()
 	p.sweep()
+	p.sweepOwn()
 }
 
 // Conns is the number of open pooled connections.
 func (p *H2Pool) Conns() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.conns)
+	return len(p.conns) + len(p.oconns)
 }
 
 // closeConn releases the connection's max_connections slot on its first

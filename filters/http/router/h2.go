@@ -36,6 +36,8 @@ type h2Up struct {
 	// pump reads the response on a helper goroutine while the request body
 	// streams (full duplex); nil: the response is read synchronously.
 	pump   *pump
+	own    *ownUp // the own codec's stream (h2own.go): &ownBuf; nil: x/net's
+	ownBuf ownUp
 	sent   bool // the request ended (pw closed)
 	broken bool // the request body pipe failed: the stream ended early
 }
@@ -78,6 +80,10 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 	}
 	if f.highPriority() {
 		parent = upstream.WithHighPriority(parent) // the cluster's HIGH circuit breakers
+	}
+	if u.pool.OwnCodec() {
+		f.h2oSend(u, parent, h, end)
+		return
 	}
 	u.ctx, u.cancel = context.WithCancelCause(parent)
 	f.h2 = u
@@ -148,6 +154,10 @@ func (f *filter) h2Reader(u *h2Up, p *pump, buf []byte) {
 func (f *filter) h2Replay() {
 	f.h2Send(f.cb.RequestHeaders(), false)
 	u := f.h2
+	if u.own != nil {
+		f.h2oReplay()
+		return
+	}
 	if len(f.body) > 0 {
 		if _, err := u.pw.Write(f.body); err != nil {
 			u.broken = true
@@ -172,6 +182,12 @@ func (f *filter) h2Replay() {
 // request's end start and the response is pumped to its end.
 func (f *filter) h2Duplex() {
 	u := f.h2
+	if u.own != nil {
+		f.h2oEnd()
+		f.h2Timers()
+		f.drain()
+		return
+	}
 	if !u.sent {
 		u.sent = true
 		u.pw.Close()
@@ -183,6 +199,10 @@ func (f *filter) h2Duplex() {
 // h2Data streams a piece of the request body.
 func (f *filter) h2Data(p []byte, end bool) {
 	u := f.h2
+	if u.own != nil {
+		f.h2oData(p, end)
+		return
+	}
 	if u.pump != nil {
 		if len(p) > 0 && !u.broken {
 			if _, err := u.pw.Write(p); err != nil {
@@ -211,6 +231,10 @@ func (f *filter) h2Data(p []byte, end bool) {
 // h2Trailers sends the request trailers, ending the request.
 func (f *filter) h2Trailers(t *headers.Map) {
 	u := f.h2
+	if u.own != nil {
+		f.h2oTrailers(t)
+		return
+	}
 	for _, fl := range t.Fields() {
 		n := string(fl.Name)
 		u.req.Trailer[n] = append(u.req.Trailer[n], string(fl.Value))
@@ -284,7 +308,7 @@ func (t *h2Timer) fire() {
 		t.timer.Reset(left) // early (or stale): wait for the rest
 		return
 	}
-	u.cancel(errUpTimeout)
+	u.cancelWith(errUpTimeout)
 }
 
 // h2Timers starts the timers that run from the request's end (the route
@@ -442,7 +466,7 @@ func (f *filter) h2Failed(err error, started bool) {
 		f.downstreamGone()
 		return
 	}
-	if context.Cause(u.ctx) == errUpTimeout {
+	if u.cause() == errUpTimeout {
 		kind := u.kind.Load()
 		f.idleArmed, f.perTryArmed = kind == armIdle, kind == armPerTry
 		f.ti.armed = kind == armTryIdle
@@ -467,6 +491,10 @@ func (f *filter) h2Failed(err error, started bool) {
 // cancelled (RST_STREAM) and the pool's stream slot is returned.
 func (f *filter) h2Release() {
 	u := f.h2
+	if u.own != nil {
+		f.h2oRelease()
+		return
+	}
 	f.h2 = nil
 	if t := f.h2t; t != nil && t.armed.CompareAndSwap(u, nil) {
 		t.timer.Stop()
@@ -500,5 +528,5 @@ var errAborted = errors.New("upstream stream finished")
 // (RST_STREAM), Envoy's UR.
 func isStreamReset(err error) bool {
 	var se http2.StreamError
-	return errors.As(err, &se)
+	return errors.As(err, &se) || isOwnReset(err)
 }

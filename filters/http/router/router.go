@@ -319,7 +319,7 @@ func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
 	if len(f.res.shadows) > 0 {
 		f.mirrorData(p, end)
 	}
-	if f.h2 != nil && f.h2.pw != nil {
+	if f.h2 != nil && f.h2.hasBody() {
 		f.keepForReplay(p, end)
 		f.h2Data(p, end)
 		return httpfilter.Stop
@@ -354,7 +354,7 @@ func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
 	if len(f.res.shadows) > 0 {
 		f.mirrorTrailers(t)
 	}
-	if f.h2 != nil && f.h2.pw != nil {
+	if f.h2 != nil && f.h2.hasBody() {
 		f.h2Trailers(t)
 		return httpfilter.Stop
 	}

@@ -1,0 +1,392 @@
+package h2
+
+// The client side of an HTTP/2 connection (RFC 9113) for upstream streams:
+// one read-loop goroutine per connection decodes frames and HPACK blocks
+// straight into pooled ClientStreams; every stream's frames are appended to
+// one write buffer under the connection mutex and sent by whichever caller
+// finds no write in progress, so many streams' frames share a syscall.
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/outrider-proxy/outrider/proxy/buffer"
+)
+
+// ClientConfig holds a client connection's settings; the zero value (or
+// nil) is usable: every zero field takes the default named on it.
+type ClientConfig struct {
+	// MaxConcurrentStreams is our own cap on streams open at once; the
+	// lower of it and the server's SETTINGS_MAX_CONCURRENT_STREAMS
+	// applies. Zero: the server's alone.
+	MaxConcurrentStreams uint32
+	// InitialStreamWindowSize is each stream's receive window: the response
+	// body bytes buffered for a caller that has not read them. Zero: 1 MiB.
+	InitialStreamWindowSize uint32
+	// InitialConnWindowSize is the connection's receive window. Zero: 8 MiB.
+	InitialConnWindowSize uint32
+	// MaxFrameSize is the largest frame payload accepted
+	// (SETTINGS_MAX_FRAME_SIZE). Zero: 16384.
+	MaxFrameSize uint32
+	// MaxHeaderListSize bounds a response's header list (names, values and
+	// 32 bytes a field); a larger one resets the stream. Zero: 60 KiB.
+	MaxHeaderListSize uint32
+	// HeaderTableSize is the HPACK dynamic table the request encoder may
+	// use (capped by the server's SETTINGS_HEADER_TABLE_SIZE). Zero: no
+	// dynamic table: requests are Huffman-coded and static-table indexed
+	// only, and header strings are encoded without being copied.
+	HeaderTableSize uint32
+	// PingInterval sends a PING after that long without a frame from the
+	// server; PingTimeout (zero: 15 s) closes the connection when nothing
+	// arrives within that long after it. Zero: no PINGs.
+	PingInterval, PingTimeout time.Duration
+}
+
+func (cfg ClientConfig) withDefaults() ClientConfig {
+	def := func(v *uint32, d uint32) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&cfg.InitialStreamWindowSize, 1<<20)
+	def(&cfg.InitialConnWindowSize, 8<<20)
+	def(&cfg.MaxFrameSize, minMaxFrame)
+	def(&cfg.MaxHeaderListSize, 60<<10)
+	cfg.InitialStreamWindowSize = min(cfg.InitialStreamWindowSize, maxWindow)
+	cfg.InitialConnWindowSize = min(max(cfg.InitialConnWindowSize, defaultWindow), maxWindow)
+	cfg.MaxFrameSize = min(max(cfg.MaxFrameSize, minMaxFrame), maxMaxFrame)
+	if cfg.PingTimeout <= 0 {
+		cfg.PingTimeout = 15 * time.Second
+	}
+	return cfg
+}
+
+// Errors of a client connection's streams.
+var (
+	// ErrCannotTakeStream is NewStream's error when the connection takes no
+	// new stream (closed, GOAWAY received, at its concurrent stream limit,
+	// stream ids used up). Nothing was sent: another connection may take it.
+	ErrCannotTakeStream = errors.New("h2: connection cannot take a new stream")
+	// ErrUnprocessed fails the streams above a GOAWAY's last stream id: the
+	// server did not process them, so a retry is safe.
+	ErrUnprocessed = errors.New("h2: stream not processed by the server (GOAWAY)")
+)
+
+// ClientConnError is the error of every stream a failed connection ends; it
+// matches ErrConnClosed with errors.Is.
+type ClientConnError struct {
+	Code   http2.ErrCode // the GOAWAY code sent or received; ErrCodeNo for a plain close
+	Remote bool          // the server's GOAWAY or close; false: this side found the error
+	Reason string
+}
+
+func (e *ClientConnError) Error() string {
+	who := "local"
+	if e.Remote {
+		who = "remote"
+	}
+	return fmt.Sprintf("h2: client connection ended (%s %s): %s", who, e.Code, e.Reason)
+}
+
+// Unwrap makes the error match ErrConnClosed.
+func (e *ClientConnError) Unwrap() error { return ErrConnClosed }
+
+// IsRefused reports whether err means the server never processed the
+// stream: NewStream's ErrCannotTakeStream, ErrUnprocessed, or a
+// RST_STREAM(REFUSED_STREAM) from the server. Such a stream may be retried.
+func IsRefused(err error) bool {
+	if errors.Is(err, ErrCannotTakeStream) || errors.Is(err, ErrUnprocessed) {
+		return true
+	}
+	var se *StreamError
+	return errors.As(err, &se) && se.Remote && se.Code == http2.ErrCodeRefusedStream
+}
+
+// ClientConn is one client-side HTTP/2 connection.
+type ClientConn struct {
+	nc  net.Conn
+	cfg ClientConfig
+
+	// Read loop only.
+	rslab *buffer.Slice
+	rb    []byte // rslab's bytes; unread ones are rb[r:w]
+	r, w  int
+	dec   *hpack.Decoder
+	hb    clientBlock
+
+	mu      sync.Mutex
+	streams map[uint32]*ClientStream
+	nextID  uint32 // the id of the next stream
+	closed  bool
+	err     error // why the connection ended, for its streams
+	done    chan struct{}
+
+	wbuf, wspare []byte
+	flushing     bool
+	werr         error
+	writeWait    int // streams waiting for window or for the write buffer
+	enc          *hpack.Encoder
+	encBuf       bytes.Buffer
+	intern       map[string]string // HeaderTableSize > 0 only
+
+	peerMaxStreams uint32 // the server's SETTINGS_MAX_CONCURRENT_STREAMS
+	peerWindow     int32  // the server's SETTINGS_INITIAL_WINDOW_SIZE
+	peerMaxFrame   uint32 // the server's SETTINGS_MAX_FRAME_SIZE
+	sendWindow     int64  // connection-level send window
+	recvWindow     int64  // connection-level bytes the server may still send
+	recvUnacked    int64  // consumed bytes not yet given back
+	settingsSeen   bool
+
+	goAway     bool // GOAWAY received: no new streams
+	goAwayLast uint32
+	goAwayErr  *ClientConnError // a GOAWAY with an error code: the streams' error when the connection ends
+	pingTimer  *time.Timer
+	lastRead   int64 // unix ns of the last read; under mu
+}
+
+// NewClientConn starts HTTP/2 on nc: it writes the preface and SETTINGS
+// and starts the connection's read loop. cfg may be nil.
+func NewClientConn(nc net.Conn, cfg *ClientConfig) (*ClientConn, error) {
+	var cf ClientConfig
+	if cfg != nil {
+		cf = *cfg
+	}
+	cf = cf.withDefaults()
+	cc := &ClientConn{
+		nc: nc, cfg: cf,
+		streams:        make(map[uint32]*ClientStream),
+		nextID:         1,
+		done:           make(chan struct{}),
+		peerMaxStreams: 100, // until the server's SETTINGS say otherwise, as x/net
+		peerWindow:     defaultWindow,
+		peerMaxFrame:   minMaxFrame,
+		sendWindow:     defaultWindow,
+		recvWindow:     int64(cf.InitialConnWindowSize),
+		lastRead:       time.Now().UnixNano(),
+	}
+	cc.enc = hpack.NewEncoder(&cc.encBuf)
+	cc.enc.SetMaxDynamicTableSizeLimit(cf.HeaderTableSize)
+	if cf.HeaderTableSize > 0 {
+		cc.intern = make(map[string]string)
+	}
+	cc.dec = hpack.NewDecoder(4096, cc.onField)
+	cc.dec.SetMaxStringLength(maxBlockBytes(cf.MaxHeaderListSize))
+
+	var p []byte
+	p = appendSetting(p, http2.SettingEnablePush, 0)
+	if cf.InitialStreamWindowSize != defaultWindow {
+		p = appendSetting(p, http2.SettingInitialWindowSize, cf.InitialStreamWindowSize)
+	}
+	if cf.MaxFrameSize != minMaxFrame {
+		p = appendSetting(p, http2.SettingMaxFrameSize, cf.MaxFrameSize)
+	}
+	p = appendSetting(p, http2.SettingMaxHeaderListSize, cf.MaxHeaderListSize)
+	out := append(make([]byte, 0, 4<<10), http2.ClientPreface...)
+	out = appendFrame(out, frameSettings, 0, 0, p)
+	if cf.InitialConnWindowSize > defaultWindow {
+		out = appendWindowUpdate(out, 0, cf.InitialConnWindowSize-defaultWindow)
+	}
+	if _, err := nc.Write(out); err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("h2: client preface: %w", err)
+	}
+	cc.wspare = out[:0]
+	cc.rslab = buffer.Get(16 << 10)
+	cc.rb = cc.rslab.Bytes()
+	if cf.PingInterval > 0 {
+		cc.pingTimer = time.AfterFunc(cf.PingInterval, cc.keepalive)
+	}
+	go cc.readLoop()
+	return cc, nil
+}
+
+// Done is closed once the connection ended (its read loop returned).
+func (cc *ClientConn) Done() <-chan struct{} { return cc.done }
+
+// Err is why the connection ended; nil while it runs.
+func (cc *ClientConn) Err() error {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.err
+}
+
+// ActiveStreams is the number of streams open on the connection (sent
+// and not yet ended both ways, reset or released).
+func (cc *ClientConn) ActiveStreams() int {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return len(cc.streams)
+}
+
+// GoAwayReceived reports whether the server sent GOAWAY.
+func (cc *ClientConn) GoAwayReceived() bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.goAway
+}
+
+// CanTakeNewStream reports whether NewStream would open a stream now.
+func (cc *ClientConn) CanTakeNewStream() bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.canTakeLocked()
+}
+
+func (cc *ClientConn) canTakeLocked() bool {
+	limit := cc.peerMaxStreams
+	if m := cc.cfg.MaxConcurrentStreams; m > 0 {
+		limit = min(limit, m)
+	}
+	return !cc.closed && !cc.goAway && cc.werr == nil && cc.nextID <= maxWindow &&
+		uint32(len(cc.streams)) < limit
+}
+
+// Close ends the connection at once: open streams fail with a
+// *ClientConnError.
+func (cc *ClientConn) Close() error {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.closeLocked(&ClientConnError{Code: http2.ErrCodeNo, Reason: "closed"})
+	return nil
+}
+
+// Shutdown sends GOAWAY(NO_ERROR), takes no new stream and closes the
+// connection once its streams ended.
+func (cc *ClientConn) Shutdown() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.closed {
+		return
+	}
+	if !cc.goAway {
+		cc.goAway = true
+		cc.goAwayLast = maxWindow
+	}
+	cc.wbuf = appendGoAway(cc.wbuf, 0, http2.ErrCodeNo, nil)
+	cc.flushLocked()
+	cc.closeIfIdleLocked()
+}
+
+// closeLocked closes the socket and fails every stream with err.
+func (cc *ClientConn) closeLocked(err error) {
+	if cc.closed {
+		return
+	}
+	cc.closed, cc.err = true, err
+	_ = cc.nc.Close()
+	for id, s := range cc.streams {
+		delete(cc.streams, id)
+		s.inMap = false
+		s.failLocked(err)
+	}
+	if cc.pingTimer != nil {
+		cc.pingTimer.Stop()
+	}
+	cc.wakeWritersLocked()
+}
+
+// closeIfIdleLocked closes the connection after a GOAWAY once no stream
+// is left.
+func (cc *ClientConn) closeIfIdleLocked() {
+	if cc.goAway && len(cc.streams) == 0 && !cc.closed {
+		cc.flushAllLocked()
+		cc.closeLocked(&ClientConnError{Code: http2.ErrCodeNo, Remote: true, Reason: "GOAWAY and no stream left"})
+	}
+}
+
+// flushLocked sends the write buffer unless another goroutine is already
+// sending it (that one sends what was queued meanwhile too). cc.mu is
+// released during the write.
+func (cc *ClientConn) flushLocked() {
+	if cc.flushing || len(cc.wbuf) == 0 || cc.closed || cc.werr != nil {
+		return
+	}
+	cc.flushing = true
+	for len(cc.wbuf) > 0 && cc.werr == nil && !cc.closed {
+		buf := cc.wbuf
+		cc.wbuf = cc.wspare[:0]
+		cc.mu.Unlock()
+		_, err := cc.nc.Write(buf)
+		cc.mu.Lock()
+		if cap(buf) <= 4*writeHighWater {
+			cc.wspare = buf[:0]
+		} else {
+			cc.wspare = nil
+		}
+		if err != nil {
+			cc.werr = err
+			cc.closeLocked(&ClientConnError{Code: http2.ErrCodeNo, Reason: "write: " + err.Error()})
+		}
+		cc.wakeWritersLocked()
+	}
+	cc.flushing = false
+}
+
+// flushAllLocked sends the write buffer before the connection closes,
+// waiting (a bounded while) for a write in progress on another goroutine.
+func (cc *ClientConn) flushAllLocked() {
+	for i := 0; cc.flushing && i < 1000; i++ {
+		cc.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		cc.mu.Lock()
+	}
+	cc.flushLocked()
+}
+
+// wakeWritersLocked wakes the streams waiting to write.
+func (cc *ClientConn) wakeWritersLocked() {
+	if cc.writeWait == 0 {
+		return
+	}
+	for _, s := range cc.streams {
+		if s.writeWaiting {
+			s.cond.Broadcast()
+		}
+	}
+}
+
+// keepalive runs on the PING timer: a PING once the server has been quiet
+// for PingInterval, and the close when it stays quiet PingTimeout more.
+func (cc *ClientConn) keepalive() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.closed {
+		return
+	}
+	quiet := time.Since(time.Unix(0, cc.lastRead))
+	switch {
+	case quiet >= cc.cfg.PingInterval+cc.cfg.PingTimeout:
+		cc.closeLocked(&ClientConnError{Code: http2.ErrCodeNo, Reason: "PING not answered"})
+	case quiet >= cc.cfg.PingInterval:
+		cc.wbuf = appendFrame(cc.wbuf, framePing, 0, 0, pingPayload[:])
+		cc.flushLocked()
+		cc.pingTimer.Reset(cc.cfg.PingInterval + cc.cfg.PingTimeout - quiet)
+	default:
+		cc.pingTimer.Reset(cc.cfg.PingInterval - quiet)
+	}
+}
+
+// str returns b as a string for the HPACK encoder: without a dynamic table
+// the encoder keeps nothing, so the bytes are used in place; with one a
+// string made before for the same bytes is reused.
+func (cc *ClientConn) str(b []byte) string {
+	if cc.intern == nil {
+		return unsafeString(b)
+	}
+	if s, ok := cc.intern[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(cc.intern) >= internMax {
+		clear(cc.intern)
+	}
+	cc.intern[s] = s
+	return s
+}

@@ -1,0 +1,550 @@
+package h2
+
+import (
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/outrider-proxy/outrider/proxy/buffer"
+	"github.com/outrider-proxy/outrider/proxy/headers"
+)
+
+// errReqEnded is returned by a write after the request ended.
+var errReqEnded = errors.New("h2: request already ended")
+
+// errNoMethod is NewStream's error for a request without :method.
+var errNoMethod = errors.New("h2: request headers without :method")
+
+// ClientStream is one request sent upstream and its response. Streams are
+// pooled: a ClientStream and everything it returned are valid only until
+// Release. Its methods are for one goroutine at a time (Reset and Done
+// from any).
+type ClientStream struct {
+	cc       *ClientConn
+	ccp      atomic.Pointer[ClientConn] // cc, for the deadline timer
+	id       uint32
+	resp     headers.Map
+	trailers headers.Map
+	cond     sync.Cond // L is cc.mu
+
+	// Guarded by cc.mu.
+	inMap         bool
+	head          bool // a HEAD request: content-length says nothing of the body
+	localEnded    bool // END_STREAM sent
+	remoteEnded   bool // END_STREAM received
+	gotHeaders    bool // the final response headers arrived (resp)
+	got100        bool // a 100 (Continue) arrived
+	err           error
+	contentLength int64 // declared response content-length; -1: none
+	received      int64 // response body bytes received
+	recvWindow    int32
+	recvUnacked   int32
+	sendWindow    int64
+	rx            *buffer.Slice // received body bytes not handed out: rx.Bytes()[:rxN]
+	rxN           int
+	held          *buffer.Slice // the bytes ReadData returned last
+	done          chan struct{}
+	doneClosed    bool
+	writeWaiting  bool
+	writeDeadline time.Time
+	timer         *time.Timer // wakes waits with a deadline; kept across uses
+	timerAt       time.Time
+}
+
+var clientStreamPool = sync.Pool{New: func() any { return new(ClientStream) }}
+
+// unsafeString is b's bytes as a string without a copy; the string is only
+// valid while b is unchanged.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// NewStream sends req's headers (HEADERS and CONTINUATION frames) as a new
+// stream, ending the request when end. Pseudo-headers go first; the
+// connection-specific fields are dropped, te is kept only as "trailers".
+// Without end the frames are queued until the next write or Flush. When
+// the connection takes no new stream the error is ErrCannotTakeStream and
+// nothing was sent.
+func (cc *ClientConn) NewStream(req *headers.Map, end bool) (*ClientStream, error) {
+	method, ok := req.Get(headers.Method)
+	if !ok {
+		return nil, errNoMethod
+	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if !cc.canTakeLocked() {
+		return nil, ErrCannotTakeStream
+	}
+	cc.encodeRequestLocked(req)
+	if cc.encBuf.Len() > maxBlockBytes(cc.cfg.MaxHeaderListSize) {
+		return nil, errors.New("h2: request header block too large")
+	}
+	s := clientStreamPool.Get().(*ClientStream)
+	s.cc = cc
+	s.ccp.Store(cc)
+	s.id = cc.nextID
+	cc.nextID += 2
+	s.cond.L = &cc.mu
+	s.contentLength = -1
+	s.head = string(method) == "HEAD"
+	s.recvWindow = int32(cc.cfg.InitialStreamWindowSize)
+	s.sendWindow = int64(cc.peerWindow)
+	s.inMap = true
+	cc.streams[s.id] = s
+	cc.appendHeaderBlockLocked(s.id, cc.encBuf.Bytes(), end)
+	if end {
+		s.localEnded = true
+		cc.flushLocked()
+	}
+	return s, nil
+}
+
+// encodeRequestLocked HPACK-encodes req into cc.encBuf.
+func (cc *ClientConn) encodeRequestLocked(req *headers.Map) {
+	cc.encBuf.Reset()
+	fs := req.Fields()
+	for _, f := range fs {
+		if len(f.Name) > 0 && f.Name[0] == ':' {
+			_ = cc.enc.WriteField(hpack.HeaderField{Name: cc.str(f.Name), Value: cc.str(f.Value)})
+		}
+	}
+	for _, f := range fs {
+		if len(f.Name) == 0 || f.Name[0] == ':' || connectionSpecific(f.Name) || string(f.Name) == "host" {
+			continue
+		}
+		if string(f.Name) == "te" && string(f.Value) != "trailers" {
+			continue
+		}
+		_ = cc.enc.WriteField(hpack.HeaderField{Name: cc.str(f.Name), Value: cc.str(f.Value)})
+	}
+}
+
+// appendHeaderBlockLocked queues a HEADERS frame, and CONTINUATION frames
+// when the block is larger than the server's max frame size.
+func (cc *ClientConn) appendHeaderBlockLocked(id uint32, block []byte, end bool) {
+	typ, flags := frameHeaders, byte(0)
+	if end {
+		flags = flagEndStream
+	}
+	for first := true; first || len(block) > 0; first = false {
+		n := min(len(block), int(cc.peerMaxFrame))
+		f := flags
+		if n == len(block) {
+			f |= flagEndHeaders
+		}
+		cc.wbuf = appendFrame(cc.wbuf, typ, f, id, block[:n])
+		block = block[n:]
+		typ, flags = frameContinuation, 0
+	}
+}
+
+// ID is the stream id.
+func (s *ClientStream) ID() uint32 { return s.id }
+
+// writableLocked is the error a write gets now; nil: it may go ahead.
+func (s *ClientStream) writableLocked() error {
+	switch {
+	case s.err != nil:
+		return s.err
+	case s.localEnded:
+		return errReqEnded
+	}
+	return nil
+}
+
+// SetWriteDeadline bounds how long WriteData waits for flow-control window
+// or for the connection's write buffer; zero: no bound.
+func (s *ClientStream) SetWriteDeadline(t time.Time) {
+	s.cc.mu.Lock()
+	s.writeDeadline = t
+	s.cc.mu.Unlock()
+}
+
+// WriteData sends p as DATA frames (ending the request after it when end),
+// waiting for the server's flow-control window and for room in the
+// connection's write buffer, at most until the write deadline
+// (os.ErrDeadlineExceeded). p may be reused once it returns.
+func (s *ClientStream) WriteData(p []byte, end bool) error {
+	cc := s.cc
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	for {
+		if err := s.writableLocked(); err != nil {
+			return err
+		}
+		if len(p) == 0 {
+			if end {
+				cc.wbuf = appendFrameHeader(cc.wbuf, 0, frameData, flagEndStream, s.id)
+				s.localEndLocked()
+			}
+			break
+		}
+		avail := min(s.sendWindow, cc.sendWindow, int64(cc.peerMaxFrame))
+		if avail <= 0 || len(cc.wbuf) >= writeHighWater {
+			if len(cc.wbuf) > 0 && !cc.flushing {
+				cc.flushLocked() // the lock was released meanwhile: look again
+				continue
+			}
+			if err := s.waitWriteLocked(); err != nil {
+				return err
+			}
+			continue
+		}
+		n := int(min(int64(len(p)), avail))
+		last := end && n == len(p)
+		var flags byte
+		if last {
+			flags = flagEndStream
+		}
+		cc.wbuf = appendFrame(cc.wbuf, frameData, flags, s.id, p[:n])
+		s.sendWindow -= int64(n)
+		cc.sendWindow -= int64(n)
+		p = p[n:]
+		if last {
+			s.localEndLocked()
+			break
+		}
+	}
+	cc.flushLocked()
+	return s.errAfterFlushLocked()
+}
+
+func (s *ClientStream) errAfterFlushLocked() error {
+	if s.err != nil {
+		return s.err
+	}
+	if s.cc.werr != nil {
+		return s.cc.err
+	}
+	return nil
+}
+
+func (s *ClientStream) waitWriteLocked() error {
+	cc := s.cc
+	s.writeWaiting = true
+	cc.writeWait++
+	err := s.waitLocked(s.writeDeadline)
+	cc.writeWait--
+	s.writeWaiting = false
+	return err
+}
+
+// WriteTrailers ends the request with trailers (nil or empty: an empty
+// DATA frame with END_STREAM).
+func (s *ClientStream) WriteTrailers(t *headers.Map) error {
+	if t == nil || t.Len() == 0 {
+		return s.WriteData(nil, true)
+	}
+	cc := s.cc
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if err := s.writableLocked(); err != nil {
+		return err
+	}
+	cc.encBuf.Reset()
+	for _, f := range t.Fields() {
+		if len(f.Name) == 0 || f.Name[0] == ':' || connectionSpecific(f.Name) {
+			continue
+		}
+		_ = cc.enc.WriteField(hpack.HeaderField{Name: cc.str(f.Name), Value: cc.str(f.Value)})
+	}
+	cc.appendHeaderBlockLocked(s.id, cc.encBuf.Bytes(), true)
+	s.localEndLocked()
+	cc.flushLocked()
+	return s.errAfterFlushLocked()
+}
+
+// Flush sends what the connection queued (headers written without end).
+func (s *ClientStream) Flush() error {
+	cc := s.cc
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	cc.flushLocked()
+	return s.errAfterFlushLocked()
+}
+
+// ReadHeaders waits, at most until deadline (zero: no limit; then
+// os.ErrDeadlineExceeded), for the final response headers (":status" and
+// the regular fields, lower-case) and returns them; 1xx responses are
+// skipped (Continued reports a 100). The error is the stream's once it
+// failed: a *StreamError, ErrUnprocessed or a *ClientConnError.
+func (s *ClientStream) ReadHeaders(deadline time.Time) (*headers.Map, error) {
+	cc := s.cc
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.flushLocked() // headers queued without end go out before the wait
+	for !s.gotHeaders && s.err == nil {
+		if err := s.waitLocked(deadline); err != nil {
+			return nil, err
+		}
+	}
+	if !s.gotHeaders {
+		return nil, s.err
+	}
+	return &s.resp, nil
+}
+
+// Continued reports whether the server sent 100 (Continue).
+func (s *ClientStream) Continued() bool {
+	s.cc.mu.Lock()
+	defer s.cc.mu.Unlock()
+	return s.got100
+}
+
+// ResponseEnded reports whether the response ended (END_STREAM received)
+// and every body byte was read: ReadData returns io.EOF without waiting.
+func (s *ClientStream) ResponseEnded() bool {
+	s.cc.mu.Lock()
+	defer s.cc.mu.Unlock()
+	return s.remoteEnded && s.rxN == 0 && s.err == nil
+}
+
+// ReadData returns the next piece of the response body, valid until the
+// next call, waiting until deadline (zero: no limit; then
+// os.ErrDeadlineExceeded). It returns io.EOF after the last piece and the
+// stream's error once it failed (after the bytes received before). The bytes handed out go back to the
+// server's flow-control windows (WINDOW_UPDATE in batches).
+func (s *ClientStream) ReadData(deadline time.Time) ([]byte, error) {
+	cc := s.cc
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	for s.rxN == 0 && !s.remoteEnded && s.err == nil {
+		if err := s.waitLocked(deadline); err != nil {
+			return nil, err
+		}
+	}
+	if s.rxN == 0 {
+		if s.err != nil {
+			return nil, s.err
+		}
+		return nil, io.EOF
+	}
+	n := s.rxN
+	s.held, s.rx, s.rxN = s.rx, s.held, 0
+	s.creditLocked(int32(n))
+	cc.creditConnLocked(int64(n))
+	cc.flushLocked()
+	return s.held.Bytes()[:n], nil
+}
+
+// Trailers are the response trailers, complete once ReadData returned
+// io.EOF; empty when there were none.
+func (s *ClientStream) Trailers() *headers.Map { return &s.trailers }
+
+// Err is why the stream failed; nil while it has not.
+func (s *ClientStream) Err() error {
+	s.cc.mu.Lock()
+	defer s.cc.mu.Unlock()
+	return s.err
+}
+
+// Done is closed once the stream is over: the response ended and the
+// request was sent whole, or the stream failed (reset by either side, or
+// the connection ended).
+func (s *ClientStream) Done() <-chan struct{} {
+	s.cc.mu.Lock()
+	defer s.cc.mu.Unlock()
+	if s.done == nil {
+		if s.err != nil || (s.localEnded && s.remoteEnded) {
+			return closedChan
+		}
+		s.done = make(chan struct{})
+	}
+	return s.done
+}
+
+// Reset sends RST_STREAM(code) unless the stream already ended both ways;
+// later calls fail with a *StreamError (Remote false).
+func (s *ClientStream) Reset(code http2.ErrCode) {
+	cc := s.cc
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if s.err == nil && !(s.localEnded && s.remoteEnded) {
+		s.resetLocked(code)
+		cc.flushLocked()
+	}
+}
+
+// Release gives the stream back: one not over yet is reset with CANCEL
+// first. Nothing the stream returned may be used after it.
+func (s *ClientStream) Release() {
+	cc := s.cc
+	cc.mu.Lock()
+	if s.err == nil && !(s.localEnded && s.remoteEnded) {
+		s.resetLocked(http2.ErrCodeCancel)
+	}
+	cc.forgetLocked(s)
+	if s.rx != nil {
+		if !cc.closed {
+			cc.creditConnLocked(int64(s.rxN)) // unread bytes go back to the connection window
+		}
+		s.rx.Release()
+		s.rx, s.rxN = nil, 0
+	}
+	if s.held != nil {
+		s.held.Release()
+		s.held = nil
+	}
+	cc.flushLocked()
+	cc.closeIfIdleLocked()
+	s.ccp.Store(nil)
+	cc.mu.Unlock()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.cc = nil
+	s.resp.Reset()
+	s.trailers.Reset()
+	s.head, s.localEnded, s.remoteEnded, s.gotHeaders, s.got100 = false, false, false, false, false
+	s.err = nil
+	s.received, s.recvUnacked = 0, 0
+	s.writeWaiting = false
+	s.writeDeadline, s.timerAt = time.Time{}, time.Time{}
+	if s.doneClosed { // an open one is kept for the next use
+		s.done, s.doneClosed = nil, false
+	}
+	clientStreamPool.Put(s)
+}
+
+// waitLocked waits on the stream's condition, at most until deadline.
+func (s *ClientStream) waitLocked(deadline time.Time) error {
+	if !deadline.IsZero() {
+		d := time.Until(deadline)
+		if d <= 0 {
+			return os.ErrDeadlineExceeded
+		}
+		if s.timer == nil {
+			s.timer = time.AfterFunc(d, s.wake)
+		} else if !s.timerAt.Equal(deadline) {
+			s.timer.Reset(d)
+		}
+		s.timerAt = deadline
+	}
+	s.cond.Wait()
+	return nil
+}
+
+// wake is the deadline timer: it wakes the stream's waiters, whichever
+// connection the (pooled) stream is on now.
+func (s *ClientStream) wake() {
+	cc := s.ccp.Load()
+	if cc == nil {
+		return
+	}
+	cc.mu.Lock()
+	if s.ccp.Load() == cc {
+		s.cond.Broadcast()
+	}
+	cc.mu.Unlock()
+}
+
+// creditLocked gives n bytes of the stream's window back, in batches of
+// half the window.
+func (s *ClientStream) creditLocked(n int32) {
+	if s.remoteEnded || s.err != nil {
+		return
+	}
+	s.recvUnacked += n
+	if s.recvUnacked >= int32(s.cc.cfg.InitialStreamWindowSize/2) {
+		s.cc.wbuf = appendWindowUpdate(s.cc.wbuf, s.id, uint32(s.recvUnacked))
+		s.recvWindow += s.recvUnacked
+		s.recvUnacked = 0
+	}
+}
+
+// creditConnLocked gives n connection-window bytes back, in batches of
+// half the window.
+func (cc *ClientConn) creditConnLocked(n int64) {
+	cc.recvUnacked += n
+	if cc.recvUnacked >= int64(cc.cfg.InitialConnWindowSize)/2 {
+		cc.wbuf = appendWindowUpdate(cc.wbuf, 0, uint32(cc.recvUnacked))
+		cc.recvWindow += cc.recvUnacked
+		cc.recvUnacked = 0
+	}
+}
+
+// appendRxLocked buffers received body bytes (read loop).
+func (s *ClientStream) appendRxLocked(p []byte) {
+	need := s.rxN + len(p)
+	if s.rx == nil || need > s.rx.Cap() {
+		n := max(need, 16<<10)
+		if s.rx != nil {
+			n = max(n, 2*s.rx.Cap())
+		}
+		ns := buffer.Get(n)
+		if s.rx != nil {
+			copy(ns.Bytes(), s.rx.Bytes()[:s.rxN])
+			s.rx.Release()
+		}
+		s.rx = ns
+	}
+	copy(s.rx.Bytes()[s.rxN:], p)
+	s.rxN = need
+}
+
+// localEndLocked records END_STREAM sent.
+func (s *ClientStream) localEndLocked() {
+	s.localEnded = true
+	if s.remoteEnded {
+		s.overLocked()
+	}
+}
+
+// remoteEndLocked records END_STREAM received.
+func (s *ClientStream) remoteEndLocked() {
+	s.remoteEnded = true
+	if s.localEnded {
+		s.overLocked()
+	}
+}
+
+// overLocked ends a stream that completed both ways.
+func (s *ClientStream) overLocked() {
+	s.cc.forgetLocked(s)
+	if s.done != nil && !s.doneClosed {
+		close(s.done)
+		s.doneClosed = true
+	}
+	s.cc.closeIfIdleLocked()
+}
+
+// resetLocked queues RST_STREAM(code) and fails the stream.
+func (s *ClientStream) resetLocked(code http2.ErrCode) {
+	if s.err != nil {
+		return
+	}
+	s.cc.wbuf = appendRST(s.cc.wbuf, s.id, code)
+	s.failLocked(&StreamError{Code: code})
+}
+
+// failLocked ends the stream with err: it leaves the connection's table
+// and waiters wake. Body bytes received before stay readable (ReadData
+// returns them before err), as they would have been forwarded in order.
+func (s *ClientStream) failLocked(err error) {
+	if s.err == nil {
+		s.err = err
+	}
+	cc := s.cc
+	cc.forgetLocked(s)
+	if s.done != nil && !s.doneClosed {
+		close(s.done)
+		s.doneClosed = true
+	}
+	s.cond.Broadcast()
+}
+
+// forgetLocked removes s from the connection's table of open streams.
+func (cc *ClientConn) forgetLocked(s *ClientStream) {
+	if s.inMap {
+		delete(cc.streams, s.id)
+		s.inMap = false
+	}
+}
