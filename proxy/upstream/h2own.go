@@ -45,14 +45,14 @@ func (p *H2Pool) OpenStream(ctx context.Context, req *headers.Map, end bool) (*h
 	c := p.cluster
 	r := c.resFor(ctx)
 	if !r.rq.tryAcquire(r.rq.max) {
-		c.Stats.UpstreamRqPendingOverflow.Inc()
+		c.Stats.UpstreamRqPendingOverflow().Inc()
 		return nil, &OverflowError{Cluster: c.Name, Limit: "max_requests"}
 	}
 	s := c.Stats
-	s.UpstreamRqTotal.Inc()
-	s.UpstreamRqActive.Inc()
-	p.host.Stats.RqTotal.Add(1)
-	p.host.Stats.RqActive.Add(1)
+	s.UpstreamRqTotal().Inc()
+	s.UpstreamRqActive().Inc()
+	p.host.Stats().RqTotal.Add(1)
+	p.host.Stats().RqActive.Add(1)
 	cs, err := p.openOwn(ctx, req, end)
 	if err != nil {
 		p.DoneCtx(ctx)
@@ -77,7 +77,7 @@ func (p *H2Pool) openOwn(ctx context.Context, req *headers.Map, end bool) (*h2.C
 	pending := false
 	defer func() {
 		if pending {
-			c.Stats.UpstreamRqPendingActive.Dec()
+			c.Stats.UpstreamRqPendingActive().Dec()
 			r.pending.release()
 		}
 	}()
@@ -93,12 +93,12 @@ func (p *H2Pool) openOwn(ctx context.Context, req *headers.Map, end bool) (*h2.C
 		}
 		if !pending {
 			if !r.pending.tryAcquire(r.pending.max) {
-				c.Stats.UpstreamRqPendingOverflow.Inc()
+				c.Stats.UpstreamRqPendingOverflow().Inc()
 				return nil, &OverflowError{Cluster: c.Name, Limit: "max_pending_requests"}
 			}
 			pending = true
-			c.Stats.UpstreamRqPendingTotal.Inc()
-			c.Stats.UpstreamRqPendingActive.Inc()
+			c.Stats.UpstreamRqPendingTotal().Inc()
+			c.Stats.UpstreamRqPendingActive().Inc()
 		}
 		p.mu.Lock()
 		if d := p.dialing; d != nil {
@@ -132,7 +132,7 @@ func (p *H2Pool) openOwn(ctx context.Context, req *headers.Map, end bool) (*h2.C
 		p.mu.Unlock()
 		if !overflowed {
 			overflowed = true
-			c.Stats.UpstreamCxOverflow.Inc()
+			c.Stats.UpstreamCxOverflow().Inc()
 		}
 		err := wait(ctx, ch)
 		r.freed.done()
@@ -160,7 +160,7 @@ func (p *H2Pool) pickOwn() *ownConn {
 		oc.idleSince = time.Time{}
 		if c.MaxRequestsPerConnection > 0 && oc.requests >= c.MaxRequestsPerConnection {
 			oc.full = true
-			c.Stats.UpstreamCxMaxRequests.Inc()
+			c.Stats.UpstreamCxMaxRequests().Inc()
 		}
 		return oc
 	}
@@ -182,12 +182,12 @@ func (p *H2Pool) dialOwn(ctx context.Context) (*ownConn, error) {
 		if conn, err = c.wrap(ctx, tr, uc, p.tls); err != nil {
 			uc.Close()
 			release()
-			return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}
+			return nil, &ConnectError{Cluster: c.Name, Host: p.host.String(), Err: err}
 		}
 		if c.protocol.proto == ProtocolAuto {
 			if cs, ok := conn.(interface{ ConnectionState() tls.ConnectionState }); !ok ||
 				cs.ConnectionState().NegotiatedProtocol != "h2" {
-				p.host.h1Only.Store(true)
+				p.host.flags.store(fH1Only, true)
 				conn.Close()
 				release()
 				return nil, ErrNoH2
@@ -195,15 +195,17 @@ func (p *H2Pool) dialOwn(ctx context.Context) (*ownConn, error) {
 		}
 	}
 	cl := &closeConn{Conn: conn, uc: uc, done: release}
+	_, maxHeaderBytes := c.ResponseLimits(true)
 	cc, err := h2.NewClientConn(cl, &h2.ClientConfig{
+		MaxHeaderListSize:    uint32(maxHeaderBytes),
 		MaxConcurrentStreams: c.protocol.maxConc,
 		PingInterval:         c.protocol.pingIdle,
 		PingTimeout:          c.protocol.pingTO,
 	})
 	if err != nil {
-		return nil, &ConnectError{Cluster: c.Name, Host: p.host.addrStr, Err: err}
+		return nil, &ConnectError{Cluster: c.Name, Host: p.host.String(), Err: err}
 	}
-	c.Stats.UpstreamCxHttp2Total.Inc()
+	c.Stats.UpstreamCxHttp2Total().Inc()
 	oc := &ownConn{cc: cc, conn: cl}
 	if d := c.MaxConnectionDuration; d > 0 {
 		time.AfterFunc(d, func() { p.expireOwn(oc) })
@@ -221,7 +223,7 @@ func (p *H2Pool) expireOwn(oc *ownConn) {
 	oc.full = true
 	p.mu.Unlock()
 	if counted {
-		p.cluster.Stats.UpstreamCxMaxDurationReached.Inc()
+		p.cluster.Stats.UpstreamCxMaxDurationReached().Inc()
 	}
 	p.sweepOwn()
 }
@@ -246,7 +248,7 @@ func (p *H2Pool) idleOwn(oc *ownConn) {
 	}
 	p.mu.Unlock()
 	if expired {
-		c.Stats.UpstreamCxIdleTimeout.Inc()
+		c.Stats.UpstreamCxIdleTimeout().Inc()
 		p.sweepOwn()
 	}
 }
