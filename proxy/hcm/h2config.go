@@ -32,7 +32,8 @@ type h2Server struct {
 	srv  *http2.Server
 	base *http.Server
 	lim  h2Limits // flood limits (h2limits.go)
-	// own selects outrider's own codec (OUTRIDER_H2_CODEC=own, h2own.go)
+	// own selects outrider's own codec (h2own.go; the default, unless
+	// OUTRIDER_H2_CODEC=xnet)
 	// over x/net's; ownPool holds its *ownStream objects.
 	own     bool
 	ownPool *sync.Pool

@@ -17,13 +17,14 @@ import (
 )
 
 // The connection manager over outrider's own HTTP/2 server codec
-// (proxy/h2), selected with OUTRIDER_H2_CODEC=own when a Config is
-// compiled; x/net's server stays the default. Flood limits, the two-step
+// (proxy/h2), the default; OUTRIDER_H2_CODEC=xnet, read when a Config is
+// compiled, selects x/net's server instead. Flood limits, the two-step
 // GOAWAY, max_requests_per_connection, max_connection_duration and the
 // premature-reset defense are shared with the x/net path (h2Conn).
 
-// ownH2Codec reports whether OUTRIDER_H2_CODEC selects the own codec.
-func ownH2Codec() bool { return os.Getenv("OUTRIDER_H2_CODEC") == "own" }
+// ownH2Codec reports whether the own codec serves (OUTRIDER_H2_CODEC is
+// not "xnet").
+func ownH2Codec() bool { return os.Getenv("OUTRIDER_H2_CODEC") != "xnet" }
 
 // ownConfig maps the x/net server the Config compiled onto the own codec.
 func (cfg *Config) ownConfig() *h2.ServerConfig {

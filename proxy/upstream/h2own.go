@@ -14,10 +14,10 @@ import (
 
 // The H2Pool's own-codec mode: streams go through outrider's HTTP/2 client
 // (proxy/h2.ClientConn) instead of x/net's, opened with OpenStream and
-// ended with DoneStream. It is selected by OUTRIDER_H2_CODEC=own, read once
-// at start; by default the pool uses x/net (RoundTrip).
+// ended with DoneStream. It is the default; OUTRIDER_H2_CODEC=xnet, read
+// once at start, makes the pool use x/net's client (RoundTrip) instead.
 
-var ownH2 = os.Getenv("OUTRIDER_H2_CODEC") == "own"
+var ownH2 = os.Getenv("OUTRIDER_H2_CODEC") != "xnet"
 
 // OwnCodec reports whether the pool's streams use outrider's own HTTP/2
 // client (OpenStream) rather than x/net's (RoundTrip).

@@ -14,7 +14,7 @@ import (
 )
 
 // The HTTP/2 upstream over outrider's own client codec (proxy/h2), used
-// when the cluster's H2Pool is in its own-codec mode (OUTRIDER_H2_CODEC=own):
+// when the cluster's H2Pool is in its own-codec mode (the default):
 // the request goes out from the stream's goroutine with ClientStream's
 // writes (their flow control is the backpressure), the response is read
 // with ReadHeaders and ReadData, on the stream's goroutine or on the pump's
