@@ -32,9 +32,9 @@ type h2Server struct {
 	srv  *http2.Server
 	base *http.Server
 	lim  h2Limits // flood limits (h2limits.go)
-	// own selects outrider's own codec (h2own.go; the default, unless
-	// OUTRIDER_H2_CODEC=xnet)
-	// over x/net's; ownPool holds its *ownStream objects.
+	// own selects outrider's own codec (h2own.go) over x/net's: the
+	// default, unless OUTRIDER_H2_CODEC=xnet. ownPool holds its
+	// *ownStream objects.
 	own     bool
 	ownPool *sync.Pool
 }
