@@ -138,7 +138,7 @@ type Stream struct {
 	RouteName                      string
 	VirtualHostName                string
 	UpstreamCluster                string
-	UpstreamHost                   string // "ip:port" of the chosen endpoint
+	UpstreamHost                   netip.AddrPort // the chosen endpoint; zero: none (formatted when logged)
 	UpstreamLocalAddr              string
 	UpstreamTransportFailureReason string
 	RequestID                      string

@@ -93,7 +93,7 @@ func testContext() *formatter.Context {
 		BytesSent:            0,
 		RouteName:            "r1",
 		UpstreamCluster:      "locations",
-		UpstreamHost:         "10.0.2.1:80",
+		UpstreamHost:         netip.MustParseAddrPort("10.0.2.1:80"),
 		RequestID:            "cc21d9b0-cf5c-432b-8c7e-98aeb7988cd2",
 	}
 	return &formatter.Context{Stream: s, Request: req, Response: resp, Trailers: tr,

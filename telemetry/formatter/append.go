@@ -124,7 +124,10 @@ func (f *Formatter) appendPart(dst []byte, p *part, ctx *Context) ([]byte, bool)
 	case kResponseDuration:
 		return appendMillis(dst, s.FirstUpstreamRxByte)
 	case kUpstreamHost:
-		return appendStr(dst, s.UpstreamHost)
+		if !s.UpstreamHost.IsValid() {
+			return dst, false
+		}
+		return s.UpstreamHost.AppendTo(dst), true
 	case kUpstreamCluster:
 		return appendStr(dst, s.UpstreamCluster)
 	case kUpstreamLocalAddr:
@@ -151,7 +154,7 @@ func (f *Formatter) appendPart(dst []byte, p *part, ctx *Context) ([]byte, bool)
 	case kUpstreamAttemptCount:
 		// Stream does not count attempts; a stream that reached an upstream
 		// made at least one.
-		if s.UpstreamHost == "" && s.UpstreamCluster == "" {
+		if !s.UpstreamHost.IsValid() && s.UpstreamCluster == "" {
 			return append(dst, '0'), true
 		}
 		return append(dst, '1'), true

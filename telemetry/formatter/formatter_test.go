@@ -43,7 +43,7 @@ func testContext() *Context {
 		BytesSent:            22,
 		RouteName:            "r1",
 		UpstreamCluster:      "backend",
-		UpstreamHost:         "10.9.9.9:80",
+		UpstreamHost:         netip.MustParseAddrPort("10.9.9.9:80"),
 		UpstreamLocalAddr:    "10.8.8.8:4444",
 		RequestID:            "rid-1",
 	}

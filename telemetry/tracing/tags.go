@@ -174,9 +174,10 @@ func FinalizeDownstream(span Span, cfg *TagConfig, req, resp, trailers *headers.
 // finishes it (HttpTracerUtility::finalizeUpstreamSpan).
 func FinalizeUpstream(span Span, cfg *TagConfig, req *headers.Map, info *streaminfo.Stream, end time.Time) {
 	span.SetTag(TagHTTPProtocol, protocol(info))
-	if info.UpstreamHost != "" {
-		span.SetTag(TagUpstreamAddress, info.UpstreamHost)
-		span.SetTag(TagPeerAddress, info.UpstreamHost)
+	if info.UpstreamHost.IsValid() {
+		host := info.UpstreamHost.String()
+		span.SetTag(TagUpstreamAddress, host)
+		span.SetTag(TagPeerAddress, host)
 	}
 	setCommonTags(span, cfg, req, info)
 	span.Finish(end)

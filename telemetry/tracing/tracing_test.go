@@ -1,6 +1,7 @@
 package tracing
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -209,7 +210,7 @@ func TestGRPCAndVerboseTags(t *testing.T) {
 }
 
 func TestFinalizeUpstreamTags(t *testing.T) {
-	info := &streaminfo.Stream{Protocol: "HTTP/1.1", ResponseCode: 200, UpstreamCluster: "c", UpstreamHost: "10.0.0.1:443", BytesSent: 3}
+	info := &streaminfo.Stream{Protocol: "HTTP/1.1", ResponseCode: 200, UpstreamCluster: "c", UpstreamHost: netip.MustParseAddrPort("10.0.0.1:443"), BytesSent: 3}
 	s := &recSpan{tags: map[string]string{}}
 	FinalizeUpstream(s, &TagConfig{}, req(), info, time.Now())
 	for k, v := range map[string]string{"upstream_address": "10.0.0.1:443", "peer.address": "10.0.0.1:443",

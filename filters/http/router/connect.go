@@ -58,7 +58,7 @@ func (f *filter) connectRetry() bool {
 		return false
 	}
 	f.host = h
-	f.cb.Info().UpstreamHost = h.String()
+	f.cb.Info().UpstreamHost = h.Addr
 	return true
 }
 

@@ -265,7 +265,7 @@ func (h *hedging) win(t *hedgeTry) {
 	}
 	h.end()
 	f.pc, f.codec, f.host = t.pc, t.codec, t.host
-	f.cb.Info().UpstreamHost = t.host.String()
+	f.cb.Info().UpstreamHost = t.host.Addr
 	f.tryDeadline = time.Time{}
 	f.awaitResponse()
 }

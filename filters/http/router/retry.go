@@ -265,7 +265,7 @@ func (f *filter) tryRetry(why retryOn, before func()) bool {
 		f.cb.SendLocalReply(503, "no healthy upstream", "no_healthy_upstream", streaminfo.NoHealthyUpstream)
 		return true
 	}
-	f.cb.Info().UpstreamHost = f.host.String()
+	f.cb.Info().UpstreamHost = f.host.Addr
 	if f.h2on {
 		if f.noBody {
 			f.h2Send(f.cb.RequestHeaders(), true)

@@ -246,7 +246,7 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 		f.cb.SendLocalReply(503, "no healthy upstream", "no_healthy_upstream", streaminfo.NoHealthyUpstream)
 		return httpfilter.Stop
 	}
-	info.UpstreamHost = f.host.String()
+	info.UpstreamHost = f.host.Addr
 
 	r.RewriteRequest(h)
 	if r.AutoHostRewrite() && f.host.Hostname != "" {

@@ -163,7 +163,7 @@ func (f *filter) ServeConn(c *netfilter.Conn) {
 	// host turns unhealthy.
 	defer up.Host().CloseOnHealthFailure(func() { _ = c.Close(); _ = up.Close() })()
 	if info != nil {
-		info.UpstreamHost = up.Host().String()
+		info.UpstreamHost = up.Host().Addr
 		if a, ok := up.LocalAddr().(*net.TCPAddr); ok {
 			info.UpstreamLocalAddr = a.String()
 		}

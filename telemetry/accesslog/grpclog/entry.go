@@ -109,8 +109,8 @@ func common(ctx *formatter.Context) *alsdatav3.AccessLogCommon {
 	c.UpstreamCluster = s.UpstreamCluster
 	c.RouteName = s.RouteName
 	c.UpstreamTransportFailureReason = s.UpstreamTransportFailureReason
-	if ap, err := netip.ParseAddrPort(s.UpstreamHost); err == nil {
-		c.UpstreamRemoteAddress = addr(ap)
+	if s.UpstreamHost.IsValid() {
+		c.UpstreamRemoteAddress = addr(s.UpstreamHost)
 	}
 	if ap, err := netip.ParseAddrPort(s.UpstreamLocalAddr); err == nil {
 		c.UpstreamLocalAddress = addr(ap)
