@@ -72,75 +72,30 @@ func (p *H2Pool) DoneStream(ctx context.Context, s *h2.ClientStream) {
 
 // openOwn opens the stream on a pooled connection, or on a new one.
 func (p *H2Pool) openOwn(ctx context.Context, req *headers.Map, end bool) (*h2.ClientStream, error) {
-	c := p.cluster
-	r := c.resFor(ctx)
-	pending := false
-	defer func() {
-		if pending {
-			c.Stats.UpstreamRqPendingActive().Dec()
-			r.pending.release()
+	var openErr error
+	s, err := acquireConn(p, ctx, func() (*h2.ClientStream, pick) {
+		oc := p.pickOwn()
+		if oc == nil {
+			return nil, pickNone
 		}
-	}()
-	overflowed := false
-	for range 1 << 20 { // bounded; each round opens, dials or waits for a change
-		if oc := p.pickOwn(); oc != nil {
-			s, err := oc.cc.NewStream(req, end)
-			if errors.Is(err, h2.ErrCannotTakeStream) {
-				p.sweepOwn()
-				continue // taken meanwhile, or the connection ended: look again
-			}
-			return s, err
+		s, err := oc.cc.NewStream(req, end)
+		if errors.Is(err, h2.ErrCannotTakeStream) {
+			p.sweepOwn()
+			return nil, pickAgain // taken meanwhile, or the connection ended
 		}
-		if !pending {
-			if !r.pending.tryAcquire(r.pending.max) {
-				c.Stats.UpstreamRqPendingOverflow().Inc()
-				return nil, &OverflowError{Cluster: c.Name, Limit: "max_pending_requests"}
-			}
-			pending = true
-			c.Stats.UpstreamRqPendingTotal().Inc()
-			c.Stats.UpstreamRqPendingActive().Inc()
-		}
-		p.mu.Lock()
-		if d := p.dialing; d != nil {
-			p.mu.Unlock()
-			select {
-			case <-d:
-				continue
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		ch := r.freed.register()
-		if !r.hostCxFull(p.host) && r.cx.tryAcquire(r.cx.max) {
-			r.freed.done()
-			d := make(chan struct{})
-			p.dialing = d
-			p.mu.Unlock()
-			oc, err := p.dialOwn(ctx)
-			p.mu.Lock()
-			p.dialing = nil
-			if oc != nil {
-				p.oconns = append(p.oconns, oc)
-			}
-			p.mu.Unlock()
-			close(d)
-			if err != nil {
-				return nil, err
-			}
-			continue
-		}
-		p.mu.Unlock()
-		if !overflowed {
-			overflowed = true
-			c.Stats.UpstreamCxOverflow().Inc()
-		}
-		err := wait(ctx, ch)
-		r.freed.done()
+		openErr = err
+		return s, picked
+	}, func(ctx context.Context) (func(), error) {
+		oc, err := p.dialOwn(ctx)
 		if err != nil {
 			return nil, err
 		}
+		return func() { p.oconns = append(p.oconns, oc) }, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, &OverflowError{Cluster: c.Name, Limit: "max_connections"}
+	return s, openErr
 }
 
 // pickOwn is a pooled connection that takes a stream now, counted against

@@ -153,7 +153,37 @@ func (p *H2Pool) sweep() {
 // GetClientConn implements http2.ClientConnPool: a connection with room for
 // one more stream (reserved), or a new one.
 func (p *H2Pool) GetClientConn(req *http.Request, _ string) (*http2.ClientConn, error) {
-	ctx := req.Context()
+	return acquireConn(p, req.Context(), func() (*http2.ClientConn, pick) {
+		if cc := p.reserve(); cc != nil {
+			return cc, picked
+		}
+		return nil, pickNone
+	}, func(ctx context.Context) (func(), error) {
+		hc, err := p.dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return func() { p.conns = append(p.conns, hc) }, nil
+	})
+}
+
+// pick is what a pool's pick function found.
+type pick uint8
+
+const (
+	pickNone  pick = iota // no pooled connection has room
+	picked                // done: the result is ready
+	pickAgain             // a connection was taken meanwhile: look again
+)
+
+// acquireConn is the loop both HTTP/2 codecs' pools share: take a stream on
+// a pooled connection (use), else dial one within max_connections (one dial
+// at a time per pool: the others wait for it and look again; dial's add
+// runs under p.mu to pool the new connection), else wait for a freed
+// connection slot. The request counts against max_pending_requests while it
+// waits; overflows count as Envoy counts them.
+func acquireConn[T any](p *H2Pool, ctx context.Context, use func() (T, pick), dial func(context.Context) (add func(), err error)) (T, error) {
+	var zero T
 	c := p.cluster
 	r := c.resFor(ctx)
 	pending := false
@@ -164,14 +194,17 @@ func (p *H2Pool) GetClientConn(req *http.Request, _ string) (*http2.ClientConn, 
 		}
 	}()
 	overflowed := false
-	for range 1 << 20 { // bounded; each round dials or waits for a change
-		if cc := p.reserve(); cc != nil {
-			return cc, nil
+	for range 1 << 20 { // bounded; each round uses, dials or waits for a change
+		switch v, got := use(); got {
+		case picked:
+			return v, nil
+		case pickAgain:
+			continue
 		}
 		if !pending {
 			if !r.pending.tryAcquire(r.pending.max) {
 				c.Stats.UpstreamRqPendingOverflow().Inc()
-				return nil, &OverflowError{Cluster: c.Name, Limit: "max_pending_requests"}
+				return zero, &OverflowError{Cluster: c.Name, Limit: "max_pending_requests"}
 			}
 			pending = true
 			c.Stats.UpstreamRqPendingTotal().Inc()
@@ -184,7 +217,7 @@ func (p *H2Pool) GetClientConn(req *http.Request, _ string) (*http2.ClientConn, 
 			case <-d:
 				continue
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return zero, ctx.Err()
 			}
 		}
 		ch := r.freed.register()
@@ -193,16 +226,16 @@ func (p *H2Pool) GetClientConn(req *http.Request, _ string) (*http2.ClientConn, 
 			d := make(chan struct{})
 			p.dialing = d
 			p.mu.Unlock()
-			hc, err := p.dial(ctx)
+			add, err := dial(ctx)
 			p.mu.Lock()
 			p.dialing = nil
-			if hc != nil {
-				p.conns = append(p.conns, hc)
+			if add != nil {
+				add()
 			}
 			p.mu.Unlock()
 			close(d)
 			if err != nil {
-				return nil, err
+				return zero, err
 			}
 			continue
 		}
@@ -214,10 +247,10 @@ func (p *H2Pool) GetClientConn(req *http.Request, _ string) (*http2.ClientConn, 
 		err := wait(ctx, ch)
 		r.freed.done()
 		if err != nil {
-			return nil, err
+			return zero, err
 		}
 	}
-	return nil, &OverflowError{Cluster: c.Name, Limit: "max_connections"}
+	return zero, &OverflowError{Cluster: c.Name, Limit: "max_connections"}
 }
 
 // reserve reserves a stream on a pooled connection with room, or returns nil.
