@@ -2,9 +2,7 @@ package upstream
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"net"
 	"os"
 	"time"
 
@@ -126,30 +124,10 @@ func (p *H2Pool) pickOwn() *ownConn {
 // on the connection, holding one max_connections slot until it closes.
 func (p *H2Pool) dialOwn(ctx context.Context) (*ownConn, error) {
 	c := p.cluster
-	release := c.resFor(ctx).releaseCx
-	uc, err := c.Dial(ctx, p.host)
+	cl, err := p.connect(ctx)
 	if err != nil {
-		release()
 		return nil, err
 	}
-	var conn net.Conn = uc
-	if tr := c.TransportFor(p.host); tr != nil {
-		if conn, err = c.wrap(ctx, tr, uc, p.tls); err != nil {
-			uc.Close()
-			release()
-			return nil, &ConnectError{Cluster: c.Name, Host: p.host.String(), Err: err}
-		}
-		if c.protocol.proto == ProtocolAuto {
-			if cs, ok := conn.(interface{ ConnectionState() tls.ConnectionState }); !ok ||
-				cs.ConnectionState().NegotiatedProtocol != "h2" {
-				p.host.flags.store(fH1Only, true)
-				conn.Close()
-				release()
-				return nil, ErrNoH2
-			}
-		}
-	}
-	cl := &closeConn{Conn: conn, uc: uc, done: release}
 	_, maxHeaderBytes := c.ResponseLimits(true)
 	cc, err := h2.NewClientConn(cl, &h2.ClientConfig{
 		MaxHeaderListSize:    uint32(maxHeaderBytes),

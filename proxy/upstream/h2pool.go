@@ -279,9 +279,12 @@ func (p *H2Pool) reserve() *http2.ClientConn {
 	return nil
 }
 
-// dial connects (TLS when configured) and starts HTTP/2 on the connection,
-// holding one max_connections slot until it closes.
-func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
+// connect dials the host for an HTTP/2 connection of either codec: TCP,
+// then TLS when configured (with auto_config, a peer that does not choose h2
+// in ALPN marks the host HTTP/1-only and fails with ErrNoH2). The returned
+// closeConn, over the TLS connection if any, holds one max_connections slot,
+// given back when it closes.
+func (p *H2Pool) connect(ctx context.Context) (*closeConn, error) {
 	c := p.cluster
 	release := c.resFor(ctx).releaseCx
 	uc, err := c.Dial(ctx, p.host)
@@ -306,10 +309,20 @@ func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
 			}
 		}
 	}
-	cl := &closeConn{Conn: conn, uc: uc, done: release}
+	return &closeConn{Conn: conn, uc: uc, done: release}, nil
+}
+
+// dial connects (TLS when configured) and starts HTTP/2 on the connection,
+// holding one max_connections slot until it closes.
+func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
+	c := p.cluster
+	cl, err := p.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
 	cc, err := p.tr.NewClientConn(newBatchConn(cl))
 	if err != nil {
-		conn.Close()
+		cl.Close() // gives the max_connections slot back
 		return nil, &ConnectError{Cluster: c.Name, Host: p.host.String(), Err: err}
 	}
 	c.Stats.UpstreamCxHttp2Total().Inc()
