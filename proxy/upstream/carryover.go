@@ -182,11 +182,7 @@ func (p *Pool) handOver(np *Pool) {
 	p.mu.Lock()
 	p.closed = true
 	p.next = np
-	idle := p.idle
-	p.idle = nil
-	for _, pc := range idle {
-		pc.inIdle = false
-	}
+	idle := p.takeIdleLocked()
 	p.mu.Unlock()
 	for _, pc := range idle {
 		if pc.timer != nil && !pc.timer.Stop() {

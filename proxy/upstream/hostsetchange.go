@@ -36,11 +36,7 @@ func (h *Host) drainConns() {
 func (p *Pool) DrainConns() {
 	p.mu.Lock()
 	p.drains++
-	idle := p.idle
-	p.idle = nil
-	for _, pc := range idle {
-		pc.inIdle = false
-	}
+	idle := p.takeIdleLocked()
 	p.mu.Unlock()
 	for _, pc := range idle {
 		pc.destroy()

@@ -401,15 +401,21 @@ func (p *Pool) Idle() int {
 func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
+	idle := p.takeIdleLocked()
+	p.mu.Unlock()
+	for _, pc := range idle {
+		pc.destroy()
+	}
+}
+
+// takeIdleLocked empties the idle list and returns what it held; p.mu held.
+func (p *Pool) takeIdleLocked() []*PooledConn {
 	idle := p.idle
 	p.idle = nil
 	for _, pc := range idle {
 		pc.inIdle = false
 	}
-	p.mu.Unlock()
-	for _, pc := range idle {
-		pc.destroy()
-	}
+	return idle
 }
 
 // peekAfter is how long a connection must have been idle before takeIdle
