@@ -15,6 +15,7 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
@@ -233,4 +234,38 @@ func startH2C(t *testing.T) (string, *atomic.Int64) {
 		}
 	}()
 	return ln.Addr().String(), accepts
+}
+
+// h2Get sends a GET through p with the codec p is in (OpenStream for the
+// own codec, RoundTrip for x/net's) and ends it.
+func h2Get(t *testing.T, p *H2Pool) {
+	t.Helper()
+	ctx := context.Background()
+	if !p.OwnCodec() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://x/", nil)
+		resp, err := p.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		p.Done()
+		return
+	}
+	var req headers.Map
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
+		req.Set(f[0], f[1])
+	}
+	s, err := p.OpenStream(ctx, &req, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReadHeaders(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for range 1000 {
+		if _, err := s.ReadData(time.Now().Add(5 * time.Second)); err != nil {
+			break
+		}
+	}
+	p.DoneStream(ctx, s)
 }
