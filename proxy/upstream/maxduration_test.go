@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"context"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -80,16 +79,7 @@ func TestMaxConnectionDurationH2(t *testing.T) {
 	c := mustAdd(t, m, poolCluster(addr,
 		`,"http2_protocol_options":{},"common_http_protocol_options":{"max_connection_duration":"0.2s"}`))
 	p := c.H2Pool(c.Hosts()[0])
-	get := func() {
-		t.Helper()
-		req, _ := http.NewRequestWithContext(context.Background(), "GET", "http://x/", nil)
-		resp, err := p.RoundTrip(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		p.Done()
-	}
+	get := func() { t.Helper(); h2Get(t, p) }
 	get()
 	get()
 	waitFor(t, "the connection closed at its max duration", func() bool {
