@@ -124,25 +124,6 @@ func (cc *ClientConn) encodeRequestLocked(req *headers.Map) {
 	}
 }
 
-// appendHeaderBlockLocked queues a HEADERS frame, and CONTINUATION frames
-// when the block is larger than the server's max frame size.
-func (cc *ClientConn) appendHeaderBlockLocked(id uint32, block []byte, end bool) {
-	typ, flags := frameHeaders, byte(0)
-	if end {
-		flags = flagEndStream
-	}
-	for first := true; first || len(block) > 0; first = false {
-		n := min(len(block), int(cc.peerMaxFrame))
-		f := flags
-		if n == len(block) {
-			f |= flagEndHeaders
-		}
-		cc.wbuf = appendFrame(cc.wbuf, typ, f, id, block[:n])
-		block = block[n:]
-		typ, flags = frameContinuation, 0
-	}
-}
-
 // ID is the stream id.
 func (s *ClientStream) ID() uint32 { return s.id }
 
@@ -457,17 +438,6 @@ func (s *ClientStream) creditLocked(n int32) {
 		s.cc.wbuf = appendWindowUpdate(s.cc.wbuf, s.id, uint32(s.recvUnacked))
 		s.recvWindow += s.recvUnacked
 		s.recvUnacked = 0
-	}
-}
-
-// creditConnLocked gives n connection-window bytes back, in batches of
-// half the window.
-func (cc *ClientConn) creditConnLocked(n int64) {
-	cc.recvUnacked += n
-	if cc.recvUnacked >= int64(cc.cfg.InitialConnWindowSize)/2 {
-		cc.wbuf = appendWindowUpdate(cc.wbuf, 0, uint32(cc.recvUnacked))
-		cc.recvWindow += cc.recvUnacked
-		cc.recvUnacked = 0
 	}
 }
 

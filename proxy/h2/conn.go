@@ -6,7 +6,6 @@
 package h2
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -16,8 +15,6 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-
-	"github.com/outrider-proxy/outrider/proxy/buffer"
 )
 
 // ServerConfig holds a connection's settings; the zero value (or nil) is
@@ -92,15 +89,11 @@ var ErrConnClosed = errors.New("h2: connection closed")
 
 // Conn is one server-side HTTP/2 connection.
 type Conn struct {
-	nc  net.Conn
+	connCore
 	cfg ServerConfig
 	h   Handler
 
 	// Read loop only.
-	rslab       *buffer.Slice // nil while idle with nothing unread
-	rb          []byte        // rslab's bytes; unread ones are rb[r:w]
-	small       [256]byte     // what an idle connection reads into (fill)
-	r, w        int
 	dec         *hpack.Decoder
 	hb          hblock
 	maxID       uint32 // highest client stream id seen
@@ -109,7 +102,7 @@ type Conn struct {
 	quit        chan struct{} // closed when the connection ends
 	scratch     []byte        // cookie joining
 
-	mu       sync.Mutex
+	// Guarded by mu.
 	idle     sync.Cond // signalled when handlers reaches 0
 	streams  map[uint32]*Stream
 	handlers int // ServeStream calls running
@@ -118,22 +111,7 @@ type Conn struct {
 	// socket: as in Envoy's codec, a burst of HEADERS read together counts
 	// whole even when early ones are answered meanwhile.
 	open, freed int
-	closed      bool
 	closeErr    error
-
-	wbuf, wspare []byte
-	flushing     bool
-	werr         error
-	writeWait    int // streams waiting for the write buffer to drain
-	enc          *hpack.Encoder
-	encBuf       bytes.Buffer
-	intern       map[string]string
-
-	peerWindow   int32  // the client's SETTINGS_INITIAL_WINDOW_SIZE
-	peerMaxFrame uint32 // the client's SETTINGS_MAX_FRAME_SIZE
-	sendWindow   int64  // connection-level send window
-	recvWindow   int64  // connection-level bytes the client may still send
-	recvUnacked  int64  // consumed bytes not yet given back
 
 	goAwaySent  bool
 	goAwayLast  uint32 // last stream id of the final GOAWAY; streams above it are ignored
@@ -141,7 +119,6 @@ type Conn struct {
 	goAwayRecv  bool
 	idleTimer   *time.Timer     // IdleTimeout's; nil: none
 	pingTimer   *time.Timer     // PingInterval's; nil: none
-	lastRead    atomic.Int64    // when the last bytes arrived (unix nanoseconds), for PingInterval
 	recentReset [16]resetStream // streams this side reset lately: their late frames are ignored
 	recentIdx   int
 }
@@ -154,19 +131,15 @@ func NewConn(nc net.Conn, cfg *ServerConfig, h Handler) *Conn {
 	}
 	cf = cf.withDefaults()
 	c := &Conn{
-		nc: nc, cfg: cf, h: h,
-		jobs:         make(chan *Stream),
-		quit:         make(chan struct{}),
-		streams:      make(map[uint32]*Stream),
-		peerWindow:   defaultWindow,
-		peerMaxFrame: minMaxFrame,
-		sendWindow:   defaultWindow,
-		recvWindow:   int64(cf.InitialConnWindowSize),
-		goAwayLast:   maxWindow,
-		intern:       make(map[string]string),
+		cfg: cf, h: h,
+		jobs:       make(chan *Stream),
+		quit:       make(chan struct{}),
+		streams:    make(map[uint32]*Stream),
+		goAwayLast: maxWindow,
 	}
+	c.initCore(nc, c, cf.MaxFrameSize, cf.InitialConnWindowSize, cf.PingInterval > 0)
+	c.intern = make(map[string]string)
 	c.idle.L = &c.mu
-	c.enc = hpack.NewEncoder(&c.encBuf)
 	c.dec = hpack.NewDecoder(cf.HeaderTableSize, c.onField)
 	c.dec.SetMaxStringLength(maxBlockBytes(cf.MaxHeaderListSize))
 	return c
@@ -214,10 +187,7 @@ func (c *Conn) Serve() error {
 	}
 	c.mu.Unlock()
 	close(c.quit)
-	if c.rslab != nil {
-		c.rslab.Release()
-		c.rslab, c.rb = nil, nil
-	}
+	c.releaseReadBuf()
 	return err
 }
 
@@ -360,17 +330,6 @@ func (c *Conn) closeIfIdleLocked() {
 		c.flushAllLocked()
 		c.closeLocked(nil)
 	}
-}
-
-// flushAllLocked sends the write buffer before the connection closes,
-// waiting (a bounded while) for a write in progress on another goroutine.
-func (c *Conn) flushAllLocked() {
-	for i := 0; c.flushing && i < 1000; i++ {
-		c.mu.Unlock()
-		time.Sleep(time.Millisecond)
-		c.mu.Lock()
-	}
-	c.flushLocked()
 }
 
 // ActiveStreams is the number of streams open or still being handled.

@@ -17,34 +17,6 @@ const internMax = 512
 
 var errNoStatus = errors.New("h2: response headers without :status")
 
-// flushLocked sends the write buffer unless another goroutine is already
-// sending it (that one sends what was queued meanwhile too). c.mu is
-// released during the write.
-func (c *Conn) flushLocked() {
-	if c.flushing || len(c.wbuf) == 0 || c.closed || c.werr != nil {
-		return
-	}
-	c.flushing = true
-	for len(c.wbuf) > 0 && c.werr == nil && !c.closed {
-		buf := c.wbuf
-		c.wbuf = c.wspare[:0]
-		c.mu.Unlock()
-		_, err := c.nc.Write(buf)
-		c.mu.Lock()
-		if cap(buf) <= 4*writeHighWater {
-			c.wspare = buf[:0]
-		} else {
-			c.wspare = nil
-		}
-		if err != nil {
-			c.werr = err
-			c.closeLocked(err)
-		}
-		c.wakeWritersLocked()
-	}
-	c.flushing = false
-}
-
 // wakeWritersLocked wakes the streams waiting to write.
 func (c *Conn) wakeWritersLocked() {
 	if c.writeWait == 0 {
@@ -55,20 +27,6 @@ func (c *Conn) wakeWritersLocked() {
 			s.cond.Broadcast()
 		}
 	}
-}
-
-// str returns b as a string the HPACK encoder may keep in its dynamic
-// table, reusing one made before for the same bytes.
-func (c *Conn) str(b []byte) string {
-	if s, ok := c.intern[string(b)]; ok {
-		return s
-	}
-	s := string(b)
-	if len(c.intern) >= internMax {
-		clear(c.intern)
-	}
-	c.intern[s] = s
-	return s
 }
 
 // encodeLocked HPACK-encodes h into c.encBuf: :status first for a
@@ -97,25 +55,6 @@ func connectionSpecific(name []byte) bool {
 		return true
 	}
 	return false
-}
-
-// appendHeaderBlockLocked queues a HEADERS frame, and CONTINUATION frames
-// when the block is larger than the client's max frame size.
-func (c *Conn) appendHeaderBlockLocked(id uint32, block []byte, end bool) {
-	typ, flags := frameHeaders, byte(0)
-	if end {
-		flags = flagEndStream
-	}
-	for first := true; first || len(block) > 0; first = false {
-		n := min(len(block), int(c.peerMaxFrame))
-		f := flags
-		if n == len(block) {
-			f |= flagEndHeaders
-		}
-		c.wbuf = appendFrame(c.wbuf, typ, f, id, block[:n])
-		block = block[n:]
-		typ, flags = frameContinuation, 0
-	}
 }
 
 // writableLocked is the error a write gets now; nil: it may go ahead.
@@ -240,6 +179,9 @@ func (s *Stream) WriteData(p []byte, end bool) error {
 	c.flushLocked()
 	return s.errAfterFlushLocked()
 }
+
+// writeFailedLocked closes the connection after a failed write.
+func (c *Conn) writeFailedLocked(err error) { c.closeLocked(err) }
 
 // errAfterFlushLocked reports a write failure of the connection.
 func (s *Stream) errAfterFlushLocked() error {
