@@ -146,7 +146,8 @@ func NewClientConn(nc net.Conn, cfg *ClientConfig) (*ClientConn, error) {
 		done:           make(chan struct{}),
 		peerMaxStreams: 100, // until the server's SETTINGS say otherwise, as x/net
 	}
-	cc.initCore(nc, cc, cf.MaxFrameSize, cf.InitialConnWindowSize, cf.PingInterval > 0)
+	cc.initCore(nc, cc, cf.MaxFrameSize, cf.InitialConnWindowSize, cf.InitialStreamWindowSize, cf.PingInterval > 0)
+	cc.rxMin = 16 << 10
 	cc.lastRead.Store(time.Now().UnixNano())
 	cc.enc.SetMaxDynamicTableSizeLimit(cf.HeaderTableSize)
 	if cf.HeaderTableSize > 0 {

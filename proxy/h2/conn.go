@@ -137,7 +137,7 @@ func NewConn(nc net.Conn, cfg *ServerConfig, h Handler) *Conn {
 		streams:    make(map[uint32]*Stream),
 		goAwayLast: maxWindow,
 	}
-	c.initCore(nc, c, cf.MaxFrameSize, cf.InitialConnWindowSize, cf.PingInterval > 0)
+	c.initCore(nc, c, cf.MaxFrameSize, cf.InitialConnWindowSize, cf.InitialStreamWindowSize, cf.PingInterval > 0)
 	c.intern = make(map[string]string)
 	c.idle.L = &c.mu
 	c.dec = hpack.NewDecoder(cf.HeaderTableSize, c.onField)

@@ -41,9 +41,11 @@ type connCore struct {
 	nc   net.Conn
 	role connRole
 
-	maxFrame   uint32 // the largest frame payload accepted
-	connWindow uint32 // the connection's receive window, credited in halves
-	pingOn     bool   // keepalive PINGs on: lastRead is kept
+	maxFrame     uint32 // the largest frame payload accepted
+	connWindow   uint32 // the connection's receive window, credited in halves
+	streamWindow uint32 // each stream's receive window, credited in halves
+	rxMin        int    // the smallest receive buffer a stream takes
+	pingOn       bool   // keepalive PINGs on: lastRead is kept
 
 	// Read loop only.
 	rslab *buffer.Slice // nil while idle with nothing unread (server only)
@@ -72,9 +74,9 @@ type connCore struct {
 }
 
 // initCore sets the core's fields for a new connection.
-func (c *connCore) initCore(nc net.Conn, role connRole, maxFrame, connWindow uint32, pingOn bool) {
+func (c *connCore) initCore(nc net.Conn, role connRole, maxFrame, connWindow, streamWindow uint32, pingOn bool) {
 	c.nc, c.role = nc, role
-	c.maxFrame, c.connWindow, c.pingOn = maxFrame, connWindow, pingOn
+	c.maxFrame, c.connWindow, c.streamWindow, c.pingOn = maxFrame, connWindow, streamWindow, pingOn
 	c.peerWindow = defaultWindow
 	c.peerMaxFrame = minMaxFrame
 	c.sendWindow = defaultWindow

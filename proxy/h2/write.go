@@ -58,15 +58,7 @@ func connectionSpecific(name []byte) bool {
 }
 
 // writableLocked is the error a write gets now; nil: it may go ahead.
-func (s *Stream) writableLocked() error {
-	switch {
-	case s.err != nil:
-		return s.err
-	case s.localEnded:
-		return errEnded
-	}
-	return nil
-}
+func (s *Stream) writableLocked() error { return s.streamCore.writableLocked(errEnded) }
 
 // WriteHeaders queues the response headers (":status" from h, 1xx allowed
 // before the final ones) and sends them at once when end, else with the
@@ -137,44 +129,12 @@ func (s *Stream) WriteData(p []byte, end bool) error {
 	if !s.headersSent {
 		return errors.New("h2: data before response headers")
 	}
-	for {
-		if err := s.writableLocked(); err != nil {
-			return err
-		}
-		if len(p) == 0 {
-			if end {
-				c.wbuf = appendFrameHeader(c.wbuf, 0, frameData, flagEndStream, s.id)
-				s.localEndLocked()
-			}
-			break
-		}
-		avail := min(s.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
-		if avail <= 0 || len(c.wbuf) >= writeHighWater {
-			if len(c.wbuf) > 0 && !c.flushing {
-				// What is queued goes before waiting on the client; the
-				// lock was released meanwhile, so look again.
-				c.flushLocked()
-				continue
-			}
-			if err := s.waitWriteLocked(); err != nil {
-				return err
-			}
-			continue
-		}
-		n := int(min(int64(len(p)), avail))
-		last := end && n == len(p)
-		var flags byte
-		if last {
-			flags = flagEndStream
-		}
-		c.wbuf = appendFrame(c.wbuf, frameData, flags, s.id, p[:n])
-		s.sendWindow -= int64(n)
-		c.sendWindow -= int64(n)
-		p = p[n:]
-		if last {
-			s.localEndLocked()
-			break
-		}
+	ended, err := s.sendDataLocked(p, end, errEnded)
+	if err != nil {
+		return err
+	}
+	if ended {
+		s.localEndLocked()
 	}
 	c.flushLocked()
 	return s.errAfterFlushLocked()
@@ -189,16 +149,6 @@ func (s *Stream) errAfterFlushLocked() error {
 		return ErrConnClosed
 	}
 	return nil
-}
-
-func (s *Stream) waitWriteLocked() error {
-	c := s.c
-	s.writeWaiting = true
-	c.writeWait++
-	err := s.waitLocked(s.writeDeadline)
-	c.writeWait--
-	s.writeWaiting = false
-	return err
 }
 
 // Flush sends what the stream queued (headers written without end).
