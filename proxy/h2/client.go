@@ -48,18 +48,11 @@ type ClientConfig struct {
 }
 
 func (cfg ClientConfig) withDefaults() ClientConfig {
-	def := func(v *uint32, d uint32) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	def(&cfg.InitialStreamWindowSize, 1<<20)
-	def(&cfg.InitialConnWindowSize, 8<<20)
-	def(&cfg.MaxFrameSize, minMaxFrame)
-	def(&cfg.MaxHeaderListSize, 60<<10)
-	cfg.InitialStreamWindowSize = min(cfg.InitialStreamWindowSize, maxWindow)
-	cfg.InitialConnWindowSize = min(max(cfg.InitialConnWindowSize, defaultWindow), maxWindow)
-	cfg.MaxFrameSize = min(max(cfg.MaxFrameSize, minMaxFrame), maxMaxFrame)
+	defaultTo(&cfg.InitialStreamWindowSize, 1<<20)
+	defaultTo(&cfg.InitialConnWindowSize, 8<<20)
+	defaultTo(&cfg.MaxFrameSize, minMaxFrame)
+	defaultTo(&cfg.MaxHeaderListSize, 60<<10)
+	clampSettings(&cfg.InitialStreamWindowSize, &cfg.InitialConnWindowSize, &cfg.MaxFrameSize)
 	if cfg.PingTimeout <= 0 {
 		cfg.PingTimeout = 15 * time.Second
 	}
@@ -113,8 +106,7 @@ type ClientConn struct {
 	cfg ClientConfig
 
 	// Read loop only.
-	dec *hpack.Decoder
-	hb  clientBlock
+	hb clientBlock
 
 	// Guarded by mu.
 	streams map[uint32]*ClientStream
@@ -154,7 +146,8 @@ func NewClientConn(nc net.Conn, cfg *ClientConfig) (*ClientConn, error) {
 		cc.intern = make(map[string]string)
 	}
 	cc.dec = hpack.NewDecoder(4096, cc.onField)
-	cc.dec.SetMaxStringLength(maxBlockBytes(cf.MaxHeaderListSize))
+	cc.maxBlock = maxBlockBytes(cf.MaxHeaderListSize)
+	cc.dec.SetMaxStringLength(cc.maxBlock)
 
 	var p []byte
 	p = appendSetting(p, http2.SettingEnablePush, 0)

@@ -55,20 +55,13 @@ type ServerConfig struct {
 }
 
 func (cfg ServerConfig) withDefaults() ServerConfig {
-	def := func(v *uint32, d uint32) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	def(&cfg.MaxConcurrentStreams, 1024)
-	def(&cfg.InitialStreamWindowSize, 1<<20)
-	def(&cfg.InitialConnWindowSize, 1<<20)
-	def(&cfg.MaxFrameSize, minMaxFrame)
-	def(&cfg.MaxHeaderListSize, 60<<10)
-	def(&cfg.HeaderTableSize, 4096)
-	cfg.InitialStreamWindowSize = min(cfg.InitialStreamWindowSize, maxWindow)
-	cfg.InitialConnWindowSize = min(max(cfg.InitialConnWindowSize, defaultWindow), maxWindow)
-	cfg.MaxFrameSize = min(max(cfg.MaxFrameSize, minMaxFrame), maxMaxFrame)
+	defaultTo(&cfg.MaxConcurrentStreams, 1024)
+	defaultTo(&cfg.InitialStreamWindowSize, 1<<20)
+	defaultTo(&cfg.InitialConnWindowSize, 1<<20)
+	defaultTo(&cfg.MaxFrameSize, minMaxFrame)
+	defaultTo(&cfg.MaxHeaderListSize, 60<<10)
+	defaultTo(&cfg.HeaderTableSize, 4096)
+	clampSettings(&cfg.InitialStreamWindowSize, &cfg.InitialConnWindowSize, &cfg.MaxFrameSize)
 	return cfg
 }
 
@@ -94,7 +87,6 @@ type Conn struct {
 	h   Handler
 
 	// Read loop only.
-	dec         *hpack.Decoder
 	hb          hblock
 	maxID       uint32 // highest client stream id seen
 	jobs        chan *Stream
@@ -141,7 +133,8 @@ func NewConn(nc net.Conn, cfg *ServerConfig, h Handler) *Conn {
 	c.intern = make(map[string]string)
 	c.idle.L = &c.mu
 	c.dec = hpack.NewDecoder(cf.HeaderTableSize, c.onField)
-	c.dec.SetMaxStringLength(maxBlockBytes(cf.MaxHeaderListSize))
+	c.maxBlock = maxBlockBytes(cf.MaxHeaderListSize)
+	c.dec.SetMaxStringLength(c.maxBlock)
 	return c
 }
 

@@ -53,6 +53,9 @@ type connCore struct {
 	small [256]byte     // what an idle connection reads into (fill)
 	r, w  int
 
+	dec      *hpack.Decoder // read loop only
+	maxBlock int            // the largest header block accepted (maxBlockBytes)
+
 	lastRead atomic.Int64 // when the last bytes arrived (unix nanoseconds), for the PINGs
 
 	mu     sync.Mutex
@@ -342,4 +345,40 @@ func (c *connCore) windowUpdate(f *frame) (incr int64, err error) {
 	}
 	c.role.wakeWritersLocked()
 	return 0, nil
+}
+
+// feedBlock decodes fragment p of a header block of which *n bytes came
+// before, and checks the end of the block on END_HEADERS. The error is a
+// connection error; decodeFailed says the HPACK data was bad (the block
+// is dropped), as opposed to a block past maxBlock.
+func (c *connCore) feedBlock(n *int, p []byte, end bool) (decodeFailed bool, err error) {
+	*n += len(p)
+	if *n > c.maxBlock {
+		return false, connError{http2.ErrCodeEnhanceYourCalm, "header block too large"}
+	}
+	if _, err := c.dec.Write(p); err != nil {
+		return true, connError{http2.ErrCodeCompression, err.Error()}
+	}
+	if end {
+		if err := c.dec.Close(); err != nil {
+			return true, connError{http2.ErrCodeCompression, err.Error()}
+		}
+	}
+	return false, nil
+}
+
+// defaultTo sets *v to d when it is zero.
+func defaultTo(v *uint32, d uint32) {
+	if *v == 0 {
+		*v = d
+	}
+}
+
+// clampSettings bounds the settings both sides share to what RFC 9113
+// allows: windows up to 2^31-1 (the connection's at least the initial
+// 65535), frames between 16384 and 2^24-1.
+func clampSettings(streamWindow, connWindow, maxFrame *uint32) {
+	*streamWindow = min(*streamWindow, maxWindow)
+	*connWindow = min(max(*connWindow, defaultWindow), maxWindow)
+	*maxFrame = min(max(*maxFrame, minMaxFrame), maxMaxFrame)
 }
