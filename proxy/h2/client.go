@@ -1,11 +1,5 @@
 package h2
 
-// The client side of an HTTP/2 connection (RFC 9113) for upstream streams:
-// one read-loop goroutine per connection decodes frames and HPACK blocks
-// straight into pooled ClientStreams; every stream's frames are appended to
-// one write buffer under the connection mutex and sent by whichever caller
-// finds no write in progress, so many streams' frames share a syscall.
-
 import (
 	"errors"
 	"fmt"

@@ -1,8 +1,11 @@
-// Package h2 is outrider's server side of an HTTP/2 connection (RFC 9113):
-// one read loop decodes frames and HPACK blocks straight into pooled streams
-// whose handlers run on pooled workers. Every stream's frames go to one
-// connection buffer under a mutex, sent by whichever writer finds no write
-// in progress, so frames of many streams share a syscall.
+// Package h2 is outrider's own HTTP/2 codec (RFC 9113) for both ends of a
+// connection: Conn serves downstream clients, running each request stream's
+// Handler on a pooled worker, and ClientConn sends upstream requests as
+// ClientStreams opened by NewStream. On either side one read loop decodes
+// frames and HPACK blocks straight into pooled streams, and every stream's
+// frames go to one connection write buffer under a mutex, sent by whichever
+// writer finds no write in progress, so frames of many streams share a
+// syscall.
 package h2
 
 import (
