@@ -152,12 +152,7 @@ func (s *ClientStream) WriteTrailers(t *headers.Map) error {
 		return err
 	}
 	cc.encBuf.Reset()
-	for _, f := range t.Fields() {
-		if len(f.Name) == 0 || f.Name[0] == ':' || connectionSpecific(f.Name) {
-			continue
-		}
-		_ = cc.enc.WriteField(hpack.HeaderField{Name: cc.str(f.Name), Value: cc.str(f.Value)})
-	}
+	cc.encodeRegularLocked(t)
 	cc.appendHeaderBlockLocked(s.id, cc.encBuf.Bytes(), true)
 	s.localEndLocked()
 	cc.flushLocked()

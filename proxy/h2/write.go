@@ -40,13 +40,19 @@ func (c *Conn) encodeLocked(h *headers.Map, trailers bool) error {
 		}
 		_ = c.enc.WriteField(hpack.HeaderField{Name: headers.Status, Value: c.str(v)})
 	}
+	c.encodeRegularLocked(h)
+	return nil
+}
+
+// encodeRegularLocked HPACK-encodes h's regular fields into c.encBuf, but
+// the connection-specific ones.
+func (c *connCore) encodeRegularLocked(h *headers.Map) {
 	for _, f := range h.Fields() {
 		if len(f.Name) == 0 || f.Name[0] == ':' || connectionSpecific(f.Name) {
 			continue
 		}
 		_ = c.enc.WriteField(hpack.HeaderField{Name: c.str(f.Name), Value: c.str(f.Value)})
 	}
-	return nil
 }
 
 func connectionSpecific(name []byte) bool {
