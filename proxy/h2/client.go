@@ -1,17 +1,9 @@
 package h2
 
-// The client side of an HTTP/2 connection (RFC 9113) for upstream streams:
-// one read-loop goroutine per connection decodes frames and HPACK blocks
-// straight into pooled ClientStreams; every stream's frames are appended to
-// one write buffer under the connection mutex and sent by whichever caller
-// finds no write in progress, so many streams' frames share a syscall.
-
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
-	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -50,18 +42,11 @@ type ClientConfig struct {
 }
 
 func (cfg ClientConfig) withDefaults() ClientConfig {
-	def := func(v *uint32, d uint32) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	def(&cfg.InitialStreamWindowSize, 1<<20)
-	def(&cfg.InitialConnWindowSize, 8<<20)
-	def(&cfg.MaxFrameSize, minMaxFrame)
-	def(&cfg.MaxHeaderListSize, 60<<10)
-	cfg.InitialStreamWindowSize = min(cfg.InitialStreamWindowSize, maxWindow)
-	cfg.InitialConnWindowSize = min(max(cfg.InitialConnWindowSize, defaultWindow), maxWindow)
-	cfg.MaxFrameSize = min(max(cfg.MaxFrameSize, minMaxFrame), maxMaxFrame)
+	defaultTo(&cfg.InitialStreamWindowSize, 1<<20)
+	defaultTo(&cfg.InitialConnWindowSize, 8<<20)
+	defaultTo(&cfg.MaxFrameSize, minMaxFrame)
+	defaultTo(&cfg.MaxHeaderListSize, 60<<10)
+	clampSettings(&cfg.InitialStreamWindowSize, &cfg.InitialConnWindowSize, &cfg.MaxFrameSize)
 	if cfg.PingTimeout <= 0 {
 		cfg.PingTimeout = 15 * time.Second
 	}
@@ -111,44 +96,25 @@ func IsRefused(err error) bool {
 
 // ClientConn is one client-side HTTP/2 connection.
 type ClientConn struct {
-	nc  net.Conn
+	connCore
 	cfg ClientConfig
 
 	// Read loop only.
-	rslab *buffer.Slice
-	rb    []byte // rslab's bytes; unread ones are rb[r:w]
-	r, w  int
-	dec   *hpack.Decoder
-	hb    clientBlock
+	hb clientBlock
 
-	mu      sync.Mutex
+	// Guarded by mu.
 	streams map[uint32]*ClientStream
 	nextID  uint32 // the id of the next stream
-	closed  bool
-	err     error // why the connection ended, for its streams
+	err     error  // why the connection ended, for its streams
 	done    chan struct{}
 
-	wbuf, wspare []byte
-	flushing     bool
-	werr         error
-	writeWait    int // streams waiting for window or for the write buffer
-	enc          *hpack.Encoder
-	encBuf       bytes.Buffer
-	intern       map[string]string // HeaderTableSize > 0 only
-
 	peerMaxStreams uint32 // the server's SETTINGS_MAX_CONCURRENT_STREAMS
-	peerWindow     int32  // the server's SETTINGS_INITIAL_WINDOW_SIZE
-	peerMaxFrame   uint32 // the server's SETTINGS_MAX_FRAME_SIZE
-	sendWindow     int64  // connection-level send window
-	recvWindow     int64  // connection-level bytes the server may still send
-	recvUnacked    int64  // consumed bytes not yet given back
 	settingsSeen   bool
 
 	goAway     bool // GOAWAY received: no new streams
 	goAwayLast uint32
 	goAwayErr  *ClientConnError // a GOAWAY with an error code: the streams' error when the connection ends
 	pingTimer  *time.Timer
-	lastRead   int64 // unix ns of the last read; under mu
 }
 
 // NewClientConn starts HTTP/2 on nc: it writes the preface and SETTINGS
@@ -160,24 +126,22 @@ func NewClientConn(nc net.Conn, cfg *ClientConfig) (*ClientConn, error) {
 	}
 	cf = cf.withDefaults()
 	cc := &ClientConn{
-		nc: nc, cfg: cf,
+		cfg:            cf,
 		streams:        make(map[uint32]*ClientStream),
 		nextID:         1,
 		done:           make(chan struct{}),
 		peerMaxStreams: 100, // until the server's SETTINGS say otherwise, as x/net
-		peerWindow:     defaultWindow,
-		peerMaxFrame:   minMaxFrame,
-		sendWindow:     defaultWindow,
-		recvWindow:     int64(cf.InitialConnWindowSize),
-		lastRead:       time.Now().UnixNano(),
 	}
-	cc.enc = hpack.NewEncoder(&cc.encBuf)
+	cc.initCore(nc, cc, cf.MaxFrameSize, cf.InitialConnWindowSize, cf.InitialStreamWindowSize, cf.PingInterval > 0)
+	cc.rxMin = 16 << 10
+	cc.lastRead.Store(time.Now().UnixNano())
 	cc.enc.SetMaxDynamicTableSizeLimit(cf.HeaderTableSize)
 	if cf.HeaderTableSize > 0 {
 		cc.intern = make(map[string]string)
 	}
 	cc.dec = hpack.NewDecoder(4096, cc.onField)
-	cc.dec.SetMaxStringLength(maxBlockBytes(cf.MaxHeaderListSize))
+	cc.maxBlock = maxBlockBytes(cf.MaxHeaderListSize)
+	cc.dec.SetMaxStringLength(cc.maxBlock)
 
 	var p []byte
 	p = appendSetting(p, http2.SettingEnablePush, 0)
@@ -301,43 +265,9 @@ func (cc *ClientConn) closeIfIdleLocked() {
 	}
 }
 
-// flushLocked sends the write buffer unless another goroutine is already
-// sending it (that one sends what was queued meanwhile too). cc.mu is
-// released during the write.
-func (cc *ClientConn) flushLocked() {
-	if cc.flushing || len(cc.wbuf) == 0 || cc.closed || cc.werr != nil {
-		return
-	}
-	cc.flushing = true
-	for len(cc.wbuf) > 0 && cc.werr == nil && !cc.closed {
-		buf := cc.wbuf
-		cc.wbuf = cc.wspare[:0]
-		cc.mu.Unlock()
-		_, err := cc.nc.Write(buf)
-		cc.mu.Lock()
-		if cap(buf) <= 4*writeHighWater {
-			cc.wspare = buf[:0]
-		} else {
-			cc.wspare = nil
-		}
-		if err != nil {
-			cc.werr = err
-			cc.closeLocked(&ClientConnError{Code: http2.ErrCodeNo, Reason: "write: " + err.Error()})
-		}
-		cc.wakeWritersLocked()
-	}
-	cc.flushing = false
-}
-
-// flushAllLocked sends the write buffer before the connection closes,
-// waiting (a bounded while) for a write in progress on another goroutine.
-func (cc *ClientConn) flushAllLocked() {
-	for i := 0; cc.flushing && i < 1000; i++ {
-		cc.mu.Unlock()
-		time.Sleep(time.Millisecond)
-		cc.mu.Lock()
-	}
-	cc.flushLocked()
+// writeFailedLocked closes the connection after a failed write.
+func (cc *ClientConn) writeFailedLocked(err error) {
+	cc.closeLocked(&ClientConnError{Code: http2.ErrCodeNo, Reason: "write: " + err.Error()})
 }
 
 // wakeWritersLocked wakes the streams waiting to write.
@@ -360,7 +290,7 @@ func (cc *ClientConn) keepalive() {
 	if cc.closed {
 		return
 	}
-	quiet := time.Since(time.Unix(0, cc.lastRead))
+	quiet := time.Since(time.Unix(0, cc.lastRead.Load()))
 	switch {
 	case quiet >= cc.cfg.PingInterval+cc.cfg.PingTimeout:
 		cc.closeLocked(&ClientConnError{Code: http2.ErrCodeNo, Reason: "PING not answered"})
@@ -371,22 +301,4 @@ func (cc *ClientConn) keepalive() {
 	default:
 		cc.pingTimer.Reset(cc.cfg.PingInterval - quiet)
 	}
-}
-
-// str returns b as a string for the HPACK encoder: without a dynamic table
-// the encoder keeps nothing, so the bytes are used in place; with one a
-// string made before for the same bytes is reused.
-func (cc *ClientConn) str(b []byte) string {
-	if cc.intern == nil {
-		return unsafeString(b)
-	}
-	if s, ok := cc.intern[string(b)]; ok {
-		return s
-	}
-	s := string(b)
-	if len(cc.intern) >= internMax {
-		clear(cc.intern)
-	}
-	cc.intern[s] = s
-	return s
 }

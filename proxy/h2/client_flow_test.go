@@ -69,26 +69,17 @@ func TestClientGoAway(t *testing.T) {
 		t.Fatalf("stream 1: %q %v", p, err)
 	}
 	s1.Release()
-	select {
-	case <-cc.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("connection not closed after its last stream")
-	}
+	waitDone(t, cc.Done(), "connection not closed after its last stream")
 }
 
 // TestClientGoAwayError: a GOAWAY with an error code, then the close: the
 // streams it let finish fail with the server's code.
 func TestClientGoAwayError(t *testing.T) {
 	fs, cc := newFake(t, nil)
-	s, err := cc.NewStream(reqHeaders("GET", "/"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Release()
-	fs.request(1)
+	s := fs.get(cc)
 	_ = fs.fr.WriteGoAway(1, http2.ErrCodeEnhanceYourCalm, []byte("calm"))
 	fs.c.Close()
-	_, err = s.ReadHeaders(soon())
+	_, err := s.ReadHeaders(soon())
 	var ce *ClientConnError
 	if !errors.As(err, &ce) || !ce.Remote || ce.Code != http2.ErrCodeEnhanceYourCalm || IsRefused(err) {
 		t.Fatalf("ReadHeaders: %v", err)
@@ -142,12 +133,7 @@ func TestClientSendFlowControl(t *testing.T) {
 // was read.
 func TestClientReceiveWindow(t *testing.T) {
 	fs, cc := newFake(t, &ClientConfig{InitialStreamWindowSize: 1000, InitialConnWindowSize: 65535})
-	s, err := cc.NewStream(reqHeaders("GET", "/"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Release()
-	fs.request(1)
+	s := fs.get(cc)
 	fs.headers(1, false, ":status", "200")
 	fs.data(1, false, string(make([]byte, 1000)))
 	if _, err := s.ReadHeaders(soon()); err != nil {
@@ -288,11 +274,7 @@ func TestClientRequestEncoding(t *testing.T) {
 	if ga := fs.goAway(); ga.ErrCode != http2.ErrCodeNo {
 		t.Fatalf("GOAWAY %v", ga.ErrCode)
 	}
-	select {
-	case <-cc.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("not closed after Shutdown without streams")
-	}
+	waitDone(t, cc.Done(), "not closed after Shutdown without streams")
 }
 
 // TestClientKeepalive: after PingInterval without a frame the client sends
@@ -303,11 +285,7 @@ func TestClientKeepalive(t *testing.T) {
 	ping := fs.until("PING", func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && !p.IsAck() }).(*http2.PingFrame)
 	_ = fs.fr.WritePing(true, ping.Data)
 	fs.until("second PING", func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && !p.IsAck() })
-	select {
-	case <-cc.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("connection kept without PING answers")
-	}
+	waitDone(t, cc.Done(), "connection kept without PING answers")
 	var ce *ClientConnError
 	if err := cc.Err(); !errors.As(err, &ce) || ce.Remote || !strings.Contains(ce.Reason, "PING") {
 		t.Fatalf("Err: %v", err)

@@ -29,18 +29,9 @@ type clientBlock struct {
 
 func (cc *ClientConn) onHeaders(f *frame) error {
 	id := f.id
-	if id == 0 || id%2 == 0 {
-		return connError{http2.ErrCodeProtocol, "HEADERS on a server stream id"}
-	}
-	p, ok := stripPadding(f)
-	if !ok {
-		return connError{http2.ErrCodeProtocol, "HEADERS padding"}
-	}
-	if f.has(flagPriority) {
-		if len(p) < 5 {
-			return connError{http2.ErrCodeFrameSize, "HEADERS priority"}
-		}
-		p = p[5:]
+	p, _, err := headersPayload(f, "HEADERS on a server stream id")
+	if err != nil {
+		return err
 	}
 	b := &cc.hb
 	*b = clientBlock{active: true, id: id, endStream: f.has(flagEndStream), status: -1, cl: -1, scratch: b.scratch}
@@ -68,20 +59,14 @@ func (cc *ClientConn) onHeaders(f *frame) error {
 // onFragment decodes one fragment of the block and ends it on END_HEADERS.
 func (cc *ClientConn) onFragment(p []byte, end bool) error {
 	b := &cc.hb
-	b.bytes += len(p)
-	if b.bytes > maxBlockBytes(cc.cfg.MaxHeaderListSize) {
-		return connError{http2.ErrCodeEnhanceYourCalm, "header block too large"}
-	}
-	if _, err := cc.dec.Write(p); err != nil {
-		b.active = false
-		return connError{http2.ErrCodeCompression, err.Error()}
+	if bad, err := cc.feedBlock(&b.bytes, p, end); err != nil {
+		if bad {
+			b.active = false
+		}
+		return err
 	}
 	if !end {
 		return nil
-	}
-	if err := cc.dec.Close(); err != nil {
-		b.active = false
-		return connError{http2.ErrCodeCompression, err.Error()}
 	}
 	b.active = false
 	if b.decode {

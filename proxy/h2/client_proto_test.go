@@ -56,6 +56,29 @@ func newFake(t *testing.T, cfg *ClientConfig, settings ...http2.Setting) (*fakeS
 	return fs, cc
 }
 
+// get opens stream 1 (GET /, ended), released when the test ends, and
+// waits for its HEADERS at the fake server.
+func (fs *fakeServer) get(cc *ClientConn) *ClientStream {
+	fs.t.Helper()
+	s, err := cc.NewStream(reqHeaders("GET", "/"), true)
+	if err != nil {
+		fs.t.Fatal(err)
+	}
+	fs.t.Cleanup(s.Release)
+	fs.request(1)
+	return s
+}
+
+// waitDone fails the test unless done closes within 5 seconds.
+func waitDone(t *testing.T, done <-chan struct{}, msg string) {
+	t.Helper()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal(msg)
+	}
+}
+
 func (fs *fakeServer) block(kv ...string) []byte {
 	fs.blk.Reset()
 	for i := 0; i+1 < len(kv); i += 2 {
@@ -147,17 +170,12 @@ func TestClientMalformedResponse(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs, cc := newFake(t, nil)
-			s, err := cc.NewStream(reqHeaders("GET", "/"), true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Release()
-			fs.request(1)
+			s := fs.get(cc)
 			tc.send(fs, 1)
 			if code := fs.rst(1); code != http2.ErrCodeProtocol {
 				t.Fatalf("RST_STREAM %v", code)
 			}
-			_, err = s.ReadHeaders(soon())
+			_, err := s.ReadHeaders(soon())
 			var se *StreamError
 			if !errors.As(err, &se) || se.Remote || se.Code != http2.ErrCodeProtocol {
 				t.Fatalf("ReadHeaders: %v", err)
@@ -196,12 +214,7 @@ func TestClientMalformedBody(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs, cc := newFake(t, &ClientConfig{InitialStreamWindowSize: 100})
-			s, err := cc.NewStream(reqHeaders("GET", "/"), true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Release()
-			fs.request(1)
+			s := fs.get(cc)
 			tc.send(fs, 1)
 			if code := fs.rst(1); code != tc.code {
 				t.Fatalf("RST_STREAM %v, want %v", code, tc.code)
@@ -210,6 +223,7 @@ func TestClientMalformedBody(t *testing.T) {
 				t.Fatal(err)
 			}
 			var se *StreamError
+			var err error
 			for range 10 {
 				if _, err = s.ReadData(soon()); err != nil {
 					break
@@ -254,26 +268,17 @@ func TestClientConnErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs, cc := newFake(t, nil)
-			s, err := cc.NewStream(reqHeaders("GET", "/"), true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Release()
-			fs.request(1)
+			s := fs.get(cc)
 			tc.send(fs)
 			if ga := fs.goAway(); ga.ErrCode != tc.code {
 				t.Fatalf("GOAWAY %v, want %v", ga.ErrCode, tc.code)
 			}
-			_, err = s.ReadHeaders(soon())
+			_, err := s.ReadHeaders(soon())
 			var ce *ClientConnError
 			if !errors.As(err, &ce) || ce.Remote || ce.Code != tc.code || !errors.Is(err, ErrConnClosed) {
 				t.Fatalf("ReadHeaders: %v", err)
 			}
-			select {
-			case <-cc.Done():
-			case <-time.After(5 * time.Second):
-				t.Fatal("connection not done")
-			}
+			waitDone(t, cc.Done(), "connection not done")
 			if cc.CanTakeNewStream() {
 				t.Fatal("a closed connection takes streams")
 			}
@@ -285,12 +290,7 @@ func TestClientConnErrors(t *testing.T) {
 // the server.
 func TestClientFraming(t *testing.T) {
 	fs, cc := newFake(t, nil)
-	s, err := cc.NewStream(reqHeaders("GET", "/"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Release()
-	fs.request(1)
+	s := fs.get(cc)
 	_ = fs.fr.WritePing(false, [8]byte{1, 2, 3, 4, 5, 6, 7, 8})
 	fs.headers(1, false, ":status", "100")
 	blk := fs.block(":status", "200", "x-a", "1", "x-b", "2")

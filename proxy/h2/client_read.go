@@ -3,13 +3,9 @@ package h2
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
-	"time"
 
 	"golang.org/x/net/http2"
-
-	"github.com/outrider-proxy/outrider/proxy/buffer"
 )
 
 // readLoop reads the connection until it ends, then fails what is left.
@@ -32,67 +28,27 @@ func (cc *ClientConn) readLoop() {
 	}
 	cc.closeLocked(cerr)
 	cc.mu.Unlock()
-	cc.rslab.Release()
-	cc.rslab, cc.rb = nil, nil
+	cc.releaseReadBuf()
 	close(cc.done)
 }
 
-// fill makes at least n unread bytes available in the read buffer, sending
-// queued writes before it waits for the socket.
-func (cc *ClientConn) fill(n int) error {
-	if cc.w-cc.r >= n {
-		return nil
+// beforeReadLocked sends queued writes; a closed connection ends the read
+// loop with its error. The read buffer is kept while the connection lives.
+func (cc *ClientConn) beforeReadLocked() (idle bool, err error) {
+	cc.flushLocked()
+	if cc.closed {
+		return false, cc.err
 	}
-	if n > len(cc.rb) {
-		ns := buffer.Get(n)
-		cc.w = copy(ns.Bytes(), cc.rb[cc.r:cc.w])
-		cc.r = 0
-		cc.rslab.Release()
-		cc.rslab, cc.rb = ns, ns.Bytes()
-	}
-	if cc.r > 0 {
-		cc.w = copy(cc.rb, cc.rb[cc.r:cc.w])
-		cc.r = 0
-	}
-	for cc.w < n {
-		cc.mu.Lock()
-		cc.flushLocked()
-		closed := cc.closed
-		cc.mu.Unlock()
-		if closed {
-			return cc.Err()
-		}
-		m, err := cc.nc.Read(cc.rb[cc.w:])
-		cc.w += m
-		if m > 0 && cc.cfg.PingInterval > 0 {
-			cc.mu.Lock()
-			cc.lastRead = time.Now().UnixNano()
-			cc.mu.Unlock()
-		}
-		if err != nil && cc.w < n {
-			return err
-		}
-	}
-	return nil
+	return false, nil
 }
 
 // readFrames reads and handles frames until an error.
 func (cc *ClientConn) readFrames() error {
 	var f frame
 	for first := true; ; first = false {
-		if err := cc.fill(frameHeaderLen); err != nil {
+		if err := cc.readFrame(&f); err != nil {
 			return err
 		}
-		f.parseHeader(cc.rb[cc.r:])
-		if f.length > cc.cfg.MaxFrameSize {
-			return connError{http2.ErrCodeFrameSize, fmt.Sprintf("frame of %d bytes", f.length)}
-		}
-		n := frameHeaderLen + int(f.length)
-		if err := cc.fill(n); err != nil {
-			return err
-		}
-		f.payload = cc.rb[cc.r+frameHeaderLen : cc.r+n]
-		cc.r += n
 		if first && (f.typ != frameSettings || f.has(flagAck)) {
 			return connError{http2.ErrCodeProtocol, "first server frame is not SETTINGS"}
 		}
@@ -120,22 +76,14 @@ func (cc *ClientConn) process(f *frame) error {
 	case frameRSTStream:
 		return cc.onRST(f)
 	case frameSettings:
+		if !f.has(flagAck) {
+			cc.firstSettings()
+		}
 		return cc.onSettings(f)
 	case framePushPromise:
 		return connError{http2.ErrCodeProtocol, "PUSH_PROMISE with push disabled"}
 	case framePing:
-		if f.id != 0 {
-			return connError{http2.ErrCodeProtocol, "PING on a stream"}
-		}
-		if len(f.payload) != 8 {
-			return connError{http2.ErrCodeFrameSize, "PING length"}
-		}
-		if !f.has(flagAck) {
-			cc.mu.Lock()
-			cc.wbuf = appendFrame(cc.wbuf, framePing, flagAck, 0, f.payload)
-			cc.mu.Unlock()
-		}
-		return nil
+		return cc.onPing(f)
 	case frameGoAway:
 		return cc.onGoAway(f)
 	case frameWindowUpdate:
@@ -211,78 +159,49 @@ func (cc *ClientConn) onRST(f *frame) error {
 	return nil
 }
 
-func (cc *ClientConn) onSettings(f *frame) error {
-	if f.id != 0 {
-		return connError{http2.ErrCodeProtocol, "SETTINGS on a stream"}
-	}
-	if f.has(flagAck) {
-		if len(f.payload) != 0 {
-			return connError{http2.ErrCodeFrameSize, "SETTINGS ACK with a payload"}
-		}
-		return nil
-	}
-	if len(f.payload)%6 != 0 {
-		return connError{http2.ErrCodeFrameSize, "SETTINGS length"}
-	}
+// firstSettings replaces the assumed stream limit when the server's first
+// SETTINGS arrives: without MAX_CONCURRENT_STREAMS there is none.
+func (cc *ClientConn) firstSettings() {
 	cc.mu.Lock()
-	defer cc.mu.Unlock()
 	if !cc.settingsSeen {
-		// The server's first SETTINGS replaces the assumed stream limit;
-		// without MAX_CONCURRENT_STREAMS there is none.
 		cc.settingsSeen = true
 		cc.peerMaxStreams = maxWindow
 	}
-	for p := f.payload; len(p) > 0; p = p[6:] {
-		id, v := http2.SettingID(binary.BigEndian.Uint16(p)), binary.BigEndian.Uint32(p[2:])
-		switch id {
-		case http2.SettingEnablePush:
-			if v != 0 {
-				return connError{http2.ErrCodeProtocol, "SETTINGS_ENABLE_PUSH from a server"}
-			}
-		case http2.SettingMaxConcurrentStreams:
-			cc.peerMaxStreams = v
-		case http2.SettingInitialWindowSize:
-			if v > maxWindow {
-				return connError{http2.ErrCodeFlowControl, "SETTINGS_INITIAL_WINDOW_SIZE"}
-			}
-			delta := int64(v) - int64(cc.peerWindow)
-			cc.peerWindow = int32(v)
-			for _, s := range cc.streams {
-				s.sendWindow += delta
-				if s.sendWindow > maxWindow {
-					return connError{http2.ErrCodeFlowControl, "window overflow"}
-				}
-				s.cond.Broadcast()
-			}
-		case http2.SettingMaxFrameSize:
-			if v < minMaxFrame || v > maxMaxFrame {
-				return connError{http2.ErrCodeProtocol, "SETTINGS_MAX_FRAME_SIZE"}
-			}
-			cc.peerMaxFrame = v
-		case http2.SettingHeaderTableSize:
-			cc.enc.SetMaxDynamicTableSizeLimit(min(v, cc.cfg.HeaderTableSize))
+	cc.mu.Unlock()
+}
+
+// settingLocked applies the server's settings the core leaves to the
+// client side.
+func (cc *ClientConn) settingLocked(id http2.SettingID, v uint32) error {
+	switch id {
+	case http2.SettingEnablePush:
+		if v != 0 {
+			return connError{http2.ErrCodeProtocol, "SETTINGS_ENABLE_PUSH from a server"}
 		}
+	case http2.SettingMaxConcurrentStreams:
+		cc.peerMaxStreams = v
+	case http2.SettingHeaderTableSize:
+		cc.enc.SetMaxDynamicTableSizeLimit(min(v, cc.cfg.HeaderTableSize))
 	}
-	cc.wbuf = appendFrame(cc.wbuf, frameSettings, flagAck, 0, nil)
+	return nil
+}
+
+// addSendWindowLocked moves every open stream's send window by delta.
+func (cc *ClientConn) addSendWindowLocked(delta int64) error {
+	for _, s := range cc.streams {
+		s.sendWindow += delta
+		if s.sendWindow > maxWindow {
+			return connError{http2.ErrCodeFlowControl, "window overflow"}
+		}
+		s.cond.Broadcast()
+	}
 	return nil
 }
 
 func (cc *ClientConn) onWindowUpdate(f *frame) error {
-	if len(f.payload) != 4 {
-		return connError{http2.ErrCodeFrameSize, "WINDOW_UPDATE length"}
-	}
-	incr := int64(binary.BigEndian.Uint32(f.payload) & 0x7fffffff)
-	if f.id == 0 {
-		if incr == 0 {
-			return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE of 0"}
-		}
-		cc.mu.Lock()
-		defer cc.mu.Unlock()
-		if cc.sendWindow += incr; cc.sendWindow > maxWindow {
-			return connError{http2.ErrCodeFlowControl, "connection window overflow"}
-		}
-		cc.wakeWritersLocked()
-		return nil
+	incr, err := cc.windowUpdate(f)
+	if err != nil || f.id == 0 {
+		return err
 	}
 	if cc.isIdle(f.id) {
 		return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream"}
@@ -318,10 +237,9 @@ func (cc *ClientConn) onData(f *frame) error {
 	n := int64(f.length)
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	if n > cc.recvWindow {
-		return connError{http2.ErrCodeFlowControl, "connection window exceeded"}
+	if err := cc.takeConnWindowLocked(n); err != nil {
+		return err
 	}
-	cc.recvWindow -= n
 	s := cc.streams[f.id]
 	switch {
 	case s == nil:

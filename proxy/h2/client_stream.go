@@ -3,16 +3,13 @@ package h2
 import (
 	"errors"
 	"io"
-	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
-	"github.com/outrider-proxy/outrider/proxy/buffer"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 )
 
@@ -27,35 +24,15 @@ var errNoMethod = errors.New("h2: request headers without :method")
 // Release. Its methods are for one goroutine at a time (Reset and Done
 // from any).
 type ClientStream struct {
+	streamCore
 	cc       *ClientConn
-	ccp      atomic.Pointer[ClientConn] // cc, for the deadline timer
-	id       uint32
 	resp     headers.Map
 	trailers headers.Map
-	cond     sync.Cond // L is cc.mu
 
 	// Guarded by cc.mu.
-	inMap         bool
-	head          bool // a HEAD request: content-length says nothing of the body
-	localEnded    bool // END_STREAM sent
-	remoteEnded   bool // END_STREAM received
-	gotHeaders    bool // the final response headers arrived (resp)
-	got100        bool // a 100 (Continue) arrived
-	err           error
-	contentLength int64 // declared response content-length; -1: none
-	received      int64 // response body bytes received
-	recvWindow    int32
-	recvUnacked   int32
-	sendWindow    int64
-	rx            *buffer.Slice // received body bytes not handed out: rx.Bytes()[:rxN]
-	rxN           int
-	held          *buffer.Slice // the bytes ReadData returned last
-	done          chan struct{}
-	doneClosed    bool
-	writeWaiting  bool
-	writeDeadline time.Time
-	timer         *time.Timer // wakes waits with a deadline; kept across uses
-	timerAt       time.Time
+	head       bool // a HEAD request: content-length says nothing of the body
+	gotHeaders bool // the final response headers arrived (resp)
+	got100     bool // a 100 (Continue) arrived
 }
 
 var clientStreamPool = sync.Pool{New: func() any { return new(ClientStream) }}
@@ -86,14 +63,9 @@ func (cc *ClientConn) NewStream(req *headers.Map, end bool) (*ClientStream, erro
 	}
 	s := clientStreamPool.Get().(*ClientStream)
 	s.cc = cc
-	s.ccp.Store(cc)
-	s.id = cc.nextID
+	s.bind(&cc.connCore, cc.nextID)
 	cc.nextID += 2
-	s.cond.L = &cc.mu
-	s.contentLength = -1
 	s.head = string(method) == "HEAD"
-	s.recvWindow = int32(cc.cfg.InitialStreamWindowSize)
-	s.sendWindow = int64(cc.peerWindow)
 	s.inMap = true
 	cc.streams[s.id] = s
 	cc.appendHeaderBlockLocked(s.id, cc.encBuf.Bytes(), end)
@@ -124,38 +96,11 @@ func (cc *ClientConn) encodeRequestLocked(req *headers.Map) {
 	}
 }
 
-// appendHeaderBlockLocked queues a HEADERS frame, and CONTINUATION frames
-// when the block is larger than the server's max frame size.
-func (cc *ClientConn) appendHeaderBlockLocked(id uint32, block []byte, end bool) {
-	typ, flags := frameHeaders, byte(0)
-	if end {
-		flags = flagEndStream
-	}
-	for first := true; first || len(block) > 0; first = false {
-		n := min(len(block), int(cc.peerMaxFrame))
-		f := flags
-		if n == len(block) {
-			f |= flagEndHeaders
-		}
-		cc.wbuf = appendFrame(cc.wbuf, typ, f, id, block[:n])
-		block = block[n:]
-		typ, flags = frameContinuation, 0
-	}
-}
-
 // ID is the stream id.
 func (s *ClientStream) ID() uint32 { return s.id }
 
 // writableLocked is the error a write gets now; nil: it may go ahead.
-func (s *ClientStream) writableLocked() error {
-	switch {
-	case s.err != nil:
-		return s.err
-	case s.localEnded:
-		return errReqEnded
-	}
-	return nil
-}
+func (s *ClientStream) writableLocked() error { return s.streamCore.writableLocked(errReqEnded) }
 
 // SetWriteDeadline bounds how long WriteData waits for flow-control window
 // or for the connection's write buffer; zero: no bound.
@@ -173,42 +118,12 @@ func (s *ClientStream) WriteData(p []byte, end bool) error {
 	cc := s.cc
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	for {
-		if err := s.writableLocked(); err != nil {
-			return err
-		}
-		if len(p) == 0 {
-			if end {
-				cc.wbuf = appendFrameHeader(cc.wbuf, 0, frameData, flagEndStream, s.id)
-				s.localEndLocked()
-			}
-			break
-		}
-		avail := min(s.sendWindow, cc.sendWindow, int64(cc.peerMaxFrame))
-		if avail <= 0 || len(cc.wbuf) >= writeHighWater {
-			if len(cc.wbuf) > 0 && !cc.flushing {
-				cc.flushLocked() // the lock was released meanwhile: look again
-				continue
-			}
-			if err := s.waitWriteLocked(); err != nil {
-				return err
-			}
-			continue
-		}
-		n := int(min(int64(len(p)), avail))
-		last := end && n == len(p)
-		var flags byte
-		if last {
-			flags = flagEndStream
-		}
-		cc.wbuf = appendFrame(cc.wbuf, frameData, flags, s.id, p[:n])
-		s.sendWindow -= int64(n)
-		cc.sendWindow -= int64(n)
-		p = p[n:]
-		if last {
-			s.localEndLocked()
-			break
-		}
+	ended, err := s.sendDataLocked(p, end, errReqEnded)
+	if err != nil {
+		return err
+	}
+	if ended {
+		s.localEndLocked()
 	}
 	cc.flushLocked()
 	return s.errAfterFlushLocked()
@@ -224,16 +139,6 @@ func (s *ClientStream) errAfterFlushLocked() error {
 	return nil
 }
 
-func (s *ClientStream) waitWriteLocked() error {
-	cc := s.cc
-	s.writeWaiting = true
-	cc.writeWait++
-	err := s.waitLocked(s.writeDeadline)
-	cc.writeWait--
-	s.writeWaiting = false
-	return err
-}
-
 // WriteTrailers ends the request with trailers (nil or empty: an empty
 // DATA frame with END_STREAM).
 func (s *ClientStream) WriteTrailers(t *headers.Map) error {
@@ -247,12 +152,7 @@ func (s *ClientStream) WriteTrailers(t *headers.Map) error {
 		return err
 	}
 	cc.encBuf.Reset()
-	for _, f := range t.Fields() {
-		if len(f.Name) == 0 || f.Name[0] == ':' || connectionSpecific(f.Name) {
-			continue
-		}
-		_ = cc.enc.WriteField(hpack.HeaderField{Name: cc.str(f.Name), Value: cc.str(f.Value)})
-	}
+	cc.encodeRegularLocked(t)
 	cc.appendHeaderBlockLocked(s.id, cc.encBuf.Bytes(), true)
 	s.localEndLocked()
 	cc.flushLocked()
@@ -327,12 +227,7 @@ func (s *ClientStream) ReadData(deadline time.Time) ([]byte, error) {
 		}
 		return nil, io.EOF
 	}
-	n := s.rxN
-	s.held, s.rx, s.rxN = s.rx, s.held, 0
-	s.creditLocked(int32(n))
-	cc.creditConnLocked(int64(n))
-	cc.flushLocked()
-	return s.held.Bytes()[:n], nil
+	return s.takeRxLocked(), nil
 }
 
 // Trailers are the response trailers, complete once ReadData returned
@@ -382,25 +277,15 @@ func (s *ClientStream) Release() {
 		s.resetLocked(http2.ErrCodeCancel)
 	}
 	cc.forgetLocked(s)
-	if s.rx != nil {
-		if !cc.closed {
-			cc.creditConnLocked(int64(s.rxN)) // unread bytes go back to the connection window
-		}
-		s.rx.Release()
-		s.rx, s.rxN = nil, 0
-	}
-	if s.held != nil {
-		s.held.Release()
-		s.held = nil
-	}
+	s.releaseBuffersLocked(!cc.closed) // unread bytes go back to the connection window
 	cc.flushLocked()
 	cc.closeIfIdleLocked()
-	s.ccp.Store(nil)
+	s.corep.Store(nil)
 	cc.mu.Unlock()
 	if s.timer != nil {
 		s.timer.Stop()
 	}
-	s.cc = nil
+	s.cc, s.core = nil, nil
 	s.resp.Reset()
 	s.trailers.Reset()
 	s.head, s.localEnded, s.remoteEnded, s.gotHeaders, s.got100 = false, false, false, false, false
@@ -412,82 +297,6 @@ func (s *ClientStream) Release() {
 		s.done, s.doneClosed = nil, false
 	}
 	clientStreamPool.Put(s)
-}
-
-// waitLocked waits on the stream's condition, at most until deadline.
-func (s *ClientStream) waitLocked(deadline time.Time) error {
-	if !deadline.IsZero() {
-		d := time.Until(deadline)
-		if d <= 0 {
-			return os.ErrDeadlineExceeded
-		}
-		if s.timer == nil {
-			s.timer = time.AfterFunc(d, s.wake)
-		} else if !s.timerAt.Equal(deadline) {
-			s.timer.Reset(d)
-		}
-		s.timerAt = deadline
-	}
-	s.cond.Wait()
-	return nil
-}
-
-// wake is the deadline timer: it wakes the stream's waiters, whichever
-// connection the (pooled) stream is on now.
-func (s *ClientStream) wake() {
-	cc := s.ccp.Load()
-	if cc == nil {
-		return
-	}
-	cc.mu.Lock()
-	if s.ccp.Load() == cc {
-		s.cond.Broadcast()
-	}
-	cc.mu.Unlock()
-}
-
-// creditLocked gives n bytes of the stream's window back, in batches of
-// half the window.
-func (s *ClientStream) creditLocked(n int32) {
-	if s.remoteEnded || s.err != nil {
-		return
-	}
-	s.recvUnacked += n
-	if s.recvUnacked >= int32(s.cc.cfg.InitialStreamWindowSize/2) {
-		s.cc.wbuf = appendWindowUpdate(s.cc.wbuf, s.id, uint32(s.recvUnacked))
-		s.recvWindow += s.recvUnacked
-		s.recvUnacked = 0
-	}
-}
-
-// creditConnLocked gives n connection-window bytes back, in batches of
-// half the window.
-func (cc *ClientConn) creditConnLocked(n int64) {
-	cc.recvUnacked += n
-	if cc.recvUnacked >= int64(cc.cfg.InitialConnWindowSize)/2 {
-		cc.wbuf = appendWindowUpdate(cc.wbuf, 0, uint32(cc.recvUnacked))
-		cc.recvWindow += cc.recvUnacked
-		cc.recvUnacked = 0
-	}
-}
-
-// appendRxLocked buffers received body bytes (read loop).
-func (s *ClientStream) appendRxLocked(p []byte) {
-	need := s.rxN + len(p)
-	if s.rx == nil || need > s.rx.Cap() {
-		n := max(need, 16<<10)
-		if s.rx != nil {
-			n = max(n, 2*s.rx.Cap())
-		}
-		ns := buffer.Get(n)
-		if s.rx != nil {
-			copy(ns.Bytes(), s.rx.Bytes()[:s.rxN])
-			s.rx.Release()
-		}
-		s.rx = ns
-	}
-	copy(s.rx.Bytes()[s.rxN:], p)
-	s.rxN = need
 }
 
 // localEndLocked records END_STREAM sent.
@@ -509,10 +318,7 @@ func (s *ClientStream) remoteEndLocked() {
 // overLocked ends a stream that completed both ways.
 func (s *ClientStream) overLocked() {
 	s.cc.forgetLocked(s)
-	if s.done != nil && !s.doneClosed {
-		close(s.done)
-		s.doneClosed = true
-	}
+	s.closeDoneLocked()
 	s.cc.closeIfIdleLocked()
 }
 
@@ -534,10 +340,7 @@ func (s *ClientStream) failLocked(err error) {
 	}
 	cc := s.cc
 	cc.forgetLocked(s)
-	if s.done != nil && !s.doneClosed {
-		close(s.done)
-		s.doneClosed = true
-	}
+	s.closeDoneLocked()
 	s.cond.Broadcast()
 }
 

@@ -21,42 +21,7 @@ import (
 // startXNet serves h2c with x/net's http2.Server on 127.0.0.1:0 until the
 // test ends and returns the address.
 func startXNet(tb testing.TB, srv *http2.Server, h http.Handler) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[nc] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				srv.ServeConn(nc, &http2.ServeConnOpts{Handler: h})
-			}()
-		}
-	}()
-	tb.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for nc := range conns {
-			nc.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
+	return serveTCP(tb, func(nc net.Conn) { srv.ServeConn(nc, &http2.ServeConnOpts{Handler: h}) })
 }
 
 // xnetEcho answers 200 with the request body streamed back, x-method and

@@ -1,12 +1,14 @@
-// Package h2 is outrider's server side of an HTTP/2 connection (RFC 9113):
-// one read loop decodes frames and HPACK blocks straight into pooled streams
-// whose handlers run on pooled workers. Every stream's frames go to one
-// connection buffer under a mutex, sent by whichever writer finds no write
-// in progress, so frames of many streams share a syscall.
+// Package h2 is outrider's own HTTP/2 codec (RFC 9113) for both ends of a
+// connection: Conn serves downstream clients, running each request stream's
+// Handler on a pooled worker, and ClientConn sends upstream requests as
+// ClientStreams opened by NewStream. On either side one read loop decodes
+// frames and HPACK blocks straight into pooled streams, and every stream's
+// frames go to one connection write buffer under a mutex, sent by whichever
+// writer finds no write in progress, so frames of many streams share a
+// syscall.
 package h2
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -16,8 +18,6 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-
-	"github.com/outrider-proxy/outrider/proxy/buffer"
 )
 
 // ServerConfig holds a connection's settings; the zero value (or nil) is
@@ -58,20 +58,13 @@ type ServerConfig struct {
 }
 
 func (cfg ServerConfig) withDefaults() ServerConfig {
-	def := func(v *uint32, d uint32) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	def(&cfg.MaxConcurrentStreams, 1024)
-	def(&cfg.InitialStreamWindowSize, 1<<20)
-	def(&cfg.InitialConnWindowSize, 1<<20)
-	def(&cfg.MaxFrameSize, minMaxFrame)
-	def(&cfg.MaxHeaderListSize, 60<<10)
-	def(&cfg.HeaderTableSize, 4096)
-	cfg.InitialStreamWindowSize = min(cfg.InitialStreamWindowSize, maxWindow)
-	cfg.InitialConnWindowSize = min(max(cfg.InitialConnWindowSize, defaultWindow), maxWindow)
-	cfg.MaxFrameSize = min(max(cfg.MaxFrameSize, minMaxFrame), maxMaxFrame)
+	defaultTo(&cfg.MaxConcurrentStreams, 1024)
+	defaultTo(&cfg.InitialStreamWindowSize, 1<<20)
+	defaultTo(&cfg.InitialConnWindowSize, 1<<20)
+	defaultTo(&cfg.MaxFrameSize, minMaxFrame)
+	defaultTo(&cfg.MaxHeaderListSize, 60<<10)
+	defaultTo(&cfg.HeaderTableSize, 4096)
+	clampSettings(&cfg.InitialStreamWindowSize, &cfg.InitialConnWindowSize, &cfg.MaxFrameSize)
 	return cfg
 }
 
@@ -92,16 +85,11 @@ var ErrConnClosed = errors.New("h2: connection closed")
 
 // Conn is one server-side HTTP/2 connection.
 type Conn struct {
-	nc  net.Conn
+	connCore
 	cfg ServerConfig
 	h   Handler
 
 	// Read loop only.
-	rslab       *buffer.Slice // nil while idle with nothing unread
-	rb          []byte        // rslab's bytes; unread ones are rb[r:w]
-	small       [256]byte     // what an idle connection reads into (fill)
-	r, w        int
-	dec         *hpack.Decoder
 	hb          hblock
 	maxID       uint32 // highest client stream id seen
 	jobs        chan *Stream
@@ -109,7 +97,7 @@ type Conn struct {
 	quit        chan struct{} // closed when the connection ends
 	scratch     []byte        // cookie joining
 
-	mu       sync.Mutex
+	// Guarded by mu.
 	idle     sync.Cond // signalled when handlers reaches 0
 	streams  map[uint32]*Stream
 	handlers int // ServeStream calls running
@@ -118,22 +106,7 @@ type Conn struct {
 	// socket: as in Envoy's codec, a burst of HEADERS read together counts
 	// whole even when early ones are answered meanwhile.
 	open, freed int
-	closed      bool
 	closeErr    error
-
-	wbuf, wspare []byte
-	flushing     bool
-	werr         error
-	writeWait    int // streams waiting for the write buffer to drain
-	enc          *hpack.Encoder
-	encBuf       bytes.Buffer
-	intern       map[string]string
-
-	peerWindow   int32  // the client's SETTINGS_INITIAL_WINDOW_SIZE
-	peerMaxFrame uint32 // the client's SETTINGS_MAX_FRAME_SIZE
-	sendWindow   int64  // connection-level send window
-	recvWindow   int64  // connection-level bytes the client may still send
-	recvUnacked  int64  // consumed bytes not yet given back
 
 	goAwaySent  bool
 	goAwayLast  uint32 // last stream id of the final GOAWAY; streams above it are ignored
@@ -141,7 +114,6 @@ type Conn struct {
 	goAwayRecv  bool
 	idleTimer   *time.Timer     // IdleTimeout's; nil: none
 	pingTimer   *time.Timer     // PingInterval's; nil: none
-	lastRead    atomic.Int64    // when the last bytes arrived (unix nanoseconds), for PingInterval
 	recentReset [16]resetStream // streams this side reset lately: their late frames are ignored
 	recentIdx   int
 }
@@ -154,21 +126,18 @@ func NewConn(nc net.Conn, cfg *ServerConfig, h Handler) *Conn {
 	}
 	cf = cf.withDefaults()
 	c := &Conn{
-		nc: nc, cfg: cf, h: h,
-		jobs:         make(chan *Stream),
-		quit:         make(chan struct{}),
-		streams:      make(map[uint32]*Stream),
-		peerWindow:   defaultWindow,
-		peerMaxFrame: minMaxFrame,
-		sendWindow:   defaultWindow,
-		recvWindow:   int64(cf.InitialConnWindowSize),
-		goAwayLast:   maxWindow,
-		intern:       make(map[string]string),
+		cfg: cf, h: h,
+		jobs:       make(chan *Stream),
+		quit:       make(chan struct{}),
+		streams:    make(map[uint32]*Stream),
+		goAwayLast: maxWindow,
 	}
+	c.initCore(nc, c, cf.MaxFrameSize, cf.InitialConnWindowSize, cf.InitialStreamWindowSize, cf.PingInterval > 0)
+	c.intern = make(map[string]string)
 	c.idle.L = &c.mu
-	c.enc = hpack.NewEncoder(&c.encBuf)
 	c.dec = hpack.NewDecoder(cf.HeaderTableSize, c.onField)
-	c.dec.SetMaxStringLength(maxBlockBytes(cf.MaxHeaderListSize))
+	c.maxBlock = maxBlockBytes(cf.MaxHeaderListSize)
+	c.dec.SetMaxStringLength(c.maxBlock)
 	return c
 }
 
@@ -214,10 +183,7 @@ func (c *Conn) Serve() error {
 	}
 	c.mu.Unlock()
 	close(c.quit)
-	if c.rslab != nil {
-		c.rslab.Release()
-		c.rslab, c.rb = nil, nil
-	}
+	c.releaseReadBuf()
 	return err
 }
 
@@ -360,17 +326,6 @@ func (c *Conn) closeIfIdleLocked() {
 		c.flushAllLocked()
 		c.closeLocked(nil)
 	}
-}
-
-// flushAllLocked sends the write buffer before the connection closes,
-// waiting (a bounded while) for a write in progress on another goroutine.
-func (c *Conn) flushAllLocked() {
-	for i := 0; c.flushing && i < 1000; i++ {
-		c.mu.Unlock()
-		time.Sleep(time.Millisecond)
-		c.mu.Lock()
-	}
-	c.flushLocked()
 }
 
 // ActiveStreams is the number of streams open or still being handled.

@@ -116,3 +116,26 @@ type connError struct {
 }
 
 func (e connError) Error() string { return "h2: connection error " + e.Code.String() + ": " + e.Reason }
+
+// headersPayload checks a HEADERS frame from the peer (an odd stream id,
+// padding and priority well formed; parity names the error otherwise) and
+// returns its header block fragment; selfDep says the priority names the
+// stream itself.
+func headersPayload(f *frame, parity string) (p []byte, selfDep bool, err error) {
+	id := f.id
+	if id == 0 || id%2 == 0 {
+		return nil, false, connError{http2.ErrCodeProtocol, parity}
+	}
+	p, ok := stripPadding(f)
+	if !ok {
+		return nil, false, connError{http2.ErrCodeProtocol, "HEADERS padding"}
+	}
+	if f.has(flagPriority) {
+		if len(p) < 5 {
+			return nil, false, connError{http2.ErrCodeFrameSize, "HEADERS priority"}
+		}
+		selfDep = binary.BigEndian.Uint32(p)&0x7fffffff == id
+		p = p[5:]
+	}
+	return p, selfDep, nil
+}

@@ -39,20 +39,9 @@ type hblock struct {
 
 func (c *Conn) onHeaders(f *frame) error {
 	id := f.id
-	if id == 0 || id%2 == 0 {
-		return connError{http2.ErrCodeProtocol, "HEADERS on an even stream id"}
-	}
-	p, ok := stripPadding(f)
-	if !ok {
-		return connError{http2.ErrCodeProtocol, "HEADERS padding"}
-	}
-	selfDep := false
-	if f.has(flagPriority) {
-		if len(p) < 5 {
-			return connError{http2.ErrCodeFrameSize, "HEADERS priority"}
-		}
-		selfDep = (uint32(p[0])<<24|uint32(p[1])<<16|uint32(p[2])<<8|uint32(p[3]))&0x7fffffff == id
-		p = p[5:]
+	p, selfDep, err := headersPayload(f, "HEADERS on an even stream id")
+	if err != nil {
+		return err
 	}
 	b := &c.hb
 	*b = hblock{active: true, id: id, endStream: f.has(flagEndStream), cl: -1, scratch: b.scratch}
@@ -104,20 +93,14 @@ func (c *Conn) onHeaders(f *frame) error {
 // onFragment decodes one fragment of the block and ends it on END_HEADERS.
 func (c *Conn) onFragment(p []byte, end bool) error {
 	b := &c.hb
-	b.bytes += len(p)
-	if b.bytes > maxBlockBytes(c.cfg.MaxHeaderListSize) {
-		return connError{http2.ErrCodeEnhanceYourCalm, "header block too large"}
-	}
-	if _, err := c.dec.Write(p); err != nil {
-		c.dropBlock()
-		return connError{http2.ErrCodeCompression, err.Error()}
+	if bad, err := c.feedBlock(&b.bytes, p, end); err != nil {
+		if bad {
+			c.dropBlock()
+		}
+		return err
 	}
 	if !end {
 		return nil
-	}
-	if err := c.dec.Close(); err != nil {
-		c.dropBlock()
-		return connError{http2.ErrCodeCompression, err.Error()}
 	}
 	b.active = false
 	switch {

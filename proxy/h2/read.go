@@ -2,85 +2,17 @@ package h2
 
 import (
 	"encoding/binary"
-	"fmt"
-	"time"
 
 	"golang.org/x/net/http2"
-
-	"github.com/outrider-proxy/outrider/proxy/buffer"
 )
 
-// fill makes at least n unread bytes available in the read buffer, flushing
-// queued writes before it waits for the socket. The pooled buffer is given
-// back while the connection is idle (no stream) with nothing unread: the
-// wait then reads into the small array, and the buffer is taken again once
-// bytes came.
-func (c *Conn) fill(n int) error {
-	if c.w-c.r >= n {
-		return nil
-	}
-	if c.rb != nil && n > len(c.rb) {
-		// A frame larger than the buffer: move to a larger pooled one.
-		ns := buffer.Get(n)
-		c.w = copy(ns.Bytes(), c.rb[c.r:c.w])
-		c.r = 0
-		c.rslab.Release()
-		c.rslab, c.rb = ns, ns.Bytes()
-	}
-	if c.r > 0 {
-		c.w = copy(c.rb, c.rb[c.r:c.w])
-		c.r = 0
-	}
-	for c.w < n {
-		c.mu.Lock()
-		c.open -= c.freed
-		c.freed = 0
-		c.flushLocked()
-		idle := c.handlers == 0 && len(c.streams) == 0
-		c.mu.Unlock()
-		if idle && c.w == 0 && c.rb != nil {
-			c.rslab.Release()
-			c.rslab, c.rb = nil, nil
-		}
-		var m int
-		var err error
-		if c.rb == nil {
-			m, err = c.nc.Read(c.small[:])
-			if m > 0 {
-				c.rslab = buffer.Get(max(n, 16<<10))
-				c.rb = c.rslab.Bytes()
-				c.w = copy(c.rb, c.small[:m])
-			}
-		} else {
-			m, err = c.nc.Read(c.rb[c.w:])
-			c.w += m
-		}
-		if m > 0 && c.cfg.PingInterval > 0 {
-			c.lastRead.Store(time.Now().UnixNano())
-		}
-		if err != nil && c.w < n {
-			return err
-		}
-	}
-	return nil
-}
-
-// readFrame reads the next frame; its payload is valid until the next call.
-func (c *Conn) readFrame(f *frame) error {
-	if err := c.fill(frameHeaderLen); err != nil {
-		return err
-	}
-	f.parseHeader(c.rb[c.r:])
-	if f.length > c.cfg.MaxFrameSize {
-		return connError{http2.ErrCodeFrameSize, fmt.Sprintf("frame of %d bytes", f.length)}
-	}
-	n := frameHeaderLen + int(f.length)
-	if err := c.fill(n); err != nil {
-		return err
-	}
-	f.payload = c.rb[c.r+frameHeaderLen : c.r+n]
-	c.r += n
-	return nil
+// beforeReadLocked settles the streams freed since the last wait and
+// sends queued writes; the connection is idle without streams or handlers.
+func (c *Conn) beforeReadLocked() (idle bool, err error) {
+	c.open -= c.freed
+	c.freed = 0
+	c.flushLocked()
+	return c.handlers == 0 && len(c.streams) == 0, nil
 }
 
 func (c *Conn) readLoop() error {
@@ -149,18 +81,7 @@ func (c *Conn) process(f *frame) error {
 	case framePushPromise:
 		return connError{http2.ErrCodeProtocol, "PUSH_PROMISE from a client"}
 	case framePing:
-		if f.id != 0 {
-			return connError{http2.ErrCodeProtocol, "PING on a stream"}
-		}
-		if len(f.payload) != 8 {
-			return connError{http2.ErrCodeFrameSize, "PING length"}
-		}
-		if !f.has(flagAck) {
-			c.mu.Lock()
-			c.wbuf = appendFrame(c.wbuf, framePing, flagAck, 0, f.payload)
-			c.mu.Unlock()
-		}
-		return nil
+		return c.onPing(f)
 	case frameGoAway:
 		if f.id != 0 {
 			return connError{http2.ErrCodeProtocol, "GOAWAY on a stream"}
@@ -215,70 +136,36 @@ func (c *Conn) onRST(f *frame) error {
 	return nil
 }
 
-func (c *Conn) onSettings(f *frame) error {
-	if f.id != 0 {
-		return connError{http2.ErrCodeProtocol, "SETTINGS on a stream"}
-	}
-	if f.has(flagAck) {
-		if len(f.payload) != 0 {
-			return connError{http2.ErrCodeFrameSize, "SETTINGS ACK with a payload"}
+// settingLocked applies the client's settings the core leaves to the
+// server side.
+func (c *Conn) settingLocked(id http2.SettingID, v uint32) error {
+	switch id {
+	case http2.SettingEnablePush:
+		if v > 1 {
+			return connError{http2.ErrCodeProtocol, "SETTINGS_ENABLE_PUSH"}
 		}
-		return nil
+	case http2.SettingHeaderTableSize:
+		c.enc.SetMaxDynamicTableSizeLimit(min(v, 4096))
 	}
-	if len(f.payload)%6 != 0 {
-		return connError{http2.ErrCodeFrameSize, "SETTINGS length"}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for p := f.payload; len(p) > 0; p = p[6:] {
-		id, v := http2.SettingID(binary.BigEndian.Uint16(p)), binary.BigEndian.Uint32(p[2:])
-		switch id {
-		case http2.SettingEnablePush:
-			if v > 1 {
-				return connError{http2.ErrCodeProtocol, "SETTINGS_ENABLE_PUSH"}
-			}
-		case http2.SettingInitialWindowSize:
-			if v > maxWindow {
-				return connError{http2.ErrCodeFlowControl, "SETTINGS_INITIAL_WINDOW_SIZE"}
-			}
-			delta := int64(v) - int64(c.peerWindow)
-			c.peerWindow = int32(v)
-			for _, s := range c.streams {
-				s.sendWindow += delta
-				if s.sendWindow > maxWindow {
-					return connError{http2.ErrCodeFlowControl, "window overflow"}
-				}
-				s.cond.Broadcast()
-			}
-		case http2.SettingMaxFrameSize:
-			if v < minMaxFrame || v > maxMaxFrame {
-				return connError{http2.ErrCodeProtocol, "SETTINGS_MAX_FRAME_SIZE"}
-			}
-			c.peerMaxFrame = v
-		case http2.SettingHeaderTableSize:
-			c.enc.SetMaxDynamicTableSizeLimit(min(v, 4096))
+	return nil
+}
+
+// addSendWindowLocked moves every open stream's send window by delta.
+func (c *Conn) addSendWindowLocked(delta int64) error {
+	for _, s := range c.streams {
+		s.sendWindow += delta
+		if s.sendWindow > maxWindow {
+			return connError{http2.ErrCodeFlowControl, "window overflow"}
 		}
+		s.cond.Broadcast()
 	}
-	c.wbuf = appendFrame(c.wbuf, frameSettings, flagAck, 0, nil)
 	return nil
 }
 
 func (c *Conn) onWindowUpdate(f *frame) error {
-	if len(f.payload) != 4 {
-		return connError{http2.ErrCodeFrameSize, "WINDOW_UPDATE length"}
-	}
-	incr := int64(binary.BigEndian.Uint32(f.payload) & 0x7fffffff)
-	if f.id == 0 {
-		if incr == 0 {
-			return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE of 0"}
-		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.sendWindow += incr; c.sendWindow > maxWindow {
-			return connError{http2.ErrCodeFlowControl, "connection window overflow"}
-		}
-		c.wakeWritersLocked()
-		return nil
+	incr, err := c.windowUpdate(f)
+	if err != nil || f.id == 0 {
+		return err
 	}
 	if c.isIdle(f.id) {
 		return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream"}
@@ -314,10 +201,9 @@ func (c *Conn) onData(f *frame) error {
 	n := int64(f.length)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if n > c.recvWindow {
-		return connError{http2.ErrCodeFlowControl, "connection window exceeded"}
+	if err := c.takeConnWindowLocked(n); err != nil {
+		return err
 	}
-	c.recvWindow -= n
 	s := c.streams[f.id]
 	if s == nil || s.remoteEnded {
 		c.creditConnLocked(n)
@@ -367,15 +253,4 @@ func (c *Conn) onData(f *frame) error {
 	}
 	s.cond.Broadcast()
 	return nil
-}
-
-// creditConnLocked gives n connection-window bytes back, in batches of half
-// the window.
-func (c *Conn) creditConnLocked(n int64) {
-	c.recvUnacked += n
-	if c.recvUnacked >= int64(c.cfg.InitialConnWindowSize)/2 {
-		c.wbuf = appendWindowUpdate(c.wbuf, 0, uint32(c.recvUnacked))
-		c.recvWindow += c.recvUnacked
-		c.recvUnacked = 0
-	}
 }

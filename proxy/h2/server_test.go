@@ -14,6 +14,13 @@ import (
 // startServer serves HTTP/2 with h on 127.0.0.1:0 until the test ends and
 // returns the address.
 func startServer(tb testing.TB, cfg *ServerConfig, h Handler) string {
+	return serveTCP(tb, func(nc net.Conn) { _ = Serve(nc, cfg, h) })
+}
+
+// serveTCP runs serve on each connection accepted on 127.0.0.1:0 until the
+// test ends, then closes the connections still open and waits for every
+// serve to return; it returns the address.
+func serveTCP(tb testing.TB, serve func(nc net.Conn)) string {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -36,7 +43,7 @@ func startServer(tb testing.TB, cfg *ServerConfig, h Handler) string {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_ = Serve(nc, cfg, h)
+				serve(nc)
 				mu.Lock()
 				delete(conns, nc)
 				mu.Unlock()

@@ -9,7 +9,6 @@ import (
 
 	"golang.org/x/net/http2"
 
-	"github.com/outrider-proxy/outrider/proxy/buffer"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 )
 
@@ -36,41 +35,22 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // everything it returned are valid only until its ServeStream returns. Its
 // methods are for the handler's goroutine (Done and Reset from any).
 type Stream struct {
+	streamCore
 	c        *Conn
-	id       uint32
 	req      headers.Map
 	trailers headers.Map
-	cond     sync.Cond // L is c.mu
 
 	// Guarded by c.mu.
-	inMap         bool
-	remoteEnded   bool // END_STREAM received
-	localEnded    bool // END_STREAM sent
-	headersSent   bool // final (non-1xx) response headers sent
-	err           error
-	contentLength int64 // declared request content-length; -1: none
-	received      int64 // request body bytes received
-	recvWindow    int32
-	recvUnacked   int32
-	sendWindow    int64
-	rx            *buffer.Slice // received body bytes not handed out: rx.Bytes()[:rxN]
-	rxN           int
-	held          *buffer.Slice // the bytes ReadData returned last
-	done          chan struct{}
-	doneClosed    bool
-	writeWaiting  bool
-	interrupted   bool // Interrupt was called: reads fail from now on
+	headersSent bool // final (non-1xx) response headers sent
+	interrupted bool // Interrupt was called: reads fail from now on
 
 	// The context's state (ctx.go), under its own lock: stop functions of
 	// AfterFunc may come from any goroutine, even after the stream ended.
-	ctxMu         sync.Mutex
-	ctxGen        uint64         // bumped by each use of the pooled stream
-	ctxCanceled   bool           // the stream failed: the context is done
-	afterFuncs    []func()       // registered by AfterFunc, not stopped yet (nil entries are stopped)
-	ctxWG         sync.WaitGroup // AfterFunc functions running
-	writeDeadline time.Time
-	timer         *time.Timer // wakes waits with a deadline; nil until one is needed
-	timerAt       time.Time
+	ctxMu       sync.Mutex
+	ctxGen      uint64         // bumped by each use of the pooled stream
+	ctxCanceled bool           // the stream failed: the context is done
+	afterFuncs  []func()       // registered by AfterFunc, not stopped yet (nil entries are stopped)
+	ctxWG       sync.WaitGroup // AfterFunc functions running
 }
 
 var streamPool = sync.Pool{New: func() any { return new(Stream) }}
@@ -78,18 +58,16 @@ var streamPool = sync.Pool{New: func() any { return new(Stream) }}
 // getStream takes a pooled stream for id (read loop).
 func getStream(c *Conn, id uint32) *Stream {
 	s := streamPool.Get().(*Stream)
-	s.c, s.id = c, id
-	s.cond.L = &c.mu
+	s.c = c
+	s.bind(&c.connCore, id)
 	s.req.Reset()
 	s.trailers.Reset()
-	s.contentLength = -1
-	s.recvWindow = int32(c.cfg.InitialStreamWindowSize)
-	s.sendWindow = int64(c.peerWindow)
 	return s
 }
 
 func putStream(s *Stream) {
-	s.c = nil
+	s.c, s.core = nil, nil
+	s.corep.Store(nil)
 	s.inMap, s.remoteEnded, s.localEnded, s.headersSent = false, false, false, false
 	s.err = nil
 	s.received, s.recvUnacked, s.rxN = 0, 0, 0
@@ -174,12 +152,7 @@ func (s *Stream) ReadData(deadline time.Time) ([]byte, error) {
 	if s.rxN == 0 {
 		return nil, io.EOF
 	}
-	n := s.rxN
-	s.held, s.rx, s.rxN = s.rx, s.held, 0
-	s.creditLocked(int32(n))
-	c.creditConnLocked(int64(n))
-	c.flushLocked()
-	return s.held.Bytes()[:n], nil
+	return s.takeRxLocked(), nil
 }
 
 // Interrupt makes a ReadData blocked on another goroutine (and every later
@@ -199,62 +172,6 @@ func (s *Stream) BodyEnded() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return s.remoteEnded && s.rxN == 0 && s.err == nil
-}
-
-// creditLocked gives n bytes of the stream's window back, in batches of half
-// the window.
-func (s *Stream) creditLocked(n int32) {
-	if s.remoteEnded || s.err != nil {
-		return
-	}
-	s.recvUnacked += n
-	if s.recvUnacked >= int32(s.c.cfg.InitialStreamWindowSize/2) {
-		s.c.wbuf = appendWindowUpdate(s.c.wbuf, s.id, uint32(s.recvUnacked))
-		s.recvWindow += s.recvUnacked
-		s.recvUnacked = 0
-	}
-}
-
-// appendRxLocked buffers received body bytes (read loop).
-func (s *Stream) appendRxLocked(p []byte) {
-	need := s.rxN + len(p)
-	if s.rx == nil || need > s.rx.Cap() {
-		n := need
-		if s.rx != nil {
-			n = max(n, 2*s.rx.Cap())
-		}
-		ns := buffer.Get(n)
-		if s.rx != nil {
-			copy(ns.Bytes(), s.rx.Bytes()[:s.rxN])
-			s.rx.Release()
-		}
-		s.rx = ns
-	}
-	copy(s.rx.Bytes()[s.rxN:], p)
-	s.rxN = need
-}
-
-// waitLocked waits on the stream's condition, at most until deadline.
-func (s *Stream) waitLocked(deadline time.Time) error {
-	if !deadline.IsZero() {
-		d := time.Until(deadline)
-		if d <= 0 {
-			return os.ErrDeadlineExceeded
-		}
-		if s.timer == nil {
-			c := s.c
-			s.timer = time.AfterFunc(d, func() {
-				c.mu.Lock()
-				s.cond.Broadcast()
-				c.mu.Unlock()
-			})
-		} else if !s.timerAt.Equal(deadline) {
-			s.timer.Reset(d)
-		}
-		s.timerAt = deadline
-	}
-	s.cond.Wait()
-	return nil
 }
 
 // remoteEndLocked records END_STREAM from the client.
@@ -304,10 +221,7 @@ func (s *Stream) failLocked(err error) {
 		s.rx.Release()
 		s.rx, s.rxN = nil, 0
 	}
-	if s.done != nil && !s.doneClosed {
-		close(s.done)
-		s.doneClosed = true
-	}
+	s.closeDoneLocked()
 	s.cancelContext()
 	s.cond.Broadcast()
 }
@@ -331,17 +245,7 @@ func (s *Stream) finish() {
 		s.resetLocked(http2.ErrCodeNo, false)
 	}
 	c.forgetLocked(s)
-	if s.rx != nil {
-		if s.err == nil && !c.closed {
-			c.creditConnLocked(int64(s.rxN))
-		}
-		s.rx.Release()
-		s.rx, s.rxN = nil, 0
-	}
-	if s.held != nil {
-		s.held.Release()
-		s.held = nil
-	}
+	s.releaseBuffersLocked(s.err == nil && !c.closed)
 	if s.timer != nil {
 		s.timer.Stop()
 		s.timer = nil

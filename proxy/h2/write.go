@@ -17,34 +17,6 @@ const internMax = 512
 
 var errNoStatus = errors.New("h2: response headers without :status")
 
-// flushLocked sends the write buffer unless another goroutine is already
-// sending it (that one sends what was queued meanwhile too). c.mu is
-// released during the write.
-func (c *Conn) flushLocked() {
-	if c.flushing || len(c.wbuf) == 0 || c.closed || c.werr != nil {
-		return
-	}
-	c.flushing = true
-	for len(c.wbuf) > 0 && c.werr == nil && !c.closed {
-		buf := c.wbuf
-		c.wbuf = c.wspare[:0]
-		c.mu.Unlock()
-		_, err := c.nc.Write(buf)
-		c.mu.Lock()
-		if cap(buf) <= 4*writeHighWater {
-			c.wspare = buf[:0]
-		} else {
-			c.wspare = nil
-		}
-		if err != nil {
-			c.werr = err
-			c.closeLocked(err)
-		}
-		c.wakeWritersLocked()
-	}
-	c.flushing = false
-}
-
 // wakeWritersLocked wakes the streams waiting to write.
 func (c *Conn) wakeWritersLocked() {
 	if c.writeWait == 0 {
@@ -55,20 +27,6 @@ func (c *Conn) wakeWritersLocked() {
 			s.cond.Broadcast()
 		}
 	}
-}
-
-// str returns b as a string the HPACK encoder may keep in its dynamic
-// table, reusing one made before for the same bytes.
-func (c *Conn) str(b []byte) string {
-	if s, ok := c.intern[string(b)]; ok {
-		return s
-	}
-	s := string(b)
-	if len(c.intern) >= internMax {
-		clear(c.intern)
-	}
-	c.intern[s] = s
-	return s
 }
 
 // encodeLocked HPACK-encodes h into c.encBuf: :status first for a
@@ -82,13 +40,19 @@ func (c *Conn) encodeLocked(h *headers.Map, trailers bool) error {
 		}
 		_ = c.enc.WriteField(hpack.HeaderField{Name: headers.Status, Value: c.str(v)})
 	}
+	c.encodeRegularLocked(h)
+	return nil
+}
+
+// encodeRegularLocked HPACK-encodes h's regular fields into c.encBuf, but
+// the connection-specific ones.
+func (c *connCore) encodeRegularLocked(h *headers.Map) {
 	for _, f := range h.Fields() {
 		if len(f.Name) == 0 || f.Name[0] == ':' || connectionSpecific(f.Name) {
 			continue
 		}
 		_ = c.enc.WriteField(hpack.HeaderField{Name: c.str(f.Name), Value: c.str(f.Value)})
 	}
-	return nil
 }
 
 func connectionSpecific(name []byte) bool {
@@ -99,35 +63,8 @@ func connectionSpecific(name []byte) bool {
 	return false
 }
 
-// appendHeaderBlockLocked queues a HEADERS frame, and CONTINUATION frames
-// when the block is larger than the client's max frame size.
-func (c *Conn) appendHeaderBlockLocked(id uint32, block []byte, end bool) {
-	typ, flags := frameHeaders, byte(0)
-	if end {
-		flags = flagEndStream
-	}
-	for first := true; first || len(block) > 0; first = false {
-		n := min(len(block), int(c.peerMaxFrame))
-		f := flags
-		if n == len(block) {
-			f |= flagEndHeaders
-		}
-		c.wbuf = appendFrame(c.wbuf, typ, f, id, block[:n])
-		block = block[n:]
-		typ, flags = frameContinuation, 0
-	}
-}
-
 // writableLocked is the error a write gets now; nil: it may go ahead.
-func (s *Stream) writableLocked() error {
-	switch {
-	case s.err != nil:
-		return s.err
-	case s.localEnded:
-		return errEnded
-	}
-	return nil
-}
+func (s *Stream) writableLocked() error { return s.streamCore.writableLocked(errEnded) }
 
 // WriteHeaders queues the response headers (":status" from h, 1xx allowed
 // before the final ones) and sends them at once when end, else with the
@@ -198,48 +135,19 @@ func (s *Stream) WriteData(p []byte, end bool) error {
 	if !s.headersSent {
 		return errors.New("h2: data before response headers")
 	}
-	for {
-		if err := s.writableLocked(); err != nil {
-			return err
-		}
-		if len(p) == 0 {
-			if end {
-				c.wbuf = appendFrameHeader(c.wbuf, 0, frameData, flagEndStream, s.id)
-				s.localEndLocked()
-			}
-			break
-		}
-		avail := min(s.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
-		if avail <= 0 || len(c.wbuf) >= writeHighWater {
-			if len(c.wbuf) > 0 && !c.flushing {
-				// What is queued goes before waiting on the client; the
-				// lock was released meanwhile, so look again.
-				c.flushLocked()
-				continue
-			}
-			if err := s.waitWriteLocked(); err != nil {
-				return err
-			}
-			continue
-		}
-		n := int(min(int64(len(p)), avail))
-		last := end && n == len(p)
-		var flags byte
-		if last {
-			flags = flagEndStream
-		}
-		c.wbuf = appendFrame(c.wbuf, frameData, flags, s.id, p[:n])
-		s.sendWindow -= int64(n)
-		c.sendWindow -= int64(n)
-		p = p[n:]
-		if last {
-			s.localEndLocked()
-			break
-		}
+	ended, err := s.sendDataLocked(p, end, errEnded)
+	if err != nil {
+		return err
+	}
+	if ended {
+		s.localEndLocked()
 	}
 	c.flushLocked()
 	return s.errAfterFlushLocked()
 }
+
+// writeFailedLocked closes the connection after a failed write.
+func (c *Conn) writeFailedLocked(err error) { c.closeLocked(err) }
 
 // errAfterFlushLocked reports a write failure of the connection.
 func (s *Stream) errAfterFlushLocked() error {
@@ -247,16 +155,6 @@ func (s *Stream) errAfterFlushLocked() error {
 		return ErrConnClosed
 	}
 	return nil
-}
-
-func (s *Stream) waitWriteLocked() error {
-	c := s.c
-	s.writeWaiting = true
-	c.writeWait++
-	err := s.waitLocked(s.writeDeadline)
-	c.writeWait--
-	s.writeWaiting = false
-	return err
 }
 
 // Flush sends what the stream queued (headers written without end).

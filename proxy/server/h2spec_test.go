@@ -1,19 +1,13 @@
 package server_test
 
 import (
-	"context"
-	"encoding/xml"
-	"fmt"
-	"go/build"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/outrider-proxy/outrider/proxy/h2/h2spectest"
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
 
@@ -36,35 +30,13 @@ var h2specKnownFailures = map[string]string{
 // NO_ERROR rather than PROTOCOL_ERROR (Envoy's codec has the same race).
 var h2specRacy = map[string]bool{"http2/8.1.2.6/1": true, "http2/8.1.2.6/2": true}
 
-type h2specReport struct {
-	Suites []struct {
-		Package string `xml:"package,attr"`
-		Cases   []struct {
-			Name    string    `xml:"classname,attr"`
-			Failure *struct{} `xml:"failure"`
-			Error   *struct{} `xml:"error"`
-		} `xml:"testcase"`
-	} `xml:"testsuite"`
-}
-
-func h2specPath() string {
-	if p, err := exec.LookPath("h2spec"); err == nil {
-		return p
-	}
-	p := filepath.Join(build.Default.GOPATH, "bin", "h2spec")
-	if _, err := os.Stat(p); err == nil {
-		return p
-	}
-	return ""
-}
-
 // TestH2Spec runs every h2spec case against an h2c listener with a
 // direct_response route (examples/conformance/h2c.yaml on port 0) and fails
 // on any failed case other than x/net's known ones.
 func TestH2Spec(t *testing.T) {
-	bin := h2specPath()
+	bin := h2spectest.Path()
 	if bin == "" {
-		t.Skip("h2spec is not installed: go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible (.ci/run does)")
+		t.Skip("h2spec is not installed: " + h2spectest.InstallHint)
 	}
 	raw, err := os.ReadFile("../../examples/conformance/h2c.yaml")
 	if err != nil {
@@ -95,30 +67,7 @@ func TestH2Spec(t *testing.T) {
 // x/net's known ones nor timing-dependent.
 func runH2Spec(t *testing.T, bin, port string) (unexpected []string, out []byte, total, nfailed int) {
 	t.Helper()
-	report := filepath.Join(t.TempDir(), "h2spec.xml")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	out, _ = exec.CommandContext(ctx, bin, "-h", "127.0.0.1", "-p", port, "-o", "2", "-j", report).CombinedOutput()
-	data, err := os.ReadFile(report)
-	if err != nil {
-		t.Fatalf("no h2spec report (%v); output:\n%s", err, out)
-	}
-	var rep h2specReport
-	if err := xml.Unmarshal(data, &rep); err != nil {
-		t.Fatal(err)
-	}
-	failed := map[string]string{}
-	for _, s := range rep.Suites {
-		for i, c := range s.Cases {
-			total++
-			if c.Failure != nil || c.Error != nil {
-				failed[fmt.Sprintf("%s/%d", s.Package, i+1)] = c.Name
-			}
-		}
-	}
-	if total < 140 {
-		t.Fatalf("h2spec ran %d cases, want the full suite (145); output:\n%s", total, out)
-	}
+	failed, out, total := h2spectest.Run(t, bin, port)
 	knownFailures := h2specKnownFailures
 	if os.Getenv("OUTRIDER_H2_CODEC") != "xnet" {
 		knownFailures = nil // outrider's own codec (proxy/h2) passes them
