@@ -3,13 +3,10 @@ package upstream
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/outrider-proxy/outrider/proxy/h2"
 	"github.com/outrider-proxy/outrider/proxy/headers"
@@ -18,32 +15,14 @@ import (
 // startH2CHold is an h2c server whose handlers answer 200 "ok" once
 // release yields; it counts accepted connections.
 func startH2CHold(t *testing.T, release <-chan struct{}) (string, *atomic.Int64) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	accepts := new(atomic.Int64)
-	srv := &http2.Server{}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepts.Add(1)
-			go srv.ServeConn(c, &http2.ServeConnOpts{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				select {
-				case <-release:
-				case <-r.Context().Done():
-					return
-				}
-				_, _ = io.WriteString(w, "ok")
-			})})
+	return serveH2C(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
 		}
-	}()
-	return ln.Addr().String(), accepts
+		_, _ = io.WriteString(w, "ok")
+	})
 }
 
 // TestH2PoolOwnCodec: in the own-codec mode a connection takes up to the

@@ -213,6 +213,13 @@ func netip4(last byte) netip.AddrPort {
 // answering every request 204; it returns the address and the count of
 // accepted connections.
 func startH2C(t *testing.T) (string, *atomic.Int64) {
+	return serveH2C(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(204) })
+}
+
+// serveH2C serves h2c with x/net's server and handler h on 127.0.0.1:0
+// until the test ends; it returns the address and the count of accepted
+// connections.
+func serveH2C(t *testing.T, h http.HandlerFunc) (string, *atomic.Int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -220,7 +227,7 @@ func startH2C(t *testing.T) (string, *atomic.Int64) {
 	}
 	t.Cleanup(func() { ln.Close() })
 	accepts := new(atomic.Int64)
-	h2 := &http2.Server{}
+	srv := &http2.Server{}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -228,9 +235,7 @@ func startH2C(t *testing.T) (string, *atomic.Int64) {
 				return
 			}
 			accepts.Add(1)
-			go h2.ServeConn(c, &http2.ServeConnOpts{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.WriteHeader(204)
-			})})
+			go srv.ServeConn(c, &http2.ServeConnOpts{Handler: h})
 		}
 	}()
 	return ln.Addr().String(), accepts
