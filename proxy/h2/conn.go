@@ -96,6 +96,7 @@ type Conn struct {
 	idleWorkers atomic.Int32  // workers parked on jobs
 	quit        chan struct{} // closed when the connection ends
 	scratch     []byte        // cookie joining
+	pending     []*Stream     // opened, handler not started yet (dispatch)
 
 	// Guarded by mu.
 	idle     sync.Cond // signalled when handlers reaches 0
@@ -174,6 +175,7 @@ func (c *Conn) Serve() error {
 		c.mu.Unlock()
 	}
 	c.mu.Lock()
+	c.startPendingLocked() // their handlers see the connection end
 	if errors.Is(err, io.EOF) || (c.goAwayFinal && c.closed) || errors.Is(err, net.ErrClosed) && c.closed && c.closeErr == nil {
 		err = nil
 	}
@@ -342,13 +344,25 @@ func (c *Conn) GoAwayReceived() bool {
 	return c.goAwayRecv
 }
 
-// dispatch runs s's handler on an idle worker, or a new one.
-func (c *Conn) dispatch(s *Stream) {
-	select {
-	case c.jobs <- s:
-	default:
-		go c.worker(s)
+// dispatch queues s's handler to start when the read loop has processed
+// the frames it read with s's HEADERS (startPendingLocked, before the next
+// wait on the socket): frames a client sends right behind a request (a
+// WINDOW_UPDATE, RST_STREAM, more DATA) are then seen before the handler
+// can end the stream, and a batch of new streams starts together.
+func (c *Conn) dispatch(s *Stream) { c.pending = append(c.pending, s) }
+
+// startPendingLocked runs each queued stream's handler on an idle worker,
+// or a new one.
+func (c *Conn) startPendingLocked() {
+	for i, s := range c.pending {
+		c.pending[i] = nil
+		select {
+		case c.jobs <- s:
+		default:
+			go c.worker(s)
+		}
 	}
+	c.pending = c.pending[:0]
 }
 
 // maxIdleWorkers bounds the worker goroutines a connection keeps parked

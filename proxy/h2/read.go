@@ -6,9 +6,10 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// beforeReadLocked settles the streams freed since the last wait and
-// sends queued writes; the connection is idle without streams or handlers.
+// beforeReadLocked starts the handlers of the streams opened since the last
+// wait, settles the streams freed meanwhile and sends queued writes; the connection is idle without streams or handlers.
 func (c *Conn) beforeReadLocked() (idle bool, err error) {
+	c.startPendingLocked()
 	c.open -= c.freed
 	c.freed = 0
 	c.flushLocked()
