@@ -40,17 +40,9 @@ type ownConn struct {
 // DoneStream. A stream the server refuses later (h2.IsRefused) may be
 // opened again.
 func (p *H2Pool) OpenStream(ctx context.Context, req *headers.Map, end bool) (*h2.ClientStream, error) {
-	c := p.cluster
-	r := c.resFor(ctx)
-	if !r.rq.tryAcquire(r.rq.max) {
-		c.Stats.UpstreamRqPendingOverflow().Inc()
-		return nil, &OverflowError{Cluster: c.Name, Limit: "max_requests"}
+	if err := p.startRequest(ctx); err != nil {
+		return nil, err
 	}
-	s := c.Stats
-	s.UpstreamRqTotal().Inc()
-	s.UpstreamRqActive().Inc()
-	p.host.Stats().RqTotal.Add(1)
-	p.host.Stats().RqActive.Add(1)
 	cs, err := p.openOwn(ctx, req, end)
 	if err != nil {
 		p.DoneCtx(ctx)

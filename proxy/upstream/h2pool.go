@@ -91,23 +91,33 @@ func (c *Cluster) newH2Pool(h *Host) *H2Pool {
 // call Done once the response body is finished or abandoned (after closing
 // it). Set req.URL to http://<any>/path; the authority is req.Host.
 func (p *H2Pool) RoundTrip(req *http.Request) (*http.Response, error) {
-	c := p.cluster
-	r := c.resFor(req.Context())
-	if !r.rq.tryAcquire(r.rq.max) {
-		c.Stats.UpstreamRqPendingOverflow().Inc()
-		return nil, &OverflowError{Cluster: c.Name, Limit: "max_requests"}
+	if err := p.startRequest(req.Context()); err != nil {
+		return nil, err
 	}
-	s := c.Stats
-	s.UpstreamRqTotal().Inc()
-	s.UpstreamRqActive().Inc()
-	p.host.Stats().RqTotal.Add(1)
-	p.host.Stats().RqActive.Add(1)
 	resp, err := p.tr.RoundTrip(req)
 	if err != nil {
 		p.DoneCtx(req.Context())
 		return nil, err
 	}
 	return resp, nil
+}
+
+// startRequest takes the request's max_requests slot (refused:
+// *OverflowError) and counts upstream_rq_total and upstream_rq_active, for
+// either codec; DoneCtx gives them back.
+func (p *H2Pool) startRequest(ctx context.Context) error {
+	c := p.cluster
+	r := c.resFor(ctx)
+	if !r.rq.tryAcquire(r.rq.max) {
+		c.Stats.UpstreamRqPendingOverflow().Inc()
+		return &OverflowError{Cluster: c.Name, Limit: "max_requests"}
+	}
+	s := c.Stats
+	s.UpstreamRqTotal().Inc()
+	s.UpstreamRqActive().Inc()
+	p.host.Stats().RqTotal.Add(1)
+	p.host.Stats().RqActive.Add(1)
+	return nil
 }
 
 // Done ends a stream that RoundTrip started successfully (DEFAULT priority).
