@@ -41,21 +41,21 @@ func (s *Server) HandleProfiling(path string) {
 }
 
 // enableParam returns ?enable's value when it is the only parameter and is
-// y or n, as Envoy requires.
-func enableParam(r *http.Request) (enable, ok bool) {
+// y or n, as Envoy requires; otherwise it answers 400 and ok is false.
+func enableParam(w http.ResponseWriter, r *http.Request) (enable, ok bool) {
 	q := r.URL.Query()
 	v, has := q["enable"]
 	if len(q) != 1 || !has || len(v) != 1 || (v[0] != "y" && v[0] != "n") {
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(w, "?enable=<y|n>\n")
 		return false, false
 	}
 	return v[0] == "y", true
 }
 
 func (p *profiler) cpu(w http.ResponseWriter, r *http.Request) {
-	enable, ok := enableParam(r)
+	enable, ok := enableParam(w, r)
 	if !ok {
-		w.WriteHeader(http.StatusBadRequest)
-		fmt.Fprint(w, "?enable=<y|n>\n")
 		return
 	}
 	p.mu.Lock()
@@ -83,10 +83,8 @@ func (p *profiler) cpu(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *profiler) heap(w http.ResponseWriter, r *http.Request) {
-	enable, ok := enableParam(r)
+	enable, ok := enableParam(w, r)
 	if !ok {
-		w.WriteHeader(http.StatusBadRequest)
-		fmt.Fprint(w, "?enable=<y|n>\n")
 		return
 	}
 	p.mu.Lock()
