@@ -45,7 +45,7 @@ bench-smoke:
 # Proxy allocations per HTTP/2 stream (BenchmarkHTTP2ProxyOnly: client and upstream allocate
 # nothing, the direct rows prove it). Issue 7 asks for 2; x/net's server and client take most of
 # these (bench/README.md), so the guard is what the proxy reaches now.
-H2_ALLOC_LIMITS ?= h2c-http1=12 h2c-h2c=9 grpc-unary=26 direct=0 direct-grpc=0
+H2_ALLOC_LIMITS ?= h2c-http1=8 h2c-h2c=5 grpc-unary=18 direct=0 direct-grpc=0
 
 bench-check:
 	$(GO) test -run='^$$' -bench='^Benchmark(HTTP1Proxy|TCPProxy)$$' -benchmem -benchtime=20000x ./bench/ | tee /tmp/outrider-bench-check.txt

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/outrider-proxy/outrider/proxy/buffer"
 )
@@ -139,9 +138,9 @@ func NewClientConn(nc net.Conn, cfg *ClientConfig) (*ClientConn, error) {
 	if cf.HeaderTableSize > 0 {
 		cc.intern = make(map[string]string)
 	}
-	cc.dec = hpack.NewDecoder(4096, cc.onField)
+	cc.dec = newHpackDecoder(4096, cc.onField)
 	cc.maxBlock = maxBlockBytes(cf.MaxHeaderListSize)
-	cc.dec.SetMaxStringLength(cc.maxBlock)
+	cc.dec.maxStr = cc.maxBlock
 
 	var p []byte
 	p = appendSetting(p, http2.SettingEnablePush, 0)

@@ -2,7 +2,6 @@ package h2
 
 import (
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 
 	"github.com/outrider-proxy/outrider/proxy/headers"
 )
@@ -52,7 +51,7 @@ func (cc *ClientConn) onHeaders(f *frame) error {
 		}
 	}
 	cc.mu.Unlock()
-	cc.dec.SetEmitEnabled(b.decode)
+	cc.dec.emitOff = !b.decode
 	return cc.onFragment(p, f.has(flagEndHeaders))
 }
 
@@ -77,36 +76,35 @@ func (cc *ClientConn) onFragment(p []byte, end bool) error {
 
 // onField is the HPACK decoder's emit function: it validates one response
 // field (RFC 9113 sections 8.2 and 8.3.2) and copies it into scratch.
-func (cc *ClientConn) onField(f hpack.HeaderField) {
+func (cc *ClientConn) onField(name, value []byte) {
 	b := &cc.hb
-	b.size += len(f.Name) + len(f.Value) + 32
+	b.size += len(name) + len(value) + 32
 	if !b.decode || b.bad || b.tooLarge {
 		return
 	}
 	if b.size > int(cc.cfg.MaxHeaderListSize) {
 		b.tooLarge = true
-		cc.dec.SetEmitEnabled(false) // the rest is decoded for the table only
+		cc.dec.emitOff = true // the rest is decoded for the table only
 		return
 	}
-	name := f.Name
-	if !validName(name) || !validValue(f.Value) {
+	if !validName(name) || !validValue(value) {
 		b.bad = true
 		return
 	}
 	if name[0] == ':' {
-		if name != headers.Status || b.trailers || b.regular || b.status >= 0 || !validStatus(f.Value) {
+		if string(name) != headers.Status || b.trailers || b.regular || b.status >= 0 || !validStatus(value) {
 			b.bad = true
 			return
 		}
-		b.status = int(f.Value[0]-'0')*100 + int(f.Value[1]-'0')*10 + int(f.Value[2]-'0')
+		b.status = int(value[0]-'0')*100 + int(value[1]-'0')*10 + int(value[2]-'0')
 	} else {
 		b.regular = true
-		switch name {
+		switch string(name) {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 			b.bad = true
 			return
 		case "content-length":
-			n, ok := parseLength(f.Value)
+			n, ok := parseLength(value)
 			if !ok || (b.cl >= 0 && b.cl != n) {
 				b.bad = true
 				return
@@ -117,10 +115,10 @@ func (cc *ClientConn) onField(f hpack.HeaderField) {
 			b.cl = n
 		}
 	}
-	b.scratch.Add(name, f.Value)
+	b.scratch.AddCopy(name, value)
 }
 
-func validStatus(v string) bool {
+func validStatus(v []byte) bool {
 	return len(v) == 3 && v[0] >= '1' && v[0] <= '9' && v[1] >= '0' && v[1] <= '9' && v[2] >= '0' && v[2] <= '9'
 }
 

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // ServerConfig holds a connection's settings; the zero value (or nil) is
@@ -136,9 +135,9 @@ func NewConn(nc net.Conn, cfg *ServerConfig, h Handler) *Conn {
 	c.initCore(nc, c, cf.MaxFrameSize, cf.InitialConnWindowSize, cf.InitialStreamWindowSize, cf.PingInterval > 0)
 	c.intern = make(map[string]string)
 	c.idle.L = &c.mu
-	c.dec = hpack.NewDecoder(cf.HeaderTableSize, c.onField)
+	c.dec = newHpackDecoder(cf.HeaderTableSize, c.onField)
 	c.maxBlock = maxBlockBytes(cf.MaxHeaderListSize)
-	c.dec.SetMaxStringLength(c.maxBlock)
+	c.dec.maxStr = c.maxBlock
 	return c
 }
 

@@ -53,8 +53,8 @@ type connCore struct {
 	small [256]byte     // what an idle connection reads into (fill)
 	r, w  int
 
-	dec      *hpack.Decoder // read loop only
-	maxBlock int            // the largest header block accepted (maxBlockBytes)
+	dec      *hpackDecoder // read loop only
+	maxBlock int           // the largest header block accepted (maxBlockBytes)
 
 	lastRead atomic.Int64 // when the last bytes arrived (unix nanoseconds), for the PINGs
 
@@ -356,11 +356,12 @@ func (c *connCore) feedBlock(n *int, p []byte, end bool) (decodeFailed bool, err
 	if *n > c.maxBlock {
 		return false, connError{http2.ErrCodeEnhanceYourCalm, "header block too large"}
 	}
-	if _, err := c.dec.Write(p); err != nil {
+	if err := c.dec.write(p); err != nil {
+		c.dec.close()
 		return true, connError{http2.ErrCodeCompression, err.Error()}
 	}
 	if end {
-		if err := c.dec.Close(); err != nil {
+		if err := c.dec.close(); err != nil {
 			return true, connError{http2.ErrCodeCompression, err.Error()}
 		}
 	}

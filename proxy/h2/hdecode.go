@@ -86,7 +86,7 @@ func (c *Conn) onHeaders(f *frame) error {
 			b.target = &b.s.req
 		}
 	}
-	c.dec.SetEmitEnabled(b.target != nil)
+	c.dec.emitOff = b.target == nil
 	return c.onFragment(p, f.has(flagEndHeaders))
 }
 
@@ -122,32 +122,31 @@ func (c *Conn) dropBlock() {
 
 // onField is the HPACK decoder's emit function: it validates one field
 // (RFC 9113 section 8.2 and 8.3) and copies it into the block's target.
-func (c *Conn) onField(f hpack.HeaderField) {
+func (c *Conn) onField(name, value []byte) {
 	b := &c.hb
-	b.size += len(f.Name) + len(f.Value) + 32
+	b.size += len(name) + len(value) + 32
 	if b.target == nil || b.bad != 0 || b.tooLarge {
 		return
 	}
 	if b.size > int(c.cfg.MaxHeaderListSize) {
 		b.tooLarge = true
-		c.dec.SetEmitEnabled(false) // the rest is decoded for the table only
+		c.dec.emitOff = true // the rest is decoded for the table only
 		return
 	}
-	name := f.Name
-	if !validName(name) || !validValue(f.Value) {
+	if !validName(name) || !validValue(value) {
 		b.bad = http2.ErrCodeProtocol
 		return
 	}
 	if name[0] == ':' {
 		bit := 0
-		switch name {
+		switch string(name) {
 		case headers.Method:
-			bit, b.connect = pMethod, f.Value == "CONNECT"
+			bit, b.connect = pMethod, string(value) == "CONNECT"
 		case headers.Scheme:
 			bit = pScheme
 		case headers.Path:
 			bit = pPath
-			if f.Value == "" {
+			if len(value) == 0 {
 				b.bad = http2.ErrCodeProtocol
 			}
 		case headers.Authority:
@@ -165,17 +164,17 @@ func (c *Conn) onField(f hpack.HeaderField) {
 		b.pseudo |= bit
 	} else {
 		b.regular = true
-		switch name {
+		switch string(name) {
 		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 			b.bad = http2.ErrCodeProtocol
 			return
 		case "te":
-			if f.Value != "trailers" {
+			if string(value) != "trailers" {
 				b.bad = http2.ErrCodeProtocol
 				return
 			}
 		case "content-length":
-			n, ok := parseLength(f.Value)
+			n, ok := parseLength(value)
 			if !ok || (b.cl >= 0 && b.cl != n) {
 				b.bad = http2.ErrCodeProtocol
 				return
@@ -185,7 +184,7 @@ func (c *Conn) onField(f hpack.HeaderField) {
 			b.cookies++
 		}
 	}
-	b.target.Add(name, f.Value)
+	b.target.AddCopy(name, value)
 }
 
 // openStream starts a stream whose request headers were just decoded, or
@@ -307,8 +306,8 @@ func joinCookies(dst []byte, m *headers.Map) []byte {
 }
 
 // validName accepts lower-case token characters, and a leading ':'.
-func validName(s string) bool {
-	if s == "" {
+func validName[S string | []byte](s S) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -333,7 +332,7 @@ func isTokenPunct(ch byte) bool {
 }
 
 // validValue refuses NUL, CR and LF (RFC 9113 section 8.2.1).
-func validValue(s string) bool {
+func validValue[S string | []byte](s S) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c == 0 || c == '\r' || c == '\n' {
 			return false
@@ -342,8 +341,8 @@ func validValue(s string) bool {
 	return true
 }
 
-func parseLength(s string) (int64, bool) {
-	if s == "" || len(s) > 18 {
+func parseLength[S string | []byte](s S) (int64, bool) {
+	if len(s) == 0 || len(s) > 18 {
 		return 0, false
 	}
 	var n int64

@@ -300,3 +300,11 @@ func IsGRPC(ct []byte) bool {
 	}
 	return len(ct) == len(p) || ct[len(p)] == '+' || ct[len(p)] == ';'
 }
+
+// AddCopy appends a field from byte slices, copying both into the arena.
+// name must already be lower-case.
+func (m *Map) AddCopy(name, value []byte) {
+	n := m.copyInBytes(name)
+	v := m.copyInBytes(value)
+	m.fields = append(m.fields, Field{Name: n, Value: v})
+}
