@@ -29,28 +29,50 @@ func (c streamCtx) Err() error {
 	return nil
 }
 
-// AfterFunc runs f on its own goroutine once the context is done (at once
-// when it is); stop unregisters f, reporting whether that stopped it.
-func (c streamCtx) AfterFunc(f func()) (stop func() bool) {
+// A Watcher is told, on a goroutine of its own, that a stream's context
+// is done. A pointer type registers without allocating.
+type Watcher interface{ StreamCanceled() }
+
+// funcWatcher adapts AfterFunc's function.
+type funcWatcher func()
+
+func (f funcWatcher) StreamCanceled() { f() }
+
+// Watch registers w to be told once the context is done (at once when it
+// is), without allocating once the stream's registry has grown; the token
+// unregisters it (Unwatch). It is AfterFunc without closures.
+func (c streamCtx) Watch(w Watcher) (token uint64) {
 	s := c.s
 	s.ctxMu.Lock()
 	defer s.ctxMu.Unlock()
 	if s.ctxCanceled {
 		s.ctxWG.Add(1)
-		go s.runAfter(f)
-		return func() bool { return false }
+		go s.runAfter(w)
+		return 0
 	}
-	gen, i := s.ctxGen, len(s.afterFuncs)
-	s.afterFuncs = append(s.afterFuncs, f)
-	return func() bool {
-		s.ctxMu.Lock()
-		defer s.ctxMu.Unlock()
-		if s.ctxGen != gen || s.afterFuncs[i] == nil {
-			return false
-		}
-		s.afterFuncs[i] = nil
-		return true
+	s.afterFuncs = append(s.afterFuncs, w)
+	return uint64(uint32(s.ctxGen))<<32 | uint64(len(s.afterFuncs))
+}
+
+// Unwatch unregisters the Watcher of token, reporting whether that stopped
+// it: false when it already ran or runs, or the stream was reused since.
+func (c streamCtx) Unwatch(token uint64) bool {
+	s := c.s
+	i := int(token&(1<<32-1)) - 1
+	s.ctxMu.Lock()
+	defer s.ctxMu.Unlock()
+	if token == 0 || uint32(s.ctxGen) != uint32(token>>32) || i >= len(s.afterFuncs) || s.afterFuncs[i] == nil {
+		return false
 	}
+	s.afterFuncs[i] = nil
+	return true
+}
+
+// AfterFunc runs f on its own goroutine once the context is done (at once
+// when it is); stop unregisters f, reporting whether that stopped it.
+func (c streamCtx) AfterFunc(f func()) (stop func() bool) {
+	token := c.Watch(funcWatcher(f))
+	return func() bool { return c.Unwatch(token) }
 }
 
 // cancelContext marks the context done and runs its AfterFunc functions,
@@ -73,7 +95,7 @@ func (s *Stream) cancelContext() {
 	}
 }
 
-func (s *Stream) runAfter(f func()) {
+func (s *Stream) runAfter(w Watcher) {
 	defer s.ctxWG.Done()
-	f()
+	w.StreamCanceled()
 }

@@ -637,3 +637,58 @@ func TestLateDataPastContentLength(t *testing.T) {
 		t.Fatalf("RST_STREAM %v, want PROTOCOL_ERROR", got)
 	}
 }
+
+type countWatcher struct{ n chan string }
+
+func (w *countWatcher) StreamCanceled() { w.n <- "ran" }
+
+// TestStreamWatch: a Watcher still registered when the client resets the
+// stream is told; an unwatched one is not, and its token is then spent.
+func TestStreamWatch(t *testing.T) {
+	type watchCtx interface {
+		Watch(Watcher) uint64
+		Unwatch(uint64) bool
+	}
+	got := make(chan string, 8)
+	ready := make(chan struct{}, 1)
+	addr := startServer(t, nil, HandlerFunc(func(s *Stream) {
+		ctx := s.Context().(watchCtx)
+		kept, dropped := &countWatcher{got}, &countWatcher{make(chan string, 1)}
+		tk := ctx.Watch(kept)
+		td := ctx.Watch(dropped)
+		if !ctx.Unwatch(td) || ctx.Unwatch(td) {
+			got <- "unwatch: want true then false"
+		}
+		ready <- struct{}{}
+		select {
+		case <-s.Context().Done():
+		case <-time.After(5 * time.Second):
+			got <- "not canceled"
+		}
+		select {
+		case <-dropped.n:
+			got <- "unwatched watcher ran"
+		case <-time.After(50 * time.Millisecond):
+		}
+		if ctx.Unwatch(tk) {
+			got <- "unwatch after the run: want false"
+		}
+		got <- "done"
+	}))
+	cl := dialRaw(t, addr)
+	cl.headers(1, false, reqFields("/")...)
+	<-ready
+	_ = cl.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	var seen []string
+	for len(seen) < 2 {
+		select {
+		case m := <-got:
+			seen = append(seen, m)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("timed out: %q", seen)
+		}
+	}
+	if !(seen[0] == "ran" && seen[1] == "done") && !(seen[0] == "done" && seen[1] == "ran") {
+		t.Fatalf("got %q, want ran and done", seen)
+	}
+}

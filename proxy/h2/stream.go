@@ -49,7 +49,7 @@ type Stream struct {
 	ctxMu       sync.Mutex
 	ctxGen      uint64         // bumped by each use of the pooled stream
 	ctxCanceled bool           // the stream failed: the context is done
-	afterFuncs  []func()       // registered by AfterFunc, not stopped yet (nil entries are stopped)
+	afterFuncs  []Watcher      // registered by Watch or AfterFunc, not stopped yet (nil entries are stopped)
 	ctxWG       sync.WaitGroup // AfterFunc functions running
 }
 
