@@ -60,6 +60,12 @@ type PooledConn struct {
 	gen       uint32     // the pool's drains when it was dialled
 }
 
+// StreamCanceled interrupts a read blocked on the connection (its read
+// deadline becomes now): the downstream stream it serves was reset. It is
+// an h2.Watcher, so the router registers the connection itself, without a
+// closure; a late call only times out a read the next user re-arms.
+func (pc *PooledConn) StreamCanceled() { _ = pc.Conn.SetReadDeadline(time.Now()) }
+
 // Pool is the HTTP/1 connection pool of host h (one per host per cluster,
 // created on first use). A pool of a removed host is closed: it still dials,
 // but connections close when released.

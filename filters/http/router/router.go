@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
+	"github.com/outrider-proxy/outrider/proxy/h2"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/http1"
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
@@ -446,16 +447,25 @@ func (f *filter) requestSent() {
 	f.startTryIdle()
 }
 
+// watchCtx is a downstream HTTP/2 stream's context (proxy/h2): it tells
+// a registered h2.Watcher of a client reset, without a closure.
+type watchCtx interface {
+	Watch(w h2.Watcher) (token uint64)
+	Unwatch(token uint64) bool
+}
+
 // awaitResponse reads the upstream response and streams it back.
 func (f *filter) awaitResponse() {
 	info := f.cb.Info()
 	f.idle = f.cb.StreamIdleTimeout()
 	f.armRead()
-	if f.downCtx != nil && f.downCtx.Done() != nil {
+	if wc, ok := f.downCtx.(watchCtx); ok {
 		// The client resetting the stream interrupts the upstream read. The
-		// closure holds the connection, not the filter: stopping an
-		// AfterFunc does not wait for a run in progress, and the filter is
-		// reset for its next stream meanwhile.
+		// watcher is the connection, not the filter: unwatching does not
+		// wait for a run in progress, and the filter is reset for its next
+		// stream meanwhile.
+		defer wc.Unwatch(wc.Watch(f.pc))
+	} else if f.downCtx != nil && f.downCtx.Done() != nil {
 		conn := f.pc.Conn
 		defer context.AfterFunc(f.downCtx, func() { _ = conn.SetReadDeadline(time.Now()) })()
 	}
