@@ -29,6 +29,10 @@ type ClientConfig struct {
 	// MaxHeaderListSize bounds a response's header list (names, values and
 	// 32 bytes a field); a larger one resets the stream. Zero: 60 KiB.
 	MaxHeaderListSize uint32
+	// MaxHeaderCount bounds a response's (or trailers') fields, pseudo-
+	// headers included, as Envoy's max_headers_count; more reset the
+	// stream. Zero: no limit.
+	MaxHeaderCount int
 	// HeaderTableSize is the HPACK dynamic table the request encoder may
 	// use (capped by the server's SETTINGS_HEADER_TABLE_SIZE). Zero: no
 	// dynamic table: requests are Huffman-coded and static-table indexed

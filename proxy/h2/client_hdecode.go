@@ -18,6 +18,7 @@ type clientBlock struct {
 	endStream bool
 	bytes     int // block bytes so far
 	size      int // header list size (RFC 9113 section 6.5.2)
+	count     int // fields so far
 	bad       bool
 	tooLarge  bool
 	status    int // -1: none
@@ -79,10 +80,11 @@ func (cc *ClientConn) onFragment(p []byte, end bool) error {
 func (cc *ClientConn) onField(name, value []byte) {
 	b := &cc.hb
 	b.size += len(name) + len(value) + 32
+	b.count++
 	if !b.decode || b.bad || b.tooLarge {
 		return
 	}
-	if b.size > int(cc.cfg.MaxHeaderListSize) {
+	if b.size > int(cc.cfg.MaxHeaderListSize) || (cc.cfg.MaxHeaderCount > 0 && b.count > cc.cfg.MaxHeaderCount) {
 		b.tooLarge = true
 		cc.dec.emitOff = true // the rest is decoded for the table only
 		return

@@ -3,8 +3,10 @@ package h2
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -330,5 +332,50 @@ func TestClientFraming(t *testing.T) {
 	case <-s.Done():
 	default:
 		t.Fatal("a complete stream is not done")
+	}
+}
+
+// TestClientHeaderLimits: a response over MaxHeaderCount fields or
+// MaxHeaderListSize bytes resets its stream with PROTOCOL_ERROR, and one at
+// the limits is read.
+func TestClientHeaderLimits(t *testing.T) {
+	fields := func(n, valueLen int) []string {
+		kv := []string{":status", "200"}
+		for i := 1; i < n; i++ {
+			kv = append(kv, fmt.Sprintf("x-h%d", i), strings.Repeat("v", valueLen))
+		}
+		return kv
+	}
+	for _, tc := range []struct {
+		name  string
+		cfg   ClientConfig
+		kv    []string
+		reset bool
+	}{
+		{"count at the limit", ClientConfig{MaxHeaderCount: 10}, fields(10, 1), false},
+		{"count over the limit", ClientConfig{MaxHeaderCount: 10}, fields(11, 1), true},
+		{"no count limit", ClientConfig{}, fields(300, 1), false},
+		{"size over the limit", ClientConfig{MaxHeaderListSize: 4096}, fields(3, 2100), true},
+		{"size under the limit", ClientConfig{MaxHeaderListSize: 4096}, fields(3, 1900), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs, cc := newFake(t, &tc.cfg)
+			s := fs.get(cc)
+			fs.headers(1, true, tc.kv...)
+			h, err := s.ReadHeaders(soon())
+			if !tc.reset {
+				if err != nil || h.Len() != len(tc.kv)/2 {
+					t.Fatalf("ReadHeaders: %v, %d fields", err, h.Len())
+				}
+				return
+			}
+			if code := fs.rst(1); code != http2.ErrCodeProtocol {
+				t.Fatalf("RST_STREAM %v", code)
+			}
+			var se *StreamError
+			if !errors.As(err, &se) || se.Code != http2.ErrCodeProtocol {
+				t.Fatalf("ReadHeaders: %v", err)
+			}
+		})
 	}
 }

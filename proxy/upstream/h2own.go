@@ -120,9 +120,10 @@ func (p *H2Pool) dialOwn(ctx context.Context) (*ownConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, maxHeaderBytes := c.ResponseLimits(true)
+	maxHeaders, maxHeaderBytes := c.ResponseLimits(true)
 	cc, err := h2.NewClientConn(cl, &h2.ClientConfig{
 		MaxHeaderListSize:    uint32(maxHeaderBytes),
+		MaxHeaderCount:       maxHeaders,
 		MaxConcurrentStreams: c.protocol.maxConc,
 		PingInterval:         c.protocol.pingIdle,
 		PingTimeout:          c.protocol.pingTO,
