@@ -3,6 +3,7 @@
 package all
 
 import (
+	_ "github.com/outrider-proxy/outrider/filters/http/cors"           // envoy.filters.http.cors
 	_ "github.com/outrider-proxy/outrider/filters/http/rbac"
 	_ "github.com/outrider-proxy/outrider/filters/http/router"
 	_ "github.com/outrider-proxy/outrider/filters/listener/httpinspector"
