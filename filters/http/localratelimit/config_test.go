@@ -2,6 +2,8 @@ package localratelimit
 
 import (
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,5 +138,30 @@ func TestConnBuckets(t *testing.T) {
 	}
 	if !c.get(1).consume() {
 		t.Errorf("conn 1 after refill: limited")
+	}
+}
+
+// Concurrent streams never take more tokens than the bucket holds.
+func TestBucketConcurrent(t *testing.T) {
+	clock := 5.0
+	defer func(f func() float64) { now = f }(now)
+	now = func() float64 { return clock } // frozen: no refill
+	b := newBucket(100, 1, time.Hour)
+	var wg sync.WaitGroup
+	var taken atomic.Int64
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				if b.consume() {
+					taken.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := taken.Load(); n != 100 {
+		t.Fatalf("%d tokens taken from a bucket of 100", n)
 	}
 }
