@@ -34,8 +34,8 @@ func sharedConfig(t *testing.T, name string) string {
 	return ""
 }
 
-// The envoyproxy example using the local rate limit filter passes --mode validate: the
-// bootstrap loads and the server compiles it.
+// The envoyproxy example using the local rate limit filter passes --mode
+// validate: the bootstrap loads and the server compiles it.
 func TestSharedConfigValidates(t *testing.T) {
 	for _, name := range []string{
 		"envoyproxy-examples__local_ratelimit__envoy.yaml",
