@@ -53,7 +53,7 @@ func TestValidateRejects(t *testing.T) {
 		{"malformed yaml", "admin: [", []string{"bad.yaml"}},
 		{"unknown field", "admn: {}\n", []string{"bad.yaml", "admn"}},
 		{"unknown type", strings.Replace(string(good), "envoy.extensions.filters.http.router.v3.Router", "envoy.extensions.filters.http.nope.v3.Nope", 1), []string{"bad.yaml", "nope"}},
-		{"unsupported extension", strings.Replace(string(good), "envoy.extensions.filters.http.router.v3.Router", "envoy.extensions.filters.http.cors.v3.Cors", 1), []string{"bad.yaml", "http_filters[0]", "envoy.extensions.filters.http.cors.v3.Cors"}},
+		{"unsupported extension", strings.Replace(string(good), "envoy.extensions.filters.http.router.v3.Router", "envoy.extensions.filters.http.grpc_web.v3.GrpcWeb", 1), []string{"bad.yaml", "http_filters[0]", "envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"}},
 		{"missing cluster", strings.Replace(string(good), "route: { cluster: backend }", "route: { cluster: nowhere }", 1), []string{"bad.yaml", "nowhere"}},
 		{"bad regex", strings.Replace(string(good), `- match: { prefix: "/" }
                 route: { cluster: backend }`, `- match: { safe_regex: { regex: "a(" } }

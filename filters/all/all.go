@@ -3,6 +3,8 @@
 package all
 
 import (
+	_ "github.com/outrider-proxy/outrider/filters/http/cors"           // envoy.filters.http.cors
+	_ "github.com/outrider-proxy/outrider/filters/http/localratelimit" // envoy.filters.http.local_ratelimit
 	_ "github.com/outrider-proxy/outrider/filters/http/rbac"
 	_ "github.com/outrider-proxy/outrider/filters/http/router"
 	_ "github.com/outrider-proxy/outrider/filters/listener/httpinspector"

@@ -18,6 +18,7 @@ type routeExtras struct {
 	maxStreamDuration *routev3.RouteAction_MaxStreamDuration
 	priority          corev3.RoutingPriority
 	hashPolicies      []HashPolicy // compiled hash_policy
+	cors              *routev3.CorsPolicy
 }
 
 // extras returns r.ext, allocating it on first use.
@@ -32,10 +33,12 @@ func (r *Route) extras() *routeExtras {
 // accessors below; a route action setting none of them allocates nothing.
 func (r *Route) keepActionExtras(a *routev3.RouteAction) {
 	if a.GetRetryPolicy() == nil && a.GetHedgePolicy() == nil && len(a.GetUpgradeConfigs()) == 0 &&
-		len(a.GetRequestMirrorPolicies()) == 0 && a.GetMaxStreamDuration() == nil && a.GetPriority() == corev3.RoutingPriority_DEFAULT {
+		len(a.GetRequestMirrorPolicies()) == 0 && a.GetMaxStreamDuration() == nil && a.GetPriority() == corev3.RoutingPriority_DEFAULT &&
+		a.GetCors() == nil {
 		return
 	}
 	e := r.extras()
+	e.cors = a.GetCors()
 	e.retryPolicy, e.hedgePolicy = a.GetRetryPolicy(), a.GetHedgePolicy()
 	e.upgrades, e.mirrors = a.GetUpgradeConfigs(), a.GetRequestMirrorPolicies()
 	e.maxStreamDuration, e.priority = a.GetMaxStreamDuration(), a.GetPriority()
@@ -46,6 +49,16 @@ func (e *routeExtras) getRetryPolicy() *routev3.RetryPolicy {
 		return nil
 	}
 	return e.retryPolicy
+}
+
+// CorsPolicy is the route action's deprecated cors field, read by the CORS
+// filter when no level has its typed_per_filter_config; nil when not set. Do
+// not modify it.
+func (r *Route) CorsPolicy() *routev3.CorsPolicy {
+	if r.ext == nil {
+		return nil
+	}
+	return r.ext.cors
 }
 
 // Tracing is the route's tracing settings; nil when not configured. Do not

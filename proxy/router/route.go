@@ -383,6 +383,19 @@ func (r *Route) PerFilterConfig(filterName string) *anypb.Any {
 	return nil
 }
 
+// PerFilterConfigs returns typed_per_filter_config for filterName from every
+// level that has it, most specific first (route, virtual host, route
+// configuration), for filters that merge the levels field by field (CORS).
+func (r *Route) PerFilterConfigs(filterName string) []*anypb.Any {
+	var out []*anypb.Any
+	for _, m := range [...]map[string]*anypb.Any{r.perFilter, r.vh.perFilter, r.vh.table.perFilter} {
+		if a, ok := m[filterName]; ok {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // ApplyRequestHeaders applies request_headers_to_remove/add of the route,
 // its virtual host and the route configuration, in Envoy's order: route,
 // virtual host, route configuration (the last one wins on overwrite), or the

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/outrider-proxy/outrider/proxy/matcher"
 )
 
 // The checks below reject behaviour-changing fields this package does not
@@ -36,8 +38,8 @@ func checkVirtualHostUnsupported(c *routev3.VirtualHost) error {
 		return errors.New("matcher: not supported")
 	case len(c.GetRateLimits()) > 0:
 		return errors.New("rate_limits: not supported")
-	case c.GetCors() != nil:
-		return errors.New("cors: not supported (use typed_per_filter_config)")
+	case checkCors(c.GetCors()) != nil:
+		return checkCors(c.GetCors())
 	case c.GetRetryPolicyTypedConfig() != nil:
 		return errors.New("retry_policy_typed_config: not supported")
 	case checkHedgePolicy(c.GetHedgePolicy()) != nil:
@@ -69,8 +71,8 @@ func checkRouteActionUnsupported(a *routev3.RouteAction) error {
 		return mirrorUnsupported(a.GetRequestMirrorPolicies())
 	case len(a.GetRateLimits()) > 0:
 		return errors.New("rate_limits: not supported")
-	case a.GetCors() != nil:
-		return errors.New("cors: not supported (use typed_per_filter_config)")
+	case checkCors(a.GetCors()) != nil:
+		return checkCors(a.GetCors())
 	case a.GetInternalRedirectPolicy() != nil:
 		return errors.New("internal_redirect_policy: not supported")
 	case a.GetInternalRedirectAction() != routev3.RouteAction_PASS_THROUGH_INTERNAL_REDIRECT:
@@ -87,6 +89,17 @@ func checkRouteActionUnsupported(a *routev3.RouteAction) error {
 		return errors.New("flush_timeout: not supported")
 	}
 	return upgradeUnsupported(a.GetUpgradeConfigs())
+}
+
+// checkCors validates the deprecated cors field, which the CORS filter reads
+// (filters/http/cors): its origin matchers must compile.
+func checkCors(c *routev3.CorsPolicy) error {
+	for i, m := range c.GetAllowOriginStringMatch() {
+		if _, err := matcher.CompileString(m); err != nil {
+			return fmt.Errorf("cors.allow_origin_string_match[%d].%w", i, err)
+		}
+	}
+	return nil
 }
 
 // upgradeUnsupported refuses connect_config fields the router filter does

@@ -23,7 +23,13 @@ type VirtualHost struct {
 	respHeaders          *headerMutation
 	perFilter            map[string]*anypb.Any
 	retryPolicy          *routev3.RetryPolicy // nil: none
+	cors                 *routev3.CorsPolicy  // deprecated cors field; nil: none
 }
+
+// CorsPolicy is the virtual host's deprecated cors field, read by the CORS
+// filter when no level has its typed_per_filter_config; nil when not set. Do
+// not modify it.
+func (vh *VirtualHost) CorsPolicy() *routev3.CorsPolicy { return vh.cors }
 
 // Routes lists the compiled routes in match order.
 func (vh *VirtualHost) Routes() []*Route { return vh.routes }
@@ -51,6 +57,7 @@ func compileVirtualHost(t *Table, c *routev3.VirtualHost, where string, cc *comp
 		requireTLS:  c.GetRequireTls(),
 		perFilter:   c.GetTypedPerFilterConfig(),
 		retryPolicy: c.GetRetryPolicy(),
+		cors:        c.GetCors(),
 
 		hedgeOnPerTryTimeout: c.GetHedgePolicy().GetHedgeOnPerTryTimeout(),
 	}
