@@ -89,4 +89,8 @@ var mustCompile = []string{
 	"envoyproxy-examples__opentelemetry__envoy-1.yaml",
 	"envoyproxy-examples__opentelemetry__envoy-2.yaml",
 	"envoyproxy-examples__opentelemetry__envoy-front-proxy.yaml",
+	// HTTP filters: CORS and local rate limit.
+	"envoyproxy-examples__cors__backend__envoy.yaml",
+	"envoyproxy-examples__cors__frontend__envoy.yaml",
+	"envoyproxy-examples__local_ratelimit__envoy.yaml",
 }
