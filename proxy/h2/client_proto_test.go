@@ -379,3 +379,20 @@ func TestClientHeaderLimits(t *testing.T) {
 		})
 	}
 }
+
+// TestClientCanSend: CanSend follows the server's initial stream window.
+func TestClientCanSend(t *testing.T) {
+	fs, cc := newFake(t, nil, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 10})
+	s, err := cc.NewStream(reqHeaders("POST", "/"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Release)
+	fs.request(1)
+	for i := 0; i < 500 && s.CanSend(11); i++ {
+		time.Sleep(10 * time.Millisecond) // the client's read loop applies SETTINGS
+	}
+	if !s.CanSend(10) || s.CanSend(11) {
+		t.Fatalf("CanSend(10) %v, CanSend(11) %v with a 10-byte window", s.CanSend(10), s.CanSend(11))
+	}
+}

@@ -129,6 +129,16 @@ func (s *ClientStream) WriteData(p []byte, end bool) error {
 	return s.errAfterFlushLocked()
 }
 
+// CanSend reports whether n body bytes fit the stream's and the
+// connection's send windows now: WriteData of them does not wait for the
+// server's WINDOW_UPDATE.
+func (s *ClientStream) CanSend(n int) bool {
+	cc := s.cc
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return s.err == nil && int64(n) <= s.sendWindow && int64(n) <= cc.sendWindow
+}
+
 func (s *ClientStream) errAfterFlushLocked() error {
 	if s.err != nil {
 		return s.err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -690,5 +691,47 @@ func TestStreamWatch(t *testing.T) {
 	}
 	if !(seen[0] == "ran" && seen[1] == "done") && !(seen[0] == "done" && seen[1] == "ran") {
 		t.Fatalf("got %q, want ran and done", seen)
+	}
+}
+
+// TestBodyBuffered: BodyBuffered is false until END_STREAM arrived, then
+// reports the unread bytes, which ReadData returns without waiting.
+func TestBodyBuffered(t *testing.T) {
+	type result struct {
+		before bool
+		n      int
+		body   string
+		err    error
+	}
+	sent := make(chan struct{})
+	got := make(chan result, 1)
+	addr := startServer(t, nil, HandlerFunc(func(s *Stream) {
+		var r result
+		_, r.before = s.BodyBuffered()
+		<-sent
+		for range 500 {
+			n, ok := s.BodyBuffered()
+			if ok {
+				r.n = n
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		p, err := s.ReadData(time.Now().Add(time.Second))
+		r.body = string(p)
+		if err == nil {
+			_, err = s.ReadData(time.Now().Add(time.Second))
+		}
+		r.err = err
+		got <- r
+	}))
+	cl := dialRaw(t, addr)
+	cl.headers(1, false, reqFields("/")...)
+	time.Sleep(20 * time.Millisecond) // the handler looks before the body
+	cl.data(1, true, []byte("hello"))
+	close(sent)
+	r := <-got
+	if r.before || r.n != 5 || r.body != "hello" || r.err != io.EOF {
+		t.Fatalf("%+v", r)
 	}
 }

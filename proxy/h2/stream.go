@@ -174,6 +174,19 @@ func (s *Stream) BodyEnded() bool {
 	return s.remoteEnded && s.rxN == 0 && s.err == nil
 }
 
+// BodyBuffered reports whether the whole request body has arrived (END_STREAM
+// received) and how many of its bytes wait to be read: ReadData then
+// returns them, and io.EOF, without waiting for the client.
+func (s *Stream) BodyBuffered() (n int, ok bool) {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !s.remoteEnded || s.err != nil {
+		return 0, false
+	}
+	return s.rxN, true
+}
+
 // remoteEndLocked records END_STREAM from the client.
 func (s *Stream) remoteEndLocked() {
 	s.remoteEnded = true
