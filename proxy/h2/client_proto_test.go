@@ -388,6 +388,7 @@ func TestClientCanSend(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Release)
+	_ = s.Flush()
 	fs.request(1)
 	for i := 0; i < 500 && s.CanSend(11); i++ {
 		time.Sleep(10 * time.Millisecond) // the client's read loop applies SETTINGS
