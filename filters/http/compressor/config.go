@@ -100,8 +100,8 @@ func (d *direction) on() bool {
 	return runtime.Process().GetBool(d.enabled.GetRuntimeKey(), def)
 }
 
-// typeAllowed is isContentTypeAllowed for a content-type value without its
-// parameters; an absent content type is allowed.
+// typeAllowed reports whether a content-type value (without parameters)
+// is in the list or matches a content_type_matcher.
 func (d *direction) typeAllowed(ct string) bool {
 	if len(d.matchers) > 0 {
 		for _, m := range d.matchers {

@@ -106,7 +106,7 @@ type allowed struct {
 // highest q-value among the chain's compressors for this content type,
 // "identity" and "*"; ties go to a choose_first compressor.
 func (f *filter) chooseEncoding(h *headers.Map) *decision {
-	ct := contentType(h)
+	ct, _ := contentType(h)
 	compressors := map[string]allowed{}
 	n := 0
 	ch, _ := f.cb.Info().FilterState.Get(registryKey).(*chain)

@@ -77,7 +77,7 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	}
 	d := f.cfg.req
 	if !end && f.cfg.reqSet && d.on() && !isUpgrade(h) && f.minLength(d, h) &&
-		d.typeAllowed(contentType(h)) && !h.Has("content-encoding") && f.transferEncodingAllowed(h) {
+		typeAllowed(d, h) && !h.Has("content-encoding") && f.transferEncodingAllowed(h) {
 		h.Del("content-length")
 		h.Set("content-encoding", f.cfg.encoding)
 		d.compressed.Inc()
@@ -139,7 +139,7 @@ func (f *filter) EncodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	register(f.cb, f.cfg)
 	d := f.cfg.resp
 	bigEnough := f.respEnabled() && f.minLength(d, h)
-	compressible := bigEnough && !isUpgrade(h) && d.typeAllowed(contentType(h)) &&
+	compressible := bigEnough && !isUpgrade(h) && typeAllowed(d, h) &&
 		!noTransform(h) && f.etagAllowed(h) && !h.Has("content-encoding") && !f.cfg.uncompressible[h.StatusCode()]
 	if !end && f.acceptEncodingAllowed(bigEnough, h) && compressible && f.transferEncodingAllowed(h) {
 		f.sanitizeEtag(h)
@@ -236,16 +236,24 @@ func (f *filter) transferEncodingAllowed(h *headers.Map) bool {
 	return true
 }
 
-// contentType is the content-type without parameters, trimmed.
-func contentType(h *headers.Map) string {
+// contentType is the content-type without parameters, trimmed; ok is false
+// when there is none.
+func contentType(h *headers.Map) (ct string, ok bool) {
 	v, ok := h.Get("content-type")
 	if !ok {
-		return ""
+		return "", false
 	}
 	if i := bytes.IndexByte(v, ';'); i >= 0 {
 		v = v[:i]
 	}
-	return string(bytes.TrimSpace(v))
+	return string(bytes.TrimSpace(v)), true
+}
+
+// typeAllowed is isContentTypeAllowed: a response without a content type is
+// allowed.
+func typeAllowed(d *direction, h *headers.Map) bool {
+	ct, ok := contentType(h)
+	return !ok || d.typeAllowed(ct)
 }
 
 // noTransform is hasCacheControlNoTransform.
