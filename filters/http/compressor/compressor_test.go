@@ -3,6 +3,8 @@ package compressor_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/net/http2"
 
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
@@ -164,6 +167,14 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		b = string(got)
+	case "/trailers":
+		h.Set("Trailer", "X-Checksum")
+		w.WriteHeader(200)
+		io.WriteString(w, body[:2000])
+		w.(http.Flusher).Flush()
+		io.WriteString(w, body[2000:])
+		h.Set("X-Checksum", "c0ffee")
+		return
 	case "/partial":
 		w.WriteHeader(206)
 	case "/slow":
@@ -502,5 +513,37 @@ func TestRequestDirectionAndOverrides(t *testing.T) {
 	}
 	if resp, _ := get(t, p.URL("req", "/"), "gzip"); resp.Header.Get("Content-Encoding") != "" {
 		t.Fatal("response compressed with enabled default_value false")
+	}
+}
+
+// Over HTTP/2 (h2c) the compressed body streams the same way and, when the
+// upstream sends trailers, ends before them.
+func TestHTTP2Trailers(t *testing.T) {
+	p, _ := start(t)
+	h2 := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{AllowHTTP: true, DisableCompression: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}}
+	for _, path := range []string{"/trailers", "/"} {
+		req, _ := http.NewRequest("GET", p.URL("zs", path), nil)
+		req.Header.Set("Accept-Encoding", "zstd")
+		resp, err := h2.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.ProtoMajor != 2 {
+			t.Fatalf("%s: HTTP/%d, %v", path, resp.ProtoMajor, err)
+		}
+		if resp.Header.Get("Content-Encoding") != "zstd" || resp.Header.Get("Content-Length") != "" {
+			t.Fatalf("%s: content-encoding %q, content-length %q", path, resp.Header.Get("Content-Encoding"), resp.Header.Get("Content-Length"))
+		}
+		if got := decode(t, "zstd", b); got != body {
+			t.Fatalf("%s: decoded %d bytes, want %d", path, len(got), len(body))
+		}
+		if path == "/trailers" && resp.Trailer.Get("X-Checksum") != "c0ffee" {
+			t.Errorf("trailers %v", resp.Trailer)
+		}
 	}
 }

@@ -17,7 +17,11 @@ type filter struct {
 	acceptEncoding []byte
 	hasAccept      bool
 	route          *perRoute
-	reqC, respC    Compressor
+	// reqC and respC compress each direction; they go back to their pool
+	// only when the stream is over (their last output may still be on its
+	// way), and Ended says the body was finished.
+	reqC, respC         Compressor
+	reqEnded, respEnded bool
 	// out is the last rewritten piece, per direction, for Rewritten.
 	reqOut, respOut []byte
 	reqNew, respNew bool
@@ -28,9 +32,10 @@ func (f *filter) Reset() {
 	f.release()
 	f.acceptEncoding, f.hasAccept, f.route = f.acceptEncoding[:0], false, nil
 	f.reqOut, f.respOut, f.reqNew, f.respNew = nil, nil, false, false
+	f.reqEnded, f.respEnded = false, false
 }
 
-// OnDestroy gives the compressors back when the stream ends early.
+// OnDestroy gives the compressors back at the end of the stream.
 func (f *filter) OnDestroy() { f.release() }
 
 func (f *filter) release() {
@@ -89,22 +94,16 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 }
 
 func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
-	if f.reqC != nil {
-		f.reqOut, f.reqNew = f.compress(f.reqC, f.cfg.req, p, end), true
-		if end {
-			f.reqC.Release()
-			f.reqC = nil
-		}
+	if f.reqC != nil && !f.reqEnded {
+		f.reqOut, f.reqNew, f.reqEnded = f.compress(f.reqC, f.cfg.req, p, end), true, end
 	}
 	return httpfilter.Continue
 }
 
 // DecodeTrailers ends the compressed request body before the trailers.
 func (f *filter) DecodeTrailers(*headers.Map) httpfilter.Status {
-	if f.reqC != nil {
-		f.reqOut, f.reqNew = f.compress(f.reqC, f.cfg.req, nil, true), true
-		f.reqC.Release()
-		f.reqC = nil
+	if f.reqC != nil && !f.reqEnded {
+		f.reqOut, f.reqNew, f.reqEnded = f.compress(f.reqC, f.cfg.req, nil, true), true, true
 	}
 	return httpfilter.Continue
 }
@@ -159,22 +158,16 @@ func (f *filter) EncodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 }
 
 func (f *filter) EncodeData(p []byte, end bool) httpfilter.Status {
-	if f.respC != nil {
-		f.respOut, f.respNew = f.compress(f.respC, f.cfg.resp, p, end), true
-		if end {
-			f.respC.Release()
-			f.respC = nil
-		}
+	if f.respC != nil && !f.respEnded {
+		f.respOut, f.respNew, f.respEnded = f.compress(f.respC, f.cfg.resp, p, end), true, end
 	}
 	return httpfilter.Continue
 }
 
 // EncodeTrailers ends the compressed response body before the trailers.
 func (f *filter) EncodeTrailers(*headers.Map) httpfilter.Status {
-	if f.respC != nil {
-		f.respOut, f.respNew = f.compress(f.respC, f.cfg.resp, nil, true), true
-		f.respC.Release()
-		f.respC = nil
+	if f.respC != nil && !f.respEnded {
+		f.respOut, f.respNew, f.respEnded = f.compress(f.respC, f.cfg.resp, nil, true), true, true
 	}
 	return httpfilter.Continue
 }
