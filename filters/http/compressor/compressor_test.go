@@ -547,3 +547,20 @@ func TestHTTP2Trailers(t *testing.T) {
 		}
 	}
 }
+
+// Accept-Encoding on several lines is one list.
+func TestAcceptEncodingLines(t *testing.T) {
+	p, _ := start(t)
+	req, _ := http.NewRequest("GET", p.URL("gz", "/"), nil)
+	req.Header.Add("Accept-Encoding", "identity;q=0.1")
+	req.Header.Add("Accept-Encoding", "gzip;q=0.9")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Header.Get("Content-Encoding") != "gzip" || decode(t, "gzip", b) != body {
+		t.Fatalf("content-encoding %q", resp.Header.Get("Content-Encoding"))
+	}
+}

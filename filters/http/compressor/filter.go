@@ -69,9 +69,14 @@ func (f *filter) removeAcceptEncoding() bool {
 // starts request compression when request_direction_config allows it.
 func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	register(f.cb, f.cfg)
-	if v, ok := h.Get("accept-encoding"); ok {
-		f.acceptEncoding, f.hasAccept = append(f.acceptEncoding[:0], v...), true
-	}
+	f.acceptEncoding = f.acceptEncoding[:0]
+	h.Values("accept-encoding", func(v []byte) bool { // several lines are one list
+		if f.hasAccept {
+			f.acceptEncoding = append(f.acceptEncoding, ',')
+		}
+		f.acceptEncoding, f.hasAccept = append(f.acceptEncoding, v...), true
+		return true
+	})
 	if r := f.cb.Route(); r != nil {
 		if a := r.PerFilterConfig(Name); a != nil {
 			f.route = f.cfg.perRoute(a)
