@@ -21,7 +21,7 @@ import (
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
-func mustAny(t *testing.T, m proto.Message) *anypb.Any {
+func mustAny(t testing.TB, m proto.Message) *anypb.Any {
 	t.Helper()
 	a, err := anypb.New(m)
 	if err != nil {
