@@ -3,8 +3,10 @@ module github.com/outrider-proxy/outrider
 go 1.26.0
 
 require (
+	github.com/andybalholm/brotli v1.3.0
 	github.com/envoyproxy/go-control-plane v0.14.0
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
+	github.com/klauspost/compress v1.20.4
 	go.uber.org/goleak v1.3.0
 	google.golang.org/protobuf v1.36.12
 	sigs.k8s.io/yaml v1.6.0

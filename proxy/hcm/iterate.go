@@ -102,6 +102,11 @@ func (s *stream) iterData(sd *side, start int, p []byte, end bool) {
 			// holder buffers into a different slice.
 			p, sd.buf, sd.out = sd.buf, sd.out[:0], sd.buf
 		case st == httpfilter.Continue:
+			if f.rw != nil {
+				if q, ok := f.rw.Rewritten(sd.encode); ok {
+					p = q
+				}
+			}
 		case holding:
 			return // still holding; the piece is buffered
 		case s.terminal(sd, k):
@@ -162,6 +167,14 @@ func (s *stream) iterTrailers(sd *side, start int, t *headers.Map) {
 			}
 			if s.aborted(sd) {
 				return
+			}
+		}
+		if f.rw != nil {
+			if q, ok := f.rw.Rewritten(sd.encode); ok {
+				s.iterData(sd, k+1, q, false)
+				if s.aborted(sd) {
+					return
+				}
 			}
 		}
 	}

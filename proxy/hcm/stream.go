@@ -54,6 +54,7 @@ type activeFilter struct {
 	inst     any
 	dec      httpfilter.DecoderFilter
 	enc      httpfilter.EncoderFilter
+	rw       httpfilter.DataRewriter // nil unless inst rewrites body pieces
 	reusable bool
 	destroy  bool // inst implements destroyer
 }
@@ -147,6 +148,7 @@ func (s *stream) begin(now time.Time) {
 		f.inst = f.cfg.New(s)
 		f.dec, _ = f.inst.(httpfilter.DecoderFilter)
 		f.enc, _ = f.inst.(httpfilter.EncoderFilter)
+		f.rw, _ = f.inst.(httpfilter.DataRewriter)
 		_, f.reusable = f.inst.(httpfilter.Resetter)
 		_, f.destroy = f.inst.(destroyer)
 	}

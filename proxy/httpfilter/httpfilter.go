@@ -51,6 +51,18 @@ type EncoderFilter interface {
 	EncodeTrailers(t *headers.Map) Status
 }
 
+// DataRewriter is implemented by filters that transform each body piece as
+// it passes instead of buffering the body (compression). After a data
+// callback that returned Continue while the filter did not hold the stream,
+// the connection manager passes on the piece Rewritten returns instead of the
+// one the filter saw; after a trailers callback that returned Continue, it
+// passes that piece on before the trailers. ok false leaves the piece as it
+// was (and sends nothing before trailers). encode tells the direction; the
+// slice is the filter's, valid until its next callback.
+type DataRewriter interface {
+	Rewritten(encode bool) (p []byte, ok bool)
+}
+
 // Resetter is implemented by filters that can be reused for the next stream
 // of the same connection; others are made anew for each stream.
 type Resetter interface {

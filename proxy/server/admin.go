@@ -28,10 +28,12 @@ func (s *Server) mountAdmin() {
 	a.Handle("/config_dump", "dump current Envoy configs", false, s.handleConfigDump)
 	a.Handle("/healthcheck/fail", "cause the server to fail health checks", true, func(w http.ResponseWriter, r *http.Request) {
 		s.hcFailed.Store(true)
+		s.stats.Gauge("server.live").Set(0) // Envoy's failHealthcheck: live_ is !failed
 		fmt.Fprint(w, "OK\n")
 	})
 	a.Handle("/healthcheck/ok", "cause the server to pass health checks", true, func(w http.ResponseWriter, r *http.Request) {
 		s.hcFailed.Store(false)
+		s.stats.Gauge("server.live").Set(1)
 		fmt.Fprint(w, "OK\n")
 	})
 	a.Handle("/runtime", "print runtime values", false, s.handleRuntime)

@@ -93,4 +93,7 @@ var mustCompile = []string{
 	"envoyproxy-examples__cors__backend__envoy.yaml",
 	"envoyproxy-examples__cors__frontend__envoy.yaml",
 	"envoyproxy-examples__local_ratelimit__envoy.yaml",
+	// HTTP filters: compressor (brotli, zstd).
+	"envoyproxy-examples__brotli__envoy.yaml",
+	"envoyproxy-examples__zstd__envoy.yaml",
 }
