@@ -4,6 +4,7 @@ package all
 
 import (
 	_ "github.com/outrider-proxy/outrider/filters/http/cors"           // envoy.filters.http.cors
+	_ "github.com/outrider-proxy/outrider/filters/http/extauthz"       // envoy.filters.http.ext_authz
 	_ "github.com/outrider-proxy/outrider/filters/http/localratelimit" // envoy.filters.http.local_ratelimit
 	_ "github.com/outrider-proxy/outrider/filters/http/rbac"
 	_ "github.com/outrider-proxy/outrider/filters/http/router"
