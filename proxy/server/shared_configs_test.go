@@ -93,4 +93,8 @@ var mustCompile = []string{
 	"envoyproxy-examples__cors__backend__envoy.yaml",
 	"envoyproxy-examples__cors__frontend__envoy.yaml",
 	"envoyproxy-examples__local_ratelimit__envoy.yaml",
+	// HTTP filters: external authorization (gRPC, HTTP and OPA services).
+	"envoyproxy-examples__ext_authz__config__grpc-service__v3.yaml",
+	"envoyproxy-examples__ext_authz__config__http-service.yaml",
+	"envoyproxy-examples__ext_authz__config__opa-service__v3.yaml",
 }
