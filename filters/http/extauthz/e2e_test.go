@@ -1,10 +1,18 @@
 package extauthz_test
 
 import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"io"
 	"maps"
 	"net"
+	"net/http"
 	"strconv"
 	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
 )
 
 func TestGRPCService(t *testing.T) {
@@ -266,4 +274,54 @@ func TestHTTPService(t *testing.T) {
 	fx.p.WaitStat("http.h.ext_authz.ok", 2)
 	fx.p.WaitStat("http.h.ext_authz.denied", 1)
 	fx.p.WaitStat("http.h.ext_authz.error", 1)
+}
+
+// Over HTTP/2 the body arrives in DATA frames: the check waits for
+// max_request_bytes of it, and the upstream still gets all of it.
+func TestHTTP2Downstream(t *testing.T) {
+	fx := startFixture(t)
+	h2 := &http.Client{Timeout: 5 * time.Second, Transport: &http2.Transport{AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}}
+	defer h2.CloseIdleConnections()
+
+	pr, pw := io.Pipe()
+	go func() {
+		for _, piece := range []string{"hell", "o wor", "ld!"} {
+			if _, err := io.WriteString(pw, piece); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", fx.p.URL("g", "/stream"), pr)
+	req.Header.Set("x-case", "h2")
+	resp, err := h2.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var up echoed
+	if resp.StatusCode != 200 || json.Unmarshal(b, &up) != nil || up.Body != "hello world!" {
+		t.Fatalf("status %d, upstream answer %q", resp.StatusCode, b)
+	}
+	h := fx.grpc.request(t, "h2").GetAttributes().GetRequest().GetHttp()
+	if h.GetProtocol() != "HTTP/2" || h.GetBody() != "hello wo" || h.GetHeaders()["x-envoy-auth-partial-body"] != "true" {
+		t.Errorf("protocol %q body %q partial %q", h.GetProtocol(), h.GetBody(), h.GetHeaders()["x-envoy-auth-partial-body"])
+	}
+
+	req, _ = http.NewRequest("GET", fx.p.URL("g", "/"), nil)
+	req.Header.Set("x-case", "h2deny")
+	req.Header.Set("x-test", "deny")
+	resp, err = h2.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 401 || string(b) != "go away" || resp.Header.Get("x-deny") != "yes" {
+		t.Errorf("denial over HTTP/2: %d %q %v", resp.StatusCode, b, resp.Header)
+	}
 }

@@ -3,17 +3,21 @@ package extauthz
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
 
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"golang.org/x/net/http2"
 
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
@@ -112,13 +116,26 @@ func newHTTPClient(m *upstream.Manager, hs *extauthzv3.HttpService) (*httpClient
 		c.denial = append(c.denial, exactMatchers(":status", "content-length", "www-authenticate", "location")...)
 	}
 	// Connections go through the cluster's load balancer and transport
-	// socket; redirects are answers, not followed; no compression is asked.
+	// socket (HTTP/2 with prior knowledge when the cluster is HTTP/2);
+	// redirects are answers, not followed; no compression is asked.
 	c.hc = tracing.ClusterHTTPClient(m, name, c.tmo)
 	if t, ok := c.hc.Transport.(*http.Transport); ok {
 		t.DisableCompression = true
 		t.MaxIdleConnsPerHost = 64
 	}
+	if m.Get(name).Protocol() == upstream.ProtocolHTTP2 {
+		c.hc.Transport = &http2.Transport{AllowHTTP: true, DisableCompression: true,
+			DialTLSContext: func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
+				return m.DialCluster(ctx, name)
+			}}
+	}
 	c.hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	// Idle connections close when an update replaced the filter config.
+	runtime.AddCleanup(c, func(t http.RoundTripper) {
+		if ci, ok := t.(interface{ CloseIdleConnections() }); ok {
+			ci.CloseIdleConnections()
+		}
+	}, c.hc.Transport)
 	return c, nil
 }
 
