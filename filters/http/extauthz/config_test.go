@@ -65,6 +65,7 @@ func TestConfigErrors(t *testing.T) {
 		{"encode_raw_headers", grpcSvc + ", encode_raw_headers: true", "encode_raw_headers: field not supported"},
 		{"validate_mutations", grpcSvc + ", validate_mutations: true", "validate_mutations: field not supported"},
 		{"metadata_context_namespaces", grpcSvc + ", metadata_context_namespaces: [a]", "metadata_context_namespaces: field not supported"},
+		{"charge_cluster_response_stats false", grpcSvc + ", charge_cluster_response_stats: false", ""},
 		{"transport v2", grpcSvc + ", transport_api_version: V2", "transport_api_version"},
 		{"zero max_request_bytes", grpcSvc + ", with_request_body: {allow_partial_message: true}", "with_request_body.max_request_bytes"},
 		{"duplicate allowed_headers", "allowed_headers: {patterns: [{exact: a}]}, http_service: {server_uri: {uri: x, cluster: authz, timeout: 1s}, authorization_request: {allowed_headers: {patterns: [{exact: b}]}}}",

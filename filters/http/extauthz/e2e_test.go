@@ -163,6 +163,10 @@ func TestGRPCService(t *testing.T) {
 	fx.p.WaitStat("cluster.up.ext_authz.ok", 5)
 	fx.p.WaitStat("cluster.up.ext_authz.denied", 2)
 	fx.p.WaitStat("cluster.up.ext_authz.error", 2)
+	// charge_cluster_response_stats (default true): denials count as the
+	// route cluster's responses.
+	fx.p.WaitStat("cluster.up.upstream_rq_401", 1)
+	fx.p.WaitStat("cluster.up.upstream_rq_403", 1)
 }
 
 func TestFailureModes(t *testing.T) {
@@ -274,6 +278,10 @@ func TestHTTPService(t *testing.T) {
 	fx.p.WaitStat("http.h.ext_authz.ok", 2)
 	fx.p.WaitStat("http.h.ext_authz.denied", 1)
 	fx.p.WaitStat("http.h.ext_authz.error", 1)
+	// charge_cluster_response_stats: false on this listener.
+	if v, _ := fx.p.Srv.Stats().Value("cluster.up.upstream_rq_401"); v != 0 {
+		t.Errorf("cluster.up.upstream_rq_401 = %d, want 0", v)
+	}
 }
 
 // Over HTTP/2 the body arrives in DATA frames: the check waits for

@@ -59,6 +59,9 @@ type config struct {
 	denyAtDisable                               *corev3.RuntimeFeatureFlag       // nil: allow when disabled
 	includePeerCert, includeTLSSession          bool
 	maxDeniedBody                               int // 0: no limit
+	// chargeCluster: a denial counts as a response of the route's cluster
+	// (upstream_rq_<code>), as charge_cluster_response_stats (default true).
+	chargeCluster bool
 	// allowed selects the request headers sent to the service (nil: all);
 	// disallowed removes some of them (nil: none).
 	allowed, disallowed headerMatcher
@@ -89,6 +92,7 @@ type filterStats struct {
 // cluster's scope: cluster.<name>.ext_authz.[<stat_prefix>.]<name>.
 type clusterStats struct {
 	ok, denied, error, failureModeAllowed *stats.Counter
+	cluster                               *upstream.Cluster
 }
 
 // extAuthzFields are the ExtAuthz fields outrider implements.
@@ -97,6 +101,7 @@ var extAuthzFields = []string{
 	"with_request_body", "clear_route_cache", "clear_route_cache_headers", "status_on_error",
 	"filter_enabled", "deny_at_disable", "include_peer_certificate", "include_tls_session",
 	"stat_prefix", "allowed_headers", "disallowed_headers", "max_denied_response_body_bytes",
+	"charge_cluster_response_stats",
 }
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
@@ -129,6 +134,7 @@ func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 		includePeerCert:           m.GetIncludePeerCertificate(),
 		includeTLSSession:         m.GetIncludeTlsSession(),
 		maxDeniedBody:             int(m.GetMaxDeniedResponseBodyBytes()),
+		chargeCluster:             m.GetChargeClusterResponseStats() == nil || m.GetChargeClusterResponseStats().GetValue(),
 		store:                     store,
 		clusters:                  ctx.Clusters,
 		statPrefix:                m.GetStatPrefix(),
@@ -267,11 +273,17 @@ func exactMatchers(names ...string) headerMatcher {
 // clusterCounters are the cluster-scoped counters of the named cluster;
 // nil when the cluster does not exist (Envoy's clusterInfo() is null).
 func (c *config) clusterCounters(name string) *clusterStats {
-	if name == "" || c.clusters.Get(name) == nil {
+	if name == "" {
 		return nil
 	}
-	if cs, ok := c.clusterStats.Load(name); ok {
-		return cs.(*clusterStats)
+	cl := c.clusters.Get(name)
+	if cl == nil {
+		return nil
+	}
+	if v, ok := c.clusterStats.Load(name); ok {
+		if cs := v.(*clusterStats); cs.cluster == cl {
+			return cs
+		}
 	}
 	prefix := "cluster." + name + ".ext_authz."
 	if c.statPrefix != "" {
@@ -280,7 +292,8 @@ func (c *config) clusterCounters(name string) *clusterStats {
 	cs := &clusterStats{
 		ok: c.store.Counter(prefix + "ok"), denied: c.store.Counter(prefix + "denied"),
 		error: c.store.Counter(prefix + "error"), failureModeAllowed: c.store.Counter(prefix + "failure_mode_allowed"),
+		cluster: cl,
 	}
-	v, _ := c.clusterStats.LoadOrStore(name, cs)
-	return v.(*clusterStats)
+	c.clusterStats.Store(name, cs) // a CDS update replaced the cluster: its new stats
+	return cs
 }

@@ -94,7 +94,7 @@ static_resources:
       http_filters: [
       {name: envoy.filters.http.ext_authz, typed_config: {
         "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz,
-        with_request_body: {max_request_bytes: 100},
+        with_request_body: {max_request_bytes: 100}, charge_cluster_response_stats: false,
         http_service: {
           server_uri: {uri: "http://authz", cluster: authz_http, timeout: 1s},
           path_prefix: /auth,

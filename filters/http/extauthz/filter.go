@@ -187,6 +187,9 @@ func (f *filter) call(body []byte, withBody, partial bool) httpfilter.Status {
 		f.cfg.stats.denied.Inc()
 		if cs != nil {
 			cs.denied.Inc()
+			if f.cfg.chargeCluster && cs.cluster.Stats != nil {
+				cs.cluster.Stats.RecordResponse(resp.statusCode)
+			}
 		}
 		b := resp.body
 		if m := f.cfg.maxDeniedBody; m > 0 && len(b) > m {
