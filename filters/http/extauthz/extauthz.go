@@ -1,10 +1,10 @@
 // Package extauthz is Envoy's external authorization HTTP filter
 // (envoy.filters.http.ext_authz): each request is checked with a gRPC
-// (envoy.service.auth.v3.Authorization/Check) or raw HTTP authorization service
-// reached through a cluster, then continues with the service's header
-// mutations or is answered with its denial (or status_on_error on failure).
-// typed_per_filter_config (ExtAuthzPerRoute) disables the check for a route or
-// adds context extensions and body settings to it.
+// (envoy.service.auth.v3.Authorization/Check) or raw HTTP authorization
+// service reached through a cluster, then goes on with the service's header
+// and query mutations, or is answered with its denial (status_on_error when
+// the service fails). typed_per_filter_config (ExtAuthzPerRoute) disables the
+// check for a route or adds context extensions and body settings to it.
 package extauthz
 
 import (
