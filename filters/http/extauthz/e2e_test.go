@@ -154,18 +154,42 @@ func TestGRPCService(t *testing.T) {
 		}
 	})
 
-	// allow, ctx, body, small, nobuf allowed; two denials; error and
-	// timeout; the disabled route is not counted.
-	fx.p.WaitStat("http.g.ext_authz.ok", 5)
-	fx.p.WaitStat("http.g.ext_authz.denied", 2)
-	fx.p.WaitStat("http.g.ext_authz.error", 2)
+	t.Run("service overrides on the route", func(t *testing.T) {
+		resp, _, up := fx.do(t, "GET", "g", "/other", "", "x-case", "other")
+		if resp.StatusCode != 200 || up == nil {
+			t.Fatalf("status %d, upstream %+v", resp.StatusCode, up)
+		}
+		fx.mu.Lock()
+		s := fx.https["other"]
+		fx.mu.Unlock()
+		if s.uri != "/auth2/other" || fx.grpc.request(t, "other") != nil {
+			t.Errorf("HTTP service saw %q; gRPC service asked: %v", s.uri, fx.grpc.request(t, "other") != nil)
+		}
+		// A gRPC override on an unknown cluster falls back to the filter's
+		// service; an HTTP one fails the check.
+		resp, _, _ = fx.do(t, "GET", "g", "/ghost-grpc", "", "x-case", "ghost-grpc", "x-test", "deny")
+		if resp.StatusCode != 401 {
+			t.Errorf("ghost gRPC override: status %d, want the filter's service's 401", resp.StatusCode)
+		}
+		resp, _, up = fx.do(t, "GET", "g", "/ghost-http", "", "x-case", "ghost-http")
+		if resp.StatusCode != 403 || up != nil {
+			t.Errorf("ghost HTTP override: status %d, upstream reached %v", resp.StatusCode, up != nil)
+		}
+	})
+
+	// allow, ctx, body, small, nobuf, other allowed; three denials; error,
+	// timeout and the unknown HTTP cluster; the disabled route is not
+	// counted.
+	fx.p.WaitStat("http.g.ext_authz.ok", 6)
+	fx.p.WaitStat("http.g.ext_authz.denied", 3)
+	fx.p.WaitStat("http.g.ext_authz.error", 3)
 	fx.p.WaitStat("http.g.ext_authz.disabled", 0)
-	fx.p.WaitStat("cluster.up.ext_authz.ok", 5)
-	fx.p.WaitStat("cluster.up.ext_authz.denied", 2)
-	fx.p.WaitStat("cluster.up.ext_authz.error", 2)
+	fx.p.WaitStat("cluster.up.ext_authz.ok", 6)
+	fx.p.WaitStat("cluster.up.ext_authz.denied", 3)
+	fx.p.WaitStat("cluster.up.ext_authz.error", 3)
 	// charge_cluster_response_stats (default true): denials count as the
 	// route cluster's responses.
-	fx.p.WaitStat("cluster.up.upstream_rq_401", 1)
+	fx.p.WaitStat("cluster.up.upstream_rq_401", 2)
 	fx.p.WaitStat("cluster.up.upstream_rq_403", 1)
 }
 

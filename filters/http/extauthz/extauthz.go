@@ -4,7 +4,8 @@
 // service reached through a cluster, then goes on with the service's header
 // and query mutations, or is answered with its denial (status_on_error when
 // the service fails). typed_per_filter_config (ExtAuthzPerRoute) disables the
-// check for a route or adds context extensions and body settings to it.
+// check for a route or gives it context extensions, body settings or its own
+// service.
 package extauthz
 
 import (

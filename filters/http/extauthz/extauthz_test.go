@@ -28,7 +28,8 @@ import (
 // authzYAML has five listeners, each with its connection manager's stat
 // prefix as name: "g" checks with the gRPC service (timeout 300ms, bodies up
 // to 8 bytes, partial allowed; /off disabled, /ctx with context extensions
-// on the virtual host and route, /nobuf without body buffering); "f" is
+// on the virtual host and route, /nobuf without body buffering, /other with
+// the HTTP service, /ghost-* with services on an unknown cluster); "f" is
 // failure_mode_allow with the header and stat_prefix "waf"; "s" answers
 // errors with status_on_error 503; "h" checks with the HTTP service; "d" is
 // disabled by filter_enabled 0% with deny_at_disable.
@@ -53,6 +54,15 @@ static_resources:
         {match: {prefix: /nobuf}, route: {cluster: up}, typed_per_filter_config: {envoy.filters.http.ext_authz: {
           "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute,
           check_settings: {disable_request_body_buffering: true}}}},
+        {match: {prefix: /other}, route: {cluster: up}, typed_per_filter_config: {envoy.filters.http.ext_authz: {
+          "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute,
+          check_settings: {http_service: {server_uri: {uri: "http://a", cluster: authz_http, timeout: 1s}, path_prefix: /auth2}}}}},
+        {match: {prefix: /ghost-http}, route: {cluster: up}, typed_per_filter_config: {envoy.filters.http.ext_authz: {
+          "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute,
+          check_settings: {http_service: {server_uri: {uri: "http://a", cluster: ghost, timeout: 1s}}}}}},
+        {match: {prefix: /ghost-grpc}, route: {cluster: up}, typed_per_filter_config: {envoy.filters.http.ext_authz: {
+          "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute,
+          check_settings: {grpc_service: {envoy_grpc: {cluster_name: ghost}}}}}},
         {match: {prefix: /}, route: {cluster: up}}]}]},
       http_filters: [
       {name: envoy.filters.http.ext_authz, typed_config: {

@@ -27,8 +27,9 @@ type filter struct {
 	cfg *config
 	cb  httpfilter.Callbacks
 
-	h   *headers.Map      // the request headers being checked
-	ext map[string]string // context extensions of the route
+	h      *headers.Map      // the request headers being checked
+	ext    map[string]string // context extensions of the route
+	client checker           // the route's service, else the filter's
 	// buffering: the check waits for the body, up to maxBytes
 	// (allowPartial: then checks with what it has).
 	buffering    bool
@@ -81,7 +82,10 @@ func (f *filter) DecodeHeaders(h *headers.Map, endStream bool) httpfilter.Status
 		}
 		return httpfilter.Continue
 	}
-	f.h, f.ext = h, ext
+	f.h, f.ext, f.client = h, ext, f.cfg.client
+	if pr != nil && pr.client != nil {
+		f.client = pr.client
+	}
 	body := f.cfg.body
 	routeBody := pr != nil && pr.body != nil
 	if routeBody {
@@ -165,12 +169,12 @@ func (f *filter) call(body []byte, withBody, partial bool) httpfilter.Status {
 	}
 	req := f.cfg.buildCheck(&in)
 	ctx := context.Background()
-	if d := f.cfg.client.timeout(); d > 0 {
+	if d := f.client.timeout(); d > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
 	}
-	resp := f.cfg.client.check(ctx, req, &formatter.Context{Stream: info, Request: f.h})
+	resp := f.client.check(ctx, req, &formatter.Context{Stream: info, Request: f.h})
 	var cs *clusterStats
 	if r := f.cb.Route(); r != nil {
 		cs = f.cfg.clusterCounters(r.Cluster(f.h, 0))

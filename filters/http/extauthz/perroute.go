@@ -1,14 +1,18 @@
 package extauthz
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/proxy/router"
+	"github.com/outrider-proxy/outrider/telemetry/formatter"
 )
 
 // perRoute is one compiled ExtAuthzPerRoute.
@@ -22,9 +26,15 @@ type perRoute struct {
 	disableBuffering  bool
 	// body is check_settings.with_request_body; nil keeps the filter's.
 	body *bufferSettings
+	// client is check_settings.grpc_service or http_service; nil keeps the
+	// filter's.
+	client checker
 }
 
-func compilePerRoute(a *anypb.Any) (*perRoute, error) {
+// compilePerRoute compiles a; a service override on an unknown cluster
+// falls back to the filter's service (gRPC) or fails each check (HTTP), as
+// Envoy does.
+func (c *config) compilePerRoute(a *anypb.Any) (*perRoute, error) {
 	m := &extauthzv3.ExtAuthzPerRoute{}
 	if err := a.UnmarshalTo(m); err != nil {
 		return nil, fmt.Errorf("typed_per_filter_config: %w", err)
@@ -35,8 +45,28 @@ func compilePerRoute(a *anypb.Any) (*perRoute, error) {
 	p := &perRoute{disabled: m.GetDisabled()}
 	if cs := m.GetCheckSettings(); cs != nil {
 		if err := confcheck.Fields(cs, "check_settings", "context_extensions", "disable_request_body_buffering",
-			"with_request_body"); err != nil {
+			"with_request_body", "service_override"); err != nil {
 			return nil, err
+		}
+		if gs := cs.GetGrpcService(); gs != nil {
+			if n := gs.GetEnvoyGrpc().GetClusterName(); gs.GetEnvoyGrpc() == nil || c.clusters.Get(n) != nil {
+				gc, err := newGRPCClient(c.clusters, gs)
+				if err != nil {
+					return nil, fmt.Errorf("check_settings.%w", err)
+				}
+				p.client = gc
+			}
+		}
+		if hs := cs.GetHttpService(); hs != nil {
+			if c.clusters.Get(hs.GetServerUri().GetCluster()) == nil {
+				p.client = failingChecker{}
+			} else {
+				hc, err := newHTTPClient(c.clusters, hs)
+				if err != nil {
+					return nil, fmt.Errorf("check_settings.http_service.%w", err)
+				}
+				p.client = hc
+			}
 		}
 		if cs.GetDisableRequestBodyBuffering() && cs.GetWithRequestBody() != nil {
 			return nil, errors.New("check_settings: only one of disable_request_body_buffering or with_request_body can be set")
@@ -59,7 +89,7 @@ func (c *config) routeConfig(a *anypb.Any) *perRoute {
 	if p, ok := c.perRoute.Load(a); ok {
 		return p.(*perRoute)
 	}
-	p, err := compilePerRoute(a)
+	p, err := c.compilePerRoute(a)
 	if err != nil {
 		p = &perRoute{broken: true}
 	}
@@ -95,3 +125,12 @@ func (c *config) routeSettings(r *router.Route) (specific *perRoute, ext map[str
 	}
 	return specific, ext
 }
+
+// failingChecker is a service that cannot be reached.
+type failingChecker struct{}
+
+func (failingChecker) check(context.Context, *authv3.CheckRequest, *formatter.Context) *response {
+	return errorResponse
+}
+
+func (failingChecker) timeout() time.Duration { return 0 }
