@@ -224,6 +224,26 @@ func TestFailureModes(t *testing.T) {
 	fx.p.WaitStat("http.d.ext_authz.ok", 0)
 }
 
+func TestValidateMutations(t *testing.T) {
+	fx := startFixture(t)
+	for _, tc := range []struct {
+		test   string
+		status int
+	}{{"bad-header", 500}, {"bad-query", 500}, {"bad-denial", 500}, {"bad-remove", 200}} {
+		resp, _, up := fx.do(t, "GET", "v", "/", "", "x-case", tc.test, "x-test", tc.test, "x-remove-me", "1")
+		if resp.StatusCode != tc.status || (up != nil) != (tc.status == 200) {
+			t.Errorf("%s: status %d, want %d; upstream reached %v", tc.test, resp.StatusCode, tc.status, up != nil)
+		}
+		if up != nil && up.Headers["x-remove-me"] != "" {
+			t.Errorf("%s: x-remove-me reached the upstream", tc.test)
+		}
+	}
+	fx.p.WaitStat("http.v.ext_authz.invalid", 3)
+	fx.p.WaitStat("cluster.up.ext_authz.invalid", 3)
+	fx.p.WaitStat("http.v.ext_authz.ok", 1)
+	fx.p.WaitStat("http.v.ext_authz.denied", 1)
+}
+
 func TestHTTPService(t *testing.T) {
 	fx := startFixture(t)
 

@@ -63,6 +63,8 @@ type config struct {
 	// chargeCluster: a denial counts as a response of the route's cluster
 	// (upstream_rq_<code>), as charge_cluster_response_stats (default true).
 	chargeCluster bool
+	// validateMutations rejects malformed mutations (validate_mutations).
+	validateMutations bool
 	// allowed selects the request headers sent to the service (nil: all);
 	// disallowed removes some of them (nil: none).
 	allowed, disallowed headerMatcher
@@ -92,8 +94,8 @@ type filterStats struct {
 // clusterStats are the counters Envoy also keeps in the route target
 // cluster's scope: cluster.<name>.ext_authz.[<stat_prefix>.]<name>.
 type clusterStats struct {
-	ok, denied, error, failureModeAllowed *stats.Counter
-	cluster                               *upstream.Cluster
+	ok, denied, error, failureModeAllowed, invalid *stats.Counter
+	cluster                                        *upstream.Cluster
 }
 
 // extAuthzFields are the ExtAuthz fields outrider implements.
@@ -102,7 +104,7 @@ var extAuthzFields = []string{
 	"with_request_body", "clear_route_cache", "clear_route_cache_headers", "status_on_error",
 	"filter_enabled", "deny_at_disable", "include_peer_certificate", "include_tls_session",
 	"stat_prefix", "allowed_headers", "disallowed_headers", "max_denied_response_body_bytes",
-	"charge_cluster_response_stats",
+	"charge_cluster_response_stats", "validate_mutations",
 }
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
@@ -139,6 +141,7 @@ func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 		store:                     store,
 		clusters:                  ctx.Clusters,
 		statPrefix:                m.GetStatPrefix(),
+		validateMutations:         m.GetValidateMutations(),
 	}
 	if m.GetStatusOnError() != nil {
 		if err := confcheck.Fields(m.GetStatusOnError(), "status_on_error", "code"); err != nil {
@@ -293,7 +296,7 @@ func (c *config) clusterCounters(name string) *clusterStats {
 	cs := &clusterStats{
 		ok: c.store.Counter(prefix + "ok"), denied: c.store.Counter(prefix + "denied"),
 		error: c.store.Counter(prefix + "error"), failureModeAllowed: c.store.Counter(prefix + "failure_mode_allowed"),
-		cluster: cl,
+		invalid: c.store.Counter(prefix + "invalid"), cluster: cl,
 	}
 	c.clusterStats.Store(name, cs) // a CDS update replaced the cluster: its new stats
 	return cs

@@ -31,8 +31,9 @@ import (
 // on the virtual host and route, /nobuf without body buffering, /other with
 // the HTTP service, /ghost-* with services on an unknown cluster); "f" is
 // failure_mode_allow with the header and stat_prefix "waf"; "s" answers
-// errors with status_on_error 503; "h" checks with the HTTP service; "d" is
-// disabled by filter_enabled 0% with deny_at_disable.
+// errors with status_on_error 503; "h" checks with the HTTP service; "v"
+// has validate_mutations; "d" is disabled by filter_enabled 0% with
+// deny_at_disable.
 const authzYAML = `
 static_resources:
   listeners:
@@ -117,6 +118,17 @@ static_resources:
             allowed_client_headers: {patterns: [{exact: x-deny-reason}]},
             allowed_client_headers_on_success: {patterns: [{exact: x-ok-client}]}}}}},
       {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]
+  - name: v
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
+      stat_prefix: v,
+      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: up}}]}]},
+      http_filters: [
+      {name: envoy.filters.http.ext_authz, typed_config: {
+        "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz,
+        grpc_service: {envoy_grpc: {cluster_name: authz_grpc}}, validate_mutations: true}},
+      {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]
   - name: d
     address: {socket_address: {address: 127.0.0.1, port_value: 0}}
     filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {
@@ -183,6 +195,21 @@ func (s *grpcAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv
 		return &authv3.CheckResponse{Status: &status.Status{Code: int32(codes.PermissionDenied)}}, nil
 	case "error":
 		return nil, grpcstatus.Error(codes.Unavailable, "down")
+	case "bad-header", "bad-query", "bad-remove", "bad-denial":
+		ok := &authv3.OkHttpResponse{}
+		switch h["x-test"] {
+		case "bad-header":
+			ok.Headers = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-evil", Value: "a\r\nx-injected: b"}}}
+		case "bad-query":
+			ok.QueryParametersToSet = []*corev3.QueryParameter{{Key: "q", Value: "a b"}}
+		case "bad-remove":
+			ok.HeadersToRemove = []string{"bad name", "x-remove-me"}
+		case "bad-denial":
+			return &authv3.CheckResponse{Status: &status.Status{Code: int32(codes.PermissionDenied)},
+				HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+					Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "bad name", Value: "v"}}}}}}, nil
+		}
+		return &authv3.CheckResponse{Status: &status.Status{}, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok}}, nil
 	case "slow":
 		select {
 		case <-ctx.Done():

@@ -181,6 +181,9 @@ func (f *filter) call(body []byte, withBody, partial bool) httpfilter.Status {
 	}
 	switch resp.status {
 	case statusOK:
+		if f.cfg.validateMutations && !validOK(resp) {
+			return f.reject(cs)
+		}
 		f.allow(resp)
 		f.cfg.stats.ok.Inc()
 		if cs != nil {
@@ -194,6 +197,9 @@ func (f *filter) call(body []byte, withBody, partial bool) httpfilter.Status {
 			if f.cfg.chargeCluster && cs.cluster.Stats != nil {
 				cs.cluster.Stats.RecordResponse(resp.statusCode)
 			}
+		}
+		if f.cfg.validateMutations && !validHeaders(resp.headersToSet) {
+			return f.reject(cs)
 		}
 		b := resp.body
 		if m := f.cfg.maxDeniedBody; m > 0 && len(b) > m {
@@ -225,6 +231,16 @@ func (f *filter) call(body []byte, withBody, partial bool) httpfilter.Status {
 	return httpfilter.Stop
 }
 
+// reject is Envoy's rejectResponse: the answer's mutations are malformed.
+func (f *filter) reject(cs *clusterStats) httpfilter.Status {
+	f.cfg.stats.invalid.Inc()
+	if cs != nil {
+		cs.invalid.Inc()
+	}
+	f.cb.SendLocalReply(500, "", detailsInvalid, streaminfo.UnauthorizedExternalService)
+	return httpfilter.Stop
+}
+
 // allow applies an OK answer's request mutations and keeps its response
 // mutations for EncodeHeaders.
 func (f *filter) allow(r *response) {
@@ -245,6 +261,9 @@ func (f *filter) allow(r *response) {
 		}
 	}
 	for _, name := range r.headersToRemove {
+		if f.cfg.validateMutations && !validName(name) {
+			continue
+		}
 		name = strings.ToLower(name)
 		// Pseudo-headers and host cannot be removed: the request would be
 		// malformed.

@@ -143,3 +143,22 @@ func TestIsUpgrade(t *testing.T) {
 		}
 	}
 }
+
+func TestValidation(t *testing.T) {
+	for n, want := range map[string]bool{"x-a": true, "X-A": true, ":path": true, ":Path": false, "": false, ":": false,
+		"a b": false, "a:b": false, "a\x00": false} {
+		if got := validName(n); got != want {
+			t.Errorf("validName(%q) = %v", n, got)
+		}
+	}
+	for v, want := range map[string]bool{"a b\tc": true, "é": true, "a\r\nb": false, "a\x00": false, "\x7f": false, "": true} {
+		if got := validValue(v); got != want {
+			t.Errorf("validValue(%q) = %v", v, got)
+		}
+	}
+	for q, want := range map[string]bool{"a-b.c_d*": true, "%20": true, "a b": false, "a=b": false, "a&b": false, "~": false} {
+		if got := urlEncoded(q); got != want {
+			t.Errorf("urlEncoded(%q) = %v", q, got)
+		}
+	}
+}
