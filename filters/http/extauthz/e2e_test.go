@@ -224,6 +224,25 @@ func TestFailureModes(t *testing.T) {
 	fx.p.WaitStat("http.d.ext_authz.ok", 0)
 }
 
+func TestClearRouteCacheAndDeniedBodyLimit(t *testing.T) {
+	fx := startFixture(t)
+	// The answer sets x-authz-user: alice, which the first route matches.
+	resp, _, up := fx.do(t, "GET", "c", "/", "", "x-case", "clear")
+	if resp.StatusCode != 201 || up != nil {
+		t.Errorf("clear_route_cache: status %d, upstream reached %v", resp.StatusCode, up != nil)
+	}
+	// x-flag is not in clear_route_cache_headers: the route chosen before
+	// the check stays.
+	resp, _, up = fx.do(t, "GET", "c", "/", "", "x-case", "keep", "x-test", "flag")
+	if resp.StatusCode != 200 || up == nil || up.Headers["x-flag"] != "on" {
+		t.Errorf("header outside clear_route_cache_headers: status %d, upstream reached %v", resp.StatusCode, up != nil)
+	}
+	resp, body, _ := fx.do(t, "GET", "c", "/", "", "x-case", "cut", "x-test", "deny")
+	if resp.StatusCode != 401 || body != "go " {
+		t.Errorf("max_denied_response_body_bytes: status %d body %q", resp.StatusCode, body)
+	}
+}
+
 func TestValidateMutations(t *testing.T) {
 	fx := startFixture(t)
 	for _, tc := range []struct {

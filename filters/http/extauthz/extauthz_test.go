@@ -32,7 +32,9 @@ import (
 // the HTTP service, /ghost-* with services on an unknown cluster); "f" is
 // failure_mode_allow with the header and stat_prefix "waf"; "s" answers
 // errors with status_on_error 503; "h" checks with the HTTP service; "v"
-// has validate_mutations; "d" is disabled by filter_enabled 0% with
+// has validate_mutations; "c" has clear_route_cache for x-authz-user (routes
+// answer 201 to x-authz-user: alice, 202 to x-flag: on) and
+// max_denied_response_body_bytes 3; "d" is disabled by filter_enabled 0% with
 // deny_at_disable.
 const authzYAML = `
 static_resources:
@@ -129,6 +131,21 @@ static_resources:
         "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz,
         grpc_service: {envoy_grpc: {cluster_name: authz_grpc}}, validate_mutations: true}},
       {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]
+  - name: c
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
+      stat_prefix: c,
+      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [
+        {match: {prefix: /, headers: [{name: x-authz-user, string_match: {exact: alice}}]}, direct_response: {status: 201}},
+        {match: {prefix: /, headers: [{name: x-flag, string_match: {exact: "on"}}]}, direct_response: {status: 202}},
+        {match: {prefix: /}, route: {cluster: up}}]}]},
+      http_filters: [
+      {name: envoy.filters.http.ext_authz, typed_config: {
+        "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz,
+        grpc_service: {envoy_grpc: {cluster_name: authz_grpc}},
+        clear_route_cache: true, clear_route_cache_headers: [X-Authz-User], max_denied_response_body_bytes: 3}},
+      {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]
   - name: d
     address: {socket_address: {address: 127.0.0.1, port_value: 0}}
     filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {
@@ -210,6 +227,10 @@ func (s *grpcAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv
 					Headers: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "bad name", Value: "v"}}}}}}, nil
 		}
 		return &authv3.CheckResponse{Status: &status.Status{}, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok}}, nil
+	case "flag":
+		return &authv3.CheckResponse{Status: &status.Status{}, HttpResponse: &authv3.CheckResponse_OkResponse{
+			OkResponse: &authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{
+				{Header: &corev3.HeaderValue{Key: "x-flag", Value: "on"}}}}}}, nil
 	case "slow":
 		select {
 		case <-ctx.Done():
