@@ -8,6 +8,7 @@ import (
 	_ "github.com/outrider-proxy/outrider/filters/http/compressor/gzip"   // envoy.compression.gzip.compressor
 	_ "github.com/outrider-proxy/outrider/filters/http/compressor/zstd"   // envoy.compression.zstd.compressor
 	_ "github.com/outrider-proxy/outrider/filters/http/cors"              // envoy.filters.http.cors
+	_ "github.com/outrider-proxy/outrider/filters/http/extauthz"          // envoy.filters.http.ext_authz
 	_ "github.com/outrider-proxy/outrider/filters/http/healthcheck"       // envoy.filters.http.health_check
 	_ "github.com/outrider-proxy/outrider/filters/http/localratelimit"    // envoy.filters.http.local_ratelimit
 	_ "github.com/outrider-proxy/outrider/filters/http/rbac"

@@ -96,4 +96,8 @@ var mustCompile = []string{
 	// HTTP filters: compressor (brotli, zstd).
 	"envoyproxy-examples__brotli__envoy.yaml",
 	"envoyproxy-examples__zstd__envoy.yaml",
+	// HTTP filters: external authorization (gRPC, HTTP and OPA services).
+	"envoyproxy-examples__ext_authz__config__grpc-service__v3.yaml",
+	"envoyproxy-examples__ext_authz__config__http-service.yaml",
+	"envoyproxy-examples__ext_authz__config__opa-service__v3.yaml",
 }
