@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	_ "github.com/outrider-proxy/outrider/proxy/hcm/xconnect" // h2TunnelUpstream is x/net's server
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
 
