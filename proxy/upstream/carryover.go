@@ -240,50 +240,10 @@ func (np *Pool) adopt(pc *PooledConn) {
 	c.res.freed.notify()
 }
 
-// handOver closes p and moves its open HTTP/2 connections that still take
-// streams to np; streams in flight continue on them. Each moved connection
-// holds a max_connections slot of np's cluster (it is closed when there is
-// none) and counts in np's host's cx_active.
+// handOver closes p; its HTTP/2 connections drain with it (they do not
+// move to np yet).
 func (p *H2Pool) handOver(np *H2Pool) {
 	p.mu.Lock()
 	p.closed = true
-	conns := p.conns
-	p.conns = nil
 	p.mu.Unlock()
-	c := np.cluster
-	for _, hc := range conns {
-		st := hc.cc.State()
-		if st.Closed {
-			continue
-		}
-		if hc.full || st.Closing || hc.conn == nil || np.host.flags.load(fDrained) || !c.res.cx.tryAcquire(c.res.cx.max) {
-			p.mu.Lock()
-			p.conns = append(p.conns, hc) // drains with p
-			hc.full = true
-			p.mu.Unlock()
-			continue
-		}
-		oh, nh := p.host, np.host
-		nh.Stats().CxActive.Add(1)
-		oh.Stats().CxActive.Add(-1)
-		// UpstreamConn.Close counts the old host; the new release undoes that.
-		if !hc.conn.swapDone(func() {
-			c.res.releaseCx()
-			nh.Stats().CxActive.Add(-1)
-			oh.Stats().CxActive.Add(1)
-		}) {
-			c.res.releaseCx()
-			nh.Stats().CxActive.Add(-1)
-			oh.Stats().CxActive.Add(1)
-			continue
-		}
-		np.mu.Lock()
-		if np.closed {
-			hc.full = true
-		}
-		np.conns = append(np.conns, hc)
-		np.mu.Unlock()
-	}
-	p.sweep()
-	np.sweep()
 }
