@@ -240,10 +240,59 @@ func (np *Pool) adopt(pc *PooledConn) {
 	c.res.freed.notify()
 }
 
-// handOver closes p; its HTTP/2 connections drain with it (they do not
-// move to np yet).
+// handOver closes p and moves its open HTTP/2 connections that still take
+// streams to np; streams in flight continue on them. Each moved connection
+// holds a max_connections slot of np's cluster (it is closed when there is
+// none) and counts in np's host's cx_active.
 func (p *H2Pool) handOver(np *H2Pool) {
 	p.mu.Lock()
 	p.closed = true
+	conns := p.conns
+	p.conns = nil
 	p.mu.Unlock()
+	c := np.cluster
+	for _, oc := range conns {
+		p.mu.Lock()
+		ended := false
+		select {
+		case <-oc.cc.Done():
+			ended = true
+		default:
+		}
+		if ended || oc.full || oc.cc.GoAwayReceived() || oc.conn == nil || np.host.flags.load(fDrained) ||
+			!c.res.cx.tryAcquire(c.res.cx.max) {
+			if !ended {
+				p.conns = append(p.conns, oc) // drains with p
+				oc.full = true
+			}
+			p.mu.Unlock()
+			continue
+		}
+		p.mu.Unlock()
+		oh, nh := p.host, np.host
+		nh.Stats().CxActive.Add(1)
+		oh.Stats().CxActive.Add(-1)
+		// UpstreamConn.Close counts the old host; the new release undoes that.
+		if !oc.conn.swapDone(func() {
+			c.res.releaseCx()
+			nh.Stats().CxActive.Add(-1)
+			oh.Stats().CxActive.Add(1)
+		}) {
+			c.res.releaseCx()
+			nh.Stats().CxActive.Add(-1)
+			oh.Stats().CxActive.Add(1)
+			continue
+		}
+		p.mu.Lock()
+		oc.pool.Store(np) // under p.mu, which oc's timers hold while they use p (lockPool)
+		p.mu.Unlock()
+		np.mu.Lock()
+		if np.closed {
+			oc.full = true
+		}
+		np.conns = append(np.conns, oc)
+		np.mu.Unlock()
+	}
+	p.sweep()
+	np.sweep()
 }

@@ -223,7 +223,7 @@ func TestCarryOverH2Pool(t *testing.T) {
 		extra   string
 		accepts int64
 	}{
-		{"dns_refresh_rate changed", `,"dns_refresh_rate":"7s"`, 2}, // not carried over yet
+		{"dns_refresh_rate changed", `,"dns_refresh_rate":"7s"`, 1},
 		{"max_concurrent_streams changed", `,"http2_protocol_options":{"max_concurrent_streams":50}`, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

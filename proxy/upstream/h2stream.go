@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/outrider-proxy/outrider/proxy/h2"
@@ -13,8 +14,11 @@ import (
 // new one), DoneStream ends it; the connections' lifetimes
 // (max_requests_per_connection, max_connection_duration, idle_timeout).
 
-// h2Conn is one pooled HTTP/2 connection.
+// h2Conn is one pooled HTTP/2 connection. pool is the pool it is in: a
+// replaced cluster's pool hands it over (handOver), so its timers find the
+// pool through lockPool. The other fields are guarded by that pool's mu.
 type h2Conn struct {
+	pool     atomic.Pointer[H2Pool]
 	cc       *h2.ClientConn
 	conn     *closeConn // the connection under cc
 	requests uint32
@@ -30,8 +34,8 @@ type h2Conn struct {
 // upstream_rq_total and upstream_rq_active and applies the circuit breakers
 // (max_requests refused: *OverflowError; max_pending_requests and
 // max_connections while it waits for a connection); on success the caller
-// must end the stream with DoneStream. A stream the server refuses later (h2.IsRefused) may be
-// opened again.
+// must end the stream with DoneStream. A stream the server refuses later
+// (h2.IsRefused) may be opened again.
 func (p *H2Pool) OpenStream(ctx context.Context, req *headers.Map, end bool) (*h2.ClientStream, error) {
 	if err := p.startRequest(ctx); err != nil {
 		return nil, err
@@ -125,35 +129,60 @@ func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
 	}
 	c.Stats.UpstreamCxHttp2Total().Inc()
 	oc := &h2Conn{cc: cc, conn: cl}
+	oc.pool.Store(p)
 	if d := c.MaxConnectionDuration; d > 0 {
-		time.AfterFunc(d, func() { p.expire(oc) })
+		time.AfterFunc(d, oc.expire)
 	}
 	go func() { // forget the connection once it ended
 		<-cc.Done()
-		p.sweep()
+		oc.sweepPool()
 	}()
 	return oc, nil
 }
 
+// lockPool locks the pool oc is in and returns it (oc may move while its
+// pool is not locked).
+func (oc *h2Conn) lockPool() *H2Pool {
+	for {
+		p := oc.pool.Load()
+		p.mu.Lock()
+		if oc.pool.Load() == p {
+			return p
+		}
+		p.mu.Unlock()
+	}
+}
+
+// sweepPool sweeps the pool oc is in, again if oc moved meanwhile.
+func (oc *h2Conn) sweepPool() {
+	for range 4 {
+		p := oc.pool.Load()
+		p.sweep()
+		if oc.pool.Load() == p {
+			return
+		}
+	}
+}
+
 // expire stops new streams on oc once it reached max_connection_duration;
 // it closes when its streams end.
-func (p *H2Pool) expire(oc *h2Conn) {
-	p.mu.Lock()
+func (oc *h2Conn) expire() {
+	p := oc.lockPool()
 	counted := !oc.full
 	oc.full = true
 	p.mu.Unlock()
 	if counted {
 		p.cluster.Stats.UpstreamCxMaxDurationReached().Inc()
 	}
-	p.sweep()
+	oc.sweepPool()
 }
 
 // onIdle is a connection's idle timer: one idle for the cluster's
 // idle_timeout closes (upstream_cx_idle_timeout); a busy one waits for the
 // next idle period.
-func (p *H2Pool) onIdle(oc *h2Conn) {
+func (oc *h2Conn) onIdle() {
+	p := oc.lockPool()
 	c := p.cluster
-	p.mu.Lock()
 	since := oc.idleSince
 	select {
 	case <-oc.cc.Done():
@@ -169,7 +198,7 @@ func (p *H2Pool) onIdle(oc *h2Conn) {
 	p.mu.Unlock()
 	if expired {
 		c.Stats.UpstreamCxIdleTimeout().Inc()
-		p.sweep()
+		oc.sweepPool()
 	}
 }
 
@@ -200,7 +229,7 @@ func (p *H2Pool) sweep() {
 		} else if oc.idleSince.IsZero() {
 			oc.idleSince = time.Now()
 			if d := p.cluster.IdleTimeout; d > 0 && oc.idleTimer == nil {
-				oc.idleTimer = time.AfterFunc(d, func() { p.onIdle(oc) })
+				oc.idleTimer = time.AfterFunc(d, oc.onIdle)
 			} else if d > 0 {
 				oc.idleTimer.Reset(d)
 			}
