@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/outrider-proxy/outrider/proxy/h2"
-	"github.com/outrider-proxy/outrider/proxy/headers"
 )
 
 // startH2CHold is an h2c server whose handlers answer 200 "ok" once
@@ -34,15 +33,11 @@ func TestH2PoolStreams(t *testing.T) {
 	m, st := newTestManager(t)
 	c := mustAdd(t, m, poolCluster(addr, `,"http2_protocol_options":{"max_concurrent_streams":2}`))
 	p := c.H2Pool(c.Hosts()[0])
-	var req headers.Map
-	req.Set(":method", "GET")
-	req.Set(":scheme", "http")
-	req.Set(":authority", "x")
-	req.Set(":path", "/")
+	req := getRequest()
 	ctx := context.Background()
 	var open []*h2.ClientStream
 	for range 3 {
-		s, err := p.OpenStream(ctx, &req, true)
+		s, err := p.OpenStream(ctx, req, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,12 +87,8 @@ func TestH2PoolIdleTimeout(t *testing.T) {
 	m, st := newTestManager(t)
 	c := mustAdd(t, m, poolCluster(addr, `,"http2_protocol_options":{},"common_http_protocol_options":{"idle_timeout":"0.1s"}`))
 	p := c.H2Pool(c.Hosts()[0])
-	var req headers.Map
-	req.Set(":method", "GET")
-	req.Set(":scheme", "http")
-	req.Set(":authority", "x")
-	req.Set(":path", "/")
-	s, err := p.OpenStream(context.Background(), &req, true)
+	req := getRequest()
+	s, err := p.OpenStream(context.Background(), req, true)
 	if err != nil {
 		t.Fatal(err)
 	}

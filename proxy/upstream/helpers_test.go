@@ -241,16 +241,21 @@ func serveH2C(t *testing.T, h http.HandlerFunc) (string, *atomic.Int64) {
 	return ln.Addr().String(), accepts
 }
 
+// getRequest is a GET / for authority x over h2c.
+func getRequest() *headers.Map {
+	req := new(headers.Map)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
+		req.Set(f[0], f[1])
+	}
+	return req
+}
+
 // h2Get sends a GET through p, reads the response and ends the stream; it
 // returns the response status.
 func h2Get(t *testing.T, p *H2Pool) int {
 	t.Helper()
 	ctx := context.Background()
-	var req headers.Map
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
-		req.Set(f[0], f[1])
-	}
-	s, err := p.OpenStream(ctx, &req, true)
+	s, err := p.OpenStream(ctx, getRequest(), true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -210,14 +210,7 @@ func (f *filter) h2Upgrade(h *headers.Map) {
 	info := f.cb.Info()
 	info.FirstUpstreamRxByte = info.Since(time.Now())
 	code := rh0.StatusCode()
-	rh := f.cb.ResponseHeaders()
-	rh.Reset()
-	rh.SetInt(headers.Status, int64(code))
-	for _, fl := range rh0.Fields() {
-		if len(fl.Name) > 0 && fl.Name[0] != ':' {
-			rh.AddBytes(string(fl.Name), fl.Value)
-		}
-	}
+	rh := f.h2Response(code, rh0)
 	tunnel := code >= 200 && code < 300
 	if tunnel && !f.tun.connect {
 		rh.SetInt(headers.Status, 101)

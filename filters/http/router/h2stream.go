@@ -358,14 +358,7 @@ func (f *filter) h2Head(h *headers.Map, err error) bool {
 	if f.responseStatus(code) {
 		return false
 	}
-	rh := f.cb.ResponseHeaders()
-	rh.Reset()
-	rh.SetInt(headers.Status, int64(code))
-	for _, fl := range h.Fields() {
-		if len(fl.Name) > 0 && fl.Name[0] != ':' {
-			rh.AddBytes(string(fl.Name), fl.Value)
-		}
-	}
+	rh := f.h2Response(code, h)
 	if !f.cfg.suppressHeaders {
 		rh.SetInt("x-envoy-upstream-service-time", time.Since(f.start).Milliseconds())
 	}
@@ -385,6 +378,20 @@ func (f *filter) h2Head(h *headers.Map, err error) bool {
 		f.h2Arm()
 	}
 	return true
+}
+
+// h2Response is the stream's response headers, reset to the status code
+// and h's regular fields (an HTTP/2 upstream's answer).
+func (f *filter) h2Response(code int, h *headers.Map) *headers.Map {
+	rh := f.cb.ResponseHeaders()
+	rh.Reset()
+	rh.SetInt(headers.Status, int64(code))
+	for _, fl := range h.Fields() {
+		if len(fl.Name) > 0 && fl.Name[0] != ':' {
+			rh.AddBytes(string(fl.Name), fl.Value)
+		}
+	}
+	return rh
 }
 
 // h2Piece handles one read of the response body; false: the response is
