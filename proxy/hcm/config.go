@@ -25,7 +25,6 @@ import (
 
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/proxy/drain"
-	_ "github.com/outrider-proxy/outrider/proxy/hcm/xconnect" // x/net's server: extended CONNECT
 	"github.com/outrider-proxy/outrider/proxy/http1"
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
 	"github.com/outrider-proxy/outrider/proxy/netfilter"

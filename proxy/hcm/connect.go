@@ -22,22 +22,9 @@ import (
 // connection manager or, overriding it, on the route. A refused one is
 // 403 upgrade_failed.
 func (s *stream) checkUpgrade(h *headers.Map) (bool, *requestError) {
-	if o, ok := s.ds.(*ownStream); ok {
-		if rerr := s.ownExtendedConnect(o, h); rerr != nil {
+	if _, ok := s.ds.(*h2Stream); ok {
+		if rerr := s.extendedConnect(h); rerr != nil {
 			return false, rerr
-		}
-	}
-	if hs, ok := s.ds.(*h2Stream); ok && hs.r.Method == http.MethodConnect {
-		if p := hs.r.Header.Get(":protocol"); p != "" {
-			if !s.cfg.allowConnect {
-				return false, &requestError{400, "http2.extended_connect_not_allowed"}
-			}
-			h.Set(headers.Method, http.MethodGet)
-			h.Set(headers.Path, hs.r.RequestURI)
-			h.Set("upgrade", p)
-			h.Set("connection", "upgrade")
-			s.msg.Upgrade = true
-			s.extConnect = true
 		}
 	}
 	var t string
@@ -72,13 +59,13 @@ var errTunnelClosed = errors.New("hcm: HTTP/2 tunnel stream ended")
 
 // h2Tunnel is the downstream end of a tunnel (CONNECT, or an upgrade over
 // extended CONNECT) on an HTTP/2 stream, as the router sees it: Write sends
-// DATA frames, CloseWrite ends the stream (END_STREAM once the stream's
-// goroutine returns; x/net cannot half-close a stream while the handler
-// runs, so the client's direction is then closed too). The other net.Conn
-// methods apply to the connection, except deadlines, which are ignored.
+// DATA frames, CloseWrite ends the stream (its next body read reports the
+// end, so the stream finishes and sends END_STREAM; the client's direction
+// is then closed too). The other net.Conn methods apply to the connection,
+// except deadlines, which are ignored.
 type h2Tunnel struct {
 	net.Conn
-	hs tunnelStream
+	hs *h2Stream
 
 	mu     sync.Mutex
 	closed bool          // the stream ended: no more writes to its ResponseWriter
@@ -115,28 +102,14 @@ func (t *h2Tunnel) CloseWrite() error {
 	return t.hs.endTunnelRead()
 }
 
-// tunnelStream is the HTTP/2 stream under an h2Tunnel: x/net's (h2Stream)
-// or the own codec's (ownStream).
-type tunnelStream interface {
-	writeData(p []byte, end bool) error
-	flush() error
-	// endTunnelRead makes the stream's next body read report the end.
-	endTunnelRead() error
-}
-
-func (hs *h2Stream) endTunnelRead() error {
-	hs.tunnelEOF.Store(true)
-	return hs.r.Body.Close()
-}
-
 func (t *h2Tunnel) Close() error                     { return t.CloseWrite() }
 func (t *h2Tunnel) Read([]byte) (int, error)         { return 0, errTunnelClosed }
 func (t *h2Tunnel) SetDeadline(time.Time) error      { return nil }
 func (t *h2Tunnel) SetReadDeadline(time.Time) error  { return nil }
 func (t *h2Tunnel) SetWriteDeadline(time.Time) error { return nil }
 
-// shutdown stops writes, once the stream is over (x/net forbids them after
-// the handler returns), and reports the bytes sent through the tunnel.
+// shutdown stops writes, once the stream is over (the pooled h2Stream may
+// serve another stream next), and reports the bytes sent through the tunnel.
 func (t *h2Tunnel) shutdown() uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -149,7 +122,7 @@ func (t *h2Tunnel) shutdown() uint64 {
 
 // h2TunnelFor starts the tunnel of an HTTP/2 stream whose response headers
 // were sent.
-func (s *stream) h2TunnelFor(hs tunnelStream) net.Conn {
+func (s *stream) h2TunnelFor(hs *h2Stream) net.Conn {
 	if hs.flush() != nil {
 		return nil
 	}

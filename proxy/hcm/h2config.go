@@ -2,73 +2,67 @@ package hcm
 
 import (
 	"fmt"
-	"io"
-	"log"
 	"math"
-	"net/http"
-	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"golang.org/x/net/http2"
 
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
+	"github.com/outrider-proxy/outrider/proxy/h2"
 )
 
 // HTTP/2 defaults. max_concurrent_streams deliberately differs from Envoy's
 // 2^31-1: Envoy bounds a connection by pausing reads when its output buffer
-// fills, which x/net's server cannot, so an unset limit would let one client
-// that never opens its flow-control window pile up streams without bound.
-// Setting the field explicitly (any value, Envoy's included) is honoured.
+// fills, which outrider's codec does not, so an unset limit would let one
+// client that never opens its flow-control window pile up streams without
+// bound. Setting the field explicitly (any value, Envoy's included) is
+// honoured.
 const (
 	envoyMaxConcurrentStreams = 1024     // http2_protocol_options.max_concurrent_streams when unset
-	envoyMaxFrameSize         = 16384    // SETTINGS_MAX_FRAME_SIZE Envoy advertises (x/net: 1 MiB)
+	envoyMaxFrameSize         = 16384    // SETTINGS_MAX_FRAME_SIZE Envoy advertises
 	defaultH2HeaderBytes      = 60 << 10 // max_request_headers_kb default
 )
 
-// h2Server is the HTTP/2 side of a Config: one x/net server for every
-// connection of the filter chain, configured on base so that base.Shutdown
-// sends GOAWAY to all of them (the drain).
+// h2Server is the HTTP/2 side of a Config, shared by every connection of
+// the filter chain: the codec's configuration and the flood limits.
 type h2Server struct {
-	srv  *http2.Server
-	base *http.Server
-	lim  h2Limits // flood limits (h2limits.go)
-	// own selects outrider's own codec (h2own.go) over x/net's: the
-	// default, unless OUTRIDER_H2_CODEC=xnet. ownPool holds its
-	// *ownStream objects.
-	own     bool
-	ownPool *sync.Pool
+	cfg h2.ServerConfig
+	lim h2Limits // flood limits (h2limits.go)
 }
 
-// compileHTTP2 maps http2_protocol_options onto x/net/http2.Server.
+// compileHTTP2 maps http2_protocol_options onto the codec's
+// h2.ServerConfig.
 //
-// Mapped: hpack_table_size, max_concurrent_streams (Envoy's default,
-// 2^31-1, when unset), initial_stream_window_size and
-// initial_connection_window_size (unset: x/net's 1 MiB, not Envoy's 256 MiB,
-// because x/net buffers a whole window per stream while Envoy bounds it with
-// the connection buffer limit), connection_keepalive.interval/timeout (PING
-// after that long without a frame; close when unanswered).
+// Mapped: hpack_table_size, max_concurrent_streams (1024 when unset, see
+// above), initial_stream_window_size and initial_connection_window_size
+// (unset: 1 MiB, not Envoy's 256 MiB, because a stream buffers a whole
+// window while Envoy bounds it with the connection buffer limit),
+// connection_keepalive.interval/timeout (PING after that long without a
+// frame; close when unanswered).
 //
 // Flood limits, enforced as Envoy's codec does (h2limits.go; defaults
 // 10000, 1000, 1, 100, 10): max_outbound_frames,
 // max_outbound_control_frames,
 // max_consecutive_inbound_frames_with_empty_payload,
 // max_inbound_priority_frames_per_stream,
-// max_inbound_window_update_frames_per_data_frame_sent. x/net answers a
-// malformed request with a stream reset (PROTOCOL_ERROR) in most cases,
-// which is Envoy's stream_error_on_invalid_http_messaging: true behaviour;
-// the field is accepted either way.
+// max_inbound_window_update_frames_per_data_frame_sent. A malformed request
+// is answered with a stream reset (PROTOCOL_ERROR) in most cases, which is
+// Envoy's stream_error_on_invalid_http_messaging: true behaviour; the field
+// is accepted either way.
 //
 // allow_connect accepts extended CONNECT (RFC 8441: WebSocket over HTTP/2):
-// x/net advertises SETTINGS_ENABLE_CONNECT_PROTOCOL on every connection of
-// the process (package xconnect), and a stream with :protocol is refused
-// with 400 when the field is off.
+// every connection advertises SETTINGS_ENABLE_CONNECT_PROTOCOL, and a stream
+// with :protocol is refused with 400 when the field is off.
 //
 // Refused: allow_metadata,
 // custom_settings_parameters, connection_keepalive.connection_idle_interval
 // (an upstream option) and every field not listed here.
 func (c *Config) compileHTTP2(p *corev3.Http2ProtocolOptions) error {
 	const path = "http2_protocol_options"
-	s := &http2.Server{MaxConcurrentStreams: envoyMaxConcurrentStreams, MaxReadFrameSize: envoyMaxFrameSize}
+	s := h2.ServerConfig{
+		MaxConcurrentStreams: envoyMaxConcurrentStreams,
+		MaxFrameSize:         envoyMaxFrameSize,
+		AllowExtendedConnect: true, // refused with 400 by checkUpgrade unless allow_connect
+	}
 	if p != nil {
 		if err := confcheck.Fields(p, path, "hpack_table_size", "max_concurrent_streams",
 			"initial_stream_window_size", "initial_connection_window_size", "allow_connect",
@@ -83,7 +77,7 @@ func (c *Config) compileHTTP2(p *corev3.Http2ProtocolOptions) error {
 			if v.GetValue() == 0 {
 				return fmt.Errorf("%s.hpack_table_size: 0 (no dynamic table) is not supported by outrider yet", path)
 			}
-			s.MaxDecoderHeaderTableSize = v.GetValue()
+			s.HeaderTableSize = v.GetValue()
 		}
 		if v := p.GetMaxConcurrentStreams(); v != nil {
 			if v.GetValue() < 1 {
@@ -95,13 +89,13 @@ func (c *Config) compileHTTP2(p *corev3.Http2ProtocolOptions) error {
 			if v.GetValue() < 65535 || v.GetValue() > math.MaxInt32 {
 				return fmt.Errorf("%s.initial_stream_window_size: %d is outside [65535, 2147483647]", path, v.GetValue())
 			}
-			s.MaxUploadBufferPerStream = int32(v.GetValue())
+			s.InitialStreamWindowSize = v.GetValue()
 		}
 		if v := p.GetInitialConnectionWindowSize(); v != nil {
 			if v.GetValue() < 65535 || v.GetValue() > math.MaxInt32 {
 				return fmt.Errorf("%s.initial_connection_window_size: %d is outside [65535, 2147483647]", path, v.GetValue())
 			}
-			s.MaxUploadBufferPerConnection = int32(v.GetValue())
+			s.InitialConnWindowSize = v.GetValue()
 		}
 		if ka := p.GetConnectionKeepalive(); ka != nil {
 			kpath := path + ".connection_keepalive"
@@ -109,7 +103,7 @@ func (c *Config) compileHTTP2(p *corev3.Http2ProtocolOptions) error {
 				return err
 			}
 			if d := ka.GetInterval(); d != nil {
-				s.ReadIdleTimeout = d.AsDuration()
+				s.PingInterval = d.AsDuration()
 			}
 			if d := ka.GetTimeout(); d != nil {
 				if d.AsDuration() <= 0 {
@@ -122,16 +116,10 @@ func (c *Config) compileHTTP2(p *corev3.Http2ProtocolOptions) error {
 	// Envoy's connection idle_timeout: GOAWAY once no stream has been open
 	// for that long.
 	s.IdleTimeout = c.idleTimeout
-	base := &http.Server{
-		MaxHeaderBytes: c.limits.MaxHeaderBytes,
-		ErrorLog:       log.New(io.Discard, "", 0),
+	s.MaxHeaderListSize = defaultH2HeaderBytes
+	if n := c.limits.MaxHeaderBytes; n > 0 {
+		s.MaxHeaderListSize = uint32(n)
 	}
-	if base.MaxHeaderBytes <= 0 {
-		base.MaxHeaderBytes = defaultH2HeaderBytes
-	}
-	if err := http2.ConfigureServer(base, s); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	c.h2 = h2Server{srv: s, base: base, lim: compileLimits(p), own: ownH2Codec(), ownPool: new(sync.Pool)}
+	c.h2 = h2Server{cfg: s, lim: compileLimits(p)}
 	return nil
 }

@@ -1,7 +1,6 @@
 package hcm
 
 import (
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -26,8 +25,10 @@ func TestHTTP2ProtocolOptions(t *testing.T) {
 		check   func(t *testing.T, c *Config)
 	}{
 		{name: "defaults", check: func(t *testing.T, c *Config) {
-			if c.h2.srv.MaxConcurrentStreams != 1024 || c.h2.srv.IdleTimeout != time.Hour {
-				t.Fatalf("streams %d idle %v", c.h2.srv.MaxConcurrentStreams, c.h2.srv.IdleTimeout)
+			s := c.h2.cfg
+			if s.MaxConcurrentStreams != 1024 || s.IdleTimeout != time.Hour || s.MaxFrameSize != 16384 ||
+				s.MaxHeaderListSize != 60<<10 || s.InitialStreamWindowSize != 0 || s.PingInterval != 0 {
+				t.Fatalf("server %+v", s)
 			}
 		}},
 		{name: "mapped", opts: &corev3.Http2ProtocolOptions{
@@ -35,16 +36,16 @@ func TestHTTP2ProtocolOptions(t *testing.T) {
 			HpackTableSize: u32(8192), MaxOutboundFrames: u32(10), StreamErrorOnInvalidHttpMessaging: true,
 			ConnectionKeepalive: &corev3.KeepaliveSettings{Interval: durationpb.New(time.Second), Timeout: durationpb.New(2 * time.Second)},
 		}, check: func(t *testing.T, c *Config) {
-			s := c.h2.srv
-			if s.MaxConcurrentStreams != 7 || s.MaxUploadBufferPerStream != 70000 || s.MaxUploadBufferPerConnection != 1<<21 ||
-				s.MaxDecoderHeaderTableSize != 8192 || s.ReadIdleTimeout != time.Second || s.PingTimeout != 2*time.Second {
-				t.Fatalf("server %+v", s)
+			s := c.h2.cfg
+			if s.MaxConcurrentStreams != 7 || s.InitialStreamWindowSize != 70000 || s.InitialConnWindowSize != 1<<21 ||
+				s.HeaderTableSize != 8192 || s.PingInterval != time.Second || s.PingTimeout != 2*time.Second ||
+				c.h2.lim.maxOutbound != 10 {
+				t.Fatalf("server %+v limits %+v", s, c.h2.lim)
 			}
 		}},
 		{name: "allow_connect", opts: &corev3.Http2ProtocolOptions{AllowConnect: true}, check: func(t *testing.T, c *Config) {
-			// x/net reads its extended CONNECT switch from GODEBUG (package xconnect).
-			if !c.allowConnect || !strings.Contains(os.Getenv("GODEBUG"), "http2xconnect=1") {
-				t.Fatalf("allowConnect %v, GODEBUG %q", c.allowConnect, os.Getenv("GODEBUG"))
+			if !c.allowConnect || !c.h2.cfg.AllowExtendedConnect {
+				t.Fatalf("allowConnect %v, advertised %v", c.allowConnect, c.h2.cfg.AllowExtendedConnect)
 			}
 		}},
 		{name: "metadata", opts: &corev3.Http2ProtocolOptions{AllowMetadata: true}, wantErr: "http2_protocol_options.allow_metadata"},

@@ -16,8 +16,8 @@ const (
 	prematureResetMinLifetime  = time.Second
 )
 
-// prefaceTimeout bounds the wait for the client's connection preface, as
-// x/net's server does.
+// prefaceTimeout bounds the wait for the client's connection preface (the
+// bound x/net's server has).
 const prefaceTimeout = 10 * time.Second
 
 // streamClosed counts a closed stream for the premature-reset defense: a
@@ -51,7 +51,7 @@ func (hc *h2Conn) streamClosed(premature bool) {
 // connection that does not start with it is closed cleanly: its write side
 // first, then what the client sent is drained briefly, so that the client
 // sees the connection closed rather than reset (RFC 9113 section 3.4). On
-// success the returned connection replays the preface for x/net.
+// success the returned connection replays the preface for the codec.
 func readPreface(c net.Conn) (net.Conn, bool) {
 	_ = c.SetReadDeadline(time.Now().Add(prefaceTimeout))
 	buf := make([]byte, len(h2Preface))
@@ -68,59 +68,4 @@ func readPreface(c net.Conn) (net.Conn, bool) {
 		_, _ = io.CopyN(io.Discard, c, 64<<10)
 	}
 	return nil, false
-}
-
-type writeDeadliner interface{ SetWriteDeadline(time.Time) error }
-
-// armWrite bounds the response writes by stream_idle_timeout from now: a
-// client that stops reading (a zero flow-control window) makes the write
-// fail and the stream reset instead of holding the stream forever. Each
-// write pushes the deadline on; the stream's own timer (made once per
-// pooled stream) fires at the deadline, so a write costs no allocation and
-// no message to x/net's serve loop, as a SetWriteDeadline per write did.
-func (hs *h2Stream) armWrite() {
-	d := hs.stream.cfg.streamIdleTimeout
-	if d <= 0 {
-		return
-	}
-	hs.wmu.Lock()
-	hs.writeBy = time.Now().Add(d)
-	if !hs.wArmed {
-		hs.wArmed = true
-		if hs.wtimer == nil {
-			hs.wtimer = time.AfterFunc(d, hs.writeTimeout)
-		} else {
-			hs.wtimer.Reset(d)
-		}
-	}
-	hs.wmu.Unlock()
-}
-
-// writeTimeout runs on the write timer: before the deadline (a later write
-// moved it) it waits for the rest; past it, x/net resets the stream now
-// (a deadline in the past), failing a blocked write. A timer left over from
-// the stream's previous use finds writeBy zero or in the future.
-func (hs *h2Stream) writeTimeout() {
-	hs.wmu.Lock()
-	defer hs.wmu.Unlock()
-	if hs.writeBy.IsZero() || hs.w == nil {
-		return
-	}
-	if left := time.Until(hs.writeBy); left > 0 {
-		hs.wtimer.Reset(left)
-		return
-	}
-	if wd, ok := hs.w.(writeDeadliner); ok {
-		_ = wd.SetWriteDeadline(time.Now().Add(-time.Nanosecond))
-	}
-}
-
-// endWrites stops the write timer as the stream's handler returns.
-func (hs *h2Stream) endWrites() {
-	hs.wmu.Lock()
-	if hs.wArmed {
-		hs.wtimer.Stop()
-	}
-	hs.writeBy, hs.wArmed, hs.w = time.Time{}, false, nil
-	hs.wmu.Unlock()
 }

@@ -1,9 +1,11 @@
 package hcm
 
 import (
-	"encoding/binary"
 	"errors"
+	"io"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -12,10 +14,11 @@ import (
 )
 
 // Envoy's HTTP/2 flood limits (its codec's ProtocolConstraints), enforced on
-// the bytes between x/net and the socket: frameConn counts the frames x/net
-// queued but the socket has not accepted yet (the outbound queue, Envoy's
-// output buffer) and parses inbound frame headers before x/net sees them.
-// A violation counts http2.<flood> and closes the connection at once.
+// the bytes between the codec (proxy/h2) and the socket: frameConn counts
+// the frames the codec queued but the socket has not accepted yet (the
+// outbound queue, Envoy's output buffer) and parses inbound frame headers
+// before the codec sees them. A violation counts http2.<flood> and closes
+// the connection at once.
 
 // Envoy's defaults for the http2_protocol_options flood limits.
 const (
@@ -26,11 +29,11 @@ const (
 	defMaxWindowUpdatePerData   = 10
 )
 
-// outHighWater bounds the bytes frameConn queues: past it x/net's writes
+// outHighWater bounds the bytes frameConn queues: past it the codec's writes
 // block until the socket takes some (Envoy's connection buffer limit, 1 MiB).
 const outHighWater = 1 << 20
 
-// errFlood is the error x/net sees when a flood limit closed the connection.
+// errFlood is the error the codec sees when a flood limit closed the connection.
 var errFlood = errors.New("http2: flood limit exceeded")
 
 // h2Limits are the flood limits of one HTTP/2 configuration; the zero value
@@ -76,8 +79,165 @@ func newFloodStats(st *stats.Store) *floodStats {
 	}
 }
 
+// frameConn is the socket under an HTTP/2 server connection: it tracks
+// frames in both directions and enforces Envoy's flood limits. The codec's
+// writes go to an outbound queue that a goroutine moves to the socket, so
+// that the frames the socket has not taken yet can be counted.
+type frameConn struct {
+	net.Conn
+	lim h2Limits
+	st  *floodStats
+
+	wmu     sync.Mutex
+	wcond   sync.Cond
+	out     frameTracker
+	werr    error
+	closing bool
+	wdone   chan struct{} // closed when writeLoop ends; nil: not started
+
+	queue, spare      []byte // bytes not yet handed to the socket; a reused buffer
+	qFrames, qControl uint64 // frames (control frames) in queue
+	fFrames, fControl uint64 // frames (control frames) in the write in flight
+	outFn             func(h *[9]byte)
+	dataSent          atomic.Uint64 // DATA frames the codec wrote, for the WINDOW_UPDATE limit
+	opened            atomic.Uint64 // HEADERS frames the codec wrote: Envoy's downstream opened_streams
+	flooded           atomic.Bool
+	floodAt           *stats.Counter // an inbound flood found past the bytes last returned; owned by Read
+	goAwaySent        atomic.Bool    // the codec wrote a GOAWAY
+
+	rd   inboundState // read side; only the reading goroutine touches it
+	rbuf readBuffer   // read side: batches the codec's small reads (h2read.go)
+}
+
+// frameTracker follows a stream of HTTP/2 frames: skip is bytes to pass
+// over first (the client preface), then 9-byte headers and payloads.
+type frameTracker struct {
+	skip int
+	hdr  [9]byte
+	hn   int // header bytes seen of the current frame
+	left int // payload bytes still to come
+}
+
+// advance consumes p, calling header for each complete frame header.
+func (t *frameTracker) advance(p []byte, header func(h *[9]byte)) {
+	for len(p) > 0 {
+		switch {
+		case t.skip > 0:
+			n := min(t.skip, len(p))
+			t.skip -= n
+			p = p[n:]
+		case t.hn < 9:
+			n := copy(t.hdr[t.hn:], p)
+			t.hn += n
+			p = p[n:]
+			if t.hn == 9 {
+				t.left = int(t.hdr[0])<<16 | int(t.hdr[1])<<8 | int(t.hdr[2])
+				if header != nil {
+					header(&t.hdr)
+				}
+				if t.left == 0 {
+					t.hn = 0
+				}
+			}
+		default:
+			n := min(t.left, len(p))
+			t.left -= n
+			p = p[n:]
+			if t.left == 0 {
+				t.hn = 0
+			}
+		}
+	}
+}
+
+func newFrameConn(c net.Conn, lim h2Limits, st *floodStats) *frameConn {
+	fc := &frameConn{Conn: c, lim: lim, st: st, rd: inboundState{skip: len(h2Preface)}}
+	fc.wcond.L = &fc.wmu
+	fc.outFn = fc.outFrame
+	return fc
+}
+
+func (c *frameConn) Read(p []byte) (int, error) {
+	if s := c.floodAt; s != nil {
+		// The frames before the one over the limit went to the codec first,
+		// as Envoy processes frames in order: unless one of them made the
+		// codec end the connection (a FLOW_CONTROL_ERROR GOAWAY), this is a
+		// flood.
+		c.floodAt = nil
+		if !c.goAwaySent.Load() {
+			return 0, c.floodErr(s)
+		}
+	}
+	n, err := c.rbuf.read(c.Conn, p)
+	if c.goAwaySent.Load() {
+		return n, err // the codec is closing the connection: Envoy would have closed it already
+	}
+	if s, start := c.inbound(p[:n]); s != nil {
+		if start > 0 {
+			// The codec handles the frames it read in order: hand it the
+			// frames before the offending one now.
+			c.floodAt = s
+			return start, nil
+		}
+		return 0, c.floodErr(s)
+	}
+	return n, err
+}
+
+// floodErr counts an inbound flood once and returns the error that makes
+// the codec close the connection, flushing what it queued (Envoy's
+// FlushWriteAndDelay). When a frame before the offending one made the codec
+// end the connection (a FLOW_CONTROL_ERROR GOAWAY), that GOAWAY, which may
+// be written from another goroutine, is let out first, as in Envoy, where
+// processing stops at the error.
+func (c *frameConn) floodErr(s *stats.Counter) error {
+	for i := 0; i < 50 && !c.goAwaySent.Load(); i++ {
+		time.Sleep(time.Millisecond)
+	}
+	if c.goAwaySent.Load() {
+		return io.EOF // the codec is ending the connection already
+	}
+	if !c.flooded.Swap(true) {
+		s.Inc()
+	}
+	return errFlood
+}
+
+func (c *frameConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for c.werr == nil && !c.closing && len(c.queue) >= outHighWater {
+		c.wcond.Wait()
+	}
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	if c.closing {
+		return 0, net.ErrClosed
+	}
+	c.queue = append(c.queue, p...)
+	c.out.advance(p, c.outFn)
+	if s := c.outboundFlood(); s != nil {
+		c.werr = errFlood
+		c.wcond.Broadcast()
+		c.flood(s)
+		return 0, errFlood
+	}
+	c.kick()
+	return len(p), nil
+}
+
+// kick wakes the write loop, starting it on first use; wmu held.
+func (c *frameConn) kick() {
+	if c.wdone == nil {
+		c.wdone = make(chan struct{})
+		go c.writeLoop()
+	}
+	c.wcond.Broadcast()
+}
+
 // Envoy's opened_streams, downstream, counts the response headers it sent
-// (not the requests); frameConn counts every HEADERS frame x/net writes,
+// (not the requests); frameConn counts every HEADERS frame the codec writes,
 // which also takes in 1xx headers and trailers: slightly more lenient.
 
 // inboundState is the read side: a frame parser that also looks at the
@@ -93,7 +253,7 @@ type inboundState struct {
 	empty, priority, windowUpdate uint64
 }
 
-// inbound parses p as it goes to x/net; it returns the stat of the first
+// inbound parses p as it goes to the codec; it returns the stat of the first
 // limit exceeded, or nil.
 func (c *frameConn) inbound(p []byte) (bad *stats.Counter, start int) {
 	t := &c.rd
@@ -145,11 +305,6 @@ func (c *frameConn) frameHeader() *stats.Counter {
 	typ, flags := t.hdr[3], t.hdr[4]
 	switch typ {
 	case 0x0, 0x1, 0x9: // DATA, HEADERS, CONTINUATION
-		if typ == 0x1 {
-			if id := binary.BigEndian.Uint32(t.hdr[5:9]) & maxStreamID; id > c.maxID.Load() {
-				c.maxID.Store(id)
-			}
-		}
 		if typ != 0x9 && flags&0x8 != 0 && t.left > 0 { // PADDED
 			if flags&0x1 != 0 {
 				return c.countEmpty(false)
@@ -187,7 +342,7 @@ func (c *frameConn) countEmpty(empty bool) *stats.Counter {
 	return nil
 }
 
-// outFrame counts a frame x/net wrote (its header in c.out.hdr) into the
+// outFrame counts a frame the codec wrote (its header in c.out.hdr) into the
 // outbound queue; called with wmu held.
 func (c *frameConn) outFrame(h *[9]byte) {
 	c.qFrames++
@@ -260,7 +415,7 @@ func (c *frameConn) writeLoop() {
 	_ = c.Conn.Close()
 }
 
-// Close flushes what x/net queued (for at most a second) and closes the
+// Close flushes what the codec queued (for at most a second) and closes the
 // socket.
 func (c *frameConn) Close() error {
 	c.wmu.Lock()

@@ -13,11 +13,13 @@ import (
 // h2ReadBuf is the size of a downstream HTTP/2 connection's read buffer.
 const h2ReadBuf = 8 << 10
 
-// readBuffer batches the reads of x/net's HTTP/2 server, which reads its
-// connection unbuffered, frame header and payload apart: two syscalls a
-// frame. Reading up to h2ReadBuf at a time, the frames a client sent
-// together cost one. Only the reading goroutine touches it; x/net still
-// gets exactly the bytes it asked for, so the flood limits see the same.
+// readBuffer batches the codec's small reads: an idle connection reads
+// into a small array (proxy/h2 holds no read buffer while idle), and
+// without readBuffer the rest of what the client sent would take another
+// syscall. Reading up to h2ReadBuf at a time, the frames a client sent
+// together cost one. Only the reading goroutine touches it; the codec
+// still gets exactly the bytes it asked for, so the flood limits see the
+// same.
 //
 // The buffer is pooled and given back whenever it is empty: on a plain TCP
 // socket the wait for the next bytes happens on the socket itself

@@ -35,7 +35,7 @@ func TestReadBuffer(t *testing.T) {
 	tests := []struct {
 		name      string
 		chunks    [][]byte
-		sizes     []int // the reads asked for, as x/net does (9-byte headers, payloads)
+		sizes     []int // the reads asked for (9-byte headers, payloads)
 		wantReads int   // reads of the connection
 	}{
 		{"frames sent together: one read", [][]byte{frames}, []int{9, 91, 9, 400, 9, 1182}, 1},

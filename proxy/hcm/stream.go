@@ -212,10 +212,6 @@ func (s *stream) Tunnel() (net.Conn, func()) {
 		if down = s.h2TunnelFor(ds); down == nil {
 			return nil, nil
 		}
-	case *ownStream:
-		if down = s.h2TunnelFor(ds); down == nil {
-			return nil, nil
-		}
 	default:
 		return nil, nil
 	}

@@ -245,8 +245,8 @@ func TestH2AttackDefenses(t *testing.T) {
 		{"max_concurrent_streams exceeded", "http2_protocol_options: {max_concurrent_streams: 4}", func(t *testing.T, p *servertest.Proxy, _ *atomic.Int64) {
 			r := dialAtkH2(t, p.Addr("front"))
 			// Streams with a body still to come stay open; the fifth is
-			// refused. Our SETTINGS ACK is never sent, so x/net answers
-			// REFUSED_STREAM (after it, x/net says PROTOCOL_ERROR).
+			// refused. Our SETTINGS ACK is never sent, so the server
+			// answers REFUSED_STREAM.
 			for id := uint32(1); id <= 9; id += 2 {
 				if err := r.headers(id, true); err != nil {
 					t.Fatal(err)

@@ -215,7 +215,8 @@ func TestH2FloodLimits(t *testing.T) {
 		{"WINDOW_UPDATE higher limit", "max_inbound_window_update_frames_per_data_frame_sent: 1000", windowUpdate(100), ""},
 		{"PING default", "", pings(60000), "outbound_control_flood"},
 		{"PING configured", "max_outbound_control_frames: 100", pings(20000), "outbound_control_flood"},
-		// Fewer PINGs than x/net's own cap on queued control frames (10000).
+		// Fewer PINGs than the 10000 queued control frames x/net's server
+		// allowed, the bound this case was written under.
 		{"PING higher limit", "max_outbound_control_frames: 100000, max_outbound_frames: 100000", pings(9000), ""},
 		{"outbound default", "max_concurrent_streams: 100000", gets(20000), "outbound_flood"},
 		{"outbound higher limit (GET)", "max_outbound_frames: 1000000, max_concurrent_streams: 100000", gets(20000), ""},

@@ -11,19 +11,6 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
 
-// h2specKnownFailures are the h2spec cases golang.org/x/net/http2's server
-// fails by design; the connection manager sees none of them:
-//   - 6.5.3/1: x/net closes the connection (GOAWAY PROTOCOL_ERROR) on a
-//     SETTINGS frame that repeats a parameter, a defense of its own.
-//   - 8.1.2.2/1, 8.1.2.2/2: x/net answers a request with a connection-specific
-//     header (or TE other than "trailers") with a 400 from its own handler
-//     instead of resetting the stream.
-var h2specKnownFailures = map[string]string{
-	"http2/6.5.3/1":   "x/net refuses SETTINGS with duplicate parameters",
-	"http2/8.1.2.2/1": "x/net answers 400 to a connection-specific header",
-	"http2/8.1.2.2/2": "x/net answers 400 to TE other than trailers",
-}
-
 // h2specRacy are cases whose outcome depends on timing: each sends a request
 // without END_STREAM and, back to back, frames that are errors only on an
 // open stream. When the direct response has already ended the stream, the
@@ -31,14 +18,14 @@ var h2specKnownFailures = map[string]string{
 // frames are on a closed stream, instead of the error the case expects
 // (Envoy's codec has the same race). 8.1.2.6/1 and /2: DATA beyond the
 // declared content-length (PROTOCOL_ERROR); 6.9.1/3: WINDOW_UPDATEs past
-// 2^31-1 (FLOW_CONTROL_ERROR). The own codec starts a handler only after
-// the frames read with its HEADERS, which narrows the window to frames that
-// arrive in a later read.
+// 2^31-1 (FLOW_CONTROL_ERROR). The codec (proxy/h2) starts a handler only
+// after the frames read with its HEADERS, which narrows the window to frames
+// that arrive in a later read.
 var h2specRacy = map[string]bool{"http2/8.1.2.6/1": true, "http2/8.1.2.6/2": true, "http2/6.9.1/3": true}
 
 // TestH2Spec runs every h2spec case against an h2c listener with a
 // direct_response route (examples/conformance/h2c.yaml on port 0) and fails
-// on any failed case other than x/net's known ones.
+// on any failed case other than the timing-dependent ones.
 func TestH2Spec(t *testing.T) {
 	bin := h2spectest.Path()
 	if bin == "" {
@@ -69,23 +56,14 @@ func TestH2Spec(t *testing.T) {
 	}
 }
 
-// runH2Spec runs h2spec once and returns the failures that are neither
-// x/net's known ones nor timing-dependent.
+// runH2Spec runs h2spec once and returns the failures that are not
+// timing-dependent.
 func runH2Spec(t *testing.T, bin, port string) (unexpected []string, out []byte, total, nfailed int) {
 	t.Helper()
 	failed, out, total := h2spectest.Run(t, bin, port)
-	knownFailures := h2specKnownFailures
-	if os.Getenv("OUTRIDER_H2_CODEC") != "xnet" {
-		knownFailures = nil // outrider's own codec (proxy/h2) passes them
-	}
 	for id, name := range failed {
-		if _, known := knownFailures[id]; !known && !h2specRacy[id] {
+		if !h2specRacy[id] {
 			unexpected = append(unexpected, id+": "+name)
-		}
-	}
-	for id, why := range knownFailures {
-		if _, ok := failed[id]; !ok {
-			unexpected = append(unexpected, id+" passed, but was known to fail ("+why+"): update h2specKnownFailures")
 		}
 	}
 	return unexpected, out, total, len(failed)

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	_ "github.com/outrider-proxy/outrider/proxy/hcm/xconnect" // h2TunnelUpstream is x/net's server
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
 
@@ -234,4 +235,58 @@ http2_protocol_options: {allow_connect: true}`
 	}
 	p.WaitStat("cluster.up.upstream_rq_active", 0)
 	p.WaitStat("http.ingress.downstream_cx_upgrades_active", 0)
+}
+
+// TestHTTP2UpstreamTunnelEnds: a tunnel over an HTTP/2 upstream stream ends
+// however its end comes: a refused upgrade's answer is proxied as a
+// response; a silent tunnel ends at the route's idle_timeout (the upstream
+// read times out) and at max_stream_duration (the tunnel is closed from a
+// timer while its read waits). Either way the stream is reset and given
+// back: the upstream never gets to say "BYE".
+func TestHTTP2UpstreamTunnelEnds(t *testing.T) {
+	forward := func(opts string) string {
+		return "- match: {connect_matcher: {}}\n  route: {cluster: up, " + opts + "}"
+	}
+	for _, tc := range []struct {
+		name, routes, hcm string
+		upgrade           bool // a WebSocket upgrade to /nope (refused upstream) instead of a CONNECT
+	}{
+		{"refused upgrade", routeToUp, "upgrade_configs: [{upgrade_type: websocket}]", true},
+		{"idle_timeout", forward("idle_timeout: 0.2s"), connectHCM, false},
+		{"max_stream_duration", forward("max_stream_duration: {max_stream_duration: 0.2s}"), connectHCM, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := servertest.Start(t, h2Cluster(httpBootstrap(h2TunnelUpstream(t), tc.routes, tc.hcm), "{}"))
+			if tc.upgrade {
+				c, err := net.DialTimeout("tcp", p.Addr("front"), 2*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				io.WriteString(c, "GET /nope HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n")
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil || resp.StatusCode != 400 {
+					t.Fatalf("refused upgrade answer: %v %v", resp, err)
+				}
+				if _, err := io.ReadAll(resp.Body); err != nil {
+					t.Fatalf("refused upgrade body: %v", err)
+				}
+			} else {
+				resp, _, br := h1Connect(t, p.Addr("front"))
+				if resp.StatusCode != 200 {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+				start := time.Now()
+				// Without the limit the read fails at the 10 s connection deadline.
+				if b, err := io.ReadAll(br); err != nil || len(b) != 0 {
+					t.Fatalf("after the limit: %q %v", b, err)
+				}
+				if d := time.Since(start); d > 5*time.Second {
+					t.Fatalf("the tunnel ended after %v", d)
+				}
+			}
+			p.WaitStat("cluster.up.upstream_rq_active", 0)
+		})
+	}
 }

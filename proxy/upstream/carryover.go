@@ -251,23 +251,29 @@ func (p *H2Pool) handOver(np *H2Pool) {
 	p.conns = nil
 	p.mu.Unlock()
 	c := np.cluster
-	for _, hc := range conns {
-		st := hc.cc.State()
-		if st.Closed {
-			continue
+	for _, oc := range conns {
+		p.mu.Lock()
+		ended := false
+		select {
+		case <-oc.cc.Done():
+			ended = true
+		default:
 		}
-		if hc.full || st.Closing || hc.conn == nil || np.host.flags.load(fDrained) || !c.res.cx.tryAcquire(c.res.cx.max) {
-			p.mu.Lock()
-			p.conns = append(p.conns, hc) // drains with p
-			hc.full = true
+		if ended || oc.full || oc.cc.GoAwayReceived() || oc.conn == nil || np.host.flags.load(fDrained) ||
+			!c.res.cx.tryAcquire(c.res.cx.max) {
+			if !ended {
+				p.conns = append(p.conns, oc) // drains with p
+				oc.full = true
+			}
 			p.mu.Unlock()
 			continue
 		}
+		p.mu.Unlock()
 		oh, nh := p.host, np.host
 		nh.Stats().CxActive.Add(1)
 		oh.Stats().CxActive.Add(-1)
 		// UpstreamConn.Close counts the old host; the new release undoes that.
-		if !hc.conn.swapDone(func() {
+		if !oc.conn.swapDone(func() {
 			c.res.releaseCx()
 			nh.Stats().CxActive.Add(-1)
 			oh.Stats().CxActive.Add(1)
@@ -277,11 +283,14 @@ func (p *H2Pool) handOver(np *H2Pool) {
 			oh.Stats().CxActive.Add(1)
 			continue
 		}
+		p.mu.Lock()
+		oc.pool.Store(np) // under p.mu, which oc's timers hold while they use p (lockPool)
+		p.mu.Unlock()
 		np.mu.Lock()
 		if np.closed {
-			hc.full = true
+			oc.full = true
 		}
-		np.conns = append(np.conns, hc)
+		np.conns = append(np.conns, oc)
 		np.mu.Unlock()
 	}
 	p.sweep()

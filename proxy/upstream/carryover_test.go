@@ -3,7 +3,6 @@ package upstream
 import (
 	"context"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -234,16 +233,8 @@ func TestCarryOverH2Pool(t *testing.T) {
 			old := mustAdd(t, m, poolCluster(addr, base))
 			get := func(c *Cluster) {
 				t.Helper()
-				p := c.H2Pool(c.Hosts()[0])
-				req, _ := http.NewRequestWithContext(context.Background(), "GET", "http://x/", nil)
-				resp, err := p.RoundTrip(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close()
-				p.Done()
-				if resp.StatusCode != 204 {
-					t.Fatalf("status %d", resp.StatusCode)
+				if code := h2Get(t, c.H2Pool(c.Hosts()[0])); code != 204 {
+					t.Fatalf("status %d", code)
 				}
 			}
 			get(old)

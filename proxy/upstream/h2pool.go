@@ -5,45 +5,31 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
-	"net/http"
 	"sync"
-	"time"
-
-	"golang.org/x/net/http2"
 )
 
-// ErrNoH2 is returned by H2Pool.RoundTrip when an auto_config host
+// ErrNoH2 is returned by H2Pool.OpenStream when an auto_config host
 // negotiated HTTP/1.1 by ALPN; the host uses HTTP/1.1 from then on
 // (UseHTTP2 reports false) and the caller retries on the HTTP/1 pool.
 var ErrNoH2 = errors.New("upstream did not negotiate h2 by ALPN")
 
 // H2Pool multiplexes requests as HTTP/2 streams over connections to one
-// host of one cluster (Envoy's HTTP/2 connection pool). A connection takes
-// streams up to the lower of the peer's SETTINGS_MAX_CONCURRENT_STREAMS and
-// the cluster's max_concurrent_streams, and up to max_requests_per_connection
-// in its lifetime; beyond that a new connection is dialed (one at a time).
-// A GOAWAY from the upstream stops new streams on that connection; streams
-// it did not process are retried on another connection when they have no
-// body (x/net's retry of unprocessed streams).
+// host of one cluster (Envoy's HTTP/2 connection pool), with outrider's own
+// HTTP/2 client (proxy/h2.ClientConn). A connection takes streams up to the
+// lower of the peer's SETTINGS_MAX_CONCURRENT_STREAMS and the cluster's
+// max_concurrent_streams, and up to max_requests_per_connection in its
+// lifetime; beyond that a new connection is dialed (one at a time). A
+// GOAWAY from the upstream stops new streams on that connection; a stream
+// it did not process may be opened again (h2.IsRefused).
 type H2Pool struct {
 	cluster *Cluster
 	host    *Host
 	tls     TLSOverride // auto_sni / auto_san_validation of its requests
-	tr      *http2.Transport
 
 	mu      sync.Mutex
-	conns   []*h2Conn
-	oconns  []*ownConn    // the own codec's connections (h2own.go)
+	conns   []*h2Conn     // h2stream.go
 	dialing chan struct{} // closed when the dial in progress ends; nil: none
 	closed  bool
-}
-
-// h2Conn is one pooled HTTP/2 connection.
-type h2Conn struct {
-	cc       *http2.ClientConn
-	conn     *closeConn // the connection under cc
-	requests uint32
-	full     bool // max_requests_per_connection or max_connection_duration reached, or dead: closes when idle
 }
 
 // H2Pool is the HTTP/2 pool of host h, created on first use.
@@ -63,48 +49,12 @@ func (c *Cluster) H2Pool(h *Host) *H2Pool {
 }
 
 func (c *Cluster) newH2Pool(h *Host) *H2Pool {
-	np := &H2Pool{cluster: c, host: h}
-	_, maxHeaderBytes := c.ResponseLimits(true)
-	np.tr = &http2.Transport{
-		MaxHeaderListSize:  uint32(maxHeaderBytes),
-		ConnPool:           np,
-		AllowHTTP:          true,
-		DisableCompression: true,
-		// No HPACK dynamic table for the requests outrider encodes: each
-		// carries a new x-request-id, which x/net indexes and which
-		// pushes the oldest entries out, so the table churns on every
-		// request (evictOldest, map deletes, stack growth of the request's
-		// goroutine: ~20-30% of the CPU per stream h2c→h2c) for little
-		// compression. Fields are still Huffman-coded and static-table
-		// indexed; HPACK lets an encoder use less than the peer allows.
-		MaxEncoderHeaderTableSize: 1,
-		IdleConnTimeout:           c.IdleTimeout,
-		ReadIdleTimeout:           c.protocol.pingIdle,
-		PingTimeout:               c.protocol.pingTO,
-	}
-	return np
-}
-
-// RoundTrip sends req as one stream and returns the response once its
-// headers arrived. It counts upstream_rq_total and upstream_rq_active and
-// applies max_requests (refused: *OverflowError). On success the caller must
-// call Done once the response body is finished or abandoned (after closing
-// it). Set req.URL to http://<any>/path; the authority is req.Host.
-func (p *H2Pool) RoundTrip(req *http.Request) (*http.Response, error) {
-	if err := p.startRequest(req.Context()); err != nil {
-		return nil, err
-	}
-	resp, err := p.tr.RoundTrip(req)
-	if err != nil {
-		p.DoneCtx(req.Context())
-		return nil, err
-	}
-	return resp, nil
+	return &H2Pool{cluster: c, host: h}
 }
 
 // startRequest takes the request's max_requests slot (refused:
-// *OverflowError) and counts upstream_rq_total and upstream_rq_active, for
-// either codec; DoneCtx gives them back.
+// *OverflowError) and counts upstream_rq_total and upstream_rq_active;
+// endRequest gives them back.
 func (p *H2Pool) startRequest(ctx context.Context) error {
 	c := p.cluster
 	r := c.resFor(ctx)
@@ -120,61 +70,14 @@ func (p *H2Pool) startRequest(ctx context.Context) error {
 	return nil
 }
 
-// Done ends a stream that RoundTrip started successfully (DEFAULT priority).
-func (p *H2Pool) Done() { p.DoneCtx(nil) }
-
-// DoneCtx is Done for a stream whose request context was ctx: the max_requests
-// slot goes back to the breakers of its priority.
-func (p *H2Pool) DoneCtx(ctx context.Context) {
+// endRequest ends a request startRequest started with ctx: the
+// max_requests slot goes back to the breakers of its priority.
+func (p *H2Pool) endRequest(ctx context.Context) {
 	c := p.cluster
 	c.Stats.UpstreamRqActive().Dec()
 	p.host.Stats().RqActive.Add(-1)
 	c.resFor(ctx).rq.release()
-	p.sweep()
 	c.res.notifyFreed()
-}
-
-// sweep forgets closed connections and closes exhausted idle ones.
-func (p *H2Pool) sweep() {
-	var closeNow []*http2.ClientConn
-	p.mu.Lock()
-	kept := p.conns[:0]
-	for _, hc := range p.conns {
-		st := hc.cc.State()
-		if st.Closed {
-			continue
-		}
-		if (hc.full || p.closed) && st.StreamsActive == 0 && st.StreamsReserved == 0 && st.StreamsPending == 0 {
-			closeNow = append(closeNow, hc.cc)
-			continue
-		}
-		kept = append(kept, hc)
-	}
-	for i := len(kept); i < len(p.conns); i++ {
-		p.conns[i] = nil
-	}
-	p.conns = kept
-	p.mu.Unlock()
-	for _, cc := range closeNow {
-		cc.Close()
-	}
-}
-
-// GetClientConn implements http2.ClientConnPool: a connection with room for
-// one more stream (reserved), or a new one.
-func (p *H2Pool) GetClientConn(req *http.Request, _ string) (*http2.ClientConn, error) {
-	return acquireConn(p, req.Context(), func() (*http2.ClientConn, pick) {
-		if cc := p.reserve(); cc != nil {
-			return cc, picked
-		}
-		return nil, pickNone
-	}, func(ctx context.Context) (func(), error) {
-		hc, err := p.dial(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return func() { p.conns = append(p.conns, hc) }, nil
-	})
 }
 
 // pick is what a pool's pick function found.
@@ -186,8 +89,8 @@ const (
 	pickAgain             // a connection was taken meanwhile: look again
 )
 
-// acquireConn is the loop both HTTP/2 codecs' pools share: take a stream on
-// a pooled connection (use), else dial one within max_connections (one dial
+// acquireConn is the pool's loop for a stream: take a stream on a pooled
+// connection (use), else dial one within max_connections (one dial
 // at a time per pool: the others wait for it and look again; dial's add
 // runs under p.mu to pool the new connection), else wait for a freed
 // connection slot. The request counts against max_pending_requests while it
@@ -263,33 +166,7 @@ func acquireConn[T any](p *H2Pool, ctx context.Context, use func() (T, pick), di
 	return zero, &OverflowError{Cluster: c.Name, Limit: "max_connections"}
 }
 
-// reserve reserves a stream on a pooled connection with room, or returns nil.
-func (p *H2Pool) reserve() *http2.ClientConn {
-	c := p.cluster
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, hc := range p.conns {
-		if hc.full {
-			continue
-		}
-		st := hc.cc.State()
-		if st.Closed || st.Closing || uint32(st.StreamsActive+st.StreamsReserved+st.StreamsPending) >= c.protocol.maxConc {
-			continue
-		}
-		if !hc.cc.ReserveNewRequest() {
-			continue
-		}
-		hc.requests++
-		if c.MaxRequestsPerConnection > 0 && hc.requests >= c.MaxRequestsPerConnection {
-			hc.full = true
-			c.Stats.UpstreamCxMaxRequests().Inc()
-		}
-		return hc.cc
-	}
-	return nil
-}
-
-// connect dials the host for an HTTP/2 connection of either codec: TCP,
+// connect dials the host for an HTTP/2 connection: TCP,
 // then TLS when configured (with auto_config, a peer that does not choose h2
 // in ALPN marks the host HTTP/1-only and fails with ErrNoH2). The returned
 // closeConn, over the TLS connection if any, holds one max_connections slot,
@@ -322,53 +199,6 @@ func (p *H2Pool) connect(ctx context.Context) (*closeConn, error) {
 	return &closeConn{Conn: conn, uc: uc, done: release}, nil
 }
 
-// dial connects (TLS when configured) and starts HTTP/2 on the connection,
-// holding one max_connections slot until it closes.
-func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
-	c := p.cluster
-	cl, err := p.connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	cc, err := p.tr.NewClientConn(newBatchConn(cl))
-	if err != nil {
-		cl.Close() // gives the max_connections slot back
-		return nil, &ConnectError{Cluster: c.Name, Host: p.host.String(), Err: err}
-	}
-	c.Stats.UpstreamCxHttp2Total().Inc()
-	hc := &h2Conn{cc: cc, conn: cl}
-	if d := c.MaxConnectionDuration; d > 0 {
-		time.AfterFunc(d, func() { p.expire(hc) })
-	}
-	return hc, nil
-}
-
-// expire stops new streams on hc once it reached max_connection_duration;
-// it closes when its streams end.
-func (p *H2Pool) expire(hc *h2Conn) {
-	p.mu.Lock()
-	counted := !hc.full && !hc.cc.State().Closed
-	hc.full = true
-	p.mu.Unlock()
-	if counted {
-		p.cluster.Stats.UpstreamCxMaxDurationReached().Inc()
-	}
-	p.sweep()
-}
-
-// MarkDead implements http2.ClientConnPool: the connection takes no new
-// streams.
-func (p *H2Pool) MarkDead(cc *http2.ClientConn) {
-	p.mu.Lock()
-	for _, hc := range p.conns {
-		if hc.cc == cc {
-			hc.full = true
-		}
-	}
-	p.mu.Unlock()
-	p.sweep()
-}
-
 // Close stops new streams on the pool's connections: idle ones close now,
 // the others once their streams end.
 func (p *H2Pool) Close() {
@@ -377,17 +207,15 @@ func (p *H2Pool) Close() {
 	for _, hc := range p.conns {
 		hc.full = true
 	}
-	p.closeOwnLocked()
 	p.mu.Unlock()
 	p.sweep()
-	p.sweepOwn()
 }
 
 // Conns is the number of open pooled connections.
 func (p *H2Pool) Conns() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.conns) + len(p.oconns)
+	return len(p.conns)
 }
 
 // closeConn releases the connection's max_connections slot on its first
@@ -430,6 +258,3 @@ func (c *closeConn) swapDone(done func()) bool {
 	old()
 	return true
 }
-
-// SetReadDeadline is left to x/net; the pool never sets deadlines itself.
-func (c *closeConn) SetReadDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }

@@ -241,36 +241,34 @@ func serveH2C(t *testing.T, h http.HandlerFunc) (string, *atomic.Int64) {
 	return ln.Addr().String(), accepts
 }
 
-// h2Get sends a GET through p with the codec p is in (OpenStream for the
-// own codec, RoundTrip for x/net's) and ends it.
-func h2Get(t *testing.T, p *H2Pool) {
-	t.Helper()
-	ctx := context.Background()
-	if !p.OwnCodec() {
-		req, _ := http.NewRequestWithContext(ctx, "GET", "http://x/", nil)
-		resp, err := p.RoundTrip(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		p.Done()
-		return
-	}
-	var req headers.Map
+// getRequest is a GET / for authority x over h2c.
+func getRequest() *headers.Map {
+	req := new(headers.Map)
 	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/"}} {
 		req.Set(f[0], f[1])
 	}
-	s, err := p.OpenStream(ctx, &req, true)
+	return req
+}
+
+// h2Get sends a GET through p, reads the response and ends the stream; it
+// returns the response status.
+func h2Get(t *testing.T, p *H2Pool) int {
+	t.Helper()
+	ctx := context.Background()
+	s, err := p.OpenStream(ctx, getRequest(), true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ReadHeaders(time.Now().Add(5 * time.Second)); err != nil {
+	h, err := s.ReadHeaders(time.Now().Add(5 * time.Second))
+	if err != nil {
 		t.Fatal(err)
 	}
+	status := h.StatusCode()
 	for range 1000 {
 		if _, err := s.ReadData(time.Now().Add(5 * time.Second)); err != nil {
 			break
 		}
 	}
 	p.DoneStream(ctx, s)
+	return status
 }

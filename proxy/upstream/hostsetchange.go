@@ -50,10 +50,6 @@ func (p *H2Pool) DrainConns() {
 	for _, hc := range p.conns {
 		hc.full = true
 	}
-	for _, oc := range p.oconns {
-		oc.full = true
-	}
 	p.mu.Unlock()
 	p.sweep()
-	p.sweepOwn()
 }

@@ -62,36 +62,31 @@ func TestCloseConnectionsOnHostSetChange(t *testing.T) {
 	}
 }
 
-// The HTTP/2 pool of a kept host, with either codec: its connection takes
-// no new stream after the host set changed, and the next request dials.
+// The HTTP/2 pool of a kept host: its connection takes no new stream after
+// the host set changed, and the next request dials.
 func TestCloseConnectionsOnHostSetChangeH2(t *testing.T) {
-	for _, own := range []bool{true, false} {
-		old := ownH2
-		ownH2 = own
-		t.Cleanup(func() { ownH2 = old })
-		addr, accepts := startH2C(t)
-		other := newLineServer(t, 0)
-		m, _ := newTestManager(t)
-		c := mustAdd(t, m, poolCluster(addr,
-			`,"type":"EDS","http2_protocol_options":{},"common_lb_config":{"close_connections_on_host_set_change":true}`))
-		one := parseCluster(t, staticCluster("p", "ROUND_ROBIN", addr)).GetLoadAssignment()
-		two := parseCluster(t, staticCluster("p", "ROUND_ROBIN", addr, other.addrPort().String())).GetLoadAssignment()
-		if err := c.UpdateLoadAssignment(one); err != nil {
-			t.Fatal(err)
-		}
-		p := c.H2Pool(c.Hosts()[0])
-		get := func() { t.Helper(); h2Get(t, p) }
-		get()
-		get()
-		if n := accepts.Load(); n != 1 {
-			t.Fatalf("own=%v: %d connections before the change, want 1", own, n)
-		}
-		if err := c.UpdateLoadAssignment(two); err != nil {
-			t.Fatal(err)
-		}
-		get()
-		if n := accepts.Load(); n != 2 {
-			t.Errorf("own=%v: %d connections after the host set changed, want 2 (a new one)", own, n)
-		}
+	addr, accepts := startH2C(t)
+	other := newLineServer(t, 0)
+	m, _ := newTestManager(t)
+	c := mustAdd(t, m, poolCluster(addr,
+		`,"type":"EDS","http2_protocol_options":{},"common_lb_config":{"close_connections_on_host_set_change":true}`))
+	one := parseCluster(t, staticCluster("p", "ROUND_ROBIN", addr)).GetLoadAssignment()
+	two := parseCluster(t, staticCluster("p", "ROUND_ROBIN", addr, other.addrPort().String())).GetLoadAssignment()
+	if err := c.UpdateLoadAssignment(one); err != nil {
+		t.Fatal(err)
+	}
+	p := c.H2Pool(c.Hosts()[0])
+	get := func() { t.Helper(); h2Get(t, p) }
+	get()
+	get()
+	if n := accepts.Load(); n != 1 {
+		t.Fatalf("%d connections before the change, want 1", n)
+	}
+	if err := c.UpdateLoadAssignment(two); err != nil {
+		t.Fatal(err)
+	}
+	get()
+	if n := accepts.Load(); n != 2 {
+		t.Errorf("%d connections after the host set changed, want 2 (a new one)", n)
 	}
 }

@@ -5,73 +5,146 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
-	"net/url"
-	"strings"
+	"os"
 	"sync"
 	"time"
 
+	"github.com/outrider-proxy/outrider/proxy/h2"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
+	"golang.org/x/net/http2"
 )
 
 // h2TunnelUp is the upstream side of a tunnel carried by an HTTP/2 stream
-// (an extended or plain CONNECT): writes go to the request body, reads come
-// from the response body, CloseWrite ends the request (END_STREAM). A read
-// deadline, when it expires, cancels the stream. Close cancels the stream
-// and gives its slot back to the pool, once.
+// (an extended or plain CONNECT): writes are the request's DATA, reads the
+// response's, CloseWrite ends the request (END_STREAM). A read past the
+// read deadline fails and resets the stream. Close, from any goroutine,
+// resets the stream, so that blocked reads and writes return, and gives it
+// back to the pool, once no read or write is using it.
 type h2TunnelUp struct {
-	pool   *upstream.H2Pool
-	pw     *io.PipeWriter
-	body   io.ReadCloser
-	cancel context.CancelFunc
+	pool *upstream.H2Pool
+	ctx  context.Context // the stream's, for DoneStream
+	s    *h2.ClientStream
+	rest []byte // unread bytes of the last piece; the reader's alone
 
-	mu    sync.Mutex
-	timer *time.Timer // the read deadline; nil when none was set
-	once  sync.Once
+	mu       sync.Mutex
+	deadline time.Time // the read deadline; zero: none
+	users    int       // reads and writes in progress
+	closed   bool
+	released bool
 }
 
-func (t *h2TunnelUp) Read(p []byte) (int, error)  { return t.body.Read(p) }
-func (t *h2TunnelUp) Write(p []byte) (int, error) { return t.pw.Write(p) }
-func (t *h2TunnelUp) CloseWrite() error           { return t.pw.Close() }
-func (t *h2TunnelUp) LocalAddr() net.Addr         { return nil }
-func (t *h2TunnelUp) RemoteAddr() net.Addr        { return nil }
+// enter starts a read or write; false: the tunnel is closed.
+func (t *h2TunnelUp) enter() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.users++
+	return true
+}
+
+// leave ends a read or write, releasing the stream when it was the last
+// one of a closed tunnel.
+func (t *h2TunnelUp) leave() {
+	t.mu.Lock()
+	t.users--
+	release := t.closed && t.users == 0 && !t.released
+	t.released = t.released || release
+	t.mu.Unlock()
+	if release {
+		t.pool.DoneStream(t.ctx, t.s)
+	}
+}
+
+func (t *h2TunnelUp) Read(p []byte) (int, error) {
+	if !t.enter() {
+		return 0, errAborted
+	}
+	defer t.leave()
+	if len(t.rest) > 0 {
+		n := copy(p, t.rest)
+		t.rest = t.rest[n:]
+		return n, nil
+	}
+	t.mu.Lock()
+	d := t.deadline
+	t.mu.Unlock()
+	piece, err := t.s.ReadData(d)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.s.Reset(http2.ErrCodeCancel)
+		}
+		return 0, err
+	}
+	n := copy(p, piece)
+	t.rest = piece[n:]
+	return n, nil
+}
+
+func (t *h2TunnelUp) Write(p []byte) (int, error) {
+	if !t.enter() {
+		return 0, errAborted
+	}
+	defer t.leave()
+	if err := t.s.WriteData(p, false); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (t *h2TunnelUp) CloseWrite() error {
+	if !t.enter() {
+		return errAborted
+	}
+	defer t.leave()
+	return t.s.WriteData(nil, true)
+}
+
+func (t *h2TunnelUp) LocalAddr() net.Addr  { return nil }
+func (t *h2TunnelUp) RemoteAddr() net.Addr { return nil }
 
 func (t *h2TunnelUp) Close() error {
-	t.once.Do(func() {
-		t.mu.Lock()
-		if t.timer != nil {
-			t.timer.Stop()
-		}
+	t.mu.Lock()
+	if t.closed {
 		t.mu.Unlock()
-		t.pw.CloseWithError(errAborted)
-		t.cancel()
-		_ = t.body.Close()
-		t.pool.Done()
-	})
+		return nil
+	}
+	t.closed = true
+	if t.users > 0 {
+		// The reads and writes in progress return; the last one releases
+		// the stream (leave waits for mu, so s is still this tunnel's).
+		t.s.Reset(http2.ErrCodeCancel)
+		t.mu.Unlock()
+		return nil
+	}
+	t.released = true
+	t.mu.Unlock()
+	t.pool.DoneStream(t.ctx, t.s)
 	return nil
 }
 
 func (t *h2TunnelUp) SetDeadline(d time.Time) error { return t.SetReadDeadline(d) }
 func (t *h2TunnelUp) SetWriteDeadline(time.Time) error {
-	return nil // the request body pipe is bounded by x/net's flow control
+	return nil // writes are bounded by the stream's flow control
 }
 
+// SetReadDeadline bounds the next reads (a read in progress keeps the
+// deadline it started with).
 func (t *h2TunnelUp) SetReadDeadline(d time.Time) error {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch {
-	case d.IsZero():
-		if t.timer != nil {
-			t.timer.Stop()
-		}
-	case t.timer == nil:
-		t.timer = time.AfterFunc(time.Until(d), t.cancel)
-	default:
-		t.timer.Reset(time.Until(d))
-	}
+	t.deadline = d
+	t.mu.Unlock()
 	return nil
+}
+
+// h2Skip are the request fields HTTP/2 forbids or that travel as
+// pseudo-headers.
+var h2Skip = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true, "transfer-encoding": true,
+	"upgrade": true, "host": true, "content-length": true,
 }
 
 // h2Upgrade sends an upgrade (WebSocket) or a CONNECT to an HTTP/2
@@ -82,60 +155,62 @@ func (t *h2TunnelUp) SetReadDeadline(d time.Time) error {
 // proxied as a response. Failures are not retried.
 func (f *filter) h2Upgrade(h *headers.Map) {
 	pool := f.cluster.H2Pool(f.host)
-	ctx, cancel := context.WithCancel(context.Background())
-	scheme := "http"
-	if f.cluster.UsesTLS(f.host) {
-		scheme = "https"
-	}
-	req := &http.Request{Method: http.MethodConnect, Proto: "HTTP/2.0", ProtoMajor: 2, Header: make(http.Header, h.Len()),
-		URL: &url.URL{Scheme: scheme, Host: f.host.Addr.String()}, ContentLength: -1}
+	req := reqMapPool.Get().(*headers.Map)
+	defer func() { req.Reset(); reqMapPool.Put(req) }()
+	req.Set(headers.Method, "CONNECT")
 	proto := ""
 	if !f.tun.connect {
 		v, _ := h.Get("upgrade")
 		proto = string(v)
-		req.Header[":protocol"] = []string{proto}
+		req.Set(headers.Protocol, proto)
+		scheme := "http"
+		if f.cluster.UsesTLS(f.host) {
+			scheme = "https"
+		}
+		req.Set(headers.Scheme, scheme)
+		if p, ok := h.Get(headers.Path); ok && len(p) > 0 {
+			req.SetBytes(headers.Path, p)
+		} else {
+			req.Set(headers.Path, "/")
+		}
+	}
+	if a, ok := h.Get(headers.Authority); ok {
+		req.SetBytes(headers.Authority, a)
+	} else {
+		req.Set(headers.Authority, f.host.Addr.String())
 	}
 	for _, fl := range h.Fields() {
 		name := string(fl.Name)
-		switch {
-		case name == headers.Path && !f.tun.connect:
-			p := string(fl.Value)
-			if i := strings.IndexByte(p, '?'); i >= 0 {
-				req.URL.RawQuery, p = p[i+1:], p[:i]
-			}
-			req.URL.Opaque = p
-		case name == headers.Authority:
-			req.Host = string(fl.Value)
-		case len(name) > 0 && name[0] == ':', h2Skip[name], name == "te":
-		default:
-			req.Header[name] = append(req.Header[name], string(fl.Value))
+		if len(name) > 0 && name[0] == ':' || h2Skip[name] || name == "te" {
+			continue
+		}
+		req.AddBytes(name, fl.Value)
+	}
+	ctx := context.Background()
+	var deadline time.Time
+	if f.timeout > 0 { // the route timeout bounds the wait for the answer
+		deadline = time.Now().Add(f.timeout)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel() // the stream keeps ctx only for its priority
+	}
+	s, err := pool.OpenStream(ctx, req, false)
+	var rh0 *headers.Map
+	if err == nil {
+		if rh0, err = s.ReadHeaders(deadline); err != nil {
+			pool.DoneStream(ctx, s)
 		}
 	}
-	if _, ok := req.Header["user-agent"]; !ok {
-		req.Header["user-agent"] = []string{""}
-	}
-	pr, pw := io.Pipe()
-	req.Body = pr
-	var timer *time.Timer
-	if f.timeout > 0 { // the route timeout bounds the wait for the answer
-		timer = time.AfterFunc(f.timeout, cancel)
-	}
-	resp, err := pool.RoundTrip(req.WithContext(ctx))
-	timedOut := timer != nil && !timer.Stop()
 	if err != nil {
-		pw.CloseWithError(errAborted)
-		cancel()
+		timedOut := errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)
 		f.h2TunnelFailed(err, timedOut)
 		return
 	}
-	up := &h2TunnelUp{pool: pool, pw: pw, body: resp.Body, cancel: cancel}
+	up := &h2TunnelUp{pool: pool, ctx: ctx, s: s}
 	info := f.cb.Info()
 	info.FirstUpstreamRxByte = info.Since(time.Now())
-	code := resp.StatusCode
-	rh := f.cb.ResponseHeaders()
-	rh.Reset()
-	rh.SetInt(headers.Status, int64(code))
-	copyHeader(rh, resp.Header)
+	code := rh0.StatusCode()
+	rh := f.h2Response(code, rh0)
 	tunnel := code >= 200 && code < 300
 	if tunnel && !f.tun.connect {
 		rh.SetInt(headers.Status, 101)

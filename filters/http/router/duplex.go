@@ -196,11 +196,21 @@ func (f *filter) downstreamGone() {
 // OnDestroy is the stream's end (the connection manager's destroyer): an
 // upstream request still open (the client reset the stream, say) is reset.
 func (f *filter) OnDestroy() {
-	if f.pc == nil && f.h2 == nil {
+	if f.tunnelDone != nil {
+		// A tunnel whose stream ended without the client's end coming
+		// through DecodeData (an idle timeout, a reset): while the
+		// upstream-to-client copy runs, the stream's end closes the upstream
+		// side and the copy ends on its own (startTunnel); once it is over,
+		// the upstream side is released here.
+		select {
+		case <-f.tunnelDone:
+			f.release(false)
+		default:
+		}
 		return
 	}
-	if f.tunnelDone != nil {
-		return // an upgraded tunnel ends on its own
+	if f.pc == nil && f.h2 == nil {
+		return
 	}
 	f.cluster.Stats.UpstreamRqTxReset().Inc()
 	f.release(false)

@@ -142,16 +142,13 @@ type filter struct {
 	lb          upstream.LBContext
 	lctx        lazyCtx
 	trl         headers.Map // response trailers, kept across streams
-	// HTTP/2 upstream (h2.go): h2on when the cluster speaks HTTP/2 to this
-	// request, h2 the attempt in flight (nil: none), h2buf the response
-	// read buffer, kept across streams.
-	h2on    bool
-	h2      *h2Up
-	h2names h2Names  // interned field names, kept across streams
-	h2t     *h2Timer // the HTTP/2 attempts' timer, kept across streams; nil until armed
+	// HTTP/2 upstream (h2stream.go): h2on when the cluster speaks HTTP/2 to
+	// this request, h2 the attempt in flight (nil: none).
+	h2on bool
+	h2   *h2Up
+	h2t  *h2Timer // the HTTP/2 attempts' timer, kept across streams; nil until armed
 	// stopTimer bounds a pump's stop (duplex.go), kept across streams.
 	stopTimer *time.Timer
-	h2buf     []byte
 	res       resilience // retry back-off, hedging and mirroring state (backoff.go)
 	// Full duplex (duplex.go): pump reads an HTTP/1 upstream's response on a
 	// helper goroutine (nil: none, the response is read synchronously);
@@ -183,9 +180,9 @@ func (f *filter) Reset() {
 	f.lctx.reset(time.Time{}, nil)
 	f.upResp.Reset()
 	f.clientGone.Store(false)
-	trl, buf, up, gone, intr, names, timer := f.trl, f.h2buf, f.upResp, f.goneFn, f.upInterrupt, f.h2names, f.h2t
+	trl, up, gone, intr, timer := f.trl, f.upResp, f.goneFn, f.upInterrupt, f.h2t
 	stopT := f.stopTimer
-	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, h2buf: buf, upResp: up, goneFn: gone, upInterrupt: intr, h2names: names,
+	*f = filter{cfg: f.cfg, cb: f.cb, trl: trl, upResp: up, goneFn: gone, upInterrupt: intr,
 		h2t: timer, stopTimer: stopT}
 }
 
@@ -320,7 +317,7 @@ func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
 	if len(f.res.shadows) > 0 {
 		f.mirrorData(p, end)
 	}
-	if f.h2 != nil && f.h2.hasBody() {
+	if f.h2 != nil && f.h2.hasBody {
 		f.keepForReplay(p, end)
 		f.h2Data(p, end)
 		return httpfilter.Stop
@@ -355,7 +352,7 @@ func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
 	if len(f.res.shadows) > 0 {
 		f.mirrorTrailers(t)
 	}
-	if f.h2 != nil && f.h2.hasBody() {
+	if f.h2 != nil && f.h2.hasBody {
 		f.h2Trailers(t)
 		return httpfilter.Stop
 	}

@@ -18,7 +18,7 @@ type tunnel struct {
 	up net.Conn
 	// raw is the tunnel's own upstream connection, read raw and closed by
 	// release: a terminated CONNECT's TCP connection, or an HTTP/2 stream
-	// (h2Tunnel). nil: the pooled HTTP/1 connection's decoder is read.
+	// (h2TunnelUp). nil: the pooled HTTP/1 connection's decoder is read.
 	raw io.Closer
 	// connect marks a CONNECT request: its 2xx answer starts a tunnel.
 	connect bool

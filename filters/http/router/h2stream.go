@@ -5,27 +5,30 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
 
 	"github.com/outrider-proxy/outrider/proxy/h2"
 	"github.com/outrider-proxy/outrider/proxy/headers"
+	"github.com/outrider-proxy/outrider/proxy/upstream"
 )
 
-// The HTTP/2 upstream over outrider's own client codec (proxy/h2), used
-// when the cluster's H2Pool is in its own-codec mode (the default):
-// the request goes out from the stream's goroutine with ClientStream's
-// writes (their flow control is the backpressure), the response is read
-// with ReadHeaders and ReadData, on the stream's goroutine or on the pump's
-// reader in full duplex. Timers and a client reset cancel the attempt's
-// context, which resets the stream; the failure paths are x/net's (h2.go).
+// The HTTP/2 upstream over outrider's client codec (proxy/h2): the request
+// goes out from the stream's goroutine with ClientStream's writes (their
+// flow control is the backpressure), the response is read with ReadHeaders
+// and ReadData, on the stream's goroutine or on the pump's reader in full
+// duplex. Timers and a client reset cancel the attempt's context, which
+// resets the stream; the timers and the failure paths are in h2.go.
 
-// ownUp is the own-codec part of an h2Up, and the attempt's context
-// (h2Up.ctx): done once h2Up.cancelWith or the parent (a client reset)
-// cancelled it, which also resets the stream. Its Done channel is made
-// only when something waits on it (the pool waiting for a connection).
-type ownUp struct {
+// h2Up is one attempt of a request sent as an HTTP/2 stream through the
+// cluster's H2Pool, and the attempt's context: done once cancelWith or the
+// parent (a client reset) cancelled it, which also resets the stream. Its
+// Done channel is made only when something waits on it (the pool waiting
+// for a connection).
+type h2Up struct {
+	pool    *upstream.H2Pool
 	parent  context.Context
 	mu      sync.Mutex       // guards s, cause and done against cancel on another goroutine
 	s       *h2.ClientStream // nil: not open (openErr) or released
@@ -33,15 +36,24 @@ type ownUp struct {
 	done    chan struct{}    // Done's; nil until asked for
 	openErr error            // why the stream could not be opened
 	stop    func() bool      // stops the parent context's hook; nil: none
-	hasBody bool             // the request had a body to stream
+	hasBody bool             // the request had a body to stream (h2Data and h2Trailers)
 	req     *headers.Map     // the request as sent upstream (pooled)
+	at      atomic.Int64     // the timer's deadline (unix ns) for this attempt
+	kind    atomic.Int32     // which deadline the timer is armed for
+	started bool             // the stream was opened: DoneStream pending
+	// pump reads the response on a helper goroutine while the request body
+	// streams (full duplex); nil: the response is read synchronously.
+	pump   *pump
+	sent   bool // the request ended
+	broken bool // a request body write failed: the stream ended early
 }
 
 var reqMapPool = sync.Pool{New: func() any { return new(headers.Map) }}
 
-// cancelCause records why the attempt ends (the first cause) and resets
-// the stream (RST_STREAM CANCEL): a blocked read or write on it returns.
-func (o *ownUp) cancelCause(err error) {
+// cancelWith records why the attempt ends (the first cause: errUpTimeout
+// for a timer) and resets the stream (RST_STREAM CANCEL): a blocked read or
+// write on it returns.
+func (o *h2Up) cancelWith(err error) {
 	o.mu.Lock()
 	if o.cause == nil {
 		o.cause = err
@@ -55,19 +67,20 @@ func (o *ownUp) cancelCause(err error) {
 	o.mu.Unlock()
 }
 
-// cancel is cancelCause for the pump's interrupt and a client reset.
-func (o *ownUp) cancel() { o.cancelCause(context.Canceled) }
+// cancel is cancelWith for the pump's interrupt and a client reset.
+func (o *h2Up) cancel() { o.cancelWith(context.Canceled) }
 
-func (o *ownUp) cancelled() error {
+// cancelled is why the attempt was cancelled; nil: it was not.
+func (o *h2Up) cancelled() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.cause
 }
 
-func (o *ownUp) Deadline() (time.Time, bool) { return o.parent.Deadline() }
-func (o *ownUp) Value(key any) any           { return o.parent.Value(key) }
+func (o *h2Up) Deadline() (time.Time, bool) { return o.parent.Deadline() }
+func (o *h2Up) Value(key any) any           { return o.parent.Value(key) }
 
-func (o *ownUp) Done() <-chan struct{} {
+func (o *h2Up) Done() <-chan struct{} {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.done == nil {
@@ -79,7 +92,7 @@ func (o *ownUp) Done() <-chan struct{} {
 	return o.done
 }
 
-func (o *ownUp) Err() error {
+func (o *h2Up) Err() error {
 	if o.cancelled() != nil {
 		return context.Canceled
 	}
@@ -92,33 +105,23 @@ type afterFuncer interface {
 	AfterFunc(f func()) (stop func() bool)
 }
 
-// cancelWith cancels the attempt with cause.
-func (u *h2Up) cancelWith(cause error) {
-	if u.own != nil {
-		u.own.cancelCause(cause)
-		return
+// h2Send starts the request upstream as an HTTP/2 stream with h; with end
+// it waits for and streams back the response. A client reset (the
+// downstream context) ends the attempt.
+func (f *filter) h2Send(h *headers.Map, end bool) {
+	// The upstream's 100 Continue does not come back over HTTP/2: the
+	// client is told to go on now.
+	f.continue100()
+	u := &h2Up{pool: f.cluster.H2PoolFor(f.host, f.cluster.TLSOverride(h))}
+	parent := context.Background()
+	if f.downCtx != nil {
+		parent = f.downCtx // a client reset cancels the upstream stream (RST_STREAM CANCEL)
 	}
-	u.cancel(cause)
-}
-
-// cause is why the attempt was cancelled (errUpTimeout for a timer).
-func (u *h2Up) cause() error {
-	if u.own != nil {
-		return u.own.cancelled()
+	if f.highPriority() {
+		parent = upstream.WithHighPriority(parent) // the cluster's HIGH circuit breakers
 	}
-	return context.Cause(u.ctx)
-}
-
-// hasBody reports whether the request body of the attempt goes through
-// h2Data and h2Trailers.
-func (u *h2Up) hasBody() bool { return u.pw != nil || (u.own != nil && u.own.hasBody) }
-
-// h2oSend opens the attempt u's stream with h; parent is the context the
-// attempt ends with (a client reset).
-func (f *filter) h2oSend(u *h2Up, parent context.Context, h *headers.Map, end bool) {
-	o := &u.ownBuf
+	o := u
 	o.parent, o.hasBody, o.req = parent, !end, reqMapPool.Get().(*headers.Map)
-	u.own, u.ctx = o, o
 	f.h2 = u
 	if af, ok := parent.(afterFuncer); ok {
 		o.stop = af.AfterFunc(o.cancel) // the downstream stream's own registry: no goroutine or context
@@ -137,13 +140,13 @@ func (f *filter) h2oSend(u *h2Up, parent context.Context, h *headers.Map, end bo
 	if !o.req.Has(headers.Authority) {
 		o.req.Set(headers.Authority, f.host.String())
 	}
-	s, err := u.pool.OpenStream(u.ctx, o.req, end)
+	s, err := u.pool.OpenStream(u, o.req, end)
 	if err != nil {
 		o.openErr = err
 		if end {
-			f.h2oAwait(false)
+			f.h2Await(false)
 		}
-		return // with a body, the failure is reported when the body is sent (h2oData)
+		return // with a body, the failure is reported when the body is sent (h2Data)
 	}
 	o.mu.Lock()
 	o.s, u.started = s, true
@@ -153,7 +156,7 @@ func (f *filter) h2oSend(u *h2Up, parent context.Context, h *headers.Map, end bo
 		o.cancel() // cancelled while the stream was being opened
 	}
 	if end {
-		f.h2oAwait(false)
+		f.h2Await(false)
 		return
 	}
 	if p := f.startPump(); p != nil {
@@ -161,24 +164,24 @@ func (f *filter) h2oSend(u *h2Up, parent context.Context, h *headers.Map, end bo
 		f.idle = f.cb.StreamIdleTimeout()
 		f.h2Arm()
 		_ = s.Flush()
-		go f.h2oReader(u, p)
+		go f.h2Reader(u, p)
 		return
 	}
 	_ = s.Flush() // the headers go now, as Envoy sends them; the body follows
 }
 
-// h2oReader is the pump's reader: the response headers, then each piece
+// h2Reader is the pump's reader: the response headers, then each piece
 // of the body, handed to the stream's goroutine.
-func (f *filter) h2oReader(u *h2Up, p *pump) {
+func (f *filter) h2Reader(u *h2Up, p *pump) {
 	defer close(p.exited)
-	s := u.own.s
+	s := u.s
 	h, err := s.ReadHeaders(time.Time{})
 	more, rerr := false, err
-	if !p.post(func() { more = f.h2oHead(h, rerr) }) || !more {
+	if !p.post(func() { more = f.h2Head(h, rerr) }) || !more {
 		return
 	}
 	var piece []byte
-	fn := func() { f.h2oPiece(piece, rerr) }
+	fn := func() { f.h2Piece(piece, rerr) }
 	for {
 		piece, rerr = s.ReadData(time.Time{})
 		if !p.post(fn) || rerr != nil {
@@ -187,12 +190,12 @@ func (f *filter) h2oReader(u *h2Up, p *pump) {
 	}
 }
 
-// h2oData streams a piece of the request body.
-func (f *filter) h2oData(p []byte, end bool) {
+// h2Data streams a piece of the request body.
+func (f *filter) h2Data(p []byte, end bool) {
 	u := f.h2
-	o := u.own
+	o := u
 	if o.s == nil {
-		f.h2oAwait(true) // the stream could not be opened: say why now
+		f.h2Await(true) // the stream could not be opened: say why now
 		return
 	}
 	if u.pump != nil {
@@ -212,22 +215,22 @@ func (f *filter) h2oData(p []byte, end bool) {
 	}
 	if len(p) > 0 || end {
 		if err := o.s.WriteData(p, end); err != nil {
-			f.h2oAwait(true) // the stream ended early: its response or error
+			f.h2Await(true) // the stream ended early: its response or error
 			return
 		}
 	}
 	if end {
-		f.h2oAwait(true)
+		f.h2Await(true)
 	}
 }
 
-// h2oTrailers sends the request trailers, ending the request.
-func (f *filter) h2oTrailers(t *headers.Map) {
+// h2Trailers sends the request trailers, ending the request.
+func (f *filter) h2Trailers(t *headers.Map) {
 	u := f.h2
-	o := u.own
+	o := u
 	f.replay, f.reqComplete = false, true // trailers are not replayed
 	if o.s == nil {
-		f.h2oAwait(true)
+		f.h2Await(true)
 		return
 	}
 	if err := o.s.WriteTrailers(t); err != nil {
@@ -239,26 +242,27 @@ func (f *filter) h2oTrailers(t *headers.Map) {
 		f.drain()
 		return
 	}
-	f.h2oAwait(true)
+	f.h2Await(true)
 }
 
-// h2oEnd ends the request (h2Replay, h2Duplex): an empty DATA frame with
+// h2End ends the request (h2Replay, h2Duplex): an empty DATA frame with
 // END_STREAM unless it ended already.
-func (f *filter) h2oEnd() {
+func (f *filter) h2End() {
 	u := f.h2
-	if !u.sent && u.own.s != nil && !u.broken {
-		if err := u.own.s.WriteData(nil, true); err != nil {
+	if !u.sent && u.s != nil && !u.broken {
+		if err := u.s.WriteData(nil, true); err != nil {
 			u.broken = true
 		}
 	}
 	u.sent = true
 }
 
-// h2oReplay is h2Replay for the own codec: the body kept so far goes
-// again, the rest follows unless the request ended.
-func (f *filter) h2oReplay() {
+// h2Replay is a retry of a request with a body: the body kept so far goes
+// again, the rest follows from the client unless the request ended.
+func (f *filter) h2Replay() {
+	f.h2Send(f.cb.RequestHeaders(), false)
 	u := f.h2
-	o := u.own
+	o := u
 	if o.s != nil && len(f.body) > 0 {
 		if err := o.s.WriteData(f.body, false); err != nil {
 			u.broken = true
@@ -267,22 +271,22 @@ func (f *filter) h2oReplay() {
 	if !f.reqComplete {
 		return
 	}
-	f.h2oEnd()
+	f.h2End()
 	if u.pump == nil {
-		f.h2oAwait(true)
+		f.h2Await(true)
 		return
 	}
 	f.h2Timers()
 	f.drain()
 }
 
-// h2oAwait waits for the response and streams it back; a stream the
+// h2Await waits for the response and streams it back; a stream the
 // server refused before processing it is opened again when it has no
-// body, as x/net's client does. timers: start the timers that run from
+// body (as x/net's client does). timers: start the timers that run from
 // the request's end (false: they run already).
-func (f *filter) h2oAwait(timers bool) {
+func (f *filter) h2Await(timers bool) {
 	u := f.h2
-	o := u.own
+	o := u
 	if timers {
 		f.h2Timers()
 	}
@@ -296,12 +300,12 @@ func (f *filter) h2oAwait(timers bool) {
 	}
 	h, err := o.s.ReadHeaders(time.Time{})
 	for i := 0; err != nil && h2.IsRefused(err) && !o.hasBody && i < 5 && o.cancelled() == nil; i++ {
-		h, err = f.h2oReopen()
+		h, err = f.h2Reopen()
 	}
 	if watching {
 		f.unwatchClient()
 	}
-	if !f.h2oHead(h, err) {
+	if !f.h2Head(h, err) {
 		return
 	}
 	for range 1 << 40 { // bounded by the body; each round reads or fails
@@ -311,24 +315,24 @@ func (f *filter) h2oAwait(timers bool) {
 		}
 		f.h2Arm()
 		p, err := o.s.ReadData(time.Time{})
-		if !f.h2oPiece(p, err) {
+		if !f.h2Piece(p, err) {
 			return
 		}
 	}
 }
 
-// h2oReopen sends a refused body-less request again on another stream and
+// h2Reopen sends a refused body-less request again on another stream and
 // waits for its response headers.
-func (f *filter) h2oReopen() (*headers.Map, error) {
+func (f *filter) h2Reopen() (*headers.Map, error) {
 	u := f.h2
-	o := u.own
+	o := u
 	o.mu.Lock()
 	s := o.s
 	o.s = nil
 	o.mu.Unlock()
-	u.pool.DoneStream(u.ctx, s)
+	u.pool.DoneStream(u, s)
 	u.started = false
-	s, err := u.pool.OpenStream(u.ctx, o.req, true)
+	s, err := u.pool.OpenStream(u, o.req, true)
 	if err != nil {
 		return nil, err
 	}
@@ -341,12 +345,12 @@ func (f *filter) h2oReopen() (*headers.Map, error) {
 	return s.ReadHeaders(time.Time{})
 }
 
-// h2oHead handles the response headers (or the failure): they go on to
-// the client unless the status is retried. It reports whether the body is
-// to be read.
-func (f *filter) h2oHead(h *headers.Map, err error) bool {
+// h2Head handles the response headers (or the failure, h2NoHead): they go
+// on to the client unless the status is retried. It reports whether the
+// body is to be read.
+func (f *filter) h2Head(h *headers.Map, err error) bool {
 	if err != nil {
-		return f.h2Head(nil, err)
+		return f.h2NoHead(err)
 	}
 	info := f.cb.Info()
 	info.FirstUpstreamRxByte = info.Since(time.Now())
@@ -354,21 +358,14 @@ func (f *filter) h2oHead(h *headers.Map, err error) bool {
 	if f.responseStatus(code) {
 		return false
 	}
-	rh := f.cb.ResponseHeaders()
-	rh.Reset()
-	rh.SetInt(headers.Status, int64(code))
-	for _, fl := range h.Fields() {
-		if len(fl.Name) > 0 && fl.Name[0] != ':' {
-			rh.AddBytes(string(fl.Name), fl.Value)
-		}
-	}
+	rh := f.h2Response(code, h)
 	if !f.cfg.suppressHeaders {
 		rh.SetInt("x-envoy-upstream-service-time", time.Since(f.start).Milliseconds())
 	}
 	f.fctx.Response = rh
 	f.route.ApplyResponseHeaders(rh, &f.fctx)
 	cl, _ := h.Get("content-length")
-	noBody := f.h2.own.s.ResponseEnded() || string(cl) == "0"
+	noBody := f.h2.s.ResponseEnded() || string(cl) == "0"
 	if !f.cb.EncodeHeaders(rh, noBody) {
 		f.release(false)
 		return false
@@ -383,15 +380,29 @@ func (f *filter) h2oHead(h *headers.Map, err error) bool {
 	return true
 }
 
-// h2oPiece handles one read of the response body; false: the response is
+// h2Response is the stream's response headers, reset to the status code
+// and h's regular fields (an HTTP/2 upstream's answer).
+func (f *filter) h2Response(code int, h *headers.Map) *headers.Map {
+	rh := f.cb.ResponseHeaders()
+	rh.Reset()
+	rh.SetInt(headers.Status, int64(code))
+	for _, fl := range h.Fields() {
+		if len(fl.Name) > 0 && fl.Name[0] != ':' {
+			rh.AddBytes(string(fl.Name), fl.Value)
+		}
+	}
+	return rh
+}
+
+// h2Piece handles one read of the response body; false: the response is
 // over (ended, failed or abandoned).
-func (f *filter) h2oPiece(p []byte, err error) bool {
+func (f *filter) h2Piece(p []byte, err error) bool {
 	if len(p) > 0 && !f.cb.EncodeData(p, false) {
 		f.release(false)
 		return false
 	}
 	if err == io.EOF {
-		if t := f.h2.own.s.Trailers(); t.Len() > 0 {
+		if t := f.h2.s.Trailers(); t.Len() > 0 {
 			f.trl.CopyFrom(t)
 			f.cb.EncodeTrailers(&f.trl)
 		} else {
@@ -410,11 +421,11 @@ func (f *filter) h2oPiece(p []byte, err error) bool {
 	return true
 }
 
-// h2oRelease is h2Release for the own codec: the timer stops, the pump's
-// reader returns, and the stream is released (reset when unfinished).
-func (f *filter) h2oRelease() {
+// h2Release ends the attempt: the timer stops, the pump's reader returns,
+// and the stream is released (reset when unfinished) with its pool slot.
+func (f *filter) h2Release() {
 	u := f.h2
-	o := u.own
+	o := u
 	f.h2 = nil
 	if t := f.h2t; t != nil && t.armed.CompareAndSwap(u, nil) {
 		t.timer.Stop()
@@ -431,16 +442,16 @@ func (f *filter) h2oRelease() {
 	o.s = nil
 	o.mu.Unlock()
 	if s != nil {
-		u.pool.DoneStream(u.ctx, s)
+		u.pool.DoneStream(u, s)
 	}
 	o.req.Reset()
 	reqMapPool.Put(o.req)
 	o.req = nil
 }
 
-// isOwnReset reports whether err is the upstream resetting an own-codec
-// stream (RST_STREAM), Envoy's UR.
-func isOwnReset(err error) bool {
+// isStreamReset reports whether err is the upstream resetting the stream
+// (RST_STREAM), Envoy's UR.
+func isStreamReset(err error) bool {
 	var se *h2.StreamError
 	return errors.As(err, &se) && se.Remote
 }

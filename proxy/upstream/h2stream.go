@@ -3,28 +3,24 @@ package upstream
 import (
 	"context"
 	"errors"
-	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/outrider-proxy/outrider/proxy/h2"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 )
 
-// The H2Pool's own-codec mode: streams go through outrider's HTTP/2 client
-// (proxy/h2.ClientConn) instead of x/net's, opened with OpenStream and
-// ended with DoneStream. It is the default; OUTRIDER_H2_CODEC=xnet, read
-// once at start, makes the pool use x/net's client (RoundTrip) instead.
+// The H2Pool's streams: OpenStream opens one on a pooled connection (or a
+// new one), DoneStream ends it; the connections' lifetimes
+// (max_requests_per_connection, max_connection_duration, idle_timeout).
 
-var ownH2 = os.Getenv("OUTRIDER_H2_CODEC") != "xnet"
-
-// OwnCodec reports whether the pool's streams use outrider's own HTTP/2
-// client (OpenStream) rather than x/net's (RoundTrip).
-func (p *H2Pool) OwnCodec() bool { return ownH2 }
-
-// ownConn is one pooled connection of the own codec.
-type ownConn struct {
+// h2Conn is one pooled HTTP/2 connection. pool is the pool it is in: a
+// replaced cluster's pool hands it over (handOver), so its timers find the
+// pool through lockPool. The other fields are guarded by that pool's mu.
+type h2Conn struct {
+	pool     atomic.Pointer[H2Pool]
 	cc       *h2.ClientConn
-	conn     *closeConn
+	conn     *closeConn // the connection under cc
 	requests uint32
 	full     bool // max_requests_per_connection, max_connection_duration or idle_timeout reached: closes when idle
 	// idleSince is when the connection was last seen without a stream
@@ -36,17 +32,18 @@ type ownConn struct {
 // OpenStream sends req's headers as a new stream on a connection with room
 // (dialing one when needed), ending the request when end. It counts
 // upstream_rq_total and upstream_rq_active and applies the circuit breakers
-// as RoundTrip does; on success the caller must end the stream with
-// DoneStream. A stream the server refuses later (h2.IsRefused) may be
-// opened again.
+// (max_requests refused: *OverflowError; max_pending_requests and
+// max_connections while it waits for a connection); on success the caller
+// must end the stream with DoneStream. A stream the server refuses later
+// (h2.IsRefused) may be opened again.
 func (p *H2Pool) OpenStream(ctx context.Context, req *headers.Map, end bool) (*h2.ClientStream, error) {
 	if err := p.startRequest(ctx); err != nil {
 		return nil, err
 	}
-	cs, err := p.openOwn(ctx, req, end)
+	cs, err := p.open(ctx, req, end)
 	if err != nil {
-		p.DoneCtx(ctx)
-		p.sweepOwn()
+		p.endRequest(ctx)
+		p.sweep()
 		return nil, err
 	}
 	return cs, nil
@@ -56,31 +53,31 @@ func (p *H2Pool) OpenStream(ctx context.Context, req *headers.Map, end bool) (*h
 // released (reset first when unfinished) and its slots go back.
 func (p *H2Pool) DoneStream(ctx context.Context, s *h2.ClientStream) {
 	s.Release()
-	p.DoneCtx(ctx)
-	p.sweepOwn()
+	p.endRequest(ctx)
+	p.sweep()
 }
 
-// openOwn opens the stream on a pooled connection, or on a new one.
-func (p *H2Pool) openOwn(ctx context.Context, req *headers.Map, end bool) (*h2.ClientStream, error) {
+// open opens the stream on a pooled connection, or on a new one.
+func (p *H2Pool) open(ctx context.Context, req *headers.Map, end bool) (*h2.ClientStream, error) {
 	var openErr error
 	s, err := acquireConn(p, ctx, func() (*h2.ClientStream, pick) {
-		oc := p.pickOwn()
+		oc := p.pickConn()
 		if oc == nil {
 			return nil, pickNone
 		}
 		s, err := oc.cc.NewStream(req, end)
 		if errors.Is(err, h2.ErrCannotTakeStream) {
-			p.sweepOwn()
+			p.sweep()
 			return nil, pickAgain // taken meanwhile, or the connection ended
 		}
 		openErr = err
 		return s, picked
 	}, func(ctx context.Context) (func(), error) {
-		oc, err := p.dialOwn(ctx)
+		oc, err := p.dial(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return func() { p.oconns = append(p.oconns, oc) }, nil
+		return func() { p.conns = append(p.conns, oc) }, nil
 	})
 	if err != nil {
 		return nil, err
@@ -88,16 +85,16 @@ func (p *H2Pool) openOwn(ctx context.Context, req *headers.Map, end bool) (*h2.C
 	return s, openErr
 }
 
-// pickOwn is a pooled connection that takes a stream now, counted against
+// pickConn is a pooled connection that takes a stream now, counted against
 // max_requests_per_connection; nil: none.
-func (p *H2Pool) pickOwn() *ownConn {
+func (p *H2Pool) pickConn() *h2Conn {
 	c := p.cluster
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return nil
 	}
-	for _, oc := range p.oconns {
+	for _, oc := range p.conns {
 		if oc.full || !oc.cc.CanTakeNewStream() {
 			continue
 		}
@@ -112,9 +109,9 @@ func (p *H2Pool) pickOwn() *ownConn {
 	return nil
 }
 
-// dialOwn connects (TLS when configured) and starts the own HTTP/2 client
-// on the connection, holding one max_connections slot until it closes.
-func (p *H2Pool) dialOwn(ctx context.Context) (*ownConn, error) {
+// dial connects (TLS when configured) and starts the HTTP/2 client on the
+// connection, holding one max_connections slot until it closes.
+func (p *H2Pool) dial(ctx context.Context) (*h2Conn, error) {
 	c := p.cluster
 	cl, err := p.connect(ctx)
 	if err != nil {
@@ -132,34 +129,61 @@ func (p *H2Pool) dialOwn(ctx context.Context) (*ownConn, error) {
 		return nil, &ConnectError{Cluster: c.Name, Host: p.host.String(), Err: err}
 	}
 	c.Stats.UpstreamCxHttp2Total().Inc()
-	oc := &ownConn{cc: cc, conn: cl}
+	oc := &h2Conn{cc: cc, conn: cl}
+	oc.pool.Store(p)
 	if d := c.MaxConnectionDuration; d > 0 {
-		time.AfterFunc(d, func() { p.expireOwn(oc) })
+		time.AfterFunc(d, oc.expire)
 	}
 	go func() { // forget the connection once it ended
 		<-cc.Done()
-		p.sweepOwn()
+		oc.sweepPool()
 	}()
 	return oc, nil
 }
 
-func (p *H2Pool) expireOwn(oc *ownConn) {
-	p.mu.Lock()
+// lockPool locks the pool oc is in and returns it (oc may move while its
+// pool is not locked).
+func (oc *h2Conn) lockPool() *H2Pool {
+	for {
+		p := oc.pool.Load()
+		p.mu.Lock()
+		if oc.pool.Load() == p {
+			return p
+		}
+		p.mu.Unlock()
+	}
+}
+
+// sweepPool sweeps the pool oc is in, again if oc moved meanwhile.
+func (oc *h2Conn) sweepPool() {
+	for range 4 {
+		p := oc.pool.Load()
+		p.sweep()
+		if oc.pool.Load() == p {
+			return
+		}
+	}
+}
+
+// expire stops new streams on oc once it reached max_connection_duration;
+// it closes when its streams end.
+func (oc *h2Conn) expire() {
+	p := oc.lockPool()
 	counted := !oc.full
 	oc.full = true
 	p.mu.Unlock()
 	if counted {
 		p.cluster.Stats.UpstreamCxMaxDurationReached().Inc()
 	}
-	p.sweepOwn()
+	oc.sweepPool()
 }
 
-// idleOwn is a connection's idle timer: one idle for the cluster's
+// onIdle is a connection's idle timer: one idle for the cluster's
 // idle_timeout closes (upstream_cx_idle_timeout); a busy one waits for the
 // next idle period.
-func (p *H2Pool) idleOwn(oc *ownConn) {
+func (oc *h2Conn) onIdle() {
+	p := oc.lockPool()
 	c := p.cluster
-	p.mu.Lock()
 	since := oc.idleSince
 	select {
 	case <-oc.cc.Done():
@@ -175,16 +199,16 @@ func (p *H2Pool) idleOwn(oc *ownConn) {
 	p.mu.Unlock()
 	if expired {
 		c.Stats.UpstreamCxIdleTimeout().Inc()
-		p.sweepOwn()
+		oc.sweepPool()
 	}
 }
 
-// sweepOwn forgets ended connections and shuts down exhausted idle ones.
-func (p *H2Pool) sweepOwn() {
+// sweep forgets ended connections and shuts down exhausted idle ones.
+func (p *H2Pool) sweep() {
 	var closeNow []*h2.ClientConn
 	p.mu.Lock()
-	kept := p.oconns[:0]
-	for _, oc := range p.oconns {
+	kept := p.conns[:0]
+	for _, oc := range p.conns {
 		select {
 		case <-oc.cc.Done():
 			if oc.idleTimer != nil {
@@ -206,27 +230,20 @@ func (p *H2Pool) sweepOwn() {
 		} else if oc.idleSince.IsZero() {
 			oc.idleSince = time.Now()
 			if d := p.cluster.IdleTimeout; d > 0 && oc.idleTimer == nil {
-				oc.idleTimer = time.AfterFunc(d, func() { p.idleOwn(oc) })
+				oc.idleTimer = time.AfterFunc(d, oc.onIdle)
 			} else if d > 0 {
 				oc.idleTimer.Reset(d)
 			}
 		}
 		kept = append(kept, oc)
 	}
-	for i := len(kept); i < len(p.oconns); i++ {
-		p.oconns[i] = nil
+	for i := len(kept); i < len(p.conns); i++ {
+		p.conns[i] = nil
 	}
-	p.oconns = kept
+	p.conns = kept
 	p.mu.Unlock()
 	for _, cc := range closeNow {
 		cc.Shutdown()
 		cc.Close()
-	}
-}
-
-// closeOwnLocked marks every own connection full (Close).
-func (p *H2Pool) closeOwnLocked() {
-	for _, oc := range p.oconns {
-		oc.full = true
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/outrider-proxy/outrider/proxy/h2"
-	"github.com/outrider-proxy/outrider/proxy/headers"
 )
 
 // startH2CHold is an h2c server whose handlers answer 200 "ok" once
@@ -25,30 +24,20 @@ func startH2CHold(t *testing.T, release <-chan struct{}) (string, *atomic.Int64)
 	})
 }
 
-// TestH2PoolOwnCodec: in the own-codec mode a connection takes up to the
-// cluster's max_concurrent_streams, a further stream dials another, the
-// request stats count, and Close shuts the idle connections.
-func TestH2PoolOwnCodec(t *testing.T) {
-	old := ownH2
-	ownH2 = true
-	defer func() { ownH2 = old }()
+// TestH2PoolStreams: a connection takes up to the cluster's
+// max_concurrent_streams, a further stream dials another, the request stats
+// count, and Close shuts the idle connections.
+func TestH2PoolStreams(t *testing.T) {
 	release := make(chan struct{})
 	addr, accepts := startH2CHold(t, release)
 	m, st := newTestManager(t)
 	c := mustAdd(t, m, poolCluster(addr, `,"http2_protocol_options":{"max_concurrent_streams":2}`))
 	p := c.H2Pool(c.Hosts()[0])
-	if !p.OwnCodec() {
-		t.Fatal("not in the own-codec mode")
-	}
-	var req headers.Map
-	req.Set(":method", "GET")
-	req.Set(":scheme", "http")
-	req.Set(":authority", "x")
-	req.Set(":path", "/")
+	req := getRequest()
 	ctx := context.Background()
 	var open []*h2.ClientStream
 	for range 3 {
-		s, err := p.OpenStream(ctx, &req, true)
+		s, err := p.OpenStream(ctx, req, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,24 +79,16 @@ func TestH2PoolOwnCodec(t *testing.T) {
 	})
 }
 
-// TestH2PoolOwnIdleTimeout: an own-codec connection idle for the cluster's
-// idle_timeout closes and counts upstream_cx_idle_timeout; a busy one
-// stays.
-func TestH2PoolOwnIdleTimeout(t *testing.T) {
-	old := ownH2
-	ownH2 = true
-	defer func() { ownH2 = old }()
+// TestH2PoolIdleTimeout: a connection idle for the cluster's idle_timeout
+// closes and counts upstream_cx_idle_timeout; a busy one stays.
+func TestH2PoolIdleTimeout(t *testing.T) {
 	release := make(chan struct{})
 	addr, _ := startH2CHold(t, release)
 	m, st := newTestManager(t)
 	c := mustAdd(t, m, poolCluster(addr, `,"http2_protocol_options":{},"common_http_protocol_options":{"idle_timeout":"0.1s"}`))
 	p := c.H2Pool(c.Hosts()[0])
-	var req headers.Map
-	req.Set(":method", "GET")
-	req.Set(":scheme", "http")
-	req.Set(":authority", "x")
-	req.Set(":path", "/")
-	s, err := p.OpenStream(context.Background(), &req, true)
+	req := getRequest()
+	s, err := p.OpenStream(context.Background(), req, true)
 	if err != nil {
 		t.Fatal(err)
 	}
