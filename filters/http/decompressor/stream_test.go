@@ -3,6 +3,7 @@ package decompressor_test
 import (
 	"bytes"
 	stdgzip "compress/gzip"
+	"io"
 	"strings"
 	"testing"
 
@@ -205,4 +206,21 @@ func TestAfterEnd(t *testing.T) {
 			}
 		}
 	}
+}
+
+// flusher is a compressing writer that can flush.
+type flusher interface {
+	io.WriteCloser
+	Flush() error
+}
+
+func newWriter(enc string, w io.Writer) flusher {
+	switch enc {
+	case "br":
+		return brotli.NewWriter(w)
+	case "zstd":
+		zw, _ := zstd.NewWriter(w)
+		return zw
+	}
+	return stdgzip.NewWriter(w)
 }
