@@ -8,6 +8,7 @@ import (
 	_ "github.com/outrider-proxy/outrider/filters/http/compressor/gzip"     // envoy.compression.gzip.compressor
 	_ "github.com/outrider-proxy/outrider/filters/http/compressor/zstd"     // envoy.compression.zstd.compressor
 	_ "github.com/outrider-proxy/outrider/filters/http/cors"                // envoy.filters.http.cors
+	_ "github.com/outrider-proxy/outrider/filters/http/csrf"                // envoy.filters.http.csrf
 	_ "github.com/outrider-proxy/outrider/filters/http/decompressor"        // envoy.filters.http.decompressor
 	_ "github.com/outrider-proxy/outrider/filters/http/decompressor/brotli" // envoy.compression.brotli.decompressor
 	_ "github.com/outrider-proxy/outrider/filters/http/decompressor/gzip"   // envoy.compression.gzip.decompressor
