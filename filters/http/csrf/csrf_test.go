@@ -219,3 +219,16 @@ func TestSharedConfigsValidate(t *testing.T) {
 		})
 	}
 }
+
+// filter_enabled is required, in the filter's policy as in Envoy.
+func TestFilterEnabledRequired(t *testing.T) {
+	yaml := strings.Replace(fmt.Sprintf(cfg, 1), "filter_enabled: {default_value: {numerator: 0}}\n          - name: envoy.filters.http.router",
+		"shadow_enabled: {default_value: {numerator: 0}}\n          - name: envoy.filters.http.router", 1)
+	b, err := bootstrap.Load(bootstrap.Source{YAML: yaml})
+	if err == nil {
+		_, err = server.New(server.Options{Bootstrap: b, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}
+	if err == nil || !strings.Contains(err.Error(), "filter_enabled") {
+		t.Fatalf("error %v, want one naming filter_enabled", err)
+	}
+}
