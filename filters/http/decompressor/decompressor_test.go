@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -336,4 +337,56 @@ func TestHTTP2(t *testing.T) {
 	if err != nil || resp.ProtoMajor != 2 || string(b) != text {
 		t.Fatalf("HTTP/%d, %d bytes, %v", resp.ProtoMajor, len(b), err)
 	}
+}
+
+// decoders counts the goroutines decoding a body.
+func decoders() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "decompressor.(*Stream).run(")
+}
+
+// waitDecoders polls, for at most 3 s, until want decoder goroutines run.
+func waitDecoders(t *testing.T, want int) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for decoders() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d decoder goroutines, want %d", decoders(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A body cut short in either direction ends its decoder's goroutine with
+// the stream.
+func TestCutShort(t *testing.T) {
+	p, u := start(t)
+	waitDecoders(t, 0)
+
+	// Request: half a gzip body, then the client goes away.
+	c, err := net.Dial("tcp", p.Addr("gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := compress(t, "gzip", text)
+	fmt.Fprintf(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n",
+		len(z)/2, z[:len(z)/2])
+	waitDecoders(t, 1)
+	c.Close()
+	waitDecoders(t, 0)
+
+	// Response: the client leaves after the first piece.
+	resp, err := client.Get(p.URL("zs", "/slow?enc=zstd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, 5)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	waitDecoders(t, 1)
+	resp.Body.Close()
+	u.release <- struct{}{}
+	waitDecoders(t, 0)
 }
