@@ -100,4 +100,8 @@ var mustCompile = []string{
 	"envoyproxy-examples__ext_authz__config__grpc-service__v3.yaml",
 	"envoyproxy-examples__ext_authz__config__http-service.yaml",
 	"envoyproxy-examples__ext_authz__config__opa-service__v3.yaml",
+	// HTTP filters: decompressor (with the gzip compressor) and CSRF.
+	"envoyproxy-examples__gzip__envoy.yaml",
+	"envoyproxy-examples__csrf__samesite__envoy.yaml",
+	"envoyproxy-examples__csrf__crosssite__envoy.yaml",
 }

@@ -1,0 +1,234 @@
+package csrf_test
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outrider-proxy/outrider/proxy/server"
+	"github.com/outrider-proxy/outrider/proxy/server/servertest"
+	"github.com/outrider-proxy/outrider/xds/bootstrap"
+)
+
+const cfg = `
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
+static_resources:
+  listeners:
+  - name: site
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: site
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/disabled"}
+                route: {cluster: up}
+                typed_per_filter_config:
+                  envoy.filters.http.csrf:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
+                    filter_enabled: {default_value: {numerator: 0}}
+              - match: {prefix: "/shadow"}
+                route: {cluster: up}
+                typed_per_filter_config:
+                  envoy.filters.http.csrf:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
+                    filter_enabled: {default_value: {numerator: 0}}
+                    shadow_enabled: {default_value: {numerator: 100}}
+              - match: {prefix: "/additional"}
+                route: {cluster: up}
+                typed_per_filter_config:
+                  envoy.filters.http.csrf:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
+                    filter_enabled: {default_value: {numerator: 100}}
+                    additional_origins:
+                    - safe_regex: {regex: '.*\.example\.com'}
+                    - exact: partner.test:8443
+              - match: {prefix: "/"}
+                route: {cluster: up}
+          http_filters:
+          - name: envoy.filters.http.csrf
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
+              filter_enabled: {default_value: {numerator: 100}}
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  - name: vhost
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: vhost
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              typed_per_filter_config:
+                envoy.filters.http.csrf:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
+                  filter_enabled: {default_value: {numerator: 100}, runtime_key: csrf.vhost.enabled}
+              routes:
+              - match: {prefix: "/"}
+                route: {cluster: up}
+          http_filters:
+          - name: envoy.filters.http.csrf
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
+              filter_enabled: {default_value: {numerator: 0}}
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: up
+    connect_timeout: 1s
+    load_assignment: {cluster_name: up, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
+`
+
+func start(t *testing.T) *servertest.Proxy {
+	t.Helper()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "upstream")
+	}))
+	t.Cleanup(up.Close)
+	return servertest.Start(t, fmt.Sprintf(cfg, up.Listener.Addr().(*net.TCPAddr).Port))
+}
+
+var client = &http.Client{Timeout: 10 * time.Second}
+
+// send makes method to path on listener with origin and referer ("SELF"
+// stands for the listener's own http://host:port) and returns status and
+// body.
+func send(t *testing.T, p *servertest.Proxy, listener, method, path, origin, referer string) (int, string) {
+	t.Helper()
+	self := "http://" + p.Addr(listener)
+	req, _ := http.NewRequest(method, p.URL(listener, path), strings.NewReader("body"))
+	if origin != "" {
+		req.Header.Set("Origin", strings.ReplaceAll(origin, "SELF", self))
+	}
+	if referer != "" {
+		req.Header.Set("Referer", strings.ReplaceAll(referer, "SELF", self))
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestCsrf(t *testing.T) {
+	p := start(t)
+	for _, tc := range []struct {
+		name, listener, method, path, origin, referer string
+		status                                        int
+		missing, invalid, valid                       int64 // stat increments
+	}{
+		{"same origin", "site", "POST", "/", "SELF", "", 200, 0, 0, 1},
+		{"same origin with a path", "site", "PUT", "/", "SELF/app?x=1", "", 200, 0, 0, 1},
+		{"cross origin", "site", "POST", "/", "http://evil.test", "", 403, 0, 1, 0},
+		{"other port", "site", "DELETE", "/", "http://127.0.0.1:1", "", 403, 0, 1, 0},
+		{"PATCH checked", "site", "PATCH", "/", "http://evil.test", "", 403, 0, 1, 0},
+		{"GET not checked", "site", "GET", "/", "http://evil.test", "", 200, 0, 0, 0},
+		{"OPTIONS not checked", "site", "OPTIONS", "/", "", "", 200, 0, 0, 0},
+		{"no origin or referer", "site", "POST", "/", "", "", 403, 1, 1, 0},
+		{"referer without origin", "site", "POST", "/", "", "SELF/page.html", 200, 0, 0, 1},
+		{"cross-origin referer", "site", "POST", "/", "", "https://evil.test/page", 403, 0, 1, 0},
+		{"origin wins over referer", "site", "POST", "/", "http://evil.test", "SELF/", 403, 0, 1, 0},
+		{"opaque origin null", "site", "POST", "/", "null", "", 403, 0, 1, 0},
+		{"route disabled", "site", "POST", "/disabled", "http://evil.test", "", 200, 0, 0, 0},
+		{"shadow counts only", "site", "POST", "/shadow", "http://evil.test", "", 200, 0, 1, 0},
+		{"shadow, valid", "site", "POST", "/shadow", "SELF", "", 200, 0, 0, 1},
+		{"additional origin regex", "site", "POST", "/additional", "https://app.example.com", "", 200, 0, 0, 1},
+		{"additional origin exact host:port", "site", "POST", "/additional", "https://partner.test:8443", "", 200, 0, 0, 1},
+		{"additional origin, none matches", "site", "POST", "/additional", "https://partner.test", "", 403, 0, 1, 0},
+		{"additional origin, own origin", "site", "POST", "/additional", "SELF", "", 200, 0, 0, 1},
+		{"virtual host policy over the filter's", "vhost", "POST", "/", "http://evil.test", "", 403, 0, 1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pre := "http." + tc.listener + ".csrf."
+			before := [3]int64{p.Stat(pre + "missing_source_origin"), p.Stat(pre + "request_invalid"), p.Stat(pre + "request_valid")}
+			status, body := send(t, p, tc.listener, tc.method, tc.path, tc.origin, tc.referer)
+			if status != tc.status {
+				t.Fatalf("status %d, want %d", status, tc.status)
+			}
+			if want := map[int]string{200: "upstream", 403: "Invalid origin"}[status]; tc.method != "OPTIONS" && body != want {
+				t.Errorf("body %q, want %q", body, want)
+			}
+			p.WaitStat(pre+"missing_source_origin", before[0]+tc.missing)
+			p.WaitStat(pre+"request_invalid", before[1]+tc.invalid)
+			p.WaitStat(pre+"request_valid", before[2]+tc.valid)
+		})
+	}
+}
+
+// sharedConfig is the path of a real-world config in ../shared/envoy-configs
+// above the repository root; the test is skipped without it.
+func sharedConfig(t *testing.T, name string) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 64 {
+		p := filepath.Join(dir, "..", "shared", "envoy-configs", name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	t.Skipf("%s not found in ../shared/envoy-configs", name)
+	return ""
+}
+
+// The envoyproxy CSRF examples pass --mode validate.
+func TestSharedConfigsValidate(t *testing.T) {
+	for _, name := range []string{
+		"envoyproxy-examples__csrf__samesite__envoy.yaml",
+		"envoyproxy-examples__csrf__crosssite__envoy.yaml",
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := sharedConfig(t, name)
+			b, err := bootstrap.Load(bootstrap.Source{Path: path})
+			if err != nil {
+				t.Fatalf("load: %v", err)
+			}
+			if _, err := server.New(server.Options{Bootstrap: b, ConfigPath: path,
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
+				t.Fatalf("validate: %v", err)
+			}
+		})
+	}
+}
+
+// filter_enabled is required, in the filter's policy as in Envoy.
+func TestFilterEnabledRequired(t *testing.T) {
+	yaml := strings.Replace(fmt.Sprintf(cfg, 1), "filter_enabled: {default_value: {numerator: 0}}\n          - name: envoy.filters.http.router",
+		"shadow_enabled: {default_value: {numerator: 0}}\n          - name: envoy.filters.http.router", 1)
+	b, err := bootstrap.Load(bootstrap.Source{YAML: yaml})
+	if err == nil {
+		_, err = server.New(server.Options{Bootstrap: b, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}
+	if err == nil || !strings.Contains(err.Error(), "filter_enabled") {
+		t.Fatalf("error %v, want one naming filter_enabled", err)
+	}
+}
