@@ -365,3 +365,6 @@ func (c *conn) interrupt() { _ = c.nc.SetReadDeadline(time.Now()) }
 // context is nil: nothing watches an HTTP/1 client while a response is
 // awaited.
 func (c *conn) context() context.Context { return nil }
+
+// bodyBuffered is false: an HTTP/1 body's end is known only once read.
+func (c *conn) bodyBuffered() (int, bool) { return 0, false }

@@ -25,6 +25,11 @@ type destroyer interface{ OnDestroy() }
 // stream's goroutine, so they may call every Callbacks method. nil stops it.
 func (s *stream) Duplex(ch <-chan func()) { s.async = ch }
 
+// RequestBodyBuffered reports that the whole request body has arrived at
+// the downstream codec and how many bytes of it wait to be read: the body's
+// pieces then come without waiting for the client (HTTP/2 only).
+func (s *stream) RequestBodyBuffered() (n int, ok bool) { return s.ds.bodyBuffered() }
+
 // DownstreamContext is done when the client reset the stream or went away
 // (HTTP/2); nil when the downstream cannot tell (HTTP/1).
 func (s *stream) DownstreamContext() context.Context { return s.ds.context() }

@@ -119,6 +119,8 @@ func (o *h2Stream) writeTrailers(t *headers.Map) error {
 
 func (o *h2Stream) flush() error { return o.s.Flush() }
 
+func (o *h2Stream) bodyBuffered() (int, bool) { return o.s.BodyBuffered() }
+
 var continue100 = func() *headers.Map {
 	var h headers.Map
 	h.Set(headers.Status, "100")

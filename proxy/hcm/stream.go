@@ -41,6 +41,10 @@ type downstream interface {
 	// bodyRead reports that the next readData returns the body's end
 	// without waiting (a Content-Length body read whole).
 	bodyRead() bool
+	// bodyBuffered reports that the whole request body arrived and how
+	// many of its bytes wait to be read (HTTP/2); false: more may come, or
+	// the codec cannot tell.
+	bodyBuffered() (n int, ok bool)
 	// interrupt makes a readData blocked on another goroutine return soon
 	// with an error; reading the body is over after it.
 	interrupt()

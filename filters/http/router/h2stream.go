@@ -35,7 +35,9 @@ type h2Up struct {
 	cause   error            // why the attempt was cancelled; nil: it was not
 	done    chan struct{}    // Done's; nil until asked for
 	openErr error            // why the stream could not be opened
-	stop    func() bool      // stops the parent context's hook; nil: none
+	stop    func() bool      // stops a parent context's AfterFunc; nil: none
+	watch   watchCtx         // the downstream stream's context watched (Watch); nil: none
+	token   uint64           // watch's registration
 	hasBody bool             // the request had a body to stream (h2Data and h2Trailers)
 	req     *headers.Map     // the request as sent upstream (pooled)
 	at      atomic.Int64     // the timer's deadline (unix ns) for this attempt
@@ -99,10 +101,31 @@ func (o *h2Up) Err() error {
 	return nil
 }
 
-// afterFuncer is a context that runs functions when done by itself
-// (proxy/h2's stream context).
-type afterFuncer interface {
-	AfterFunc(f func()) (stop func() bool)
+// StreamCanceled is the client's reset of the downstream stream (an
+// h2.Watcher): the attempt is cancelled.
+func (o *h2Up) StreamCanceled() { o.cancel() }
+
+// bodyBufferer is the connection manager's view of the downstream codec
+// (proxy/hcm): whether the whole request body has already arrived.
+type bodyBufferer interface {
+	RequestBodyBuffered() (n int, ok bool)
+}
+
+// maxSyncBody bounds a request body sent without the pump (syncBody).
+const maxSyncBody = 64 << 10
+
+// syncBody reports whether the request body goes without the pump: it has
+// arrived whole at the downstream codec (its pieces come without waiting
+// for the client) and fits the upstream stream's send windows (writing it
+// does not wait for the server), so the response is read once the body is
+// sent, on the stream's goroutine, as for a request without a body.
+func (f *filter) syncBody(s *h2.ClientStream) bool {
+	bb, ok := f.cb.(bodyBufferer)
+	if !ok {
+		return false
+	}
+	n, ok := bb.RequestBodyBuffered()
+	return ok && n <= maxSyncBody && s.CanSend(n)
 }
 
 // h2Send starts the request upstream as an HTTP/2 stream with h; with end
@@ -123,8 +146,8 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 	o := u
 	o.parent, o.hasBody, o.req = parent, !end, reqMapPool.Get().(*headers.Map)
 	f.h2 = u
-	if af, ok := parent.(afterFuncer); ok {
-		o.stop = af.AfterFunc(o.cancel) // the downstream stream's own registry: no goroutine or context
+	if wc, ok := f.downCtx.(watchCtx); ok {
+		o.watch, o.token = wc, wc.Watch(o) // the downstream stream's own registry: no goroutine, context or closure
 	} else if parent.Done() != nil {
 		o.stop = context.AfterFunc(parent, o.cancel)
 	}
@@ -158,6 +181,9 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 	if end {
 		f.h2Await(false)
 		return
+	}
+	if f.syncBody(s) {
+		return // the headers go with the body's first write
 	}
 	if p := f.startPump(); p != nil {
 		u.pump = p
@@ -429,6 +455,10 @@ func (f *filter) h2Release() {
 	f.h2 = nil
 	if t := f.h2t; t != nil && t.armed.CompareAndSwap(u, nil) {
 		t.timer.Stop()
+	}
+	if o.watch != nil {
+		o.watch.Unwatch(o.token)
+		o.watch = nil
 	}
 	if o.stop != nil {
 		o.stop()
