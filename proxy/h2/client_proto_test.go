@@ -397,3 +397,32 @@ func TestClientCanSend(t *testing.T) {
 		t.Fatalf("CanSend(10) %v, CanSend(11) %v with a 10-byte window", s.CanSend(10), s.CanSend(11))
 	}
 }
+
+// TestClientQueueData: queued DATA waits for the next write, then goes
+// before it.
+func TestClientQueueData(t *testing.T) {
+	fs, cc := newFake(t, nil)
+	s, err := cc.NewStream(reqHeaders("POST", "/"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Release)
+	if err := s.QueueData([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteData([]byte("de"), true); err != nil {
+		t.Fatal(err)
+	}
+	fs.request(1)
+	var body []byte
+	f := fs.until("DATA with END_STREAM", func(f http2.Frame) bool {
+		d, ok := f.(*http2.DataFrame)
+		if ok {
+			body = append(body, d.Data()...)
+		}
+		return ok && d.StreamEnded()
+	})
+	if string(body) != "abcde" || f.(*http2.DataFrame).StreamID != 1 {
+		t.Fatalf("body %q", body)
+	}
+}

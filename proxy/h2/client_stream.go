@@ -129,6 +129,18 @@ func (s *ClientStream) WriteData(p []byte, end bool) error {
 	return s.errAfterFlushLocked()
 }
 
+// QueueData is WriteData(p, false) without the flush: the DATA frames wait
+// in the connection's write buffer for the next write or Flush (one that
+// must wait for a window flushes first), so a body and its end go in one
+// syscall.
+func (s *ClientStream) QueueData(p []byte) error {
+	cc := s.cc
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	_, err := s.sendDataLocked(p, false, errReqEnded)
+	return err
+}
+
 // CanSend reports whether n body bytes fit the stream's and the
 // connection's send windows now: WriteData of them does not wait for the
 // server's WINDOW_UPDATE.

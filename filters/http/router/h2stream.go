@@ -39,6 +39,7 @@ type h2Up struct {
 	watch   watchCtx         // the downstream stream's context watched (Watch); nil: none
 	token   uint64           // watch's registration
 	hasBody bool             // the request had a body to stream (h2Data and h2Trailers)
+	queue   bool             // the body goes without the pump (syncBody): its pieces wait for its end to be sent
 	req     *headers.Map     // the request as sent upstream (pooled)
 	at      atomic.Int64     // the timer's deadline (unix ns) for this attempt
 	kind    atomic.Int32     // which deadline the timer is armed for
@@ -183,7 +184,8 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 		return
 	}
 	if f.syncBody(s) {
-		return // the headers go with the body's first write
+		u.queue = true
+		return // the headers go with the body
 	}
 	if p := f.startPump(); p != nil {
 		u.pump = p
@@ -240,7 +242,13 @@ func (f *filter) h2Data(p []byte, end bool) {
 		return
 	}
 	if len(p) > 0 || end {
-		if err := o.s.WriteData(p, end); err != nil {
+		var err error
+		if u.queue && !end {
+			err = o.s.QueueData(p)
+		} else {
+			err = o.s.WriteData(p, end)
+		}
+		if err != nil {
 			f.h2Await(true) // the stream ended early: its response or error
 			return
 		}
