@@ -426,3 +426,24 @@ func TestClientQueueData(t *testing.T) {
 		t.Fatalf("body %q", body)
 	}
 }
+
+// TestClientReadable: Readable is false while the response body has not
+// come, and true once a piece or the end is there.
+func TestClientReadable(t *testing.T) {
+	fs, cc := newFake(t, nil)
+	s := fs.get(cc)
+	fs.headers(1, false, ":status", "200")
+	if _, err := s.ReadHeaders(soon()); err != nil {
+		t.Fatal(err)
+	}
+	if s.Readable() {
+		t.Fatal("Readable before any body")
+	}
+	fs.data(1, true, "x")
+	for i := 0; i < 500 && !s.Readable(); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !s.Readable() {
+		t.Fatal("not Readable with a piece and the end buffered")
+	}
+}

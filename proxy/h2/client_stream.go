@@ -229,6 +229,14 @@ func (s *ClientStream) ResponseEnded() bool {
 	return s.remoteEnded && s.rxN == 0 && s.err == nil
 }
 
+// Readable reports whether ReadData returns now, without waiting for the
+// server: body bytes are buffered, or the response ended or failed.
+func (s *ClientStream) Readable() bool {
+	s.cc.mu.Lock()
+	defer s.cc.mu.Unlock()
+	return s.rxN > 0 || s.remoteEnded || s.err != nil
+}
+
 // ReadData returns the next piece of the response body, valid until the
 // next call, waiting until deadline (zero: no limit; then
 // os.ErrDeadlineExceeded). It returns io.EOF after the last piece and the

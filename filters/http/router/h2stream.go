@@ -343,7 +343,9 @@ func (f *filter) h2Await(timers bool) {
 		return
 	}
 	for range 1 << 40 { // bounded by the body; each round reads or fails
-		if !f.cb.Flush() {
+		// What went to the client is flushed before waiting for the
+		// upstream; a piece already here goes in the same write.
+		if !o.s.Readable() && !f.cb.Flush() {
 			f.release(false)
 			return
 		}
