@@ -191,6 +191,7 @@ func (h *hedging) startTry() {
 	f.lctx.reset(f.deadline, f.downCtx)
 	f.lctx.high = f.highPriority()
 	pc, err := f.cluster.Pool(host).Get(&f.lctx)
+	f.lctx.reset(time.Time{}, nil) // the wait is over: its context must not outlive the client's stream
 	if err != nil {
 		var overflow *upstream.OverflowError
 		if errors.As(err, &overflow) {

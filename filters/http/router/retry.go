@@ -354,7 +354,11 @@ func (c *lazyCtx) Err() error                  { return c.real().Err() }
 func (c *lazyCtx) Value(k any) any             { return c.real().Value(k) }
 
 // reset prepares the context for a pool wait bounded by deadline (zero:
-// none) and cancelled with parent (nil: never).
+// none) and cancelled with parent (nil: never), cancelling the previous
+// one. Callers reset it again (to none) as soon as the wait is over: an
+// HTTP/2 client stream's context (parent) is valid only while its stream
+// runs, and cancelling a context derived from it touches it (removeChild),
+// so that must not happen after the stream ended.
 func (c *lazyCtx) reset(deadline time.Time, parent context.Context) {
 	if c.cancel != nil {
 		c.cancel()

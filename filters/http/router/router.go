@@ -380,6 +380,7 @@ func (f *filter) connect() bool {
 	f.lctx.reset(f.deadline, f.downCtx)
 	f.lctx.high = f.highPriority()
 	pc, err := f.cluster.PoolFor(f.host, f.cluster.TLSOverride(f.cb.RequestHeaders())).Get(&f.lctx)
+	f.lctx.reset(time.Time{}, nil) // the wait is over: its context must not outlive the client's stream
 	if err != nil {
 		if f.downstreamDone() {
 			// The client reset the stream while the request waited for a
