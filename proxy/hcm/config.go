@@ -88,21 +88,26 @@ type Config struct {
 	normalizePath         bool
 	mergeSlashes          bool
 	generateRequestID     bool
-	preserveExternalID    bool
-	alwaysSetRequestID    bool
-	stripAnyHostPort      bool
-	stripMatchingPort     bool
-	accept10              bool
-	accessLogs            *accesslog.Set  // nil logs nothing
-	upgrades              map[string]bool // upgrade_configs: type (lower-case, "connect" for CONNECT) -> enabled
-	allowConnect          bool            // http2_protocol_options.allow_connect: extended CONNECT accepted
-	cancelRDS             func()          // stops the RDS watch; nil for inline routes
-	scoped                *scopedRoutes   // scoped_routes; nil for rds and route_config
-	internalCIDRs         []netip.Prefix  // internal_address_config.cidr_ranges
-	underscores           corev3.HttpProtocolOptions_HeadersWithUnderscoresAction
-	xfcc                  hcmv3.HttpConnectionManager_ForwardClientCertDetails
-	xfccDetails           xfccDetail     // set_current_client_cert_details, for APPEND_FORWARD and SANITIZE_SET
-	tracing               *tracingConfig // nil: no tracing (tracing.go)
+	// addUserAgent is add_user_agent: the node's cluster (userAgent) and id
+	// (nodeName) go into x-envoy-downstream-service-cluster/-node, and the
+	// cluster into an empty user-agent.
+	addUserAgent        bool
+	userAgent, nodeName string
+	preserveExternalID  bool
+	alwaysSetRequestID  bool
+	stripAnyHostPort    bool
+	stripMatchingPort   bool
+	accept10            bool
+	accessLogs          *accesslog.Set  // nil logs nothing
+	upgrades            map[string]bool // upgrade_configs: type (lower-case, "connect" for CONNECT) -> enabled
+	allowConnect        bool            // http2_protocol_options.allow_connect: extended CONNECT accepted
+	cancelRDS           func()          // stops the RDS watch; nil for inline routes
+	scoped              *scopedRoutes   // scoped_routes; nil for rds and route_config
+	internalCIDRs       []netip.Prefix  // internal_address_config.cidr_ranges
+	underscores         corev3.HttpProtocolOptions_HeadersWithUnderscoresAction
+	xfcc                hcmv3.HttpConnectionManager_ForwardClientCertDetails
+	xfccDetails         xfccDetail     // set_current_client_cert_details, for APPEND_FORWARD and SANITIZE_SET
+	tracing             *tracingConfig // nil: no tracing (tracing.go)
 
 	h2      h2Server             // HTTP/2 server shared by the config's connections
 	h2pool  sync.Pool            // of *h2Stream
@@ -158,7 +163,7 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		"preserve_external_request_id", "always_set_request_id_in_response", "normalize_path", "merge_slashes",
 		"route_specifier", "strip_port_mode", "stream_error_on_invalid_http_message", "internal_address_config",
 		"path_with_escaped_slashes_action", "http2_protocol_options", "upgrade_configs", "forward_client_cert_details",
-		"set_current_client_cert_details", "tracing", "proxy_100_continue", "request_id_extension"); err != nil {
+		"set_current_client_cert_details", "tracing", "proxy_100_continue", "request_id_extension", "add_user_agent"); err != nil {
 		return nil, err
 	}
 	if err := checkRequestIDExtension(p.GetRequestIdExtension()); err != nil {
@@ -193,6 +198,12 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		accept10:           p.GetHttpProtocolOptions().GetAcceptHttp_10(),
 		drainTimeout:       5 * time.Second,
 		proxy100:           p.GetProxy_100Continue(),
+	}
+	if p.GetAddUserAgent().GetValue() {
+		c.addUserAgent = true
+		if ctx.Clusters != nil && ctx.Clusters.Node != nil {
+			c.userAgent, c.nodeName = ctx.Clusters.Node.GetCluster(), ctx.Clusters.Node.GetId()
+		}
 	}
 	if d := p.GetDrainTimeout(); d != nil {
 		c.drainTimeout = d.AsDuration()

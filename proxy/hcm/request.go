@@ -102,6 +102,16 @@ func (s *stream) prepareRequest() *requestError {
 	} else if !h.Has("x-forwarded-proto") {
 		h.Set("x-forwarded-proto", scheme)
 	}
+	if s.cfg.addUserAgent {
+		// Envoy's add_user_agent: the local service cluster and node name.
+		h.Set("x-envoy-downstream-service-cluster", s.cfg.userAgent)
+		if ua, _ := h.Get("user-agent"); len(ua) == 0 {
+			h.Set("user-agent", s.cfg.userAgent)
+		}
+		if s.cfg.nodeName != "" {
+			h.Set("x-envoy-downstream-service-node", s.cfg.nodeName)
+		}
+	}
 	if s.cfg.generateRequestID {
 		regenerate := !h.Has("x-request-id") || (s.cfg.useRemoteAddress && !internal && !s.cfg.preserveExternalID)
 		if regenerate {
