@@ -128,10 +128,10 @@ func upgradeUnsupported(us []*routev3.RouteAction_UpgradeConfig) error {
 func mirrorUnsupported(ps []*routev3.RouteAction_RequestMirrorPolicy) error {
 	for _, p := range ps {
 		switch {
-		case p.GetClusterHeader() != "":
-			return errors.New("request_mirror_policies.cluster_header: not supported")
-		case p.GetDisableShadowHostSuffixAppend():
-			return errors.New("request_mirror_policies.disable_shadow_host_suffix_append: not supported")
+		case p.GetCluster() != "" && p.GetClusterHeader() != "":
+			return errors.New("request_mirror_policies: only one of cluster and cluster_header may be set")
+		case p.GetCluster() == "" && p.GetClusterHeader() == "":
+			return errors.New("request_mirror_policies: cluster or cluster_header is required")
 		case len(p.GetRequestHeadersMutations()) > 0:
 			return errors.New("request_mirror_policies.request_headers_mutations: not supported")
 		case p.GetHostRewriteLiteral() != "":

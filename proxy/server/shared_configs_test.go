@@ -79,6 +79,8 @@ func TestSharedEnvoyConfigs(t *testing.T) {
 
 // mustCompile are shared configs that compile today; a regression fails.
 var mustCompile = []string{
+	// Request mirroring with cluster_header.
+	"envoyproxy-examples__route-mirror__envoy.yaml",
 	// Tracing: Zipkin (also through Jaeger's Zipkin endpoint) and OpenTelemetry.
 	"envoyproxy-examples__zipkin__envoy-1.yaml",
 	"envoyproxy-examples__zipkin__envoy-2.yaml",

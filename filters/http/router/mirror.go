@@ -28,12 +28,20 @@ func (f *filter) mirror(h *headers.Map, end bool) {
 		if rf := p.GetRuntimeFraction(); rf != nil && !runtime.Process().FeatureEnabled(rf.GetRuntimeKey(), rf.GetDefaultValue(), rand.Uint64()) {
 			continue
 		}
-		cl := f.cfg.clusters.Get(p.GetCluster())
+		name := p.GetCluster()
+		if hn := p.GetClusterHeader(); hn != "" {
+			v, ok := h.Get(strings.ToLower(hn)) // the header's first value; none: no shadow
+			if !ok || len(v) == 0 {
+				continue
+			}
+			name = string(v)
+		}
+		cl := f.cfg.clusters.Get(name)
 		if cl == nil {
 			continue
 		}
 		req := h.Clone()
-		if host, ok := req.Get(headers.Authority); ok {
+		if host, ok := req.Get(headers.Authority); ok && !p.GetDisableShadowHostSuffixAppend() {
 			req.Set(headers.Authority, shadowHost(string(host)))
 		}
 		timeout := f.timeout
