@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -173,49 +171,6 @@ func TestCsrf(t *testing.T) {
 			p.WaitStat(pre+"missing_source_origin", before[0]+tc.missing)
 			p.WaitStat(pre+"request_invalid", before[1]+tc.invalid)
 			p.WaitStat(pre+"request_valid", before[2]+tc.valid)
-		})
-	}
-}
-
-// sharedConfig is the path of a real-world config in ../shared/envoy-configs
-// above the repository root; the test is skipped without it.
-func sharedConfig(t *testing.T, name string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range 64 {
-		p := filepath.Join(dir, "..", "shared", "envoy-configs", name)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	t.Skipf("%s not found in ../shared/envoy-configs", name)
-	return ""
-}
-
-// The envoyproxy CSRF examples pass --mode validate.
-func TestSharedConfigsValidate(t *testing.T) {
-	for _, name := range []string{
-		"envoyproxy-examples__csrf__samesite__envoy.yaml",
-		"envoyproxy-examples__csrf__crosssite__envoy.yaml",
-	} {
-		t.Run(name, func(t *testing.T) {
-			path := sharedConfig(t, name)
-			b, err := bootstrap.Load(bootstrap.Source{Path: path})
-			if err != nil {
-				t.Fatalf("load: %v", err)
-			}
-			if _, err := server.New(server.Options{Bootstrap: b, ConfigPath: path,
-				Log: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
-				t.Fatalf("validate: %v", err)
-			}
 		})
 	}
 }
