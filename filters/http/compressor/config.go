@@ -11,8 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	compv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/compressor/v3"
@@ -130,13 +128,9 @@ type config struct {
 	noAcceptHeader, headerIdentity, headerUsed, headerOvershadowed, headerWildcard,
 	headerNotValid, notCompressedEtag *stats.Counter
 
-	// routes caches compiled per-route configs by their Any; RDS brings new
-	// ones and the cache restarts when full.
-	routes sync.Map
-	cached atomic.Int32
+	// routes caches compiled per-route configs by their Any.
+	routes httpfilter.PerRoute[*anypb.Any, *perRoute]
 }
-
-const maxRoutes = 4096
 
 var supported = []string{
 	"content_length", "content_type", "disable_on_etag_header", "remove_accept_encoding_header",
@@ -262,19 +256,7 @@ func compilePerRoute(a *anypb.Any) (*perRoute, error) {
 var brokenRoute = func() *perRoute { off := false; return &perRoute{respEnabled: &off} }()
 
 func (c *config) perRoute(a *anypb.Any) *perRoute {
-	if p, ok := c.routes.Load(a); ok {
-		return p.(*perRoute)
-	}
-	p, err := compilePerRoute(a)
-	if err != nil {
-		p = brokenRoute
-	}
-	if c.cached.Add(1) > maxRoutes {
-		c.routes.Clear()
-		c.cached.Store(1)
-	}
-	c.routes.Store(a, p)
-	return p
+	return c.routes.Get(a, compilePerRoute, brokenRoute)
 }
 
 func (c *config) New(cb httpfilter.Callbacks) any { return &filter{cfg: c, cb: cb} }

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -76,14 +75,9 @@ type config struct {
 
 	// clusterStats holds the cluster-scoped counters by cluster name.
 	clusterStats sync.Map
-	// perRoute caches compiled ExtAuthzPerRoute by their *anypb.Any; RDS
-	// brings new messages and the cache restarts when it is full.
-	perRoute sync.Map
-	cached   atomic.Int32
+	// perRoute caches compiled ExtAuthzPerRoute by their *anypb.Any.
+	perRoute httpfilter.PerRoute[*anypb.Any, *perRoute]
 }
-
-// maxPerRoute bounds the per-route cache.
-const maxPerRoute = 4096
 
 // filterStats are Envoy's ALL_EXT_AUTHZ_FILTER_STATS under
 // <connection manager prefix>ext_authz.[<stat_prefix>.].

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -119,14 +118,11 @@ func compile(m *lrlv3.LocalRateLimit, store *stats.Store, perRoute bool) (*limit
 type config struct {
 	*limiter
 	store *stats.Store
-
-	mu       sync.Mutex
-	perRoute map[*anypb.Any]*limiter // compiled per-route configs, by the route's Any
+	// perRoute caches the compiled per-route configs, with their buckets,
+	// by the route's Any; denying stands for one that does not compile.
+	perRoute httpfilter.PerRoute[*anypb.Any, *limiter]
+	denying  *limiter
 }
-
-// maxPerRoute bounds the per-route cache; RDS updates bring new Anys and the
-// cache (with its buckets) restarts when it is full.
-const maxPerRoute = 4096
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	m := &lrlv3.LocalRateLimit{}
@@ -143,7 +139,9 @@ func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &config{limiter: l, store: store, perRoute: map[*anypb.Any]*limiter{}}, nil
+	denying := *l
+	denying.denyAll, denying.shared, denying.perConn = true, nil, nil
+	return &config{limiter: l, store: store, denying: &denying}, nil
 }
 
 // routeLimiter is the per-route config a, compiled once with its own
@@ -151,26 +149,16 @@ func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 // knowing this filter) rejects every request: failing closed is the safe
 // reading of a broken limit.
 func (c *config) routeLimiter(a *anypb.Any) *limiter {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if l, ok := c.perRoute[a]; ok {
-		return l
-	}
+	return c.perRoute.Get(a, c.compileRoute, c.denying)
+}
+
+// compileRoute compiles the per-route LocalRateLimit in a.
+func (c *config) compileRoute(a *anypb.Any) (*limiter, error) {
 	m := &lrlv3.LocalRateLimit{}
-	l, err := (*limiter)(nil), a.UnmarshalTo(m)
-	if err == nil {
-		l, err = compile(m, c.store, true)
+	if err := a.UnmarshalTo(m); err != nil {
+		return nil, err
 	}
-	if err != nil {
-		cp := *c.limiter
-		cp.denyAll, cp.shared, cp.perConn = true, nil, nil
-		l = &cp
-	}
-	if len(c.perRoute) >= maxPerRoute {
-		clear(c.perRoute)
-	}
-	c.perRoute[a] = l
-	return l
+	return compile(m, c.store, true)
 }
 
 func (c *config) New(cb httpfilter.Callbacks) any { return &filter{cfg: c, cb: cb} }

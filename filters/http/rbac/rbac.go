@@ -7,7 +7,6 @@ package rbac
 
 import (
 	"fmt"
-	"sync"
 
 	cfgrbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
@@ -39,14 +38,9 @@ type engines struct {
 type config struct {
 	engines
 	stats *common.Stats
-
-	mu       sync.Mutex
-	perRoute map[*anypb.Any]*engines // compiled RBACPerRoute, by the route's Any
+	// perRoute caches the compiled RBACPerRoute by the route's Any.
+	perRoute httpfilter.PerRoute[*anypb.Any, *engines]
 }
-
-// maxPerRoute bounds the per-route cache; RDS updates bring new Anys and
-// the cache restarts when it is full.
-const maxPerRoute = 4096
 
 func compileRBAC(m *rbacv3.RBAC) (engines, error) {
 	if err := confcheck.Fields(m, "", "rules", "shadow_rules", "rules_stat_prefix", "shadow_rules_stat_prefix"); err != nil {
@@ -79,9 +73,8 @@ func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 		store = stats.NewStore()
 	}
 	return &config{
-		engines:  e,
-		stats:    common.NewStats(store, ctx.StatPrefix, m.GetRulesStatPrefix(), m.GetShadowRulesStatPrefix()),
-		perRoute: map[*anypb.Any]*engines{},
+		engines: e,
+		stats:   common.NewStats(store, ctx.StatPrefix, m.GetRulesStatPrefix(), m.GetShadowRulesStatPrefix()),
 	}, nil
 }
 
@@ -89,29 +82,30 @@ func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 // per-route config (the route table was accepted without knowing this
 // filter) denies: failing closed is the safe reading of a broken policy.
 func (c *config) routeEngines(a *anypb.Any) *engines {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.perRoute[a]; ok {
-		return e
-	}
-	e := &engines{}
+	return c.perRoute.Get(a, compilePerRoute, denyingEngines)
+}
+
+// compilePerRoute compiles an RBACPerRoute; one without rbac disables the
+// filter's rules on its route.
+func compilePerRoute(a *anypb.Any) (*engines, error) {
 	pr := &rbacv3.RBACPerRoute{}
 	if err := a.UnmarshalTo(pr); err != nil {
-		e.enforced = denyAll
-	} else if pr.GetRbac() != nil {
+		return nil, err
+	}
+	e := &engines{}
+	if pr.GetRbac() != nil {
 		ce, err := compileRBAC(pr.GetRbac())
 		if err != nil {
-			e.enforced = denyAll
-		} else {
-			*e = ce
+			return nil, err
 		}
+		*e = ce
 	}
-	if len(c.perRoute) >= maxPerRoute {
-		clear(c.perRoute)
-	}
-	c.perRoute[a] = e
-	return e
+	return e, nil
 }
+
+// denyingEngines are the engines of a per-route config that does not
+// compile.
+var denyingEngines = &engines{enforced: denyAll}
 
 // denyAll is an ALLOW engine without policies.
 var denyAll = func() *common.Engine {
