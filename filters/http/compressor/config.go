@@ -16,10 +16,10 @@ import (
 	compv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/compressor/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/outrider-proxy/outrider/filters/http/internal/coding"
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
 	"github.com/outrider-proxy/outrider/proxy/matcher"
-	"github.com/outrider-proxy/outrider/proxy/runtime"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
@@ -87,16 +87,7 @@ func compileDirection(c *compv3.Compressor_CommonDirectionConfig, path, prefix s
 }
 
 // on is the enabled flag: Envoy's Runtime::FeatureFlag.
-func (d *direction) on() bool {
-	if d.enabled == nil {
-		return true
-	}
-	def := d.enabled.GetDefaultValue() == nil || d.enabled.GetDefaultValue().GetValue()
-	if d.enabled.GetRuntimeKey() == "" {
-		return def
-	}
-	return runtime.Process().GetBool(d.enabled.GetRuntimeKey(), def)
-}
+func (d *direction) on() bool { return coding.Enabled(d.enabled) }
 
 // typeAllowed reports whether a content-type value (without parameters)
 // is in the list or matches a content_type_matcher.
