@@ -19,6 +19,7 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
+	"github.com/outrider-proxy/outrider/proxy/router"
 	"github.com/outrider-proxy/outrider/proxy/runtime"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
 	"github.com/outrider-proxy/outrider/telemetry/formatter"
@@ -48,7 +49,7 @@ type limiter struct {
 	// denyAll: max_tokens 0, or a per-route config that does not compile.
 	denyAll bool
 
-	respHeaders, reqHeaders []headerAdd
+	respHeaders, reqHeaders router.HeadersToAdd
 	grpcExhausted           bool // rate_limited_as_resource_exhausted
 
 	statEnabled, statEnforced, statLimited, statOK *stats.Counter
@@ -102,10 +103,10 @@ func compile(m *lrlv3.LocalRateLimit, store *stats.Store, perRoute bool) (*limit
 		}
 	}
 	var err error
-	if l.respHeaders, err = compileHeaders(m.GetResponseHeadersToAdd(), "response_headers_to_add"); err != nil {
+	if l.respHeaders, err = router.CompileHeadersToAdd(m.GetResponseHeadersToAdd(), "response_headers_to_add"); err != nil {
 		return nil, err
 	}
-	if l.reqHeaders, err = compileHeaders(m.GetRequestHeadersToAddWhenNotEnforced(), "request_headers_to_add_when_not_enforced"); err != nil {
+	if l.reqHeaders, err = router.CompileHeadersToAdd(m.GetRequestHeadersToAddWhenNotEnforced(), "request_headers_to_add_when_not_enforced"); err != nil {
 		return nil, err
 	}
 	p := m.GetStatPrefix() + ".http_local_rate_limit."
@@ -213,11 +214,19 @@ func (f *filter) DecodeHeaders(h *headers.Map, _ bool) httpfilter.Status {
 	l.statLimited.Inc()
 	ctx := formatter.Context{Stream: info, Request: h}
 	if !on(l.enforced) {
-		applyHeaders(l.reqHeaders, h, &ctx, h.Set, h.Add)
+		l.reqHeaders.Apply(h, &ctx)
 		return httpfilter.Continue
 	}
 	l.statEnforced.Inc()
-	applyHeaders(l.respHeaders, nil, &ctx, f.cb.AddLocalReplyHeader, f.cb.AddLocalReplyHeader)
+	if !l.respHeaders.Empty() {
+		// The local reply's headers start empty, as Envoy's do when its
+		// modify_headers callback evaluates them.
+		var rh headers.Map
+		l.respHeaders.Apply(&rh, &ctx)
+		for _, fl := range rh.Fields() {
+			f.cb.AddLocalReplyHeader(string(fl.Name), string(fl.Value))
+		}
+	}
 	if ct, _ := h.Get("content-type"); l.grpcExhausted && headers.IsGRPC(ct) {
 		f.cb.AddLocalReplyHeader("grpc-status", "8") // RESOURCE_EXHAUSTED
 	}
