@@ -1,37 +1,23 @@
 package extauthz_test
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 	"testing"
 
+	"github.com/outrider-proxy/outrider/filters/http/internal/filtertest"
 	"github.com/outrider-proxy/outrider/proxy/server"
 	"github.com/outrider-proxy/outrider/xds/bootstrap"
 )
 
-// configYAML is one listener whose ext_authz typed_config is %s (YAML flow
-// mapping entries after "@type"), with clusters "authz" and "up".
-const configYAML = `
-static_resources:
-  listeners:
-  - name: l
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
-      stat_prefix: l,
-      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: up}}]}]},
-      http_filters: [
-      {name: envoy.filters.http.ext_authz, typed_config: {
-        "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz, %s}},
-      {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]
-  clusters:
-  - name: up
-    load_assignment: {cluster_name: up, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}
-  - name: authz
+// configYAML is one listener whose ext_authz typed_config has the fields
+// cfg (YAML flow mapping entries), with clusters "authz" and "up".
+func configYAML(cfg string) string {
+	return filtertest.Config(1, authzListener("l", "", cfg)) + `  - name: authz
     load_assignment: {cluster_name: authz, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}
 `
+}
 
 // compileConfig loads and compiles yaml; the error is the loader's
 // (proto validation) or the server's.
@@ -80,7 +66,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := compileConfig(t, fmt.Sprintf(configYAML, tc.cfg))
+			err := compileConfig(t, configYAML(tc.cfg))
 			switch {
 			case tc.err == "" && err != nil:
 				t.Fatalf("unexpected error: %v", err)
