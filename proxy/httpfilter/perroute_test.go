@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
+	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
 func TestPerRoute(t *testing.T) {
@@ -77,5 +78,35 @@ func TestPerRouteConcurrent(t *testing.T) {
 		if p != got[0] {
 			t.Fatalf("caller %d got another value than caller 0", i)
 		}
+	}
+}
+
+func TestUnmarshalConfigAndStatsStore(t *testing.T) {
+	good, _ := anypb.New(&anypb.Any{TypeUrl: "inner"})
+	for _, tc := range []struct {
+		name string
+		a    *anypb.Any
+		want string // the inner TypeUrl, or the error's prefix
+	}{
+		{"nil keeps the defaults", nil, ""},
+		{"its type", good, "inner"},
+		{"another type", &anypb.Any{TypeUrl: "type.googleapis.com/google.protobuf.Duration"}, "typed_config: "},
+	} {
+		m := &anypb.Any{}
+		err := httpfilter.UnmarshalConfig(tc.a, m)
+		got := m.GetTypeUrl()
+		if err != nil {
+			got = err.Error()[:len("typed_config: ")]
+		}
+		if got != tc.want {
+			t.Errorf("%s: %q (err %v), want %q", tc.name, got, err, tc.want)
+		}
+	}
+	own := stats.NewStore()
+	if (&httpfilter.Context{Stats: own}).StatsStore() != own {
+		t.Error("StatsStore is not the context's store")
+	}
+	if (&httpfilter.Context{}).StatsStore() == nil {
+		t.Error("no private store without one")
 	}
 }

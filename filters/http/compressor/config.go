@@ -130,18 +130,13 @@ var supported = []string{
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	m := &compv3.Compressor{}
-	if a != nil {
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, fmt.Errorf("typed_config: %w", err)
-		}
+	if err := httpfilter.UnmarshalConfig(a, m); err != nil {
+		return nil, err
 	}
 	if err := confcheck.Fields(m, "", supported...); err != nil {
 		return nil, err
 	}
-	store := ctx.Stats
-	if store == nil {
-		store = stats.NewStore()
-	}
+	store := ctx.StatsStore()
 	libCfg := m.GetCompressorLibrary()
 	if libCfg == nil {
 		return nil, errors.New("compressor_library: required")

@@ -7,7 +7,6 @@
 package cors
 
 import (
-	"fmt"
 	"math/rand/v2"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -44,18 +43,13 @@ type config struct {
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	m := &corsv3.Cors{}
-	if a != nil {
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, fmt.Errorf("typed_config: %w", err)
-		}
+	if err := httpfilter.UnmarshalConfig(a, m); err != nil {
+		return nil, err
 	}
 	if err := confcheck.Fields(m, ""); err != nil {
 		return nil, err
 	}
-	store := ctx.Stats
-	if store == nil {
-		store = stats.NewStore()
-	}
+	store := ctx.StatsStore()
 	return &config{
 		originValid:   store.Counter(ctx.StatPrefix + "cors.origin_valid"),
 		originInvalid: store.Counter(ctx.StatPrefix + "cors.origin_invalid"),

@@ -83,19 +83,14 @@ type config struct {
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	m := &csrfv3.CsrfPolicy{}
-	if a != nil {
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, fmt.Errorf("typed_config: %w", err)
-		}
+	if err := httpfilter.UnmarshalConfig(a, m); err != nil {
+		return nil, err
 	}
 	p, err := compilePolicy(m)
 	if err != nil {
 		return nil, err
 	}
-	store := ctx.Stats
-	if store == nil {
-		store = stats.NewStore()
-	}
+	store := ctx.StatsStore()
 	prefix := ctx.StatPrefix + "csrf."
 	return &config{
 		policy:         p,

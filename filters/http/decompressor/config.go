@@ -70,18 +70,13 @@ type config struct {
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	m := &decv3.Decompressor{}
-	if a != nil {
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, fmt.Errorf("typed_config: %w", err)
-		}
+	if err := httpfilter.UnmarshalConfig(a, m); err != nil {
+		return nil, err
 	}
 	if err := confcheck.Fields(m, "", "decompressor_library", "request_direction_config", "response_direction_config"); err != nil {
 		return nil, err
 	}
-	store := ctx.Stats
-	if store == nil {
-		store = stats.NewStore()
-	}
+	store := ctx.StatsStore()
 	libCfg := m.GetDecompressorLibrary()
 	if libCfg == nil {
 		return nil, errors.New("decompressor_library: required")

@@ -103,10 +103,8 @@ var extAuthzFields = []string{
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	m := &extauthzv3.ExtAuthz{}
-	if a != nil {
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, fmt.Errorf("typed_config: %w", err)
-		}
+	if err := httpfilter.UnmarshalConfig(a, m); err != nil {
+		return nil, err
 	}
 	if err := confcheck.Fields(m, "", extAuthzFields...); err != nil {
 		return nil, err
@@ -116,10 +114,7 @@ func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	default:
 		return nil, fmt.Errorf("transport_api_version: %s is not supported", v)
 	}
-	store := ctx.Stats
-	if store == nil {
-		store = stats.NewStore()
-	}
+	store := ctx.StatsStore()
 	c := &config{
 		failureModeAllow:          m.GetFailureModeAllow(),
 		failureModeAllowHeaderAdd: m.GetFailureModeAllowHeaderAdd(),

@@ -16,7 +16,6 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
-	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
 // Name is the filter's Envoy name; typed_per_filter_config is looked up
@@ -59,19 +58,14 @@ func compileRBAC(m *rbacv3.RBAC) (engines, error) {
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	m := &rbacv3.RBAC{}
-	if a != nil {
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, fmt.Errorf("typed_config: %w", err)
-		}
+	if err := httpfilter.UnmarshalConfig(a, m); err != nil {
+		return nil, err
 	}
 	e, err := compileRBAC(m)
 	if err != nil {
 		return nil, err
 	}
-	store := ctx.Stats
-	if store == nil {
-		store = stats.NewStore()
-	}
+	store := ctx.StatsStore()
 	return &config{
 		engines: e,
 		stats:   common.NewStats(store, ctx.StatPrefix, m.GetRulesStatPrefix(), m.GetShadowRulesStatPrefix()),

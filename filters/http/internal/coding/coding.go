@@ -14,16 +14,15 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
+	"github.com/outrider-proxy/outrider/proxy/httpfilter"
 	"github.com/outrider-proxy/outrider/proxy/runtime"
 )
 
 // Decode unmarshals a library's typed_config a into m (a nil a leaves m at
 // its defaults) and refuses the fields of m not named in supported.
 func Decode(a *anypb.Any, m proto.Message, supported ...string) error {
-	if a != nil {
-		if err := a.UnmarshalTo(m); err != nil {
-			return fmt.Errorf("typed_config: %w", err)
-		}
+	if err := httpfilter.UnmarshalConfig(a, m); err != nil {
+		return err
 	}
 	return confcheck.Fields(m, "", supported...)
 }
