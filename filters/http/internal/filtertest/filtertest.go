@@ -140,3 +140,21 @@ func Do(t testing.TB, c *http.Client, req *http.Request) (*http.Response, string
 	}
 	return resp, string(b)
 }
+
+// ReadPiece reads len(want) bytes of r and fails the test unless they are
+// want and arrive within 5 seconds: the proxy passed a piece of a body on
+// before the upstream sent the rest.
+func ReadPiece(t testing.TB, r io.Reader, want string) {
+	t.Helper()
+	got := make([]byte, len(want))
+	done := make(chan error, 1)
+	go func() { _, err := io.ReadFull(r, got); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil || string(got) != want {
+			t.Fatalf("first piece %q, %v; want %q", got, err, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first piece did not arrive before the rest was sent")
+	}
+}

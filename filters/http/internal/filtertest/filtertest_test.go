@@ -43,3 +43,13 @@ func TestStartAndDo(t *testing.T) {
 		t.Fatalf("health check answer: %d %q %v", resp.StatusCode, body, resp.Header)
 	}
 }
+
+func TestReadPiece(t *testing.T) {
+	r, w := io.Pipe()
+	go func() {
+		io.WriteString(w, "first;")
+		// The rest never comes: ReadPiece must not wait for it.
+	}()
+	filtertest.ReadPiece(t, r, "first;")
+	w.Close()
+}
