@@ -6,10 +6,12 @@
 package httpfilter
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrider-proxy/outrider/proxy/headers"
@@ -153,3 +155,24 @@ type Factory struct {
 
 // Registry holds HTTP filters by Envoy name and config type URL.
 var Registry = registry.New[Factory]("HTTP filter")
+
+// StatsStore is where a filter's stats go: Stats, or a private store when
+// it is nil (a filter compiled outside a server).
+func (c *Context) StatsStore() *stats.Store {
+	if c.Stats == nil {
+		return stats.NewStore()
+	}
+	return c.Stats
+}
+
+// UnmarshalConfig unmarshals a filter's typed_config a into m; a nil a
+// leaves m at its defaults. The error names typed_config.
+func UnmarshalConfig(a *anypb.Any, m proto.Message) error {
+	if a == nil {
+		return nil
+	}
+	if err := a.UnmarshalTo(m); err != nil {
+		return fmt.Errorf("typed_config: %w", err)
+	}
+	return nil
+}

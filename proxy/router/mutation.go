@@ -37,9 +37,26 @@ func compileMutation(add []*corev3.HeaderValueOption, remove []string, field str
 	if len(add) == 0 && len(remove) == 0 {
 		return nil, nil
 	}
-	m := &headerMutation{}
+	adds, err := compileAdds(add, field+"_add")
+	if err != nil {
+		return nil, err
+	}
+	m := &headerMutation{add: adds}
+	for i, name := range remove {
+		if name == "" || !modifiable(name) {
+			return nil, fmt.Errorf("%s_remove[%d]: :-prefixed or host headers may not be removed", field, i)
+		}
+		m.remove = append(m.remove, strings.ToLower(name))
+	}
+	return m, nil
+}
+
+// compileAdds compiles a HeaderValueOption list as Envoy's HeaderParser
+// does (the legacy append flag included); errors name field[i].
+func compileAdds(add []*corev3.HeaderValueOption, field string) ([]headerAdd, error) {
+	var adds []headerAdd
 	for i, o := range add {
-		where := fmt.Sprintf("%s_add[%d]", field, i)
+		where := fmt.Sprintf("%s[%d]", field, i)
 		name := o.GetHeader().GetKey()
 		if name == "" {
 			return nil, errors.New(where + ".header.key: required")
@@ -66,16 +83,33 @@ func compileMutation(add []*corev3.HeaderValueOption, remove []string, field str
 			return nil, fmt.Errorf("%s.header.value: %w", where, err)
 		}
 		ha.value = f
-		m.add = append(m.add, ha)
+		adds = append(adds, ha)
 	}
-	for i, name := range remove {
-		if name == "" || !modifiable(name) {
-			return nil, fmt.Errorf("%s_remove[%d]: :-prefixed or host headers may not be removed", field, i)
-		}
-		m.remove = append(m.remove, strings.ToLower(name))
-	}
-	return m, nil
+	return adds, nil
 }
+
+// HeadersToAdd is a compiled headers_to_add list (HeaderValueOptions) for
+// filters that add headers the way routes do. The zero value adds nothing.
+type HeadersToAdd struct{ m *headerMutation }
+
+// CompileHeadersToAdd compiles opts as Envoy's HeaderParser does (the legacy
+// append flag included); errors name field[i].
+func CompileHeadersToAdd(opts []*corev3.HeaderValueOption, field string) (HeadersToAdd, error) {
+	adds, err := compileAdds(opts, field)
+	if err != nil || len(adds) == 0 {
+		return HeadersToAdd{}, err
+	}
+	return HeadersToAdd{&headerMutation{add: adds}}, nil
+}
+
+// Apply renders every value against h and ctx, then overwrites and adds
+// them in h following their append actions, as Envoy's
+// HeaderParser::evaluateHeaders. Empty values are skipped unless
+// keep_empty_value.
+func (a HeadersToAdd) Apply(h *headers.Map, ctx *formatter.Context) { a.m.apply(h, ctx) }
+
+// Empty reports whether there is nothing to add.
+func (a HeadersToAdd) Empty() bool { return a.m == nil }
 
 // scratch holds rendered values while one mutation is evaluated.
 type scratch struct {

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -18,43 +17,31 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/net/http2"
 
+	"github.com/outrider-proxy/outrider/filters/http/internal/filtertest"
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
 
-// hcm is one listener named name (stat prefix name) with filters.
-const hcm = `
-  - name: %[1]s
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: %[1]s
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/off/"}
-                route: {cluster: up, prefix_rewrite: "/"}
-                typed_per_filter_config:
-                  envoy.filters.http.compressor:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute
-                    disabled: true
-              - match: {prefix: "/on/"}
-                route: {cluster: up, prefix_rewrite: "/"}
-                typed_per_filter_config:
-                  envoy.filters.http.compressor:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute
-                    overrides: {response_direction_config: {}}
-              - match: {prefix: "/"}
-                route: {cluster: up}
-          http_filters:
-%[2]s
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-`
+// routes send /off/ to a route that disables the compressor, /on/ to one
+// that overrides its response direction, and the rest to the cluster up.
+const routes = `
+virtual_hosts:
+- name: all
+  domains: ["*"]
+  routes:
+  - match: {prefix: "/off/"}
+    route: {cluster: up, prefix_rewrite: "/"}
+    typed_per_filter_config:
+      envoy.filters.http.compressor:
+        "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute
+        disabled: true
+  - match: {prefix: "/on/"}
+    route: {cluster: up, prefix_rewrite: "/"}
+    typed_per_filter_config:
+      envoy.filters.http.compressor:
+        "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.CompressorPerRoute
+        overrides: {response_direction_config: {}}
+  - match: {prefix: "/"}
+    route: {cluster: up}`
 
 // filter is a compressor filter with library lib (name, type, fields) and
 // extra Compressor fields.
@@ -75,34 +62,28 @@ const (
 )
 
 func config(upPort int) string {
-	var b strings.Builder
-	b.WriteString("admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}\nstatic_resources:\n  listeners:")
-	fmt.Fprintf(&b, hcm, "gz", filter("lib", gzipLib, "memory_level: 3, window_bits: 10, compression_level: BEST_SPEED", `              response_direction_config:
+	return filtertest.Config(upPort,
+		filtertest.Listener("gz", routes, filter("lib", gzipLib, "memory_level: 3, window_bits: 10, compression_level: BEST_SPEED", `              response_direction_config:
                 common_config: {min_content_length: 100}
-`))
-	fmt.Fprintf(&b, hcm, "br", filter("text", brotliLib, "quality: 5, window_bits: 12", ""))
-	fmt.Fprintf(&b, hcm, "zs", filter("text", zstdLib, "compression_level: 10", ""))
-	fmt.Fprintf(&b, hcm, "etag", filter("lib", gzipLib, "", `              response_direction_config:
+`)),
+		filtertest.Listener("br", routes, filter("text", brotliLib, "quality: 5, window_bits: 12", "")),
+		filtertest.Listener("zs", routes, filter("text", zstdLib, "compression_level: 10", "")),
+		filtertest.Listener("etag", routes, filter("lib", gzipLib, "", `              response_direction_config:
                 disable_on_etag_header: true
                 remove_accept_encoding_header: true
                 uncompressible_response_codes: [206]
-`))
-	fmt.Fprintf(&b, hcm, "weak", filter("lib", gzipLib, "", `              response_direction_config:
+`)),
+		filtertest.Listener("weak", routes, filter("lib", gzipLib, "", `              response_direction_config:
                 weaken_etag_on_compress: true
                 common_config: {content_type: [application/json]}
-`))
-	fmt.Fprintf(&b, hcm, "req", filter("lib", gzipLib, "", `              request_direction_config:
+`)),
+		filtertest.Listener("req", routes, filter("lib", gzipLib, "", `              request_direction_config:
                 common_config: {enabled: {default_value: true, runtime_key: req_on}}
               response_direction_config:
                 common_config: {enabled: {default_value: false, runtime_key: resp_on}}
-`))
-	fmt.Fprintf(&b, hcm, "multi", filter("g", gzipLib, "", "")+filter("b", brotliLib, "", "              choose_first: true\n"))
-	fmt.Fprintf(&b, `  clusters:
-  - name: up
-    connect_timeout: 1s
-    load_assignment: {cluster_name: up, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
-`, upPort)
-	return b.String()
+`)),
+		filtertest.Listener("multi", routes, filter("g", gzipLib, "", "")+filter("b", brotliLib, "", "              choose_first: true\n")),
+	)
 }
 
 // body is compressible text of 4000 bytes.
@@ -197,30 +178,18 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func start(t *testing.T) (*servertest.Proxy, *upstream) {
 	t.Helper()
 	u := &upstream{release: make(chan struct{}), lastAccept: make(chan string, 1)}
-	srv := httptest.NewServer(u)
-	t.Cleanup(srv.Close)
-	return servertest.Start(t, config(srv.Listener.Addr().(*net.TCPAddr).Port)), u
+	return filtertest.Start(t, u, config), u
 }
 
-// client does not negotiate or decode compression itself.
-var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableCompression: true}}
-
+// get sends a GET to url with Accept-Encoding accept ("": none).
 func get(t *testing.T, url, accept string) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
+	var hdr []string
 	if accept != "" {
-		req.Header.Set("Accept-Encoding", accept)
+		hdr = []string{"Accept-Encoding", accept}
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: body: %v", url, err)
-	}
-	return resp, b
+	resp, b := filtertest.Do(t, nil, filtertest.NewRequest(t, "GET", url, "", hdr...))
+	return resp, []byte(b)
 }
 
 // decode undoes encoding with Go's own decoders.
@@ -303,7 +272,7 @@ func TestCompressor(t *testing.T) {
 				req, _ := http.NewRequest("HEAD", p.URL(tc.listener, "/"), nil)
 				req.Header.Set("Accept-Encoding", tc.accept)
 				var err error
-				if resp, err = client.Do(req); err != nil {
+				if resp, err = filtertest.Client.Do(req); err != nil {
 					t.Fatal(err)
 				}
 				resp.Body.Close()
@@ -408,7 +377,7 @@ func TestStreaming(t *testing.T) {
 		t.Run(enc.encoding, func(t *testing.T) {
 			req, _ := http.NewRequest("GET", p.URL(enc.listener, "/slow"), nil)
 			req.Header.Set("Accept-Encoding", enc.encoding)
-			resp, err := client.Do(req)
+			resp, err := filtertest.Client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -434,18 +403,7 @@ func TestStreaming(t *testing.T) {
 				defer zr.Close()
 				r = zr
 			}
-			first := "first piece of a slow body;"
-			got := make([]byte, len(first))
-			done := make(chan error, 1)
-			go func() { _, err := io.ReadFull(r, got); done <- err }()
-			select {
-			case err := <-done:
-				if err != nil || string(got) != first {
-					t.Fatalf("first piece %q, %v", got, err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("the first piece did not arrive before the rest was sent")
-			}
+			filtertest.ReadPiece(t, r, "first piece of a slow body;")
 			u.release <- struct{}{}
 			rest, err := io.ReadAll(r)
 			if err != nil || string(rest) != body {
@@ -469,7 +427,7 @@ func TestRequestDirectionAndOverrides(t *testing.T) {
 		req, _ := http.NewRequest("POST", p.URL("req", "/echo"), rd)
 		req.Header.Set("Content-Type", ct)
 		req.Header.Set("Accept-Encoding", "gzip")
-		resp, err := client.Do(req)
+		resp, err := filtertest.Client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -554,7 +512,7 @@ func TestAcceptEncodingLines(t *testing.T) {
 	req, _ := http.NewRequest("GET", p.URL("gz", "/"), nil)
 	req.Header.Add("Accept-Encoding", "identity;q=0.1")
 	req.Header.Add("Accept-Encoding", "gzip;q=0.9")
-	resp, err := client.Do(req)
+	resp, err := filtertest.Client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,17 +11,15 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	compv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/compressor/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/outrider-proxy/outrider/filters/http/internal/coding"
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
 	"github.com/outrider-proxy/outrider/proxy/matcher"
-	"github.com/outrider-proxy/outrider/proxy/runtime"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
@@ -89,16 +87,7 @@ func compileDirection(c *compv3.Compressor_CommonDirectionConfig, path, prefix s
 }
 
 // on is the enabled flag: Envoy's Runtime::FeatureFlag.
-func (d *direction) on() bool {
-	if d.enabled == nil {
-		return true
-	}
-	def := d.enabled.GetDefaultValue() == nil || d.enabled.GetDefaultValue().GetValue()
-	if d.enabled.GetRuntimeKey() == "" {
-		return def
-	}
-	return runtime.Process().GetBool(d.enabled.GetRuntimeKey(), def)
-}
+func (d *direction) on() bool { return coding.Enabled(d.enabled) }
 
 // typeAllowed reports whether a content-type value (without parameters)
 // is in the list or matches a content_type_matcher.
@@ -130,13 +119,9 @@ type config struct {
 	noAcceptHeader, headerIdentity, headerUsed, headerOvershadowed, headerWildcard,
 	headerNotValid, notCompressedEtag *stats.Counter
 
-	// routes caches compiled per-route configs by their Any; RDS brings new
-	// ones and the cache restarts when full.
-	routes sync.Map
-	cached atomic.Int32
+	// routes caches compiled per-route configs by their Any.
+	routes httpfilter.PerRoute[*anypb.Any, *perRoute]
 }
-
-const maxRoutes = 4096
 
 var supported = []string{
 	"content_length", "content_type", "disable_on_etag_header", "remove_accept_encoding_header",
@@ -145,18 +130,13 @@ var supported = []string{
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	m := &compv3.Compressor{}
-	if a != nil {
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, fmt.Errorf("typed_config: %w", err)
-		}
+	if err := httpfilter.UnmarshalConfig(a, m); err != nil {
+		return nil, err
 	}
 	if err := confcheck.Fields(m, "", supported...); err != nil {
 		return nil, err
 	}
-	store := ctx.Stats
-	if store == nil {
-		store = stats.NewStore()
-	}
+	store := ctx.StatsStore()
 	libCfg := m.GetCompressorLibrary()
 	if libCfg == nil {
 		return nil, errors.New("compressor_library: required")
@@ -262,19 +242,7 @@ func compilePerRoute(a *anypb.Any) (*perRoute, error) {
 var brokenRoute = func() *perRoute { off := false; return &perRoute{respEnabled: &off} }()
 
 func (c *config) perRoute(a *anypb.Any) *perRoute {
-	if p, ok := c.routes.Load(a); ok {
-		return p.(*perRoute)
-	}
-	p, err := compilePerRoute(a)
-	if err != nil {
-		p = brokenRoute
-	}
-	if c.cached.Add(1) > maxRoutes {
-		c.routes.Clear()
-		c.cached.Store(1)
-	}
-	c.routes.Store(a, p)
-	return p
+	return c.routes.Get(a, compilePerRoute, brokenRoute)
 }
 
 func (c *config) New(cb httpfilter.Callbacks) any { return &filter{cfg: c, cb: cb} }

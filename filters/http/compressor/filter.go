@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strconv"
 
+	"github.com/outrider-proxy/outrider/filters/http/internal/coding"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
 )
@@ -17,37 +18,19 @@ type filter struct {
 	acceptEncoding []byte
 	hasAccept      bool
 	route          *perRoute
-	// reqC and respC compress each direction; they go back to their pool
-	// only when the stream is over (their last output may still be on its
-	// way), and Ended says the body was finished.
-	reqC, respC         Compressor
-	reqEnded, respEnded bool
-	// out is the last rewritten piece, per direction, for Rewritten.
-	reqOut, respOut []byte
-	reqNew, respNew bool
+	// body compresses each direction; its compressors go back to their
+	// pool only when the stream is over.
+	body coding.Body[Compressor]
 }
 
 // Reset lets the connection manager reuse the filter.
 func (f *filter) Reset() {
-	f.release()
+	f.body.Reset()
 	f.acceptEncoding, f.hasAccept, f.route = f.acceptEncoding[:0], false, nil
-	f.reqOut, f.respOut, f.reqNew, f.respNew = nil, nil, false, false
-	f.reqEnded, f.respEnded = false, false
 }
 
 // OnDestroy gives the compressors back at the end of the stream.
-func (f *filter) OnDestroy() { f.release() }
-
-func (f *filter) release() {
-	if f.reqC != nil {
-		f.reqC.Release()
-		f.reqC = nil
-	}
-	if f.respC != nil {
-		f.respC.Release()
-		f.respC = nil
-	}
-}
+func (f *filter) OnDestroy() { f.body.Release() }
 
 // respEnabled is compressionEnabled: the route's override, else the flag.
 func (f *filter) respEnabled() bool {
@@ -91,7 +74,7 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 		h.Del("content-length")
 		h.Set("content-encoding", f.cfg.encoding)
 		d.compressed.Inc()
-		f.reqC = f.cfg.lib.NewCompressor()
+		f.body.Start(false, f.cfg.lib.NewCompressor())
 	} else {
 		d.notCompressed.Inc()
 	}
@@ -99,23 +82,23 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 }
 
 func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
-	if f.reqC != nil && !f.reqEnded {
-		f.reqOut, f.reqNew, f.reqEnded = f.compress(f.reqC, f.cfg.req, p, end), true, end
-	}
+	f.body.Code(false, p, end, f.compress)
 	return httpfilter.Continue
 }
 
 // DecodeTrailers ends the compressed request body before the trailers.
 func (f *filter) DecodeTrailers(*headers.Map) httpfilter.Status {
-	if f.reqC != nil && !f.reqEnded {
-		f.reqOut, f.reqNew, f.reqEnded = f.compress(f.reqC, f.cfg.req, nil, true), true, true
-	}
+	f.body.Code(false, nil, true, f.compress)
 	return httpfilter.Continue
 }
 
 // compress is compressAndUpdateStats. A compressor error cannot leave the
 // body half valid: the stream is reset.
-func (f *filter) compress(c Compressor, d *direction, p []byte, end bool) []byte {
+func (f *filter) compress(c Compressor, encode bool, p []byte, end bool) []byte {
+	d := f.cfg.req
+	if encode {
+		d = f.cfg.resp
+	}
 	d.totalUncompressed.Add(uint64(len(p)))
 	out, err := c.Compress(p, end)
 	if err != nil {
@@ -127,16 +110,7 @@ func (f *filter) compress(c Compressor, d *direction, p []byte, end bool) []byte
 }
 
 // Rewritten hands the connection manager the compressed piece.
-func (f *filter) Rewritten(encode bool) ([]byte, bool) {
-	if encode {
-		p, ok := f.respOut, f.respNew
-		f.respOut, f.respNew = nil, false
-		return p, ok
-	}
-	p, ok := f.reqOut, f.reqNew
-	f.reqOut, f.reqNew = nil, false
-	return p, ok
-}
+func (f *filter) Rewritten(encode bool) ([]byte, bool) { return f.body.Rewritten(encode) }
 
 // EncodeHeaders is CompressorFilter::encodeHeaders.
 func (f *filter) EncodeHeaders(h *headers.Map, end bool) httpfilter.Status {
@@ -150,7 +124,7 @@ func (f *filter) EncodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 		h.Del("content-length")
 		h.Set("content-encoding", f.cfg.encoding)
 		d.compressed.Inc()
-		f.respC = f.cfg.lib.NewCompressor()
+		f.body.Start(true, f.cfg.lib.NewCompressor())
 	} else {
 		d.notCompressed.Inc()
 	}
@@ -163,17 +137,13 @@ func (f *filter) EncodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 }
 
 func (f *filter) EncodeData(p []byte, end bool) httpfilter.Status {
-	if f.respC != nil && !f.respEnded {
-		f.respOut, f.respNew, f.respEnded = f.compress(f.respC, f.cfg.resp, p, end), true, end
-	}
+	f.body.Code(true, p, end, f.compress)
 	return httpfilter.Continue
 }
 
 // EncodeTrailers ends the compressed response body before the trailers.
 func (f *filter) EncodeTrailers(*headers.Map) httpfilter.Status {
-	if f.respC != nil && !f.respEnded {
-		f.respOut, f.respNew, f.respEnded = f.compress(f.respC, f.cfg.resp, nil, true), true, true
-	}
+	f.body.Code(true, nil, true, f.compress)
 	return httpfilter.Continue
 }
 

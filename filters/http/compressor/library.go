@@ -1,6 +1,9 @@
 package compressor
 
 import (
+	"io"
+	"sync"
+
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrider-proxy/outrider/proxy/registry"
@@ -60,4 +63,78 @@ func (s *Sink) Grow(n int) {
 	if cap(s.b) < n {
 		s.b = make([]byte, 0, n)
 	}
+}
+
+// Writer is a library's stream writer: Flush ends a block a decoder can
+// decode up to there, Close ends the stream, Reset starts a new stream into
+// the given writer.
+type Writer interface {
+	io.Writer
+	Flush() error
+	Close() error
+	Reset(w io.Writer)
+}
+
+// Pooled is a Library whose compressors are writers of type W, each writing
+// into its own Sink; Release puts a compressor back in the pool, and the
+// next NewCompressor resets it.
+type Pooled[W Writer] struct {
+	encoding, statsPrefix string
+	chunk                 int
+	newWriter             func(io.Writer) W
+	pool                  sync.Pool
+}
+
+// NewPooled is the library of encoding and statsPrefix (see Library) whose
+// writers newWriter makes, with output buffers of chunk bytes up front.
+func NewPooled[W Writer](encoding, statsPrefix string, chunk int, newWriter func(io.Writer) W) *Pooled[W] {
+	return &Pooled[W]{encoding: encoding, statsPrefix: statsPrefix, chunk: chunk, newWriter: newWriter}
+}
+
+// Encoding is the content-encoding token.
+func (l *Pooled[W]) Encoding() string { return l.encoding }
+
+// StatsPrefix is the library's part of the stat names.
+func (l *Pooled[W]) StatsPrefix() string { return l.statsPrefix }
+
+// NewCompressor takes a pooled stream, or makes one.
+func (l *Pooled[W]) NewCompressor() Compressor {
+	if s, ok := l.pool.Get().(*pooledStream[W]); ok {
+		s.w.Reset(&s.sink)
+		return s
+	}
+	s := &pooledStream[W]{lib: l}
+	s.sink.Grow(l.chunk)
+	s.w = l.newWriter(&s.sink)
+	return s
+}
+
+// pooledStream is one body's writer and its output.
+type pooledStream[W Writer] struct {
+	lib  *Pooled[W]
+	sink Sink
+	w    W
+}
+
+// Compress writes p and flushes (zlib's Z_SYNC_FLUSH, brotli's
+// BROTLI_OPERATION_FLUSH, zstd's ZSTD_e_flush), or closes the stream
+// (Z_FINISH, BROTLI_OPERATION_FINISH, ZSTD_e_end) at the end.
+func (s *pooledStream[W]) Compress(p []byte, end bool) ([]byte, error) {
+	if len(p) > 0 {
+		if _, err := s.w.Write(p); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if end {
+		err = s.w.Close()
+	} else {
+		err = s.w.Flush()
+	}
+	return s.sink.Take(), err
+}
+
+func (s *pooledStream[W]) Release() {
+	s.sink.Take()
+	s.lib.pool.Put(s)
 }

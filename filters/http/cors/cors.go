@@ -7,11 +7,9 @@
 package cors
 
 import (
-	"fmt"
 	"math/rand/v2"
-	"sync"
-	"sync/atomic"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -35,62 +33,43 @@ func init() {
 type config struct {
 	originValid, originInvalid *stats.Counter
 
-	// policies caches compiled per-route policies by their config message
-	// (*anypb.Any or *routev3.CorsPolicy); RDS brings new messages and the
-	// cache restarts when it is full.
-	policies sync.Map
-	cached   atomic.Int32
+	// extPolicies and routePolicies cache the compiled per-route policies
+	// by their config message: the filter's own CorsPolicy in
+	// typed_per_filter_config, or the deprecated cors field of a route or
+	// virtual host.
+	extPolicies   httpfilter.PerRoute[*anypb.Any, *policy]
+	routePolicies httpfilter.PerRoute[*routev3.CorsPolicy, *policy]
 }
-
-// maxPolicies bounds the policy cache.
-const maxPolicies = 4096
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	m := &corsv3.Cors{}
-	if a != nil {
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, fmt.Errorf("typed_config: %w", err)
-		}
+	if err := httpfilter.UnmarshalConfig(a, m); err != nil {
+		return nil, err
 	}
 	if err := confcheck.Fields(m, ""); err != nil {
 		return nil, err
 	}
-	store := ctx.Stats
-	if store == nil {
-		store = stats.NewStore()
-	}
+	store := ctx.StatsStore()
 	return &config{
 		originValid:   store.Counter(ctx.StatPrefix + "cors.origin_valid"),
 		originInvalid: store.Counter(ctx.StatPrefix + "cors.origin_invalid"),
 	}, nil
 }
 
-// policyFor returns the compiled policy of msg (an *anypb.Any holding a
-// CorsPolicy, or a route-level *routev3.CorsPolicy), compiling it once.
-func (c *config) policyFor(key any, compileFn func() (*policy, error)) *policy {
-	if p, ok := c.policies.Load(key); ok {
-		return p.(*policy)
-	}
-	p, err := compileFn()
-	if err != nil {
-		p = &policy{off: true}
-	}
-	if c.cached.Add(1) > maxPolicies {
-		c.policies.Clear()
-		c.cached.Store(1)
-	}
-	c.policies.Store(key, p)
-	return p
-}
+// offPolicy stands for a per-route policy that does not compile.
+var offPolicy = &policy{off: true}
 
-func (c *config) anyPolicy(a *anypb.Any) *policy {
-	return c.policyFor(a, func() (*policy, error) {
-		m := &corsv3.CorsPolicy{}
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, err
-		}
-		return compileExt(m)
-	})
+// anyPolicy is the compiled policy of a (the filter's own CorsPolicy in
+// typed_per_filter_config), compiled once.
+func (c *config) anyPolicy(a *anypb.Any) *policy { return c.extPolicies.Get(a, compileAny, offPolicy) }
+
+// compileAny compiles the filter's own per-route CorsPolicy in a.
+func compileAny(a *anypb.Any) (*policy, error) {
+	m := &corsv3.CorsPolicy{}
+	if err := a.UnmarshalTo(m); err != nil {
+		return nil, err
+	}
+	return compileExt(m)
 }
 
 func (c *config) New(cb httpfilter.Callbacks) any { return &filter{cfg: c, cb: cb} }
@@ -123,10 +102,10 @@ func (f *filter) policies(r *router.Route) {
 		return
 	}
 	if rc := r.CorsPolicy(); rc != nil {
-		f.pols = append(f.pols, f.cfg.policyFor(rc, func() (*policy, error) { return compileRoute(rc) }))
+		f.pols = append(f.pols, f.cfg.routePolicies.Get(rc, compileRoute, offPolicy))
 	}
 	if vc := r.VirtualHost().CorsPolicy(); vc != nil {
-		f.pols = append(f.pols, f.cfg.policyFor(vc, func() (*policy, error) { return compileRoute(vc) }))
+		f.pols = append(f.pols, f.cfg.routePolicies.Get(vc, compileRoute, offPolicy))
 	}
 }
 

@@ -1,37 +1,27 @@
 package cors_test
 
 import (
-	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
+	"github.com/outrider-proxy/outrider/filters/http/internal/filtertest"
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
 
-// corsYAML has one listener "in" (stat prefix "in") with the CORS filter.
+// corsFilter is the CORS filter; its policies are in the route configs.
+const corsFilter = `- name: envoy.filters.http.cors
+  typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors}`
+
+// corsConfig has one listener "in" (stat prefix "in") with the CORS filter.
 // The virtual host's policy allows https://*.example.com with credentials;
 // /route overrides methods and max_age; /off disables the filter; /shadow is
 // shadow-only; /keep does not forward non-matching preflights. Listener "old"
 // uses the deprecated cors fields of its virtual host and route.
-const corsYAML = `
-admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
-static_resources:
-  listeners:
-  - name: in
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: in
-          route_config:
+func corsConfig(upPort int) string {
+	return filtertest.Config(upPort, filtertest.Listener("in", `
             typed_per_filter_config:
               envoy.filters.http.cors:
                 "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy
@@ -81,21 +71,7 @@ static_resources:
               - match: {prefix: "/direct"}
                 direct_response: {status: 204}
               - match: {prefix: "/"}
-                route: {cluster: up}
-          http_filters:
-          - name: envoy.filters.http.cors
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors}
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-  - name: old
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: old
-          route_config:
+                route: {cluster: up}`, corsFilter), filtertest.Listener("old", `
             virtual_hosts:
             - name: legacy
               domains: ["*"]
@@ -105,17 +81,8 @@ static_resources:
                 max_age: "7"
               routes:
               - match: {prefix: "/"}
-                route: {cluster: up, cors: {allow_methods: "*", allow_headers: "*"}}
-          http_filters:
-          - name: envoy.filters.http.cors
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors}
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-  clusters:
-  - name: up
-    connect_timeout: 1s
-    load_assignment: {cluster_name: up, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
-`
+                route: {cluster: up, cors: {allow_methods: "*", allow_headers: "*"}}`, corsFilter))
+}
 
 // corsHeaders are the response headers the filter may set.
 var corsHeaders = []string{
@@ -127,32 +94,16 @@ var corsHeaders = []string{
 func startCORS(t *testing.T) (*servertest.Proxy, *atomic.Int64) {
 	t.Helper()
 	hits := new(atomic.Int64)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return filtertest.Start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		w.Header().Set("X-Upstream", r.Method)
 		io.WriteString(w, "up")
-	}))
-	t.Cleanup(up.Close)
-	port := up.Listener.Addr().(*net.TCPAddr).Port
-	return servertest.Start(t, fmt.Sprintf(corsYAML, port)), hits
+	}), corsConfig), hits
 }
 
 func do(t *testing.T, p *servertest.Proxy, method, listener, path string, hdr ...string) *http.Response {
 	t.Helper()
-	req, err := http.NewRequest(method, p.URL(listener, path), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	resp, _ := filtertest.Do(t, nil, filtertest.NewRequest(t, method, p.URL(listener, path), "", hdr...))
 	return resp
 }
 

@@ -12,8 +12,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
-	"sync"
-	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	csrfv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/csrf/v3"
@@ -79,29 +77,20 @@ type config struct {
 	policy                                      *policy
 	missingOrigin, requestInvalid, requestValid *stats.Counter
 
-	// routes caches compiled per-route policies by their Any; RDS brings
-	// new ones and the cache restarts when full.
-	routes sync.Map
-	cached atomic.Int32
+	// routes caches compiled per-route policies by their Any.
+	routes httpfilter.PerRoute[*anypb.Any, *policy]
 }
-
-const maxRoutes = 4096
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	m := &csrfv3.CsrfPolicy{}
-	if a != nil {
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, fmt.Errorf("typed_config: %w", err)
-		}
+	if err := httpfilter.UnmarshalConfig(a, m); err != nil {
+		return nil, err
 	}
 	p, err := compilePolicy(m)
 	if err != nil {
 		return nil, err
 	}
-	store := ctx.Stats
-	if store == nil {
-		store = stats.NewStore()
-	}
+	store := ctx.StatsStore()
 	prefix := ctx.StatPrefix + "csrf."
 	return &config{
 		policy:         p,
@@ -114,22 +103,16 @@ func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 // routePolicy compiles a per-route CsrfPolicy once; one that does not
 // compile leaves the filter's own policy in force.
 func (c *config) routePolicy(a *anypb.Any) *policy {
-	if p, ok := c.routes.Load(a); ok {
-		return p.(*policy)
-	}
-	p := c.policy
+	return c.routes.Get(a, compileAny, c.policy)
+}
+
+// compileAny compiles the CsrfPolicy in a.
+func compileAny(a *anypb.Any) (*policy, error) {
 	m := &csrfv3.CsrfPolicy{}
-	if err := a.UnmarshalTo(m); err == nil {
-		if rp, err := compilePolicy(m); err == nil {
-			p = rp
-		}
+	if err := a.UnmarshalTo(m); err != nil {
+		return nil, err
 	}
-	if c.cached.Add(1) > maxRoutes {
-		c.routes.Clear()
-		c.cached.Store(1)
-	}
-	c.routes.Store(a, p)
-	return p
+	return compilePolicy(m)
 }
 
 func (c *config) New(cb httpfilter.Callbacks) any { return &filter{cfg: c, cb: cb} }

@@ -1,36 +1,23 @@
 package csrf_test
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/outrider-proxy/outrider/filters/http/internal/filtertest"
 	"github.com/outrider-proxy/outrider/proxy/server"
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 	"github.com/outrider-proxy/outrider/xds/bootstrap"
 )
 
-const cfg = `
-admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
-static_resources:
-  listeners:
-  - name: site
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: site
-          route_config:
+// config has the listener "site", whose filter policy checks every request,
+// with routes that disable it, shadow it or add origins, and the listener
+// "vhost", whose virtual host's policy enables the disabled filter.
+func config(upPort int) string {
+	return filtertest.Config(upPort, filtertest.Listener("site", `
             virtual_hosts:
             - name: all
               domains: ["*"]
@@ -58,23 +45,11 @@ static_resources:
                     - safe_regex: {regex: '.*\.example\.com'}
                     - exact: partner.test:8443
               - match: {prefix: "/"}
-                route: {cluster: up}
-          http_filters:
+                route: {cluster: up}`, `
           - name: envoy.filters.http.csrf
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
-              filter_enabled: {default_value: {numerator: 100}}
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-  - name: vhost
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: vhost
-          route_config:
+              filter_enabled: {default_value: {numerator: 100}}`), filtertest.Listener("vhost", `
             virtual_hosts:
             - name: all
               domains: ["*"]
@@ -84,31 +59,20 @@ static_resources:
                   filter_enabled: {default_value: {numerator: 100}, runtime_key: csrf.vhost.enabled}
               routes:
               - match: {prefix: "/"}
-                route: {cluster: up}
-          http_filters:
+                route: {cluster: up}`, `
           - name: envoy.filters.http.csrf
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.csrf.v3.CsrfPolicy
-              filter_enabled: {default_value: {numerator: 0}}
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-  clusters:
-  - name: up
-    connect_timeout: 1s
-    load_assignment: {cluster_name: up, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
-`
+              filter_enabled: {default_value: {numerator: 0}}`))
+}
 
 func start(t *testing.T) *servertest.Proxy {
 	t.Helper()
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return filtertest.Start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		io.WriteString(w, "upstream")
-	}))
-	t.Cleanup(up.Close)
-	return servertest.Start(t, fmt.Sprintf(cfg, up.Listener.Addr().(*net.TCPAddr).Port))
+	}), config)
 }
-
-var client = &http.Client{Timeout: 10 * time.Second}
 
 // send makes method to path on listener with origin and referer ("SELF"
 // stands for the listener's own http://host:port) and returns status and
@@ -116,20 +80,15 @@ var client = &http.Client{Timeout: 10 * time.Second}
 func send(t *testing.T, p *servertest.Proxy, listener, method, path, origin, referer string) (int, string) {
 	t.Helper()
 	self := "http://" + p.Addr(listener)
-	req, _ := http.NewRequest(method, p.URL(listener, path), strings.NewReader("body"))
+	var hdr []string
 	if origin != "" {
-		req.Header.Set("Origin", strings.ReplaceAll(origin, "SELF", self))
+		hdr = append(hdr, "Origin", strings.ReplaceAll(origin, "SELF", self))
 	}
 	if referer != "" {
-		req.Header.Set("Referer", strings.ReplaceAll(referer, "SELF", self))
+		hdr = append(hdr, "Referer", strings.ReplaceAll(referer, "SELF", self))
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	resp, body := filtertest.Do(t, nil, filtertest.NewRequest(t, method, p.URL(listener, path), "body", hdr...))
+	return resp.StatusCode, body
 }
 
 func TestCsrf(t *testing.T) {
@@ -177,52 +136,9 @@ func TestCsrf(t *testing.T) {
 	}
 }
 
-// sharedConfig is the path of a real-world config in ../shared/envoy-configs
-// above the repository root; the test is skipped without it.
-func sharedConfig(t *testing.T, name string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range 64 {
-		p := filepath.Join(dir, "..", "shared", "envoy-configs", name)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	t.Skipf("%s not found in ../shared/envoy-configs", name)
-	return ""
-}
-
-// The envoyproxy CSRF examples pass --mode validate.
-func TestSharedConfigsValidate(t *testing.T) {
-	for _, name := range []string{
-		"envoyproxy-examples__csrf__samesite__envoy.yaml",
-		"envoyproxy-examples__csrf__crosssite__envoy.yaml",
-	} {
-		t.Run(name, func(t *testing.T) {
-			path := sharedConfig(t, name)
-			b, err := bootstrap.Load(bootstrap.Source{Path: path})
-			if err != nil {
-				t.Fatalf("load: %v", err)
-			}
-			if _, err := server.New(server.Options{Bootstrap: b, ConfigPath: path,
-				Log: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
-				t.Fatalf("validate: %v", err)
-			}
-		})
-	}
-}
-
 // filter_enabled is required, in the filter's policy as in Envoy.
 func TestFilterEnabledRequired(t *testing.T) {
-	yaml := strings.Replace(fmt.Sprintf(cfg, 1), "filter_enabled: {default_value: {numerator: 0}}\n          - name: envoy.filters.http.router",
+	yaml := strings.Replace(config(1), "filter_enabled: {default_value: {numerator: 0}}\n          - name: envoy.filters.http.router",
 		"shadow_enabled: {default_value: {numerator: 0}}\n          - name: envoy.filters.http.router", 1)
 	b, err := bootstrap.Load(bootstrap.Source{YAML: yaml})
 	if err == nil {

@@ -15,9 +15,9 @@ import (
 	decv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/decompressor/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/outrider-proxy/outrider/filters/http/internal/coding"
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
-	"github.com/outrider-proxy/outrider/proxy/runtime"
 	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
@@ -55,16 +55,7 @@ func compileDirection(c *decv3.Decompressor_CommonDirectionConfig, path, prefix 
 }
 
 // on is the enabled flag: Envoy's Runtime::FeatureFlag (default true).
-func (d *direction) on() bool {
-	if d.enabled == nil {
-		return true
-	}
-	def := d.enabled.GetDefaultValue() == nil || d.enabled.GetDefaultValue().GetValue()
-	if d.enabled.GetRuntimeKey() == "" {
-		return def
-	}
-	return runtime.Process().GetBool(d.enabled.GetRuntimeKey(), def)
-}
+func (d *direction) on() bool { return coding.Enabled(d.enabled) }
 
 // config is the compiled filter, shared by every stream of the chain.
 type config struct {
@@ -79,18 +70,13 @@ type config struct {
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	m := &decv3.Decompressor{}
-	if a != nil {
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, fmt.Errorf("typed_config: %w", err)
-		}
+	if err := httpfilter.UnmarshalConfig(a, m); err != nil {
+		return nil, err
 	}
 	if err := confcheck.Fields(m, "", "decompressor_library", "request_direction_config", "response_direction_config"); err != nil {
 		return nil, err
 	}
-	store := ctx.Stats
-	if store == nil {
-		store = stats.NewStore()
-	}
+	store := ctx.StatsStore()
 	libCfg := m.GetDecompressorLibrary()
 	if libCfg == nil {
 		return nil, errors.New("decompressor_library: required")

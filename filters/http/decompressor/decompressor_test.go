@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
@@ -15,58 +14,36 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/outrider-proxy/outrider/filters/http/internal/filtertest"
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
 
-// hcm is one listener named name (stat prefix name) with a decompressor
-// filter: library lib (name, type, fields) and extra Decompressor fields.
-const hcm = `
-  - name: %[1]s
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: %[1]s
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                route: {cluster: up}
-          http_filters:
-          - name: envoy.filters.http.decompressor
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.decompressor.v3.Decompressor
-              decompressor_library:
-                name: %[2]s
-                typed_config: {"@type": type.googleapis.com/envoy.extensions.compression.%[3]s}
-%[4]s
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-`
+// filter is a decompressor filter with library name and typ (type and
+// fields) and extra Decompressor fields.
+func filter(name, typ, extra string) string {
+	return fmt.Sprintf(`
+- name: envoy.filters.http.decompressor
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.decompressor.v3.Decompressor
+    decompressor_library:
+      name: %s
+      typed_config: {"@type": type.googleapis.com/envoy.extensions.compression.%s}
+%s`, name, typ, extra)
+}
 
 func config(upPort int) string {
-	var b strings.Builder
-	b.WriteString("admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}\nstatic_resources:\n  listeners:")
-	fmt.Fprintf(&b, hcm, "gz", "up", "gzip.decompressor.v3.Gzip, window_bits: 15, chunk_size: 8192, max_inflate_ratio: 1000", "")
-	fmt.Fprintf(&b, hcm, "br", "text", "brotli.decompressor.v3.Brotli, chunk_size: 8192", "")
-	fmt.Fprintf(&b, hcm, "zs", "text", "zstd.decompressor.v3.Zstd", "")
-	fmt.Fprintf(&b, hcm, "reqonly", "small", "gzip.decompressor.v3.Gzip", `              response_direction_config:
-                common_config: {enabled: {default_value: false, runtime_key: response_decompressor_enabled}}`)
-	fmt.Fprintf(&b, hcm, "noadv", "g", "gzip.decompressor.v3.Gzip", `              request_direction_config:
-                advertise_accept_encoding: false
-                common_config: {enabled: {default_value: false, runtime_key: request_decompressor_enabled}}
-              response_direction_config:
-                common_config: {ignore_no_transform_header: true}`)
-	fmt.Fprintf(&b, `  clusters:
-  - name: up
-    connect_timeout: 1s
-    load_assignment: {cluster_name: up, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
-`, upPort)
-	return b.String()
+	return filtertest.Config(upPort,
+		filtertest.Listener("gz", "", filter("up", "gzip.decompressor.v3.Gzip, window_bits: 15, chunk_size: 8192, max_inflate_ratio: 1000", "")),
+		filtertest.Listener("br", "", filter("text", "brotli.decompressor.v3.Brotli, chunk_size: 8192", "")),
+		filtertest.Listener("zs", "", filter("text", "zstd.decompressor.v3.Zstd", "")),
+		filtertest.Listener("reqonly", "", filter("small", "gzip.decompressor.v3.Gzip", `    response_direction_config:
+      common_config: {enabled: {default_value: false, runtime_key: response_decompressor_enabled}}`)),
+		filtertest.Listener("noadv", "", filter("g", "gzip.decompressor.v3.Gzip", `    request_direction_config:
+      advertise_accept_encoding: false
+      common_config: {enabled: {default_value: false, runtime_key: request_decompressor_enabled}}
+    response_direction_config:
+      common_config: {ignore_no_transform_header: true}`)),
+	)
 }
 
 // upstream answers /echo with the request body as it arrived and how
@@ -119,26 +96,7 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func start(t *testing.T) (*servertest.Proxy, *upstream) {
 	t.Helper()
 	u := &upstream{t: t, release: make(chan struct{})}
-	srv := httptest.NewServer(u)
-	t.Cleanup(srv.Close)
-	return servertest.Start(t, config(srv.Listener.Addr().(*net.TCPAddr).Port)), u
-}
-
-// client neither negotiates nor decodes compression itself.
-var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableCompression: true}}
-
-func do(t *testing.T, req *http.Request) (*http.Response, string) {
-	t.Helper()
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: body: %v", req.Method, req.URL, err)
-	}
-	return resp, string(b)
+	return filtertest.Start(t, u, config), u
 }
 
 func TestResponses(t *testing.T) {
@@ -161,7 +119,7 @@ func TestResponses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, _ := http.NewRequest("GET", p.URL(tc.listener, "/resp?"+tc.query), nil)
-			resp, body := do(t, req)
+			resp, body := filtertest.Do(t, nil, req)
 			if got := resp.Header.Get("Content-Encoding"); got != tc.encoding {
 				t.Errorf("content-encoding %q, want %q", got, tc.encoding)
 			}
@@ -203,7 +161,7 @@ func TestRequests(t *testing.T) {
 			}
 			req, _ := http.NewRequest("POST", p.URL(tc.listener, "/echo"), body)
 			req.Header.Set("Content-Encoding", tc.ce)
-			resp, got := do(t, req)
+			resp, got := filtertest.Do(t, nil, req)
 			if ce := resp.Header.Get("X-Content-Encoding"); ce != tc.wantCE {
 				t.Errorf("upstream saw content-encoding %q, want %q", ce, tc.wantCE)
 			}
@@ -237,7 +195,7 @@ func TestAdvertiseAcceptEncoding(t *testing.T) {
 		if tc.accept != "" {
 			req.Header.Set("Accept-Encoding", tc.accept)
 		}
-		resp, _ := do(t, req)
+		resp, _ := filtertest.Do(t, nil, req)
 		if got := resp.Header.Get("X-Accept-Encoding"); got != tc.want {
 			t.Errorf("%s, %q: upstream saw accept-encoding %q, want %q", tc.listener, tc.accept, got, tc.want)
 		}
@@ -251,7 +209,7 @@ func TestStreaming(t *testing.T) {
 	for _, tc := range []struct{ listener, enc string }{{"gz", "gzip"}, {"br", "br"}, {"zs", "zstd"}} {
 		t.Run(tc.enc, func(t *testing.T) {
 			req, _ := http.NewRequest("GET", p.URL(tc.listener, "/slow?enc="+tc.enc), nil)
-			resp, err := client.Do(req)
+			resp, err := filtertest.Client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -259,18 +217,7 @@ func TestStreaming(t *testing.T) {
 			if resp.Header.Get("Content-Encoding") != "" {
 				t.Fatalf("content-encoding %q", resp.Header.Get("Content-Encoding"))
 			}
-			first := "first piece of a slow body;"
-			got := make([]byte, len(first))
-			done := make(chan error, 1)
-			go func() { _, err := io.ReadFull(resp.Body, got); done <- err }()
-			select {
-			case err := <-done:
-				if err != nil || string(got) != first {
-					t.Fatalf("first piece %q, %v", got, err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("the first piece did not arrive before the rest was sent")
-			}
+			filtertest.ReadPiece(t, resp.Body, "first piece of a slow body;")
 			u.release <- struct{}{}
 			rest, err := io.ReadAll(resp.Body)
 			if err != nil || string(rest) != text {
@@ -285,7 +232,7 @@ func TestStreaming(t *testing.T) {
 func TestCorrupt(t *testing.T) {
 	p, _ := start(t)
 	req, _ := http.NewRequest("GET", p.URL("gz", "/corrupt"), nil)
-	resp, body := do(t, req)
+	resp, body := filtertest.Do(t, nil, req)
 	if resp.StatusCode != 200 || body != "" || resp.Header.Get("Content-Encoding") != "" {
 		t.Fatalf("status %d, content-encoding %q, %d bytes", resp.StatusCode, resp.Header.Get("Content-Encoding"), len(body))
 	}
@@ -297,12 +244,12 @@ func TestStats(t *testing.T) {
 	p, _ := start(t)
 	for _, q := range []string{"enc=gzip&ce=gzip", "enc=gzip&ce=gzip", "enc=br&ce=br"} {
 		req, _ := http.NewRequest("GET", p.URL("gz", "/resp?"+q), nil)
-		do(t, req)
+		filtertest.Do(t, nil, req)
 	}
 	z := compress(t, "gzip", text)
 	req, _ := http.NewRequest("POST", p.URL("gz", "/echo"), strings.NewReader(string(z)))
 	req.Header.Set("Content-Encoding", "gzip")
-	do(t, req)
+	filtertest.Do(t, nil, req)
 	pre := "http.gz.decompressor.up.gzip."
 	for name, want := range map[string]int64{
 		pre + "response.decompressed":                2,
@@ -377,7 +324,7 @@ func TestCutShort(t *testing.T) {
 	waitDecoders(t, 0)
 
 	// Response: the client leaves after the first piece.
-	resp, err := client.Get(p.URL("zs", "/slow?enc=zstd"))
+	resp, err := filtertest.Client.Get(p.URL("zs", "/slow?enc=zstd"))
 	if err != nil {
 		t.Fatal(err)
 	}

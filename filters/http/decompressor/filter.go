@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 
+	"github.com/outrider-proxy/outrider/filters/http/internal/coding"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
 )
@@ -12,37 +13,18 @@ import (
 type filter struct {
 	cfg *config
 	cb  httpfilter.Callbacks
-	// reqD and respD decompress each direction (nil: that body passes
-	// untouched); ended says the body was finished.
-	reqD, respD         Decompressor
-	reqEnded, respEnded bool
-	// out is the last rewritten piece, per direction, for Rewritten.
-	reqOut, respOut []byte
-	reqNew, respNew bool
-	scratch         []byte
+	// body decompresses each direction (no decompressor: that body passes
+	// untouched).
+	body    coding.Body[Decompressor]
+	scratch []byte
 }
 
 // Reset lets the connection manager reuse the filter.
-func (f *filter) Reset() {
-	f.release()
-	f.reqOut, f.respOut, f.reqNew, f.respNew = nil, nil, false, false
-	f.reqEnded, f.respEnded = false, false
-}
+func (f *filter) Reset() { f.body.Reset() }
 
 // OnDestroy gives the decompressors back at the end of the stream (a body
 // cut short leaves its decoder waiting for input).
-func (f *filter) OnDestroy() { f.release() }
-
-func (f *filter) release() {
-	if f.reqD != nil {
-		f.reqD.Release()
-		f.reqD = nil
-	}
-	if f.respD != nil {
-		f.respD.Release()
-		f.respD = nil
-	}
-}
+func (f *filter) OnDestroy() { f.body.Release() }
 
 // DecodeHeaders is DecompressorFilter::decodeHeaders: with response
 // decompression enabled it advertises the library's encoding upstream, then
@@ -55,23 +37,19 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	if end { // headers-only requests are not counted
 		return httpfilter.Continue
 	}
-	f.reqD = f.maybeInit(f.cfg.req, h)
+	f.body.Start(false, f.maybeInit(f.cfg.req, h))
 	return httpfilter.Continue
 }
 
 func (f *filter) DecodeData(p []byte, end bool) httpfilter.Status {
-	if f.reqD != nil && !f.reqEnded {
-		f.reqOut, f.reqNew, f.reqEnded = f.decompress(f.reqD, f.cfg.req, p, end), true, end
-	}
+	f.body.Code(false, p, end, f.decompress)
 	return httpfilter.Continue
 }
 
 // DecodeTrailers ends the request body before the trailers: what the
 // decoder still held goes on first.
 func (f *filter) DecodeTrailers(*headers.Map) httpfilter.Status {
-	if f.reqD != nil && !f.reqEnded {
-		f.reqOut, f.reqNew, f.reqEnded = f.decompress(f.reqD, f.cfg.req, nil, true), true, true
-	}
+	f.body.Code(false, nil, true, f.decompress)
 	return httpfilter.Continue
 }
 
@@ -80,39 +58,30 @@ func (f *filter) EncodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	if end {
 		return httpfilter.Continue
 	}
-	f.respD = f.maybeInit(f.cfg.resp, h)
+	f.body.Start(true, f.maybeInit(f.cfg.resp, h))
 	return httpfilter.Continue
 }
 
 func (f *filter) EncodeData(p []byte, end bool) httpfilter.Status {
-	if f.respD != nil && !f.respEnded {
-		f.respOut, f.respNew, f.respEnded = f.decompress(f.respD, f.cfg.resp, p, end), true, end
-	}
+	f.body.Code(true, p, end, f.decompress)
 	return httpfilter.Continue
 }
 
 // EncodeTrailers ends the response body before the trailers.
 func (f *filter) EncodeTrailers(*headers.Map) httpfilter.Status {
-	if f.respD != nil && !f.respEnded {
-		f.respOut, f.respNew, f.respEnded = f.decompress(f.respD, f.cfg.resp, nil, true), true, true
-	}
+	f.body.Code(true, nil, true, f.decompress)
 	return httpfilter.Continue
 }
 
 // Rewritten hands the connection manager the decompressed piece.
-func (f *filter) Rewritten(encode bool) ([]byte, bool) {
-	if encode {
-		p, ok := f.respOut, f.respNew
-		f.respOut, f.respNew = nil, false
-		return p, ok
-	}
-	p, ok := f.reqOut, f.reqNew
-	f.reqOut, f.reqNew = nil, false
-	return p, ok
-}
+func (f *filter) Rewritten(encode bool) ([]byte, bool) { return f.body.Rewritten(encode) }
 
 // decompress is DecompressorFilter::decompress with its byte stats.
-func (f *filter) decompress(d Decompressor, dir *direction, p []byte, end bool) []byte {
+func (f *filter) decompress(d Decompressor, encode bool, p []byte, end bool) []byte {
+	dir := f.cfg.req
+	if encode {
+		dir = f.cfg.resp
+	}
 	out := d.Decompress(p, end)
 	dir.totalCompressed.Add(uint64(len(p)))
 	dir.totalUncompressed.Add(uint64(len(out)))

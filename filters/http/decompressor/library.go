@@ -1,6 +1,8 @@
 package decompressor
 
 import (
+	"sync"
+
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/outrider-proxy/outrider/proxy/registry"
@@ -53,3 +55,46 @@ type LibraryFactory func(cfg *anypb.Any, s Scope) (Library, error)
 // Libraries holds the decompressor libraries by Envoy name and config type
 // URL; each library's package registers itself from init().
 var Libraries = registry.New[LibraryFactory]("decompressor library")
+
+// Pooled is a Library whose decompressors are Streams over decoders that
+// newDecoder makes, driven by Config; Release puts one back in the pool.
+type Pooled struct {
+	// Config drives every Stream; set it before the first NewDecompressor
+	// (after the library's counters, which need the library, are made).
+	Config StreamConfig
+
+	encoding, statsPrefix string
+	newDecoder            func() Decoder
+	pool                  sync.Pool
+}
+
+// NewPooled is the library of encoding and statsPrefix (see Library) whose
+// decoders newDecoder makes.
+func NewPooled(encoding, statsPrefix string, newDecoder func() Decoder) *Pooled {
+	return &Pooled{encoding: encoding, statsPrefix: statsPrefix, newDecoder: newDecoder}
+}
+
+// Encoding is the content-encoding token.
+func (l *Pooled) Encoding() string { return l.encoding }
+
+// StatsPrefix is the library's part of the stat names.
+func (l *Pooled) StatsPrefix() string { return l.statsPrefix }
+
+// NewDecompressor takes a pooled stream, or makes one.
+func (l *Pooled) NewDecompressor() Decompressor {
+	if s, ok := l.pool.Get().(*pooledStream); ok {
+		return s
+	}
+	return &pooledStream{lib: l, Stream: NewStream(l.newDecoder(), l.Config)}
+}
+
+// pooledStream is one body's decoder.
+type pooledStream struct {
+	lib *Pooled
+	*Stream
+}
+
+func (s *pooledStream) Release() {
+	s.Stream.Reset()
+	s.lib.pool.Put(s)
+}

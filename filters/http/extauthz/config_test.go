@@ -1,39 +1,23 @@
 package extauthz_test
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/outrider-proxy/outrider/filters/http/internal/filtertest"
 	"github.com/outrider-proxy/outrider/proxy/server"
 	"github.com/outrider-proxy/outrider/xds/bootstrap"
 )
 
-// configYAML is one listener whose ext_authz typed_config is %s (YAML flow
-// mapping entries after "@type"), with clusters "authz" and "up".
-const configYAML = `
-static_resources:
-  listeners:
-  - name: l
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
-      stat_prefix: l,
-      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: up}}]}]},
-      http_filters: [
-      {name: envoy.filters.http.ext_authz, typed_config: {
-        "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz, %s}},
-      {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]
-  clusters:
-  - name: up
-    load_assignment: {cluster_name: up, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}
-  - name: authz
+// configYAML is one listener whose ext_authz typed_config has the fields
+// cfg (YAML flow mapping entries), with clusters "authz" and "up".
+func configYAML(cfg string) string {
+	return filtertest.Config(1, authzListener("l", "", cfg)) + `  - name: authz
     load_assignment: {cluster_name: authz, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}
 `
+}
 
 // compileConfig loads and compiles yaml; the error is the loader's
 // (proto validation) or the server's.
@@ -82,7 +66,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := compileConfig(t, fmt.Sprintf(configYAML, tc.cfg))
+			err := compileConfig(t, configYAML(tc.cfg))
 			switch {
 			case tc.err == "" && err != nil:
 				t.Fatalf("unexpected error: %v", err)
@@ -90,50 +74,6 @@ func TestConfigErrors(t *testing.T) {
 				t.Fatalf("no error, want %q", tc.err)
 			case tc.err != "" && !strings.Contains(err.Error(), tc.err):
 				t.Fatalf("error %q, want it to contain %q", err, tc.err)
-			}
-		})
-	}
-}
-
-// sharedConfig is the path of a real-world config in ../shared/envoy-configs
-// above the repository root; the test is skipped without it.
-func sharedConfig(t *testing.T, name string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range 64 {
-		p := filepath.Join(dir, "..", "shared", "envoy-configs", name)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	t.Skipf("%s not found in ../shared/envoy-configs", name)
-	return ""
-}
-
-// The envoyproxy examples using ext_authz pass --mode validate.
-func TestSharedConfigsValidate(t *testing.T) {
-	for _, name := range []string{
-		"envoyproxy-examples__ext_authz__config__grpc-service__v3.yaml",
-		"envoyproxy-examples__ext_authz__config__http-service.yaml",
-		"envoyproxy-examples__ext_authz__config__opa-service__v3.yaml",
-	} {
-		t.Run(name, func(t *testing.T) {
-			path := sharedConfig(t, name)
-			b, err := bootstrap.Load(bootstrap.Source{Path: path})
-			if err != nil {
-				t.Fatalf("load: %v", err)
-			}
-			if _, err := server.New(server.Options{Bootstrap: b, ConfigPath: path,
-				Log: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
-				t.Fatalf("validate: %v", err)
 			}
 		})
 	}

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -76,14 +75,9 @@ type config struct {
 
 	// clusterStats holds the cluster-scoped counters by cluster name.
 	clusterStats sync.Map
-	// perRoute caches compiled ExtAuthzPerRoute by their *anypb.Any; RDS
-	// brings new messages and the cache restarts when it is full.
-	perRoute sync.Map
-	cached   atomic.Int32
+	// perRoute caches compiled ExtAuthzPerRoute by their *anypb.Any.
+	perRoute httpfilter.PerRoute[*anypb.Any, *perRoute]
 }
-
-// maxPerRoute bounds the per-route cache.
-const maxPerRoute = 4096
 
 // filterStats are Envoy's ALL_EXT_AUTHZ_FILTER_STATS under
 // <connection manager prefix>ext_authz.[<stat_prefix>.].
@@ -109,10 +103,8 @@ var extAuthzFields = []string{
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	m := &extauthzv3.ExtAuthz{}
-	if a != nil {
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, fmt.Errorf("typed_config: %w", err)
-		}
+	if err := httpfilter.UnmarshalConfig(a, m); err != nil {
+		return nil, err
 	}
 	if err := confcheck.Fields(m, "", extAuthzFields...); err != nil {
 		return nil, err
@@ -122,10 +114,7 @@ func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	default:
 		return nil, fmt.Errorf("transport_api_version: %s is not supported", v)
 	}
-	store := ctx.Stats
-	if store == nil {
-		store = stats.NewStore()
-	}
+	store := ctx.StatsStore()
 	c := &config{
 		failureModeAllow:          m.GetFailureModeAllow(),
 		failureModeAllowHeaderAdd: m.GetFailureModeAllowHeaderAdd(),

@@ -22,10 +22,11 @@ import (
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/outrider-proxy/outrider/filters/http/internal/filtertest"
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
 
-// authzYAML has five listeners, each with its connection manager's stat
+// authzConfig has seven listeners, each with its connection manager's stat
 // prefix as name: "g" checks with the gRPC service (timeout 300ms, bodies up
 // to 8 bytes, partial allowed; /off disabled, /ctx with context extensions
 // on the virtual host and route, /nobuf without body buffering, /other with
@@ -36,15 +37,10 @@ import (
 // answer 201 to x-authz-user: alice, 202 to x-flag: on) and
 // max_denied_response_body_bytes 3; "d" is disabled by filter_enabled 0% with
 // deny_at_disable.
-const authzYAML = `
-static_resources:
-  listeners:
-  - name: g
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
-      stat_prefix: g,
-      route_config: {virtual_hosts: [{name: v, domains: ["*"],
+func authzConfig(upPort, grpcPort, httpPort int) string {
+	return filtertest.Config(upPort,
+		authzListener("g", `
+      virtual_hosts: [{name: v, domains: ["*"],
         typed_per_filter_config: {envoy.filters.http.ext_authz: {
           "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute,
           check_settings: {context_extensions: {vh: v1, shared: vhost}}}},
@@ -66,104 +62,43 @@ static_resources:
         {match: {prefix: /ghost-grpc}, route: {cluster: up}, typed_per_filter_config: {envoy.filters.http.ext_authz: {
           "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute,
           check_settings: {grpc_service: {envoy_grpc: {cluster_name: ghost}}}}}},
-        {match: {prefix: /}, route: {cluster: up}}]}]},
-      http_filters: [
-      {name: envoy.filters.http.ext_authz, typed_config: {
-        "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz,
+        {match: {prefix: /}, route: {cluster: up}}]}]`, `
         transport_api_version: V3,
         grpc_service: {envoy_grpc: {cluster_name: authz_grpc}, timeout: 0.3s},
-        with_request_body: {max_request_bytes: 8, allow_partial_message: true}}},
-      {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]
-  - name: f
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
-      stat_prefix: f,
-      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: up}}]}]},
-      http_filters: [
-      {name: envoy.filters.http.ext_authz, typed_config: {
-        "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz,
+        with_request_body: {max_request_bytes: 8, allow_partial_message: true}`),
+		authzListener("f", "", `
         grpc_service: {envoy_grpc: {cluster_name: authz_grpc}},
-        failure_mode_allow: true, failure_mode_allow_header_add: true, stat_prefix: waf}},
-      {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]
-  - name: s
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
-      stat_prefix: s,
-      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: up}}]}]},
-      http_filters: [
-      {name: envoy.filters.http.ext_authz, typed_config: {
-        "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz,
+        failure_mode_allow: true, failure_mode_allow_header_add: true, stat_prefix: waf`),
+		authzListener("s", "", `
         grpc_service: {envoy_grpc: {cluster_name: authz_grpc}},
-        status_on_error: {code: ServiceUnavailable}}},
-      {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]
-  - name: h
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
-      stat_prefix: h,
-      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: up}}]}]},
-      http_filters: [
-      {name: envoy.filters.http.ext_authz, typed_config: {
-        "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz,
+        status_on_error: {code: ServiceUnavailable}`),
+		authzListener("h", "", `
         with_request_body: {max_request_bytes: 100}, charge_cluster_response_stats: false,
         http_service: {
           server_uri: {uri: "http://authz", cluster: authz_http, timeout: 1s},
           path_prefix: /auth,
           authorization_request: {
             allowed_headers: {patterns: [{exact: x-test}, {exact: x-case}, {prefix: x-keep-}]},
-            headers_to_add: [{key: x-added, value: "%%REQ(:METHOD)%%-static"}]},
+            headers_to_add: [{key: x-added, value: "%REQ(:METHOD)%-static"}]},
           authorization_response: {
             allowed_upstream_headers: {patterns: [{exact: x-current-user}]},
             allowed_upstream_headers_to_append: {patterns: [{exact: x-append}]},
             allowed_client_headers: {patterns: [{exact: x-deny-reason}]},
-            allowed_client_headers_on_success: {patterns: [{exact: x-ok-client}]}}}}},
-      {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]
-  - name: v
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
-      stat_prefix: v,
-      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: up}}]}]},
-      http_filters: [
-      {name: envoy.filters.http.ext_authz, typed_config: {
-        "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz,
-        grpc_service: {envoy_grpc: {cluster_name: authz_grpc}}, validate_mutations: true}},
-      {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]
-  - name: c
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
-      stat_prefix: c,
-      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [
+            allowed_client_headers_on_success: {patterns: [{exact: x-ok-client}]}}}`),
+		authzListener("v", "", `
+        grpc_service: {envoy_grpc: {cluster_name: authz_grpc}}, validate_mutations: true`),
+		authzListener("c", `
+      virtual_hosts: [{name: v, domains: ["*"], routes: [
         {match: {prefix: /, headers: [{name: x-authz-user, string_match: {exact: alice}}]}, direct_response: {status: 201}},
         {match: {prefix: /, headers: [{name: x-flag, string_match: {exact: "on"}}]}, direct_response: {status: 202}},
-        {match: {prefix: /}, route: {cluster: up}}]}]},
-      http_filters: [
-      {name: envoy.filters.http.ext_authz, typed_config: {
-        "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz,
+        {match: {prefix: /}, route: {cluster: up}}]}]`, `
         grpc_service: {envoy_grpc: {cluster_name: authz_grpc}},
-        clear_route_cache: true, clear_route_cache_headers: [X-Authz-User], max_denied_response_body_bytes: 3}},
-      {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]
-  - name: d
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
-      stat_prefix: d,
-      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: up}}]}]},
-      http_filters: [
-      {name: envoy.filters.http.ext_authz, typed_config: {
-        "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz,
+        clear_route_cache: true, clear_route_cache_headers: [X-Authz-User], max_denied_response_body_bytes: 3`),
+		authzListener("d", "", `
         grpc_service: {envoy_grpc: {cluster_name: authz_grpc}},
         filter_enabled: {default_value: {numerator: 0}},
-        deny_at_disable: {default_value: true}}},
-      {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]
-  clusters:
-  - name: up
-    connect_timeout: 1s
-    load_assignment: {cluster_name: up, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
-  - name: authz_grpc
+        deny_at_disable: {default_value: true}`),
+	) + fmt.Sprintf(`  - name: authz_grpc
     connect_timeout: 1s
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
@@ -173,7 +108,18 @@ static_resources:
   - name: authz_http
     connect_timeout: 1s
     load_assignment: {cluster_name: authz_http, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
-`
+`, grpcPort, httpPort)
+}
+
+// authzListener is a listener named name whose ext_authz filter has the
+// ExtAuthz fields cfg (YAML flow entries) and the route config routeConfig
+// ("": every request to the cluster up).
+func authzListener(name, routeConfig, cfg string) string {
+	return filtertest.Listener(name, routeConfig, `
+- {name: envoy.filters.http.ext_authz, typed_config: {
+    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz,
+`+filtertest.Indent(cfg, 4)+`}}`)
+}
 
 // echoed is what the upstream saw.
 type echoed struct {
@@ -328,7 +274,7 @@ func startFixture(t *testing.T) *fixture {
 	authv3.RegisterAuthorizationServer(gs, fx.grpc)
 	go gs.Serve(ln)
 	t.Cleanup(gs.Stop)
-	fx.p = servertest.Start(t, fmt.Sprintf(authzYAML, up.Listener.Addr().(*net.TCPAddr).Port,
+	fx.p = servertest.Start(t, authzConfig(up.Listener.Addr().(*net.TCPAddr).Port,
 		ln.Addr().(*net.TCPAddr).Port, hs.Listener.Addr().(*net.TCPAddr).Port))
 	return fx
 }

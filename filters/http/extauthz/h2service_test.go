@@ -11,36 +11,23 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 
+	"github.com/outrider-proxy/outrider/filters/http/internal/filtertest"
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
 
-// h2ServiceYAML checks with an HTTP service on an HTTP/2 (prior knowledge)
-// cluster.
-const h2ServiceYAML = `
-static_resources:
-  listeners:
-  - name: l
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {
-      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager,
-      stat_prefix: l,
-      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: up}}]}]},
-      http_filters: [
-      {name: envoy.filters.http.ext_authz, typed_config: {
-        "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz,
+// h2ServiceConfig checks with an HTTP service on an HTTP/2 (prior
+// knowledge) cluster.
+func h2ServiceConfig(upPort, authzPort int) string {
+	return filtertest.Config(upPort, authzListener("l", "", `
         http_service: {server_uri: {uri: "http://authz", cluster: authz, timeout: 1s},
-          authorization_response: {allowed_upstream_headers: {patterns: [{exact: x-current-user}]}}}}},
-      {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]
-  clusters:
-  - name: up
-    load_assignment: {cluster_name: up, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
-  - name: authz
+          authorization_response: {allowed_upstream_headers: {patterns: [{exact: x-current-user}]}}}`)) + fmt.Sprintf(`  - name: authz
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
         explicit_http_config: {http2_protocol_options: {}}
     load_assignment: {cluster_name: authz, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
-`
+`, authzPort)
+}
 
 func TestHTTPServiceOverHTTP2(t *testing.T) {
 	var h2Checks atomic.Int32
@@ -59,7 +46,7 @@ func TestHTTPServiceOverHTTP2(t *testing.T) {
 		w.Header().Set("x-saw-user", r.Header.Get("x-current-user"))
 	}))
 	t.Cleanup(up.Close)
-	p := servertest.Start(t, fmt.Sprintf(h2ServiceYAML, up.Listener.Addr().(*net.TCPAddr).Port,
+	p := servertest.Start(t, h2ServiceConfig(up.Listener.Addr().(*net.TCPAddr).Port,
 		authz.Listener.Addr().(*net.TCPAddr).Port))
 	resp := servertest.Get(t, p.URL("l", "/"))
 	if resp.StatusCode != 200 || resp.Header.Get("x-saw-user") != "carol" {

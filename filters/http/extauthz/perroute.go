@@ -86,20 +86,11 @@ func (c *config) compilePerRoute(a *anypb.Any) (*perRoute, error) {
 
 // routeConfig is the per-route config of a, compiled once.
 func (c *config) routeConfig(a *anypb.Any) *perRoute {
-	if p, ok := c.perRoute.Load(a); ok {
-		return p.(*perRoute)
-	}
-	p, err := c.compilePerRoute(a)
-	if err != nil {
-		p = &perRoute{broken: true}
-	}
-	if c.cached.Add(1) > maxPerRoute {
-		c.perRoute.Clear()
-		c.cached.Store(1)
-	}
-	c.perRoute.Store(a, p)
-	return p
+	return c.perRoute.Get(a, c.compilePerRoute, brokenPerRoute)
 }
+
+// brokenPerRoute stands for a per-route config that does not compile.
+var brokenPerRoute = &perRoute{broken: true}
 
 // routeSettings is what the route's typed_per_filter_config says: the most
 // specific level decides disabled and the check settings (Envoy's

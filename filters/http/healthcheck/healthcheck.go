@@ -61,10 +61,8 @@ type config struct {
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	m := &hcv3.HealthCheck{}
-	if a != nil {
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, fmt.Errorf("typed_config: %w", err)
-		}
+	if err := httpfilter.UnmarshalConfig(a, m); err != nil {
+		return nil, err
 	}
 	if err := confcheck.Fields(m, "", "pass_through_mode", "cache_time", "cluster_min_healthy_percentages", "headers"); err != nil {
 		return nil, err
@@ -102,10 +100,7 @@ func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	if ctx.Clusters != nil {
 		c.localCluster = ctx.Clusters.Node.GetCluster()
 	}
-	store := ctx.Stats
-	if store == nil {
-		store = stats.NewStore()
-	}
+	store := ctx.StatsStore()
 	c.live = store.Gauge(LiveGauge)
 	return c, nil
 }

@@ -1,71 +1,42 @@
 package healthcheck_test
 
 import (
-	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
+	"github.com/outrider-proxy/outrider/filters/http/internal/filtertest"
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
 
-// listener is one listener named name with a health check filter (its
-// fields in hc) in front of the router.
-const listener = `
-  - name: %[1]s
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: %[1]s
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                route: {cluster: up}
-          http_filters:
-          - name: envoy.filters.http.health_check
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck
-              %[2]s
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-`
+// filter is the health check filter with the fields hc.
+func filter(hc string) string {
+	return `- name: envoy.filters.http.health_check
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck
+    ` + hc
+}
 
 const healthz = `headers: [{name: ":path", string_match: {exact: /healthz}}]`
 
 func config(upPort int) string {
-	var b strings.Builder
-	b.WriteString("node: {cluster: front, id: n1}\nadmin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}\nstatic_resources:\n  listeners:")
+	var ls []string
 	for _, l := range [][2]string{
-		{"hc", "pass_through_mode: false\n              " + healthz},
-		{"hdr", "pass_through_mode: false\n              headers: [{name: x-lb-check, present_match: true}, {name: ':method', string_match: {exact: GET}}]"},
-		{"pt", "pass_through_mode: true\n              " + healthz},
-		{"cache", "pass_through_mode: true\n              cache_time: 60s\n              " + healthz},
-		{"cl", "pass_through_mode: false\n              cluster_min_healthy_percentages: {up: {value: 100}, empty: {value: 0}}\n              " + healthz},
-		{"nocl", "pass_through_mode: false\n              cluster_min_healthy_percentages: {up: {value: 50}, nope: {value: 10}}\n              " + healthz},
-		{"emptycl", "pass_through_mode: false\n              cluster_min_healthy_percentages: {empty: {value: 1}}\n              " + healthz},
+		{"hc", "pass_through_mode: false\n    " + healthz},
+		{"hdr", "pass_through_mode: false\n    headers: [{name: x-lb-check, present_match: true}, {name: ':method', string_match: {exact: GET}}]"},
+		{"pt", "pass_through_mode: true\n    " + healthz},
+		{"cache", "pass_through_mode: true\n    cache_time: 60s\n    " + healthz},
+		{"cl", "pass_through_mode: false\n    cluster_min_healthy_percentages: {up: {value: 100}, empty: {value: 0}}\n    " + healthz},
+		{"nocl", "pass_through_mode: false\n    cluster_min_healthy_percentages: {up: {value: 50}, nope: {value: 10}}\n    " + healthz},
+		{"emptycl", "pass_through_mode: false\n    cluster_min_healthy_percentages: {empty: {value: 1}}\n    " + healthz},
 	} {
-		fmt.Fprintf(&b, listener, l[0], l[1])
+		ls = append(ls, filtertest.Listener(l[0], "", filter(l[1])))
 	}
-	fmt.Fprintf(&b, `  clusters:
-  - name: up
-    connect_timeout: 1s
-    load_assignment: {cluster_name: up, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
-  - name: empty
+	return "node: {cluster: front, id: n1}\n" + filtertest.Config(upPort, ls...) + `  - name: empty
     connect_timeout: 1s
     load_assignment: {cluster_name: empty}
-`, upPort)
-	return b.String()
+`
 }
 
 // start runs the proxy in front of an upstream that counts requests and
@@ -73,7 +44,7 @@ func config(upPort int) string {
 func start(t *testing.T) (*servertest.Proxy, *atomic.Int64) {
 	t.Helper()
 	hits := new(atomic.Int64)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return filtertest.Start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		io.Copy(io.Discard, r.Body)
 		if r.Header.Get("X-Want-Degraded") != "" {
@@ -81,30 +52,12 @@ func start(t *testing.T) (*servertest.Proxy, *atomic.Int64) {
 			w.WriteHeader(503)
 		}
 		io.WriteString(w, "upstream")
-	}))
-	t.Cleanup(up.Close)
-	return servertest.Start(t, config(up.Listener.Addr().(*net.TCPAddr).Port)), hits
+	}), config), hits
 }
-
-var client = &http.Client{Timeout: 5 * time.Second}
 
 func do(t *testing.T, method, url, body string, hdr ...string) (*http.Response, string) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, _ := http.NewRequest(method, url, rd)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
+	return filtertest.Do(t, nil, filtertest.NewRequest(t, method, url, body, hdr...))
 }
 
 type check struct {

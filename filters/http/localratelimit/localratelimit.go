@@ -8,9 +8,7 @@ package localratelimit
 
 import (
 	"errors"
-	"fmt"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -20,6 +18,7 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
+	"github.com/outrider-proxy/outrider/proxy/router"
 	"github.com/outrider-proxy/outrider/proxy/runtime"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
 	"github.com/outrider-proxy/outrider/telemetry/formatter"
@@ -49,7 +48,7 @@ type limiter struct {
 	// denyAll: max_tokens 0, or a per-route config that does not compile.
 	denyAll bool
 
-	respHeaders, reqHeaders []headerAdd
+	respHeaders, reqHeaders router.HeadersToAdd
 	grpcExhausted           bool // rate_limited_as_resource_exhausted
 
 	statEnabled, statEnforced, statLimited, statOK *stats.Counter
@@ -103,10 +102,10 @@ func compile(m *lrlv3.LocalRateLimit, store *stats.Store, perRoute bool) (*limit
 		}
 	}
 	var err error
-	if l.respHeaders, err = compileHeaders(m.GetResponseHeadersToAdd(), "response_headers_to_add"); err != nil {
+	if l.respHeaders, err = router.CompileHeadersToAdd(m.GetResponseHeadersToAdd(), "response_headers_to_add"); err != nil {
 		return nil, err
 	}
-	if l.reqHeaders, err = compileHeaders(m.GetRequestHeadersToAddWhenNotEnforced(), "request_headers_to_add_when_not_enforced"); err != nil {
+	if l.reqHeaders, err = router.CompileHeadersToAdd(m.GetRequestHeadersToAddWhenNotEnforced(), "request_headers_to_add_when_not_enforced"); err != nil {
 		return nil, err
 	}
 	p := m.GetStatPrefix() + ".http_local_rate_limit."
@@ -119,31 +118,25 @@ func compile(m *lrlv3.LocalRateLimit, store *stats.Store, perRoute bool) (*limit
 type config struct {
 	*limiter
 	store *stats.Store
-
-	mu       sync.Mutex
-	perRoute map[*anypb.Any]*limiter // compiled per-route configs, by the route's Any
+	// perRoute caches the compiled per-route configs, with their buckets,
+	// by the route's Any; denying stands for one that does not compile.
+	perRoute httpfilter.PerRoute[*anypb.Any, *limiter]
+	denying  *limiter
 }
-
-// maxPerRoute bounds the per-route cache; RDS updates bring new Anys and the
-// cache (with its buckets) restarts when it is full.
-const maxPerRoute = 4096
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	m := &lrlv3.LocalRateLimit{}
-	if a != nil {
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, fmt.Errorf("typed_config: %w", err)
-		}
+	if err := httpfilter.UnmarshalConfig(a, m); err != nil {
+		return nil, err
 	}
-	store := ctx.Stats
-	if store == nil {
-		store = stats.NewStore()
-	}
+	store := ctx.StatsStore()
 	l, err := compile(m, store, false)
 	if err != nil {
 		return nil, err
 	}
-	return &config{limiter: l, store: store, perRoute: map[*anypb.Any]*limiter{}}, nil
+	denying := *l
+	denying.denyAll, denying.shared, denying.perConn = true, nil, nil
+	return &config{limiter: l, store: store, denying: &denying}, nil
 }
 
 // routeLimiter is the per-route config a, compiled once with its own
@@ -151,26 +144,16 @@ func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 // knowing this filter) rejects every request: failing closed is the safe
 // reading of a broken limit.
 func (c *config) routeLimiter(a *anypb.Any) *limiter {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if l, ok := c.perRoute[a]; ok {
-		return l
-	}
+	return c.perRoute.Get(a, c.compileRoute, c.denying)
+}
+
+// compileRoute compiles the per-route LocalRateLimit in a.
+func (c *config) compileRoute(a *anypb.Any) (*limiter, error) {
 	m := &lrlv3.LocalRateLimit{}
-	l, err := (*limiter)(nil), a.UnmarshalTo(m)
-	if err == nil {
-		l, err = compile(m, c.store, true)
+	if err := a.UnmarshalTo(m); err != nil {
+		return nil, err
 	}
-	if err != nil {
-		cp := *c.limiter
-		cp.denyAll, cp.shared, cp.perConn = true, nil, nil
-		l = &cp
-	}
-	if len(c.perRoute) >= maxPerRoute {
-		clear(c.perRoute)
-	}
-	c.perRoute[a] = l
-	return l
+	return compile(m, c.store, true)
 }
 
 func (c *config) New(cb httpfilter.Callbacks) any { return &filter{cfg: c, cb: cb} }
@@ -225,11 +208,19 @@ func (f *filter) DecodeHeaders(h *headers.Map, _ bool) httpfilter.Status {
 	l.statLimited.Inc()
 	ctx := formatter.Context{Stream: info, Request: h}
 	if !on(l.enforced) {
-		applyHeaders(l.reqHeaders, h, &ctx, h.Set, h.Add)
+		l.reqHeaders.Apply(h, &ctx)
 		return httpfilter.Continue
 	}
 	l.statEnforced.Inc()
-	applyHeaders(l.respHeaders, nil, &ctx, f.cb.AddLocalReplyHeader, f.cb.AddLocalReplyHeader)
+	if !l.respHeaders.Empty() {
+		// The local reply's headers start empty, as Envoy's do when its
+		// modify_headers callback evaluates them.
+		var rh headers.Map
+		l.respHeaders.Apply(&rh, &ctx)
+		for _, fl := range rh.Fields() {
+			f.cb.AddLocalReplyHeader(string(fl.Name), string(fl.Value))
+		}
+	}
 	if ct, _ := h.Get("content-type"); l.grpcExhausted && headers.IsGRPC(ct) {
 		f.cb.AddLocalReplyHeader("grpc-status", "8") // RESOURCE_EXHAUSTED
 	}

@@ -1,57 +1,30 @@
 package localratelimit_test
 
 import (
-	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/outrider-proxy/outrider/filters/http/internal/filtertest"
 	"github.com/outrider-proxy/outrider/proxy/server/servertest"
 )
 
 // listener is an HCM listener named name (stat prefix name) with the local
-// rate limit filter's config lrl (YAML, indented for typed_config) and the
-// routes (YAML list) before a catch-all route to cluster up.
+// rate limit filter's config lrl (YAML) and the routes (YAML list) before a
+// catch-all route to cluster up.
 func listener(name, lrl, routes string) string {
-	return fmt.Sprintf(`
-  - name: %[1]s
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: %[1]s
-          route_config:
-            virtual_hosts:
-            - name: vh
-              domains: ["*"]
-              routes:
-%[3]s
-              - {match: {prefix: "/"}, route: {cluster: up}}
-          http_filters:
-          - name: envoy.filters.http.local_ratelimit
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
-%[2]s
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}`,
-		name, indent(lrl, 14), indent(routes, 14))
-}
-
-func indent(s string, n int) string {
-	pad := strings.Repeat(" ", n)
-	lines := strings.Split(strings.Trim(s, "\n"), "\n")
-	for i, l := range lines {
-		if l != "" {
-			lines[i] = pad + l
-		}
-	}
-	return strings.Join(lines, "\n")
+	return filtertest.Listener(name, `
+virtual_hosts:
+- name: vh
+  domains: ["*"]
+  routes:
+`+filtertest.Indent(routes, 2)+`
+  - {match: {prefix: "/"}, route: {cluster: up}}`, `
+- name: envoy.filters.http.local_ratelimit
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+`+filtertest.Indent(lrl, 4))
 }
 
 const always = `filter_enabled: {runtime_key: lrl_enabled, default_value: {numerator: 100, denominator: HUNDRED}}
@@ -60,14 +33,11 @@ filter_enforced: {runtime_key: lrl_enforced, default_value: {numerator: 100, den
 
 func start(t *testing.T) *servertest.Proxy {
 	t.Helper()
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return filtertest.Start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Seen-Rl", r.Header.Get("X-Rl"))
 		io.WriteString(w, "up")
-	}))
-	t.Cleanup(up.Close)
-	port := up.Listener.Addr().(*net.TCPAddr).Port
-	yaml := "admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}\nstatic_resources:\n  listeners:" +
-		listener("in", `stat_prefix: in_rl
+	}), func(port int) string {
+		return filtertest.Config(port, listener("in", `stat_prefix: in_rl
 token_bucket: {max_tokens: 2, tokens_per_fill: 2, fill_interval: 1000s}
 `+always+`response_headers_to_add:
 - {append_action: OVERWRITE_IF_EXISTS_OR_ADD, header: {key: x-local-rate-limit, value: 'true'}}
@@ -92,18 +62,12 @@ token_bucket: {max_tokens: 2, tokens_per_fill: 2, fill_interval: 1000s}
       filter_enabled: {default_value: {numerator: 100, denominator: HUNDRED}}
       request_headers_to_add_when_not_enforced:
       - {header: {key: x-rl, value: limited}}
-`) +
-		listener("conn", "stat_prefix: conn_rl\nlocal_rate_limit_per_downstream_connection: true\n"+
-			"token_bucket: {max_tokens: 1, fill_interval: 1000s}\n"+always, "") +
-		listener("refill", "stat_prefix: refill_rl\ntoken_bucket: {max_tokens: 1, tokens_per_fill: 1, fill_interval: 0.5s}\n"+always, "") +
-		listener("idle", "stat_prefix: idle_rl\ntoken_bucket: {max_tokens: 1, fill_interval: 1000s}\n", "") +
-		fmt.Sprintf(`
-  clusters:
-  - name: up
-    connect_timeout: 1s
-    load_assignment: {cluster_name: up, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
-`, port)
-	return servertest.Start(t, yaml)
+`),
+			listener("conn", "stat_prefix: conn_rl\nlocal_rate_limit_per_downstream_connection: true\n"+
+				"token_bucket: {max_tokens: 1, fill_interval: 1000s}\n"+always, ""),
+			listener("refill", "stat_prefix: refill_rl\ntoken_bucket: {max_tokens: 1, tokens_per_fill: 1, fill_interval: 0.5s}\n"+always, ""),
+			listener("idle", "stat_prefix: idle_rl\ntoken_bucket: {max_tokens: 1, fill_interval: 1000s}\n", ""))
+	})
 }
 
 // get sends GET path through client (nil: a new connection) and returns the
@@ -114,13 +78,7 @@ func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
 		c = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	}
 	c.Timeout = 5 * time.Second
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	return resp, string(b)
+	return filtertest.Do(t, c, filtertest.NewRequest(t, "GET", url, ""))
 }
 
 func TestSharedBucketAndRouteOverride(t *testing.T) {

@@ -7,7 +7,6 @@ package rbac
 
 import (
 	"fmt"
-	"sync"
 
 	cfgrbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
@@ -17,7 +16,6 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/httpfilter"
-	"github.com/outrider-proxy/outrider/telemetry/stats"
 )
 
 // Name is the filter's Envoy name; typed_per_filter_config is looked up
@@ -39,14 +37,9 @@ type engines struct {
 type config struct {
 	engines
 	stats *common.Stats
-
-	mu       sync.Mutex
-	perRoute map[*anypb.Any]*engines // compiled RBACPerRoute, by the route's Any
+	// perRoute caches the compiled RBACPerRoute by the route's Any.
+	perRoute httpfilter.PerRoute[*anypb.Any, *engines]
 }
-
-// maxPerRoute bounds the per-route cache; RDS updates bring new Anys and
-// the cache restarts when it is full.
-const maxPerRoute = 4096
 
 func compileRBAC(m *rbacv3.RBAC) (engines, error) {
 	if err := confcheck.Fields(m, "", "rules", "shadow_rules", "rules_stat_prefix", "shadow_rules_stat_prefix"); err != nil {
@@ -65,23 +58,17 @@ func compileRBAC(m *rbacv3.RBAC) (engines, error) {
 
 func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 	m := &rbacv3.RBAC{}
-	if a != nil {
-		if err := a.UnmarshalTo(m); err != nil {
-			return nil, fmt.Errorf("typed_config: %w", err)
-		}
+	if err := httpfilter.UnmarshalConfig(a, m); err != nil {
+		return nil, err
 	}
 	e, err := compileRBAC(m)
 	if err != nil {
 		return nil, err
 	}
-	store := ctx.Stats
-	if store == nil {
-		store = stats.NewStore()
-	}
+	store := ctx.StatsStore()
 	return &config{
-		engines:  e,
-		stats:    common.NewStats(store, ctx.StatPrefix, m.GetRulesStatPrefix(), m.GetShadowRulesStatPrefix()),
-		perRoute: map[*anypb.Any]*engines{},
+		engines: e,
+		stats:   common.NewStats(store, ctx.StatPrefix, m.GetRulesStatPrefix(), m.GetShadowRulesStatPrefix()),
 	}, nil
 }
 
@@ -89,29 +76,30 @@ func create(ctx *httpfilter.Context, a *anypb.Any) (httpfilter.Config, error) {
 // per-route config (the route table was accepted without knowing this
 // filter) denies: failing closed is the safe reading of a broken policy.
 func (c *config) routeEngines(a *anypb.Any) *engines {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.perRoute[a]; ok {
-		return e
-	}
-	e := &engines{}
+	return c.perRoute.Get(a, compilePerRoute, denyingEngines)
+}
+
+// compilePerRoute compiles an RBACPerRoute; one without rbac disables the
+// filter's rules on its route.
+func compilePerRoute(a *anypb.Any) (*engines, error) {
 	pr := &rbacv3.RBACPerRoute{}
 	if err := a.UnmarshalTo(pr); err != nil {
-		e.enforced = denyAll
-	} else if pr.GetRbac() != nil {
+		return nil, err
+	}
+	e := &engines{}
+	if pr.GetRbac() != nil {
 		ce, err := compileRBAC(pr.GetRbac())
 		if err != nil {
-			e.enforced = denyAll
-		} else {
-			*e = ce
+			return nil, err
 		}
+		*e = ce
 	}
-	if len(c.perRoute) >= maxPerRoute {
-		clear(c.perRoute)
-	}
-	c.perRoute[a] = e
-	return e
+	return e, nil
 }
+
+// denyingEngines are the engines of a per-route config that does not
+// compile.
+var denyingEngines = &engines{enforced: denyAll}
 
 // denyAll is an ALLOW engine without policies.
 var denyAll = func() *common.Engine {
