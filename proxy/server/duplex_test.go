@@ -519,16 +519,7 @@ func TestHTTP1ClientCloseResetsUpstream(t *testing.T) {
 			name, start = "h1-h2", startH2Upstream
 		}
 		t.Run(name, func(t *testing.T) {
-			cancelled := make(chan struct{}, 1)
-			arrived := make(chan struct{}, 1)
-			h := func(w http.ResponseWriter, r *http.Request) {
-				arrived <- struct{}{}
-				select {
-				case <-r.Context().Done():
-					cancelled <- struct{}{}
-				case <-time.After(10 * time.Second):
-				}
-			}
+			arrived, cancelled, h := waitingUpstream()
 			logPath := filepath.Join(t.TempDir(), "access.log")
 			p := duplexProxy(t, upH2, start, h, flagLog(logPath))
 			c, err := net.DialTimeout("tcp", p.Addr("front"), 2*time.Second)

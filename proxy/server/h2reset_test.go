@@ -18,16 +18,7 @@ func TestHTTP2ClientResetWhileAwaitingHeaders(t *testing.T) {
 			continue
 		}
 		t.Run(tc.name, func(t *testing.T) {
-			arrived := make(chan struct{}, 1)
-			cancelled := make(chan struct{}, 1)
-			h := func(w http.ResponseWriter, r *http.Request) {
-				arrived <- struct{}{}
-				select {
-				case <-r.Context().Done():
-					cancelled <- struct{}{}
-				case <-time.After(10 * time.Second):
-				}
-			}
+			arrived, cancelled, h := waitingUpstream()
 			logPath := filepath.Join(t.TempDir(), "access.log")
 			p := duplexProxy(t, tc.upH2, tc.upstreamFn, h, flagLog(logPath))
 			ctx, cancel := context.WithCancel(context.Background())
@@ -62,4 +53,19 @@ func TestHTTP2ClientResetWhileAwaitingHeaders(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitingUpstream is an upstream handler that says when a request arrived
+// and then waits (at most 10 s) for it to be cancelled, saying so.
+func waitingUpstream() (arrived, cancelled chan struct{}, h http.HandlerFunc) {
+	arrived, cancelled = make(chan struct{}, 1), make(chan struct{}, 1)
+	h = func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-r.Context().Done():
+			cancelled <- struct{}{}
+		case <-time.After(10 * time.Second):
+		}
+	}
+	return arrived, cancelled, h
 }
