@@ -120,6 +120,9 @@ type Config struct {
 	// 100-continue goes upstream and the upstream's 100 Continue comes back,
 	// instead of the connection manager answering it (see Continue100).
 	proxy100 bool
+	// localReply is local_reply_config (localreply.go); nil: Envoy's
+	// default local replies.
+	localReply *localReply
 }
 
 type filterEntry struct {
@@ -163,10 +166,15 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		"preserve_external_request_id", "always_set_request_id_in_response", "normalize_path", "merge_slashes",
 		"route_specifier", "strip_port_mode", "stream_error_on_invalid_http_message", "internal_address_config",
 		"path_with_escaped_slashes_action", "http2_protocol_options", "upgrade_configs", "forward_client_cert_details",
-		"set_current_client_cert_details", "tracing", "proxy_100_continue", "request_id_extension", "add_user_agent"); err != nil {
+		"set_current_client_cert_details", "tracing", "proxy_100_continue", "request_id_extension", "add_user_agent",
+		"local_reply_config"); err != nil {
 		return nil, err
 	}
 	if err := checkRequestIDExtension(p.GetRequestIdExtension()); err != nil {
+		return nil, err
+	}
+	localReply, err := compileLocalReply(p.GetLocalReplyConfig())
+	if err != nil {
 		return nil, err
 	}
 	switch p.GetCodecType() {
@@ -198,6 +206,7 @@ func Compile(ctx *netfilter.Context, p *hcmv3.HttpConnectionManager) (*Config, e
 		accept10:           p.GetHttpProtocolOptions().GetAcceptHttp_10(),
 		drainTimeout:       5 * time.Second,
 		proxy100:           p.GetProxy_100Continue(),
+		localReply:         localReply,
 	}
 	if p.GetAddUserAgent().GetValue() {
 		c.addUserAgent = true

@@ -292,7 +292,10 @@ func (s *stream) SendLocalReply(status int, body, details string, flag streaminf
 }
 
 // sendLocalReply answers from the proxy itself, through the encoder filters.
-// Once the response has started it can only reset the stream.
+// Once the response has started it can only reset the stream. The reply is
+// built as Envoy's Utility::prepareLocalReply: the status, the filters'
+// local-reply headers, then local_reply_config (localreply.go); a gRPC
+// request gets a trailers-only reply whose grpc-message is the body.
 func (s *stream) sendLocalReply(status int, body, details string, flag streaminfo.ResponseFlag) {
 	s.info.SetFlag(flag)
 	s.info.ResponseCodeDetails = details
@@ -303,32 +306,47 @@ func (s *stream) sendLocalReply(status int, body, details string, flag streaminf
 	s.localReplied = true
 	s.enc.reset(&s.resp)
 	s.resp.Reset()
+	s.resp.SetInt(headers.Status, int64(status))
+	for _, f := range s.localHdrs.Fields() {
+		s.resp.SetBytes(string(f.Name), f.Value) // replaces, e.g. a filter's own grpc-status
+	}
+	origBody, contentType, customCT := body, contentTypeText, false
+	if lr := s.cfg.localReply; lr != nil {
+		ct, _ := s.resp.Get("content-type")
+		before := string(ct)
+		status, body, contentType = lr.rewrite(s, status, body)
+		ct, _ = s.resp.Get("content-type")
+		customCT = before != string(ct) // a mapper's headers_to_add set it
+	}
 	if ct, _ := s.req.Get("content-type"); headers.IsGRPC(ct) {
 		// gRPC local replies are trailers-only, as Envoy's.
 		s.resp.SetInt(headers.Status, 200)
 		s.resp.Set("content-type", "application/grpc")
-		s.resp.SetInt("grpc-status", int64(grpcstatus.FromHTTP(status)))
+		if !s.resp.Has("grpc-status") { // a filter's own grpc-status wins
+			s.resp.SetInt("grpc-status", int64(grpcstatus.FromHTTP(status)))
+		}
 		if body != "" {
+			if contentType == contentTypeJSON && body[len(body)-1] == '\n' {
+				body = body[:len(body)-1] // the JSON formatter's newline
+			}
 			s.resp.Set("grpc-message", grpcEncode(body))
 		}
-		for _, f := range s.localHdrs.Fields() {
-			s.resp.SetBytes(string(f.Name), f.Value) // a filter's own grpc-status wins
-		}
+		s.resp.Del("content-length")
 		s.iterHeaders(&s.enc, 0, true)
 		return
 	}
-	s.resp.SetInt(headers.Status, int64(status))
-	if body != "" {
-		s.resp.SetInt("content-length", int64(len(body)))
-		s.resp.Set("content-type", "text/plain")
-	} else {
+	if body == "" {
 		s.resp.Set("content-length", "0")
+		s.resp.Del("content-type")
+		s.iterHeaders(&s.enc, 0, true)
+		return
 	}
-	for _, f := range s.localHdrs.Fields() {
-		s.resp.SetBytes(string(f.Name), f.Value) // replaces, e.g. a filter's own grpc-status
+	s.resp.SetInt("content-length", int64(len(body)))
+	if !s.resp.Has("content-type") || (body != origBody && !customCT) {
+		s.resp.Set("content-type", contentType)
 	}
-	s.iterHeaders(&s.enc, 0, body == "")
-	if body != "" && !s.reset && !s.responseDone {
+	s.iterHeaders(&s.enc, 0, false)
+	if !s.reset && !s.responseDone {
 		s.iterData(&s.enc, 0, []byte(body), true)
 	}
 }

@@ -84,6 +84,8 @@ func (f *Formatter) appendPart(dst []byte, p *part, ctx *Context) ([]byte, bool)
 		return append(dst, p.text...), p.text != ""
 	case kAccessLogType:
 		return append(dst, ctx.LogType.String()...), true
+	case kLocalReplyBody:
+		return append(dst, ctx.LocalReplyBody...), true
 	}
 	if s == nil {
 		return dst, false

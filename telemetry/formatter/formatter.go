@@ -35,6 +35,10 @@ type Context struct {
 	// TcpConnectionEnd, ...); zero is NotSet. Access-log log_type_filter and
 	// %ACCESS_LOG_TYPE% read it.
 	LogType accesslogdatav3.AccessLogType
+	// LocalReplyBody is the body of the local reply being formatted
+	// (local_reply_config's body_format); %LOCAL_REPLY_BODY% renders it,
+	// empty outside a local reply and never missing, as Envoy's.
+	LocalReplyBody string
 }
 
 // Formatter is a compiled format string. It is immutable and safe for
@@ -85,6 +89,7 @@ const (
 	kUpstreamAttemptCount
 	kStreamID
 	kAccessLogType
+	kLocalReplyBody
 )
 
 // numeric reports whether k renders a number, which typed JSON keeps as a
@@ -145,6 +150,7 @@ var simpleCommands = map[string]kind{
 	"UPSTREAM_REQUEST_ATTEMPT_COUNT":    kUpstreamAttemptCount,
 	"STREAM_ID":                         kStreamID,
 	"ACCESS_LOG_TYPE":                   kAccessLogType,
+	"LOCAL_REPLY_BODY":                  kLocalReplyBody,
 }
 
 // Compile parses format in Envoy's access-log form: a missing value renders

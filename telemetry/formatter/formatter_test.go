@@ -47,7 +47,7 @@ func testContext() *Context {
 		UpstreamLocalAddr:    "10.8.8.8:4444",
 		RequestID:            "rid-1",
 	}
-	return &Context{Stream: s, Request: req, Response: resp, Trailers: tr}
+	return &Context{Stream: s, Request: req, Response: resp, Trailers: tr, LocalReplyBody: "no healthy upstream"}
 }
 
 func TestFormatCommands(t *testing.T) {
@@ -97,6 +97,7 @@ func TestFormatCommands(t *testing.T) {
 		{"%CONNECTION_ID%", "42"},
 		{"%UPSTREAM_REQUEST_ATTEMPT_COUNT%", "1"},
 		{"%STREAM_ID%", "rid-1"},
+		{"<%LOCAL_REPLY_BODY%>", "<no healthy upstream>"},
 		{"a%PROTOCOL%b%RESPONSE_CODE%c", "aHTTP/1.1b200c"},
 	}
 	for _, tt := range tests {
@@ -126,6 +127,8 @@ func TestMissingValues(t *testing.T) {
 		{"%RESPONSE_CODE%", &Context{Stream: &streaminfo.Stream{}}, "0", "0"},
 		{"%RESPONSE_FLAGS%", &Context{Stream: &streaminfo.Stream{}}, "-", "-"},
 		{"%UPSTREAM_REQUEST_ATTEMPT_COUNT%", &Context{Stream: &streaminfo.Stream{}}, "0", "0"},
+		// An empty local reply body is a value, never "-" (Envoy's LocalReplyBodyFormatter).
+		{"[%LOCAL_REPLY_BODY%]", nil, "[]", "[]"},
 	}
 	for _, tt := range tests {
 		lf, err := Compile(tt.format)
