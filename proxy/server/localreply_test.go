@@ -215,3 +215,35 @@ func TestLocalReplyConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// Direct responses and redirects are local replies, as in Envoy: the
+// route's response headers and the location ride on them, and
+// local_reply_config formats their bodies too.
+func TestLocalReplyDirectResponse(t *testing.T) {
+	routes := `- match: {prefix: "/dr"}
+  direct_response: {status: 200, body: {inline_string: "hi"}}
+  response_headers_to_add: [{header: {key: x-route, value: r1}}]
+- match: {prefix: "/redir"}
+  redirect: {host_redirect: example.com}`
+	y := httpBootstrap(0, routes, "local_reply_config:\n"+indent(`body_format: {text_format: "[%RESPONSE_CODE%] %LOCAL_REPLY_BODY%"}`, 2))
+	p := servertest.Start(t, y)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range []struct {
+		path, body, route, location string
+		status                      int
+	}{
+		{"/dr", "[200] hi", "r1", "", 200},
+		{"/redir", "[301] ", "", "http://example.com/redir", 301},
+	} {
+		resp, err := noRedirect.Get(p.URL("front", tc.path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || string(b) != tc.body || resp.Header.Get("X-Route") != tc.route ||
+			resp.Header.Get("Location") != tc.location {
+			t.Errorf("%s: %d %q x-route %q location %q", tc.path, resp.StatusCode, b, resp.Header.Get("X-Route"), resp.Header.Get("Location"))
+		}
+	}
+}

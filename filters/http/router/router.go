@@ -201,29 +201,11 @@ func (f *filter) DecodeHeaders(h *headers.Map, end bool) httpfilter.Status {
 	switch r.Kind() {
 	case router.ActionRedirect:
 		status, loc := r.Redirect(h)
-		resp := f.cb.ResponseHeaders()
-		resp.SetInt(headers.Status, int64(status))
-		resp.Set("location", loc)
-		resp.Set("content-length", "0")
-		f.fctx.Response = resp
-		r.ApplyResponseHeaders(resp, &f.fctx)
-		info.ResponseCodeDetails = "direct_response"
-		f.cb.EncodeHeaders(resp, true)
+		f.directReply(r, status, "", loc)
 		return httpfilter.Stop
 	case router.ActionDirectResponse:
 		status, body := r.DirectResponse()
-		resp := f.cb.ResponseHeaders()
-		resp.SetInt(headers.Status, int64(status))
-		if len(body) > 0 {
-			resp.SetInt("content-length", int64(len(body)))
-			resp.Set("content-type", "text/plain")
-		}
-		f.fctx.Response = resp
-		r.ApplyResponseHeaders(resp, &f.fctx)
-		info.ResponseCodeDetails = "direct_response"
-		if f.cb.EncodeHeaders(resp, len(body) == 0) && len(body) > 0 {
-			f.cb.EncodeData(body, true)
-		}
+		f.directReply(r, status, string(body), "")
 		return httpfilter.Stop
 	case router.ActionCluster:
 	default:
@@ -427,6 +409,26 @@ func (f *filter) sendAndAwait() {
 	}
 	f.requestSent()
 	f.awaitResponse()
+}
+
+// directReply answers a redirect or direct_response route as Envoy does:
+// a local reply (so local_reply_config applies, and a gRPC request gets a
+// trailers-only answer) carrying the location (loc; "" for none) and the
+// route's response headers. The headers are laid on the reply, each
+// replacing what the reply has by that name.
+func (f *filter) directReply(r *router.Route, status int, body, loc string) {
+	rh := &f.trl // free until an upstream response's trailers
+	rh.Reset()
+	if loc != "" {
+		rh.Set("location", loc)
+	}
+	f.fctx.Response = rh
+	r.ApplyResponseHeaders(rh, &f.fctx)
+	for _, fl := range rh.Fields() {
+		f.cb.AddLocalReplyHeader(string(fl.Name), string(fl.Value))
+	}
+	rh.Reset()
+	f.cb.SendLocalReply(status, body, "direct_response", 0)
 }
 
 // requestSent starts the timers that run from the end of the request: the
