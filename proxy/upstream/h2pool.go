@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net"
 	"sync"
+
+	"github.com/outrider-proxy/outrider/proxy/transport"
 )
 
 // ErrNoH2 is returned by H2Pool.OpenStream when an auto_config host
@@ -186,7 +188,7 @@ func (p *H2Pool) connect(ctx context.Context) (*closeConn, error) {
 			release()
 			return nil, &ConnectError{Cluster: c.Name, Host: p.host.String(), Err: err}
 		}
-		if c.protocol.proto == ProtocolAuto {
+		if c.protocol.proto == ProtocolAuto && transport.IsTLS(tr) {
 			if cs, ok := conn.(interface{ ConnectionState() tls.ConnectionState }); !ok ||
 				cs.ConnectionState().NegotiatedProtocol != "h2" {
 				p.host.flags.store(fH1Only, true)
