@@ -25,6 +25,7 @@ import (
 	_ "github.com/outrider-proxy/outrider/filters/network/rbac"
 	_ "github.com/outrider-proxy/outrider/filters/network/tcpproxy"
 	_ "github.com/outrider-proxy/outrider/proxy/hcm"
+	_ "github.com/outrider-proxy/outrider/proxy/transport/proxyprotocol"
 	_ "github.com/outrider-proxy/outrider/telemetry/accesslog/grpclog" // envoy.access_loggers.http_grpc, tcp_grpc
 	_ "github.com/outrider-proxy/outrider/telemetry/tracing/otel"      // envoy.tracers.opentelemetry
 	_ "github.com/outrider-proxy/outrider/telemetry/tracing/zipkin"    // envoy.tracers.zipkin
