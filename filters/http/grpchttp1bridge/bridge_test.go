@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -141,6 +143,7 @@ func TestBridgeChunkedProtobuf(t *testing.T) {
 	go func() {
 		for _, s := range []string{"ab", "cd", "ef"} {
 			pw.Write([]byte(s))
+			time.Sleep(20 * time.Millisecond) // separate pieces at the proxy (coverage only)
 		}
 		pw.Close()
 	}()
@@ -164,5 +167,27 @@ func TestNoUpgrade(t *testing.T) {
 	resp, _ := filtertest.Do(t, &http.Client{}, req)
 	if resp.StatusCode != http.StatusUnsupportedMediaType {
 		t.Fatalf("got %d %v, want grpc-go's 415", resp.StatusCode, resp.Header)
+	}
+}
+
+// TestBridgeResponseTooLarge: a bridged response over the buffer limit
+// becomes the connection manager's local reply, gRPC-shaped for a gRPC
+// request (200, grpc-status 2), as Envoy's
+// HittingGrpcFilterLimitBufferingHeaders integration test.
+func TestBridgeResponseTooLarge(t *testing.T) {
+	paths := make(chan string, 8)
+	y := config(startGRPC(t, paths), ``)
+	y = strings.Replace(y, "\n    filter_chains:", "\n    per_connection_buffer_limit_bytes: 1024\n    filter_chains:", 1)
+	if !strings.Contains(y, "per_connection_buffer_limit_bytes") {
+		t.Fatal("no buffer limit in config")
+	}
+	p := servertest.Start(t, y)
+	req := filtertest.NewRequest(t, "POST", p.URL("l", "/echo/ok"), frame(strings.Repeat("x", 64<<10)), "content-type", "application/grpc")
+	resp, _ := filtertest.Do(t, &http.Client{}, req)
+	if resp.StatusCode != 200 || resp.Header.Get("grpc-status") != "2" {
+		t.Fatalf("got %d %v, want 200 with grpc-status 2", resp.StatusCode, resp.Header)
+	}
+	if got := p.Stat("http.l.rs_too_large"); got != 1 {
+		t.Errorf("rs_too_large %d", got)
 	}
 }
