@@ -151,6 +151,10 @@ func (p *Pool) get(ctx context.Context) (*PooledConn, error) {
 			r.freed.done()
 			return p.dial(ctx, key)
 		}
+		if key != (transport.DownstreamKey{}) && p.evictOther(key) {
+			r.freed.done()
+			continue // its max_connections slot is free: dial for this key
+		}
 		if !overflowed {
 			overflowed = true
 			c.Stats.UpstreamCxOverflow().Inc()
@@ -209,6 +213,30 @@ func (p *Pool) takeIdle(key transport.DownstreamKey) *PooledConn {
 		return pc
 	}
 	return nil
+}
+
+// evictOther closes the longest idle connection of a downstream key other
+// than key, so that a per-downstream pool at max_connections does not wait
+// on connections of downstream connections that may be gone. It reports
+// whether it closed one.
+func (p *Pool) evictOther(key transport.DownstreamKey) bool {
+	p.mu.Lock()
+	for i, pc := range p.idle {
+		if pc.ds == key {
+			continue
+		}
+		p.idle = append(p.idle[:i], p.idle[i+1:]...)
+		p.idle[:len(p.idle)+1][len(p.idle)] = nil
+		pc.inIdle = false
+		p.mu.Unlock()
+		if pc.timer != nil {
+			pc.timer.Stop()
+		}
+		pc.destroy()
+		return true
+	}
+	p.mu.Unlock()
+	return false
 }
 
 // dial opens a new connection for downstream key holding one

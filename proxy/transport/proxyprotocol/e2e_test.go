@@ -295,3 +295,16 @@ func TestInnerTLS(t *testing.T) {
 		t.Fatalf("got %q, want %q", bodies[0], want)
 	}
 }
+
+// TestEvictAtMaxConnections: at max_connections, the idle connection of
+// another downstream connection is closed for a new one instead of waiting.
+func TestEvictAtMaxConnections(t *testing.T) {
+	y := bootstrap(httpUpstream(t), strings.Replace(hcmFilter, "route: {cluster: up}", "route: {cluster: up, timeout: 3s}", 1),
+		"    circuit_breakers: {thresholds: [{max_connections: 1}]}", `{version: V1}`)
+	p := servertest.Start(t, y)
+	first, _, _ := get(t, p.Addr("l"), 1)
+	second, local, remote := get(t, p.Addr("l"), 1)
+	if want := fmt.Sprintf("2 v1 %s %s", local, remote); second[0] != want {
+		t.Fatalf("second downstream: %q (first %q), want %q", second[0], first[0], want)
+	}
+}
