@@ -212,11 +212,16 @@ type bufConn struct {
 
 func (c bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-// TestHTTP2Upstream: an HTTP/2 cluster's connections are per downstream
-// connection too.
-func TestHTTP2Upstream(t *testing.T) {
+const h2Options = `    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}`
+
+// h2Upstream parses the PROXY header of each connection, then serves
+// HTTP/2 answering "<conn#> <header>".
+func h2Upstream(t *testing.T) int {
 	var conns atomic.Int32
-	up := servertest.ServeTCP(t, func(c net.Conn) {
+	return servertest.ServeTCP(t, func(c net.Conn) {
 		n := conns.Add(1)
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 		r := bufio.NewReader(c)
@@ -229,11 +234,13 @@ func TestHTTP2Upstream(t *testing.T) {
 			fmt.Fprintf(w, "%d %s", n, describe(h))
 		})})
 	})
-	h2 := `    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}`
-	p := servertest.Start(t, bootstrap(up, hcmFilter, h2, `{version: V1}`))
+}
+
+// TestHTTP2Upstream: an HTTP/2 cluster's connections are per downstream
+// connection too.
+func TestHTTP2Upstream(t *testing.T) {
+	up := h2Upstream(t)
+	p := servertest.Start(t, bootstrap(up, hcmFilter, h2Options, `{version: V1}`))
 	seen := map[string]bool{}
 	for i := range 2 {
 		bodies, local, remote := get(t, p.Addr("l"), 2)
@@ -299,12 +306,22 @@ func TestInnerTLS(t *testing.T) {
 // TestEvictAtMaxConnections: at max_connections, the idle connection of
 // another downstream connection is closed for a new one instead of waiting.
 func TestEvictAtMaxConnections(t *testing.T) {
-	y := bootstrap(httpUpstream(t), strings.Replace(hcmFilter, "route: {cluster: up}", "route: {cluster: up, timeout: 3s}", 1),
-		"    circuit_breakers: {thresholds: [{max_connections: 1}]}", `{version: V1}`)
-	p := servertest.Start(t, y)
-	first, _, _ := get(t, p.Addr("l"), 1)
-	second, local, remote := get(t, p.Addr("l"), 1)
-	if want := fmt.Sprintf("2 v1 %s %s", local, remote); second[0] != want {
-		t.Fatalf("second downstream: %q (first %q), want %q", second[0], first[0], want)
+	for _, tc := range []struct {
+		name, options string
+		upstream      func(*testing.T) int
+	}{
+		{"http1", "", httpUpstream},
+		{"http2", h2Options + "\n", h2Upstream},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			y := bootstrap(tc.upstream(t), strings.Replace(hcmFilter, "route: {cluster: up}", "route: {cluster: up, timeout: 3s}", 1),
+				tc.options+"    circuit_breakers: {thresholds: [{max_connections: 1}]}", `{version: V1}`)
+			p := servertest.Start(t, y)
+			first, _, _ := get(t, p.Addr("l"), 1)
+			second, local, remote := get(t, p.Addr("l"), 1)
+			if want := fmt.Sprintf("2 v1 %s %s", local, remote); second[0] != want {
+				t.Fatalf("second downstream: %q (first %q), want %q", second[0], first[0], want)
+			}
+		})
 	}
 }
