@@ -67,6 +67,9 @@ func TestConfigErrors(t *testing.T) {
 	if err != nil || !tr.v2 || tr.inner != nil || tr.UsesTLS() {
 		t.Errorf("accepted config: %v %+v", err, tr)
 	}
+	if tr, err := compile(t, raw); err != nil || tr.v2 { // no config: V1
+		t.Errorf("no config: %v %+v", err, tr)
+	}
 }
 
 // TestNoDownstream: a dial without a downstream connection (health checks,
