@@ -14,6 +14,7 @@ import (
 	_ "github.com/outrider-proxy/outrider/filters/http/decompressor/gzip"   // envoy.compression.gzip.decompressor
 	_ "github.com/outrider-proxy/outrider/filters/http/decompressor/zstd"   // envoy.compression.zstd.decompressor
 	_ "github.com/outrider-proxy/outrider/filters/http/extauthz"            // envoy.filters.http.ext_authz
+	_ "github.com/outrider-proxy/outrider/filters/http/grpchttp1bridge"     // envoy.filters.http.grpc_http1_bridge
 	_ "github.com/outrider-proxy/outrider/filters/http/healthcheck"         // envoy.filters.http.health_check
 	_ "github.com/outrider-proxy/outrider/filters/http/localratelimit"      // envoy.filters.http.local_ratelimit
 	_ "github.com/outrider-proxy/outrider/filters/http/rbac"
@@ -24,6 +25,7 @@ import (
 	_ "github.com/outrider-proxy/outrider/filters/network/rbac"
 	_ "github.com/outrider-proxy/outrider/filters/network/tcpproxy"
 	_ "github.com/outrider-proxy/outrider/proxy/hcm"
+	_ "github.com/outrider-proxy/outrider/proxy/transport/proxyprotocol"
 	_ "github.com/outrider-proxy/outrider/telemetry/accesslog/grpclog" // envoy.access_loggers.http_grpc, tcp_grpc
 	_ "github.com/outrider-proxy/outrider/telemetry/tracing/otel"      // envoy.tracers.opentelemetry
 	_ "github.com/outrider-proxy/outrider/telemetry/tracing/zipkin"    // envoy.tracers.zipkin

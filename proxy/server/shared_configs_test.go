@@ -108,4 +108,7 @@ var mustCompile = []string{
 	"envoyproxy-examples__gzip__envoy.yaml",
 	"envoyproxy-examples__csrf__samesite__envoy.yaml",
 	"envoyproxy-examples__csrf__crosssite__envoy.yaml",
+	// The gRPC HTTP/1.1 bridge and the upstream PROXY protocol transport socket.
+	"envoyproxy-examples__grpc-bridge__client__envoy-proxy.yaml",
+	"envoy__configs__proxy_protocol.yaml",
 }

@@ -53,7 +53,7 @@ func (c *Cluster) compileAutoSNI(o *corev3.UpstreamHttpProtocolOptions, path str
 // TLS transport.
 func (c *Cluster) TLSOverride(h *headers.Map) TLSOverride {
 	a := c.x.autoSNI
-	if (!a.sni && !a.san) || c.transport == nil || h == nil {
+	if (!a.sni && !a.san) || !transport.IsTLS(c.transport) || h == nil {
 		return TLSOverride{}
 	}
 	var v string

@@ -35,9 +35,12 @@ type clusterExtras struct {
 	// TransportFor); defaultMatchCount counts hosts none matched.
 	socketMatches     []socketMatch
 	defaultMatchCount *stats.Counter
-	autoSNI           autoSNI        // upstream_http_protocol_options
-	specs             []endpointSpec // STATIC/DNS endpoints
-	origDst           *originalDst   // ORIGINAL_DST's host cache; nil for other types
+	// perDownstreamMatch: a transport of socketMatches is per downstream
+	// connection (transport.PerDownstream).
+	perDownstreamMatch bool
+	autoSNI            autoSNI        // upstream_http_protocol_options
+	specs              []endpointSpec // STATIC/DNS endpoints
+	origDst            *originalDst   // ORIGINAL_DST's host cache; nil for other types
 	// dns is the resolution settings of STRICT_DNS and LOGICAL_DNS
 	// clusters; nil for other types.
 	dns *dnsSettings

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net"
 	"sync"
+
+	"github.com/outrider-proxy/outrider/proxy/transport"
 )
 
 // ErrNoH2 is returned by H2Pool.OpenStream when an auto_config host
@@ -153,6 +155,10 @@ func acquireConn[T any](p *H2Pool, ctx context.Context, use func() (T, pick), di
 			continue
 		}
 		p.mu.Unlock()
+		if p.retireOther(ctx) {
+			r.freed.done()
+			continue // its max_connections slot is free: dial for this request's key
+		}
 		if !overflowed {
 			overflowed = true
 			c.Stats.UpstreamCxOverflow().Inc()
@@ -164,6 +170,31 @@ func acquireConn[T any](p *H2Pool, ctx context.Context, use func() (T, pick), di
 		}
 	}
 	return zero, &OverflowError{Cluster: c.Name, Limit: "max_connections"}
+}
+
+// retireOther closes an idle connection of a downstream key other than the
+// request's (per-downstream transports only), so that a pool at
+// max_connections does not wait on connections of downstream connections
+// that may be gone. It reports whether it closed one.
+func (p *H2Pool) retireOther(ctx context.Context) bool {
+	key := p.cluster.downstreamKey(ctx)
+	if key == (transport.DownstreamKey{}) {
+		return false
+	}
+	p.mu.Lock()
+	var victim *h2Conn
+	for _, oc := range p.conns {
+		if oc.ds != key && !oc.full && oc.cc.ActiveStreams() == 0 {
+			victim, oc.full = oc, true
+			break
+		}
+	}
+	p.mu.Unlock()
+	if victim == nil {
+		return false
+	}
+	p.sweep()
+	return true
 }
 
 // connect dials the host for an HTTP/2 connection: TCP,
@@ -186,7 +217,7 @@ func (p *H2Pool) connect(ctx context.Context) (*closeConn, error) {
 			release()
 			return nil, &ConnectError{Cluster: c.Name, Host: p.host.String(), Err: err}
 		}
-		if c.protocol.proto == ProtocolAuto {
+		if c.protocol.proto == ProtocolAuto && transport.IsTLS(tr) {
 			if cs, ok := conn.(interface{ ConnectionState() tls.ConnectionState }); !ok ||
 				cs.ConnectionState().NegotiatedProtocol != "h2" {
 				p.host.flags.store(fH1Only, true)

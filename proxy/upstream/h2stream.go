@@ -8,6 +8,7 @@ import (
 
 	"github.com/outrider-proxy/outrider/proxy/h2"
 	"github.com/outrider-proxy/outrider/proxy/headers"
+	"github.com/outrider-proxy/outrider/proxy/transport"
 )
 
 // The H2Pool's streams: OpenStream opens one on a pooled connection (or a
@@ -27,6 +28,9 @@ type h2Conn struct {
 	// (zero: busy); idleTimer closes it after the cluster's idle_timeout.
 	idleSince time.Time
 	idleTimer *time.Timer
+	// ds is the downstream connection's addresses for a per-downstream
+	// transport (PROXY protocol): only streams of the same key use it.
+	ds transport.DownstreamKey
 }
 
 // OpenStream sends req's headers as a new stream on a connection with room
@@ -60,8 +64,9 @@ func (p *H2Pool) DoneStream(ctx context.Context, s *h2.ClientStream) {
 // open opens the stream on a pooled connection, or on a new one.
 func (p *H2Pool) open(ctx context.Context, req *headers.Map, end bool) (*h2.ClientStream, error) {
 	var openErr error
+	key := p.cluster.downstreamKey(ctx)
 	s, err := acquireConn(p, ctx, func() (*h2.ClientStream, pick) {
-		oc := p.pickConn()
+		oc := p.pickConn(key)
 		if oc == nil {
 			return nil, pickNone
 		}
@@ -77,6 +82,7 @@ func (p *H2Pool) open(ctx context.Context, req *headers.Map, end bool) (*h2.Clie
 		if err != nil {
 			return nil, err
 		}
+		oc.ds = key
 		return func() { p.conns = append(p.conns, oc) }, nil
 	})
 	if err != nil {
@@ -85,9 +91,9 @@ func (p *H2Pool) open(ctx context.Context, req *headers.Map, end bool) (*h2.Clie
 	return s, openErr
 }
 
-// pickConn is a pooled connection that takes a stream now, counted against
-// max_requests_per_connection; nil: none.
-func (p *H2Pool) pickConn() *h2Conn {
+// pickConn is a pooled connection of downstream key that takes a stream
+// now, counted against max_requests_per_connection; nil: none.
+func (p *H2Pool) pickConn(key transport.DownstreamKey) *h2Conn {
 	c := p.cluster
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -95,7 +101,7 @@ func (p *H2Pool) pickConn() *h2Conn {
 		return nil
 	}
 	for _, oc := range p.conns {
-		if oc.full || !oc.cc.CanTakeNewStream() {
+		if oc.full || oc.ds != key || !oc.cc.CanTakeNewStream() {
 			continue
 		}
 		oc.requests++

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/outrider-proxy/outrider/proxy/transport"
 )
 
 // Admitter decides whether a pool may open another connection; it is the
@@ -58,6 +60,10 @@ type PooledConn struct {
 	peek      peeker
 	rqRes     *resources // the breakers holding this request's max_requests slot
 	gen       uint32     // the pool's drains when it was dialled
+	// ds is the downstream connection's addresses when the cluster's
+	// transport is per downstream (PROXY protocol): only requests of the
+	// same key reuse it. Zero otherwise.
+	ds transport.DownstreamKey
 }
 
 // StreamCanceled interrupts a read blocked on the connection (its read
@@ -117,10 +123,11 @@ func (p *Pool) Get(ctx context.Context) (*PooledConn, error) {
 }
 
 func (p *Pool) get(ctx context.Context) (*PooledConn, error) {
-	if pc := p.takeIdle(); pc != nil {
+	c := p.cluster
+	key := c.downstreamKey(ctx)
+	if pc := p.takeIdle(key); pc != nil {
 		return pc, nil
 	}
-	c := p.cluster
 	r := c.resFor(ctx)
 	if !r.pending.tryAcquire(r.pending.max) {
 		c.Stats.UpstreamRqPendingOverflow().Inc()
@@ -136,13 +143,17 @@ func (p *Pool) get(ctx context.Context) (*PooledConn, error) {
 	for range 1 << 20 { // bounded; each round waits for a release or ctx
 		// Registered before trying, so a release in between is not missed.
 		ch := r.freed.register()
-		if pc := p.takeIdle(); pc != nil {
+		if pc := p.takeIdle(key); pc != nil {
 			r.freed.done()
 			return pc, nil
 		}
 		if !r.hostCxFull(p.host) && r.cx.tryAcquire(r.cx.max) {
 			r.freed.done()
-			return p.dial(ctx)
+			return p.dial(ctx, key)
+		}
+		if key != (transport.DownstreamKey{}) && p.evictOther(key) {
+			r.freed.done()
+			continue // its max_connections slot is free: dial for this key
 		}
 		if !overflowed {
 			overflowed = true
@@ -157,17 +168,23 @@ func (p *Pool) get(ctx context.Context) (*PooledConn, error) {
 	return nil, &OverflowError{Cluster: c.Name, Limit: "max_connections"}
 }
 
-// takeIdle pops a usable idle connection, or returns nil.
-func (p *Pool) takeIdle() *PooledConn {
+// takeIdle pops a usable idle connection of downstream key (the most
+// recently released of that key), or returns nil.
+func (p *Pool) takeIdle(key transport.DownstreamKey) *PooledConn {
 	c := p.cluster
 	for range 1 << 16 { // bounded: every iteration removes one idle conn
 		p.mu.Lock()
-		n := len(p.idle)
-		if n == 0 {
+		i := len(p.idle) - 1
+		for i >= 0 && p.idle[i].ds != key {
+			i--
+		}
+		if i < 0 {
 			p.mu.Unlock()
 			return nil
 		}
-		pc := p.idle[n-1]
+		pc := p.idle[i]
+		n := len(p.idle)
+		copy(p.idle[i:], p.idle[i+1:])
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		pc.inIdle = false
@@ -198,8 +215,33 @@ func (p *Pool) takeIdle() *PooledConn {
 	return nil
 }
 
-// dial opens a new connection holding one max_connections slot.
-func (p *Pool) dial(ctx context.Context) (*PooledConn, error) {
+// evictOther closes the longest idle connection of a downstream key other
+// than key, so that a per-downstream pool at max_connections does not wait
+// on connections of downstream connections that may be gone. It reports
+// whether it closed one.
+func (p *Pool) evictOther(key transport.DownstreamKey) bool {
+	p.mu.Lock()
+	for i, pc := range p.idle {
+		if pc.ds == key {
+			continue
+		}
+		p.idle = append(p.idle[:i], p.idle[i+1:]...)
+		p.idle[:len(p.idle)+1][len(p.idle)] = nil
+		pc.inIdle = false
+		p.mu.Unlock()
+		if pc.timer != nil {
+			pc.timer.Stop()
+		}
+		pc.destroy()
+		return true
+	}
+	p.mu.Unlock()
+	return false
+}
+
+// dial opens a new connection for downstream key holding one
+// max_connections slot.
+func (p *Pool) dial(ctx context.Context, key transport.DownstreamKey) (*PooledConn, error) {
 	c := p.cluster
 	release := c.resFor(ctx).releaseCx
 	var done func()
@@ -235,7 +277,7 @@ func (p *Pool) dial(ctx context.Context) (*PooledConn, error) {
 	p.mu.Lock()
 	gen := p.drains
 	p.mu.Unlock()
-	pc := &PooledConn{Conn: conn, pool: p, uc: uc, admitDone: done, cxDone: release, gen: gen}
+	pc := &PooledConn{Conn: conn, pool: p, uc: uc, admitDone: done, cxDone: release, gen: gen, ds: key}
 	pc.peek = newPeeker(uc.tcp)
 	pc.startRequest()
 	return pc, nil

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/outrider-proxy/outrider/proxy/confcheck"
+	"github.com/outrider-proxy/outrider/proxy/transport"
 )
 
 // HTTPProtocolOptionsName is the typed_extension_protocol_options key of
@@ -190,7 +191,7 @@ func (c *Cluster) UseHTTP2(downstreamH2 bool, h *Host) bool {
 // counting a transport_socket_matches resolution.
 func (c *Cluster) UsesTLS(h *Host) bool {
 	if len(c.x.socketMatches) == 0 {
-		return c.transport != nil
+		return transport.IsTLS(c.transport)
 	}
 	var md map[string]*structpb.Value
 	if h != nil {
@@ -198,8 +199,8 @@ func (c *Cluster) UsesTLS(h *Host) bool {
 	}
 	for i := range c.x.socketMatches {
 		if matchesFields(c.x.socketMatches[i].fields, md) {
-			return c.x.socketMatches[i].transport != nil
+			return transport.IsTLS(c.x.socketMatches[i].transport)
 		}
 	}
-	return c.transport != nil
+	return transport.IsTLS(c.transport)
 }

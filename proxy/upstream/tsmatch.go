@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	"fmt"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -44,6 +45,7 @@ func (m *Manager) compileSocketMatches(cfg *clusterv3.Cluster, c *Cluster) error
 		}
 		x := c.extras()
 		x.socketMatches = append(x.socketMatches, sm)
+		x.perDownstreamMatch = x.perDownstreamMatch || perDownstream(sm.transport)
 	}
 	c.extras().defaultMatchCount = c.Stats.Scope().Counter("default.total_match_count")
 	return nil
@@ -81,4 +83,20 @@ func matchesFields(want, have map[string]*structpb.Value) bool {
 		}
 	}
 	return true
+}
+
+// downstreamKey is the transport.DownstreamKey of a request with pool
+// context ctx when a transport of the cluster is per downstream connection
+// (PROXY protocol), so that its pools share a connection only among
+// requests of the same downstream addresses; zero otherwise.
+func (c *Cluster) downstreamKey(ctx context.Context) transport.DownstreamKey {
+	if !perDownstream(c.transport) && !c.x.perDownstreamMatch {
+		return transport.DownstreamKey{}
+	}
+	return transport.KeyOf(ctx)
+}
+
+func perDownstream(tr transport.Upstream) bool {
+	_, ok := tr.(transport.PerDownstream)
+	return ok
 }

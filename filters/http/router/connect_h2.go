@@ -12,6 +12,7 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/h2"
 	"github.com/outrider-proxy/outrider/proxy/headers"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
+	"github.com/outrider-proxy/outrider/proxy/transport"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
 	"golang.org/x/net/http2"
 )
@@ -186,7 +187,7 @@ func (f *filter) h2Upgrade(h *headers.Map) {
 		}
 		req.AddBytes(name, fl.Value)
 	}
-	ctx := context.Background()
+	ctx := transport.WithDownstream(context.Background(), f.cb.Info().Conn)
 	var deadline time.Time
 	if f.timeout > 0 { // the route timeout bounds the wait for the answer
 		deadline = time.Now().Add(f.timeout)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/outrider-proxy/outrider/proxy/h2"
 	"github.com/outrider-proxy/outrider/proxy/headers"
+	"github.com/outrider-proxy/outrider/proxy/streaminfo"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
 )
 
@@ -49,6 +50,9 @@ type h2Up struct {
 	pump   *pump
 	sent   bool // the request ended
 	broken bool // a request body write failed: the stream ended early
+	// down is the downstream connection (transport.DownstreamCarrier: a
+	// PROXY protocol upstream carries its addresses); nil: none.
+	down *streaminfo.Conn
 }
 
 var reqMapPool = sync.Pool{New: func() any { return new(headers.Map) }}
@@ -82,6 +86,9 @@ func (o *h2Up) cancelled() error {
 
 func (o *h2Up) Deadline() (time.Time, bool) { return o.parent.Deadline() }
 func (o *h2Up) Value(key any) any           { return o.parent.Value(key) }
+
+// DownstreamConn implements transport.DownstreamCarrier.
+func (o *h2Up) DownstreamConn() *streaminfo.Conn { return o.down }
 
 func (o *h2Up) Done() <-chan struct{} {
 	o.mu.Lock()
@@ -145,7 +152,7 @@ func (f *filter) h2Send(h *headers.Map, end bool) {
 		parent = upstream.WithHighPriority(parent) // the cluster's HIGH circuit breakers
 	}
 	o := u
-	o.parent, o.hasBody, o.req = parent, !end, reqMapPool.Get().(*headers.Map)
+	o.parent, o.hasBody, o.req, o.down = parent, !end, reqMapPool.Get().(*headers.Map), f.cb.Info().Conn
 	f.h2 = u
 	if wc, ok := f.downCtx.(watchCtx); ok {
 		o.watch, o.token = wc, wc.Watch(o) // the downstream stream's own registry: no goroutine, context or closure

@@ -189,7 +189,7 @@ func (h *hedging) startTry() {
 		return
 	}
 	f.lctx.reset(f.deadline, f.downCtx)
-	f.lctx.high = f.highPriority()
+	f.lctx.high, f.lctx.down = f.highPriority(), f.cb.Info().Conn
 	pc, err := f.cluster.Pool(host).Get(&f.lctx)
 	f.lctx.reset(time.Time{}, nil) // the wait is over: its context must not outlive the client's stream
 	if err != nil {

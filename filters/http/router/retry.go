@@ -327,11 +327,17 @@ type lazyCtx struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	high     bool // the route's priority is HIGH (upstream.Prioritized)
+	// down is the downstream connection (transport.DownstreamCarrier: a
+	// PROXY protocol upstream carries its addresses); nil: none.
+	down *streaminfo.Conn
 }
 
 // HighPriority implements upstream.Prioritized: the pool applies the
 // cluster's HIGH circuit breakers to a route of priority HIGH.
 func (c *lazyCtx) HighPriority() bool { return c.high }
+
+// DownstreamConn implements transport.DownstreamCarrier.
+func (c *lazyCtx) DownstreamConn() *streaminfo.Conn { return c.down }
 
 func (c *lazyCtx) real() context.Context {
 	if c.ctx == nil {

@@ -360,7 +360,7 @@ func (f *filter) DecodeTrailers(t *headers.Map) httpfilter.Status {
 // connect takes a pooled connection to the chosen host.
 func (f *filter) connect() bool {
 	f.lctx.reset(f.deadline, f.downCtx)
-	f.lctx.high = f.highPriority()
+	f.lctx.high, f.lctx.down = f.highPriority(), f.cb.Info().Conn
 	pc, err := f.cluster.PoolFor(f.host, f.cluster.TLSOverride(f.cb.RequestHeaders())).Get(&f.lctx)
 	f.lctx.reset(time.Time{}, nil) // the wait is over: its context must not outlive the client's stream
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/outrider-proxy/outrider/proxy/netcopy"
 	"github.com/outrider-proxy/outrider/proxy/netfilter"
 	"github.com/outrider-proxy/outrider/proxy/streaminfo"
+	"github.com/outrider-proxy/outrider/proxy/transport"
 	"github.com/outrider-proxy/outrider/proxy/upstream"
 	"github.com/outrider-proxy/outrider/telemetry/accesslog"
 	"github.com/outrider-proxy/outrider/telemetry/formatter"
@@ -233,12 +234,16 @@ func (f *filter) pump(down *netfilter.Conn, up *upstream.UpstreamConn) (rx, tx i
 		upConn = t // plain TCP: splice, counting bytes through rx and tx
 	}
 	if tr := up.Cluster().TransportFor(up.Host()); tr != nil {
-		wrapped, err := tr.Wrap(context.Background(), up, "")
+		// The downstream connection goes with the dial (the PROXY protocol
+		// header carries its addresses).
+		wrapped, err := tr.Wrap(transport.WithDownstream(context.Background(), down.Info), up, "")
 		if err != nil {
 			closeBoth()
 			return 0, 0
 		}
-		upConn = wrapped // TLS to the upstream: copied through a buffer
+		if wrapped != net.Conn(up) { // a transport that only wrote a header keeps the splice
+			upConn = wrapped // TLS to the upstream: copied through a buffer
+		}
 	}
 	done := make(chan struct{})
 	go func() {
