@@ -90,7 +90,7 @@ func matchesFields(want, have map[string]*structpb.Value) bool {
 // (PROXY protocol), so that its pools share a connection only among
 // requests of the same downstream addresses; zero otherwise.
 func (c *Cluster) downstreamKey(ctx context.Context) transport.DownstreamKey {
-	if !perDownstream(c.transport) && !c.x.perDownstreamMatch {
+	if !perDownstream(c.transport) && (c.x == nil || !c.x.perDownstreamMatch) {
 		return transport.DownstreamKey{}
 	}
 	return transport.KeyOf(ctx)
