@@ -178,8 +178,12 @@ func (s *grpcAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv
 			OkResponse: &authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{
 				{Header: &corev3.HeaderValue{Key: "x-flag", Value: "on"}}}}}}, nil
 	case "slow":
+		// Past the filter's timeout. The server's own deadline (from
+		// grpc-timeout) can end this a hair before the client's does, so
+		// that end must not be an OK.
 		select {
 		case <-ctx.Done():
+			return nil, ctx.Err()
 		case <-time.After(3 * time.Second):
 		}
 		return &authv3.CheckResponse{Status: &status.Status{}}, nil
