@@ -65,7 +65,7 @@ token_bucket: {max_tokens: 2, tokens_per_fill: 2, fill_interval: 1000s}
 `),
 			listener("conn", "stat_prefix: conn_rl\nlocal_rate_limit_per_downstream_connection: true\n"+
 				"token_bucket: {max_tokens: 1, fill_interval: 1000s}\n"+always, ""),
-			listener("refill", "stat_prefix: refill_rl\ntoken_bucket: {max_tokens: 1, tokens_per_fill: 1, fill_interval: 0.5s}\n"+always, ""),
+			listener("refill", "stat_prefix: refill_rl\ntoken_bucket: {max_tokens: 1, tokens_per_fill: 1, fill_interval: 1.5s}\n"+always, ""),
 			listener("idle", "stat_prefix: idle_rl\ntoken_bucket: {max_tokens: 1, fill_interval: 1000s}\n", ""))
 	})
 }
@@ -147,7 +147,7 @@ func TestRefillAndDisabled(t *testing.T) {
 	if resp, _ := get(t, nil, p.URL("refill", "/")); resp.StatusCode != 429 {
 		t.Fatalf("second, within fill_interval: %d", resp.StatusCode)
 	}
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(6 * time.Second)
 	for {
 		time.Sleep(100 * time.Millisecond)
 		resp, _ := get(t, nil, p.URL("refill", "/"))
