@@ -33,9 +33,10 @@ func describe(h proxyprotocol.Header) string {
 	return s
 }
 
-// httpUpstream parses the PROXY header of each connection, then answers up
-// to 100 HTTP/1.1 requests with "<conn#> <header>".
-func httpUpstream(t *testing.T) int {
+// ppUpstream is a TCP upstream on 127.0.0.1:0 that reads each
+// connection's PROXY header and hands it to serve, with the connection's
+// number (from 1) and its reader, positioned after the header.
+func ppUpstream(t *testing.T, serve func(c net.Conn, r *bufio.Reader, h proxyprotocol.Header, n int32)) int {
 	var conns atomic.Int32
 	return servertest.ServeTCP(t, func(c net.Conn) {
 		n := conns.Add(1)
@@ -46,6 +47,14 @@ func httpUpstream(t *testing.T) int {
 			t.Errorf("upstream: %v", err)
 			return
 		}
+		serve(c, r, h, n)
+	})
+}
+
+// httpUpstream parses the PROXY header of each connection, then answers up
+// to 100 HTTP/1.1 requests with "<conn#> <header>".
+func httpUpstream(t *testing.T) int {
+	return ppUpstream(t, func(c net.Conn, r *bufio.Reader, h proxyprotocol.Header, n int32) {
 		for range 100 {
 			req, err := http.ReadRequest(r)
 			if err != nil {
@@ -177,14 +186,7 @@ func TestTCPProxy(t *testing.T) {
 		{"v2", `{version: V2}`, "v2 %s %s ee=host"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			up := servertest.ServeTCP(t, func(c net.Conn) {
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				r := bufio.NewReader(c)
-				h, err := proxyprotocol.Parse(r)
-				if err != nil {
-					t.Errorf("upstream: %v", err)
-					return
-				}
+			up := ppUpstream(t, func(c net.Conn, r *bufio.Reader, h proxyprotocol.Header, n int32) {
 				line, _ := r.ReadString('\n')
 				fmt.Fprintf(c, "%s|%s", describe(h), line)
 			})
@@ -220,16 +222,7 @@ const h2Options = `    typed_extension_protocol_options:
 // h2Upstream parses the PROXY header of each connection, then serves
 // HTTP/2 answering "<conn#> <header>".
 func h2Upstream(t *testing.T) int {
-	var conns atomic.Int32
-	return servertest.ServeTCP(t, func(c net.Conn) {
-		n := conns.Add(1)
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		r := bufio.NewReader(c)
-		h, err := proxyprotocol.Parse(r)
-		if err != nil {
-			t.Errorf("upstream: %v", err)
-			return
-		}
+	return ppUpstream(t, func(c net.Conn, r *bufio.Reader, h proxyprotocol.Header, n int32) {
 		(&http2.Server{}).ServeConn(bufConn{c, r}, &http2.ServeConnOpts{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			fmt.Fprintf(w, "%d %s", n, describe(h))
 		})})
@@ -265,14 +258,7 @@ func TestInnerTLS(t *testing.T) {
 	if err := os.WriteFile(caFile, ca.PEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	up := servertest.ServeTCP(t, func(c net.Conn) {
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		r := bufio.NewReader(c)
-		h, err := proxyprotocol.Parse(r)
-		if err != nil {
-			t.Errorf("upstream: %v", err)
-			return
-		}
+	up := ppUpstream(t, func(c net.Conn, r *bufio.Reader, h proxyprotocol.Header, n int32) {
 		tc := tls.Server(bufConn{c, r}, &tls.Config{Certificates: []tls.Certificate{leaf.TLS}})
 		tr := bufio.NewReader(tc)
 		if _, err := http.ReadRequest(tr); err != nil {
